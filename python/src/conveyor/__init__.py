@@ -1,0 +1,81 @@
+"""Conveyor: background jobs driven by a language-agnostic spec.
+
+The public API: :class:`Conveyor` (the app), :class:`Call` (one request of a multi-request
+job), the handler outcomes, the clocks, retry policies and the errors.
+"""
+
+from .app import Conveyor
+from .clock import Clock, ManualClock, SystemClock
+from .errors import (
+    AlreadyRunning,
+    BatchClosed,
+    ConfigurationError,
+    ConveyorError,
+    InvalidPayload,
+    InvalidRequest,
+    InvalidTransition,
+    JobNotFound,
+    PayloadTooLarge,
+    PriorityNotAllowed,
+    Refused,
+    SpecError,
+    StaleLease,
+    StoreUnavailable,
+    UnknownDependency,
+    UnknownType,
+)
+from .handlers import JobContext
+from .model import Batch, Job, JobError, Lease, Request
+from .notify import LoggingNotifier, Notifier, SmtpNotifier
+from .outcomes import Die, PermanentError, TemporaryError, Waiting
+from .priority import PriorityRange
+from .publishing import Call
+from .retry import RetryPolicy
+from .specfiles import spec_version, wire_version
+from .worker import Worker, WorkerOptions, WorkerStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyRunning",
+    "Batch",
+    "BatchClosed",
+    "Call",
+    "Clock",
+    "ConfigurationError",
+    "Conveyor",
+    "ConveyorError",
+    "Die",
+    "InvalidPayload",
+    "InvalidRequest",
+    "InvalidTransition",
+    "Job",
+    "JobContext",
+    "JobError",
+    "JobNotFound",
+    "Lease",
+    "LoggingNotifier",
+    "ManualClock",
+    "Notifier",
+    "PayloadTooLarge",
+    "PermanentError",
+    "PriorityNotAllowed",
+    "PriorityRange",
+    "Refused",
+    "Request",
+    "RetryPolicy",
+    "SmtpNotifier",
+    "SpecError",
+    "StaleLease",
+    "StoreUnavailable",
+    "SystemClock",
+    "TemporaryError",
+    "UnknownDependency",
+    "UnknownType",
+    "Waiting",
+    "Worker",
+    "WorkerOptions",
+    "WorkerStats",
+    "spec_version",
+    "wire_version",
+]

@@ -1,0 +1,441 @@
+"""The application object: handlers, publishing, operations and workers over one store."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .clock import Clock, SystemClock
+from .engine import JobEngine
+from .errors import ConfigurationError, JobNotFound
+from .handlers import Handler, HandlerRegistry
+from .lifecycle import Lifecycle, Outcome
+from .model import Batch, Job
+from .notify import LoggingNotifier, Notifier
+from .priority import PriorityRange
+from .publishing import Call, JobFactory, PublishOptions
+from .retry import RetryPolicy, resolve
+from .store.base import ClaimQuery, JobFilter, Store
+from .urls import open_store
+
+if TYPE_CHECKING:
+    from .worker import Worker, WorkerStats
+
+log = logging.getLogger("conveyor")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_URL = "sqlite:///conveyor.db"
+
+
+@dataclass
+class Hooks:
+    """Callables run around jobs; a hook that raises is logged and ignored (except before)."""
+
+    before: list[Callable[[Job], Any]] = field(default_factory=list)
+    after: list[Callable[[Job], Any]] = field(default_factory=list)
+    error: list[Callable[[Job, BaseException], Any]] = field(default_factory=list)
+    metadata: list[Callable[[Job], dict[str, Any] | None]] = field(default_factory=list)
+
+
+class BulkPublisher:
+    """Buffers publishes and writes them as multi-row inserts of ``size`` jobs."""
+
+    def __init__(self, app: Conveyor, size: int) -> None:
+        if size < 1:
+            raise ConfigurationError("bulk size must be at least 1")
+        self.app = app
+        self.size = size
+        self.pending: list[Job] = []
+        self.jobs: list[Job] = []
+
+    def add(self, job: Job) -> None:
+        self.pending.append(job)
+        if len(self.pending) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            pending, self.pending = self.pending, []
+            self.jobs.extend(self.app._store_jobs(pending))
+
+
+class Conveyor:
+    """A Conveyor application.
+
+    With no arguments it stores jobs in ``conveyor.db`` (SQLite) in the working directory,
+    or at ``CONVEYOR_URL`` when that is set. Nothing is opened until first use.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        default_queue: str = "default",
+        default_priority: int = 100,
+        priorities: Collection[int] | None = None,
+        default_retry: str | RetryPolicy | None = None,
+        waiting_delay: timedelta = timedelta(seconds=1),
+        lease: timedelta = timedelta(minutes=5),
+        notifier: Notifier | None = None,
+        table_prefix: str = "conveyor_",
+    ) -> None:
+        self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
+        self.clock: Clock = clock or SystemClock()
+        self.default_queue = default_queue
+        self.default_priority = default_priority
+        self.priorities = tuple(sorted(priorities)) if priorities is not None else None
+        if self.priorities is not None and default_priority not in self.priorities:
+            self.default_priority = self.priorities[0]
+        self.default_retry = resolve(default_retry)
+        self.lease = lease
+        self.notifier: Notifier = notifier or LoggingNotifier()
+        self.table_prefix = table_prefix
+        self.handlers = HandlerRegistry()
+        self.hooks = Hooks()
+        self.engine = JobEngine()
+        self.lifecycle = Lifecycle(self.engine, int(waiting_delay.total_seconds() * 1000))
+        self.factory = JobFactory(
+            self.handlers,
+            self.engine.machine.initial_state,
+            self.engine.requests.machine.initial_state,
+            self.priorities,
+        )
+        self._store = store
+        self._store_lock = threading.Lock()
+        self._local = threading.local()
+
+    # -- store ----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """The store, opened (and its schema created) on first use."""
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = open_store(self.url, self.lifecycle.states, self.table_prefix)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> Conveyor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def handler(
+        self,
+        type: str | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        retry: str | RetryPolicy | None = None,
+        pass_context: bool = False,
+    ) -> Callable[[F], F]:
+        """Register the decorated function under ``type`` (default: its qualified name)."""
+
+        def register(function: F) -> F:
+            self.register(
+                type or f"{function.__module__}.{function.__qualname__}",
+                function,
+                queue=queue,
+                priority=priority,
+                retry=retry,
+                pass_context=pass_context,
+            )
+            return function
+
+        return register
+
+    def register(
+        self,
+        type: str,
+        function: Callable[..., Any],
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        retry: str | RetryPolicy | None = None,
+        pass_context: bool = False,
+    ) -> Handler:
+        chosen = self.default_priority if priority is None else priority
+        if self.priorities is not None and chosen not in self.priorities:
+            raise ConfigurationError(
+                f"handler {type!r} asks for priority {chosen}, which is not one of the "
+                f"configured priorities {list(self.priorities)}"
+            )
+        handler = Handler(
+            type=type,
+            function=function,
+            queue=queue or self.default_queue,
+            priority=chosen,
+            retry_policy=resolve(retry) if retry is not None else self.default_retry,
+            pass_context=pass_context,
+        )
+        self.handlers.add(handler)
+        return handler
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish(self, type: str, payload: Any = None, **options: Any) -> Job:
+        """Publish a job with one request. See :class:`PublishOptions` for the options."""
+        return self.publish_job([Call(type, payload)], **options)
+
+    def publish_job(self, calls: Sequence[Call], **options: Any) -> Job:
+        """Publish one job made of several requests run in order."""
+        batch = options.pop("batch", None)
+        if batch is not None:
+            options["batch_id"] = batch.id if isinstance(batch, Batch) else str(batch)
+        job = self.factory.build(calls, PublishOptions(**options), self.now())
+        bulk: BulkPublisher | None = getattr(self._local, "bulk", None)
+        if bulk is not None:
+            bulk.add(job)
+            return job
+        return self._store_jobs([job])[0]
+
+    def _store_jobs(self, jobs: Sequence[Job]) -> list[Job]:
+        now = self.now()
+        with self.store.transaction() as tx:
+            outcome = self.lifecycle.publish(tx, jobs, now)
+        self._deliver(outcome)
+        return outcome.jobs[: len(jobs)]
+
+    @contextmanager
+    def bulk(self, size: int = 500) -> Iterator[BulkPublisher]:
+        """Buffer every publish of this thread and insert them ``size`` at a time.
+
+        Jobs published inside get their ids when their chunk is written; ``bulk.jobs``
+        holds the stored jobs after the block.
+        """
+        if getattr(self._local, "bulk", None) is not None:
+            raise ConfigurationError("bulk() blocks cannot be nested")
+        publisher = BulkPublisher(self, size)
+        self._local.bulk = publisher
+        try:
+            yield publisher
+        finally:
+            self._local.bulk = None
+        publisher.flush()
+
+    # -- batches --------------------------------------------------------------------------
+
+    def open_batch(self, completion: Call | None = None, **completion_options: Any) -> Batch:
+        """Create an open batch; jobs join it with ``publish(..., batch=batch)``."""
+        now = self.now()
+        stored_completion = None
+        if completion is not None:
+            job = self.factory.build([completion], PublishOptions(**completion_options), now)
+            stored_completion = job.to_dict()
+        batch = Batch(
+            id="",
+            state=self.lifecycle.batches.machine.initial_state,
+            total=0,
+            created_at=now,
+            completion=stored_completion,
+        )
+        with self.store.transaction() as tx:
+            return tx.insert_batch(batch)
+
+    def seal_batch(self, batch: Batch | str) -> Batch:
+        """Declare that every job has been added; the batch finishes when all are terminal."""
+        batch_id = batch.id if isinstance(batch, Batch) else batch
+        with self.store.transaction() as tx:
+            outcome = self.lifecycle.seal(tx, batch_id, self.now())
+            sealed = tx.get_batch(batch_id)
+        self._deliver(outcome)
+        assert sealed is not None
+        return sealed
+
+    @contextmanager
+    def batch(self, completion: Call | None = None, **completion_options: Any) -> Iterator[Batch]:
+        """Open a batch, yield it, and seal it when the block ends without error."""
+        opened = self.open_batch(completion, **completion_options)
+        yield opened
+        self.seal_batch(opened)
+
+    def get_batch(self, batch_id: str) -> Batch:
+        with self.store.transaction() as tx:
+            batch = tx.get_batch(batch_id)
+        if batch is None:
+            raise JobNotFound(f"batch {batch_id} does not exist")
+        return batch
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        with self.store.transaction() as tx:
+            job = tx.get_job(str(job_id))
+        if job is None:
+            raise JobNotFound(f"job {job_id} does not exist (it may have been pruned)")
+        return job
+
+    def jobs(
+        self,
+        *,
+        states: Sequence[str] = (),
+        queue: str | None = None,
+        tag: str | None = None,
+        identifier: str | None = None,
+        batch: str | None = None,
+        limit: int = 100,
+        after_sequence: int = 0,
+    ) -> list[Job]:
+        """Jobs in publish order, filtered; ``tag`` finds every job about one entity."""
+        query = JobFilter(tuple(states), queue, tag, identifier, batch, limit, after_sequence)
+        with self.store.transaction() as tx:
+            return tx.find_jobs(query)
+
+    def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]:
+        """Which of ``identifiers`` still have work not done (spec.md#identifiers)."""
+        with self.store.transaction() as tx:
+            return tx.unfinished_identifiers(list(identifiers))
+
+    def status(self) -> list[tuple[str, str, int]]:
+        """(queue, state, count) for every non-empty combination."""
+        with self.store.transaction() as tx:
+            return tx.counts()
+
+    # -- state changes --------------------------------------------------------------------
+
+    def fire(self, job_id: str, event: str, params: dict[str, Any] | None = None) -> Job:
+        """Fire any machine event on a job (operators and adapters)."""
+        return self.report(job_id, event, params or {})
+
+    def report(
+        self,
+        job_id: str,
+        event: str,
+        params: dict[str, Any],
+        update: dict[str, Any] | None = None,
+    ) -> Job:
+        now = self.now()
+        with self.store.transaction() as tx:
+            outcome = self.lifecycle.fire(tx, str(job_id), event, now, params, update)
+        self._deliver(outcome)
+        return outcome.jobs[0]
+
+    def cancel(self, job_id: str) -> Job:
+        return self.report(job_id, "cancel", {})
+
+    def requeue(self, job_id: str) -> Job:
+        return self.report(job_id, "requeue", {})
+
+    def retry(self, job_id: str) -> Job:
+        return self.report(job_id, "retry", {})
+
+    def heartbeat(self, job_id: str, token: int, lease_ms: int | None = None) -> Job:
+        ms = lease_ms if lease_ms is not None else self.lease_ms
+        return self.report(job_id, "heartbeat", {"lease_token": token, "lease_ms": ms})
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.lease.total_seconds() * 1000)
+
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        queues: Sequence[str] = (),
+        priorities: PriorityRange | str | None = None,
+        limit: int = 1,
+        lease_ms: int | None = None,
+        job_id: str | None = None,
+    ) -> list[Job]:
+        """Claim up to ``limit`` jobs in (priority, sequence) order; each gets a new lease."""
+        span = (
+            priorities if isinstance(priorities, PriorityRange) else PriorityRange.parse(priorities)
+        )
+        query = ClaimQuery(tuple(queues), span, job_id)
+        now = self.now()
+        with self.store.transaction() as tx:
+            outcome = self.lifecycle.claim(
+                tx, query, worker_id, lease_ms or self.lease_ms, limit, now
+            )
+        self._deliver(outcome)
+        return outcome.jobs
+
+    def rescue_expired(self, limit: int = 100) -> list[Job]:
+        """Fire lease_expired on jobs whose worker stopped heart-beating."""
+        now = self.now()
+        with self.store.transaction() as tx:
+            outcome = self.lifecycle.rescue(tx, now, limit)
+        self._deliver(outcome)
+        return outcome.jobs
+
+    def clear_finished(self, older_than: timedelta = timedelta(0), chunk: int = 1000) -> int:
+        """Delete finished and redundant jobs older than ``older_than``, ``chunk`` per commit."""
+        cutoff = self.now() - older_than
+        deleted = 0
+        while True:
+            with self.store.transaction() as tx:
+                count = tx.delete_prunable(cutoff, chunk)
+            deleted += count
+            if count < chunk:
+                return deleted
+
+    # -- running --------------------------------------------------------------------------
+
+    def execute(self, job_id: str, worker_id: str = "direct") -> Job:
+        """Run one stored job now, in this thread, with full semantics (claim, lease, outcome)."""
+        from .execution import JobRunner
+
+        claimed = self.claim(worker_id, job_id=str(job_id))
+        if not claimed:
+            return self.get(job_id)
+        return JobRunner(self, worker_id, self.lease_ms).run(claimed[0]).job
+
+    def run_now(self, type: str, payload: Any = None, **options: Any) -> Job:
+        """Publish a job and run it at once in this thread (direct execution)."""
+        return self.execute(self.publish(type, payload, **options).id)
+
+    def worker(self, **options: Any) -> Worker:
+        from .worker import Worker, WorkerOptions
+
+        return Worker(self, WorkerOptions(**options))
+
+    def process(self, limit: int | None = None, **options: Any) -> WorkerStats:
+        """Run every due job, then return the worker's statistics (for cron)."""
+        return self.worker(max_jobs=limit, stop_when_empty=True, **options).run()
+
+    # -- hooks and delivery ---------------------------------------------------------------
+
+    def before_job(self, hook: Callable[[Job], Any]) -> Callable[[Job], Any]:
+        self.hooks.before.append(hook)
+        return hook
+
+    def after_job(self, hook: Callable[[Job], Any]) -> Callable[[Job], Any]:
+        self.hooks.after.append(hook)
+        return hook
+
+    def on_error(
+        self, hook: Callable[[Job, BaseException], Any]
+    ) -> Callable[[Job, BaseException], Any]:
+        self.hooks.error.append(hook)
+        return hook
+
+    def job_metadata(
+        self, hook: Callable[[Job], dict[str, Any] | None]
+    ) -> Callable[[Job], dict[str, Any] | None]:
+        self.hooks.metadata.append(hook)
+        return hook
+
+    def _deliver(self, outcome: Outcome) -> None:
+        for notification in outcome.notifications:
+            try:
+                self.notifier.notify(notification.kind, notification.job)
+            except Exception:
+                log.exception("notifier failed for job %s", notification.job.id)

@@ -1,0 +1,73 @@
+"""Time comes from an injectable clock, so tests and the conformance harness control it."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC, millisecond precision."""
+        ...
+
+
+def truncate_ms(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
+
+
+class SystemClock:
+    """The wall clock; the only place Conveyor reads it."""
+
+    def now(self) -> datetime:
+        return truncate_ms(datetime.now(UTC))
+
+
+class ManualClock:
+    """A clock that moves only when told to; thread-safe."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = truncate_ms(start or datetime(2026, 1, 1, tzinfo=UTC))
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def set(self, moment: datetime) -> None:
+        if moment.tzinfo is None:
+            raise ValueError("ManualClock.set needs a timezone-aware datetime")
+        with self._lock:
+            self._now = truncate_ms(moment.astimezone(UTC))
+
+    def advance(self, delta: timedelta | float) -> datetime:
+        step = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
+        with self._lock:
+            self._now = truncate_ms(self._now + step)
+            return self._now
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_ms(moment: datetime) -> int:
+    """Milliseconds since the Unix epoch (how the SQL store keeps time)."""
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def from_ms(value: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=value)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 UTC with milliseconds, the spec's timestamp format."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no timezone; use RFC 3339 with 'Z' or an offset")
+    return truncate_ms(moment.astimezone(UTC))

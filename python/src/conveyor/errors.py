@@ -1,0 +1,113 @@
+"""Every error Conveyor raises derives from :class:`ConveyorError`.
+
+Tree::
+
+    ConveyorError
+    ├── Refused                  an operation the spec refuses; ``code`` is a spec error code
+    │   ├── InvalidTransition    the machine allows no transition for (state, event)
+    │   ├── StaleLease           a report carried a fencing token that is no longer current
+    │   ├── JobNotFound
+    │   ├── InvalidPayload       a payload the codec or the schema rejects
+    │   ├── InvalidRequest       publish options that break a schema or spec rule
+    │   ├── UnknownType          no handler is registered under a request type
+    │   ├── UnknownDependency
+    │   ├── PriorityNotAllowed
+    │   ├── PayloadTooLarge
+    │   └── BatchClosed
+    ├── ConfigurationError       wrong settings, with the fix in the message
+    ├── SpecError                the spec files and this implementation disagree
+    ├── StoreUnavailable         the database cannot be reached (URL password masked)
+    └── AlreadyRunning           a command protected by a lock is already running
+
+Handler outcomes (``PermanentError``, ``Waiting``, ``Die``, ``TemporaryError``) live in
+:mod:`conveyor.outcomes`: they steer a job, they are not library failures.
+"""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """Base of every error raised by Conveyor."""
+
+
+class Refused(ConveyorError):
+    """An operation refused with one of the spec's error codes; nothing was changed."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidTransition(Refused):
+    code = "invalid_transition"
+
+
+class StaleLease(Refused):
+    code = "stale_lease"
+
+
+class JobNotFound(Refused):
+    code = "not_found"
+
+
+class InvalidPayload(Refused):
+    code = "invalid_payload"
+
+
+class InvalidRequest(Refused):
+    code = "invalid_request"
+
+
+class UnknownType(Refused):
+    code = "unknown_type"
+
+
+class UnknownDependency(Refused):
+    code = "unknown_dependency"
+
+
+class PriorityNotAllowed(Refused):
+    code = "priority_not_allowed"
+
+
+class PayloadTooLarge(Refused):
+    code = "payload_too_large"
+
+
+class BatchClosed(Refused):
+    code = "batch_closed"
+
+
+class ConfigurationError(ConveyorError):
+    """Settings that cannot work; the message names the fix."""
+
+
+class SpecError(ConveyorError):
+    """The spec files name something this implementation does not know."""
+
+
+class StoreUnavailable(ConveyorError):
+    """The store cannot be reached; the URL in the message has its password masked."""
+
+
+class AlreadyRunning(ConveyorError):
+    """Another instance of a lock-protected command is running."""
+
+
+REFUSALS: dict[str, type[Refused]] = {
+    cls.code: cls
+    for cls in (
+        InvalidTransition,
+        StaleLease,
+        JobNotFound,
+        InvalidPayload,
+        InvalidRequest,
+        UnknownType,
+        UnknownDependency,
+        PriorityNotAllowed,
+        PayloadTooLarge,
+        BatchClosed,
+    )
+}

@@ -1,0 +1,218 @@
+"""Running one claimed job: its requests in order, each outcome recorded through the machine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import codec
+from .errors import ConveyorError, StaleLease, UnknownType
+from .handlers import JobContext
+from .model import Job
+from .outcomes import Die, PermanentError, TemporaryError, Waiting
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+
+log = logging.getLogger("conveyor.worker")
+
+
+@dataclass(frozen=True)
+class Report:
+    """The event a request's outcome fires, with its parameters."""
+
+    event: str
+    params: dict[str, Any]
+    die: bool = False
+
+
+@dataclass(frozen=True)
+class Executed:
+    job: Job
+    die: bool
+
+
+def _error(kind: str, error: BaseException) -> dict[str, Any]:
+    message = str(error) or type(error).__name__
+    return {"kind": kind, "message": message[:4096], "type": type(error).__qualname__}
+
+
+def classify(error: BaseException) -> Report:
+    """Map a handler's exception to the event it fires (spec.md#outcomes)."""
+    if isinstance(error, Waiting):
+        return Report("wait", {"delay_ms": error.delay_ms} if error.delay_ms is not None else {})
+    if isinstance(error, PermanentError):
+        return Report("fail_permanently", {"error": _error("permanent", error)})
+    if isinstance(error, Die):
+        cause = error.__cause__
+        underlying = classify(cause) if cause is not None and not isinstance(cause, Die) else None
+        if underlying is None or underlying.event == "wait":
+            underlying = Report("fail_permanently", {"error": _error("permanent", error)})
+        return Report(underlying.event, underlying.params, die=True)
+    params: dict[str, Any] = {"error": _error("temporary", error)}
+    if isinstance(error, TemporaryError) and error.retry_after_ms is not None:
+        params["retry_after_ms"] = error.retry_after_ms
+    return Report("fail_temporarily", params)
+
+
+def resident_memory() -> int:
+    """Resident set size in bytes (Linux /proc; falls back to the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return peak_memory()
+
+
+def peak_memory() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Heartbeat:
+    """Extends a job's lease from a thread, so a handler may block for a long time."""
+
+    def __init__(self, beat: Callable[[], None], interval: float) -> None:
+        self._beat = beat
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="conveyor-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._beat()
+            except StaleLease:
+                log.warning("lease lost while the handler runs; its result will be discarded")
+                return
+            except Exception:
+                log.exception("heartbeat failed; retrying at the next interval")
+
+
+class JobRunner:
+    """Runs claimed jobs for an app, with hooks, heartbeats and outcome recording."""
+
+    def __init__(self, app: Conveyor, worker_id: str, lease_ms: int) -> None:
+        self.app = app
+        self.worker_id = worker_id
+        self.lease_ms = lease_ms
+
+    def run(self, job: Job) -> Executed:
+        assert job.lease is not None, "only claimed jobs run"
+        token = job.lease.token
+        started = time.monotonic()
+        memory_before = resident_memory()
+
+        def beat() -> None:
+            self.app.heartbeat(job.id, token, self.lease_ms)
+
+        with Heartbeat(beat, max(self.lease_ms / 3000, 0.05)):
+            report = self._run_requests(job, token)
+        execution = {
+            "pid": os.getpid(),
+            "worker_id": self.worker_id,
+            "memory_before": memory_before,
+            "memory_after": resident_memory(),
+            "memory_peak": peak_memory(),
+            "duration_ms": int((time.monotonic() - started) * 1000),
+        }
+        metadata = dict(job.metadata)
+        for provider in self.app.hooks.metadata:
+            metadata.update(codec.encode(provider(job) or {}, "job metadata"))
+        try:
+            final = self.app.report(
+                job.id,
+                report.event,
+                {**report.params, "lease_token": token},
+                update={"execution": execution, "metadata": metadata},
+            )
+        except StaleLease as error:
+            log.warning("job %s: %s", job.id, error)
+            final = self.app.get(job.id)
+        for hook in self.app.hooks.after:
+            self._call_hook(hook, final)
+        return Executed(final, report.die)
+
+    def _run_requests(self, job: Job, token: int) -> Report:
+        try:
+            for hook in self.app.hooks.before:
+                hook(job)
+        except Exception as error:
+            log.warning("job %s: a before_job hook raised %r", job.id, error)
+            return classify(error)
+        current = job
+        while True:
+            index = current.current_index
+            assert index is not None
+            report = self._run_one(current, index)
+            if report.event != "succeed" or current.requests_remaining == 1:
+                return report
+            current = self.app.report(current.id, "succeed", {"lease_token": token})
+
+    def _run_one(self, job: Job, index: int) -> Report:
+        request = job.requests[index]
+        try:
+            handler = self.app.handlers.get(request.type)
+        except UnknownType as error:
+            return Report("fail_permanently", {"error": _error("permanent", error)})
+        context = JobContext(
+            job_id=job.id,
+            request_index=index,
+            request_type=request.type,
+            attempt=job.attempts,
+            queue=job.queue,
+            priority=job.priority,
+            tags=job.tags,
+            metadata=job.metadata,
+            identifier=job.identifier,
+            serial_group=job.serial_group,
+            worker_id=self.worker_id,
+        )
+        try:
+            bound = handler.bind(codec.decode(request.payload), context)
+        except TypeError as error:
+            problem = PermanentError(
+                f"payload does not fit handler {request.type!r}: {error}; publish a payload "
+                "whose keys match the handler's parameters"
+            )
+            return Report("fail_permanently", {"error": _error("permanent", problem)})
+        try:
+            handler.function(*bound.args, **bound.kwargs)
+        except Exception as error:
+            report = classify(error)
+            if report.event != "wait":
+                for hook in self.app.hooks.error:
+                    try:
+                        hook(job, error)
+                    except Die as die:
+                        if die.__cause__ is None:
+                            die.__cause__ = error
+                        report = classify(die)
+                    except Exception:
+                        log.exception("on_error hook %r raised; ignored", hook)
+            if not isinstance(error, PermanentError | TemporaryError | Waiting | Die):
+                log.warning("job %s request %s failed: %r", job.id, request.type, error)
+            return report
+        return Report("succeed", {})
+
+    @staticmethod
+    def _call_hook(hook: Callable[..., Any], *args: Any) -> None:
+        try:
+            hook(*args)
+        except ConveyorError:
+            raise
+        except Exception:
+            log.exception("hook %r raised; ignored", hook)

@@ -1,0 +1,79 @@
+"""Handlers: application functions registered under a request type."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError, UnknownType
+from .retry import RetryPolicy
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Passed to handlers registered with ``pass_context=True``."""
+
+    job_id: str
+    request_index: int
+    request_type: str
+    attempt: int
+    queue: str
+    priority: int
+    tags: tuple[str, ...]
+    metadata: dict[str, Any]
+    identifier: str | None
+    serial_group: str | None
+    worker_id: str
+
+
+@dataclass(frozen=True)
+class Handler:
+    type: str
+    function: Callable[..., Any]
+    queue: str
+    priority: int
+    retry_policy: RetryPolicy
+    pass_context: bool = False
+
+    def bind(self, payload: Any, context: JobContext) -> inspect.BoundArguments:
+        """Match the payload to the function's parameters; TypeError when they don't fit.
+
+        A dict payload is passed as keyword arguments, any other value as one argument.
+        """
+        signature = inspect.signature(self.function)
+        prefix = (context,) if self.pass_context else ()
+        if isinstance(payload, dict):
+            return signature.bind(*prefix, **payload)
+        if payload is None:
+            return signature.bind(*prefix)
+        return signature.bind(*prefix, payload)
+
+
+class HandlerRegistry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def add(self, handler: Handler) -> None:
+        if handler.type in self._handlers:
+            raise ConfigurationError(
+                f"a handler is already registered for {handler.type!r}; pick another name"
+            )
+        self._handlers[handler.type] = handler
+
+    def get(self, request_type: str) -> Handler:
+        try:
+            return self._handlers[request_type]
+        except KeyError:
+            known = ", ".join(sorted(self._handlers)) or "none"
+            raise UnknownType(
+                f"no handler is registered for request type {request_type!r} (registered: "
+                f"{known}); register it with @app.handler({request_type!r})"
+            ) from None
+
+    def __contains__(self, request_type: object) -> bool:
+        return request_type in self._handlers
+
+    def __iter__(self) -> Iterator[Handler]:
+        return iter(self._handlers.values())

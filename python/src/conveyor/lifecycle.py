@@ -1,0 +1,341 @@
+"""Every operation on jobs, as transitions fired inside one store transaction.
+
+This is the single place where jobs change state: it asks the engine for the transition,
+writes the result conditionally, and carries out the machine's system effects (dependents,
+recurrence, batches) in the same transaction. Notifications are returned, to be sent after
+the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from .engine import Fired, Firing, JobEngine
+from .errors import BatchClosed, InvalidTransition, JobNotFound, StaleLease, UnknownDependency
+from .machine import Environment, Machine
+from .model import Batch, Job, Request
+from .specfiles import machine_document
+from .store.base import Candidate, ClaimQuery, StateSets, Transaction
+
+
+@dataclass(frozen=True)
+class Notification:
+    """Sent to the notifier after commit: ``kind`` is ``threshold`` or ``failed``."""
+
+    kind: str
+    job: Job
+
+
+@dataclass
+class Outcome:
+    """What an operation changed, for the caller: jobs and pending notifications."""
+
+    jobs: list[Job] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+
+
+def state_sets(machine: Machine) -> StateSets:
+    return StateSets(
+        claimable=machine.tagged("claimable"),
+        active=machine.tagged("active"),
+        leased=machine.tagged("leased"),
+        succeeded=machine.tagged("succeeded"),
+        terminal=machine.tagged("terminal"),
+        prunable=machine.tagged("prunable"),
+        unfinished=machine.tagged("unfinished"),
+    )
+
+
+class BatchEngine:
+    def __init__(self) -> None:
+        self.machine = Machine(machine_document("batch"))
+        self.machine.require_effects({"count_jobs", "stamp_finished", "publish_completion"})
+
+    def fire(
+        self, batch: Batch, event: str, now: datetime, unsettled: int, count: int = 0
+    ) -> tuple[Batch, bool]:
+        """The new batch, and whether its completion job must be published."""
+        view = {"unsettled": unsettled, "total": batch.total}
+        env = Environment({"now": now, "batch": view, "event": {"count": count}, "ctx": {}})
+        try:
+            transition = self.machine.select(batch.state, event, env)
+        except InvalidTransition as error:
+            if event == "add":
+                raise BatchClosed(
+                    f"batch {batch.id} is {batch.state}; jobs can only be added while it is open"
+                ) from error
+            raise
+        changed = batch
+        for name in transition.effects:
+            if name == "count_jobs":
+                changed = replace(changed, total=changed.total + count)
+            elif name == "stamp_finished":
+                changed = replace(changed, finished_at=now)
+        return replace(changed, state=transition.target), "publish_completion" in transition.effects
+
+
+class Lifecycle:
+    def __init__(self, engine: JobEngine, waiting_delay_ms: int = 1000) -> None:
+        self.engine = engine
+        self.batches = BatchEngine()
+        self.states = state_sets(engine.machine)
+        self.failed = engine.machine.tagged("failed")
+        self.waiting_delay_ms = waiting_delay_ms
+        self._system = {
+            "notify_threshold": self._notify_threshold,
+            "notify_failure": self._notify_failure,
+            "cancel_dependents": self._cancel_dependents,
+            "recheck_dependencies": self._recheck_dependencies,
+            "republish_recurring": self._republish_recurring,
+            "settle_batch": self._settle_batch,
+        }
+        missing = engine.system_effect_names - set(self._system)
+        if missing:
+            raise InvalidTransition(f"system effects without implementation: {sorted(missing)}")
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish(self, tx: Transaction, jobs: Sequence[Job], now: datetime) -> Outcome:
+        """Insert new jobs (already validated) and apply the rules that depend on others."""
+        outcome = Outcome()
+        dependency_ids = {d for job in jobs for d in job.depends_on}
+        known = {job.id: job for job in tx.get_jobs(dependency_ids)} if dependency_ids else {}
+        unknown = dependency_ids - set(known)
+        if unknown:
+            raise UnknownDependency(
+                f"depends_on names jobs that do not exist: {sorted(unknown)}; publish those "
+                "first, and pass the ids publish returned"
+            )
+        batch_counts: dict[str, int] = {}
+        for job in jobs:
+            if job.batch_id is not None:
+                batch_counts[job.batch_id] = batch_counts.get(job.batch_id, 0) + 1
+        for batch_id, count in batch_counts.items():
+            batch = self._get_batch(tx, batch_id)
+            changed, _ = self.batches.fire(batch, "add", now, unsettled=1, count=count)
+            tx.save_batch(changed)
+        stored = tx.insert_jobs(jobs)
+        outcome.jobs.extend(stored)
+        for job in stored:
+            if any(known[d].state in self.failed for d in job.depends_on):
+                self._recheck_dependencies(tx, job, now, outcome)
+        return outcome
+
+    # -- claiming -------------------------------------------------------------------------
+
+    def claim(
+        self,
+        tx: Transaction,
+        query: ClaimQuery,
+        worker_id: str,
+        lease_ms: int,
+        limit: int,
+        now: datetime,
+    ) -> Outcome:
+        outcome = Outcome()
+        busy_groups: set[str] = set()
+        busy_identifiers: set[str] = set()
+        for candidate in tx.candidates(query, now, limit):
+            job = candidate.job
+            facts = self._facts(candidate, busy_groups, busy_identifiers)
+            event = "discard_redundant" if facts["unique_sibling_succeeded"] else "claim"
+            params = {"worker_id": worker_id, "lease_ms": lease_ms}
+            try:
+                fired = self.engine.fire(job, self._firing(event, now, params, facts))
+            except InvalidTransition:
+                continue
+            if not tx.save_job(job, fired.job):
+                continue
+            self._after(tx, fired, now, outcome)
+            if fired.job.state in self.states.leased:
+                outcome.jobs.append(fired.job)
+                if job.serial_group is not None:
+                    busy_groups.add(job.serial_group)
+                if job.unique and job.identifier is not None:
+                    busy_identifiers.add(job.identifier)
+                if len(outcome.jobs) >= limit:
+                    break
+        return outcome
+
+    @staticmethod
+    def _facts(
+        candidate: Candidate, busy_groups: set[str], busy_identifiers: set[str]
+    ) -> dict[str, bool]:
+        job = candidate.job
+        return {
+            "dependencies_succeeded": candidate.dependencies_succeeded,
+            "serial_group_idle": candidate.serial_group_idle
+            and job.serial_group not in busy_groups,
+            "serial_group_head": candidate.serial_group_head,
+            "unique_sibling_processing": candidate.unique_sibling_processing
+            or (job.unique and job.identifier in busy_identifiers),
+            "unique_sibling_succeeded": job.unique and candidate.unique_sibling_succeeded,
+        }
+
+    # -- reports, rescue and operations ---------------------------------------------------
+
+    def fire(
+        self,
+        tx: Transaction,
+        job_id: str,
+        event: str,
+        now: datetime,
+        params: Mapping[str, Any] | None = None,
+        update: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        """Fire ``event`` on one job; ``update`` sets plain fields (execution, metadata) too."""
+        job = tx.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} does not exist (it may have been pruned)")
+        outcome = Outcome()
+        fired = self.engine.fire(job, self._firing(event, now, params or {}, {}))
+        if update:
+            fired = replace(fired, job=replace(fired.job, **update))
+        if not tx.save_job(job, fired.job):
+            raise StaleLease(
+                f"job {job_id} changed while {event} was applied; nothing was recorded"
+            )
+        self._after(tx, fired, now, outcome)
+        outcome.jobs.insert(0, fired.job)
+        return outcome
+
+    def rescue(self, tx: Transaction, now: datetime, limit: int) -> Outcome:
+        """Fire lease_expired on processing jobs whose lease has run out."""
+        outcome = Outcome()
+        for job in tx.expired_leases(now, limit):
+            fired = self.engine.fire(job, self._firing("lease_expired", now, {}, {}))
+            if tx.save_job(job, fired.job):
+                outcome.jobs.append(fired.job)
+                self._after(tx, fired, now, outcome)
+        return outcome
+
+    # -- system effects -------------------------------------------------------------------
+
+    def _firing(
+        self, event: str, now: datetime, params: Mapping[str, Any], facts: Mapping[str, Any]
+    ) -> Firing:
+        return Firing(event, now, params, facts, self.waiting_delay_ms)
+
+    def _after(self, tx: Transaction, fired: Fired, now: datetime, outcome: Outcome) -> None:
+        for name in fired.system_effects:
+            self._system[name](tx, fired.job, now, outcome)
+
+    def _notify_threshold(self, tx: Transaction, job: Job, now: datetime, out: Outcome) -> None:
+        if (
+            job.retry_policy.notify_after is not None
+            and job.attempts == job.retry_policy.notify_after
+        ):
+            out.notifications.append(Notification("threshold", job))
+
+    def _notify_failure(self, tx: Transaction, job: Job, now: datetime, out: Outcome) -> None:
+        out.notifications.append(Notification("failed", job))
+
+    def _cancel_dependents(self, tx: Transaction, job: Job, now: datetime, out: Outcome) -> None:
+        error = {
+            "kind": "dependency_failed",
+            "message": f"dependency {job.id} ended {job.state}",
+        }
+        for dependent in tx.dependents(job.id):
+            fired = self.engine.fire(
+                dependent, self._firing("dependency_failed", now, {"error": error}, {})
+            )
+            if tx.save_job(dependent, fired.job):
+                out.jobs.append(fired.job)
+                self._after(tx, fired, now, out)
+
+    def _recheck_dependencies(self, tx: Transaction, job: Job, now: datetime, out: Outcome) -> None:
+        failed = [d for d in tx.get_jobs(job.depends_on) if d.state in self.failed]
+        if not failed:
+            return
+        current = tx.get_job(job.id) or job
+        error = {
+            "kind": "dependency_failed",
+            "message": f"dependency {failed[0].id} ended {failed[0].state}",
+        }
+        fired = self.engine.fire(
+            current, self._firing("dependency_failed", now, {"error": error}, {})
+        )
+        if tx.save_job(current, fired.job):
+            out.jobs.append(fired.job)
+            self._after(tx, fired, now, out)
+
+    def _republish_recurring(self, tx: Transaction, job: Job, now: datetime, out: Outcome) -> None:
+        if not job.recurring_interval_ms:
+            return
+        requests = tuple(
+            Request(
+                index=r.index,
+                type=r.type,
+                payload=r.payload,
+                state=self.engine.requests.machine.initial_state,
+            )
+            for r in job.requests
+        )
+        copy = replace(
+            job,
+            id="",
+            sequence=0,
+            state=self.engine.machine.initial_state,
+            available_at=now + timedelta(milliseconds=job.recurring_interval_ms),
+            created_at=now,
+            updated_at=now,
+            finished_at=None,
+            attempts=0,
+            depends_on=(),
+            batch_id=None,
+            requests=requests,
+            lease_token=0,
+            lease=None,
+            last_error=None,
+            errors=(),
+            execution=None,
+        )
+        out.jobs.extend(tx.insert_jobs([copy]))
+
+    def _settle_batch(self, tx: Transaction, job: Job, now: datetime, out: Outcome) -> None:
+        if job.batch_id is None:
+            return
+        batch = self._get_batch(tx, job.batch_id)
+        changed, complete = self.batches.fire(
+            batch, "job_settled", now, unsettled=tx.unsettled_in_batch(batch.id)
+        )
+        self._close_batch(tx, changed, complete, now, out)
+
+    def seal(self, tx: Transaction, batch_id: str, now: datetime) -> Outcome:
+        out = Outcome()
+        batch = self._get_batch(tx, batch_id)
+        changed, complete = self.batches.fire(
+            batch, "seal", now, unsettled=tx.unsettled_in_batch(batch_id)
+        )
+        self._close_batch(tx, changed, complete, now, out)
+        return out
+
+    def _close_batch(
+        self,
+        tx: Transaction,
+        batch: Batch,
+        complete: bool,
+        now: datetime,
+        out: Outcome,
+    ) -> None:
+        tx.save_batch(batch)
+        if complete and batch.completion is not None:
+            completion = completion_job(batch.completion)
+            out.jobs.extend(self.publish(tx, [completion], now).jobs)
+
+    @staticmethod
+    def _get_batch(tx: Transaction, batch_id: str) -> Batch:
+        batch = tx.get_batch(batch_id)
+        if batch is None:
+            raise JobNotFound(f"batch {batch_id} does not exist")
+        return batch
+
+
+def completion_job(stored: Mapping[str, Any]) -> Job:
+    """A batch stores its completion job ready-made, as a serialised Job."""
+    from .serialization import job_from_dict
+
+    return job_from_dict(dict(stored))

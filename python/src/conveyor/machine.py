@@ -1,0 +1,168 @@
+"""The machine engine: loads a machine file and decides which transition an event fires.
+
+The engine knows no state or event by name. Guards are evaluated from the file's closed
+expression language; effects are looked up by name in the implementation's registry, and a
+machine naming an effect the implementation lacks is refused at load time.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import REFUSALS, InvalidTransition, SpecError
+
+Expr = Any
+
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}
+
+
+@dataclass(frozen=True)
+class Transition:
+    id: str
+    sources: frozenset[str]
+    event: str
+    guard: str | None
+    target: str
+    effects: tuple[str, ...]
+    req: str
+
+
+@dataclass(frozen=True)
+class Effect:
+    name: str
+    scope: str
+    request_event: str | None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: str
+    when: Expr
+    req: str
+
+
+class Environment:
+    """Resolves operands: ``now``, ``job.a.b``, ``event.x``, ``ctx.x``, ``batch.x``."""
+
+    def __init__(self, roots: Mapping[str, Any]) -> None:
+        self._roots = roots
+
+    def resolve(self, operand: Any) -> Any:
+        if isinstance(operand, dict):
+            return operand["const"]
+        if not isinstance(operand, str):
+            return operand
+        if operand == "now":
+            return self._roots["now"]
+        root, *path = operand.split(".")
+        value = self._roots.get(root)
+        for part in path:
+            if value is None:
+                return None
+            value = value.get(part) if isinstance(value, Mapping) else getattr(value, part, None)
+        return value
+
+
+def evaluate(expr: Expr, env: Environment) -> bool:
+    """Evaluate a guard expression (spec.md#machines)."""
+    if isinstance(expr, dict) and "const" not in expr:
+        ((op, argument),) = expr.items()
+        if op == "and":
+            return all(evaluate(item, env) for item in argument)
+        if op == "or":
+            return any(evaluate(item, env) for item in argument)
+        if op == "not":
+            return not evaluate(argument, env)
+        left, right = (env.resolve(item) for item in argument)
+        if op in ("eq", "ne"):
+            return bool(_COMPARISONS[op](left, right))
+        if left is None or right is None:
+            return False
+        return bool(_COMPARISONS[op](left, right))
+    return bool(env.resolve(expr))
+
+
+class Machine:
+    """One machine file, ready to select transitions."""
+
+    def __init__(self, document: Mapping[str, Any]) -> None:
+        self.name: str = document["machine"]
+        self.states: dict[str, dict[str, Any]] = dict(document["states"])
+        self.events: dict[str, dict[str, Any]] = dict(document["events"])
+        self.guards: dict[str, Expr] = {
+            name: guard["expr"] for name, guard in document["guards"].items()
+        }
+        self.effects: dict[str, Effect] = {
+            name: Effect(name, effect.get("scope", "job"), effect.get("request_event"))
+            for name, effect in document["effects"].items()
+        }
+        self.initial_event: str = document["initial"]["event"]
+        self.initial_state: str = document["initial"]["to"]
+        self.refusals = tuple(
+            Refusal(item["code"], item["when"], item["req"])
+            for item in document.get("refusals", [])
+        )
+        self.transitions = tuple(
+            Transition(
+                id=item["id"],
+                sources=frozenset(item["from"]),
+                event=item["event"],
+                guard=item.get("guard"),
+                target=item["to"],
+                effects=tuple(item.get("effects", ())),
+                req=item["req"],
+            )
+            for item in document["transitions"]
+        )
+        self._by_event: dict[str, tuple[Transition, ...]] = {
+            event: tuple(t for t in self.transitions if t.event == event) for event in self.events
+        }
+        for refusal in self.refusals:
+            if refusal.code not in REFUSALS:
+                raise SpecError(f"machine {self.name} refuses with unknown code {refusal.code!r}")
+
+    def tagged(self, tag: str) -> frozenset[str]:
+        """States carrying ``tag`` (e.g. ``claimable``, ``terminal``)."""
+        return frozenset(name for name, state in self.states.items() if tag in state["tags"])
+
+    def require_effects(self, implemented: set[str]) -> None:
+        missing = set(self.effects) - implemented
+        if missing:
+            raise SpecError(
+                f"the {self.name} machine names effects this implementation lacks: "
+                f"{sorted(missing)}; upgrade conveyor to a version that supports this spec"
+            )
+
+    def select(self, state: str, event: str, env: Environment) -> Transition:
+        """The transition ``event`` fires from ``state``, or the refusal the spec demands."""
+        if event not in self.events:
+            raise InvalidTransition(f"{self.name} machine has no event {event!r}")
+        for refusal in self.refusals:
+            if evaluate(refusal.when, env):
+                raise REFUSALS[refusal.code](
+                    f"{event} refused: {refusal.code} ({refusal.req}); the lease this report "
+                    "belongs to is no longer current, so its result is discarded"
+                )
+        for transition in self._by_event[event]:
+            if state in transition.sources and (
+                transition.guard is None or evaluate(self.guards[transition.guard], env)
+            ):
+                return transition
+        raise InvalidTransition(
+            f"event {event!r} is not allowed for a {self.name} in state {state!r} "
+            f"(spec machines/{self.name}.json)"
+        )
+
+    def allows(self, state: str, event: str) -> bool:
+        """Whether some transition leaves ``state`` on ``event`` (ignoring guards)."""
+        return any(state in t.sources for t in self._by_event.get(event, ()))

@@ -1,0 +1,166 @@
+"""The job and request records, as immutable dataclasses.
+
+State names are plain strings taken from the machine files; the code never lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from .clock import format_timestamp
+from .retry import RetryPolicy
+
+
+@dataclass(frozen=True)
+class JobError:
+    kind: str
+    message: str
+    type: str | None = None
+    attempt: int = 0
+    request: int | None = None
+    at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "kind": self.kind,
+            "message": self.message,
+            "type": self.type,
+            "attempt": self.attempt,
+        }
+        if self.request is not None:
+            data["request"] = self.request
+        if self.at is not None:
+            data["at"] = format_timestamp(self.at)
+        return data
+
+
+@dataclass(frozen=True)
+class Lease:
+    token: int
+    worker_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Request:
+    index: int
+    type: str
+    payload: Any
+    state: str
+    attempts: int = 0
+    error: JobError | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "type": self.type,
+            "payload": self.payload,
+            "state": self.state,
+            "attempts": self.attempts,
+            "error": self.error.to_dict() if self.error else None,
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    """A stored job. ``payload`` values inside requests are codec-encoded JSON."""
+
+    id: str
+    sequence: int
+    queue: str
+    priority: int
+    state: str
+    available_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    retry_policy: RetryPolicy
+    requests: tuple[Request, ...]
+    attempts: int = 0
+    finished_at: datetime | None = None
+    serial_group: str | None = None
+    identifier: str | None = None
+    unique: bool = False
+    recurring_interval_ms: int | None = None
+    depends_on: tuple[str, ...] = ()
+    batch_id: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    lease_token: int = 0
+    lease: Lease | None = None
+    last_error: JobError | None = None
+    errors: tuple[JobError, ...] = ()
+    execution: dict[str, Any] | None = None
+
+    @property
+    def max_attempts(self) -> int | None:
+        return self.retry_policy.max_attempts
+
+    @property
+    def current_index(self) -> int | None:
+        """Index of the first request that has not succeeded (the one to run next)."""
+        for request in self.requests:
+            if request.state != "succeeded":
+                return request.index
+        return None
+
+    @property
+    def requests_remaining(self) -> int:
+        return sum(1 for request in self.requests if request.state != "succeeded")
+
+    def with_request(self, request: Request) -> Job:
+        requests = list(self.requests)
+        requests[request.index] = request
+        return replace(self, requests=tuple(requests))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job in the shape of spec/schemas/job.schema.json."""
+        return {
+            "id": self.id,
+            "sequence": self.sequence,
+            "queue": self.queue,
+            "priority": self.priority,
+            "state": self.state,
+            "available_at": format_timestamp(self.available_at),
+            "created_at": format_timestamp(self.created_at),
+            "updated_at": format_timestamp(self.updated_at),
+            "finished_at": format_timestamp(self.finished_at) if self.finished_at else None,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "retry_policy": self.retry_policy.to_dict(),
+            "serial_group": self.serial_group,
+            "identifier": self.identifier,
+            "unique": self.unique,
+            "recurring": (
+                {"interval_ms": self.recurring_interval_ms} if self.recurring_interval_ms else None
+            ),
+            "depends_on": list(self.depends_on),
+            "batch_id": self.batch_id,
+            "tags": list(self.tags),
+            "metadata": self.metadata,
+            "requests": [request.to_dict() for request in self.requests],
+            "lease_token": self.lease_token,
+            "lease": (
+                {
+                    "token": self.lease.token,
+                    "worker_id": self.lease.worker_id,
+                    "expires_at": format_timestamp(self.lease.expires_at),
+                }
+                if self.lease
+                else None
+            ),
+            "last_error": self.last_error.to_dict() if self.last_error else None,
+            "errors": [error.to_dict() for error in self.errors],
+            "execution": self.execution,
+        }
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: str
+    state: str
+    total: int
+    created_at: datetime
+    completion: dict[str, Any] | None = None
+    finished_at: datetime | None = None

@@ -1,0 +1,43 @@
+"""Exceptions a handler raises to steer its job (spec.md#outcomes).
+
+Any other exception is a temporary error, retried by the job's retry policy.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+def _ms(value: timedelta | float | None) -> int | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    return max(int(seconds * 1000), 0)
+
+
+class PermanentError(Exception):
+    """The job cannot succeed by retrying: it ends ``permanently_failed``."""
+
+
+class TemporaryError(Exception):
+    """Retry later; ``retry_after`` (seconds or timedelta) replaces the policy's delay."""
+
+    def __init__(self, message: str = "", *, retry_after: timedelta | float | None = None):
+        super().__init__(message)
+        self.retry_after_ms = _ms(retry_after)
+
+
+class Waiting(Exception):
+    """Not ready yet: try again after ``delay`` without counting an attempt."""
+
+    def __init__(self, message: str = "", *, delay: timedelta | float | None = None):
+        super().__init__(message)
+        self.delay_ms = _ms(delay)
+
+
+class Die(Exception):
+    """Record the outcome of the underlying error, then stop this worker process.
+
+    Raise it ``from`` the error that caused it; without a cause the outcome is permanent.
+    A ``TemporaryError`` cause, or any exception that is not a ``PermanentError``, is temporary.
+    """

@@ -1,0 +1,46 @@
+"""Priority ranges a worker may be restricted to: ``10``, ``20-40``, ``25-``, ``-20``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import ConfigurationError
+
+_RANGE = re.compile(r"^(?P<low>\d+)?(?P<dash>-)?(?P<high>\d+)?$")
+
+
+@dataclass(frozen=True)
+class PriorityRange:
+    low: int | None = None
+    high: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> PriorityRange:
+        """Parse the CLI form; ``None`` or an empty string means every priority."""
+        if text is None or not text.strip():
+            return cls()
+        match = _RANGE.match(text.strip())
+        if not match or (match["low"] is None and match["high"] is None):
+            raise ConfigurationError(
+                f"priority range {text!r} is not one of N, A-B, A- or -B (e.g. 10, 20-40, 25-, -20)"
+            )
+        low = int(match["low"]) if match["low"] is not None else None
+        high = int(match["high"]) if match["high"] is not None else None
+        if match["dash"] is None:
+            high = low
+        if low is not None and high is not None and low > high:
+            raise ConfigurationError(f"priority range {text!r} is empty: {low} > {high}")
+        return cls(low, high)
+
+    def __contains__(self, priority: object) -> bool:
+        if not isinstance(priority, int):
+            return False
+        return (self.low is None or priority >= self.low) and (
+            self.high is None or priority <= self.high
+        )
+
+    def __str__(self) -> str:
+        if self.low is not None and self.low == self.high:
+            return str(self.low)
+        return f"{'' if self.low is None else self.low}-{'' if self.high is None else self.high}"

@@ -1,0 +1,89 @@
+"""Retry policies: a pure function from attempt number to delay (spec.md#retry)."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from .errors import ConfigurationError
+from .specfiles import retry_presets_document
+
+Backoff = Literal["constant", "linear", "exponential"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    backoff: Backoff
+    initial_delay_ms: int
+    max_delay_ms: int
+    multiplier: float = 2
+    increment_ms: int = 0
+    max_attempts: int | None = None
+    notify_after: int | None = None
+    jitter: float = 0
+
+    def base_delay_ms(self, attempt: int) -> int:
+        """The capped delay after failed attempt ``attempt`` (1-based), before jitter."""
+        if attempt < 1:
+            raise ValueError("attempt numbers start at 1")
+        if self.backoff == "constant":
+            raw: float = self.initial_delay_ms
+        elif self.backoff == "linear":
+            raw = self.initial_delay_ms + self.increment_ms * (attempt - 1)
+        # Compare exponents instead of computing huge powers at high attempt numbers.
+        elif self.initial_delay_ms == 0 or self.max_delay_ms == 0:
+            raw = 0
+        elif (attempt - 1) * math.log(self.multiplier) > (
+            math.log(self.max_delay_ms / self.initial_delay_ms) + 1
+        ):
+            raw = self.max_delay_ms
+        else:
+            raw = self.initial_delay_ms * self.multiplier ** (attempt - 1)
+        return math.floor(min(raw, self.max_delay_ms))
+
+    def delay_bounds_ms(self, attempt: int) -> tuple[int, int]:
+        """Inclusive bounds any conforming delay falls in."""
+        capped = self.base_delay_ms(attempt)
+        return math.floor(capped * (1 - self.jitter)), math.floor(capped * (1 + self.jitter))
+
+    def delay_ms(self, attempt: int, rng: random.Random | None = None) -> int:
+        low, high = self.delay_bounds_ms(attempt)
+        if low == high:
+            return low
+        return (rng or random).randint(low, high)
+
+    def exhausted(self, attempts: int) -> bool:
+        return self.max_attempts is not None and attempts >= self.max_attempts
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RetryPolicy:
+        return cls(**data)
+
+
+def presets() -> dict[str, RetryPolicy]:
+    document = retry_presets_document()
+    return {name: RetryPolicy.from_dict(data) for name, data in document["presets"].items()}
+
+
+def default_preset_name() -> str:
+    return str(retry_presets_document()["default"])
+
+
+def resolve(policy: str | RetryPolicy | dict[str, Any] | None) -> RetryPolicy:
+    """A policy from a preset name, a dict in the schema's shape, or a policy."""
+    if isinstance(policy, RetryPolicy):
+        return policy
+    if isinstance(policy, dict):
+        return RetryPolicy.from_dict(policy)
+    name = policy or default_preset_name()
+    known = presets()
+    if name not in known:
+        raise ConfigurationError(
+            f"unknown retry preset {name!r}; use one of {sorted(known)} or pass a RetryPolicy"
+        )
+    return known[name]

@@ -1,0 +1,119 @@
+"""The Store seam: the source of truth every backend implements.
+
+A store offers transactions; the lifecycle (``conveyor.lifecycle``) runs every state change
+inside one, through the machine engine, so backends never decide transitions themselves.
+Backends pass the same tests and conformance suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from ..model import Batch, Job
+from ..priority import PriorityRange
+
+
+@dataclass(frozen=True)
+class ClaimQuery:
+    """What a worker may take: queues (empty = all), a priority range, or one job."""
+
+    queues: tuple[str, ...] = ()
+    priorities: PriorityRange = field(default_factory=PriorityRange)
+    job_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A claimable-looking job and the facts the claim guard reads (spec.md#claiming)."""
+
+    job: Job
+    dependencies_succeeded: bool
+    serial_group_idle: bool
+    serial_group_head: bool
+    unique_sibling_processing: bool
+    unique_sibling_succeeded: bool
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    states: tuple[str, ...] = ()
+    queue: str | None = None
+    tag: str | None = None
+    identifier: str | None = None
+    batch_id: str | None = None
+    limit: int = 100
+    after_sequence: int = 0
+
+
+@dataclass(frozen=True)
+class StateSets:
+    """State sets by tag, taken from the job machine and handed to stores."""
+
+    claimable: frozenset[str]
+    active: frozenset[str]
+    leased: frozenset[str]
+    succeeded: frozenset[str]
+    terminal: frozenset[str]
+    prunable: frozenset[str]
+    unfinished: frozenset[str]
+
+
+class Transaction(Protocol):
+    def insert_jobs(self, jobs: Sequence[Job]) -> list[Job]:
+        """Store new jobs; ids and sequences are assigned here, in order."""
+        ...
+
+    def get_job(self, job_id: str) -> Job | None: ...
+
+    def get_jobs(self, job_ids: Collection[str]) -> list[Job]: ...
+
+    def save_job(self, before: Job, after: Job) -> bool:
+        """Write ``after`` if the row still equals ``before`` (state and lease token).
+
+        Returns False when another writer got there first; nothing is written then.
+        """
+        ...
+
+    def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
+        """Jobs in claimable states that are due, in (priority, sequence) order."""
+        ...
+
+    def dependents(self, job_id: str) -> list[Job]:
+        """Active jobs that list ``job_id`` in depends_on."""
+        ...
+
+    def expired_leases(self, now: datetime, limit: int) -> list[Job]: ...
+
+    def due_jobs(self, states: Collection[str], now: datetime, limit: int) -> list[Job]: ...
+
+    def find_jobs(self, query: JobFilter) -> list[Job]: ...
+
+    def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]: ...
+
+    def delete_prunable(self, finished_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` prunable jobs no active job depends on."""
+        ...
+
+    def counts(self) -> list[tuple[str, str, int]]:
+        """(queue, state, count) rows."""
+        ...
+
+    def insert_batch(self, batch: Batch) -> Batch: ...
+
+    def get_batch(self, batch_id: str) -> Batch | None: ...
+
+    def save_batch(self, batch: Batch) -> None: ...
+
+    def unsettled_in_batch(self, batch_id: str) -> int: ...
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A unit of work: committed on normal exit, rolled back on an exception."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,220 @@
+"""In-memory store: a real backend for tests and direct execution, not a mock.
+
+One lock serialises transactions; a transaction works on a copy and publishes it on
+commit, so an exception leaves the store unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime
+
+from ..model import Batch, Job
+from .base import Candidate, ClaimQuery, JobFilter, StateSets
+
+
+class _State:
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.batches: dict[str, Batch] = {}
+        self.next_sequence = 1
+        self.next_batch = 1
+
+    def copy(self) -> _State:
+        clone = _State()
+        clone.jobs = dict(self.jobs)
+        clone.batches = dict(self.batches)
+        clone.next_sequence = self.next_sequence
+        clone.next_batch = self.next_batch
+        return clone
+
+
+class MemoryTransaction:
+    def __init__(self, data: _State, states: StateSets) -> None:
+        self._data = data
+        self._states = states
+
+    def insert_jobs(self, jobs: Sequence[Job]) -> list[Job]:
+        stored = []
+        for job in jobs:
+            sequence = self._data.next_sequence
+            self._data.next_sequence += 1
+            saved = replace(job, id=str(sequence), sequence=sequence)
+            self._data.jobs[saved.id] = saved
+            stored.append(saved)
+        return stored
+
+    def get_job(self, job_id: str) -> Job | None:
+        return self._data.jobs.get(job_id)
+
+    def get_jobs(self, job_ids: Collection[str]) -> list[Job]:
+        return [self._data.jobs[i] for i in job_ids if i in self._data.jobs]
+
+    def save_job(self, before: Job, after: Job) -> bool:
+        current = self._data.jobs.get(before.id)
+        if (
+            current is None
+            or current.state != before.state
+            or current.lease_token != before.lease_token
+        ):
+            return False
+        self._data.jobs[after.id] = after
+        return True
+
+    def _group(self, job: Job) -> list[Job]:
+        return [j for j in self._data.jobs.values() if j.serial_group == job.serial_group]
+
+    def _unique_siblings(self, job: Job) -> list[Job]:
+        return [
+            j
+            for j in self._data.jobs.values()
+            if j.unique and j.identifier == job.identifier and j.id != job.id
+        ]
+
+    def facts(self, job: Job) -> Candidate:
+        states = self._states
+        dependencies = self.get_jobs(job.depends_on)
+        group = self._group(job) if job.serial_group is not None else []
+        siblings = self._unique_siblings(job) if job.unique else []
+        key = (job.priority, job.sequence)
+        return Candidate(
+            job=job,
+            dependencies_succeeded=all(d.state in states.succeeded for d in dependencies),
+            serial_group_idle=not any(j.state in states.leased for j in group if j.id != job.id),
+            serial_group_head=all(
+                (j.priority, j.sequence) >= key for j in group if j.state in states.active
+            ),
+            unique_sibling_processing=any(s.state in states.leased for s in siblings),
+            unique_sibling_succeeded=any(s.state in states.succeeded for s in siblings),
+        )
+
+    def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
+        pool = (
+            [self._data.jobs[query.job_id]]
+            if query.job_id is not None and query.job_id in self._data.jobs
+            else []
+            if query.job_id is not None
+            else list(self._data.jobs.values())
+        )
+        matching = sorted(
+            (
+                job
+                for job in pool
+                if job.state in self._states.claimable
+                and job.available_at <= now
+                and (not query.queues or job.queue in query.queues)
+                and job.priority in query.priorities
+            ),
+            key=lambda job: (job.priority, job.sequence),
+        )
+        for job in matching:
+            yield self.facts(self._data.jobs[job.id])
+
+    def dependents(self, job_id: str) -> list[Job]:
+        return sorted(
+            (
+                job
+                for job in self._data.jobs.values()
+                if job_id in job.depends_on and job.state in self._states.active
+            ),
+            key=lambda job: job.sequence,
+        )
+
+    def expired_leases(self, now: datetime, limit: int) -> list[Job]:
+        expired = [
+            job
+            for job in self._data.jobs.values()
+            if job.state in self._states.leased and job.lease and job.lease.expires_at <= now
+        ]
+        return sorted(expired, key=lambda job: job.sequence)[:limit]
+
+    def due_jobs(self, states: Collection[str], now: datetime, limit: int) -> list[Job]:
+        due = [j for j in self._data.jobs.values() if j.state in states and j.available_at <= now]
+        return sorted(due, key=lambda job: (job.priority, job.sequence))[:limit]
+
+    def find_jobs(self, query: JobFilter) -> list[Job]:
+        found = [
+            job
+            for job in self._data.jobs.values()
+            if (not query.states or job.state in query.states)
+            and (query.queue is None or job.queue == query.queue)
+            and (query.tag is None or query.tag in job.tags)
+            and (query.identifier is None or job.identifier == query.identifier)
+            and (query.batch_id is None or job.batch_id == query.batch_id)
+            and job.sequence > query.after_sequence
+        ]
+        return sorted(found, key=lambda job: job.sequence)[: query.limit]
+
+    def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]:
+        wanted = set(identifiers)
+        return {
+            job.identifier
+            for job in self._data.jobs.values()
+            if job.identifier in wanted and job.state in self._states.unfinished
+        }
+
+    def delete_prunable(self, finished_before: datetime, limit: int) -> int:
+        needed = {
+            dependency
+            for job in self._data.jobs.values()
+            if job.state in self._states.active
+            for dependency in job.depends_on
+        }
+        doomed = [
+            job.id
+            for job in sorted(self._data.jobs.values(), key=lambda job: job.sequence)
+            if job.state in self._states.prunable
+            and job.finished_at is not None
+            and job.finished_at < finished_before
+            and job.id not in needed
+        ][:limit]
+        for job_id in doomed:
+            del self._data.jobs[job_id]
+        return len(doomed)
+
+    def counts(self) -> list[tuple[str, str, int]]:
+        tally: dict[tuple[str, str], int] = {}
+        for job in self._data.jobs.values():
+            tally[(job.queue, job.state)] = tally.get((job.queue, job.state), 0) + 1
+        return [(queue, state, count) for (queue, state), count in sorted(tally.items())]
+
+    def insert_batch(self, batch: Batch) -> Batch:
+        saved = replace(batch, id=str(self._data.next_batch))
+        self._data.next_batch += 1
+        self._data.batches[saved.id] = saved
+        return saved
+
+    def get_batch(self, batch_id: str) -> Batch | None:
+        return self._data.batches.get(batch_id)
+
+    def save_batch(self, batch: Batch) -> None:
+        self._data.batches[batch.id] = batch
+
+    def unsettled_in_batch(self, batch_id: str) -> int:
+        return sum(
+            1
+            for job in self._data.jobs.values()
+            if job.batch_id == batch_id and job.state not in self._states.terminal
+        )
+
+
+class MemoryStore:
+    """Keeps everything in process memory; lost when the process ends."""
+
+    def __init__(self, states: StateSets) -> None:
+        self._states = states
+        self._data = _State()
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[MemoryTransaction]:
+        with self._lock:
+            working = self._data.copy()
+            yield MemoryTransaction(working, self._states)
+            self._data = working
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,69 @@
+"""What differs between SQLite, PostgreSQL and MariaDB/MySQL, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy.engine import URL
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    skip_locked: bool
+    lock_of_supported: bool
+
+    @classmethod
+    def of(cls, engine: Engine) -> Dialect:
+        name = engine.dialect.name
+        if name == "postgresql":
+            return cls(name, skip_locked=True, lock_of_supported=True)
+        if name in ("mysql", "mariadb"):
+            return cls(name, skip_locked=True, lock_of_supported=False)
+        return cls(name, skip_locked=False, lock_of_supported=False)
+
+
+def configure_sqlite(engine: Engine, synchronous: str) -> None:
+    """WAL, a busy timeout, and BEGIN IMMEDIATE so writers queue instead of deadlocking."""
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def masked(url: URL) -> str:
+    """The URL with its password hidden: safe for logs and error messages."""
+    return url.render_as_string(hide_password=True)
+
+
+@contextmanager
+def schema_lock(connection: Connection, dialect: Dialect, name: str) -> Iterator[None]:
+    """Serialise schema changes between processes starting at once.
+
+    SQLite needs nothing more: the surrounding BEGIN IMMEDIATE already excludes writers.
+    """
+    if dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+        yield
+    elif dialect.name in ("mysql", "mariadb"):
+        connection.execute(text("SELECT GET_LOCK(:name, 60)"), {"name": name})
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+    else:
+        yield

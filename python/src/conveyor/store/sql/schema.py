@@ -1,0 +1,130 @@
+"""Tables of the SQL store and their versioned migrations.
+
+Times are integer milliseconds since the epoch: portable across SQLite, PostgreSQL and
+MariaDB, and cheap to compare in the claim query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    select,
+)
+
+Id = BigInteger().with_variant(Integer, "sqlite")
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Tables:
+    metadata: MetaData
+    jobs: Table
+    dependencies: Table
+    tags: Table
+    batches: Table
+    schema: Table
+
+
+def build_tables(prefix: str = "conveyor_") -> Tables:
+    metadata = MetaData()
+    jobs = Table(
+        f"{prefix}jobs",
+        metadata,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("queue", String(64), nullable=False),
+        Column("priority", Integer, nullable=False),
+        Column("state", String(32), nullable=False),
+        Column("available_at", BigInteger, nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("updated_at", BigInteger, nullable=False),
+        Column("finished_at", BigInteger),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("retry_policy", Text, nullable=False),
+        Column("serial_group", String(255)),
+        Column("identifier", String(255)),
+        Column("is_unique", Boolean, nullable=False, default=False),
+        Column("recurring_interval_ms", BigInteger),
+        Column("batch_id", BigInteger),
+        Column("depends_on", Text, nullable=False),
+        Column("tags", Text, nullable=False),
+        Column("metadata_json", Text, nullable=False),
+        Column("requests", Text, nullable=False),
+        Column("lease_token", Integer, nullable=False, default=0),
+        Column("lease_worker", String(255)),
+        Column("lease_expires_at", BigInteger),
+        Column("last_error", Text),
+        Column("errors", Text, nullable=False),
+        Column("execution", Text),
+        # Set only while the job is leased: a unique index turns serial-group exclusion and
+        # unique-mode exclusion into constraints no concurrent claim can break.
+        Column("group_lock", String(255), unique=True),
+        Column("unique_lock", String(255), unique=True),
+    )
+    Index(f"{prefix}ix_claim", jobs.c.state, jobs.c.priority, jobs.c.id)
+    Index(f"{prefix}ix_queue", jobs.c.queue, jobs.c.state)
+    Index(f"{prefix}ix_group", jobs.c.serial_group, jobs.c.state)
+    Index(f"{prefix}ix_identifier", jobs.c.identifier, jobs.c.state)
+    Index(f"{prefix}ix_prune", jobs.c.state, jobs.c.finished_at)
+    Index(f"{prefix}ix_lease", jobs.c.state, jobs.c.lease_expires_at)
+    Index(f"{prefix}ix_batch", jobs.c.batch_id, jobs.c.state)
+    dependencies = Table(
+        f"{prefix}dependencies",
+        metadata,
+        Column("job_id", Id, primary_key=True),
+        Column("depends_on_id", Id, primary_key=True),
+    )
+    Index(f"{prefix}ix_dependency_target", dependencies.c.depends_on_id)
+    tags = Table(
+        f"{prefix}tags",
+        metadata,
+        Column("tag", String(255), primary_key=True),
+        Column("job_id", Id, primary_key=True),
+    )
+    Index(f"{prefix}ix_tag_job", tags.c.job_id)
+    batches = Table(
+        f"{prefix}batches",
+        metadata,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("state", String(32), nullable=False),
+        Column("total", Integer, nullable=False, default=0),
+        Column("completion", Text),
+        Column("created_at", BigInteger, nullable=False),
+        Column("finished_at", BigInteger),
+    )
+    schema = Table(
+        f"{prefix}schema",
+        metadata,
+        Column("version", Integer, primary_key=True, autoincrement=False),
+        Column("applied_at", BigInteger, nullable=False),
+    )
+    return Tables(metadata, jobs, dependencies, tags, batches, schema)
+
+
+def _create_v1(connection: Connection, tables: Tables) -> None:
+    tables.metadata.create_all(connection, checkfirst=True)
+
+
+# Each migration brings the schema from version (index) to version (index + 1). Add new
+# steps at the end; never edit a released one.
+MIGRATIONS: list[Callable[[Connection, Tables], None]] = [_create_v1]
+
+
+def current_version(connection: Connection, tables: Tables) -> int:
+    if not inspect(connection).has_table(tables.schema.name):
+        return 0
+    found = connection.execute(select(tables.schema.c.version)).scalars().all()
+    return max(found, default=0)

@@ -1,0 +1,445 @@
+"""The SQL store over SQLAlchemy 2 Core: SQLite (the embedded default), PostgreSQL, MariaDB.
+
+Claims are conditional updates (``WHERE id = ? AND state = ? AND lease_token = ?``), and the
+lock columns carry unique indexes, so a redelivered or concurrent claim can never start a
+job twice, and two jobs of one serial group can never be leased at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from ...clock import SystemClock, from_ms, to_ms
+from ...errors import StoreUnavailable
+from ...model import Batch, Job
+from ..base import Candidate, ClaimQuery, JobFilter, StateSets
+from .dialects import Dialect, configure_sqlite, masked, schema_lock
+from .rows import job_from_row, job_values
+from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
+
+
+class SqlTransaction:
+    def __init__(self, connection: Connection, tables: Tables, states: StateSets, dialect: Dialect):
+        self.connection = connection
+        self.tables = tables
+        self.states = states
+        self.dialect = dialect
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def insert_jobs(self, jobs: Sequence[Job]) -> list[Job]:
+        if not jobs:
+            return []
+        t = self.tables.jobs
+        rows = [job_values(job, leased=job.state in self.states.leased) for job in jobs]
+        ids = (
+            self.connection.execute(insert(t).returning(t.c.id, sort_by_parameter_order=True), rows)
+            .scalars()
+            .all()
+        )
+        stored = [
+            replace(job, id=str(i), sequence=int(i)) for job, i in zip(jobs, ids, strict=True)
+        ]
+        dependencies = [
+            {"job_id": int(job.id), "depends_on_id": int(d)}
+            for job in stored
+            for d in job.depends_on
+        ]
+        if dependencies:
+            self.connection.execute(insert(self.tables.dependencies), dependencies)
+        tags = [{"job_id": int(job.id), "tag": tag} for job in stored for tag in job.tags]
+        if tags:
+            self.connection.execute(insert(self.tables.tags), tags)
+        return stored
+
+    def get_job(self, job_id: str) -> Job | None:
+        if not job_id.isdigit():
+            return None
+        row = (
+            self.connection.execute(
+                select(self.tables.jobs).where(self.tables.jobs.c.id == int(job_id))
+            )
+            .mappings()
+            .first()
+        )
+        return job_from_row(row) if row else None
+
+    def get_jobs(self, job_ids: Collection[str]) -> list[Job]:
+        wanted = [int(i) for i in job_ids if str(i).isdigit()]
+        if not wanted:
+            return []
+        t = self.tables.jobs
+        rows = self.connection.execute(select(t).where(t.c.id.in_(wanted)).order_by(t.c.id))
+        return [job_from_row(row) for row in rows.mappings()]
+
+    def save_job(self, before: Job, after: Job) -> bool:
+        t = self.tables.jobs
+        leased = after.state in self.states.leased
+        statement = (
+            update(t)
+            .where(
+                t.c.id == int(before.id),
+                t.c.state == before.state,
+                t.c.lease_token == before.lease_token,
+            )
+            .values(job_values(after, leased))
+        )
+        if leased and (after.serial_group is not None or after.unique):
+            # The lock columns may collide with a concurrent claim; isolate that in a savepoint.
+            try:
+                with self.connection.begin_nested():
+                    result = self.connection.execute(statement)
+            except IntegrityError:
+                return False
+        else:
+            result = self.connection.execute(statement)
+        return result.rowcount == 1
+
+    def _facts(self) -> dict[str, Any]:
+        j = self.tables.jobs.alias("j")
+        g = self.tables.jobs.alias("g")
+        u = self.tables.jobs.alias("u")
+        d = self.tables.dependencies.alias("d")
+        dj = self.tables.jobs.alias("dj")
+        states = self.states
+        dependencies_succeeded = ~exists(
+            select(literal(1))
+            .select_from(d.join(dj, dj.c.id == d.c.depends_on_id))
+            .where(d.c.job_id == j.c.id, dj.c.state.not_in(states.succeeded))
+        )
+        serial_group_idle = or_(
+            j.c.serial_group.is_(None),
+            ~exists(
+                select(literal(1)).where(
+                    g.c.serial_group == j.c.serial_group,
+                    g.c.state.in_(states.leased),
+                    g.c.id != j.c.id,
+                )
+            ),
+        )
+        g2 = self.tables.jobs.alias("g2")
+        serial_group_head = or_(
+            j.c.serial_group.is_(None),
+            ~exists(
+                select(literal(1)).where(
+                    g2.c.serial_group == j.c.serial_group,
+                    g2.c.state.in_(states.active),
+                    or_(
+                        g2.c.priority < j.c.priority,
+                        and_(g2.c.priority == j.c.priority, g2.c.id < j.c.id),
+                    ),
+                )
+            ),
+        )
+        u2 = self.tables.jobs.alias("u2")
+        unique_sibling_processing = and_(
+            j.c.is_unique,
+            exists(
+                select(literal(1)).where(
+                    u.c.identifier == j.c.identifier,
+                    u.c.is_unique,
+                    u.c.id != j.c.id,
+                    u.c.state.in_(states.leased),
+                )
+            ),
+        )
+        unique_sibling_succeeded = and_(
+            j.c.is_unique,
+            exists(
+                select(literal(1)).where(
+                    u2.c.identifier == j.c.identifier,
+                    u2.c.is_unique,
+                    u2.c.id != j.c.id,
+                    u2.c.state.in_(states.succeeded),
+                )
+            ),
+        )
+        return {
+            "j": j,
+            "dependencies_succeeded": dependencies_succeeded,
+            "serial_group_idle": serial_group_idle,
+            "serial_group_head": serial_group_head,
+            "unique_sibling_processing": unique_sibling_processing,
+            "unique_sibling_succeeded": unique_sibling_succeeded,
+        }
+
+    def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
+        facts = self._facts()
+        j = facts.pop("j")
+        conditions = [j.c.state.in_(self.states.claimable), j.c.available_at <= to_ms(now)]
+        if query.job_id is not None:
+            if not query.job_id.isdigit():
+                return
+            conditions.append(j.c.id == int(query.job_id))
+        if query.queues:
+            conditions.append(j.c.queue.in_(query.queues))
+        if query.priorities.low is not None:
+            conditions.append(j.c.priority >= query.priorities.low)
+        if query.priorities.high is not None:
+            conditions.append(j.c.priority <= query.priorities.high)
+        # Filter in SQL by the same facts the guard re-checks, so the rows fetched are the
+        # ones that can be claimed (or discarded as redundant).
+        conditions += [
+            facts["dependencies_succeeded"],
+            facts["serial_group_idle"],
+            facts["serial_group_head"],
+            ~facts["unique_sibling_processing"],
+        ]
+        columns = [j] + [expression.label(name) for name, expression in facts.items()]
+        statement = (
+            select(*columns).where(*conditions).order_by(j.c.priority, j.c.id).limit(limit + 16)
+        )
+        if self.dialect.skip_locked:
+            statement = statement.with_for_update(
+                skip_locked=True, of=j if self.dialect.lock_of_supported else None
+            )
+        for row in self.connection.execute(statement).mappings().all():
+            yield Candidate(
+                job=job_from_row(row),
+                **{name: bool(row[name]) for name in facts},
+            )
+
+    def dependents(self, job_id: str) -> list[Job]:
+        t, d = self.tables.jobs, self.tables.dependencies
+        rows = self.connection.execute(
+            select(t)
+            .join(d, d.c.job_id == t.c.id)
+            .where(d.c.depends_on_id == int(job_id), t.c.state.in_(self.states.active))
+            .order_by(t.c.id)
+        )
+        return [job_from_row(row) for row in rows.mappings()]
+
+    def expired_leases(self, now: datetime, limit: int) -> list[Job]:
+        t = self.tables.jobs
+        rows = self.connection.execute(
+            select(t)
+            .where(t.c.state.in_(self.states.leased), t.c.lease_expires_at <= to_ms(now))
+            .order_by(t.c.id)
+            .limit(limit)
+        )
+        return [job_from_row(row) for row in rows.mappings()]
+
+    def due_jobs(self, states: Collection[str], now: datetime, limit: int) -> list[Job]:
+        t = self.tables.jobs
+        rows = self.connection.execute(
+            select(t)
+            .where(t.c.state.in_(list(states)), t.c.available_at <= to_ms(now))
+            .order_by(t.c.priority, t.c.id)
+            .limit(limit)
+        )
+        return [job_from_row(row) for row in rows.mappings()]
+
+    def find_jobs(self, query: JobFilter) -> list[Job]:
+        t = self.tables.jobs
+        statement = select(t).where(t.c.id > query.after_sequence)
+        if query.states:
+            statement = statement.where(t.c.state.in_(query.states))
+        if query.queue is not None:
+            statement = statement.where(t.c.queue == query.queue)
+        if query.identifier is not None:
+            statement = statement.where(t.c.identifier == query.identifier)
+        if query.batch_id is not None:
+            statement = statement.where(t.c.batch_id == int(query.batch_id))
+        if query.tag is not None:
+            tags = self.tables.tags
+            statement = statement.where(
+                t.c.id.in_(select(tags.c.job_id).where(tags.c.tag == query.tag))
+            )
+        rows = self.connection.execute(statement.order_by(t.c.id).limit(query.limit))
+        return [job_from_row(row) for row in rows.mappings()]
+
+    def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]:
+        if not identifiers:
+            return set()
+        t = self.tables.jobs
+        rows = self.connection.execute(
+            select(t.c.identifier)
+            .where(t.c.identifier.in_(list(identifiers)), t.c.state.in_(self.states.unfinished))
+            .distinct()
+        )
+        return {row[0] for row in rows}
+
+    def delete_prunable(self, finished_before: datetime, limit: int) -> int:
+        t, d, dep = self.tables.jobs, self.tables.dependencies, self.tables.jobs.alias("dependent")
+        needed = exists(
+            select(literal(1))
+            .select_from(d.join(dep, dep.c.id == d.c.job_id))
+            .where(d.c.depends_on_id == t.c.id, dep.c.state.in_(self.states.active))
+        )
+        ids = (
+            self.connection.execute(
+                select(t.c.id)
+                .where(
+                    t.c.state.in_(self.states.prunable),
+                    t.c.finished_at < to_ms(finished_before),
+                    ~needed,
+                )
+                .order_by(t.c.id)
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
+        if not ids:
+            return 0
+        self.connection.execute(delete(self.tables.tags).where(self.tables.tags.c.job_id.in_(ids)))
+        self.connection.execute(delete(d).where(d.c.job_id.in_(ids)))
+        return self.connection.execute(delete(t).where(t.c.id.in_(ids))).rowcount
+
+    def counts(self) -> list[tuple[str, str, int]]:
+        t = self.tables.jobs
+        rows = self.connection.execute(
+            select(t.c.queue, t.c.state, func.count())
+            .group_by(t.c.queue, t.c.state)
+            .order_by(t.c.queue, t.c.state)
+        )
+        return [(queue, state, int(count)) for queue, state, count in rows]
+
+    # -- batches --------------------------------------------------------------------------
+
+    def insert_batch(self, batch: Batch) -> Batch:
+        b = self.tables.batches
+        batch_id = self.connection.execute(
+            insert(b).returning(b.c.id),
+            [
+                {
+                    "state": batch.state,
+                    "total": batch.total,
+                    "completion": json.dumps(batch.completion) if batch.completion else None,
+                    "created_at": to_ms(batch.created_at),
+                    "finished_at": None,
+                }
+            ],
+        ).scalar_one()
+        return replace(batch, id=str(batch_id))
+
+    def get_batch(self, batch_id: str) -> Batch | None:
+        if not batch_id.isdigit():
+            return None
+        b = self.tables.batches
+        row = self.connection.execute(select(b).where(b.c.id == int(batch_id))).mappings().first()
+        if row is None:
+            return None
+        return Batch(
+            id=str(row["id"]),
+            state=row["state"],
+            total=row["total"],
+            created_at=from_ms(row["created_at"]),
+            completion=json.loads(row["completion"]) if row["completion"] else None,
+            finished_at=from_ms(row["finished_at"]) if row["finished_at"] is not None else None,
+        )
+
+    def save_batch(self, batch: Batch) -> None:
+        b = self.tables.batches
+        self.connection.execute(
+            update(b)
+            .where(b.c.id == int(batch.id))
+            .values(
+                state=batch.state,
+                total=batch.total,
+                finished_at=to_ms(batch.finished_at) if batch.finished_at else None,
+            )
+        )
+
+    def unsettled_in_batch(self, batch_id: str) -> int:
+        t = self.tables.jobs
+        return int(
+            self.connection.execute(
+                select(func.count()).where(
+                    t.c.batch_id == int(batch_id), t.c.state.not_in(self.states.terminal)
+                )
+            ).scalar_one()
+        )
+
+
+class SqlStore:
+    """Jobs in a relational database; the schema is created or upgraded on first use."""
+
+    def __init__(
+        self,
+        url: str,
+        states: StateSets,
+        table_prefix: str = "conveyor_",
+        engine: Engine | None = None,
+        create_schema: bool = True,
+    ) -> None:
+        parsed = make_url(url)
+        self.display_url = masked(parsed)
+        self.states = states
+        self.tables = build_tables(table_prefix)
+        if engine is None:
+            engine = self._create_engine(parsed)
+        self.engine = engine
+        self.dialect = Dialect.of(engine)
+        if create_schema:
+            self.update_schema()
+
+    def _create_engine(self, parsed: Any) -> Engine:
+        if parsed.get_backend_name() == "sqlite":
+            synchronous = parsed.query.get("synchronous", "FULL")
+            parsed = parsed.difference_update_query(["synchronous"])
+            engine = create_engine(parsed)
+            configure_sqlite(engine, str(synchronous).upper())
+            return engine
+        return create_engine(parsed, pool_pre_ping=True)
+
+    def update_schema(self) -> int:
+        """Bring the schema to the latest version; safe when several processes start at once."""
+        try:
+            lock_name = f"{self.tables.jobs.name}-schema"
+            with (
+                self.engine.begin() as connection,
+                schema_lock(connection, self.dialect, lock_name),
+            ):
+                version = current_version(connection, self.tables)
+                for step in MIGRATIONS[version:]:
+                    step(connection, self.tables)
+                if version < SCHEMA_VERSION:
+                    now = to_ms(SystemClock().now())
+                    connection.execute(
+                        insert(self.tables.schema),
+                        [
+                            {"version": v, "applied_at": now}
+                            for v in range(version + 1, SCHEMA_VERSION + 1)
+                        ],
+                    )
+                return SCHEMA_VERSION
+        except OperationalError as error:
+            raise StoreUnavailable(
+                f"cannot reach the database at {self.display_url}: {error.orig}; check that it "
+                "is running and that the URL (CONVEYOR_URL or --url) is right"
+            ) from None
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as connection:
+            return current_version(connection, self.tables)
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTransaction]:
+        with self.engine.begin() as connection:
+            yield SqlTransaction(connection, self.tables, self.states, self.dialect)
+
+    def close(self) -> None:
+        self.engine.dispose()

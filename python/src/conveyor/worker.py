@@ -1,0 +1,160 @@
+"""The worker loop: claim, run, record; with limits and a graceful stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from .execution import JobRunner, resident_memory
+from .model import Job
+from .priority import PriorityRange
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+
+log = logging.getLogger("conveyor.worker")
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class WorkerOptions:
+    queues: tuple[str, ...] = ()
+    priorities: PriorityRange | str | None = None
+    batch_size: int = 1
+    lease: timedelta | None = None
+    max_jobs: int | None = None
+    max_cycles: int | None = None
+    memory_limit: int | None = None
+    idle_delay: float = 1.0
+    rescue_interval: float = 30.0
+    stop_when_empty: bool = False
+    worker_id: str = field(default_factory=default_worker_id)
+    handle_signals: bool = True
+    on_job: Callable[[Job], None] | None = None
+
+
+@dataclass
+class WorkerStats:
+    jobs: int = 0
+    cycles: int = 0
+    rescued: int = 0
+    stop_reason: str = ""
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """Claims jobs in (priority, sequence) order within its priority range and runs them."""
+
+    def __init__(self, app: Conveyor, options: WorkerOptions) -> None:
+        self.app = app
+        self.options = options
+        self.priorities = (
+            options.priorities
+            if isinstance(options.priorities, PriorityRange)
+            else PriorityRange.parse(options.priorities)
+        )
+        lease = options.lease or app.lease
+        self.lease_ms = int(lease.total_seconds() * 1000)
+        self.runner = JobRunner(app, options.worker_id, self.lease_ms)
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self._last_rescue: float | None = None
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Finish the current job, then return from :meth:`run`."""
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> WorkerStats:
+        restore = self._install_signals()
+        try:
+            while not self._stop.is_set():
+                self._cycle()
+        finally:
+            restore()
+        self.stats.stop_reason = self._stop_reason
+        return self.stats
+
+    def _cycle(self) -> None:
+        options = self.options
+        self.stats.cycles += 1
+        self._maybe_rescue()
+        limit = options.batch_size
+        if options.max_jobs is not None:
+            limit = min(limit, options.max_jobs - self.stats.jobs)
+        jobs = self.app.claim(
+            options.worker_id,
+            queues=options.queues,
+            priorities=self.priorities,
+            limit=limit,
+            lease_ms=self.lease_ms,
+        )
+        for job in jobs:
+            executed = self.runner.run(job)
+            self.stats.jobs += 1
+            state = executed.job.state
+            self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
+            if options.on_job is not None:
+                options.on_job(executed.job)
+            if executed.die:
+                self.stop("a handler asked the worker to die")
+        self._check_limits()
+        if not jobs and not self._stop.is_set():
+            if options.stop_when_empty:
+                self.stop("no due jobs left")
+            else:
+                self._stop.wait(options.idle_delay)
+
+    def _maybe_rescue(self) -> None:
+        moment = self.app.now().timestamp()
+        if self._last_rescue is None or moment - self._last_rescue >= self.options.rescue_interval:
+            self._last_rescue = moment
+            rescued = self.app.rescue_expired()
+            self.stats.rescued += len(rescued)
+            for job in rescued:
+                log.warning("rescued job %s whose lease expired; now %s", job.id, job.state)
+
+    def _check_limits(self) -> None:
+        options = self.options
+        if options.max_jobs is not None and self.stats.jobs >= options.max_jobs:
+            self.stop(f"processed {self.stats.jobs} jobs (limit {options.max_jobs})")
+        elif options.max_cycles is not None and self.stats.cycles >= options.max_cycles:
+            self.stop(f"ran {self.stats.cycles} cycles (limit {options.max_cycles})")
+        elif options.memory_limit is not None and resident_memory() > options.memory_limit:
+            self.stop(f"memory above {options.memory_limit} bytes")
+
+    def _install_signals(self) -> Callable[[], None]:
+        if (
+            not self.options.handle_signals
+            or threading.current_thread() is not threading.main_thread()
+        ):
+            return lambda: None
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            self.stop(f"received {signal.Signals(signum).name}; finishing the current job")
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
