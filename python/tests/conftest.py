@@ -20,7 +20,9 @@ from conveyor import Conveyor, ManualClock
 POSTGRES_URL = os.environ.get(
     "CONVEYOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-MARIADB_URL = os.environ.get("CONVEYOR_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+MARIADB_URL = os.environ.get(
+    "CONVEYOR_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+)
 SERVER_URLS = {"postgresql": POSTGRES_URL, "mariadb": MARIADB_URL}
 ALL_BACKENDS = ("memory", "sqlite", "postgresql", "mariadb")
 # One table set per test process, so concurrent test runs on one server never collide.
@@ -82,10 +84,10 @@ def _drop_test_tables() -> Iterator[None]:
     yield
     from conveyor.store.sql.schema import build_tables
 
-    for backend in SERVER_URLS:
+    for backend, url in SERVER_URLS.items():
         if service_problem(backend) is not None:
             continue
-        engine = create_engine(SERVER_URLS[backend])
+        engine = create_engine(url)
         build_tables(TEST_PREFIX).metadata.drop_all(engine, checkfirst=True)
         engine.dispose()
 

@@ -1,0 +1,111 @@
+"""A worker killed with SIGKILL mid-job: the job is rescued after its lease and finishes once."""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from conveyor import Conveyor, ManualClock
+
+from .conftest import TEST_PREFIX, backend_url, require_service, wipe
+
+HANDLER_MODULE = """
+    import os
+    import sys
+    from datetime import timedelta
+    from pathlib import Path
+
+    from conveyor import Conveyor
+
+
+    def work(n: int) -> None:
+        runs = Path(os.environ["CRASH_RUNS"])
+        with runs.open("a") as log:
+            log.write(f"start {n}\\n")
+        if runs.read_text().count("start") == 1:
+            print("started", flush=True)
+            sys.stdin.read()  # the first run blocks until the process is killed
+        with runs.open("a") as log:
+            log.write(f"done {n}\\n")
+
+
+    if __name__ == "__main__":
+        app = Conveyor(sys.argv[1], table_prefix=sys.argv[2], lease=timedelta(seconds=60))
+        app.register("work", work)
+        app.worker(idle_delay=0.05, handle_signals=False).run()
+"""
+
+
+def _load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("crash_handlers", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_killed_worker_job_is_rescued_and_finishes_once(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LEASE-003/LEASE-005: kill -9 mid-job loses nothing; the handler completes exactly once."""
+    require_service(backend)
+    url = backend_url(backend, tmp_path)
+    module_path = tmp_path / "crash_handlers.py"
+    module_path.write_text(textwrap.dedent(HANDLER_MODULE))
+    runs = tmp_path / "runs.log"
+    runs.touch()
+    monkeypatch.setenv("CRASH_RUNS", str(runs))
+    prefix = f"{TEST_PREFIX}crash_"
+    clock = ManualClock()
+    app = Conveyor(url, clock=clock, table_prefix=prefix, lease=timedelta(seconds=60))
+    wipe(app)
+    app.register("work", _load(module_path).work)
+    job = app.publish("work", {"n": 1})
+    clock.set(clock.now().replace(year=2100))  # the child's wall clock is far behind this one
+
+    with subprocess.Popen(
+        [sys.executable, str(module_path), url, prefix],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "started"
+            assert app.get(job.id).state == "processing"
+            child.send_signal(signal.SIGKILL)
+            assert child.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            if child.poll() is None:
+                child.kill()
+
+    held = app.get(job.id)
+    assert held.state == "processing"
+    assert held.attempts == 1
+    rescued = app.rescue_expired()
+    assert [j.id for j in rescued] == [job.id]
+    after_rescue = app.get(job.id)
+    assert after_rescue.state == "temporarily_failed"
+    assert after_rescue.last_error is not None
+    assert after_rescue.last_error.kind == "lease_expired"
+
+    clock.advance(timedelta(hours=1))
+    stats = app.process()
+
+    final = app.get(job.id)
+    assert stats.jobs == 1
+    assert final.state == "finished"
+    assert final.attempts == 2
+    assert runs.read_text().splitlines() == ["start 1", "start 1", "done 1"]
+    app.close()
