@@ -43,6 +43,7 @@ class WorkerOptions:
     worker_id: str = field(default_factory=default_worker_id)
     handle_signals: bool = True
     on_job: Callable[[Job], None] | None = None
+    on_idle: Callable[[], None] | None = None
 
 
 @dataclass
@@ -121,7 +122,9 @@ class Worker:
             if options.stop_when_empty:
                 self.stop("no due jobs left")
             else:
-                self._stop.wait(options.idle_delay)
+                if options.on_idle is not None:
+                    options.on_idle()
+                self.app.store.wait_for_work(options.idle_delay)
 
     def _maybe_rescue(self) -> None:
         moment = self.app.now().timestamp()

@@ -116,4 +116,12 @@ class Store(Protocol):
         """A unit of work: committed on normal exit, rolled back on an exception."""
         ...
 
+    def wait_for_work(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds; return early when new work may be claimable.
+
+        Stores that can be told about publishes (PostgreSQL LISTEN/NOTIFY, the memory store)
+        wake at once; others simply wait, which makes the worker poll.
+        """
+        ...
+
     def close(self) -> None: ...

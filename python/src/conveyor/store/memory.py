@@ -36,8 +36,10 @@ class MemoryTransaction:
     def __init__(self, data: _State, states: StateSets) -> None:
         self._data = data
         self._states = states
+        self.changed = False
 
     def insert_jobs(self, jobs: Sequence[Job]) -> list[Job]:
+        self.changed = True
         stored = []
         for job in jobs:
             sequence = self._data.next_sequence
@@ -62,6 +64,7 @@ class MemoryTransaction:
         ):
             return False
         self._data.jobs[after.id] = after
+        self.changed = True
         return True
 
     def _group(self, job: Job) -> list[Job]:
@@ -208,13 +211,25 @@ class MemoryStore:
         self._states = states
         self._data = _State()
         self._lock = threading.RLock()
+        self._work = threading.Condition()
+        self._generation = 0
 
     @contextmanager
     def transaction(self) -> Iterator[MemoryTransaction]:
         with self._lock:
             working = self._data.copy()
-            yield MemoryTransaction(working, self._states)
+            transaction = MemoryTransaction(working, self._states)
+            yield transaction
             self._data = working
+        if transaction.changed:
+            with self._work:
+                self._generation += 1
+                self._work.notify_all()
+
+    def wait_for_work(self, timeout: float) -> None:
+        with self._work:
+            seen = self._generation
+            self._work.wait_for(lambda: self._generation != seen, timeout)
 
     def close(self) -> None:
         """Nothing to release."""

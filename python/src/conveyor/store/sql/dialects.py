@@ -45,6 +45,36 @@ def configure_sqlite(engine: Engine, synchronous: str) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class PostgresListener:
+    """A dedicated autocommit connection sleeping on LISTEN, woken by NOTIFY on publish."""
+
+    def __init__(self, url: URL, channel: str) -> None:
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._channel = channel
+        self._connection: Any = None
+
+    def wait(self, timeout: float) -> None:
+        import psycopg
+
+        if self._connection is None or self._connection.closed:
+            self._connection = psycopg.connect(self._conninfo, autocommit=True)
+            self._connection.execute(f'LISTEN "{self._channel}"')
+        for _ in self._connection.notifies(timeout=timeout, stop_after=1):
+            pass
+        # Drain what else arrived, so one burst of publishes wakes the worker once.
+        for _ in self._connection.notifies(timeout=0):
+            pass
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def notify_channel(prefix_table: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in prefix_table)[:63]
+
+
 def masked(url: URL) -> str:
     """The URL with its password hidden: safe for logs and error messages."""
     return url.render_as_string(hide_password=True)

@@ -8,6 +8,7 @@ job twice, and two jobs of one serial group can never be leased at once.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -35,7 +36,14 @@ from ...clock import SystemClock, from_ms, to_ms
 from ...errors import StoreUnavailable
 from ...model import Batch, Job
 from ..base import Candidate, ClaimQuery, JobFilter, StateSets
-from .dialects import Dialect, configure_sqlite, masked, schema_lock
+from .dialects import (
+    Dialect,
+    PostgresListener,
+    configure_sqlite,
+    masked,
+    notify_channel,
+    schema_lock,
+)
 from .rows import job_from_row, job_values
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
 
@@ -72,7 +80,15 @@ class SqlTransaction:
         tags = [{"job_id": int(job.id), "tag": tag} for job in stored for tag in job.tags]
         if tags:
             self.connection.execute(insert(self.tables.tags), tags)
+        self._announce()
         return stored
+
+    def _announce(self) -> None:
+        """Wake sleeping PostgreSQL workers when this transaction commits."""
+        if self.dialect.name == "postgresql":
+            self.connection.execute(
+                select(func.pg_notify(notify_channel(self.tables.jobs.name), ""))
+            )
 
     def get_job(self, job_id: str) -> Job | None:
         if not job_id.isdigit():
@@ -115,6 +131,8 @@ class SqlTransaction:
                 return False
         else:
             result = self.connection.execute(statement)
+        if after.state in self.states.claimable and after.available_at <= after.updated_at:
+            self._announce()
         return result.rowcount == 1
 
     def _facts(self) -> dict[str, Any]:
@@ -393,6 +411,12 @@ class SqlStore:
             engine = self._create_engine(parsed)
         self.engine = engine
         self.dialect = Dialect.of(engine)
+        self._listener = (
+            PostgresListener(engine.url, notify_channel(self.tables.jobs.name))
+            if self.dialect.name == "postgresql"
+            else None
+        )
+        self._idle = threading.Event()
         if create_schema:
             self.update_schema()
 
@@ -441,5 +465,18 @@ class SqlStore:
         with self.engine.begin() as connection:
             yield SqlTransaction(connection, self.tables, self.states, self.dialect)
 
+    def wait_for_work(self, timeout: float) -> None:
+        if self._listener is None:
+            self._idle.wait(timeout)
+            return
+        try:
+            self._listener.wait(timeout)
+        except Exception:
+            # A broken listener must not stop the worker: fall back to polling this time.
+            self._listener.close()
+            self._idle.wait(timeout)
+
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         self.engine.dispose()
