@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from .errors import ConfigurationError
 from .store.base import StateSets, Store
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password hidden: safe for logs, errors and command output."""
+    if url.startswith("memory:"):
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<a store URL that cannot be parsed>"
 
 
 def open_store(url: str, states: StateSets, table_prefix: str = "conveyor_") -> Store:
@@ -10,6 +24,24 @@ def open_store(url: str, states: StateSets, table_prefix: str = "conveyor_") -> 
         from .store.memory import MemoryStore
 
         return MemoryStore(states)
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
     from .store.sql.store import SqlStore
 
-    return SqlStore(url, states, table_prefix)
+    try:
+        return SqlStore(url, states, table_prefix)
+    except NoSuchModuleError:
+        raise ConfigurationError(
+            f"no database backend for {masked_url(url)}; use memory://, sqlite:///PATH, "
+            "postgresql+psycopg://... or mysql+pymysql://..."
+        ) from None
+    except ArgumentError:
+        raise ConfigurationError(
+            f"the store URL {masked_url(url)} is not valid; use memory://, sqlite:///PATH, "
+            "postgresql+psycopg://USER:PASSWORD@HOST/DB or mysql+pymysql://USER:PASSWORD@HOST/DB"
+        ) from None
+    except ModuleNotFoundError as error:
+        raise ConfigurationError(
+            f"the database driver {error.name!r} for {masked_url(url)} is not installed; "
+            "install it with pip install 'conveyor[postgresql]' or 'conveyor[mysql]'"
+        ) from None

@@ -122,9 +122,7 @@ class Worker:
             if options.stop_when_empty:
                 self.stop("no due jobs left")
             else:
-                if options.on_idle is not None:
-                    options.on_idle()
-                self.app.store.wait_for_work(options.idle_delay)
+                self.app.store.wait_for_work(options.idle_delay, options.on_idle)
 
     def _maybe_rescue(self) -> None:
         moment = self.app.now().timestamp()

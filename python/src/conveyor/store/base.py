@@ -7,7 +7,7 @@ Backends pass the same tests and conformance suite.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -116,11 +116,12 @@ class Store(Protocol):
         """A unit of work: committed on normal exit, rolled back on an exception."""
         ...
 
-    def wait_for_work(self, timeout: float) -> None:
+    def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> None:
         """Block up to ``timeout`` seconds; return early when new work may be claimable.
 
         Stores that can be told about publishes (PostgreSQL LISTEN/NOTIFY, the memory store)
-        wake at once; others simply wait, which makes the worker poll.
+        wake at once; others simply wait, which makes the worker poll. ``ready`` is called
+        once the store is listening, so a publish after it is never missed.
         """
         ...
 

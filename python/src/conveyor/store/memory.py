@@ -7,7 +7,7 @@ commit, so an exception leaves the store unchanged.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -226,9 +226,11 @@ class MemoryStore:
                 self._generation += 1
                 self._work.notify_all()
 
-    def wait_for_work(self, timeout: float) -> None:
+    def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> None:
         with self._work:
             seen = self._generation
+            if ready is not None:
+                ready()
             self._work.wait_for(lambda: self._generation != seen, timeout)
 
     def close(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -53,12 +53,14 @@ class PostgresListener:
         self._channel = channel
         self._connection: Any = None
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float, ready: Callable[[], None] | None) -> None:
         import psycopg
 
         if self._connection is None or self._connection.closed:
             self._connection = psycopg.connect(self._conninfo, autocommit=True)
             self._connection.execute(f'LISTEN "{self._channel}"')
+        if ready is not None:
+            ready()
         for _ in self._connection.notifies(timeout=timeout, stop_after=1):
             pass
         # Drain what else arrived, so one burst of publishes wakes the worker once.

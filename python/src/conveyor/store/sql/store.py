@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -465,12 +465,14 @@ class SqlStore:
         with self.engine.begin() as connection:
             yield SqlTransaction(connection, self.tables, self.states, self.dialect)
 
-    def wait_for_work(self, timeout: float) -> None:
+    def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> None:
         if self._listener is None:
+            if ready is not None:
+                ready()
             self._idle.wait(timeout)
             return
         try:
-            self._listener.wait(timeout)
+            self._listener.wait(timeout, ready)
         except Exception:
             # A broken listener must not stop the worker: fall back to polling this time.
             self._listener.close()
