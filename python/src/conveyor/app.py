@@ -21,7 +21,7 @@ from .notify import LoggingNotifier, Notifier
 from .priority import PriorityRange
 from .publishing import Call, JobFactory, PublishOptions
 from .retry import RetryPolicy, resolve
-from .store.base import ClaimQuery, JobFilter, Store
+from .store.base import ClaimQuery, JobFilter, Store, Transaction
 from .urls import open_store
 
 if TYPE_CHECKING:
@@ -196,23 +196,42 @@ class Conveyor:
         return self.publish_job([Call(type, payload)], **options)
 
     def publish_job(self, calls: Sequence[Call], **options: Any) -> Job:
-        """Publish one job made of several requests run in order."""
+        """Publish one job made of several requests run in order.
+
+        ``connection=`` (a SQLAlchemy ``Connection`` or ``Session`` on the store's database)
+        publishes inside the caller's transaction: the job exists if and only if the
+        caller's transaction commits.
+        """
+        connection = options.pop("connection", None)
         batch = options.pop("batch", None)
         if batch is not None:
             options["batch_id"] = batch.id if isinstance(batch, Batch) else str(batch)
         job = self.factory.build(calls, PublishOptions(**options), self.now())
         bulk: BulkPublisher | None = getattr(self._local, "bulk", None)
-        if bulk is not None:
+        if bulk is not None and connection is None:
             bulk.add(job)
             return job
-        return self._store_jobs([job])[0]
+        return self._store_jobs([job], connection)[0]
 
-    def _store_jobs(self, jobs: Sequence[Job]) -> list[Job]:
+    def _store_jobs(self, jobs: Sequence[Job], connection: Any = None) -> list[Job]:
         now = self.now()
-        with self.store.transaction() as tx:
-            outcome = self.lifecycle.publish(tx, jobs, now)
+        if connection is not None:
+            outcome = self.lifecycle.publish(self._joined(connection), jobs, now)
+        else:
+            with self.store.transaction() as tx:
+                outcome = self.lifecycle.publish(tx, jobs, now)
         self._deliver(outcome)
         return outcome.jobs[: len(jobs)]
+
+    def _joined(self, connection: Any) -> Transaction:
+        join = getattr(self.store, "join", None)
+        if join is None:
+            raise ConfigurationError(
+                "publishing inside a caller's transaction needs an SQL store; this app uses "
+                f"{self.url.split(':', 1)[0]}:"
+            )
+        transaction: Transaction = join(connection)
+        return transaction
 
     @contextmanager
     def bulk(self, size: int = 500) -> Iterator[BulkPublisher]:

@@ -142,21 +142,32 @@ def _unlock_file(fd: int) -> None:
 @contextmanager
 def _file_lock(path: str, busy: str) -> Iterator[None]:
     # The file stays in place: deleting it would let a third process lock a new inode
-    # while a second one still holds the old one.
+    # while a second one still holds the old one. It holds the holder's pid, for messages.
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if not _try_lock_file(fd):
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-            raise AlreadyRunning(f"{busy} (pid {holder}, lock {path})" if holder else busy)
+            holder = _read_pid(fd)
+            raise AlreadyRunning(f"{busy} (pid {holder}, lock file {path})" if holder else busy)
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            _write_pid(fd, f"{os.getpid()}\n")
             yield
         finally:
-            os.ftruncate(fd, 0)
+            _write_pid(fd, "")
             _unlock_file(fd)
     finally:
         os.close(fd)
+
+
+def _read_pid(fd: int) -> str:
+    if sys.platform == "win32":
+        return ""  # the locked byte cannot be read on Windows
+    return os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+
+
+def _write_pid(fd: int, text: str) -> None:
+    if sys.platform != "win32":
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode("ascii"), 0)
 
 
 @contextmanager

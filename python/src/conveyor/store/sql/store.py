@@ -31,9 +31,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
 from ...clock import SystemClock, from_ms, to_ms
-from ...errors import StoreUnavailable
+from ...errors import ConfigurationError, StoreUnavailable
 from ...model import Batch, Job
 from ..base import Candidate, ClaimQuery, JobFilter, StateSets
 from .dialects import (
@@ -464,6 +465,23 @@ class SqlStore:
     def transaction(self) -> Iterator[SqlTransaction]:
         with self.engine.begin() as connection:
             yield SqlTransaction(connection, self.tables, self.states, self.dialect)
+
+    def join(self, connection: Any) -> SqlTransaction:
+        """A transaction view over the caller's ``Connection`` or ``Session``.
+
+        Nothing is committed here: the caller's commit or rollback decides for the jobs too.
+        """
+        bound = connection.connection() if isinstance(connection, Session) else connection
+        if not isinstance(bound, Connection):
+            raise ConfigurationError(
+                f"connection= takes a SQLAlchemy Connection or Session, not {type(connection)}"
+            )
+        if bound.dialect.name != self.engine.dialect.name:
+            raise ConfigurationError(
+                f"connection= is a {bound.dialect.name} connection but the store is "
+                f"{self.engine.dialect.name} at {self.display_url}; use the same database"
+            )
+        return SqlTransaction(bound, self.tables, self.states, self.dialect)
 
     def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> None:
         if self._listener is None:
