@@ -16,6 +16,7 @@ from .errors import ConveyorError, StaleLease, UnknownType
 from .handlers import JobContext
 from .model import Job
 from .outcomes import Die, PermanentError, TemporaryError, Waiting
+from .resilience import retry_while_unavailable
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -133,11 +134,15 @@ class JobRunner:
         for provider in self.app.hooks.metadata:
             metadata.update(codec.encode(provider(job) or {}, "job metadata"))
         try:
-            final = self.app.report(
-                job.id,
-                report.event,
-                {**report.params, "lease_token": token},
-                update={"execution": execution, "metadata": metadata},
+            # The work is done: keep trying to record it while the lease can still be valid.
+            final = retry_while_unavailable(
+                lambda: self.app.report(
+                    job.id,
+                    report.event,
+                    {**report.params, "lease_token": token},
+                    update={"execution": execution, "metadata": metadata},
+                ),
+                give_up_after=self.lease_ms / 1000,
             )
         except StaleLease as error:
             log.warning("job %s: %s", job.id, error)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .execution import JobRunner, resident_memory
 from .model import Job
 from .priority import PriorityRange
+from .resilience import Backoff, is_connection_error
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -86,9 +87,23 @@ class Worker:
 
     def run(self) -> WorkerStats:
         restore = self._install_signals()
+        backoff = Backoff()
         try:
             while not self._stop.is_set():
-                self._cycle()
+                try:
+                    self._cycle()
+                    backoff.reset()
+                except Exception as error:
+                    if not is_connection_error(error):
+                        raise
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "database unavailable (%s: %s); retrying in %.1f s",
+                        type(error).__name__,
+                        str(error).splitlines()[0][:200],
+                        delay,
+                    )
+                    self._stop.wait(delay)
         finally:
             restore()
         self.stats.stop_reason = self._stop_reason
