@@ -6,7 +6,6 @@ import threading
 import uuid
 
 import pytest
-
 from sqlalchemy import create_engine, text
 
 from conveyor import Conveyor
