@@ -1,0 +1,96 @@
+# Conveyor task runner: the same recipes serve people and CI.
+# Run `just --list` to see every recipe with its purpose.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := justfile_directory() / ".venv"
+python := venv / "bin/python"
+bin := venv / "bin"
+
+# The conformance suite joins the lint and install steps once it has a package.
+conformance_pkg := justfile_directory() / "conformance-tests/pyproject.toml"
+lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks" } else { "python docs/hooks" }
+
+# Backends the reference library's conformance adapter is run against.
+adapters := "memory sqlite postgresql mariadb"
+
+# List the recipes
+default:
+    @"{{ just_executable() }}" --justfile "{{ justfile() }}" --list --unsorted
+
+# Create .venv (if missing) and install the library, its dev tools and the conformance suite
+setup:
+    if [ ! -x "{{ python }}" ]; then python3 -m venv "{{ venv }}"; fi
+    "{{ python }}" -m pip install --quiet --upgrade pip
+    "{{ python }}" -m pip install -e "./python[dev]"
+    if [ -f "{{ conformance_pkg }}" ]; then "{{ python }}" -m pip install -e ./conformance-tests; fi
+
+# Run the self-contained demo (embedded SQLite, no services needed)
+demo *args:
+    "{{ bin }}/conveyor" demo {{ args }}
+
+# Check the spec files for consistency, then test the checker itself
+spec-check:
+    "{{ python }}" spec/tools/spec_check.py
+    "{{ python }}" -m pytest -q spec/tools/tests
+
+# Lint and check formatting (ruff); changes nothing
+lint:
+    "{{ bin }}/ruff" check {{ lint_paths }}
+    "{{ bin }}/ruff" format --check {{ lint_paths }}
+
+# Format the code and apply safe lint fixes
+fmt:
+    "{{ bin }}/ruff" format {{ lint_paths }}
+    "{{ bin }}/ruff" check --fix {{ lint_paths }}
+
+# Type-check the library with mypy --strict (settings in python/pyproject.toml)
+typecheck:
+    cd python && "{{ bin }}/mypy"
+
+# Run the library's tests; extra arguments go to pytest, paths relative to python/
+unit *args:
+    cd python && "{{ python }}" -m pytest {{ args }}
+
+# Start PostgreSQL, MariaDB and RabbitMQ if they are down, and wait until they answer
+services:
+    bash .ci/services.sh
+
+# Run the conformance suite against every backend adapter of the reference library
+conformance:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -f "{{ conformance_pkg }}" ]; then
+        echo "conformance: the conformance suite lands in a later version; nothing to run."
+        exit 0
+    fi
+    for backend in {{ adapters }}; do
+        echo "== conformance: ${backend}"
+        "{{ bin }}/conveyor-conformance" run \
+            --adapter "{{ python }} -m conveyor.conformance_adapter --backend ${backend}"
+    done
+
+# Build the documentation site into ./site, failing on any warning
+docs:
+    "{{ bin }}/mkdocs" build --strict
+
+# Serve the documentation with live reload on http://127.0.0.1:8000
+docs-serve:
+    "{{ bin }}/mkdocs" serve
+
+# Run the benchmarks, when there are any
+bench:
+    @if [ -f bench/run.py ]; then "{{ python }}" bench/run.py; else echo "bench: there are no benchmarks yet."; fi
+
+# The full check run, in order, stopping at the first failure
+test: spec-check lint typecheck unit conformance docs
+    @echo "All checks passed."
+
+# Remove build artefacts and caches (keeps .venv)
+clean:
+    rm -rf site build dist reports .pytest_cache .mypy_cache .ruff_cache .hypothesis
+    find . \( -path ./.venv -o -path ./.git \) -prune -o -type d \( -name "*.egg-info" -o -name __pycache__ -o -name .pytest_cache -o -name .mypy_cache -o -name .ruff_cache -o -name .hypothesis \) -prune -print0 | xargs -0 rm -rf
+
+# Remove build artefacts and the .venv
+clean-all: clean
+    rm -rf "{{ venv }}"

@@ -1,0 +1,231 @@
+"""Tests for spec/tools/spec_check.py: the real spec passes, and broken copies are reported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1]
+SPEC = TOOLS.parent
+sys.path.insert(0, str(TOOLS))
+
+import spec_check  # noqa: E402
+
+
+def edit_json(path: Path, change: Callable[[Any], None]) -> None:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    change(document)
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Path:
+    """A private copy of the spec directory to break."""
+    copy = tmp_path / "spec"
+    shutil.copytree(SPEC, copy, ignore=shutil.ignore_patterns("tools", "__pycache__"))
+    return copy
+
+
+def problems_of(spec: Path) -> list[str]:
+    return spec_check.check(spec).problems
+
+
+def reported(problems: list[str], *fragments: str) -> bool:
+    return any(all(fragment in problem for fragment in fragments) for problem in problems)
+
+
+def test_real_spec_passes() -> None:
+    result = spec_check.check(SPEC)
+    assert result.problems == []
+    assert 70 <= result.counts["requirements"] <= 120
+    assert result.counts["machines"] == 3
+
+
+def test_command_line_passes_on_real_spec() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(TOOLS / "spec_check.py"), str(SPEC)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert completed.stdout.startswith("spec-check: OK")
+    assert "requirements" in completed.stdout
+
+
+def test_copy_passes_before_breaking(broken: Path) -> None:
+    assert problems_of(broken) == []
+
+
+def test_unreachable_state_is_reported(broken: Path) -> None:
+    def add_state(machine: dict[str, Any]) -> None:
+        machine["states"]["limbo"] = {
+            "tags": ["active"],
+            "description": "Never entered.",
+            "moved_by": [],
+        }
+        machine["transitions"].append(
+            {"id": "J99", "from": ["limbo"], "event": "cancel", "to": "cancelled", "req": "OPS-001"}
+        )
+
+    edit_json(broken / "machines" / "job.json", add_state)
+    problems = problems_of(broken)
+    assert reported(problems, "machines/job.json", "'limbo'", "no incoming transition")
+
+
+def test_state_reached_only_from_unreachable_states_is_reported(broken: Path) -> None:
+    def add_island(machine: dict[str, Any]) -> None:
+        for name in ("island_a", "island_b"):
+            machine["states"][name] = {"tags": ["active"], "description": "Island.", "moved_by": []}
+        machine["transitions"].append(
+            {
+                "id": "J98",
+                "from": ["island_a"],
+                "event": "cancel",
+                "to": "island_b",
+                "req": "OPS-001",
+            }
+        )
+        machine["transitions"].append(
+            {
+                "id": "J99",
+                "from": ["island_b"],
+                "event": "cancel",
+                "to": "island_a",
+                "req": "OPS-001",
+            }
+        )
+
+    edit_json(broken / "machines" / "job.json", add_island)
+    problems = problems_of(broken)
+    assert reported(problems, "'island_a'", "unreachable")
+    assert reported(problems, "'island_b'", "unreachable")
+
+
+def test_unknown_requirement_id_is_reported(broken: Path) -> None:
+    edit_json(
+        broken / "machines" / "job.json",
+        lambda machine: machine["transitions"][0].__setitem__("req", "CLAIM-999"),
+    )
+    assert reported(problems_of(broken), "transition J01", "CLAIM-999", "not an anchor")
+
+
+def test_mismatched_schema_enum_is_reported(broken: Path) -> None:
+    edit_json(
+        broken / "schemas" / "job.schema.json",
+        lambda schema: schema["properties"]["state"]["enum"].remove("waiting"),
+    )
+    assert reported(problems_of(broken), "job.schema.json", "state enum differs", "waiting")
+
+
+def test_lower_case_must_in_prose_is_reported(broken: Path) -> None:
+    path = broken / "spec.md"
+    path.write_text(
+        path.read_text(encoding="utf-8") + "\nWorkers must send heartbeats.\n", encoding="utf-8"
+    )
+    assert reported(problems_of(broken), "lower-case 'must'")
+
+
+def test_lower_case_must_in_code_span_is_allowed(broken: Path) -> None:
+    path = broken / "spec.md"
+    path.write_text(
+        path.read_text(encoding="utf-8") + "\nThe option is named `must_run`, or `must`.\n",
+        encoding="utf-8",
+    )
+    assert problems_of(broken) == []
+
+
+def test_invalid_example_that_validates_is_reported(broken: Path) -> None:
+    example = {
+        "schema": "publish.schema.json",
+        "description": "Actually valid.",
+        "instance": {"requests": [{"type": "note"}]},
+    }
+    (broken / "examples" / "invalid" / "oops.json").write_text(
+        json.dumps(example), encoding="utf-8"
+    )
+    assert reported(problems_of(broken), "examples/invalid/oops.json", "passes")
+
+
+def test_valid_example_that_fails_is_reported(broken: Path) -> None:
+    example = {
+        "schema": "publish.schema.json",
+        "description": "Actually invalid.",
+        "instance": {"requests": [{"type": "note"}], "priority": -1},
+    }
+    (broken / "examples" / "valid" / "oops.json").write_text(json.dumps(example), encoding="utf-8")
+    assert reported(problems_of(broken), "examples/valid/oops.json", "fails")
+
+
+def test_normative_paragraph_without_id_is_reported(broken: Path) -> None:
+    path = broken / "spec.md"
+    path.write_text(
+        path.read_text(encoding="utf-8") + "\nA worker MUST NOT sleep.\n", encoding="utf-8"
+    )
+    assert reported(problems_of(broken), "uses MUST", "**[ID]**")
+
+
+def test_duplicate_requirement_id_is_reported(broken: Path) -> None:
+    path = broken / "spec.md"
+    path.write_text(
+        path.read_text(encoding="utf-8")
+        + "\n**[TIME-001]** An implementation MUST tick.\n{: #TIME-001 }\n",
+        encoding="utf-8",
+    )
+    assert reported(problems_of(broken), "TIME-001", "more than once")
+
+
+def test_dead_guard_is_reported(broken: Path) -> None:
+    edit_json(
+        broken / "machines" / "job.json",
+        lambda machine: machine["guards"].__setitem__(
+            "never_used", {"description": "Dead.", "expr": {"le": ["job.available_at", "now"]}}
+        ),
+    )
+    assert reported(problems_of(broken), "guard 'never_used'", "never used")
+
+
+def test_unknown_request_event_is_reported(broken: Path) -> None:
+    edit_json(
+        broken / "machines" / "job.json",
+        lambda machine: machine["effects"]["pause_request"].__setitem__("request_event", "pause"),
+    )
+    assert reported(problems_of(broken), "request event 'pause'")
+
+
+def test_missing_default_preset_is_reported(broken: Path) -> None:
+    edit_json(
+        broken / "retry-presets.json", lambda presets: presets.__setitem__("default", "gentle")
+    )
+    assert reported(problems_of(broken), "default preset 'gentle'")
+
+
+def test_invalid_schema_is_reported(broken: Path) -> None:
+    edit_json(
+        broken / "schemas" / "retry-policy.schema.json",
+        lambda schema: schema["properties"]["jitter"].__setitem__("minimum", "zero"),
+    )
+    assert reported(problems_of(broken), "retry-policy.schema.json", "not a valid 2020-12 schema")
+
+
+def test_command_line_fails_on_broken_copy(broken: Path) -> None:
+    edit_json(
+        broken / "schemas" / "request.schema.json",
+        lambda schema: schema["properties"]["state"]["enum"].append("paused"),
+    )
+    completed = subprocess.run(
+        [sys.executable, str(TOOLS / "spec_check.py"), str(broken)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 1
+    assert "request.schema.json" in completed.stdout
+    assert "paused" in completed.stdout
