@@ -340,10 +340,12 @@ class Conveyor:
         event: str,
         params: dict[str, Any],
         update: dict[str, Any] | None = None,
+        known: Job | None = None,
     ) -> Job:
+        """Fire ``event`` with ``params``; ``known`` is the caller's current copy, if any."""
         now = self.now()
         with self.store.transaction() as tx:
-            outcome = self.lifecycle.fire(tx, str(job_id), event, now, params, update)
+            outcome = self.lifecycle.fire(tx, str(job_id), event, now, params, update, known)
         self._deliver(outcome)
         return outcome.jobs[0]
 

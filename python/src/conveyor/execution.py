@@ -7,7 +7,8 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,31 +77,62 @@ def peak_memory() -> int:
 
 
 class Heartbeat:
-    """Extends a job's lease from a thread, so a handler may block for a long time."""
+    """One long-lived thread per runner that extends the leases of the jobs it holds.
 
-    def __init__(self, beat: Callable[[], None], interval: float) -> None:
+    A handler may block for minutes; its lease is renewed every ``interval`` seconds.
+    Holding a job costs a dict entry, not a thread start and join per job.
+    """
+
+    def __init__(self, beat: Callable[[str, int], None], interval: float) -> None:
         self._beat = beat
         self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="conveyor-heartbeat", daemon=True)
+        self._held: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    @contextmanager
+    def holding(self, job_id: str, token: int) -> Iterator[None]:
+        with self._lock:
+            self._held[job_id] = (token, time.monotonic())
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="conveyor-heartbeat", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(job_id, None)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._beat()
-            except StaleLease:
-                log.warning("lease lost while the handler runs; its result will be discarded")
-                return
-            except Exception:
-                log.exception("heartbeat failed; retrying at the next interval")
+        while True:
+            time.sleep(self._interval / 4)
+            now = time.monotonic()
+            with self._lock:
+                due = [
+                    (job_id, token)
+                    for job_id, (token, last) in self._held.items()
+                    if now - last >= self._interval
+                ]
+            for job_id, token in due:
+                self._beat_one(job_id, token, now)
+
+    def _beat_one(self, job_id: str, token: int, now: float) -> None:
+        with self._lock:
+            if self._held.get(job_id, (None,))[0] != token:
+                return  # the job was released meanwhile
+            self._held[job_id] = (token, now)
+        try:
+            self._beat(job_id, token)
+        except StaleLease:
+            log.warning(
+                "job %s: lease lost while its handler runs; the result will be discarded", job_id
+            )
+            with self._lock:
+                self._held.pop(job_id, None)
+        except Exception:
+            log.exception("heartbeat for job %s failed; retrying at the next interval", job_id)
 
 
 class JobRunner:
@@ -110,6 +142,10 @@ class JobRunner:
         self.app = app
         self.worker_id = worker_id
         self.lease_ms = lease_ms
+        self.heartbeat = Heartbeat(self._beat, max(lease_ms / 3000, 0.05))
+
+    def _beat(self, job_id: str, token: int) -> None:
+        self.app.heartbeat(job_id, token, self.lease_ms)
 
     def run(self, job: Job) -> Executed:
         assert job.lease is not None, "only claimed jobs run"
@@ -117,11 +153,8 @@ class JobRunner:
         started = time.monotonic()
         memory_before = resident_memory()
 
-        def beat() -> None:
-            self.app.heartbeat(job.id, token, self.lease_ms)
-
-        with Heartbeat(beat, max(self.lease_ms / 3000, 0.05)):
-            report = self._run_requests(job, token)
+        with self.heartbeat.holding(job.id, token):
+            report, current = self._run_requests(job, token)
         execution = {
             "pid": os.getpid(),
             "worker_id": self.worker_id,
@@ -141,6 +174,7 @@ class JobRunner:
                     report.event,
                     {**report.params, "lease_token": token},
                     update={"execution": execution, "metadata": metadata},
+                    known=current,
                 ),
                 give_up_after=self.lease_ms / 1000,
             )
@@ -151,21 +185,23 @@ class JobRunner:
             self._call_hook(hook, final)
         return Executed(final, report.die)
 
-    def _run_requests(self, job: Job, token: int) -> Report:
+    def _run_requests(self, job: Job, token: int) -> tuple[Report, Job]:
+        """Run requests until one does not succeed or none remain; the last report is
+        returned unrecorded, with the job as last written."""
         try:
             for hook in self.app.hooks.before:
                 hook(job)
         except Exception as error:
             log.warning("job %s: a before_job hook raised %r", job.id, error)
-            return classify(error)
+            return classify(error), job
         current = job
         while True:
             index = current.current_index
             assert index is not None
             report = self._run_one(current, index)
             if report.event != "succeed" or current.requests_remaining == 1:
-                return report
-            current = self.app.report(current.id, "succeed", {"lease_token": token})
+                return report, current
+            current = self.app.report(current.id, "succeed", {"lease_token": token}, known=current)
 
     def _run_one(self, job: Job, index: int) -> Report:
         request = job.requests[index]

@@ -185,22 +185,45 @@ class Lifecycle:
         now: datetime,
         params: Mapping[str, Any] | None = None,
         update: Mapping[str, Any] | None = None,
+        known: Job | None = None,
     ) -> Outcome:
-        """Fire ``event`` on one job; ``update`` sets plain fields (execution, metadata) too."""
-        job = tx.get_job(job_id)
-        if job is None:
-            raise JobNotFound(f"job {job_id} does not exist (it may have been pruned)")
+        """Fire ``event`` on one job; ``update`` sets plain fields (execution, metadata) too.
+
+        ``known`` is the caller's copy of the job (a worker's claimed job): it saves reading
+        the row, and the conditional write falls back to a fresh read if the row moved on.
+        """
         outcome = Outcome()
-        fired = self.engine.fire(job, self._firing(event, now, params or {}, {}))
-        if update:
-            fired = replace(fired, job=replace(fired.job, **update))
-        if not tx.save_job(job, fired.job):
-            raise StaleLease(
-                f"job {job_id} changed while {event} was applied; nothing was recorded"
-            )
+        job = known
+        fired = None
+        if job is not None:
+            fired = self._fire_one(job, event, now, params, update)
+            if not tx.save_job(job, fired.job):
+                fired = None
+        if fired is None:
+            job = tx.get_job(job_id)
+            if job is None:
+                raise JobNotFound(f"job {job_id} does not exist (it may have been pruned)")
+            fired = self._fire_one(job, event, now, params, update)
+            if not tx.save_job(job, fired.job):
+                raise StaleLease(
+                    f"job {job_id} changed while {event} was applied; nothing was recorded"
+                )
         self._after(tx, fired, now, outcome)
         outcome.jobs.insert(0, fired.job)
         return outcome
+
+    def _fire_one(
+        self,
+        job: Job,
+        event: str,
+        now: datetime,
+        params: Mapping[str, Any] | None,
+        update: Mapping[str, Any] | None,
+    ) -> Fired:
+        fired = self.engine.fire(job, self._firing(event, now, params or {}, {}))
+        if update:
+            fired = replace(fired, job=replace(fired.job, **update))
+        return fired
 
     def rescue(self, tx: Transaction, now: datetime, limit: int) -> Outcome:
         """Fire lease_expired on processing jobs whose lease has run out."""

@@ -22,6 +22,7 @@ class _State:
         self.batches: dict[str, Batch] = {}
         self.next_sequence = 1
         self.next_batch = 1
+        self.claimable: set[str] = set()  # ids of jobs in claimable states, for fast claims
 
     def copy(self) -> _State:
         clone = _State()
@@ -29,6 +30,7 @@ class _State:
         clone.batches = dict(self.batches)
         clone.next_sequence = self.next_sequence
         clone.next_batch = self.next_batch
+        clone.claimable = set(self.claimable)
         return clone
 
 
@@ -45,7 +47,7 @@ class MemoryTransaction:
             sequence = self._data.next_sequence
             self._data.next_sequence += 1
             saved = replace(job, id=str(sequence), sequence=sequence)
-            self._data.jobs[saved.id] = saved
+            self._put(saved)
             stored.append(saved)
         return stored
 
@@ -61,11 +63,19 @@ class MemoryTransaction:
             current is None
             or current.state != before.state
             or current.lease_token != before.lease_token
+            or current.lease != before.lease
         ):
             return False
-        self._data.jobs[after.id] = after
+        self._put(after)
         self.changed = True
         return True
+
+    def _put(self, job: Job) -> None:
+        self._data.jobs[job.id] = job
+        if job.state in self._states.claimable:
+            self._data.claimable.add(job.id)
+        else:
+            self._data.claimable.discard(job.id)
 
     def _group(self, job: Job) -> list[Job]:
         return [j for j in self._data.jobs.values() if j.serial_group == job.serial_group]
@@ -95,13 +105,11 @@ class MemoryTransaction:
         )
 
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
-        pool = (
-            [self._data.jobs[query.job_id]]
-            if query.job_id is not None and query.job_id in self._data.jobs
-            else []
-            if query.job_id is not None
-            else list(self._data.jobs.values())
-        )
+        jobs = self._data.jobs
+        if query.job_id is not None:
+            pool = [jobs[query.job_id]] if query.job_id in jobs else []
+        else:
+            pool = [jobs[i] for i in self._data.claimable if i in jobs]
         matching = sorted(
             (
                 job

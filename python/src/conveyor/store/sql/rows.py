@@ -20,9 +20,10 @@ def _error(error: JobError | None) -> str | None:
     return _dumps(error.to_dict()) if error else None
 
 
-def job_values(job: Job, leased: bool) -> dict[str, Any]:
+def job_values(job: Job, leased: bool, claimable: bool) -> dict[str, Any]:
     """Column values for ``job`` (without id); ``leased`` fills the lock columns."""
     return {
+        "claim_priority": job.priority if claimable else None,
         "queue": job.queue,
         "priority": job.priority,
         "state": job.state,

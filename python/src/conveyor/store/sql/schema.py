@@ -72,9 +72,12 @@ def build_tables(prefix: str = "conveyor_") -> Tables:
         # Set only while the job is leased: a unique index turns serial-group exclusion and
         # unique-mode exclusion into constraints no concurrent claim can break.
         Column("group_lock", String(255), unique=True),
+        # Equals priority while the job is in a claimable state, NULL otherwise: the claim
+        # scans the index (claim_priority, id) in order and stops at its LIMIT.
+        Column("claim_priority", Integer),
         Column("unique_lock", String(255), unique=True),
     )
-    Index(f"{prefix}ix_claim", jobs.c.state, jobs.c.priority, jobs.c.id)
+    Index(f"{prefix}ix_claim", jobs.c.claim_priority, jobs.c.id)
     Index(f"{prefix}ix_queue", jobs.c.queue, jobs.c.state)
     Index(f"{prefix}ix_group", jobs.c.serial_group, jobs.c.state)
     Index(f"{prefix}ix_identifier", jobs.c.identifier, jobs.c.state)

@@ -18,14 +18,12 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    and_,
     create_engine,
     delete,
     exists,
     func,
     insert,
     literal,
-    or_,
     select,
     update,
 )
@@ -37,6 +35,7 @@ from ...clock import SystemClock, from_ms, to_ms
 from ...errors import ConfigurationError, StoreUnavailable
 from ...model import Batch, Job
 from ..base import Candidate, ClaimQuery, JobFilter, StateSets
+from .claim import FACTS, ClaimStatements
 from .dialects import (
     Dialect,
     PostgresListener,
@@ -50,11 +49,19 @@ from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_ve
 
 
 class SqlTransaction:
-    def __init__(self, connection: Connection, tables: Tables, states: StateSets, dialect: Dialect):
+    def __init__(
+        self,
+        connection: Connection,
+        tables: Tables,
+        states: StateSets,
+        dialect: Dialect,
+        claims: ClaimStatements,
+    ) -> None:
         self.connection = connection
         self.tables = tables
         self.states = states
         self.dialect = dialect
+        self.claims = claims
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -62,7 +69,7 @@ class SqlTransaction:
         if not jobs:
             return []
         t = self.tables.jobs
-        rows = [job_values(job, leased=job.state in self.states.leased) for job in jobs]
+        rows = [self._values(job) for job in jobs]
         ids = (
             self.connection.execute(insert(t).returning(t.c.id, sort_by_parameter_order=True), rows)
             .scalars()
@@ -91,6 +98,13 @@ class SqlTransaction:
                 select(func.pg_notify(notify_channel(self.tables.jobs.name), ""))
             )
 
+    def _values(self, job: Job) -> dict[str, Any]:
+        return job_values(
+            job,
+            leased=job.state in self.states.leased,
+            claimable=job.state in self.states.claimable,
+        )
+
     def get_job(self, job_id: str) -> Job | None:
         if not job_id.isdigit():
             return None
@@ -112,133 +126,40 @@ class SqlTransaction:
         return [job_from_row(row) for row in rows.mappings()]
 
     def save_job(self, before: Job, after: Job) -> bool:
-        t = self.tables.jobs
-        leased = after.state in self.states.leased
-        statement = (
-            update(t)
-            .where(
-                t.c.id == int(before.id),
-                t.c.state == before.state,
-                t.c.lease_token == before.lease_token,
-            )
-            .values(job_values(after, leased))
-        )
-        if leased and (after.serial_group is not None or after.unique):
+        old, new = self._values(before), self._values(after)
+        changed = {name: value for name, value in new.items() if old[name] != value}
+        statement = self.claims.update_statement(frozenset(changed), before.lease is None)
+        parameters = {
+            **{f"set_{name}": value for name, value in changed.items()},
+            "w_id": int(before.id),
+            "w_state": before.state,
+            "w_token": before.lease_token,
+            "w_expires": to_ms(before.lease.expires_at) if before.lease else None,
+        }
+        if changed.get("group_lock") is not None or changed.get("unique_lock") is not None:
             # The lock columns may collide with a concurrent claim; isolate that in a savepoint.
             try:
                 with self.connection.begin_nested():
-                    result = self.connection.execute(statement)
+                    result = self.connection.execute(statement, parameters)
             except IntegrityError:
                 return False
         else:
-            result = self.connection.execute(statement)
+            result = self.connection.execute(statement, parameters)
         if after.state in self.states.claimable and after.available_at <= after.updated_at:
             self._announce()
         return result.rowcount == 1
 
-    def _facts(self) -> dict[str, Any]:
-        j = self.tables.jobs.alias("j")
-        g = self.tables.jobs.alias("g")
-        u = self.tables.jobs.alias("u")
-        d = self.tables.dependencies.alias("d")
-        dj = self.tables.jobs.alias("dj")
-        states = self.states
-        dependencies_succeeded = ~exists(
-            select(literal(1))
-            .select_from(d.join(dj, dj.c.id == d.c.depends_on_id))
-            .where(d.c.job_id == j.c.id, dj.c.state.not_in(states.succeeded))
-        )
-        serial_group_idle = or_(
-            j.c.serial_group.is_(None),
-            ~exists(
-                select(literal(1)).where(
-                    g.c.serial_group == j.c.serial_group,
-                    g.c.state.in_(states.leased),
-                    g.c.id != j.c.id,
-                )
-            ),
-        )
-        g2 = self.tables.jobs.alias("g2")
-        serial_group_head = or_(
-            j.c.serial_group.is_(None),
-            ~exists(
-                select(literal(1)).where(
-                    g2.c.serial_group == j.c.serial_group,
-                    g2.c.state.in_(states.active),
-                    or_(
-                        g2.c.priority < j.c.priority,
-                        and_(g2.c.priority == j.c.priority, g2.c.id < j.c.id),
-                    ),
-                )
-            ),
-        )
-        u2 = self.tables.jobs.alias("u2")
-        unique_sibling_processing = and_(
-            j.c.is_unique,
-            exists(
-                select(literal(1)).where(
-                    u.c.identifier == j.c.identifier,
-                    u.c.is_unique,
-                    u.c.id != j.c.id,
-                    u.c.state.in_(states.leased),
-                )
-            ),
-        )
-        unique_sibling_succeeded = and_(
-            j.c.is_unique,
-            exists(
-                select(literal(1)).where(
-                    u2.c.identifier == j.c.identifier,
-                    u2.c.is_unique,
-                    u2.c.id != j.c.id,
-                    u2.c.state.in_(states.succeeded),
-                )
-            ),
-        )
-        return {
-            "j": j,
-            "dependencies_succeeded": dependencies_succeeded,
-            "serial_group_idle": serial_group_idle,
-            "serial_group_head": serial_group_head,
-            "unique_sibling_processing": unique_sibling_processing,
-            "unique_sibling_succeeded": unique_sibling_succeeded,
-        }
-
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
-        facts = self._facts()
-        j = facts.pop("j")
-        conditions = [j.c.state.in_(self.states.claimable), j.c.available_at <= to_ms(now)]
-        if query.job_id is not None:
-            if not query.job_id.isdigit():
-                return
-            conditions.append(j.c.id == int(query.job_id))
-        if query.queues:
-            conditions.append(j.c.queue.in_(query.queues))
-        if query.priorities.low is not None:
-            conditions.append(j.c.priority >= query.priorities.low)
-        if query.priorities.high is not None:
-            conditions.append(j.c.priority <= query.priorities.high)
-        # Filter in SQL by the same facts the guard re-checks, so the rows fetched are the
-        # ones that can be claimed (or discarded as redundant).
-        conditions += [
-            facts["dependencies_succeeded"],
-            facts["serial_group_idle"],
-            facts["serial_group_head"],
-            ~facts["unique_sibling_processing"],
-        ]
-        columns = [j] + [expression.label(name) for name, expression in facts.items()]
-        statement = (
-            select(*columns).where(*conditions).order_by(j.c.priority, j.c.id).limit(limit + 16)
+        if query.job_id is not None and not query.job_id.isdigit():
+            return
+        statement = self.claims.statement(query)
+        rows = (
+            self.connection.execute(statement, self.claims.parameters(query, to_ms(now), limit))
+            .mappings()
+            .all()
         )
-        if self.dialect.skip_locked:
-            statement = statement.with_for_update(
-                skip_locked=True, of=j if self.dialect.lock_of_supported else None
-            )
-        for row in self.connection.execute(statement).mappings().all():
-            yield Candidate(
-                job=job_from_row(row),
-                **{name: bool(row[name]) for name in facts},
-            )
+        for row in rows:  # rows become jobs only as the claimer consumes them
+            yield Candidate(job=job_from_row(row), **{name: bool(row[name]) for name in FACTS})
 
     def dependents(self, job_id: str) -> list[Job]:
         t, d = self.tables.jobs, self.tables.dependencies
@@ -412,6 +333,7 @@ class SqlStore:
             engine = self._create_engine(parsed)
         self.engine = engine
         self.dialect = Dialect.of(engine)
+        self.claims = ClaimStatements(self.tables, states, self.dialect)
         self._listener = (
             PostgresListener(engine.url, notify_channel(self.tables.jobs.name))
             if self.dialect.name == "postgresql"
@@ -464,7 +386,7 @@ class SqlStore:
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
         with self.engine.begin() as connection:
-            yield SqlTransaction(connection, self.tables, self.states, self.dialect)
+            yield SqlTransaction(connection, self.tables, self.states, self.dialect, self.claims)
 
     def join(self, connection: Any) -> SqlTransaction:
         """A transaction view over the caller's ``Connection`` or ``Session``.
@@ -481,7 +403,7 @@ class SqlStore:
                 f"connection= is a {bound.dialect.name} connection but the store is "
                 f"{self.engine.dialect.name} at {self.display_url}; use the same database"
             )
-        return SqlTransaction(bound, self.tables, self.states, self.dialect)
+        return SqlTransaction(bound, self.tables, self.states, self.dialect, self.claims)
 
     def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> None:
         if self._listener is None:

@@ -1,0 +1,176 @@
+"""The claim query: candidates in (priority, sequence) order, with the claim guard's facts.
+
+Built once per query shape and reused with bound parameters, so each claim costs one
+round trip and no query construction. The WHERE clause applies the same facts the machine's
+guard re-checks, so the rows fetched (and locked, with SKIP LOCKED) are the ones claimed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, Update, and_, bindparam, exists, literal, or_, select, update
+
+from ..base import ClaimQuery, StateSets
+from .dialects import Dialect
+from .schema import Tables
+
+FACTS = (
+    "dependencies_succeeded",
+    "serial_group_idle",
+    "serial_group_head",
+    "unique_sibling_processing",
+    "unique_sibling_succeeded",
+)
+
+
+@dataclass(frozen=True)
+class Shape:
+    by_id: bool
+    queues: bool
+    low: bool
+    high: bool
+
+    @classmethod
+    def of(cls, query: ClaimQuery) -> Shape:
+        return cls(
+            by_id=query.job_id is not None,
+            queues=bool(query.queues),
+            low=query.priorities.low is not None,
+            high=query.priorities.high is not None,
+        )
+
+
+class ClaimStatements:
+    def __init__(self, tables: Tables, states: StateSets, dialect: Dialect) -> None:
+        self.tables = tables
+        self.states = states
+        self.dialect = dialect
+        self._cache: dict[Shape, Select[Any]] = {}
+        self._updates: dict[tuple[frozenset[str], bool], Update] = {}
+
+    def update_statement(self, columns: frozenset[str], unleased: bool) -> Update:
+        """The conditional write of a job: only the changed columns, only if the row still
+        has the state, fencing token and lease expiry the change was computed from."""
+        key = (columns, unleased)
+        if key not in self._updates:
+            t = self.tables.jobs
+            self._updates[key] = (
+                update(t)
+                .where(
+                    t.c.id == bindparam("w_id"),
+                    t.c.state == bindparam("w_state"),
+                    t.c.lease_token == bindparam("w_token"),
+                    t.c.lease_expires_at.is_(None)
+                    if unleased
+                    else t.c.lease_expires_at == bindparam("w_expires"),
+                )
+                .values({name: bindparam(f"set_{name}") for name in sorted(columns)})
+            )
+        return self._updates[key]
+
+    def parameters(self, query: ClaimQuery, now_ms: int, limit: int) -> dict[str, Any]:
+        values: dict[str, Any] = {"now": now_ms, "limit": limit}
+        if query.job_id is not None:
+            values["job_id"] = int(query.job_id)
+        if query.queues:
+            values["queues"] = list(query.queues)
+        if query.priorities.low is not None:
+            values["low"] = query.priorities.low
+        if query.priorities.high is not None:
+            values["high"] = query.priorities.high
+        return values
+
+    def statement(self, query: ClaimQuery) -> Select[Any]:
+        shape = Shape.of(query)
+        if shape not in self._cache:
+            self._cache[shape] = self._build(shape)
+        return self._cache[shape]
+
+    def _build(self, shape: Shape) -> Select[Any]:
+        jobs, states = self.tables.jobs, self.states
+        j = jobs.alias("j")
+        g, g2, u, u2, dj = (jobs.alias(name) for name in ("g", "g2", "u", "u2", "dj"))
+        d = self.tables.dependencies.alias("d")
+        facts = {
+            "dependencies_succeeded": ~exists(
+                select(literal(1))
+                .select_from(d.join(dj, dj.c.id == d.c.depends_on_id))
+                .where(d.c.job_id == j.c.id, dj.c.state.not_in(states.succeeded))
+            ),
+            "serial_group_idle": or_(
+                j.c.serial_group.is_(None),
+                ~exists(
+                    select(literal(1)).where(
+                        g.c.serial_group == j.c.serial_group,
+                        g.c.state.in_(states.leased),
+                        g.c.id != j.c.id,
+                    )
+                ),
+            ),
+            "serial_group_head": or_(
+                j.c.serial_group.is_(None),
+                ~exists(
+                    select(literal(1)).where(
+                        g2.c.serial_group == j.c.serial_group,
+                        g2.c.state.in_(states.active),
+                        or_(
+                            g2.c.priority < j.c.priority,
+                            and_(g2.c.priority == j.c.priority, g2.c.id < j.c.id),
+                        ),
+                    )
+                ),
+            ),
+            "unique_sibling_processing": and_(
+                j.c.is_unique,
+                exists(
+                    select(literal(1)).where(
+                        u.c.identifier == j.c.identifier,
+                        u.c.is_unique,
+                        u.c.id != j.c.id,
+                        u.c.state.in_(states.leased),
+                    )
+                ),
+            ),
+            "unique_sibling_succeeded": and_(
+                j.c.is_unique,
+                exists(
+                    select(literal(1)).where(
+                        u2.c.identifier == j.c.identifier,
+                        u2.c.is_unique,
+                        u2.c.id != j.c.id,
+                        u2.c.state.in_(states.succeeded),
+                    )
+                ),
+            ),
+        }
+        conditions = [
+            j.c.claim_priority.is_not(None),
+            j.c.state.in_(states.claimable),
+            j.c.available_at <= bindparam("now"),
+            facts["dependencies_succeeded"],
+            facts["serial_group_idle"],
+            facts["serial_group_head"],
+            ~facts["unique_sibling_processing"],
+        ]
+        if shape.by_id:
+            conditions.append(j.c.id == bindparam("job_id"))
+        if shape.queues:
+            conditions.append(j.c.queue.in_(bindparam("queues", expanding=True)))
+        if shape.low:
+            conditions.append(j.c.claim_priority >= bindparam("low"))
+        if shape.high:
+            conditions.append(j.c.claim_priority <= bindparam("high"))
+        columns: list[Any] = [j, *(expression.label(name) for name, expression in facts.items())]
+        statement: Select[Any] = (
+            select(*columns)
+            .where(*conditions)
+            .order_by(j.c.claim_priority, j.c.id)
+            .limit(bindparam("limit"))
+        )
+        if self.dialect.skip_locked:
+            statement = statement.with_for_update(
+                skip_locked=True, of=j if self.dialect.lock_of_supported else None
+            )
+        return statement
