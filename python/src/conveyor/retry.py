@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from .errors import ConfigurationError
@@ -58,11 +58,14 @@ class RetryPolicy:
         return self.max_attempts is not None and attempts >= self.max_attempts
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RetryPolicy:
         return cls(**data)
+
+
+_FIELDS = tuple(field.name for field in fields(RetryPolicy))
 
 
 def presets() -> dict[str, RetryPolicy]:
