@@ -136,21 +136,28 @@ class Lifecycle:
         now: datetime,
     ) -> Outcome:
         outcome = Outcome()
+        side = Outcome()  # jobs touched by system effects are not claims
         busy_groups: set[str] = set()
         busy_identifiers: set[str] = set()
-        for candidate in tx.candidates(query, now, limit):
-            job = candidate.job
-            facts = self._facts(candidate, busy_groups, busy_identifiers)
-            event = "discard_redundant" if facts["unique_sibling_succeeded"] else "claim"
-            params = {"worker_id": worker_id, "lease_ms": lease_ms}
-            try:
-                fired = self.engine.fire(job, self._firing(event, now, params, facts))
-            except InvalidTransition:
-                continue
-            if not tx.save_job(job, fired.job):
-                continue
-            self._after(tx, fired, now, outcome)
-            if fired.job.state in self.states.leased:
+        params = {"worker_id": worker_id, "lease_ms": lease_ms}
+        discarded = True
+        # Discarding a redundant job frees nothing for the limit, so look again after one.
+        while discarded and len(outcome.jobs) < limit:
+            discarded = False
+            for candidate in tx.candidates(query, now, limit - len(outcome.jobs)):
+                job = candidate.job
+                facts = self._facts(candidate, busy_groups, busy_identifiers)
+                event = "discard_redundant" if facts["unique_sibling_succeeded"] else "claim"
+                try:
+                    fired = self.engine.fire(job, self._firing(event, now, params, facts))
+                except InvalidTransition:
+                    continue
+                if not tx.save_job(job, fired.job):
+                    continue
+                self._after(tx, fired, now, side)
+                if fired.job.state not in self.states.leased:
+                    discarded = True
+                    continue
                 outcome.jobs.append(fired.job)
                 if job.serial_group is not None:
                     busy_groups.add(job.serial_group)
@@ -158,6 +165,7 @@ class Lifecycle:
                     busy_identifiers.add(job.identifier)
                 if len(outcome.jobs) >= limit:
                     break
+        outcome.notifications.extend(side.notifications)
         return outcome
 
     @staticmethod
