@@ -41,10 +41,11 @@ policies = st.one_of(
         optional={"jitter": st.floats(-1, 2), "max_attempts": st.one_of(st.none(), integers)},
     ),
 )
+# Payloads reach the pre-check already encoded: the codec refused U+0000 and non-finite
+# numbers before (see test_bad_input), so generate what the codec lets through.
+payloads = st.one_of(st.none(), st.integers(), st.text().filter(lambda s: "\x00" not in s))
 requests = st.lists(
-    st.fixed_dictionaries(
-        {"type": texts}, optional={"payload": st.one_of(st.none(), st.integers(), st.text())}
-    ),
+    st.fixed_dictionaries({"type": texts}, optional={"payload": payloads}),
     max_size=3,
 )
 documents = st.fixed_dictionaries(

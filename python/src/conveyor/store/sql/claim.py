@@ -10,7 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, Update, and_, bindparam, exists, literal, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Select,
+    String,
+    Update,
+    and_,
+    bindparam,
+    exists,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from ..base import ClaimQuery, StateSets
 from .dialects import Dialect
@@ -59,12 +72,12 @@ class ClaimStatements:
             self._updates[key] = (
                 update(t)
                 .where(
-                    t.c.id == bindparam("w_id"),
-                    t.c.state == bindparam("w_state"),
-                    t.c.lease_token == bindparam("w_token"),
+                    t.c.id == bindparam("w_id", type_=BigInteger()),
+                    t.c.state == bindparam("w_state", type_=String()),
+                    t.c.lease_token == bindparam("w_token", type_=Integer()),
                     t.c.lease_expires_at.is_(None)
                     if unleased
-                    else t.c.lease_expires_at == bindparam("w_expires"),
+                    else t.c.lease_expires_at == bindparam("w_expires", type_=BigInteger()),
                 )
                 .values({name: bindparam(f"set_{name}") for name in sorted(columns)})
             )
@@ -148,26 +161,26 @@ class ClaimStatements:
         conditions = [
             j.c.claim_priority.is_not(None),
             j.c.state.in_(states.claimable),
-            j.c.available_at <= bindparam("now"),
+            j.c.available_at <= bindparam("now", type_=BigInteger()),
             facts["dependencies_succeeded"],
             facts["serial_group_idle"],
             facts["serial_group_head"],
             ~facts["unique_sibling_processing"],
         ]
         if shape.by_id:
-            conditions.append(j.c.id == bindparam("job_id"))
+            conditions.append(j.c.id == bindparam("job_id", type_=BigInteger()))
         if shape.queues:
-            conditions.append(j.c.queue.in_(bindparam("queues", expanding=True)))
+            conditions.append(j.c.queue.in_(bindparam("queues", expanding=True, type_=String())))
         if shape.low:
-            conditions.append(j.c.claim_priority >= bindparam("low"))
+            conditions.append(j.c.claim_priority >= bindparam("low", type_=Integer()))
         if shape.high:
-            conditions.append(j.c.claim_priority <= bindparam("high"))
+            conditions.append(j.c.claim_priority <= bindparam("high", type_=Integer()))
         columns: list[Any] = [j, *(expression.label(name) for name, expression in facts.items())]
         statement: Select[Any] = (
             select(*columns)
             .where(*conditions)
             .order_by(j.c.claim_priority, j.c.id)
-            .limit(bindparam("limit"))
+            .limit(bindparam("limit", type_=Integer()))
         )
         if self.dialect.skip_locked:
             statement = statement.with_for_update(
