@@ -1,0 +1,1 @@
+"""The commands of ``conveyor``, one module per theme."""

@@ -1,0 +1,196 @@
+"""``consume`` (a long-running worker) and ``process`` (everything due, then exit)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+import click
+
+from ...locks import DEFAULT_SINGLE_ID, command_lock
+from ...model import Job
+from ...worker import Worker, WorkerStats
+from ..context import ByteSize, CliState, PriorityRangeType, pass_state
+from ..render import summary, types_of
+
+priorities_option = click.option(
+    "-p",
+    "--priorities",
+    type=PriorityRangeType(),
+    help="Only jobs with priorities in this range: 10, 20-40, 25- or -20 (default: all).",
+)
+queue_option = click.option(
+    "-q",
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="NAME",
+    help="Only jobs of this queue; repeat for several (default: every queue).",
+)
+batch_size_option = click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Jobs claimed per cycle.",
+)
+single_id_option = click.option(
+    "--single-id",
+    default=DEFAULT_SINGLE_ID,
+    show_default=True,
+    metavar="ID",
+    help="Name of this instance: instances with different ids may run at the same time.",
+)
+quiet_option = click.option("--quiet", is_flag=True, help="Do not print a line per job.")
+
+
+def _job_line(job: Job) -> None:
+    error = f": {job.last_error.message}" if job.last_error and job.state != "finished" else ""
+    click.echo(
+        f"job {job.id} {types_of(job)} -> {job.state} (attempt {job.attempts}){error}", err=True
+    )
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _describe(queues: Sequence[str], priorities: str | None) -> str:
+    return f"queues {', '.join(queues) or 'all'}, priorities {priorities or 'all'}"
+
+
+def _stop_on_signals(worker: Worker) -> Callable[[], None]:
+    """SIGTERM/SIGINT stop the worker after the current job; a second one stops at once."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if worker.stopping:
+            raise KeyboardInterrupt
+        worker.stop(f"received {signal.Signals(signum).name}; finished the current job")
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+@click.command(short_help="Run a worker until stopped (needs --app).")
+@priorities_option
+@queue_option
+@click.option(
+    "--jobs",
+    "max_jobs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Stop after N jobs (default: never).",
+)
+@click.option(
+    "--cycles-limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Stop after N claim cycles (default: never).",
+)
+@click.option(
+    "--cycle-delay",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long when no job is due.",
+)
+@click.option(
+    "--memory-limit",
+    type=ByteSize(),
+    metavar="BYTES",
+    help="Stop after a job when resident memory exceeds this (512M, 1G, ...).",
+)
+@batch_size_option
+@single_id_option
+@quiet_option
+@pass_state
+def consume(
+    state: CliState,
+    priorities: str | None,
+    queues: tuple[str, ...],
+    max_jobs: int | None,
+    cycles_limit: int | None,
+    cycle_delay: float,
+    memory_limit: int | None,
+    batch_size: int,
+    single_id: str,
+    quiet: bool,
+) -> None:
+    """Run a worker until stopped (SIGTERM/Ctrl+C finish the current job first).
+
+    Needs --app. Only one consumer per --single-id runs over a store at a time.
+    """
+    app = state.worker_app("consume")
+    _setup_logging()
+    worker = app.worker(
+        queues=queues,
+        priorities=priorities,
+        batch_size=batch_size,
+        max_jobs=max_jobs,
+        max_cycles=cycles_limit,
+        memory_limit=memory_limit,
+        idle_delay=cycle_delay,
+        handle_signals=False,
+        on_job=None if quiet else _job_line,
+    )
+    with command_lock(app, "consume", single_id):
+        restore = _stop_on_signals(worker)
+        try:
+            click.echo(
+                f"consuming {_describe(queues, priorities)} on {state.location} "
+                f"(single-id {single_id}, worker {worker.options.worker_id}); "
+                "SIGTERM or Ctrl+C stops after the current job",
+                err=True,
+            )
+            stats = worker.run()
+        finally:
+            restore()
+    click.echo(summary(stats, "consume"))
+
+
+@click.command(short_help="Run every due job, then exit (needs --app).")
+@priorities_option
+@queue_option
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Run at most N jobs in this run (default: every due job).",
+)
+@batch_size_option
+@single_id_option
+@quiet_option
+@pass_state
+def process(
+    state: CliState,
+    priorities: str | None,
+    queues: tuple[str, ...],
+    limit: int | None,
+    batch_size: int,
+    single_id: str,
+    quiet: bool,
+) -> None:
+    """Run every due job, then exit (for cron). Needs --app."""
+    app = state.worker_app("process")
+    _setup_logging()
+    options: dict[str, Any] = {
+        "queues": queues,
+        "priorities": priorities,
+        "batch_size": batch_size,
+        "on_job": None if quiet else _job_line,
+    }
+    with command_lock(app, "process", single_id):
+        stats: WorkerStats = app.process(limit, **options)
+    click.echo(summary(stats, "process"))
