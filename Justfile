@@ -25,6 +25,10 @@ setup:
     "{{ python }}" -m pip install -e "./python[dev]"
     if [ -f "{{ conformance_pkg }}" ]; then "{{ python }}" -m pip install -e ./conformance-tests; fi
 
+[private]
+_ensure-setup:
+    if [ ! -x "{{ bin }}/pytest" ]; then "{{ just_executable() }}" --justfile "{{ justfile() }}" setup; fi
+
 # Run the self-contained demo (embedded SQLite, no services needed)
 demo *args:
     "{{ bin }}/conveyor" demo {{ args }}
@@ -82,8 +86,8 @@ docs-serve:
 bench:
     @if [ -f bench/run.py ]; then "{{ python }}" bench/run.py; else echo "bench: there are no benchmarks yet."; fi
 
-# The full check run, in order, stopping at the first failure
-test: spec-check lint typecheck unit conformance docs
+# The full check run, in order, stopping at the first failure (sets up .venv if missing)
+test: _ensure-setup spec-check lint typecheck unit conformance docs
     @echo "All checks passed."
 
 # Remove build artefacts and caches (keeps .venv)
