@@ -82,9 +82,9 @@ docs:
 docs-serve:
     "{{ bin }}/mkdocs" serve
 
-# Run the benchmarks, when there are any
-bench:
-    @if [ -f bench/run.py ]; then "{{ python }}" bench/run.py; else echo "bench: there are no benchmarks yet."; fi
+# Benchmark Conveyor against raw SQL baselines in the same run (extra args go to bench/run.py)
+bench *args: _ensure-setup
+    "{{ python }}" bench/run.py {{ args }}
 
 # The full check run, in order, stopping at the first failure (sets up .venv if missing)
 test: _ensure-setup spec-check lint typecheck unit conformance docs
