@@ -7,8 +7,10 @@ job twice, and two jobs of one serial group can never be leased at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -28,7 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from ...clock import SystemClock, from_ms, to_ms
@@ -46,6 +48,8 @@ from .dialects import (
 )
 from .rows import job_from_row, job_values
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
+
+IDLE_PING_SECONDS = 1.0
 
 
 class SqlTransaction:
@@ -340,6 +344,9 @@ class SqlStore:
             else None
         )
         self._idle = threading.Event()
+        self._local = threading.local()
+        self._connections: set[Connection] = set()
+        self._connections_lock = threading.Lock()
         if create_schema:
             self.update_schema()
 
@@ -350,7 +357,9 @@ class SqlStore:
             engine = create_engine(parsed)
             configure_sqlite(engine, str(synchronous).upper())
             return engine
-        return create_engine(parsed, pool_pre_ping=True)
+        # No pool_pre_ping: each thread keeps its connection (see _connection), pinged only
+        # after it sat idle, so a busy worker pays no extra round trip per transaction.
+        return create_engine(parsed)
 
     def update_schema(self) -> int:
         """Bring the schema to the latest version; safe when several processes start at once."""
@@ -383,10 +392,49 @@ class SqlStore:
         with self.engine.connect() as connection:
             return current_version(connection, self.tables)
 
+    def _connection(self) -> Connection:
+        """This thread's connection: reused across transactions, checked after idling."""
+        held: Connection | None = getattr(self._local, "connection", None)
+        if held is not None and not held.invalidated and not held.closed:
+            if time.monotonic() - self._local.last_used > IDLE_PING_SECONDS:
+                try:
+                    with held.begin():
+                        held.exec_driver_sql("SELECT 1")
+                except DBAPIError:
+                    self._forget(held)
+                    held = None
+            if held is not None:
+                return held
+        connection = self.engine.connect()
+        self._local.connection = connection
+        with self._connections_lock:
+            self._connections.add(connection)
+        return connection
+
+    def _forget(self, connection: Connection) -> None:
+        self._local.connection = None
+        with self._connections_lock:
+            self._connections.discard(connection)
+        with contextlib.suppress(DBAPIError):
+            connection.invalidate()
+            connection.close()
+
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
-        with self.engine.begin() as connection:
-            yield SqlTransaction(connection, self.tables, self.states, self.dialect, self.claims)
+        connection = self._connection()
+        try:
+            with connection.begin():
+                yield SqlTransaction(
+                    connection, self.tables, self.states, self.dialect, self.claims
+                )
+        except DBAPIError as error:
+            if error.connection_invalidated or isinstance(
+                error, OperationalError | InterfaceError
+            ):
+                self._forget(connection)
+            raise
+        finally:
+            self._local.last_used = time.monotonic()
 
     def join(self, connection: Any) -> SqlTransaction:
         """A transaction view over the caller's ``Connection`` or ``Session``.
@@ -421,4 +469,9 @@ class SqlStore:
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
+        with self._connections_lock:
+            connections, self._connections = self._connections, set()
+        for connection in connections:
+            with contextlib.suppress(DBAPIError):
+                connection.close()
         self.engine.dispose()
