@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, duration_ms
 from .engine import JobEngine
 from .errors import ConfigurationError, JobNotFound
 from .handlers import Handler, HandlerRegistry
@@ -101,7 +101,7 @@ class Conveyor:
         self.handlers = HandlerRegistry()
         self.hooks = Hooks()
         self.engine = JobEngine()
-        self.lifecycle = Lifecycle(self.engine, int(waiting_delay.total_seconds() * 1000))
+        self.lifecycle = Lifecycle(self.engine, duration_ms(waiting_delay))
         self.factory = JobFactory(
             self.handlers,
             self.engine.machine.initial_state,
@@ -344,8 +344,13 @@ class Conveyor:
     ) -> Job:
         """Fire ``event`` with ``params``; ``known`` is the caller's current copy, if any."""
         now = self.now()
-        with self.store.transaction() as tx:
-            outcome = self.lifecycle.fire(tx, str(job_id), event, now, params, update, known)
+        outcome = None
+        if known is not None:
+            with self.store.autocommit() as tx:
+                outcome = self.lifecycle.fire_alone(tx, known, event, now, params, update)
+        if outcome is None:
+            with self.store.transaction() as tx:
+                outcome = self.lifecycle.fire(tx, str(job_id), event, now, params, update, known)
         self._deliver(outcome)
         return outcome.jobs[0]
 
@@ -364,7 +369,7 @@ class Conveyor:
 
     @property
     def lease_ms(self) -> int:
-        return int(self.lease.total_seconds() * 1000)
+        return duration_ms(self.lease)
 
     def claim(
         self,

@@ -14,7 +14,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .engine import Fired, Firing, JobEngine
-from .errors import BatchClosed, InvalidTransition, JobNotFound, StaleLease, UnknownDependency
+from .errors import (
+    BatchClosed,
+    InvalidTransition,
+    JobNotFound,
+    Refused,
+    StaleLease,
+    UnknownDependency,
+)
 from .machine import Environment, Machine
 from .model import Batch, Job, Request
 from .specfiles import machine_document
@@ -38,14 +45,18 @@ class Outcome:
 
 
 def state_sets(machine: Machine) -> StateSets:
+    succeeded, leased = machine.tagged("succeeded"), machine.tagged("leased")
     return StateSets(
         claimable=machine.tagged("claimable"),
         active=machine.tagged("active"),
-        leased=machine.tagged("leased"),
-        succeeded=machine.tagged("succeeded"),
+        leased=leased,
+        succeeded=succeeded,
         terminal=machine.tagged("terminal"),
         prunable=machine.tagged("prunable"),
         unfinished=machine.tagged("unfinished"),
+        performed=frozenset(
+            t.target for t in machine.transitions if t.target in succeeded and t.sources & leased
+        ),
     )
 
 
@@ -122,6 +133,9 @@ class Lifecycle:
         for job in stored:
             if any(known[d].state in self.failed for d in job.depends_on):
                 self._recheck_dependencies(tx, job, now, outcome)
+        # DEP-005: return each job as stored, cancelled when a dependency had failed.
+        latest = {job.id: job for job in outcome.jobs}
+        outcome.jobs[: len(stored)] = [latest[job.id] for job in stored]
         return outcome
 
     # -- claiming -------------------------------------------------------------------------
@@ -217,8 +231,49 @@ class Lifecycle:
                     f"job {job_id} changed while {event} was applied; nothing was recorded"
                 )
         self._after(tx, fired, now, outcome)
-        outcome.jobs.insert(0, fired.job)
+        # A system effect may have moved the job on again (DEP-004 recheck on retry).
+        latest = {job.id: job for job in outcome.jobs}
+        outcome.jobs.insert(0, latest.get(fired.job.id, fired.job))
         return outcome
+
+    def fire_alone(
+        self,
+        tx: Transaction,
+        known: Job,
+        event: str,
+        now: datetime,
+        params: Mapping[str, Any] | None = None,
+        update: Mapping[str, Any] | None = None,
+    ) -> Outcome | None:
+        """The common case in one statement: a report whose change touches only this job.
+
+        Returns None, having written nothing, when the change needs the full transaction
+        (its system effects reach other rows, the copy was stale, or the machine refused it
+        on the copy); the caller then uses :meth:`fire`, which decides authoritatively.
+        """
+        try:
+            fired = self._fire_one(known, event, now, params, update)
+        except Refused:
+            return None
+        if any(self._reaches_other_rows(name, fired.job) for name in fired.system_effects):
+            return None
+        if not tx.save_job(known, fired.job):
+            return None
+        outcome = Outcome(jobs=[fired.job])
+        self._after(tx, fired, now, outcome)
+        return outcome
+
+    @staticmethod
+    def _reaches_other_rows(effect: str, job: Job) -> bool:
+        if effect in ("notify_threshold", "notify_failure"):
+            return False
+        if effect == "republish_recurring":
+            return job.recurring_interval_ms is not None
+        if effect == "settle_batch":
+            return job.batch_id is not None
+        if effect == "recheck_dependencies":
+            return bool(job.depends_on)
+        return True
 
     def _fire_one(
         self,
@@ -354,7 +409,14 @@ class Lifecycle:
     ) -> None:
         tx.save_batch(batch)
         if complete and batch.completion is not None:
-            completion = completion_job(batch.completion)
+            planned = completion_job(batch.completion)
+            # JOB-001/JOB-004: the completion is published now; a delay counts from now.
+            completion = replace(
+                planned,
+                created_at=now,
+                updated_at=now,
+                available_at=now + (planned.available_at - planned.created_at),
+            )
             out.jobs.extend(self.publish(tx, [completion], now).jobs)
 
     @staticmethod

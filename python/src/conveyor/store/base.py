@@ -50,6 +50,22 @@ class JobFilter:
 
 
 @dataclass(frozen=True)
+class Backlog:
+    """Claimable, due jobs of one (queue, priority), for the broker's repair loop.
+
+    ``needy`` counts those that may have no broker message: jobs that became due only after
+    they were stored or last changed (a delay), and jobs unchanged since a settling time.
+    ``needy_ids`` holds the first of them by sequence (up to the limit asked for).
+    """
+
+    queue: str
+    priority: int
+    claimable: int
+    needy: int
+    needy_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class StateSets:
     """State sets by tag, taken from the job machine and handed to stores."""
 
@@ -60,6 +76,9 @@ class StateSets:
     terminal: frozenset[str]
     prunable: frozenset[str]
     unfinished: frozenset[str]
+    # Succeeded states a worker reaches by running the job (``finished``, not ``redundant``):
+    # ctx.unique_sibling_succeeded looks for a sibling in one of these (spec.md#context-facts).
+    performed: frozenset[str] = frozenset()
 
 
 class Transaction(Protocol):
@@ -92,6 +111,23 @@ class Transaction(Protocol):
 
     def find_jobs(self, query: JobFilter) -> list[Job]: ...
 
+    def backlog(self, now: datetime, settled_before: datetime, id_limit: int) -> list[Backlog]:
+        """Claimable, due jobs (the claim guard holding) per (queue, priority); reads only."""
+        ...
+
+    def related_claimable(
+        self,
+        now: datetime,
+        serial_groups: Collection[str],
+        identifiers: Collection[str],
+        dependencies_of: Collection[str],
+        limit: int,
+    ) -> list[tuple[str, str, int]]:
+        """(id, queue, priority) of due jobs in claimable states that are in one of the serial
+        groups, unique with one of the identifiers, or depend on one of the jobs; in
+        (priority, sequence) order. Reads only."""
+        ...
+
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]: ...
 
     def delete_prunable(self, finished_before: datetime, limit: int) -> int:
@@ -114,6 +150,14 @@ class Transaction(Protocol):
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[Transaction]:
         """A unit of work: committed on normal exit, rolled back on an exception."""
+        ...
+
+    def autocommit(self) -> AbstractContextManager[Transaction]:
+        """A unit in which each statement commits by itself.
+
+        Only for changes made by one conditional statement (a worker's report that touches
+        nothing but its job): it saves the round trips of BEGIN and COMMIT.
+        """
         ...
 
     def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import datetime
 
 from ..model import Batch, Job
-from .base import Candidate, ClaimQuery, JobFilter, StateSets
+from .base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
 
 
 class _State:
@@ -101,7 +101,7 @@ class MemoryTransaction:
                 (j.priority, j.sequence) >= key for j in group if j.state in states.active
             ),
             unique_sibling_processing=any(s.state in states.leased for s in siblings),
-            unique_sibling_succeeded=any(s.state in states.succeeded for s in siblings),
+            unique_sibling_succeeded=any(s.state in states.performed for s in siblings),
         )
 
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
@@ -158,6 +158,53 @@ class MemoryTransaction:
             and job.sequence > query.after_sequence
         ]
         return sorted(found, key=lambda job: job.sequence)[: query.limit]
+
+    def backlog(self, now: datetime, settled_before: datetime, id_limit: int) -> list[Backlog]:
+        buckets: dict[tuple[str, int], list[Job]] = {}
+        for candidate in self.candidates(ClaimQuery(), now, len(self._data.claimable)):
+            if (
+                candidate.dependencies_succeeded
+                and candidate.serial_group_idle
+                and candidate.serial_group_head
+                and not candidate.unique_sibling_processing
+            ):
+                job = candidate.job
+                buckets.setdefault((job.queue, job.priority), []).append(job)
+        found = []
+        for (queue, priority), jobs in sorted(buckets.items()):
+            needy = [
+                job
+                for job in jobs
+                if job.available_at > job.updated_at or job.updated_at <= settled_before
+            ]
+            ids = tuple(job.id for job in sorted(needy, key=lambda job: job.sequence)[:id_limit])
+            found.append(Backlog(queue, priority, len(jobs), len(needy), ids))
+        return found
+
+    def related_claimable(
+        self,
+        now: datetime,
+        serial_groups: Collection[str],
+        identifiers: Collection[str],
+        dependencies_of: Collection[str],
+        limit: int,
+    ) -> list[tuple[str, str, int]]:
+        groups, names, targets = set(serial_groups), set(identifiers), set(dependencies_of)
+        related = sorted(
+            (
+                job
+                for job in self._data.jobs.values()
+                if job.state in self._states.claimable
+                and job.available_at <= now
+                and (
+                    job.serial_group in groups
+                    or (job.unique and job.identifier in names)
+                    or any(d in targets for d in job.depends_on)
+                )
+            ),
+            key=lambda job: (job.priority, job.sequence),
+        )
+        return [(job.id, job.queue, job.priority) for job in related[:limit]]
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]:
         wanted = set(identifiers)
@@ -233,6 +280,9 @@ class MemoryStore:
             with self._work:
                 self._generation += 1
                 self._work.notify_all()
+
+    def autocommit(self) -> AbstractContextManager[MemoryTransaction]:
+        return self.transaction()
 
     def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> None:
         with self._work:

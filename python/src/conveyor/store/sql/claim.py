@@ -18,7 +18,9 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    case,
     exists,
+    func,
     literal,
     or_,
     select,
@@ -62,6 +64,8 @@ class ClaimStatements:
         self.dialect = dialect
         self._cache: dict[Shape, Select[Any]] = {}
         self._updates: dict[tuple[frozenset[str], bool], Update] = {}
+        self._backlog: Select[Any] | None = None
+        self._needy: Select[Any] | None = None
 
     def update_statement(self, columns: frozenset[str], unleased: bool) -> Update:
         """The conditional write of a job: only the changed columns, only if the row still
@@ -102,8 +106,77 @@ class ClaimStatements:
         return self._cache[shape]
 
     def _build(self, shape: Shape) -> Select[Any]:
+        j = self.tables.jobs.alias("j")
+        facts, conditions = self._claimable(j)
+        if shape.by_id:
+            conditions.append(j.c.id == bindparam("job_id", type_=BigInteger()))
+        if shape.queues:
+            conditions.append(j.c.queue.in_(bindparam("queues", expanding=True, type_=String())))
+        if shape.low:
+            conditions.append(j.c.claim_priority >= bindparam("low", type_=Integer()))
+        if shape.high:
+            conditions.append(j.c.claim_priority <= bindparam("high", type_=Integer()))
+        columns: list[Any] = [j, *(expression.label(name) for name, expression in facts.items())]
+        statement: Select[Any] = (
+            select(*columns)
+            .where(*conditions)
+            .order_by(j.c.claim_priority, j.c.id)
+            .limit(bindparam("limit", type_=Integer()))
+        )
+        if self.dialect.skip_locked:
+            statement = statement.with_for_update(
+                skip_locked=True, of=j if self.dialect.lock_of_supported else None
+            )
+        return statement
+
+    def backlog_statement(self) -> Select[Any]:
+        """Claimable, due jobs per (queue, priority), counted, and how many of them may lack a
+        broker message: delayed jobs that became due, and jobs unchanged since ``settled``.
+        Nothing is locked: the repair loop only counts."""
+        if self._backlog is None:
+            j = self.tables.jobs.alias("j")
+            _, conditions = self._claimable(j)
+            needy = or_(
+                j.c.available_at > j.c.updated_at,
+                j.c.updated_at <= bindparam("settled", type_=BigInteger()),
+            )
+            self._backlog = (
+                select(
+                    j.c.queue,
+                    j.c.priority,
+                    func.count().label("claimable"),
+                    func.sum(case((needy, 1), else_=0)).label("needy"),
+                )
+                .where(*conditions)
+                .group_by(j.c.queue, j.c.priority)
+            )
+        return self._backlog
+
+    def needy_statement(self) -> Select[Any]:
+        """Ids of the jobs of one (queue, priority) that ``backlog_statement`` counts as needy."""
+        if self._needy is None:
+            j = self.tables.jobs.alias("j")
+            _, conditions = self._claimable(j)
+            self._needy = (
+                select(j.c.id)
+                .where(
+                    *conditions,
+                    j.c.queue == bindparam("queue", type_=String()),
+                    j.c.priority == bindparam("priority", type_=Integer()),
+                    or_(
+                        j.c.available_at > j.c.updated_at,
+                        j.c.updated_at <= bindparam("settled", type_=BigInteger()),
+                    ),
+                )
+                .order_by(j.c.id)
+                .limit(bindparam("limit", type_=Integer()))
+            )
+        return self._needy
+
+    def _claimable(self, j: Any) -> tuple[dict[str, Any], list[Any]]:
+        """The claim guard's facts over the jobs alias ``j``, and the conditions every
+        claimable, due job meets (the ``now`` parameter is bound by the caller)."""
         jobs, states = self.tables.jobs, self.states
-        j = jobs.alias("j")
         g, g2, u, u2, dj = (jobs.alias(name) for name in ("g", "g2", "u", "u2", "dj"))
         d = self.tables.dependencies.alias("d")
         facts = {
@@ -153,7 +226,7 @@ class ClaimStatements:
                         u2.c.identifier == j.c.identifier,
                         u2.c.is_unique,
                         u2.c.id != j.c.id,
-                        u2.c.state.in_(states.succeeded),
+                        u2.c.state.in_(states.performed),
                     )
                 ),
             ),
@@ -167,23 +240,4 @@ class ClaimStatements:
             facts["serial_group_head"],
             ~facts["unique_sibling_processing"],
         ]
-        if shape.by_id:
-            conditions.append(j.c.id == bindparam("job_id", type_=BigInteger()))
-        if shape.queues:
-            conditions.append(j.c.queue.in_(bindparam("queues", expanding=True, type_=String())))
-        if shape.low:
-            conditions.append(j.c.claim_priority >= bindparam("low", type_=Integer()))
-        if shape.high:
-            conditions.append(j.c.claim_priority <= bindparam("high", type_=Integer()))
-        columns: list[Any] = [j, *(expression.label(name) for name, expression in facts.items())]
-        statement: Select[Any] = (
-            select(*columns)
-            .where(*conditions)
-            .order_by(j.c.claim_priority, j.c.id)
-            .limit(bindparam("limit", type_=Integer()))
-        )
-        if self.dialect.skip_locked:
-            statement = statement.with_for_update(
-                skip_locked=True, of=j if self.dialect.lock_of_supported else None
-            )
-        return statement
+        return facts, conditions

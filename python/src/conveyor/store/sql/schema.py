@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -23,8 +24,28 @@ from sqlalchemy import (
     inspect,
     select,
 )
+from sqlalchemy.dialects.mysql import LONGTEXT
+from sqlalchemy.ext.compiler import compiles
 
 Id = BigInteger().with_variant(Integer, "sqlite")
+# JSON documents: MySQL/MariaDB TEXT holds only 64 KiB, payloads may be 1 MiB (LIMIT-004).
+Json = Text().with_variant(LONGTEXT(), "mysql", "mariadb")
+
+
+class Label(String):
+    """A serial group, identifier or tag: compared exactly, case-sensitively (LIMIT-002)."""
+
+    def __init__(self) -> None:
+        super().__init__(255)
+
+
+@compiles(Label, "mysql")
+@compiles(Label, "mariadb")
+def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
+    # The server default collation ignores case, accents and trailing spaces.
+    collation = "utf8mb4_nopad_bin" if compiler.dialect.is_mariadb else "utf8mb4_0900_bin"
+    return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
+
 
 SCHEMA_VERSION = 1
 
@@ -53,29 +74,30 @@ def build_tables(prefix: str = "conveyor_") -> Tables:
         Column("updated_at", BigInteger, nullable=False),
         Column("finished_at", BigInteger),
         Column("attempts", Integer, nullable=False, default=0),
-        Column("retry_policy", Text, nullable=False),
-        Column("serial_group", String(255)),
-        Column("identifier", String(255)),
+        Column("retry_policy", Json, nullable=False),
+        Column("serial_group", Label()),
+        Column("identifier", Label()),
         Column("is_unique", Boolean, nullable=False, default=False),
         Column("recurring_interval_ms", BigInteger),
         Column("batch_id", BigInteger),
-        Column("depends_on", Text, nullable=False),
-        Column("tags", Text, nullable=False),
-        Column("metadata_json", Text, nullable=False),
-        Column("requests", Text, nullable=False),
+        Column("depends_on", Json, nullable=False),
+        Column("tags", Json, nullable=False),
+        Column("metadata_json", Json, nullable=False),
+        Column("requests", Json, nullable=False),
         Column("lease_token", Integer, nullable=False, default=0),
         Column("lease_worker", String(255)),
         Column("lease_expires_at", BigInteger),
-        Column("last_error", Text),
-        Column("errors", Text, nullable=False),
-        Column("execution", Text),
+        Column("last_error", Json),
+        Column("errors", Json, nullable=False),
+        Column("execution", Json),
         # Set only while the job is leased: a unique index turns serial-group exclusion and
         # unique-mode exclusion into constraints no concurrent claim can break.
-        Column("group_lock", String(255), unique=True),
+        Column("group_lock", Label(), unique=True),
         # Equals priority while the job is in a claimable state, NULL otherwise: the claim
         # scans the index (claim_priority, id) in order and stops at its LIMIT.
         Column("claim_priority", Integer),
-        Column("unique_lock", String(255), unique=True),
+        Column("unique_lock", Label(), unique=True),
+        sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     Index(f"{prefix}ix_claim", jobs.c.claim_priority, jobs.c.id)
     Index(f"{prefix}ix_queue", jobs.c.queue, jobs.c.state)
@@ -94,7 +116,7 @@ def build_tables(prefix: str = "conveyor_") -> Tables:
     tags = Table(
         f"{prefix}tags",
         metadata,
-        Column("tag", String(255), primary_key=True),
+        Column("tag", Label(), primary_key=True),
         Column("job_id", Id, primary_key=True),
     )
     Index(f"{prefix}ix_tag_job", tags.c.job_id)
@@ -104,9 +126,10 @@ def build_tables(prefix: str = "conveyor_") -> Tables:
         Column("id", Id, primary_key=True, autoincrement=True),
         Column("state", String(32), nullable=False),
         Column("total", Integer, nullable=False, default=0),
-        Column("completion", Text),
+        Column("completion", Json),
         Column("created_at", BigInteger, nullable=False),
         Column("finished_at", BigInteger),
+        sqlite_autoincrement=True,
     )
     schema = Table(
         f"{prefix}schema",

@@ -18,14 +18,17 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
+    and_,
     create_engine,
     delete,
     exists,
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -36,7 +39,7 @@ from sqlalchemy.orm import Session
 from ...clock import SystemClock, from_ms, to_ms
 from ...errors import ConfigurationError, StoreUnavailable
 from ...model import Batch, Job
-from ..base import Candidate, ClaimQuery, JobFilter, StateSets
+from ..base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
 from .claim import FACTS, ClaimStatements
 from .dialects import (
     Dialect,
@@ -213,6 +216,50 @@ class SqlTransaction:
             )
         rows = self.connection.execute(statement.order_by(t.c.id).limit(query.limit))
         return [job_from_row(row) for row in rows.mappings()]
+
+    def backlog(self, now: datetime, settled_before: datetime, id_limit: int) -> list[Backlog]:
+        moments = {"now": to_ms(now), "settled": to_ms(settled_before)}
+        rows = self.connection.execute(self.claims.backlog_statement(), moments).all()
+        found = []
+        for queue, priority, claimable, needy in rows:
+            ids: tuple[str, ...] = ()
+            if needy and id_limit > 0:
+                parameters = {**moments, "queue": queue, "priority": priority, "limit": id_limit}
+                selected = self.connection.execute(self.claims.needy_statement(), parameters)
+                ids = tuple(str(i) for i in selected.scalars())
+            found.append(Backlog(queue, int(priority), int(claimable), int(needy or 0), ids))
+        return found
+
+    def related_claimable(
+        self,
+        now: datetime,
+        serial_groups: Collection[str],
+        identifiers: Collection[str],
+        dependencies_of: Collection[str],
+        limit: int,
+    ) -> list[tuple[str, str, int]]:
+        t, d = self.tables.jobs, self.tables.dependencies
+        related: list[ColumnElement[bool]] = []
+        if serial_groups:
+            related.append(t.c.serial_group.in_(list(serial_groups)))
+        if identifiers:
+            related.append(and_(t.c.is_unique, t.c.identifier.in_(list(identifiers))))
+        wanted = [int(i) for i in dependencies_of if str(i).isdigit()]
+        if wanted:
+            related.append(t.c.id.in_(select(d.c.job_id).where(d.c.depends_on_id.in_(wanted))))
+        if not related:
+            return []
+        rows = self.connection.execute(
+            select(t.c.id, t.c.queue, t.c.priority)
+            .where(
+                t.c.state.in_(self.states.claimable),
+                t.c.available_at <= to_ms(now),
+                or_(*related),
+            )
+            .order_by(t.c.priority, t.c.id)
+            .limit(limit)
+        )
+        return [(str(i), queue, int(priority)) for i, queue, priority in rows]
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]:
         if not identifiers:
@@ -428,13 +475,30 @@ class SqlStore:
                     connection, self.tables, self.states, self.dialect, self.claims
                 )
         except DBAPIError as error:
-            if error.connection_invalidated or isinstance(
-                error, OperationalError | InterfaceError
-            ):
+            if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
                 self._forget(connection)
             raise
         finally:
             self._local.last_used = time.monotonic()
+
+    @contextmanager
+    def autocommit(self) -> Iterator[SqlTransaction]:
+        connection: Connection | None = getattr(self._local, "autocommit", None)
+        if connection is None or connection.invalidated or connection.closed:
+            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._local.autocommit = connection
+            with self._connections_lock:
+                self._connections.add(connection)
+        try:
+            yield SqlTransaction(connection, self.tables, self.states, self.dialect, self.claims)
+        except DBAPIError as error:
+            if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
+                self._local.autocommit = None
+                with self._connections_lock:
+                    self._connections.discard(connection)
+                with contextlib.suppress(DBAPIError):
+                    connection.invalidate()
+            raise
 
     def join(self, connection: Any) -> SqlTransaction:
         """A transaction view over the caller's ``Connection`` or ``Session``.
