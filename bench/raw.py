@@ -113,17 +113,14 @@ def _process(url: str, batch: int) -> tuple[int, float, float]:
             if ids:
                 cursor.execute(f"UPDATE {TABLE} SET state = 'finished' WHERE id = ANY(%s)", (ids,))
         elif backend == "mariadb":
-            cursor.execute("BEGIN")
-            cursor.execute(
-                f"SELECT id FROM {TABLE} WHERE state = 'ready' ORDER BY priority, id "
-                "LIMIT %s FOR UPDATE SKIP LOCKED",
-                (batch,),
-            )
-            ids = [row[0] for row in cursor.fetchall()]
+            try:
+                ids = _claim_mariadb(cursor, batch)
+            except Exception as error:  # deadlock or lock wait: retry, as any real loop must
+                if getattr(error, "args", (0,))[0] not in (1205, 1213):
+                    raise
+                cursor.execute("ROLLBACK")
+                continue
             marks = ",".join(["%s"] * len(ids))
-            if ids:
-                cursor.execute(f"UPDATE {TABLE} SET state = 'processing' WHERE id IN ({marks})", ids)
-            cursor.execute("COMMIT")
             if ids:
                 cursor.execute(f"UPDATE {TABLE} SET state = 'finished' WHERE id IN ({marks})", ids)
         else:
@@ -143,6 +140,21 @@ def _process(url: str, batch: int) -> tuple[int, float, float]:
             connection.close()
             return done, started, time.time()
         done += len(ids)
+
+
+def _claim_mariadb(cursor: Any, batch: int) -> list[int]:
+    cursor.execute("BEGIN")
+    cursor.execute(
+        f"SELECT id FROM {TABLE} WHERE state = 'ready' ORDER BY priority, id "
+        "LIMIT %s FOR UPDATE SKIP LOCKED",
+        (batch,),
+    )
+    ids = [row[0] for row in cursor.fetchall()]
+    if ids:
+        marks = ",".join(["%s"] * len(ids))
+        cursor.execute(f"UPDATE {TABLE} SET state = 'processing' WHERE id IN ({marks})", ids)
+    cursor.execute("COMMIT")
+    return ids
 
 
 def process(url: str, jobs: int, batch: int, workers: int) -> float:
