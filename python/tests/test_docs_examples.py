@@ -12,9 +12,7 @@ PAGES = sorted(p for p in GUIDE.glob("*.md") if p.name != "bus.md")  # bus.md ha
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
-def test_guide_page_code_runs(
-    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_guide_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CONVEYOR_URL", raising=False)

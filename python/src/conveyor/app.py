@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .clock import Clock, SystemClock, duration_ms
 from .engine import JobEngine
-from .errors import ConfigurationError, JobNotFound
+from .errors import ConfigurationError, InvalidRequest, JobNotFound
 from .handlers import Handler, HandlerRegistry
 from .lifecycle import Lifecycle, Outcome
 from .model import Batch, Job
@@ -25,6 +25,8 @@ from .store.base import ClaimQuery, JobFilter, Store, Transaction
 from .urls import open_store
 
 if TYPE_CHECKING:
+    from .broker.mode import BrokerMode, RepairReport
+    from .broker.settings import BrokerSettings
     from .worker import Worker, WorkerStats
 
 log = logging.getLogger("conveyor")
@@ -70,6 +72,10 @@ class Conveyor:
 
     With no arguments it stores jobs in ``conveyor.db`` (SQLite) in the working directory,
     or at ``CONVEYOR_URL`` when that is set. Nothing is opened until first use.
+
+    ``broker_url`` (or ``CONVEYOR_BROKER_URL``), an ``amqp://`` URL, turns on broker mode: job
+    ids are handed to RabbitMQ after each commit, workers consume them, and :meth:`repair`
+    hands over what the broker missed (docs/operations/broker.md). ``broker_settings`` tunes it.
     """
 
     def __init__(
@@ -86,8 +92,12 @@ class Conveyor:
         lease: timedelta = timedelta(minutes=5),
         notifier: Notifier | None = None,
         table_prefix: str = "conveyor_",
+        broker_url: str | None = None,
+        broker_settings: BrokerSettings | None = None,
     ) -> None:
         self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
+        self.broker_url = broker_url or os.environ.get("CONVEYOR_BROKER_URL") or None
+        self.broker_settings = broker_settings
         self.clock: Clock = clock or SystemClock()
         self.default_queue = default_queue
         self.default_priority = default_priority
@@ -111,6 +121,7 @@ class Conveyor:
         self._store = store
         self._store_lock = threading.Lock()
         self._local = threading.local()
+        self._broker_mode: BrokerMode | None = None
 
     # -- store ----------------------------------------------------------------------------
 
@@ -123,7 +134,24 @@ class Conveyor:
                     self._store = open_store(self.url, self.lifecycle.states, self.table_prefix)
         return self._store
 
+    @property
+    def broker(self) -> BrokerMode | None:
+        """Broker mode (None without a ``broker_url``), set up on first use."""
+        if self.broker_url is None:
+            return None
+        if self._broker_mode is None:
+            with self._store_lock:
+                if self._broker_mode is None:
+                    from .broker.mode import BrokerMode
+                    from .broker.settings import BrokerSettings
+
+                    settings = self.broker_settings or BrokerSettings()
+                    self._broker_mode = BrokerMode(self, self.broker_url, settings)
+        return self._broker_mode
+
     def close(self) -> None:
+        if self._broker_mode is not None:
+            self._broker_mode.close()
         if self._store is not None:
             self._store.close()
 
@@ -220,7 +248,7 @@ class Conveyor:
         else:
             with self.store.transaction() as tx:
                 outcome = self.lifecycle.publish(tx, jobs, now)
-        self._deliver(outcome)
+        self._deliver(outcome, caller_transaction=connection)
         return outcome.jobs[: len(jobs)]
 
     def _joined(self, connection: Any) -> Transaction:
@@ -257,6 +285,11 @@ class Conveyor:
         now = self.now()
         stored_completion = None
         if completion is not None:
+            if any(completion_options.get(name) for name in ("batch", "batch_id", "depends_on")):
+                raise InvalidRequest(
+                    "a batch's completion job cannot join a batch or depend on jobs (BATCH-001); "
+                    "publish it without batch and depends_on"
+                )
             job = self.factory.build([completion], PublishOptions(**completion_options), now)
             stored_completion = job.to_dict()
         batch = Batch(
@@ -429,13 +462,47 @@ class Conveyor:
         return self.execute(self.publish(type, payload, **options).id)
 
     def worker(self, **options: Any) -> Worker:
+        """A worker over :class:`WorkerOptions`; in broker mode a consumer of RabbitMQ that
+        also takes ``prefetch`` (messages held per queue)."""
         from .worker import Worker, WorkerOptions
 
+        prefetch = options.pop("prefetch", None)
+        broker = self.broker
+        if broker is not None:
+            return broker.consumer(WorkerOptions(**options), prefetch)
         return Worker(self, WorkerOptions(**options))
 
     def process(self, limit: int | None = None, **options: Any) -> WorkerStats:
-        """Run every due job, then return the worker's statistics (for cron)."""
+        """Run every due job, then return the worker's statistics (for cron).
+
+        In broker mode it first runs :meth:`repair` (treating every due job as possibly
+        without a message), then consumes from RabbitMQ until its queues are empty.
+        """
+        if self.broker is not None:
+            self.repair(stale_after=timedelta(0))
         return self.worker(max_jobs=limit, stop_when_empty=True, **options).run()
+
+    def repair(self, stale_after: timedelta | None = None) -> RepairReport:
+        """Broker mode's repair loop: rescue expired leases, requeue ``broker_failed``,
+        ``back_to_broker`` and due ``temporarily_failed`` and ``waiting`` jobs, and hand over
+        due jobs whose message may be lost. Run it periodically (``conveyor process``)."""
+        broker = self.broker
+        if broker is None:
+            raise ConfigurationError(
+                "repair() hands jobs to a broker, and this app has none: pass broker_url= "
+                "(or set CONVEYOR_BROKER_URL)"
+            )
+        return broker.repair(stale_after)
+
+    def reload_consumers(self, queue: str, count: int) -> None:
+        """Ask ``count`` running consumers of ``queue`` to finish their job and exit."""
+        broker = self.broker
+        if broker is None:
+            raise ConfigurationError(
+                "reload_consumers() needs broker mode: pass broker_url= (or set "
+                "CONVEYOR_BROKER_URL)"
+            )
+        broker.reload_consumers(queue, count)
 
     # -- hooks and delivery ---------------------------------------------------------------
 
@@ -459,9 +526,16 @@ class Conveyor:
         self.hooks.metadata.append(hook)
         return hook
 
-    def _deliver(self, outcome: Outcome) -> None:
+    def _deliver(self, outcome: Outcome, caller_transaction: Any = None) -> None:
         for notification in outcome.notifications:
             try:
                 self.notifier.notify(notification.kind, notification.job)
             except Exception:
                 log.exception("notifier failed for job %s", notification.job.id)
+        if self.broker_url is not None and outcome.jobs:
+            broker = self.broker
+            assert broker is not None
+            if caller_transaction is None:
+                broker.after_commit(outcome.jobs)
+            else:
+                broker.after_caller_commit(caller_transaction, outcome.jobs)

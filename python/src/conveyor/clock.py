@@ -56,6 +56,12 @@ def to_ms(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
+def duration_ms(value: timedelta | float) -> int:
+    """Whole milliseconds of a timedelta or of seconds, without float truncation (1.001 s: 1001)."""
+    delta = value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+    return delta // timedelta(milliseconds=1)
+
+
 def from_ms(value: int) -> datetime:
     return EPOCH + timedelta(milliseconds=value)
 

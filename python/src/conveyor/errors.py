@@ -17,6 +17,7 @@ Tree::
     ├── ConfigurationError       wrong settings, with the fix in the message
     ├── SpecError                the spec files and this implementation disagree
     ├── StoreUnavailable         the database cannot be reached (URL password masked)
+    ├── BrokerUnavailable        the message broker cannot be reached (URL password masked)
     └── AlreadyRunning           a command protected by a lock is already running
 
 Handler outcomes (``PermanentError``, ``Waiting``, ``Die``, ``TemporaryError``) live in
@@ -90,6 +91,10 @@ class SpecError(ConveyorError):
 
 class StoreUnavailable(ConveyorError):
     """The store cannot be reached; the URL in the message has its password masked."""
+
+
+class BrokerUnavailable(ConveyorError):
+    """The message broker cannot be reached; the URL in the message has its password masked."""
 
 
 class AlreadyRunning(ConveyorError):

@@ -35,10 +35,21 @@ class Limits:
     known_keys: frozenset[str]
 
 
+@functools.cache
+def ecma_pattern(pattern: str) -> re.Pattern[str]:
+    """A JSON Schema (ECMA-262) pattern, compiled for Python's ``re.search``.
+
+    ECMA's ``$`` matches only at the end of the input; Python's also matches before a final
+    newline, which would accept a label or queue name ending in a newline.
+    """
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
 def _pattern(schema: dict[str, Any]) -> re.Pattern[str]:
-    # JSON Schema patterns are ECMA-262 regexes, unanchored; those used here are anchored and
-    # mean the same in Python's re.
-    return re.compile(schema["pattern"])
+    # JSON Schema patterns are ECMA-262 regexes, unanchored; those used here are anchored.
+    return ecma_pattern(schema["pattern"])
 
 
 @functools.cache

@@ -154,10 +154,13 @@ class Lifecycle:
         busy_groups: set[str] = set()
         busy_identifiers: set[str] = set()
         params = {"worker_id": worker_id, "lease_ms": lease_ms}
-        discarded = True
-        # Discarding a redundant job frees nothing for the limit, so look again after one.
-        while discarded and len(outcome.jobs) < limit:
-            discarded = False
+        again = True
+        # Look again after a pass that discarded a redundant job (it frees nothing for the
+        # limit), or that passed over jobs while claiming others: a unique sibling of a job
+        # claimed in this pass took a fetched row, and must not hold back later jobs
+        # (CLAIM-004). Each further pass follows a change, so the loop ends.
+        while again and len(outcome.jobs) < limit:
+            again = passed_over = claimed = False
             for candidate in tx.candidates(query, now, limit - len(outcome.jobs)):
                 job = candidate.job
                 facts = self._facts(candidate, busy_groups, busy_identifiers)
@@ -165,13 +168,15 @@ class Lifecycle:
                 try:
                     fired = self.engine.fire(job, self._firing(event, now, params, facts))
                 except InvalidTransition:
+                    passed_over = True
                     continue
                 if not tx.save_job(job, fired.job):
                     continue
                 self._after(tx, fired, now, side)
                 if fired.job.state not in self.states.leased:
-                    discarded = True
+                    again = True
                     continue
+                claimed = True
                 outcome.jobs.append(fired.job)
                 if job.serial_group is not None:
                     busy_groups.add(job.serial_group)
@@ -179,6 +184,7 @@ class Lifecycle:
                     busy_identifiers.add(job.identifier)
                 if len(outcome.jobs) >= limit:
                     break
+            again = again or (passed_over and claimed)
         outcome.notifications.extend(side.notifications)
         return outcome
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from .errors import REFUSALS, InvalidTransition, SpecError
@@ -84,12 +85,27 @@ def evaluate(expr: Expr, env: Environment) -> bool:
         if op == "not":
             return not evaluate(argument, env)
         left, right = (env.resolve(item) for item in argument)
+        same_kind = _kind(left) == _kind(right)
         if op in ("eq", "ne"):
-            return bool(_COMPARISONS[op](left, right))
-        if left is None or right is None:
+            return (same_kind and left == right) is (op == "eq")
+        if not same_kind or _kind(left) not in ("number", "timestamp"):
             return False
         return bool(_COMPARISONS[op](left, right))
-    return bool(env.resolve(expr))
+    value = env.resolve(expr)
+    return value is True or (_kind(value) == "number" and value != 0)
+
+
+def _kind(value: Any) -> str:
+    """The spec's kind of an operand value: values of different kinds never compare."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, datetime):
+        return "timestamp"
+    return type(value).__name__
 
 
 class Machine:

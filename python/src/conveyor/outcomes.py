@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from .clock import duration_ms
+
 
 def _ms(value: timedelta | float | None) -> int | None:
     if value is None:
         return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    return max(int(seconds * 1000), 0)
+    return max(duration_ms(value), 0)
 
 
 class PermanentError(Exception):

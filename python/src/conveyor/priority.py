@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigurationError
 
+MAX_PRIORITY = 32767
 _RANGE = re.compile(r"^(?P<low>\d+)?(?P<dash>-)?(?P<high>\d+)?$")
 
 
@@ -29,6 +30,10 @@ class PriorityRange:
         high = int(match["high"]) if match["high"] is not None else None
         if match["dash"] is None:
             high = low
+        if any(bound is not None and bound > MAX_PRIORITY for bound in (low, high)):
+            raise ConfigurationError(
+                f"priority range {text!r} goes beyond {MAX_PRIORITY}, the highest priority"
+            )
         if low is not None and high is not None and low > high:
             raise ConfigurationError(f"priority range {text!r} is empty: {low} > {high}")
         return cls(low, high)

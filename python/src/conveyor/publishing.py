@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError, validators
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 
 from . import codec
-from .clock import format_timestamp, truncate_ms
-from .errors import InvalidPayload, InvalidRequest, PriorityNotAllowed
-from .fastcheck import surely_valid
+from .clock import duration_ms, format_timestamp, truncate_ms
+from .errors import ConfigurationError, InvalidPayload, InvalidRequest, PriorityNotAllowed
+from .fastcheck import ecma_pattern, surely_valid
 from .handlers import HandlerRegistry
 from .model import Job, Request
 from .retry import RetryPolicy, resolve
@@ -46,13 +48,33 @@ class PublishOptions:
 
 
 def _ms(value: timedelta | float) -> int:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    return int(seconds * 1000)
+    return duration_ms(value)
 
 
 @functools.cache
 def _publish_validator() -> Draft202012Validator:
-    return Draft202012Validator({"$ref": schema_id("publish")}, registry=schema_registry())
+    validator = validators.extend(  # type: ignore[no-untyped-call]
+        Draft202012Validator, {"pattern": _ecma_pattern_keyword}
+    )
+    # Without "$schema" in the resources, $ref keeps this validator class instead of
+    # switching to the stock 2020-12 one (whose pattern uses Python's "$").
+    registry: Registry[Any] = Registry().with_resources(
+        (uri, DRAFT202012.create_resource(_without_dialect(schema_registry()[uri].contents)))
+        for uri in schema_registry()
+    )
+    return validator({"$ref": schema_id("publish")}, registry=registry)  # type: ignore[no-any-return]
+
+
+def _without_dialect(contents: Any) -> Any:
+    return {key: value for key, value in contents.items() if key != "$schema"}
+
+
+def _ecma_pattern_keyword(
+    validator: Any, pattern: str, instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    """The ``pattern`` keyword with ECMA-262 ``$`` (end of input, not before a newline)."""
+    if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 def validate_publish_request(document: dict[str, Any]) -> None:
@@ -102,8 +124,11 @@ class JobFactory:
         ]
         for index, payload in enumerate(payloads):
             codec.check_size(payload, f"requests[{index}].payload")
-        policy = resolve(options.retry) if options.retry is not None else first.retry_policy
-        queue = options.queue or first.queue
+        try:
+            policy = resolve(options.retry) if options.retry is not None else first.retry_policy
+        except ConfigurationError as error:  # JOB-003: an unknown preset name is refused
+            raise InvalidRequest(str(error)) from None
+        queue = first.queue if options.queue is None else options.queue
         priority = first.priority if options.priority is None else options.priority
         if self.allowed_priorities is not None and priority not in self.allowed_priorities:
             raise PriorityNotAllowed(
@@ -116,6 +141,10 @@ class JobFactory:
             raise InvalidRequest("available_at must be timezone-aware (e.g. datetime.now(UTC))")
         available_at = options.available_at or now
         if options.delay is not None:
+            if _ms(options.delay) < 0:
+                raise InvalidRequest(
+                    f"delay is negative ({options.delay!r}); pass a delay of 0 or more (JOB-004)"
+                )
             available_at = now + timedelta(milliseconds=_ms(options.delay))
         document: dict[str, Any] = {
             "requests": [

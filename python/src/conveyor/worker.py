@@ -14,6 +14,7 @@ from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from .clock import duration_ms
 from .execution import JobRunner, resident_memory
 from .model import Job
 from .priority import PriorityRange
@@ -68,7 +69,7 @@ class Worker:
             else PriorityRange.parse(options.priorities)
         )
         lease = options.lease or app.lease
-        self.lease_ms = int(lease.total_seconds() * 1000)
+        self.lease_ms = duration_ms(lease)
         self.runner = JobRunner(app, options.worker_id, self.lease_ms)
         self.stats = WorkerStats()
         self._stop = threading.Event()

@@ -91,15 +91,15 @@ class SqlLocks:
 
     def create(self) -> None:
         """Create the table if it does not exist; safe when processes start at once."""
-        from ..store.sql.dialects import Dialect, schema_lock
+        from ..store.sql.dialects import Dialect, schema_transaction
 
         with self._create_lock:
             if self._created:
                 return
             dialect = Dialect.of(self.engine)
             with (
-                self.engine.begin() as connection,
-                schema_lock(connection, dialect, f"{self.table.name}-schema"),
+                self.engine.connect() as connection,
+                schema_transaction(connection, dialect, f"{self.table.name}-schema"),
             ):
                 self.table.create(connection, checkfirst=True)
             self._created = True

@@ -19,7 +19,7 @@ from ..specfiles import spec_version
 from .commands.demo import demo
 from .commands.inspect import jobs, status
 from .commands.maintenance import clear_finished, update_schema
-from .commands.worker import consume, process
+from .commands.worker import consume, process, reload_consumers
 from .context import CliState, ConveyorGroup, err
 
 __all__ = ["cli", "main"]
@@ -72,7 +72,16 @@ def cli(ctx: click.Context, app_spec: str | None, url: str | None, verbose: int)
     ctx.obj = CliState(app_spec=app_spec or None, url=url or None)
 
 
-for command in (demo, consume, process, clear_finished, update_schema, status, jobs):
+for command in (
+    demo,
+    consume,
+    process,
+    reload_consumers,
+    clear_finished,
+    update_schema,
+    status,
+    jobs,
+):
     cli.add_command(command)
 
 

@@ -162,12 +162,7 @@ class MemoryTransaction:
     def backlog(self, now: datetime, settled_before: datetime, id_limit: int) -> list[Backlog]:
         buckets: dict[tuple[str, int], list[Job]] = {}
         for candidate in self.candidates(ClaimQuery(), now, len(self._data.claimable)):
-            if (
-                candidate.dependencies_succeeded
-                and candidate.serial_group_idle
-                and candidate.serial_group_head
-                and not candidate.unique_sibling_processing
-            ):
+            if self._claimable_now(candidate):
                 job = candidate.job
                 buckets.setdefault((job.queue, job.priority), []).append(job)
         found = []
@@ -190,21 +185,25 @@ class MemoryTransaction:
         limit: int,
     ) -> list[tuple[str, str, int]]:
         groups, names, targets = set(serial_groups), set(identifiers), set(dependencies_of)
-        related = sorted(
-            (
-                job
-                for job in self._data.jobs.values()
-                if job.state in self._states.claimable
-                and job.available_at <= now
-                and (
-                    job.serial_group in groups
-                    or (job.unique and job.identifier in names)
-                    or any(d in targets for d in job.depends_on)
-                )
-            ),
-            key=lambda job: (job.priority, job.sequence),
+        related = []
+        for candidate in self.candidates(ClaimQuery(), now, len(self._data.claimable)):
+            job = candidate.job
+            if (
+                job.serial_group in groups
+                or (job.unique and job.identifier in names)
+                or any(d in targets for d in job.depends_on)
+            ) and self._claimable_now(candidate):
+                related.append((job.id, job.queue, job.priority))
+        return related[:limit]
+
+    @staticmethod
+    def _claimable_now(candidate: Candidate) -> bool:
+        return (
+            candidate.dependencies_succeeded
+            and candidate.serial_group_idle
+            and candidate.serial_group_head
+            and not candidate.unique_sibling_processing
         )
-        return [(job.id, job.queue, job.priority) for job in related[:limit]]
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]:
         wanted = set(identifiers)

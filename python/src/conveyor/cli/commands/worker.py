@@ -1,4 +1,5 @@
-"""``consume`` (a long-running worker) and ``process`` (everything due, then exit)."""
+"""``consume`` (a long-running worker), ``process`` (everything due, then exit) and
+``reload-consumers`` (broker mode: restart running consumers on new code)."""
 
 from __future__ import annotations
 
@@ -113,6 +114,12 @@ def _stop_on_signals(worker: Worker) -> Callable[[], None]:
     help="Stop after a job when resident memory exceeds this (512M, 1G, ...).",
 )
 @batch_size_option
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Broker mode: messages held per queue consumed (default 1).",
+)
 @single_id_option
 @quiet_option
 @pass_state
@@ -125,12 +132,15 @@ def consume(
     cycle_delay: float,
     memory_limit: int | None,
     batch_size: int,
+    prefetch: int | None,
     single_id: str,
     quiet: bool,
 ) -> None:
     """Run a worker until stopped (SIGTERM/Ctrl+C finish the current job first).
 
-    Needs --app. Only one consumer per --single-id runs over a store at a time.
+    Needs --app. Only one consumer per --single-id runs over a store at a time. In broker
+    mode (CONVEYOR_BROKER_URL or the app's broker_url) it consumes job messages from
+    RabbitMQ, and exits with code 3 after `conveyor reload-consumers` asked it to.
     """
     app = state.worker_app("consume")
     _setup_logging()
@@ -144,12 +154,15 @@ def consume(
         idle_delay=cycle_delay,
         handle_signals=False,
         on_job=None if quiet else _job_line,
+        prefetch=prefetch,
     )
+    broker = app.broker
+    via = f" through RabbitMQ at {broker.display_url}" if broker is not None else ""
     with command_lock(app, "consume", single_id):
         restore = _stop_on_signals(worker)
         try:
             click.echo(
-                f"consuming {_describe(queues, priorities)} on {state.location} "
+                f"consuming {_describe(queues, priorities)} on {state.location}{via} "
                 f"(single-id {single_id}, worker {worker.options.worker_id}); "
                 "SIGTERM or Ctrl+C stops after the current job",
                 err=True,
@@ -158,6 +171,10 @@ def consume(
         finally:
             restore()
     click.echo(summary(stats, "consume"))
+    if getattr(worker, "reload_requested", False):
+        from ...broker.settings import RELOAD_EXIT_CODE
+
+        click.get_current_context().exit(RELOAD_EXIT_CODE)
 
 
 @click.command(short_help="Run every due job, then exit (needs --app).")
@@ -182,9 +199,21 @@ def process(
     single_id: str,
     quiet: bool,
 ) -> None:
-    """Run every due job, then exit (for cron). Needs --app."""
+    """Run every due job, then exit (for cron). Needs --app.
+
+    In broker mode it runs the repair loop instead (consumers run the jobs): it requeues
+    broker_failed, back_to_broker and due temporarily_failed and waiting jobs, hands over
+    due jobs whose message may be lost, and rescues jobs whose lease expired.
+    """
     app = state.worker_app("process")
     _setup_logging()
+    if app.broker is not None:
+        with command_lock(app, "process", single_id):
+            report = app.repair()
+        click.echo(f"repair through RabbitMQ at {app.broker.display_url}: {report.summary()}")
+        if report.problem:
+            click.get_current_context().exit(1)
+        return
     options: dict[str, Any] = {
         "queues": queues,
         "priorities": priorities,
@@ -194,3 +223,30 @@ def process(
     with command_lock(app, "process", single_id):
         stats: WorkerStats = app.process(limit, **options)
     click.echo(summary(stats, "process"))
+
+
+@click.command("reload-consumers", short_help="Restart N running consumers of QUEUE (broker).")
+@click.argument("queue")
+@click.argument("count", metavar="NUMBER", type=click.IntRange(min=1))
+@pass_state
+def reload_consumers(state: CliState, queue: str, count: int) -> None:
+    """Ask NUMBER running consumers of QUEUE to finish their current job and exit.
+
+    Broker mode only. Each request is taken by exactly one consumer of QUEUE; it exits with
+    code 3 once its job is recorded, so that a supervisor starts it again on new code.
+    Consumers started after the request ignore it; requests no consumer takes expire.
+    """
+    app = state.app
+    broker = app.broker
+    if broker is None:
+        from ...errors import ConfigurationError
+
+        raise ConfigurationError(
+            "reload-consumers works in broker mode: set CONVEYOR_BROKER_URL (or pass an --app "
+            "with broker_url)"
+        )
+    app.reload_consumers(queue, count)
+    click.echo(
+        f"asked {count} consumer(s) of queue {queue!r} to finish their current job and exit "
+        f"(through RabbitMQ at {broker.display_url})"
+    )

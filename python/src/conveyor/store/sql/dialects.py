@@ -84,19 +84,27 @@ def masked(url: URL) -> str:
 
 
 @contextmanager
-def schema_lock(connection: Connection, dialect: Dialect, name: str) -> Iterator[None]:
-    """Serialise schema changes between processes starting at once.
+def schema_transaction(connection: Connection, dialect: Dialect, name: str) -> Iterator[None]:
+    """A transaction for schema changes, serialised between processes starting at once.
 
-    SQLite needs nothing more: the surrounding BEGIN IMMEDIATE already excludes writers.
+    The lock outlives the commit: PostgreSQL's transaction-level advisory lock is released
+    by the commit itself; MariaDB's GET_LOCK is taken before the transaction and released
+    after it, so a second process cannot read the version before the first one committed.
+    SQLite needs nothing more: BEGIN IMMEDIATE already excludes other writers.
     """
-    if dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
-        yield
-    elif dialect.name in ("mysql", "mariadb"):
+    if dialect.name in ("mysql", "mariadb"):
         connection.execute(text("SELECT GET_LOCK(:name, 60)"), {"name": name})
+        connection.commit()
         try:
-            yield
+            with connection.begin():
+                yield
         finally:
             connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
-    else:
+            connection.commit()
+        return
+    with connection.begin():
+        if dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name}
+            )
         yield

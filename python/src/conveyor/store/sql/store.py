@@ -18,17 +18,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Engine,
-    and_,
     create_engine,
     delete,
     exists,
     func,
     insert,
     literal,
-    or_,
     select,
     update,
 )
@@ -47,7 +44,7 @@ from .dialects import (
     configure_sqlite,
     masked,
     notify_channel,
-    schema_lock,
+    schema_transaction,
 )
 from .rows import job_from_row, job_values
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
@@ -135,6 +132,8 @@ class SqlTransaction:
     def save_job(self, before: Job, after: Job) -> bool:
         old, new = self._values(before), self._values(after)
         changed = {name: value for name, value in new.items() if old[name] != value}
+        if not changed:  # e.g. a heartbeat at the instant of the claim: still check the row
+            changed = {"updated_at": new["updated_at"]}
         statement = self.claims.update_statement(frozenset(changed), before.lease is None)
         parameters = {
             **{f"set_{name}": value for name, value in changed.items()},
@@ -238,27 +237,20 @@ class SqlTransaction:
         dependencies_of: Collection[str],
         limit: int,
     ) -> list[tuple[str, str, int]]:
-        t, d = self.tables.jobs, self.tables.dependencies
-        related: list[ColumnElement[bool]] = []
-        if serial_groups:
-            related.append(t.c.serial_group.in_(list(serial_groups)))
-        if identifiers:
-            related.append(and_(t.c.is_unique, t.c.identifier.in_(list(identifiers))))
-        wanted = [int(i) for i in dependencies_of if str(i).isdigit()]
-        if wanted:
-            related.append(t.c.id.in_(select(d.c.job_id).where(d.c.depends_on_id.in_(wanted))))
-        if not related:
+        targets = [int(i) for i in dependencies_of if str(i).isdigit()]
+        if not (serial_groups or identifiers or targets):
             return []
-        rows = self.connection.execute(
-            select(t.c.id, t.c.queue, t.c.priority)
-            .where(
-                t.c.state.in_(self.states.claimable),
-                t.c.available_at <= to_ms(now),
-                or_(*related),
-            )
-            .order_by(t.c.priority, t.c.id)
-            .limit(limit)
+        statement = self.claims.related_statement(
+            bool(serial_groups), bool(identifiers), bool(targets)
         )
+        parameters: dict[str, Any] = {"now": to_ms(now), "limit": limit}
+        if serial_groups:
+            parameters["groups"] = list(serial_groups)
+        if identifiers:
+            parameters["identifiers"] = list(identifiers)
+        if targets:
+            parameters["targets"] = targets
+        rows = self.connection.execute(statement, parameters)
         return [(str(i), queue, int(priority)) for i, queue, priority in rows]
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]:
@@ -413,8 +405,8 @@ class SqlStore:
         try:
             lock_name = f"{self.tables.jobs.name}-schema"
             with (
-                self.engine.begin() as connection,
-                schema_lock(connection, self.dialect, lock_name),
+                self.engine.connect() as connection,
+                schema_transaction(connection, self.dialect, lock_name),
             ):
                 version = current_version(connection, self.tables)
                 for step in MIGRATIONS[version:]:

@@ -1,0 +1,249 @@
+"""``conveyor-conformance``: run the suite against an adapter, regenerate vectors, check files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import __version__, report, vectors
+from .protocol import Protocol
+from .spec import Spec
+from .transport import AdapterError, Client
+from .vectors import CheckResult
+
+DEFAULT_EXAMPLES = 100
+MAX_BROKEN = 3  # vectors in a row that break the adapter before the run gives up
+DEFAULT_STEPS = 40
+THOROUGH_EXAMPLES = 1000
+THOROUGH_STEPS = 60
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conveyor-conformance",
+        description="Check a Conveyor implementation against the spec through its adapter.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the vectors and the stateful suite against an adapter")
+    run.add_argument("--adapter", required=True, help="the command that starts the adapter")
+    run.add_argument(
+        "--features",
+        help="comma-separated features to test (default: every feature the adapter claims; "
+        "'core' tests the core only)",
+    )
+    run.add_argument("--seed", type=int, default=0, help="seed of the stateful suite (default 0)")
+    run.add_argument(
+        "--max-examples",
+        type=int,
+        help=f"stateful examples (default {DEFAULT_EXAMPLES}, {THOROUGH_EXAMPLES} with --thorough)",
+    )
+    run.add_argument(
+        "--steps",
+        type=int,
+        help=f"steps per stateful example (default {DEFAULT_STEPS}, {THOROUGH_STEPS} thorough)",
+    )
+    run.add_argument("--thorough", action="store_true", help="many more stateful examples")
+    run.add_argument(
+        "--no-shrink",
+        action="store_true",
+        help="report the first failing stateful example as found, without shrinking it",
+    )
+    run.add_argument("--report", default="reports/conformance.json", help="JSON report path")
+    run.add_argument(
+        "--failures-dir",
+        default=None,
+        help="where a failing stateful trace is saved as a vector (default: next to the report)",
+    )
+    run.add_argument(
+        "--validate-protocol",
+        action="store_true",
+        help="validate every request and response against the protocol schemas",
+    )
+    run.add_argument("--timeout", type=float, default=30.0, help="seconds to wait per response")
+    run.add_argument("--spec-dir", help="the spec directory (default: the one next to the suite)")
+    run.add_argument("--vectors-dir", help="read vectors from this directory instead")
+    run.add_argument("--select", help="run only vectors whose id or file contains one of these")
+    run.add_argument("--no-vectors", action="store_true", help="skip the vectors")
+    run.add_argument("--no-stateful", action="store_true", help="skip the stateful suite")
+    run.add_argument("--verbose", action="store_true", help="list every requirement")
+    run.add_argument("--quiet", action="store_true", help="print only the verdict line")
+
+    generate = sub.add_parser("generate", help="regenerate the generated vector files")
+    generate.add_argument("--out", help="directory to write to (default: the vectors directory)")
+    generate.add_argument("--spec-dir")
+
+    check = sub.add_parser("check-vectors", help="validate vector files and their requirement IDs")
+    check.add_argument("--vectors-dir")
+    check.add_argument("--spec-dir")
+
+    summary = sub.add_parser("summary", help="print the summary of a JSON report again")
+    summary.add_argument("report")
+    summary.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    if arguments.command == "run":
+        return run(arguments)
+    if arguments.command == "generate":
+        from .generate import write_all
+
+        spec = Spec.load(arguments.spec_dir)
+        for path in write_all(spec, Path(arguments.out) if arguments.out else None):
+            print(f"wrote {path}")
+        return 0
+    if arguments.command == "check-vectors":
+        from .checks import check_vector_files
+
+        problems = check_vector_files(
+            Spec.load(arguments.spec_dir),
+            Path(arguments.vectors_dir) if arguments.vectors_dir else None,
+        )
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1 if problems else 0
+    if arguments.command == "summary":
+        import json
+
+        data = json.loads(Path(arguments.report).read_text("utf-8"))
+        print(report.summary(data, verbose=arguments.verbose))
+        return report.EXIT_CODES[data["verdict"]]
+    return 2
+
+
+def run(arguments: argparse.Namespace) -> int:
+    started = _now()
+    spec = Spec.load(arguments.spec_dir)
+    protocol = Protocol(spec)
+    examples = arguments.max_examples or (
+        THOROUGH_EXAMPLES if arguments.thorough else DEFAULT_EXAMPLES
+    )
+    steps = arguments.steps or (THOROUGH_STEPS if arguments.thorough else DEFAULT_STEPS)
+    selected: set[str] | None = None
+    if arguments.features:
+        selected = {f.strip() for f in arguments.features.split(",") if f.strip()} - {"core"}
+        unknown = selected - set(spec.features)
+        if unknown:
+            print(f"unknown features: {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+    options: dict[str, Any] = {
+        "adapter": arguments.adapter,
+        "features": sorted(selected) if selected is not None else None,
+        "seed": arguments.seed,
+        "max_examples": examples,
+        "steps": steps,
+        "validate_protocol": arguments.validate_protocol,
+        "vectors": not arguments.no_vectors,
+        "stateful": not arguments.no_stateful,
+        "shrink": not arguments.no_shrink,
+    }
+
+    def connect() -> Client:
+        client = Client(
+            arguments.adapter,
+            timeout=arguments.timeout,
+            protocol=protocol,
+            validate=arguments.validate_protocol,
+            specversion=spec.wire_version,
+        )
+        client.start()
+        return client
+
+    checks: list[CheckResult] = []
+    fatal: str | None = None
+    handshake: dict[str, Any] = {}
+    report_path = Path(arguments.report)
+    try:
+        client = connect()
+    except AdapterError as error:
+        fatal = str(error)
+        if error.stderr:
+            fatal += "\nadapter stderr:\n" + error.stderr[-2000:]
+        client = None
+    if client is not None:
+        handshake = client.handshake
+        problems = protocol.check_response("start", {"seq": 0, "result": handshake})
+        if problems:
+            fatal = f"the start handshake breaks the protocol schema: {problems} (PROTO-003)"
+    if client is not None and fatal is None:
+        claimed = set(handshake.get("features", []))
+        capabilities = set(handshake.get("capabilities", []))
+        if handshake.get("specversion") != spec.wire_version:
+            fatal = (
+                f"the adapter implements spec {handshake.get('specversion')}, the suite tests "
+                f"{spec.wire_version} (VER-002)"
+            )
+        else:
+            if not arguments.no_vectors:
+                directory = Path(arguments.vectors_dir) if arguments.vectors_dir else None
+                broken = 0
+                for vector in vectors.select(vectors.load(directory), arguments.select):
+                    result = vectors.run_vector(client, vector, claimed, capabilities, selected)
+                    checks.append(result)
+                    if result.status != "error":
+                        broken = 0
+                        continue
+                    broken += 1
+                    client.close()
+                    if broken >= MAX_BROKEN:
+                        fatal = (
+                            f"{broken} vectors in a row ended with a broken adapter; the last: "
+                            f"{result.message}"
+                        )
+                        client = None
+                        break
+                    try:
+                        client = connect()
+                    except AdapterError as error:
+                        fatal = f"the adapter could not be restarted: {error}"
+                        client = None
+                        break
+            if not arguments.no_stateful and fatal is None:
+                from .stateful import StatefulOptions, run_stateful
+
+                failures_dir = (
+                    Path(arguments.failures_dir)
+                    if arguments.failures_dir
+                    else report_path.parent / "failures"
+                )
+                stateful_options = StatefulOptions(
+                    seed=arguments.seed,
+                    max_examples=examples,
+                    steps=steps,
+                    features=(claimed & selected) if selected is not None else claimed,
+                    capabilities=capabilities,
+                    failures_dir=failures_dir,
+                    label=_label(handshake),
+                    shrink=not arguments.no_shrink,
+                )
+                started_stateful = time.monotonic()
+                result = run_stateful(client, spec, stateful_options, reconnect=connect)
+                result.duration_ms = int((time.monotonic() - started_stateful) * 1000)
+                checks.append(result)
+        if client is not None:
+            client.close()
+    document = report.build(spec, handshake, checks, options, started, _now(), fatal)
+    report.write(document, report_path)
+    text = report.summary(document, verbose=arguments.verbose)
+    if arguments.quiet:
+        text = text.splitlines()[-1]
+    print(text)
+    print(f"Report: {report_path}")
+    return report.EXIT_CODES[document["verdict"]]
+
+
+def _label(handshake: dict[str, Any]) -> str:
+    implementation = handshake.get("implementation", {})
+    parts = [implementation.get("name", "adapter"), implementation.get("backend", "")]
+    return "-".join(p for p in parts if p)

@@ -1,0 +1,1159 @@
+"""An executable model of the spec, at the level of the harness protocol's commands.
+
+The model reads the machine files, the schemas and the retry presets, and implements the effects,
+context facts and operations from the prose of spec.md. It imports nothing from the reference
+library, so a bug that both share cannot hide. Given a command, it predicts the result (or the
+refusal) that any conforming implementation returns, and it remembers which requirement decided
+each field, so that a difference is reported against the rule it breaks.
+
+Ids: the model stores jobs under the ids the implementation returned (``new_ids``); jobs the
+implementation creates on its own (recurring copies, completion jobs) get placeholder ids until
+:meth:`Model.rename` binds them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from . import timefmt
+from .machine import Env, MachineModel, Refusal, Transition, holds
+from .matching import is_matcher
+from .spec import Spec
+from .timefmt import Instant
+
+ANY: dict[str, Any] = {"$any": True}
+WAITING_DELAY_MS = 1000  # OUT-004: the default when the implementation is not configured
+DEFAULT_LIST_LIMIT = 1000
+
+# Which job fields each effect writes, to name the requirement behind a wrong field.
+EFFECT_FIELDS: dict[str, tuple[str, ...]] = {
+    "count_attempt": ("attempts",),
+    "refund_attempt": ("attempts",),
+    "reset_attempts": ("attempts", "available_at"),
+    "grant_lease": ("lease", "lease_token"),
+    "extend_lease": ("lease",),
+    "release_lease": ("lease",),
+    "record_error": ("last_error", "errors"),
+    "record_lease_error": ("last_error", "errors"),
+    "schedule_retry": ("available_at",),
+    "schedule_wait": ("available_at",),
+    "make_due": ("available_at",),
+    "stamp_finished": ("finished_at",),
+    "clear_finished_stamp": ("finished_at",),
+}
+FIXED_FIELDS = {
+    "queue": "JOB-008",
+    "priority": "JOB-008",
+    "serial_group": "JOB-008",
+    "identifier": "IDENT-001",
+    "unique": "JOB-008",
+    "recurring": "JOB-008",
+    "depends_on": "JOB-008",
+    "batch_id": "JOB-008",
+    "tags": "TAG-001",
+    "retry_policy": "JOB-003",
+    "max_attempts": "JOB-003",
+    "metadata": "JOB-008",
+    "created_at": "JOB-001",
+}
+PRECEDENCE = {
+    "invalid_request": 0,
+    "invalid_payload": 0,
+    "payload_too_large": 0,
+    "unknown_type": 1,
+    "priority_not_allowed": 1,
+    "unknown_dependency": 2,
+    "not_found": 2,
+    "batch_closed": 2,
+}
+PRIORITY_RANGE = re.compile(r"^(?:(\d+)|(\d+)-(\d+)|(\d+)-|-(\d+))$")
+MAX_PRIORITY = 32767
+FEATURE_OF_FIELD = {
+    "serial_group": "serial_groups",
+    "recurring": "recurring",
+    "batch_id": "batches",
+}
+
+
+# -- retry policies ------------------------------------------------------------------------------
+
+
+POLICY_DEFAULTS = {
+    "multiplier": 2,
+    "increment_ms": 0,
+    "max_attempts": None,
+    "notify_after": None,
+    "jitter": 0,
+}
+
+
+def full_policy(policy: dict[str, Any]) -> dict[str, Any]:
+    """RETRY-002: omitted members take the schema's defaults."""
+    return {**POLICY_DEFAULTS, **policy}
+
+
+def capped_delay(policy: dict[str, Any], attempt: int) -> int:
+    """c(n) of RETRY-002, computed exactly and without overflow."""
+    policy = full_policy(policy)
+    initial = Fraction(policy["initial_delay_ms"])
+    cap = Fraction(policy["max_delay_ms"])
+    backoff = policy["backoff"]
+    if backoff == "constant":
+        delay = initial
+    elif backoff == "linear":
+        delay = initial + Fraction(policy["increment_ms"]) * (attempt - 1)
+    else:
+        multiplier = Fraction(str(policy["multiplier"]))
+        delay = initial
+        if initial > 0 and multiplier > 1:
+            for _ in range(attempt - 1):
+                delay *= multiplier
+                if delay > cap:
+                    break
+    return math.floor(min(delay, cap))
+
+
+def delay_bounds(policy: dict[str, Any], attempt: int) -> tuple[int, int]:
+    """RETRY-003: the inclusive range a delay with jitter falls in.
+
+    Both exact arithmetic and IEEE doubles are accepted readings of ``floor(c * (1 +- j))``,
+    so the range is the union of the two.
+    """
+    capped = capped_delay(policy, attempt)
+    jitter = full_policy(policy)["jitter"]
+    if not jitter:
+        return capped, capped
+    exact = Fraction(str(jitter))
+    low = min(math.floor(capped * (1 - exact)), math.floor(capped * (1 - float(jitter))))
+    high = max(math.floor(capped * (1 + exact)), math.floor(capped * (1 + float(jitter))))
+    return low, high
+
+
+def parse_priority_range(text: str | None) -> tuple[int, int]:
+    """ORDER-004: ``N``, ``A-B``, ``A-`` or ``-B``; anything else is refused."""
+    if text is None:
+        return 0, MAX_PRIORITY
+    match = PRIORITY_RANGE.match(text)
+    if not match:
+        raise Refusal("invalid_request", "ORDER-004", f"priority range {text!r} is malformed")
+    exact, low, high, from_, to = match.groups()
+    if exact is not None:
+        bounds = (int(exact), int(exact))
+    elif low is not None:
+        bounds = (int(low), int(high))
+    elif from_ is not None:
+        bounds = (int(from_), MAX_PRIORITY)
+    else:
+        bounds = (0, int(to))
+    if bounds[0] > bounds[1] or bounds[1] > MAX_PRIORITY:
+        raise Refusal("invalid_request", "ORDER-004", f"priority range {text!r} is empty")
+    return bounds
+
+
+# -- records --------------------------------------------------------------------------------------
+
+
+@dataclass
+class MRequest:
+    index: int
+    type: str
+    payload: Any
+    state: str
+    attempts: int = 0
+    error: Any = None
+
+    def view(self) -> dict[str, Any]:
+        return {"index": self.index, "state": self.state, "attempts": self.attempts}
+
+
+@dataclass
+class MJob:
+    id: str
+    order: int  # the model's publish order; the implementation's sequence must follow it
+    queue: str
+    priority: int
+    state: str
+    available_at: int
+    created_at: int
+    retry_policy: dict[str, Any]
+    requests: list[MRequest]
+    attempts: int = 0
+    finished_at: int | None = None
+    serial_group: str | None = None
+    identifier: str | None = None
+    unique: bool = False
+    recurring: dict[str, Any] | None = None
+    depends_on: list[str] = field(default_factory=list)
+    batch_id: str | None = None
+    tags: list[str] = field(default_factory=list)
+    metadata: Any = None  # None: not given, so not compared
+    lease_token: int = 0
+    lease: dict[str, Any] | None = None
+    last_error: Any = None
+    errors: list[Any] = field(default_factory=list)
+    available_range: tuple[int, int] | None = None  # set while a jittered delay is unconfirmed
+
+    def clone(self) -> MJob:
+        twin = copy.copy(self)
+        twin.requests = [copy.copy(r) for r in self.requests]
+        twin.depends_on = list(self.depends_on)
+        twin.tags = list(self.tags)
+        twin.lease = dict(self.lease) if self.lease is not None else None
+        twin.errors = list(self.errors)
+        return twin
+
+    def view(self) -> dict[str, Any]:
+        lease = None
+        if self.lease is not None:
+            lease = {
+                "token": self.lease["token"],
+                "worker_id": self.lease["worker_id"],
+                "expires_at": Instant(self.lease["expires_at"]),
+            }
+        return {
+            "id": self.id,
+            "state": self.state,
+            "queue": self.queue,
+            "priority": self.priority,
+            "available_at": Instant(self.available_at),
+            "created_at": Instant(self.created_at),
+            "finished_at": Instant(self.finished_at) if self.finished_at is not None else None,
+            "attempts": self.attempts,
+            "max_attempts": self.retry_policy.get("max_attempts"),
+            "serial_group": self.serial_group,
+            "identifier": self.identifier,
+            "unique": self.unique,
+            "lease_token": self.lease_token,
+            "lease": lease,
+            "requests_remaining": sum(1 for r in self.requests if r.state != "succeeded"),
+        }
+
+
+@dataclass
+class MBatch:
+    id: str
+    state: str
+    total: int
+    created_at: int
+    completion: dict[str, Any] | None
+    finished_at: int | None = None
+
+
+@dataclass
+class Prediction:
+    """What a conforming implementation answers to one command."""
+
+    result: dict[str, Any] | None = None
+    error: Refusal | None = None
+    #: the requirement behind each (job id, field) the command set
+    why: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: the requirement the command as a whole checks
+    req: str = ""
+    created: list[str] = field(default_factory=list)
+
+
+class Model:
+    def __init__(
+        self,
+        spec: Spec,
+        features: frozenset[str] | set[str] = frozenset(),
+        *,
+        start: str = timefmt.DEFAULT_START,
+    ) -> None:
+        self.spec = spec
+        self.features = frozenset(features)
+        self.jobs_machine = MachineModel(spec.machines["job"])
+        self.requests_machine = MachineModel(spec.machines["request"])
+        self.batch_machine = MachineModel(spec.machines["batch"])
+        self.presets: dict[str, Any] = spec.presets["presets"]
+        self.default_preset: str = spec.presets["default"]
+        self.tags = {
+            tag: self.jobs_machine.tagged(tag)
+            for tag in (
+                "claimable",
+                "active",
+                "leased",
+                "terminal",
+                "succeeded",
+                "failed",
+                "prunable",
+                "unfinished",
+            )
+        }
+        self.request_succeeded = self.requests_machine.tagged("succeeded")
+        self._check_effects()
+        self.reset([], start)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def reset(self, handlers: list[dict[str, Any]], now: str = timefmt.DEFAULT_START) -> None:
+        self.now = timefmt.parse(now)
+        self.handlers = {h["type"]: h for h in handlers}
+        self.jobs: dict[str, MJob] = {}
+        self.batches: dict[str, MBatch] = {}
+        self.order = 0
+        self.placeholders = 0
+        self.used_ids: set[str] = set()
+        self.notifications: list[dict[str, Any]] = []
+        self._why: dict[tuple[str, str], str] = {}
+        self._created: list[str] = []
+        self._new_ids: list[str] = []
+
+    def snapshot(self) -> Model:
+        """A copy of the records and counters; the spec and machines are shared."""
+        clone = copy.copy(self)
+        clone.jobs = {key: job.clone() for key, job in self.jobs.items()}
+        clone.batches = {key: copy.copy(batch) for key, batch in self.batches.items()}
+        clone.notifications = [dict(n) for n in self.notifications]
+        clone.used_ids = set(self.used_ids)
+        clone.handlers = dict(self.handlers)
+        return clone
+
+    def _check_effects(self) -> None:
+        """MACH-001 applied to the model itself: it must know every effect a machine names."""
+        job_known = set(EFFECT_FIELDS) | set(self._system_effects())
+        for name, info in self.jobs_machine.effects.items():
+            if name not in job_known and info.request_event is None:
+                raise RuntimeError(f"the model does not implement job effect {name!r}")
+        for name in self.requests_machine.effects:
+            if name not in ("count_attempt", "refund_attempt", "record_error", "clear_error"):
+                raise RuntimeError(f"the model does not implement request effect {name!r}")
+        for name in self.batch_machine.effects:
+            if name not in ("count_jobs", "stamp_finished", "publish_completion"):
+                raise RuntimeError(f"the model does not implement batch effect {name!r}")
+
+    def _system_effects(self) -> dict[str, Any]:
+        return {
+            "notify_threshold": self._notify_threshold,
+            "notify_failure": self._notify_failure,
+            "cancel_dependents": self._cancel_dependents,
+            "republish_recurring": self._republish_recurring,
+            "settle_batch": self._settle_batch,
+            "recheck_dependencies": self._recheck_dependencies,
+        }
+
+    def job(self, job_id: str) -> MJob:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise Refusal("not_found", "OPS-002", f"job {job_id} is not stored") from None
+
+    def sorted_jobs(self) -> list[MJob]:
+        return sorted(self.jobs.values(), key=lambda j: j.order)
+
+    def rename(self, old: str, new: str) -> None:
+        """Bind a placeholder id to the id the implementation gave the job."""
+        if old == new:
+            return
+        job = self.jobs.pop(old)
+        job.id = new
+        self.jobs[new] = job
+        self.used_ids.add(new)
+        for other in self.jobs.values():
+            other.depends_on = [new if d == old else d for d in other.depends_on]
+        for note in self.notifications:
+            if note["job"] == old:
+                note["job"] = new
+
+    def is_placeholder(self, job_id: str) -> bool:
+        return job_id.startswith("~")
+
+    def adopt_available_at(self, job_id: str, value: str) -> bool:
+        """Accept a jittered available_at the implementation chose, when it is in range."""
+        job = self.jobs.get(job_id)
+        if job is None or job.available_range is None:
+            return False
+        moment = timefmt.parse(value)
+        low, high = job.available_range
+        if low <= moment <= high:
+            job.available_at = moment
+            job.available_range = None
+            return True
+        return False
+
+    # -- documents --------------------------------------------------------------------------
+
+    def doc(self, job: MJob) -> dict[str, Any]:
+        """The job as an implementation returns it, with matchers where the spec leaves room."""
+        fmt = timefmt.format_ms
+        available: Any = fmt(job.available_at)
+        if job.available_range is not None:
+            available = {"$time_range": [fmt(job.available_range[0]), fmt(job.available_range[1])]}
+        lease = None
+        if job.lease is not None:
+            lease = {
+                "token": job.lease["token"],
+                "worker_id": job.lease["worker_id"],
+                "expires_at": fmt(job.lease["expires_at"]),
+            }
+        document: dict[str, Any] = {
+            "id": job.id,
+            "queue": job.queue,
+            "priority": job.priority,
+            "state": job.state,
+            "available_at": available,
+            "created_at": fmt(job.created_at),
+            "finished_at": fmt(job.finished_at) if job.finished_at is not None else None,
+            "attempts": job.attempts,
+            "max_attempts": job.retry_policy.get("max_attempts"),
+            "retry_policy": job.retry_policy,
+            "serial_group": job.serial_group,
+            "identifier": job.identifier,
+            "unique": job.unique,
+            "recurring": job.recurring,
+            "depends_on": list(job.depends_on),
+            "batch_id": job.batch_id,
+            "tags": list(job.tags),
+            "requests": [
+                {
+                    "index": r.index,
+                    "type": r.type,
+                    "payload": r.payload,
+                    "state": r.state,
+                    "attempts": r.attempts,
+                    "error": _error_doc(r.error, brief=True),
+                }
+                for r in job.requests
+            ],
+            "lease_token": job.lease_token,
+            "lease": lease,
+            "last_error": _error_doc(job.last_error),
+            "errors": [_error_doc(e) for e in job.errors],
+        }
+        if job.metadata is not None:
+            document["metadata"] = job.metadata
+        return document
+
+    def batch_doc(self, batch: MBatch) -> dict[str, Any]:
+        return {
+            "id": batch.id,
+            "state": batch.state,
+            "total": batch.total,
+            "unsettled": self._unsettled(batch.id),
+            "completion": ANY if batch.completion is not None else None,
+            "created_at": timefmt.format_ms(batch.created_at),
+            "finished_at": (
+                timefmt.format_ms(batch.finished_at) if batch.finished_at is not None else None
+            ),
+        }
+
+    # -- command dispatch -------------------------------------------------------------------
+
+    def execute(
+        self, cmd: str, args: dict[str, Any], new_ids: list[str] | None = None
+    ) -> Prediction:
+        """Apply one protocol command; on a refusal nothing changes (ERR-002)."""
+        self._why = {}
+        self._created = []
+        self._new_ids = list(new_ids or [])
+        handler = getattr(self, f"cmd_{cmd}", None)
+        if handler is None:
+            raise ValueError(f"the model has no command {cmd!r}")
+        # Every command checks what can refuse it before it changes anything, and _fire
+        # undoes its own partial work, so a refusal leaves the model as it was.
+        counters = (self.order, self.placeholders)
+        try:
+            result, req = handler(**args)
+        except Refusal as refusal:
+            self.order, self.placeholders = counters
+            return Prediction(error=refusal, req=refusal.req)
+        return Prediction(result=result, why=dict(self._why), req=req, created=list(self._created))
+
+    # -- clock and lifecycle ----------------------------------------------------------------
+
+    def cmd_reset(self, handlers: list[dict[str, Any]], now: str, **_: Any) -> Any:
+        self.reset(handlers, now)
+        return {}, "PROTO-005"
+
+    def cmd_clock_set(self, now: str) -> Any:
+        self.now = timefmt.parse(now)
+        return {"now": timefmt.format_ms(self.now)}, "TIME-001"
+
+    def cmd_clock_advance(self, ms: int) -> Any:
+        self.now += ms
+        return {"now": timefmt.format_ms(self.now)}, "TIME-001"
+
+    def cmd_barrier(self) -> Any:
+        return {}, "PROTO-001"
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def cmd_publish(self, job: dict[str, Any]) -> Any:
+        built = self._build(job)
+        stored = self._store_new([built])
+        return {"job": self.doc(stored[0])}, "JOB-001"
+
+    def cmd_publish_bulk(self, jobs: list[dict[str, Any]]) -> Any:
+        built = []
+        refusals = []
+        for document in jobs:
+            try:
+                built.append(self._build(document))
+            except Refusal as refusal:
+                refusals.append(refusal)
+        if refusals:
+            # ERR-001 orders the codes of one request only as a SHOULD: accept any of them.
+            first = min(refusals, key=lambda r: PRECEDENCE.get(r.code, 9))
+            codes = frozenset(r.code for r in refusals)
+            raise Refusal(first.code, first.req, first.message, codes)
+        stored = self._store_new(built)
+        return {"jobs": [self.doc(j) for j in stored]}, "JOB-006"
+
+    def _validate_publish(self, document: dict[str, Any]) -> None:
+        errors = list(self.spec.validator("publish").iter_errors(document))
+        if errors:
+            error = min(errors, key=lambda e: (len(list(e.absolute_path)), str(e.message)))
+            location = list(error.absolute_path)
+            raise _publish_refusal(location, error.validator, list(error.absolute_schema_path))
+
+    def _build(self, document: dict[str, Any]) -> MJob:
+        """Validate a publish request (JOB-002 and the rules it cites) and build the job."""
+        if not isinstance(document, dict):
+            raise Refusal("invalid_request", "JOB-002", "a publish request is an object")
+        self._validate_publish(document)
+        self._check_features(document)
+        if document.get("unique") and document.get("recurring") is not None:
+            raise Refusal("invalid_request", "UNIQ-001", "a unique job cannot be recurring")
+        requests = document["requests"]
+        defaults = self.handlers.get(requests[0]["type"], {})
+        policy_given = document.get("retry_policy", defaults.get("retry_policy"))
+        policy = self._resolve_policy(policy_given)
+        depends_on = list(document.get("depends_on", []))
+        unknown = [d for d in depends_on if d not in self.jobs]
+        if unknown:
+            raise Refusal("unknown_dependency", "DEP-001", f"unknown dependencies {unknown}")
+        batch_id = document.get("batch_id")
+        if batch_id is not None:
+            batch = self.batches.get(batch_id)
+            if batch is None:
+                raise Refusal("not_found", "BATCH-002", f"batch {batch_id} is not stored")
+            if not self.batch_machine.has_transition(batch.state, "add"):
+                raise Refusal("batch_closed", "BATCH-002", f"batch {batch_id} is {batch.state}")
+        if "available_at" in document:
+            available = timefmt.parse(document["available_at"])
+        else:
+            available = self.now + int(document.get("delay_ms", 0))
+        return MJob(
+            id="",
+            order=0,
+            queue=document.get("queue", defaults.get("queue")),
+            priority=document.get("priority", defaults.get("priority")),
+            state=self.jobs_machine.initial_state,
+            available_at=available,
+            created_at=self.now,
+            retry_policy=policy,
+            requests=[
+                MRequest(i, r["type"], r.get("payload"), self.requests_machine.initial_state)
+                for i, r in enumerate(requests)
+            ],
+            serial_group=document.get("serial_group"),
+            identifier=document.get("identifier"),
+            unique=bool(document.get("unique", False)),
+            recurring=document.get("recurring"),
+            depends_on=depends_on,
+            batch_id=batch_id,
+            tags=list(document.get("tags", [])),
+            metadata=document.get("metadata"),
+        )
+
+    def _check_features(self, document: dict[str, Any]) -> None:
+        """VER-001: a request that uses a feature the implementation does not claim."""
+        uses = {
+            "serial_groups": document.get("serial_group") is not None,
+            "unique": bool(document.get("unique")),
+            "recurring": document.get("recurring") is not None,
+            "dependencies": bool(document.get("depends_on")),
+            "multi_request": len(document.get("requests", [])) > 1,
+            "batches": document.get("batch_id") is not None,
+            "tags": bool(document.get("tags")),
+        }
+        for feature, used in uses.items():
+            if used and feature not in self.features:
+                raise Refusal("invalid_request", "VER-001", f"feature {feature} is not claimed")
+
+    def _resolve_policy(self, given: Any) -> dict[str, Any]:
+        if given is None:
+            given = self.default_preset
+        if isinstance(given, str):
+            if given not in self.presets:
+                raise Refusal("invalid_request", "JOB-003", f"unknown retry preset {given!r}")
+            return full_policy(dict(self.presets[given]))
+        return full_policy(dict(given))
+
+    def _next_id(self) -> str:
+        if self._new_ids:
+            new = self._new_ids.pop(0)
+        else:
+            self.placeholders += 1
+            new = f"~{self.placeholders}"
+        self.used_ids.add(new)
+        return new
+
+    def _store_new(self, jobs: list[MJob], *, system: bool = False) -> list[MJob]:
+        """Insert validated jobs, then apply the publish-time rules that involve other records."""
+        counts: dict[str, int] = {}
+        for job in jobs:
+            if job.batch_id is not None:
+                counts[job.batch_id] = counts.get(job.batch_id, 0) + 1
+        for batch_id, count in counts.items():
+            self._fire_batch(self.batches[batch_id], "add", {"count": count})
+        stored = []
+        for job in jobs:
+            self.order += 1
+            job.order = self.order
+            job.id = self._next_id() if not system else self._placeholder()
+            self.jobs[job.id] = job
+            self._created.append(job.id)
+            stored.append(job)
+        for job in stored:
+            failed = [d for d in job.depends_on if self.jobs[d].state in self.tags["failed"]]
+            if failed:
+                self._fire(job, "dependency_failed", self._dependency_error(failed[0]))
+        return stored
+
+    def _placeholder(self) -> str:
+        self.placeholders += 1
+        return f"~{self.placeholders}"
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    def facts(self, job: MJob) -> dict[str, bool]:
+        """The context facts of spec.md#context-facts, from the current state."""
+        tags = self.tags
+        dependencies = [self.jobs[d] for d in job.depends_on if d in self.jobs]
+        group = (
+            [j for j in self.jobs.values() if j.serial_group == job.serial_group]
+            if job.serial_group is not None
+            else []
+        )
+        siblings = (
+            [
+                j
+                for j in self.jobs.values()
+                if j.unique and j.identifier == job.identifier and j.id != job.id
+            ]
+            if job.unique
+            else []
+        )
+        key = (job.priority, job.order)
+        return {
+            "dependencies_succeeded": all(d.state in tags["succeeded"] for d in dependencies),
+            "serial_group_idle": not any(
+                j.state in tags["leased"] for j in group if j.id != job.id
+            ),
+            "serial_group_head": all(
+                (j.priority, j.order) >= key for j in group if j.state in tags["active"]
+            ),
+            "unique_sibling_processing": any(s.state in tags["leased"] for s in siblings),
+            "unique_sibling_succeeded": any(s.state == "finished" for s in siblings),
+        }
+
+    def claim_candidates(
+        self,
+        queues: list[str] | None,
+        low: int,
+        high: int,
+        job: str | None,
+    ) -> list[MJob]:
+        """Jobs a claim meets, in ORDER-002 order: claimable, matching and due."""
+        return sorted(
+            (
+                j
+                for j in self.jobs.values()
+                if j.state in self.tags["claimable"]
+                and (not queues or j.queue in queues)
+                and low <= j.priority <= high
+                and (job is None or j.id == job)
+                and j.available_at <= self.now
+            ),
+            key=lambda j: (j.priority, j.order),
+        )
+
+    def cmd_claim(
+        self,
+        worker_id: str,
+        lease_ms: int,
+        queues: list[str] | None = None,
+        priorities: str | None = None,
+        limit: int = 1,
+        job: str | None = None,
+    ) -> Any:
+        low, high = parse_priority_range(priorities)
+        claimed: list[MJob] = []
+        params = {"worker_id": worker_id, "lease_ms": lease_ms}
+        # A discarded redundant job takes no place in the limit and may unblock others
+        # (a dependent, the next job of its group), so the claim looks again after one.
+        discarded = True
+        while discarded and len(claimed) < limit:
+            discarded = False
+            for candidate in self.claim_candidates(queues, low, high, job):
+                if len(claimed) >= limit:
+                    break
+                if candidate.state not in self.tags["claimable"]:
+                    continue
+                facts = self.facts(candidate)
+                try:
+                    self._fire(candidate, "discard_redundant", {}, facts)
+                    discarded = True
+                    continue
+                except Refusal:
+                    pass
+                try:
+                    self._fire(candidate, "claim", params, facts)
+                except Refusal:
+                    continue
+                claimed.append(candidate)
+        return {"jobs": [self.doc(j) for j in claimed]}, "CLAIM-001"
+
+    # -- reports and operations -------------------------------------------------------------
+
+    def cmd_report(self, job: str, lease_token: int, outcome: dict[str, Any]) -> Any:
+        target = self.job(job)
+        kind = outcome["kind"]
+        params: dict[str, Any] = {"lease_token": lease_token}
+        if kind == "success":
+            event = "succeed"
+        elif kind == "waiting":
+            event = "wait"
+            if outcome.get("delay_ms") is not None:
+                params["delay_ms"] = outcome["delay_ms"]
+        else:
+            cause = kind if kind != "die" else outcome.get("cause", "permanent")
+            event = "fail_temporarily" if cause == "temporary" else "fail_permanently"
+            params["error"] = outcome.get("error") or {"kind": cause, "message": ANY}
+            if event == "fail_temporarily" and outcome.get("retry_after_ms") is not None:
+                params["retry_after_ms"] = outcome["retry_after_ms"]
+        transition = self._fire(target, event, params)
+        return {"job": self.doc(target)}, transition.req
+
+    def cmd_heartbeat(self, job: str, lease_token: int, lease_ms: int) -> Any:
+        target = self.job(job)
+        transition = self._fire(target, "heartbeat", {"lease_token": lease_token, "lease_ms": lease_ms})
+        return {"job": self.doc(target)}, transition.req
+
+    def _operator(self, job: str, event: str, req: str) -> Any:
+        target = self.job(job)
+        try:
+            transition = self._fire(target, event, {})
+        except Refusal as refusal:
+            if refusal.code == "invalid_transition":
+                raise Refusal("invalid_transition", req, refusal.message) from None
+            raise
+        return {"job": self.doc(target)}, transition.req
+
+    def cmd_cancel(self, job: str) -> Any:
+        return self._operator(job, "cancel", "OPS-001")
+
+    def cmd_requeue(self, job: str) -> Any:
+        return self._operator(job, "requeue", "OPS-003")
+
+    def cmd_retry(self, job: str) -> Any:
+        return self._operator(job, "retry", "OPS-004")
+
+    def cmd_fire(self, job: str, event: str, params: dict[str, Any] | None = None) -> Any:
+        target = self.job(job)
+        transition = self._fire(target, event, dict(params or {}))
+        return {"job": self.doc(target)}, transition.req
+
+    def cmd_rescue(self) -> Any:
+        expired = [
+            j
+            for j in self.sorted_jobs()
+            if j.state in self.tags["leased"]
+            and j.lease is not None
+            and j.lease["expires_at"] <= self.now
+        ]
+        rescued = []
+        for job in expired:
+            try:
+                self._fire(job, "lease_expired", {})
+            except Refusal:
+                continue
+            rescued.append(job)
+        return {"jobs": {"$unordered": [self.doc(j) for j in rescued]}}, "LEASE-008"
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def cmd_get(self, job: str) -> Any:
+        return {"job": self.doc(self.job(job))}, "JOB-007"
+
+    def cmd_list(
+        self,
+        states: list[str] | None = None,
+        queue: str | None = None,
+        tag: str | None = None,
+        identifier: str | None = None,
+        batch: str | None = None,
+        after: str | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+    ) -> Any:
+        """OPS-006: ascending sequence, filtered, from after a given job on (``after``)."""
+        start = self.jobs[after].order if after is not None and after in self.jobs else 0
+        found = [
+            j
+            for j in self.sorted_jobs()
+            if (not states or j.state in states)
+            and (queue is None or j.queue == queue)
+            and (tag is None or tag in j.tags)
+            and (identifier is None or j.identifier == identifier)
+            and (batch is None or j.batch_id == batch)
+            and j.order > start
+        ]
+        return {"jobs": [self.doc(j) for j in found[:limit]]}, "TAG-002" if tag else "OPS-006"
+
+    def cmd_unfinished_identifiers(self, identifiers: list[str]) -> Any:
+        wanted = set(identifiers)
+        found = sorted(
+            {
+                j.identifier
+                for j in self.jobs.values()
+                if j.identifier in wanted and j.state in self.tags["unfinished"]
+            }
+        )
+        return {"identifiers": {"$unordered": found}}, "IDENT-002"
+
+    def cmd_clear_finished(self, older_than_ms: int) -> Any:
+        cutoff = self.now - older_than_ms
+        needed = {
+            d for j in self.jobs.values() if j.state in self.tags["active"] for d in j.depends_on
+        }
+        doomed = [
+            j.id
+            for j in self.sorted_jobs()
+            if j.state in self.tags["prunable"]
+            and j.finished_at is not None
+            and j.finished_at < cutoff
+            and j.id not in needed
+        ]
+        for job_id in doomed:
+            del self.jobs[job_id]
+        return {"deleted": len(doomed)}, "OPS-005"
+
+    def cmd_retry_delay(self, policy: Any, attempt: int) -> Any:
+        resolved = self._resolve_policy(policy)
+        low, high = delay_bounds(resolved, attempt)
+        delay: Any = low if low == high else {"$range": [low, high]}
+        return {"delay_ms": delay}, "RETRY-002" if low == high else "RETRY-003"
+
+    def cmd_notifications(self) -> Any:
+        found, self.notifications = self.notifications, []
+        return {"notifications": {"$unordered": found}}, "RETRY-006"
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def cmd_batch_open(self, completion: dict[str, Any] | None = None) -> Any:
+        if "batches" not in self.features:
+            raise Refusal("invalid_request", "VER-001", "batches are not claimed")
+        if completion is not None:
+            if completion.get("batch_id") is not None or completion.get("depends_on"):
+                raise Refusal("invalid_request", "BATCH-001", "a completion has no batch or deps")
+            self._build(completion)
+        batch = MBatch(
+            id=self._next_id(),
+            state=self.batch_machine.initial_state,
+            total=0,
+            created_at=self.now,
+            completion=completion,
+        )
+        self.batches[batch.id] = batch
+        return {"batch": self.batch_doc(batch)}, "BATCH-001"
+
+    def cmd_batch_seal(self, batch: str) -> Any:
+        if "batches" not in self.features:
+            raise Refusal("invalid_request", "VER-001", "batches are not claimed")
+        target = self._batch(batch)
+        self._fire_batch(target, "seal", {})
+        return {"batch": self.batch_doc(target)}, "BATCH-003"
+
+    def cmd_batch_get(self, batch: str) -> Any:
+        if "batches" not in self.features:
+            raise Refusal("invalid_request", "VER-001", "batches are not claimed")
+        return {"batch": self.batch_doc(self._batch(batch))}, "BATCH-001"
+
+    def _batch(self, batch_id: str) -> MBatch:
+        try:
+            return self.batches[batch_id]
+        except KeyError:
+            raise Refusal("not_found", "OPS-002", f"batch {batch_id} is not stored") from None
+
+    def _unsettled(self, batch_id: str) -> int:
+        return sum(
+            1
+            for j in self.jobs.values()
+            if j.batch_id == batch_id and j.state not in self.tags["terminal"]
+        )
+
+    def _fire_batch(self, batch: MBatch, event: str, params: dict[str, Any]) -> None:
+        view = {"unsettled": self._unsettled(batch.id), "total": batch.total}
+        env = Env(now=Instant(self.now), batch=view, event=params, ctx={}, job=view)
+        try:
+            transition = self.batch_machine.decide(batch.state, event, env)
+        except Refusal as refusal:
+            if event == "add":
+                raise Refusal("batch_closed", "BATCH-002", refusal.message) from None
+            raise
+        publish = False
+        for name in transition.effects:
+            if name == "count_jobs":
+                batch.total += int(params.get("count", 0))
+            elif name == "stamp_finished":
+                batch.finished_at = self.now
+            elif name == "publish_completion":
+                publish = True
+        batch.state = transition.target
+        if publish and batch.completion is not None:
+            job = self._build(batch.completion)
+            self._store_new([job], system=True)
+            self._note(job.id, "id", "BATCH-004")
+
+    # -- firing -----------------------------------------------------------------------------
+
+    def _note(self, job_id: str, field_name: str, req: str) -> None:
+        self._why.setdefault((job_id, field_name), req)
+
+    def _fire(
+        self,
+        job: MJob,
+        event: str,
+        params: dict[str, Any],
+        facts: dict[str, bool] | None = None,
+    ) -> Transition:
+        """MACH-005..010: refusals, transition, job effects in order, state, system effects."""
+        if facts is None:
+            facts = self.facts(job)
+        env = Env(now=Instant(self.now), job=job.view(), event=params, ctx=facts)
+        transition = self.jobs_machine.decide(job.state, event, env)
+        before = job.clone()
+        system = []
+        try:
+            for name in transition.effects:
+                info = self.jobs_machine.effects[name]
+                req = info.req or transition.req
+                if info.scope == "system":
+                    system.append(name)
+                elif info.request_event:
+                    self._fire_requests(job, info.scope, info.request_event, params)
+                    self._note(job.id, "requests", req)
+                else:
+                    self._job_effect(name, job, params)
+                    for written in EFFECT_FIELDS[name]:
+                        self._note(job.id, written, req)
+        except Refusal:
+            job.__dict__.update(before.__dict__)
+            raise Refusal(
+                "invalid_transition", "MACH-009", f"the request machine refused {event}"
+            ) from None
+        job.state = transition.target
+        self._note(job.id, "state", transition.req)
+        for name in system:
+            self._system_effects()[name](job)
+        return transition
+
+    def _fire_requests(self, job: MJob, scope: str, event: str, params: dict[str, Any]) -> None:
+        if scope == "all_unfinished":
+            for request in job.requests:
+                if request.state in self.request_succeeded:
+                    continue
+                if self.requests_machine.has_transition(request.state, event):
+                    self._fire_request(request, event, params)
+            return
+        current = self._current(job)
+        if current is not None:
+            self._fire_request(current, event, params)
+
+    def _current(self, job: MJob) -> MRequest | None:
+        for request in job.requests:
+            if request.state not in self.request_succeeded:
+                return request
+        return None
+
+    def _fire_request(self, request: MRequest, event: str, params: dict[str, Any]) -> None:
+        env = Env(now=Instant(self.now), job=request.view(), event=params, ctx={})
+        transition = self.requests_machine.decide(request.state, event, env)
+        for name in transition.effects:
+            if name == "count_attempt":
+                request.attempts += 1
+            elif name == "refund_attempt":
+                request.attempts -= 1
+            elif name == "record_error":
+                # error = event.error; the lease_expired event carries none, so leave room.
+                request.error = params.get("error", ANY)
+            elif name == "clear_error":
+                request.error = None
+        request.state = transition.target
+
+    def _job_effect(self, name: str, job: MJob, params: dict[str, Any]) -> None:
+        now = self.now
+        if name == "count_attempt":
+            job.attempts += 1
+        elif name == "refund_attempt":
+            job.attempts -= 1
+        elif name == "reset_attempts":
+            job.attempts = 0
+            job.available_at = now
+            job.available_range = None
+        elif name == "grant_lease":
+            token = job.lease_token + 1
+            job.lease = {
+                "token": token,
+                "worker_id": params["worker_id"],
+                "expires_at": now + int(params["lease_ms"]),
+            }
+            job.lease_token = token
+        elif name == "extend_lease":
+            assert job.lease is not None
+            job.lease["expires_at"] = now + int(params["lease_ms"])
+        elif name == "release_lease":
+            job.lease = None
+        elif name == "record_error":
+            if params.get("error") is not None:
+                self._record(job, params["error"])
+        elif name == "record_lease_error":
+            self._record(job, {"kind": "lease_expired", "message": ANY})
+        elif name == "schedule_retry":
+            if params.get("retry_after_ms") is not None:
+                low = high = int(params["retry_after_ms"])
+            else:
+                low, high = delay_bounds(job.retry_policy, job.attempts)
+            job.available_at = now + low
+            job.available_range = (now + low, now + high) if low != high else None
+        elif name == "schedule_wait":
+            delay = params.get("delay_ms")
+            job.available_at = now + (int(delay) if delay is not None else WAITING_DELAY_MS)
+            job.available_range = None
+        elif name == "make_due":
+            job.available_at = now
+            job.available_range = None
+        elif name == "stamp_finished":
+            job.finished_at = now
+        elif name == "clear_finished_stamp":
+            job.finished_at = None
+        else:  # pragma: no cover - guarded by _check_effects
+            raise RuntimeError(f"unknown effect {name}")
+
+    def _record(self, job: MJob, error: dict[str, Any]) -> None:
+        current = self._current(job)
+        entry = {
+            "kind": error["kind"],
+            "message": error.get("message", ANY),
+            "type": error.get("type"),
+            "attempt": job.attempts,
+            "request": current.index if current is not None else ANY,
+            "at": self.now,
+        }
+        job.errors.append(entry)
+        job.last_error = entry
+
+    # -- system effects ---------------------------------------------------------------------
+
+    def _notify_threshold(self, job: MJob) -> None:
+        limit = job.retry_policy.get("notify_after")
+        if limit is not None and job.attempts == limit:
+            self.notifications.append({"kind": "threshold", "job": job.id})
+
+    def _notify_failure(self, job: MJob) -> None:
+        self.notifications.append({"kind": "failed", "job": job.id})
+
+    def _dependency_error(self, dependency: str) -> dict[str, Any]:
+        return {"error": {"kind": "dependency_failed", "message": ANY}, "_dependency": dependency}
+
+    def _cancel_dependents(self, job: MJob) -> None:
+        for dependent in self.sorted_jobs():
+            if job.id in dependent.depends_on and dependent.state in self.tags["active"]:
+                try:
+                    self._fire(dependent, "dependency_failed", self._dependency_error(job.id))
+                except Refusal:
+                    continue
+                self._note(dependent.id, "state", "DEP-003")
+
+    def _recheck_dependencies(self, job: MJob) -> None:
+        failed = [
+            d
+            for d in job.depends_on
+            if d in self.jobs and self.jobs[d].state in self.tags["failed"]
+        ]
+        if failed:
+            self._fire(job, "dependency_failed", self._dependency_error(failed[0]))
+            self._why[(job.id, "state")] = "DEP-004"
+
+    def _republish_recurring(self, job: MJob) -> None:
+        if job.recurring is None:
+            return
+        copy_ = MJob(
+            id="",
+            order=0,
+            queue=job.queue,
+            priority=job.priority,
+            state=self.jobs_machine.initial_state,
+            available_at=self.now + int(job.recurring["interval_ms"]),
+            created_at=self.now,
+            retry_policy=dict(job.retry_policy),
+            requests=[
+                MRequest(r.index, r.type, copy.deepcopy(r.payload), self.requests_machine.initial_state)
+                for r in job.requests
+            ],
+            serial_group=job.serial_group,
+            identifier=job.identifier,
+            unique=job.unique,
+            recurring=dict(job.recurring),
+            tags=list(job.tags),
+            metadata=copy.deepcopy(job.metadata),
+        )
+        self._store_new([copy_], system=True)
+        self._note(copy_.id, "id", "REC-001")
+
+    def _settle_batch(self, job: MJob) -> None:
+        if job.batch_id is not None and job.batch_id in self.batches:
+            self._fire_batch(self.batches[job.batch_id], "job_settled", {})
+
+
+def _error_doc(error: Any, brief: bool = False) -> Any:
+    if error is None or is_matcher(error):
+        return error
+    document = {"kind": error["kind"], "message": error.get("message", ANY)}
+    if error.get("type") is not None:
+        document["type"] = error["type"]
+    if brief:
+        return document
+    document["attempt"] = error["attempt"]
+    document["request"] = error["request"]
+    document["at"] = timefmt.format_ms(error["at"])
+    return document
+
+
+# -- publish validation: which rule a schema error breaks -----------------------------------------
+
+
+def _publish_refusal(location: list[Any], validator: str, schema_path: list[Any]) -> Refusal:
+    head = location[0] if location else None
+    in_payload = (head == "requests" and "payload" in location) or head == "metadata"
+    if in_payload:
+        return Refusal("invalid_payload", "LIMIT-003", f"invalid payload at {location}")
+    if head is None:
+        if "then" in schema_path:
+            return Refusal("invalid_request", "UNIQ-001", "a unique job needs an identifier")
+        if validator == "not":
+            return Refusal("invalid_request", "JOB-004", "available_at and delay_ms together")
+        return Refusal("invalid_request", "JOB-002", f"invalid publish request ({validator})")
+    rules = {
+        "queue": "LIMIT-001",
+        "priority": "ORDER-001",
+        "serial_group": "LIMIT-002",
+        "identifier": "LIMIT-002",
+        "depends_on": "LIMIT-005",
+        "available_at": "TIME-003",
+        "recurring": "JOB-002",
+        "retry_policy": "JOB-002",
+    }
+    if head == "requests":
+        req = "LIMIT-001" if "type" in location else "LIMIT-005"
+    elif head == "tags":
+        req = "LIMIT-005" if validator in ("uniqueItems", "maxItems") else "LIMIT-002"
+    else:
+        req = rules.get(str(head), "JOB-002")
+    return Refusal("invalid_request", req, f"invalid {head} ({validator})")

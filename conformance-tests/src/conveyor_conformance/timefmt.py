@@ -1,0 +1,38 @@
+"""Timestamps as the spec writes them (TIME-003) and as the model counts them (ms since epoch)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+STRICT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+#: The instant every vector and every stateful example starts at, unless it says otherwise.
+DEFAULT_START = "2026-01-01T00:00:00.000Z"
+
+
+class Instant(int):
+    """Milliseconds since the epoch, kept apart from plain numbers in guard expressions."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Instant({format_ms(self)})"
+
+
+def parse(text: str) -> int:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no time zone")
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def format_ms(ms: int) -> str:
+    moment = EPOCH + timedelta(milliseconds=int(ms))
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def is_strict(text: object) -> bool:
+    """Whether ``text`` has exactly the form TIME-003 requires."""
+    return isinstance(text, str) and bool(STRICT.match(text))

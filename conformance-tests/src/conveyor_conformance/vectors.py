@@ -1,0 +1,327 @@
+"""Vectors: JSON command traces with expected partial results, and the runner that replays them.
+
+A vector file holds ``vectors``; each vector is a list of ``steps``. A step is a protocol request
+written flat (``{"cmd": "claim", "worker_id": "w1", "lease_ms": 30000}``) plus these members:
+
+- ``expect``: ``{"result": <pattern>}`` (matched as :mod:`conveyor_conformance.matching` says) or
+  ``{"error": "<code>"}``; without ``expect`` the step must simply succeed;
+- ``bind``: names the ids a step returns: ``"a"`` (the job or batch it returns, or the first job
+  of a list), ``["a", "b"]`` (the jobs of a list, in order) or ``{"a": "jobs.1.id"}`` (a path);
+- ``unchanged``: aliases of jobs the step must leave exactly as they were (ERR-002, MACH-006);
+- ``req``: the requirement IDs this step checks, when narrower than the vector's;
+- ``note``: a sentence for the human reader.
+
+Ids are never written literally: ``{"$job": "a"}`` stands for the id bound to ``a`` (and
+``{"$batch": "b"}`` for a batch), in requests and in expectations alike. Each vector starts
+with ``reset`` (its ``handlers``, or the default ones) and the clock at ``start``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from . import paths, timefmt
+from .matching import Mismatch, match
+from .transport import AdapterError, Client, Response
+
+STEP_KEYS = {"cmd", "expect", "bind", "unchanged", "req", "note"}
+
+#: Handlers registered by every vector and stateful example that names none.
+DEFAULT_HANDLERS: list[dict[str, Any]] = [
+    {"type": "work", "queue": "default", "priority": 100, "retry_policy": "exponential"},
+    {"type": "mail", "queue": "mail", "priority": 50, "retry_policy": "progressive"},
+]
+
+
+@dataclass
+class Vector:
+    id: str
+    description: str
+    requirements: list[str]
+    steps: list[dict[str, Any]]
+    features: list[str] = field(default_factory=list)
+    requires: list[str] = field(default_factory=list)
+    unless_features: list[str] = field(default_factory=list)
+    handlers: list[dict[str, Any]] | None = None
+    start: str = timefmt.DEFAULT_START
+    file: str = ""
+    origin: str = "hand-written"
+
+
+@dataclass
+class CheckResult:
+    """One check of the report: a vector, or a run of the stateful suite."""
+
+    id: str
+    kind: str  # vector or stateful
+    status: str  # pass, fail, skip or error
+    requirements: list[str]
+    failed_requirements: list[str] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)
+    message: str = ""
+    file: str = ""
+    duration_ms: int = 0
+    trace: dict[str, Any] | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class StepFailure(Exception):
+    def __init__(self, index: int, message: str, requirements: list[str]) -> None:
+        super().__init__(message)
+        self.index = index
+        self.message = message
+        self.requirements = requirements
+
+
+class AdapterSkipped(Exception):
+    pass
+
+
+def vector_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(
+        (paths.vectors_dir() / "vector.schema.json").read_text("utf-8")
+    )
+    return schema
+
+
+def validate_file(path: Path) -> list[str]:
+    """Problems of one vector file against vector.schema.json."""
+    document = json.loads(path.read_text("utf-8"))
+    validator = Draft202012Validator(vector_schema())
+    return [
+        f"{path.name}: {'/'.join(str(p) for p in e.absolute_path)}: {e.message}"
+        for e in validator.iter_errors(document)
+    ]
+
+
+def load(directory: Path | None = None) -> list[Vector]:
+    directory = directory or paths.vectors_dir()
+    vectors: list[Vector] = []
+    for path in sorted(directory.glob("*.json")):
+        if path.name == "vector.schema.json":
+            continue
+        document = json.loads(path.read_text("utf-8"))
+        for item in document["vectors"]:
+            vectors.append(
+                Vector(
+                    id=item["id"],
+                    description=item.get("description", ""),
+                    requirements=item["requirements"],
+                    steps=item["steps"],
+                    features=item.get("features", []),
+                    requires=item.get("requires", []),
+                    unless_features=item.get("unless_features", []),
+                    handlers=item.get("handlers"),
+                    start=item.get("start", timefmt.DEFAULT_START),
+                    file=path.name,
+                    origin=document.get("origin", "hand-written"),
+                )
+            )
+    return vectors
+
+
+class Aliases:
+    def __init__(self) -> None:
+        self.ids: dict[str, dict[str, str]] = {"job": {}, "batch": {}}
+
+    def resolve(self, kind: str, name: str) -> str:
+        try:
+            return self.ids[kind][name]
+        except KeyError:
+            raise StepFailure(-1, f"the vector uses {kind} alias {name!r} before binding it", [])
+
+    def substitute(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            if len(value) == 1 and "$job" in value:
+                return self.resolve("job", value["$job"])
+            if len(value) == 1 and "$batch" in value:
+                return self.resolve("batch", value["$batch"])
+            return {k: self.substitute(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.substitute(v) for v in value]
+        return value
+
+
+def _path(value: Any, path: str) -> Any:
+    for part in path.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
+
+
+def _bind(step: dict[str, Any], result: dict[str, Any], aliases: Aliases) -> None:
+    bind = step.get("bind")
+    if bind is None:
+        return
+    kind = "batch" if step["cmd"].startswith("batch_") else "job"
+    if isinstance(bind, str):
+        if "job" in result:
+            aliases.ids["job"][bind] = result["job"]["id"]
+        elif "batch" in result:
+            aliases.ids["batch"][bind] = result["batch"]["id"]
+        elif result.get("jobs"):
+            aliases.ids["job"][bind] = result["jobs"][0]["id"]
+        else:
+            raise StepFailure(-1, f"nothing to bind to {bind!r}: the result has no job", [])
+    elif isinstance(bind, list):
+        jobs = result.get("jobs", [])
+        if len(jobs) < len(bind):
+            raise StepFailure(-1, f"cannot bind {bind}: the result has {len(jobs)} jobs", [])
+        for name, job in zip(bind, jobs, strict=False):
+            aliases.ids["job"][name] = job["id"]
+    else:
+        for name, path in bind.items():
+            try:
+                aliases.ids[kind][name] = _path(result, path)
+            except (KeyError, IndexError, TypeError):
+                raise StepFailure(-1, f"cannot bind {name!r}: the result has no {path}", [])
+
+
+def describe(response: Response) -> str:
+    text = json.dumps({response.kind: response.value}, sort_keys=True)
+    return text if len(text) < 600 else text[:597] + "..."
+
+
+def run_steps(
+    client: Client,
+    steps: list[dict[str, Any]],
+    requirements: list[str],
+    aliases: Aliases,
+    record: list[dict[str, Any]] | None = None,
+) -> None:
+    """Replay steps; raise StepFailure at the first that does not match."""
+    for index, step in enumerate(steps):
+        reqs = step.get("req") or requirements
+        args = aliases.substitute({k: v for k, v in step.items() if k not in STEP_KEYS})
+        before = {}
+        for name in step.get("unchanged", []):
+            before[name] = client.call("get", job=aliases.resolve("job", name))
+        response = client.call(step["cmd"], **args)
+        if record is not None:
+            record.append({"step": index, "cmd": step["cmd"], response.kind: response.value})
+        if response.kind == "skipped":
+            raise AdapterSkipped(f"step {index} ({step['cmd']}): {response.value.get('message')}")
+        if response.kind == "errored":
+            raise StepFailure(
+                index,
+                f"step {index} ({step['cmd']}): the adapter errored: "
+                f"{response.value.get('message')}",
+                reqs,
+            )
+        expect = step.get("expect", {})
+        mismatches: list[Mismatch] = []
+        if response.kind == "result":
+            try:
+                _bind(step, response.value, aliases)
+            except StepFailure as failure:
+                raise StepFailure(index, f"step {index} ({step['cmd']}): {failure}", reqs) from None
+        if "error" in expect:
+            if response.kind != "error" or response.code != expect["error"]:
+                raise StepFailure(
+                    index,
+                    f"step {index} ({step['cmd']}): expected the error {expect['error']}, "
+                    f"got {describe(response)}",
+                    reqs,
+                )
+        else:
+            if response.kind != "result":
+                raise StepFailure(
+                    index,
+                    f"step {index} ({step['cmd']}): expected a result, got {describe(response)}",
+                    reqs,
+                )
+            if "result" in expect:
+                mismatches = match(expect["result"], response.value, "", aliases.resolve)
+        if mismatches:
+            detail = "; ".join(str(m) for m in mismatches[:6])
+            raise StepFailure(index, f"step {index} ({step['cmd']}): {detail}", reqs)
+        for name, old in before.items():
+            new = client.call("get", job=aliases.resolve("job", name))
+            if new != old:
+                changes = match(old.value, new.value)
+                detail = "; ".join(str(m) for m in changes[:4]) or describe(new)
+                raise StepFailure(
+                    index,
+                    f"step {index} ({step['cmd']}): job {name} changed although the step "
+                    f"must change nothing: {detail}",
+                    [*reqs, "ERR-002"],
+                )
+
+
+def skip_reason(
+    vector: Vector, claimed: set[str], selected: set[str] | None, capabilities: set[str]
+) -> str | None:
+    missing = [f for f in vector.features if f not in claimed]
+    if missing:
+        return f"feature not claimed: {', '.join(missing)}"
+    if selected is not None:
+        excluded = [f for f in vector.features if f not in selected]
+        if excluded:
+            return f"feature not selected with --features: {', '.join(excluded)}"
+    present = [f for f in vector.unless_features if f in claimed]
+    if present:
+        return f"applies only to implementations that do not claim {', '.join(present)}"
+    lacking = [c for c in vector.requires if c not in capabilities]
+    if lacking:
+        return f"the adapter lacks the optional command(s): {', '.join(lacking)}"
+    return None
+
+
+def run_vector(
+    client: Client,
+    vector: Vector,
+    claimed: set[str],
+    capabilities: set[str],
+    selected: set[str] | None = None,
+) -> CheckResult:
+    result = CheckResult(
+        id=vector.id,
+        kind="vector",
+        status="pass",
+        requirements=vector.requirements,
+        features=vector.features,
+        file=vector.file,
+    )
+    reason = skip_reason(vector, claimed, selected, capabilities)
+    if reason is not None:
+        result.status = "skip"
+        result.message = reason
+        return result
+    started = time.monotonic()
+    aliases = Aliases()
+    record: list[dict[str, Any]] = []
+    handlers = vector.handlers if vector.handlers is not None else DEFAULT_HANDLERS
+    try:
+        reset = client.call("reset", now=vector.start, handlers=handlers, seed=0)
+        if not reset.ok:
+            raise StepFailure(-1, f"reset failed: {describe(reset)}", ["PROTO-005"])
+        run_steps(client, vector.steps, vector.requirements, aliases, record)
+    except StepFailure as failure:
+        result.status = "fail"
+        result.message = failure.message
+        result.failed_requirements = failure.requirements or vector.requirements
+        result.trace = {"failed_step": failure.index, "responses": record[-3:]}
+    except AdapterSkipped as skipped:
+        result.status = "skip"
+        result.message = f"the adapter skipped {skipped}"
+        result.detail["adapter_skip"] = True
+    except AdapterError as error:
+        result.status = "error"
+        result.message = str(error)
+        result.failed_requirements = [error.rule]
+        result.detail["stderr"] = error.stderr[-2000:]
+    result.duration_ms = int((time.monotonic() - started) * 1000)
+    return result
+
+
+def select(vectors: Iterable[Vector], only: str | None) -> list[Vector]:
+    if not only:
+        return list(vectors)
+    needles = [n.strip() for n in only.split(",") if n.strip()]
+    return [v for v in vectors if any(n in v.id or n in v.file for n in needles)]

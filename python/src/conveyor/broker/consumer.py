@@ -1,0 +1,506 @@
+"""The broker consumer (``conveyor consume`` in broker mode).
+
+Two threads per consumer:
+
+- the *connection thread* (the one calling :meth:`BrokerConsumer.run`) owns the pika
+  ``BlockingConnection``: it receives messages, acknowledges them and keeps calling
+  ``process_data_events``, so AMQP heartbeats flow however long a handler blocks;
+- the *job thread* claims through the store and runs the job with the same
+  :class:`~conveyor.execution.JobRunner` as the polling worker, then reports back through a queue
+  (waking the connection thread with ``add_callback_threadsafe``).
+
+A message is a wake-up for its queue and priority band (spec.md#BROKER-007): the job thread
+claims the first claimable job, in (priority, sequence) order, among the consumer's queues whose
+priority is in the consumer's range and no worse than the message's band. The claim is the
+store's conditional claim, so a redelivered or duplicated message never starts a job twice
+(spec.md#BROKER-003). When it claimed a job of another band or queue, it hands a new message to
+the message's queue first, so the job the message was for keeps one.
+
+The message is acknowledged as soon as the claim is committed (or found nothing to claim): from
+then on the job's lease and fencing token protect it exactly as without a broker, and the lease
+decides recovery (a job whose consumer dies is rescued when its lease expires). Holding the
+message until the job ends would add nothing (its redelivery finds the job leased and claims
+nothing) and would make RabbitMQ close the channel of any job running longer than its
+``consumer_timeout``.
+
+While one job runs, messages prefetched for the consumer would wait for it; after
+``hand_back_after`` seconds the consumer cancels its subscriptions and returns them, so that
+idle consumers take them, and subscribes again when the job ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BrokerUnavailable, ConfigurationError
+from ..execution import Executed
+from ..model import Job
+from ..resilience import Backoff, is_connection_error
+from ..worker import Worker, WorkerOptions, WorkerStats
+from .amqp import CONTROL_ARGUMENTS
+from .envelope import Envelope, InvalidEnvelope
+
+if TYPE_CHECKING:
+    from ..app import Conveyor
+    from .mode import BrokerMode
+
+log = logging.getLogger("conveyor.broker")
+
+IDLE_WAIT = 1.0  # longest single wait for messages while idle
+BUSY_WAIT = 0.5  # while a job runs: how often the connection thread looks at its state
+EMPTY_ROUNDS = 2  # consecutive empty looks before a draining consumer (process()) stops
+
+
+@dataclass
+class _Delivery:
+    generation: int
+    tag: int
+    queue_name: str
+    band: int
+    envelope: Envelope | None
+    order: int
+
+
+class BrokerConsumer(Worker):
+    """Consumes job messages from RabbitMQ; same options and statistics as :class:`Worker`."""
+
+    def __init__(
+        self, app: Conveyor, options: WorkerOptions, mode: BrokerMode, prefetch: int
+    ) -> None:
+        super().__init__(app, options)
+        if prefetch < 1:
+            raise ConfigurationError("prefetch must be at least 1")
+        self.mode = mode
+        self.prefetch = prefetch
+        self.reload_requested = False
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[_Delivery | None] = queue.SimpleQueue()
+        self._connection: Any = None
+        self._channel: Any = None
+        self._generation = 0
+        self._buffer: list[_Delivery] = []
+        self._arrivals = 0
+        self._token_tags: list[str] = []
+        self._control_tags: list[str] = []
+        self._cancel_control = False
+        self._busy: _Delivery | None = None
+        self._busy_since = 0.0
+        self._failure: BaseException | None = None
+        self._started_at = app.now()
+        self._buckets: list[tuple[str, str, int]] = []
+        self._band_of: dict[str, int] = {}
+        self._controls: list[str] = []
+
+    # -- the connection thread ------------------------------------------------------------
+
+    def run(self) -> WorkerStats:
+        restore = self._install_signals()
+        self._buckets = self.mode.buckets(self.options.queues, self.priorities)
+        if not self._buckets:
+            raise ConfigurationError(
+                f"no priority band overlaps the range {self.priorities}; the app's bands start "
+                f"at {self.mode.bands().starts}"
+            )
+        self._band_of = {name: band for name, _, band in self._buckets}
+        queues = sorted({queue for _, queue, _ in self._buckets})
+        self._controls = [self.mode.topology.control_name(queue) for queue in queues]
+        worker = threading.Thread(target=self._work, name="conveyor-consumer-job", daemon=True)
+        worker.start()
+        try:
+            self._loop()
+        finally:
+            self._tasks.put(None)
+            self._disconnect(return_messages=True)
+            restore()
+            if self._busy is None:
+                worker.join(timeout=5)
+        if self._failure is not None:
+            raise self._failure
+        self.stats.stop_reason = self._stop_reason
+        return self.stats
+
+    def _loop(self) -> None:
+        backoff = Backoff(first=0.2, cap=5.0)
+        empty_rounds = 0
+        while True:
+            self._handle_events()
+            if self._failure is not None:
+                return
+            if self._busy is None and self._stop.is_set():
+                return
+            if self._channel is None:
+                try:
+                    self._connect()
+                    backoff.reset()
+                except BrokerUnavailable as error:
+                    delay = backoff.next_delay()
+                    log.warning("%s; retrying in %.1f s", error, delay)
+                    self._handle_events(wait=delay)
+                continue
+            try:
+                if self._cancel_control:
+                    self._stop_control()
+                if self._busy is not None:
+                    self._connection.process_data_events(time_limit=BUSY_WAIT)
+                    if self._token_tags and self._busy_too_long():
+                        self._unsubscribe(return_messages=True)
+                    continue
+                if not self._token_tags:
+                    self._subscribe()
+                if self._buffer:
+                    empty_rounds = 0
+                    self._start(self._take())
+                    continue
+                self._rescue()
+                if self.options.stop_when_empty:
+                    self._connection.process_data_events(time_limit=0.02)
+                    if self._buffer or not self._events.empty():
+                        continue
+                    empty_rounds = empty_rounds + 1 if self._queues_empty() else 0
+                    if empty_rounds >= EMPTY_ROUNDS:
+                        self.stop("no due jobs left")
+                    continue
+                if self.options.on_idle is not None:
+                    self.options.on_idle()
+                self._connection.process_data_events(
+                    time_limit=min(max(self.options.idle_delay, 0.05), IDLE_WAIT)
+                )
+            except Exception as error:
+                if not _is_amqp_error(error):
+                    raise
+                self._lost(error)
+                self._handle_events(wait=backoff.next_delay())
+
+    def _busy_too_long(self) -> bool:
+        return time.monotonic() - self._busy_since > self.mode.settings.hand_back_after
+
+    def _connect(self) -> None:
+        broker = self.mode.broker
+        self._generation += 1
+        self._buffer.clear()
+        self._token_tags = []
+        self._control_tags = []
+        connection = broker.connect(
+            heartbeat=None, name=f"conveyor consumer {self.options.worker_id}"
+        )
+        try:
+            channel = connection.channel()
+            channel.basic_qos(prefetch_count=self.prefetch)
+            arguments = dict(self.mode.settings.queue_arguments)
+            for name, _, _ in self._buckets:
+                self._declare(channel, name, arguments)
+            for name in self._controls:
+                self._declare(channel, name, CONTROL_ARGUMENTS)
+            if not self.reload_requested:
+                self._control_tags = [
+                    channel.basic_consume(name, self._on_control, auto_ack=False)
+                    for name in self._controls
+                ]
+        except ConfigurationError:
+            _close_quietly(connection)
+            raise
+        except Exception as error:
+            _close_quietly(connection)
+            if _is_amqp_error(error):
+                raise broker.unavailable(error) from None
+            raise
+        self._connection, self._channel = connection, channel
+        log.info(
+            "consuming %s from RabbitMQ at %s (prefetch %d)",
+            ", ".join(name for name, _, _ in self._buckets),
+            broker.display_url,
+            self.prefetch,
+        )
+
+    def _declare(self, channel: Any, name: str, arguments: dict[str, Any]) -> None:
+        import pika
+
+        try:
+            channel.queue_declare(name, durable=True, arguments=arguments)
+            self.mode.broker.declared.add(name)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code == 406:
+                raise ConfigurationError(
+                    f"RabbitMQ refused to declare queue {name!r} with arguments {arguments}: "
+                    f"{error.reply_text}. The queue exists with other arguments: delete it "
+                    "once empty, or set BrokerSettings.queue_arguments to match"
+                ) from None
+            raise
+
+    def _subscribe(self) -> None:
+        for name, _, _ in self._buckets:
+            tag = self._channel.basic_consume(name, partial(self._on_message, name), auto_ack=False)
+            self._token_tags.append(tag)
+
+    def _unsubscribe(self, return_messages: bool) -> None:
+        """Cancel the job-queue subscriptions; pika returns what it had not dispatched, and
+        ``return_messages`` returns the prefetched messages not started yet."""
+        tags, self._token_tags = self._token_tags, []
+        for tag in tags:
+            self._channel.basic_cancel(tag)
+        if return_messages:
+            buffered, self._buffer = self._buffer, []
+            for delivery in buffered:
+                self._channel.basic_nack(delivery.tag, requeue=True)
+
+    def _stop_control(self) -> None:
+        self._cancel_control = False
+        tags, self._control_tags = self._control_tags, []
+        for tag in tags:
+            self._channel.basic_cancel(tag)
+
+    def _on_message(self, name: str, channel: Any, method: Any, _props: Any, body: bytes) -> None:
+        try:
+            envelope: Envelope | None = Envelope.parse(body)
+        except InvalidEnvelope as error:
+            log.warning("ignoring a message in %s that is not a job envelope: %s", name, error)
+            envelope = None
+        self._arrivals += 1
+        self._buffer.append(
+            _Delivery(
+                self._generation,
+                method.delivery_tag,
+                name,
+                self._band_of[name],
+                envelope,
+                self._arrivals,
+            )
+        )
+
+    def _on_control(self, channel: Any, method: Any, _props: Any, body: bytes) -> None:
+        if self.reload_requested:
+            channel.basic_nack(method.delivery_tag, requeue=True)  # for another consumer
+            return
+        try:
+            _, requested_at = self.mode.parse_control(body)
+        except (ValueError, KeyError) as error:
+            log.warning("ignoring a control message: %s", error)
+            channel.basic_ack(method.delivery_tag)
+            return
+        channel.basic_ack(method.delivery_tag)
+        if requested_at < self._started_at:
+            log.info("ignoring a reload requested before this consumer started")
+            return
+        self.reload_requested = True
+        self._cancel_control = True
+        self.stop("reload requested (conveyor reload-consumers); finishing the current job")
+
+    def _take(self) -> _Delivery:
+        """The buffered message of the best band (lowest priority number), oldest first."""
+        best = min(self._buffer, key=lambda delivery: (delivery.band, delivery.order))
+        self._buffer.remove(best)
+        return best
+
+    def _start(self, delivery: _Delivery) -> None:
+        self._busy = delivery
+        self._busy_since = time.monotonic()
+        self._tasks.put(delivery)
+
+    def _queues_empty(self) -> bool:
+        for name, _, _ in self._buckets:
+            result = self._channel.queue_declare(name, passive=True)
+            if result.method.message_count:
+                return False
+        return True
+
+    def _rescue(self) -> None:
+        try:
+            self._maybe_rescue()
+        except Exception as error:
+            if not is_connection_error(error):
+                raise
+            log.warning("could not rescue expired leases: %s", str(error).splitlines()[0][:200])
+
+    def _lost(self, error: BaseException) -> None:
+        log.warning(
+            "lost the connection to RabbitMQ at %s (%s); reconnecting",
+            self.mode.broker.display_url,
+            self.mode.broker.describe(error),
+        )
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        connection = self._connection
+        self._connection = self._channel = None
+        self._token_tags = []
+        self._control_tags = []
+        self._buffer.clear()  # unacknowledged: RabbitMQ returns them when the connection ends
+        if connection is not None:
+            _close_quietly(connection)
+
+    def _disconnect(self, return_messages: bool) -> None:
+        if self._channel is None:
+            return
+        try:
+            if self._channel.is_open:
+                self._unsubscribe(return_messages)
+                self._stop_control()
+        except Exception as error:
+            if not _is_amqp_error(error):
+                raise
+        self._drop_connection()
+
+    # -- events from the job thread -------------------------------------------------------
+
+    def _post(self, *event: Any) -> None:
+        self._events.put(event)
+        connection = self._connection
+        if connection is not None:
+            try:
+                connection.add_callback_threadsafe(_nothing)
+            except Exception:  # a closed connection: the loop polls the queue anyway
+                log.debug("could not wake the connection thread", exc_info=True)
+
+    def _handle_events(self, wait: float = 0.0) -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                remaining = deadline - time.monotonic()
+                event = self._events.get(timeout=remaining) if remaining > 0 else None
+                if event is None:
+                    event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            self._dispatch(event)
+            if wait > 0 and self._busy is None and self._stop.is_set():
+                return
+
+    def _dispatch(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == "settle":
+            delivery, requeue = event[1], event[2]
+            self._settle(delivery, requeue)
+        elif kind == "done":
+            delivery, executed = event[1], event[2]
+            self._finished(executed)
+        elif kind == "failed":
+            self._busy = None
+            self._failure = event[2]
+
+    def _settle(self, delivery: _Delivery, requeue: bool) -> None:
+        if delivery.generation != self._generation or self._channel is None:
+            return  # its connection is gone, and RabbitMQ returned the message already
+        try:
+            if requeue:
+                self._channel.basic_nack(delivery.tag, requeue=True)
+            else:
+                self._channel.basic_ack(delivery.tag)
+        except Exception as error:
+            if not _is_amqp_error(error):
+                raise
+            self._lost(error)
+
+    def _finished(self, executed: Executed | None) -> None:
+        self._busy = None
+        self.stats.cycles += 1
+        if executed is not None:
+            self.stats.jobs += 1
+            state = executed.job.state
+            self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
+            if self.options.on_job is not None:
+                self.options.on_job(executed.job)
+            if executed.die:
+                self.stop("a handler asked the worker to die")
+        self._check_limits()
+
+    # -- the job thread -------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            delivery = self._tasks.get()
+            if delivery is None:
+                return
+            try:
+                self._handle(delivery)
+            except BaseException as error:
+                log.exception("the consumer's job thread failed")
+                self._post("failed", delivery, error)
+
+    def _handle(self, delivery: _Delivery) -> None:
+        envelope = delivery.envelope
+        if envelope is None:
+            self._post("settle", delivery, False)
+            self._post("done", delivery, None)
+            return
+        span = self.mode.bands().claim_span(delivery.band, self.priorities)
+        jobs = self._claim(
+            lambda: self.app.claim(
+                self.options.worker_id,
+                queues=self.options.queues,
+                priorities=span,
+                limit=1,
+                lease_ms=self.lease_ms,
+            )
+        )
+        if jobs is None:  # stopped while the database was unreachable
+            self._post("settle", delivery, True)
+            self._post("done", delivery, None)
+            return
+        requeue = False
+        if jobs and self._route(jobs[0]) != delivery.queue_name:
+            # BROKER-007: the message's own job keeps a message (else return this one).
+            again = [(delivery.queue_name, envelope.again(self.app.now()))]
+            requeue = bool(self.mode.broker.publish_routed(again))
+        self._post("settle", delivery, requeue)
+        if not jobs:
+            self._post("done", delivery, None)
+            return
+        try:
+            executed: Executed | None = self.runner.run(jobs[0])
+        except Exception as error:
+            if not is_connection_error(error):
+                raise
+            log.warning(
+                "job %s: the database went away while recording its outcome (%s); its lease "
+                "will expire and it will be retried",
+                jobs[0].id,
+                str(error).splitlines()[0][:200],
+            )
+            executed = None
+        self._post("done", delivery, executed)
+
+    def _route(self, job: Job) -> str:
+        return self.mode.route(Envelope.of(job, job.updated_at))
+
+    def _claim(self, claim: Callable[[], list[Job]]) -> list[Job] | None:
+        backoff = Backoff()
+        while True:
+            try:
+                return claim()
+            except Exception as error:
+                if not is_connection_error(error):
+                    raise
+                delay = backoff.next_delay()
+                log.warning(
+                    "database unavailable (%s: %s); retrying in %.1f s",
+                    type(error).__name__,
+                    str(error).splitlines()[0][:200],
+                    delay,
+                )
+                if self._stop.wait(delay):
+                    return None
+
+
+def _nothing() -> None:
+    """Scheduled with add_callback_threadsafe only to wake process_data_events."""
+
+
+def _is_amqp_error(error: BaseException) -> bool:
+    import pika
+
+    return isinstance(error, pika.exceptions.AMQPError | OSError | BrokerUnavailable)
+
+
+def _close_quietly(connection: Any) -> None:
+    try:
+        if connection.is_open:
+            connection.close()
+    except Exception:
+        log.debug("closing a consumer connection failed", exc_info=True)

@@ -1,0 +1,101 @@
+"""The broker message body: a job's id, queue and priority (spec/schemas/envelope.schema.json)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from ..clock import format_timestamp, parse_timestamp
+from ..errors import ConveyorError
+from ..model import Job
+from ..specfiles import schema_id, schema_registry, wire_version
+
+
+class InvalidEnvelope(ConveyorError):
+    """A broker message that is not a Conveyor envelope (it is acknowledged and ignored)."""
+
+
+@functools.cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator({"$ref": schema_id("envelope")}, registry=schema_registry())
+
+
+_FIELDS = frozenset(("specversion", "job_id", "queue", "priority", "published_at"))
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_QUEUE = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+_VERSION = re.compile(r"[0-9]+\.[0-9]+")
+
+
+def _surely_valid(document: Any) -> bool:
+    """The schema's rules for the common case, checked directly; when this says no, the
+    schema validator decides (and names the problem). Tested against the schema."""
+    return (
+        isinstance(document, dict)
+        and document.keys() == _FIELDS
+        and isinstance(document["specversion"], str)
+        and _VERSION.fullmatch(document["specversion"]) is not None
+        and isinstance(document["job_id"], str)
+        and _JOB_ID.fullmatch(document["job_id"]) is not None
+        and isinstance(document["queue"], str)
+        and _QUEUE.fullmatch(document["queue"]) is not None
+        and type(document["priority"]) is int
+        and 0 <= document["priority"] <= 32767
+        and isinstance(document["published_at"], str)
+        and _TIMESTAMP.fullmatch(document["published_at"]) is not None
+    )
+
+
+@dataclass(frozen=True)
+class Envelope:
+    job_id: str
+    queue: str
+    priority: int
+    published_at: datetime
+
+    @classmethod
+    def of(cls, job: Job, now: datetime) -> Envelope:
+        return cls(job.id, job.queue, job.priority, now)
+
+    def again(self, now: datetime) -> Envelope:
+        """The same envelope, handed over anew at ``now``."""
+        return replace(self, published_at=now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "specversion": wire_version(),
+            "job_id": self.job_id,
+            "queue": self.queue,
+            "priority": self.priority,
+            "published_at": format_timestamp(self.published_at),
+        }
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def parse(cls, body: bytes) -> Envelope:
+        """Decode and validate a message body; raise :class:`InvalidEnvelope` if it is not one."""
+        try:
+            document = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InvalidEnvelope(f"message body is not JSON: {error}") from None
+        if _surely_valid(document):
+            problem = None
+        else:
+            problem = next(iter(_validator().iter_errors(document)), None)
+        if problem is not None:
+            where = "/".join(str(part) for part in problem.absolute_path) or "the envelope"
+            raise InvalidEnvelope(f"{where}: {problem.message}")
+        return cls(
+            job_id=document["job_id"],
+            queue=document["queue"],
+            priority=document["priority"],
+            published_at=parse_timestamp(document["published_at"]),
+        )

@@ -1,0 +1,331 @@
+"""Broker mode of an app: what is handed over after a commit, the repair loop, consumers.
+
+An app with a ``broker_url`` creates one :class:`BrokerMode` on first use. The app calls
+:meth:`BrokerMode.after_commit` with the jobs every committed operation touched; that hands over
+the jobs that are claimable and due, and one message for each job a finished or failed job may
+have unblocked (its serial group, unique siblings and dependents; spec.md#BROKER-009). It never
+raises: jobs whose message was not confirmed become ``broker_failed`` (spec.md#BROKER-002), and
+when even that cannot be recorded the repair loop finds them as jobs without a message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..clock import format_timestamp, parse_timestamp
+from ..errors import BrokerUnavailable, InvalidTransition, JobNotFound, StaleLease
+from ..model import Job
+from ..priority import PriorityRange
+from .amqp import AmqpBroker
+from .base import Failed
+from .envelope import Envelope
+from .settings import BrokerSettings
+from .topology import Bands, Topology
+
+if TYPE_CHECKING:
+    from ..app import Conveyor
+    from ..worker import WorkerOptions
+    from .consumer import BrokerConsumer
+
+log = logging.getLogger("conveyor.broker")
+
+# States the repair loop requeues (spec.md#BROKER-005); temporarily_failed and waiting once due.
+WARN_EVERY = 10  # seconds between warnings about jobs left broker_failed
+REQUEUED_STATES = ("broker_failed", "back_to_broker", "temporarily_failed", "waiting")
+
+
+@dataclass
+class RepairReport:
+    """What one run of the repair loop did."""
+
+    rescued: int = 0
+    requeued: int = 0
+    republished: int = 0
+    failed: int = 0
+    problem: str | None = None
+    republished_by_queue: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        text = (
+            f"rescued {self.rescued}, requeued {self.requeued}, republished {self.republished} "
+            f"job(s) without a message, {self.failed} not confirmed"
+        )
+        return f"{text}; {self.problem}" if self.problem else text
+
+
+class BrokerMode:
+    def __init__(self, app: Conveyor, url: str, settings: BrokerSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.topology = Topology(settings.prefix)
+        self.broker = AmqpBroker(url, settings, self.route)
+        states = app.lifecycle.states
+        self._claimable = states.claimable
+        self._leased = states.leased
+        self._succeeded = states.succeeded
+        self._initial = app.engine.machine.initial_state
+        self._warned_lock = threading.Lock()
+        self._warned_at = -float(WARN_EVERY)
+        self._unwarned = 0
+
+    @property
+    def display_url(self) -> str:
+        return self.broker.display_url
+
+    # -- routing --------------------------------------------------------------------------
+
+    def bands(self) -> Bands:
+        """The app's configured priorities, else its default and handler priorities."""
+        app = self.app
+        if app.priorities is not None:
+            return Bands(app.priorities)
+        return Bands({app.default_priority, *(handler.priority for handler in app.handlers)})
+
+    def known_queues(self) -> set[str]:
+        app = self.app
+        return {app.default_queue, *(handler.queue for handler in app.handlers)}
+
+    def route(self, envelope: Envelope, bands: Bands | None = None) -> str:
+        band = (bands or self.bands()).band(envelope.priority)
+        return self.topology.queue_name(envelope.queue, band)
+
+    # -- handing over ---------------------------------------------------------------------
+
+    def after_commit(self, jobs: Sequence[Job]) -> None:
+        """Hand over what a committed operation made claimable; never raises."""
+        try:
+            self._after_commit(jobs)
+        except Exception:
+            log.exception(
+                "handing jobs %s to RabbitMQ failed; the repair loop will hand them over",
+                ", ".join(job.id for job in jobs[:10]),
+            )
+
+    def _after_commit(self, jobs: Sequence[Job]) -> None:
+        now = self.app.now()
+        envelopes: dict[str, Envelope] = {}
+        groups: set[str] = set()
+        identifiers: set[str] = set()
+        finished: list[str] = []
+        for job in jobs:
+            if job.state in self._claimable and job.available_at <= now:
+                envelopes[job.id] = Envelope.of(job, now)
+            elif job.state not in self._leased and job.state != self._initial:
+                if job.serial_group is not None:
+                    groups.add(job.serial_group)
+                if job.unique and job.identifier is not None:
+                    identifiers.add(job.identifier)
+                if job.state in self._succeeded:
+                    finished.append(job.id)
+        if groups or identifiers or finished:
+            with self.app.store.autocommit() as tx:
+                related = tx.related_claimable(
+                    now, groups, identifiers, finished, self.settings.publish_chunk
+                )
+            for job_id, queue, priority in related:
+                envelopes.setdefault(job_id, Envelope(job_id, queue, priority, now))
+        if envelopes:
+            self.hand_over(list(envelopes.values()))
+
+    def after_caller_commit(self, connection: Any, jobs: Sequence[Job]) -> None:
+        """Jobs published inside a caller's transaction: hand them over when a Session
+        commits; on a bare Connection the repair loop hands them over (no after-commit hook)."""
+        from sqlalchemy import event
+        from sqlalchemy.orm import Session
+
+        if isinstance(connection, Session):
+            stored = list(jobs)
+            event.listen(
+                connection, "after_commit", lambda _session: self.after_commit(stored), once=True
+            )
+
+    def hand_over(self, envelopes: Sequence[Envelope], force: bool = False) -> list[Failed]:
+        """Publish envelopes; jobs not confirmed become broker_failed. Never raises."""
+        bands = self.bands()
+        messages = [(self.route(envelope, bands), envelope) for envelope in envelopes]
+        failures = self.broker.publish_routed(messages, force)
+        if failures:
+            self._mark_failed(failures)
+        return failures
+
+    def _mark_failed(self, failures: Sequence[Failed]) -> None:
+        app = self.app
+        now = app.now()
+        marked = 0
+        try:
+            with app.store.transaction() as tx:
+                for failure in failures:
+                    error = {"kind": "broker", "message": failure.reason[:4096]}
+                    try:
+                        app.lifecycle.fire(
+                            tx,
+                            failure.envelope.job_id,
+                            "broker_publish_failed",
+                            now,
+                            {"error": error},
+                        )
+                    except (InvalidTransition, StaleLease, JobNotFound):
+                        continue  # claimed meanwhile, or not ready: nothing to record
+                    marked += 1
+        except Exception:
+            log.exception("could not record broker_failed on %d job(s)", len(failures))
+            return
+        with self._warned_lock:
+            self._unwarned += marked
+            now_mono = time.monotonic()
+            if now_mono - self._warned_at < WARN_EVERY:
+                return
+            count, self._unwarned, self._warned_at = self._unwarned, 0, now_mono
+        log.warning(
+            "%d job(s) were not handed to RabbitMQ (%s); they are broker_failed until the "
+            "repair loop (conveyor process) hands them over (this warning repeats at most "
+            "every %d s)",
+            count,
+            failures[0].reason,
+            WARN_EVERY,
+        )
+
+    # -- repair loop ----------------------------------------------------------------------
+
+    def repair(self, stale_after: timedelta | None = None, chunk: int = 500) -> RepairReport:
+        """One run of the repair loop (spec.md#BROKER-005, #BROKER-008).
+
+        1. rescue jobs whose lease expired (their worker died);
+        2. requeue ``broker_failed`` and ``back_to_broker`` jobs, and due ``temporarily_failed``
+           and ``waiting`` ones, and hand them over;
+        3. hand over again due, claimable jobs that may have lost their message: delayed jobs
+           that became due, and jobs unchanged for ``stale_after`` (the settings' by default),
+           as many per queue as the broker holds fewer messages than such jobs.
+        """
+        app = self.app
+        report = RepairReport()
+        while True:
+            rescued = app.rescue_expired(limit=chunk)
+            report.rescued += len(rescued)
+            if len(rescued) < chunk:
+                break
+        try:
+            self.broker.check()
+        except BrokerUnavailable as error:
+            report.problem = f"{error}; nothing was handed over"
+            return report
+        if not self._requeue(report, chunk):
+            return report
+        self._top_up(report, self.settings.stale_after if stale_after is None else stale_after)
+        return report
+
+    def _requeue(self, report: RepairReport, chunk: int) -> bool:
+        app = self.app
+        while True:
+            now = app.now()
+            requeued: list[Job] = []
+            with app.store.transaction() as tx:
+                for job in tx.due_jobs(REQUEUED_STATES, now, chunk):
+                    try:
+                        outcome = app.lifecycle.fire(tx, job.id, "requeue", now, known=job)
+                    except (InvalidTransition, StaleLease):
+                        continue
+                    requeued.append(outcome.jobs[0])
+            report.requeued += len(requeued)
+            envelopes = [Envelope.of(job, now) for job in requeued]
+            failures = self.hand_over(envelopes, force=True) if envelopes else []
+            if failures:
+                report.failed += len(failures)
+                report.problem = f"{failures[0].reason}; the rest waits for the next run"
+                return False
+            if len(requeued) < chunk:
+                return True
+
+    def _top_up(self, report: RepairReport, stale_after: timedelta) -> None:
+        app = self.app
+        now = app.now()
+        with app.store.transaction() as tx:
+            backlog = tx.backlog(now, now - stale_after, self.settings.publish_chunk)
+        if not backlog:
+            return
+        bands = self.bands()
+        by_queue: dict[str, list[tuple[int, int, tuple[str, ...], str, int]]] = {}
+        for entry in backlog:
+            name = self.topology.queue_name(entry.queue, bands.band(entry.priority))
+            by_queue.setdefault(name, []).append(
+                (entry.claimable, entry.needy, entry.needy_ids, entry.queue, entry.priority)
+            )
+        try:
+            depths = self.broker.queue_depths(by_queue)
+        except BrokerUnavailable as error:
+            report.problem = str(error)
+            return
+        envelopes: list[Envelope] = []
+        for name, entries in by_queue.items():
+            claimable = sum(entry[0] for entry in entries)
+            needy = sum(entry[1] for entry in entries)
+            missing = min(needy, claimable - depths.get(name, 0))
+            if missing <= 0:
+                continue
+            candidates = sorted(
+                (int(job_id), job_id, queue, priority)
+                for _, _, ids, queue, priority in entries
+                for job_id in ids
+            )
+            for _, job_id, queue, priority in candidates[:missing]:
+                envelopes.append(Envelope(job_id, queue, priority, now))
+            report.republished_by_queue[name] = min(missing, len(candidates))
+        if not envelopes:
+            return
+        failures = self.hand_over(envelopes, force=True)
+        report.republished += len(envelopes) - len(failures)
+        report.failed += len(failures)
+        if failures:
+            report.problem = failures[0].reason
+
+    # -- consumers ------------------------------------------------------------------------
+
+    def consumer(self, options: WorkerOptions, prefetch: int | None = None) -> BrokerConsumer:
+        from .consumer import BrokerConsumer
+
+        return BrokerConsumer(self.app, options, self, prefetch or self.settings.prefetch)
+
+    def consumer_queues(self, queues: Collection[str]) -> list[str]:
+        """The queues a consumer subscribes to: those named, else every known one."""
+        if queues:
+            return sorted(set(queues))
+        found = self.known_queues()
+        try:
+            with self.app.store.transaction() as tx:
+                found.update(queue for queue, _, _ in tx.counts())
+        except Exception:
+            log.warning("could not list the queues in the store; using the app's", exc_info=True)
+        return sorted(found)
+
+    def buckets(self, queues: Collection[str], span: PriorityRange) -> list[tuple[str, str, int]]:
+        """(AMQP queue name, queue, band) a consumer of ``queues`` and ``span`` consumes."""
+        bands = self.bands()
+        return [
+            (self.topology.queue_name(queue, band), queue, band)
+            for queue in self.consumer_queues(queues)
+            for band in bands.overlapping(span)
+        ]
+
+    def reload_consumers(self, queue: str, count: int) -> None:
+        """Ask ``count`` running consumers of ``queue`` to finish their job and exit."""
+        document = {"command": "reload", "requested_at": format_timestamp(self.app.now())}
+        self.broker.send_control(self.topology.control_name(queue), document, count)
+
+    @staticmethod
+    def parse_control(body: bytes) -> tuple[str, Any]:
+        """(command, requested_at) of a control message; ValueError when it is not one."""
+        import json
+
+        document = json.loads(body)
+        if not isinstance(document, dict) or document.get("command") != "reload":
+            raise ValueError(f"unknown control message {body[:200]!r}")
+        return "reload", parse_timestamp(str(document["requested_at"]))
+
+    def close(self) -> None:
+        self.broker.close()

@@ -1,0 +1,570 @@
+"""The reference library behind the conformance harness protocol (conformance-tests/protocol).
+
+Run ``python -m conveyor.conformance_adapter --backend sqlite`` and speak JSON lines to it: one
+request per line on stdin, one response per line on stdout, logs on stderr. The conformance
+suite starts it for every backend::
+
+    conveyor-conformance run --adapter "python -m conveyor.conformance_adapter --backend memory"
+
+Time comes only from a :class:`~conveyor.clock.ManualClock` the harness sets and advances.
+Server backends (PostgreSQL, MariaDB) get tables with a prefix unique to this process, which
+``reset`` empties and ``stop`` drops, so several runs can share one database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import random
+import secrets
+import shutil
+import sys
+import tempfile
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import IO, Any
+
+from . import __version__, codec
+from .app import Conveyor
+from .clock import ManualClock, format_timestamp, parse_timestamp
+from .errors import ConfigurationError, InvalidPayload, InvalidRequest, Refused
+from .model import Batch, Job
+from .priority import PriorityRange
+from .publishing import Call, PublishOptions, validate_publish_request
+from .retry import resolve
+from .specfiles import wire_version
+
+log = logging.getLogger("conveyor.conformance")
+
+PROTOCOL_VERSION = 1
+BACKENDS = ("memory", "sqlite", "postgresql", "mariadb")
+SERVER_URLS = {
+    "postgresql": (
+        "CONVEYOR_TEST_POSTGRES_URL",
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    ),
+    "mariadb": ("CONVEYOR_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+}
+FEATURES = [
+    "serial_groups",
+    "unique",
+    "recurring",
+    "dependencies",
+    "multi_request",
+    "batches",
+    "tags",
+]
+CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications"]
+OUTCOME_EVENTS = {
+    "success": "succeed",
+    "temporary": "fail_temporarily",
+    "permanent": "fail_permanently",
+    "waiting": "wait",
+}
+
+Json = dict[str, Any]
+
+
+class Skip(Exception):
+    """The adapter does not implement this request; answered with ``skipped``."""
+
+
+class RecordingNotifier:
+    """Keeps notifications until the harness asks for them."""
+
+    def __init__(self) -> None:
+        self.seen: list[Json] = []
+
+    def notify(self, kind: str, job: Job) -> None:
+        self.seen.append({"kind": kind, "job": job.id})
+
+
+def _check_typed_values(value: Any, path: str) -> None:
+    """The codec's rules for a payload that arrives already encoded as JSON.
+
+    LIMIT-003: no U+0000 in strings or member names; CODEC-004: a typed value must have the
+    stated form. (Application values get these checks from :func:`codec.encode`.)
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidPayload(f"{path} contains U+0000, which some databases cannot store")
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_typed_values(item, f"{path}[{index}]")
+        return
+    if not isinstance(value, dict):
+        return
+    if len(value) == 1:
+        ((tag, raw),) = value.items()
+        if tag in codec.TAGS:
+            if not isinstance(raw, str):
+                raise InvalidPayload(f"{path}: the typed value {tag} needs a string")
+            try:
+                _parse_typed(tag, raw)
+            except (ValueError, InvalidOperation, TypeError) as error:
+                raise InvalidPayload(f"{path}: {raw!r} is not a valid {tag}: {error}") from None
+            return
+    for key, item in value.items():
+        if "\x00" in key:
+            raise InvalidPayload(f"{path} has a member name with U+0000")
+        _check_typed_values(item, f"{path}.{key}")
+
+
+def _parse_typed(tag: str, raw: str) -> None:
+    if tag == "$bytes":
+        base64.b64decode(raw, validate=True)
+    elif tag == "$datetime":
+        if datetime.fromisoformat(raw.replace("Z", "+00:00")).tzinfo is None:
+            raise ValueError("an instant needs a time-zone offset")
+    elif tag == "$date":
+        date.fromisoformat(raw)
+    elif tag == "$decimal":
+        if not Decimal(raw).is_finite():
+            raise ValueError("only finite decimals travel")
+    elif tag == "$uuid" and str(uuid.UUID(raw)) != raw:
+        raise ValueError("UUIDs travel in canonical lower-case form")
+
+
+def _ms(value: Any) -> timedelta:
+    return timedelta(milliseconds=int(value))
+
+
+def publish_options(document: Json) -> tuple[list[Call], PublishOptions, list[Any], Any]:
+    """A publish request as the library's calls and options, plus its raw payloads."""
+    if not isinstance(document, dict):
+        raise InvalidRequest("a publish request is a JSON object (schemas/publish.schema.json)")
+    validate_publish_request(document)
+    payloads = [request.get("payload") for request in document["requests"]]
+    for index, payload in enumerate(payloads):
+        _check_typed_values(payload, f"requests[{index}].payload")
+        codec.check_size(payload, f"requests[{index}].payload")
+    metadata = document.get("metadata")
+    if metadata is not None:
+        _check_typed_values(metadata, "metadata")
+    calls = [Call(request["type"], None) for request in document["requests"]]
+    options = PublishOptions(
+        queue=document.get("queue"),
+        priority=document.get("priority"),
+        available_at=(
+            parse_timestamp(document["available_at"]) if "available_at" in document else None
+        ),
+        delay=_ms(document["delay_ms"]) if "delay_ms" in document else None,
+        serial_group=document.get("serial_group"),
+        identifier=document.get("identifier"),
+        unique=bool(document.get("unique", False)),
+        recurring=(
+            _ms(document["recurring"]["interval_ms"]) if document.get("recurring") else None
+        ),
+        depends_on=tuple(document.get("depends_on", ())),
+        batch_id=document.get("batch_id"),
+        retry=document.get("retry_policy"),
+        tags=tuple(document.get("tags", ())),
+    )
+    return calls, options, payloads, metadata
+
+
+def publish_document(job: Json) -> Json:
+    """A stored job dict (a batch's completion) back in the shape of a publish request."""
+    document: Json = {
+        "requests": [{"type": r["type"], "payload": r["payload"]} for r in job["requests"]],
+        "queue": job["queue"],
+        "priority": job["priority"],
+        "retry_policy": job["retry_policy"],
+    }
+    for name in ("serial_group", "identifier", "recurring"):
+        if job.get(name) is not None:
+            document[name] = job[name]
+    if job.get("unique"):
+        document["unique"] = True
+    if job.get("tags"):
+        document["tags"] = job["tags"]
+    if job.get("metadata"):
+        document["metadata"] = job["metadata"]
+    return document
+
+
+@dataclass
+class Session:
+    """One adapter process: its backend, its clock and the app rebuilt by every ``reset``."""
+
+    backend: str
+    url: str
+    table_prefix: str
+    clock: ManualClock = field(default_factory=ManualClock)
+    notifier: RecordingNotifier = field(default_factory=RecordingNotifier)
+    rng: random.Random = field(default_factory=random.Random)
+    app: Conveyor | None = None
+    temporary: str | None = None
+
+    @classmethod
+    def open(cls, backend: str, url: str | None) -> Session:
+        temporary = None
+        if url is None:
+            if backend == "memory":
+                url = "memory://"
+            elif backend == "sqlite":
+                temporary = tempfile.mkdtemp(prefix="conveyor-conformance-")
+                url = f"sqlite:///{temporary}/conveyor.db?synchronous=OFF"
+            else:
+                variable, default = SERVER_URLS[backend]
+                url = os.environ.get(variable, default)
+        prefix = f"cf{os.getpid()}_{secrets.token_hex(3)}_"
+        return cls(backend=backend, url=url, table_prefix=prefix, temporary=temporary)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def conveyor(self) -> Conveyor:
+        if self.app is None:
+            raise InvalidRequest("send reset before any other command")
+        return self.app
+
+    def new_app(self, handlers: list[Json]) -> Conveyor:
+        # SQL backends keep their engine and tables (wiped by reset); memory starts afresh.
+        store = self.app.store if self.app is not None and self.backend != "memory" else None
+        app = Conveyor(
+            self.url,
+            store=store,
+            clock=self.clock,
+            notifier=self.notifier,
+            table_prefix=self.table_prefix,
+        )
+        for handler in handlers:
+            app.register(
+                handler["type"],
+                _never_called,
+                queue=handler["queue"],
+                priority=handler["priority"],
+                retry=resolve(handler["retry_policy"]),
+            )
+        return app
+
+    def wipe(self) -> None:
+        """Empty this process's tables (server and SQLite backends)."""
+        if self.app is None:
+            return
+        store: Any = self.app.store
+        tables = getattr(store, "tables", None)
+        if tables is None:
+            return
+        with store.engine.begin() as connection:
+            for table in reversed(tables.metadata.sorted_tables):
+                if table is not tables.schema:
+                    connection.execute(table.delete())
+
+    def close(self) -> None:
+        if self.app is not None:
+            store: Any = self.app.store
+            tables = getattr(store, "tables", None)
+            if tables is not None and self.backend in SERVER_URLS:
+                try:
+                    tables.metadata.drop_all(store.engine)
+                except Exception:
+                    log.exception("could not drop the tables with prefix %s", self.table_prefix)
+            self.app.close()
+            self.app = None
+        if self.temporary is not None:
+            shutil.rmtree(self.temporary, ignore_errors=True)
+
+    def job_result(self, job: Job) -> Json:
+        return {"job": job.to_dict()}
+
+    def batch_result(self, batch: Batch) -> Json:
+        with self.conveyor.store.transaction() as tx:
+            unsettled = tx.unsettled_in_batch(batch.id)
+        return {
+            "batch": {
+                "id": batch.id,
+                "state": batch.state,
+                "total": batch.total,
+                "unsettled": unsettled,
+                "completion": (
+                    publish_document(batch.completion) if batch.completion is not None else None
+                ),
+                "created_at": format_timestamp(batch.created_at),
+                "finished_at": (
+                    format_timestamp(batch.finished_at) if batch.finished_at is not None else None
+                ),
+            }
+        }
+
+    def build(self, document: Json) -> Job:
+        calls, options, payloads, metadata = publish_options(document)
+        app = self.conveyor
+        job = app.factory.build(calls, options, app.now())
+        requests = tuple(
+            replace(request, payload=payload)
+            for request, payload in zip(job.requests, payloads, strict=True)
+        )
+        return replace(job, requests=requests, metadata=metadata if metadata is not None else {})
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def handle(self, request: Json) -> Json:
+        command = request.get("cmd")
+        method: Callable[[Json], Json] | None = getattr(self, f"cmd_{command}", None)
+        if method is None:
+            raise Skip(f"this adapter does not implement {command!r}")
+        return method(request)
+
+    def cmd_start(self, request: Json) -> Json:
+        if request.get("version") != PROTOCOL_VERSION:
+            raise ValueError(f"this adapter speaks protocol version {PROTOCOL_VERSION} only")
+        return {
+            "version": PROTOCOL_VERSION,
+            "implementation": {
+                "name": "conveyor",
+                "version": __version__,
+                "language": "python",
+                "backend": self.backend,
+            },
+            "specversion": wire_version(),
+            "features": FEATURES,
+            "capabilities": CAPABILITIES,
+        }
+
+    def cmd_stop(self, request: Json) -> Json:
+        return {}
+
+    def cmd_reset(self, request: Json) -> Json:
+        self.clock.set(parse_timestamp(request["now"]))
+        self.rng.seed(request.get("seed", 0))
+        random.seed(request.get("seed", 0))
+        self.wipe()
+        self.notifier.seen.clear()
+        self.app = self.new_app(request.get("handlers", []))
+        return {}
+
+    def cmd_clock_set(self, request: Json) -> Json:
+        self.clock.set(parse_timestamp(request["now"]))
+        return {"now": format_timestamp(self.clock.now())}
+
+    def cmd_clock_advance(self, request: Json) -> Json:
+        return {"now": format_timestamp(self.clock.advance(_ms(request["ms"])))}
+
+    def cmd_barrier(self, request: Json) -> Json:
+        return {}
+
+    def cmd_publish(self, request: Json) -> Json:
+        app = self.conveyor
+        job = self.build(request["job"])
+        return self.job_result(app._store_jobs([job])[0])
+
+    def cmd_publish_bulk(self, request: Json) -> Json:
+        app = self.conveyor
+        jobs = [self.build(document) for document in request["jobs"]]
+        return {"jobs": [job.to_dict() for job in app._store_jobs(jobs)]}
+
+    def cmd_claim(self, request: Json) -> Json:
+        try:
+            span = PriorityRange.parse(request.get("priorities"))
+        except ConfigurationError as error:
+            raise InvalidRequest(str(error)) from None
+        jobs = self.conveyor.claim(
+            request["worker_id"],
+            queues=tuple(request.get("queues") or ()),
+            priorities=span,
+            limit=int(request.get("limit", 1)),
+            lease_ms=int(request["lease_ms"]),
+            job_id=request.get("job"),
+        )
+        return {"jobs": [job.to_dict() for job in jobs]}
+
+    def cmd_report(self, request: Json) -> Json:
+        outcome: Json = request["outcome"]
+        kind = outcome["kind"]
+        if kind == "die":
+            kind = outcome.get("cause", "permanent")
+        event = OUTCOME_EVENTS[kind]
+        params: Json = {"lease_token": request["lease_token"]}
+        if kind in ("temporary", "permanent"):
+            params["error"] = outcome.get("error") or {
+                "kind": kind,
+                "message": f"the handler reported a {kind} error",
+            }
+        if kind == "temporary" and outcome.get("retry_after_ms") is not None:
+            params["retry_after_ms"] = outcome["retry_after_ms"]
+        if kind == "waiting" and outcome.get("delay_ms") is not None:
+            params["delay_ms"] = outcome["delay_ms"]
+        return self.job_result(self.conveyor.report(request["job"], event, params))
+
+    def cmd_heartbeat(self, request: Json) -> Json:
+        job = self.conveyor.heartbeat(request["job"], request["lease_token"], request["lease_ms"])
+        return self.job_result(job)
+
+    def cmd_cancel(self, request: Json) -> Json:
+        return self.job_result(self.conveyor.cancel(request["job"]))
+
+    def cmd_requeue(self, request: Json) -> Json:
+        return self.job_result(self.conveyor.requeue(request["job"]))
+
+    def cmd_retry(self, request: Json) -> Json:
+        return self.job_result(self.conveyor.retry(request["job"]))
+
+    def cmd_fire(self, request: Json) -> Json:
+        event = request["event"]
+        if event in ("claim", "discard_redundant"):
+            raise InvalidRequest(f"{event} is fired only by a claim")
+        return self.job_result(self.conveyor.fire(request["job"], event, request.get("params")))
+
+    def cmd_rescue(self, request: Json) -> Json:
+        now = self.clock.now()
+        # rescue_expired also returns the jobs its system effects moved (cancelled
+        # dependents); the protocol asks only for the jobs lease_expired was fired on.
+        rescued = [
+            job
+            for job in self.conveyor.rescue_expired(limit=10_000)
+            if job.last_error is not None
+            and job.last_error.kind == "lease_expired"
+            and job.last_error.at == now
+        ]
+        return {"jobs": [job.to_dict() for job in rescued]}
+
+    def cmd_get(self, request: Json) -> Json:
+        return self.job_result(self.conveyor.get(request["job"]))
+
+    def cmd_list(self, request: Json) -> Json:
+        app = self.conveyor
+        after = 0
+        if request.get("after") is not None:
+            after = app.get(request["after"]).sequence
+        jobs = app.jobs(
+            states=tuple(request.get("states") or ()),
+            queue=request.get("queue"),
+            tag=request.get("tag"),
+            identifier=request.get("identifier"),
+            batch=request.get("batch"),
+            limit=int(request.get("limit", 1000)),
+            after_sequence=after,
+        )
+        return {"jobs": [job.to_dict() for job in jobs]}
+
+    def cmd_unfinished_identifiers(self, request: Json) -> Json:
+        found = self.conveyor.unfinished_identifiers(request["identifiers"])
+        return {"identifiers": sorted(found)}
+
+    def cmd_clear_finished(self, request: Json) -> Json:
+        return {"deleted": self.conveyor.clear_finished(older_than=_ms(request["older_than_ms"]))}
+
+    def cmd_retry_delay(self, request: Json) -> Json:
+        policy = request["policy"]
+        try:
+            resolved = resolve(policy)
+        except ConfigurationError as error:
+            raise InvalidRequest(str(error)) from None
+        return {"delay_ms": resolved.delay_ms(int(request["attempt"]), self.rng)}
+
+    def cmd_notifications(self, request: Json) -> Json:
+        seen, self.notifier.seen = self.notifier.seen, []
+        return {"notifications": seen}
+
+    def cmd_batch_open(self, request: Json) -> Json:
+        app = self.conveyor
+        completion = request.get("completion")
+        if completion is None:
+            return self.batch_result(app.open_batch())
+        if completion.get("batch_id") is not None or completion.get("depends_on"):
+            raise InvalidRequest("a batch's completion job cannot name a batch or dependencies")
+        calls, options, payloads, _ = publish_options(completion)
+        if len(calls) != 1:
+            raise Skip("the reference library's completion jobs have exactly one request")
+        batch = app.open_batch(Call(calls[0].type, codec.decode(payloads[0])), **_kwargs(options))
+        return self.batch_result(batch)
+
+    def cmd_batch_seal(self, request: Json) -> Json:
+        return self.batch_result(self.conveyor.seal_batch(request["batch"]))
+
+    def cmd_batch_get(self, request: Json) -> Json:
+        return self.batch_result(self.conveyor.get_batch(request["batch"]))
+
+
+def _kwargs(options: PublishOptions) -> Json:
+    return {
+        name: getattr(options, name)
+        for name in PublishOptions.__dataclass_fields__
+        if name != "metadata" and getattr(options, name) not in (None, (), False)
+    }
+
+
+def _never_called(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("the conformance adapter never runs handlers; the harness reports outcomes")
+
+
+def respond(session: Session, request: Json) -> Json:
+    seq = request.get("seq")
+    try:
+        return {"seq": seq, "result": session.handle(request)}
+    except Refused as refusal:
+        return {"seq": seq, "error": {"code": refusal.code, "message": refusal.message}}
+    except Skip as skip:
+        return {"seq": seq, "skipped": {"message": str(skip)}}
+    except Exception as error:
+        log.exception("request %s failed", request.get("cmd"))
+        return {
+            "seq": seq,
+            "errored": {
+                "message": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc(),
+            },
+        }
+
+
+def lines(stream: IO[str]) -> Iterator[str]:
+    while True:
+        line = stream.readline()
+        if not line:
+            return
+        if line.strip():
+            yield line
+
+
+def serve(session: Session, stdin: IO[str], stdout: IO[str]) -> None:
+    """Answer requests until ``stop`` or end of input."""
+    try:
+        for line in lines(stdin):
+            try:
+                request = json.loads(line)
+            except json.JSONDecodeError as error:
+                response: Json = {"seq": None, "errored": {"message": f"not JSON: {error}"}}
+                request = {}
+            else:
+                response = respond(session, request)
+            stdout.write(json.dumps(response, ensure_ascii=False) + "\n")
+            stdout.flush()
+            if request.get("cmd") == "stop":
+                return
+    finally:
+        session.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m conveyor.conformance_adapter",
+        description="Serve the Conveyor conformance harness protocol over stdin/stdout.",
+    )
+    parser.add_argument("--backend", choices=BACKENDS, default="memory")
+    parser.add_argument(
+        "--url",
+        help="store URL (default: memory://, a temporary SQLite file, or the "
+        "CONVEYOR_TEST_POSTGRES_URL / CONVEYOR_TEST_MARIADB_URL server)",
+    )
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    session = Session.open(arguments.backend, arguments.url)
+    # Anything the library might print must not reach the protocol stream.
+    protocol_out = sys.stdout
+    sys.stdout = sys.stderr
+    serve(session, sys.stdin, protocol_out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

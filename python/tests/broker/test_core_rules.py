@@ -1,0 +1,47 @@
+"""The core-rule tests of the library, run again in broker mode (SQLite and PostgreSQL).
+
+Every test of the modules below that works through the ``app``/``make_app`` fixtures (and not a
+hypothesis strategy) is collected here a second time. This package's conftest overrides
+``backend`` and ``make_app``, so these apps hand jobs to RabbitMQ, ``process()`` runs the repair
+loop and then consumes from the broker, and the same assertions must hold: the broker changes
+how jobs reach a worker, never what happens to them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import ModuleType
+
+from .. import test_ordering, test_retry, test_serial_groups, test_smoke, test_unique
+
+FIXTURES = {"app", "make_app", "clock", "backend"}
+
+
+def _parametrized(function: object) -> set[str]:
+    names: set[str] = set()
+    for mark in getattr(function, "pytestmark", []):
+        if mark.name == "parametrize":
+            argnames = mark.args[0]
+            if isinstance(argnames, str):
+                names.update(name.strip() for name in argnames.split(","))
+            else:
+                names.update(argnames)
+    return names
+
+
+def _collect(module: ModuleType) -> dict[str, object]:
+    found: dict[str, object] = {}
+    short = module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    for name, function in vars(module).items():
+        if not name.startswith("test_") or not inspect.isfunction(function):
+            continue
+        if hasattr(function, "hypothesis"):
+            continue  # property tests build their own apps (see test_properties.py)
+        parameters = set(inspect.signature(function).parameters) - _parametrized(function)
+        if parameters & {"app", "make_app"} and parameters <= FIXTURES:
+            found[f"test_{short}__{name.removeprefix('test_')}"] = function
+    return found
+
+
+for _module in (test_smoke, test_ordering, test_serial_groups, test_retry, test_unique):
+    globals().update(_collect(_module))

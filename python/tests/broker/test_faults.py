@@ -1,0 +1,191 @@
+"""Faults against the real RabbitMQ: restarts under load, a broker down at publish, a consumer
+killed mid-job. Each test stops RabbitMQ for a few seconds at most and always starts it again.
+
+Spec: BROKER-002, BROKER-003, BROKER-005, LEASE-003/005.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conveyor import Conveyor
+from conveyor.broker import BrokerSettings
+
+from ..conftest import TEST_PREFIX, backend_url, service_problem, wipe
+from .conftest import AMQP_URL, delete_queues, require_amqp
+from .processes import Environment, broker_stopped_and_restored, processes, require_rabbitmqctl
+
+# broker_outage: the conftest holds the machine-wide RabbitMQ test lock exclusively.
+pytestmark = [pytest.mark.slow, pytest.mark.broker_outage]
+
+
+@pytest.fixture
+def env(tmp_path: Path, broker_prefix: str) -> Environment:
+    require_amqp()
+    require_rabbitmqctl()
+    backend = "postgresql" if service_problem("postgresql") is None else "sqlite"
+    made = Environment(
+        directory=tmp_path,
+        store_url=backend_url(backend, tmp_path),
+        table_prefix=f"{TEST_PREFIX}brk_",
+        broker_prefix=broker_prefix,
+        amqp_url=AMQP_URL,
+    )
+    made.write_module()
+    return made
+
+
+def parent_app(env: Environment, **options: object) -> Conveyor:
+    """An app in this process over the same store and queues as the child consumers."""
+    app = Conveyor(
+        env.store_url,
+        table_prefix=env.table_prefix,
+        broker_url=env.amqp_url,
+        broker_settings=BrokerSettings(
+            prefix=env.broker_prefix, confirm_timeout=5.0, connect_timeout=2.0
+        ),
+        **options,  # type: ignore[arg-type]
+    )
+    wipe(app)
+    app.register("work", lambda n, sleep=0.0, block=False: time.sleep(sleep), retry="progressive")
+    return app
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, env: Environment | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            logs = ""
+            if env is not None:
+                logs = "".join(
+                    f"\n--- {path.name}\n{path.read_text()[-3000:]}"
+                    for path in sorted(env.directory.glob("*.log"))
+                )
+            pytest.fail(f"timed out after {timeout} s waiting for {what}{logs}")
+        time.sleep(0.05)
+
+
+def test_a_restart_under_load_loses_nothing_and_starts_each_job_once(env: Environment) -> None:
+    """B1: stop_app/start_app while two consumers run and a publisher publishes."""
+    app = parent_app(env)
+    total, outage = 300, 3.0
+    consumers = [env.consumer(f"c{i}") for i in range(2)]
+    try:
+        with processes(*consumers):
+            app.publish("work", {"n": -1})
+            wait_for(lambda: env.counts("done")[-1] == 1, 60, "the consumers to start", env)
+            published = threading.Event()
+            progress = [0]
+
+            def publish() -> None:
+                for n in range(total):
+                    app.publish("work", {"n": n, "sleep": 0.002})
+                    progress[0] = n + 1
+                    time.sleep(0.01)
+                published.set()
+
+            publisher = threading.Thread(target=publish)
+            publisher.start()
+            wait_for(lambda: progress[0] >= total // 4, 30, "a quarter of the jobs")
+            with broker_stopped_and_restored(env.amqp_url):
+                stopped_at = time.time()
+                time.sleep(outage)
+            restarted_at = time.time()
+            publisher.join(timeout=120)
+            assert published.is_set()
+            failed = sum(1 for job in app.jobs(states=["broker_failed"], limit=10_000))
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                report = app.repair()  # what `conveyor process` does from cron
+                if all(job.state == "finished" for job in app.jobs(limit=10_000)):
+                    break
+                time.sleep(0.5)
+            drained_at = time.time()
+            for child in consumers:
+                child.send_signal(signal.SIGTERM)
+            codes = [child.wait(timeout=30) for child in consumers]
+        jobs = app.jobs(limit=10_000)
+    finally:
+        delete_queues([app])
+        app.close()
+    assert codes == [0, 0]
+    assert len(jobs) == total + 1
+    assert {job.state for job in jobs} == {"finished"}, "0 jobs lost"
+    starts, dones = env.counts("start"), env.counts("done")
+    assert set(dones) == set(range(-1, total))
+    assert max(dones.values()) == 1
+    assert max(starts.values()) == 1, "no job started twice"
+    first_start_after = min(
+        float(parts[3])
+        for parts in env.lines()
+        if parts[0] == "start" and float(parts[3]) > restarted_at
+    )
+    print(
+        f"\nbroker restart: down {restarted_at - stopped_at:.1f} s; {failed} publishes failed "
+        f"during the outage (broker_failed, handed over by repair); first job started "
+        f"{first_start_after - restarted_at:.2f} s after start_app; all {total} finished "
+        f"{drained_at - restarted_at:.1f} s after it; repair: {report.summary()}"
+    )
+
+
+def test_jobs_published_while_the_broker_is_down_finish_once_it_is_back(
+    env: Environment,
+) -> None:
+    """B2: the publisher never fails; the jobs wait broker_failed; the repair loop hands
+    them over after the restart and consumers run them."""
+    app = parent_app(env)
+    ran: list[int] = []
+    app.register("note", ran.append)
+    try:
+        with broker_stopped_and_restored(env.amqp_url):
+            started = time.monotonic()
+            jobs = [app.publish("note", n) for n in range(20)]
+            elapsed = time.monotonic() - started
+            assert {app.get(job.id).state for job in jobs} == {"broker_failed"}
+            assert app.repair().problem is not None
+        report = app.repair()
+        assert report.requeued == 20
+        assert report.problem is None
+        assert app.worker(stop_when_empty=True, handle_signals=False).run().jobs == 20
+    finally:
+        delete_queues([app])
+        app.close()
+    assert sorted(ran) == list(range(20))
+    assert elapsed < 10, "publishing does not hang while the broker is down"
+
+
+def test_a_consumer_killed_mid_job_leaves_the_job_to_finish_once(env: Environment) -> None:
+    """SIGKILL mid-job: the lease expires, the repair loop rescues the job, another consumer
+    runs it; it finishes once, on its second attempt."""
+    env.lease = 2.0
+    app = parent_app(env)
+    try:
+        job = app.publish("work", {"n": 1, "block": True})
+        first = env.consumer("first")
+        with processes(first):
+            wait_for(lambda: env.counts("start")[1] == 1, 60, "the job to start", env)
+            first.send_signal(signal.SIGKILL)
+            assert first.wait(timeout=30) == -signal.SIGKILL
+        assert app.get(job.id).state == "processing"
+        env.release.touch()
+        second = env.consumer("second")
+        with processes(second):
+            wait_for(lambda: app.repair().rescued == 1, 30, "the lease to expire")
+            wait_for(lambda: app.get(job.id).state == "finished", 30, "the job to finish")
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=30) == 0
+        final = app.get(job.id)
+    finally:
+        delete_queues([app])
+        app.close()
+    assert final.attempts == 2
+    assert env.counts("start")[1] == 2
+    assert env.counts("done")[1] == 1

@@ -1,0 +1,433 @@
+"""Bad input is refused with the right error and stores nothing; good input round-trips exactly.
+
+Spec: JOB-002, LIMIT-001..005, CODEC-001..003, ORDER-001/003, JOB-003/004, ERR-001/002.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conveyor import (
+    Call,
+    Conveyor,
+    InvalidPayload,
+    InvalidRequest,
+    PayloadTooLarge,
+    PriorityNotAllowed,
+    Refused,
+    codec,
+)
+
+from .core_support import memory_app
+
+FAST = settings(max_examples=40, deadline=None)
+CONTROL = [chr(c) for c in range(0x20)] + ["\x7f"]
+
+JSON_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53), 2**53),
+    st.text(max_size=8).filter(lambda s: "\x00" not in s),
+)
+SAFE_KEYS = st.text(max_size=6).filter(lambda k: "\x00" not in k and k not in codec.TAGS)
+
+
+def nested(bad: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A JSON document with ``bad`` somewhere inside, among good siblings."""
+    return st.recursive(
+        bad,
+        lambda inner: st.one_of(
+            st.tuples(st.lists(JSON_LEAVES, max_size=2), inner).map(lambda t: [*t[0], t[1]]),
+            st.tuples(SAFE_KEYS, inner, st.dictionaries(SAFE_KEYS, JSON_LEAVES, max_size=2)).map(
+                lambda t: {**t[2], t[0]: t[1]}
+            ),
+        ),
+        max_leaves=4,
+    )
+
+
+def refused(
+    app: Conveyor, attempt: Callable[[], object], error: type[Refused], *fragments: str
+) -> None:
+    """``attempt`` raises ``error`` naming every fragment, and the store stays empty."""
+    with pytest.raises(error) as raised:
+        attempt()
+    message = str(raised.value)
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert app.status() == []
+
+
+# -- payloads ------------------------------------------------------------------------------
+
+NUL_TEXT = st.tuples(st.text(max_size=5), st.text(max_size=5)).map(lambda t: t[0] + "\x00" + t[1])
+
+
+@given(payload=nested(NUL_TEXT))
+@FAST
+def test_a_string_with_nul_is_an_invalid_payload(payload: Any) -> None:
+    """LIMIT-003: no string may contain U+0000."""
+    app = memory_app()
+    refused(app, lambda: app.publish("task", payload), InvalidPayload, "U+0000", "payload")
+
+
+@given(payload=nested(st.tuples(NUL_TEXT, JSON_LEAVES).map(lambda t: {t[0]: t[1], "k": 1})))
+@FAST
+def test_a_key_with_nul_is_an_invalid_payload(payload: Any) -> None:
+    """LIMIT-003: no object member name may contain U+0000."""
+    app = memory_app()
+    refused(app, lambda: app.publish("task", payload), InvalidPayload, "U+0000")
+
+
+@given(payload=nested(st.sampled_from([math.nan, math.inf, -math.inf])))
+@FAST
+def test_non_finite_numbers_are_invalid_payloads(payload: Any) -> None:
+    """LIMIT-003: every number is finite."""
+    app = memory_app()
+    refused(app, lambda: app.publish("task", payload), InvalidPayload, "NaN or infinity")
+
+
+@given(
+    payload=nested(st.sampled_from([object(), {1, 2}, 1j, frozenset(), ValueError("x")])),
+    where=st.sampled_from(["payload", "metadata"]),
+)
+@FAST
+def test_values_json_cannot_carry_are_invalid_payloads(payload: Any, where: str) -> None:
+    """LIMIT-003 / CODEC-005: no pickling of arbitrary objects, in payloads or metadata."""
+    app = memory_app()
+    if where == "payload":
+        refused(app, lambda: app.publish("task", payload), InvalidPayload, "cannot carry")
+    else:
+        attempt = lambda: app.publish("task", metadata={"m": payload})  # noqa: E731
+        refused(app, attempt, InvalidPayload, "cannot carry", "metadata")
+
+
+@given(
+    payload=nested(
+        st.sampled_from([datetime(2026, 1, 1), datetime(2020, 5, 5, 12, 30), Decimal("NaN")])
+    )
+)
+@FAST
+def test_naive_datetimes_and_non_finite_decimals_are_refused(payload: Any) -> None:
+    """CODEC-002: an instant without offset, or a decimal that is not finite, is refused."""
+    app = memory_app()
+    refused(app, lambda: app.publish("task", payload), InvalidPayload)
+
+
+@given(
+    payload=nested(
+        st.tuples(st.sampled_from(sorted(codec.TAGS)), JSON_LEAVES).map(lambda t: {t[0]: t[1]})
+    )
+)
+@FAST
+def test_a_plain_object_whose_only_key_is_reserved_is_refused(payload: Any) -> None:
+    """CODEC-003: {"$bytes": ...} written by the application would decode ambiguously."""
+    app = memory_app()
+    refused(app, lambda: app.publish("task", payload), InvalidPayload, "reserves")
+
+
+@given(payload=nested(st.integers(0, 5).map(lambda k: {k: "v"})))
+@FAST
+def test_non_string_keys_are_refused(payload: Any) -> None:
+    """LIMIT-003: JSON object member names are strings."""
+    app = memory_app()
+    refused(app, lambda: app.publish("task", payload), InvalidPayload, "key")
+
+
+def test_a_payload_above_one_mebibyte_is_too_large() -> None:
+    """LIMIT-004: refused with payload_too_large; exactly 1 MiB is accepted."""
+    app = memory_app()
+    overhead = len(codec.dumps({"blob": ""}))
+    refused(
+        app,
+        lambda: app.publish("task", {"blob": "x" * (1024 * 1024 - overhead + 1)}),
+        PayloadTooLarge,
+        "1048576",
+    )
+    job = app.publish("task", {"blob": "x" * (1024 * 1024 - overhead)})
+    assert len(codec.dumps(job.requests[0].payload).encode()) == 1024 * 1024
+
+
+def test_the_largest_payload_round_trips_on_every_backend(app: Conveyor) -> None:
+    """LIMIT-004 / CODEC-001: a payload of almost 1 MiB (multi-byte text) is stored intact."""
+    received: list[str] = []
+    app.register("big", received.append)
+    blob = "é€𝄞x" * (1024 * 1024 // 10)
+    job = app.publish("big", blob)
+    assert app.get(job.id).requests[0].payload == blob
+    app.process()
+    assert received == [blob]
+
+
+# -- options -------------------------------------------------------------------------------
+
+LONG_LABEL = st.text(min_size=256, max_size=300).filter(lambda s: not any(c in s for c in CONTROL))
+CONTROL_LABEL = st.tuples(st.text(max_size=10), st.sampled_from(CONTROL), st.text(max_size=10)).map(
+    "".join
+)
+BAD_LABELS = LONG_LABEL | CONTROL_LABEL | st.just("")
+
+
+@given(label=BAD_LABELS, field=st.sampled_from(["identifier", "serial_group", "tags"]))
+@FAST
+def test_labels_that_are_too_long_empty_or_with_control_characters_are_refused(
+    label: str, field: str
+) -> None:
+    """LIMIT-002: labels are 1..255 characters without U+0000..U+001F or U+007F."""
+    app = memory_app()
+    value: Any = [label] if field == "tags" else label
+    refused(app, lambda: app.publish("task", **{field: value}), InvalidRequest, field)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"identifier": "invoice:1\n"},
+        {"serial_group": "g\n"},
+        {"tags": ["customer:42\n"]},
+        {"queue": "mail\n"},
+    ],
+)
+def test_a_trailing_newline_does_not_slip_past_the_patterns(options: dict[str, Any]) -> None:
+    """LIMIT-001/002: patterns match the whole value ($ is the end, not a final newline)."""
+    app = memory_app()
+    refused(app, lambda: app.publish("task", **options), InvalidRequest, next(iter(options)))
+
+
+@given(label=st.text(min_size=1, max_size=255).filter(lambda s: not any(c in s for c in CONTROL)))
+@FAST
+def test_every_valid_label_is_accepted_and_kept(label: str) -> None:
+    """LIMIT-002: any 1..255 characters without control characters are a valid label."""
+    app = memory_app()
+    job = app.publish("task", identifier=label, serial_group=label, tags=[label])
+    stored = app.get(job.id)
+    assert (stored.identifier, stored.serial_group, stored.tags) == (label, label, (label,))
+
+
+def test_long_multibyte_labels_are_kept_on_every_backend(app: Conveyor) -> None:
+    """LIMIT-002 on each store: 255 characters, astral ones included, stored unchanged."""
+    app.register("task", lambda: None)
+    label = ("𝄞é" * 128)[:255]
+    job = app.publish("task", identifier=label, serial_group=label, tags=[label])
+    assert app.get(job.id).identifier == label
+    assert [j.id for j in app.jobs(tag=label)] == [job.id]
+    assert app.unfinished_identifiers([label]) == {label}
+
+
+BAD_QUEUES = st.one_of(
+    st.just(""),
+    st.from_regex(r"\A[a-z]{0,5}[A-Z ][a-z]{0,5}\Z"),
+    st.from_regex(r"\A[_.:-][a-z0-9]{0,5}\Z"),
+    st.text(alphabet="abc", min_size=65, max_size=70),
+)
+
+
+@given(queue=BAD_QUEUES)
+@FAST
+def test_queue_names_breaking_the_pattern_are_refused(queue: str) -> None:
+    """LIMIT-001: queue names are [a-z0-9_.:-], 1..64 long, starting with a letter or digit."""
+    app = memory_app()
+    refused(app, lambda: app.publish("task", queue=queue), InvalidRequest, "queue")
+
+
+@given(queue=st.from_regex(r"\A[a-z0-9][a-z0-9_.:-]{0,63}\Z"))
+@FAST
+def test_every_queue_name_matching_the_pattern_is_accepted(queue: str) -> None:
+    """LIMIT-001: an implementation accepts every name that matches."""
+    app = memory_app()
+    assert app.publish("task", queue=queue).queue == queue
+
+
+@given(
+    type_name=st.one_of(
+        st.from_regex(r"\A[0-9.:-][A-Za-z0-9]{0,5}\Z"),
+        st.from_regex(r"\A[A-Za-z_]{1,5}[ /@!é][A-Za-z]{0,5}\Z"),
+        st.text(alphabet="ab", min_size=129, max_size=135),
+    )
+)
+@FAST
+def test_request_types_breaking_the_pattern_are_refused(type_name: str) -> None:
+    """LIMIT-001: even with a handler registered under it, a bad type name is refused."""
+    app = memory_app()
+    app.register(type_name, lambda: None)
+    refused(app, lambda: app.publish(type_name), InvalidRequest, "type")
+
+
+@given(count=st.integers(101, 140))
+@settings(max_examples=5, deadline=None)
+def test_more_than_a_hundred_requests_are_refused(count: int) -> None:
+    """LIMIT-005: a job has 1 to 100 requests."""
+    app = memory_app()
+    calls = [Call("task")] * count
+    refused(app, lambda: app.publish_job(calls), InvalidRequest, "requests")
+    refused(app, lambda: app.publish_job([]), InvalidRequest, "request")
+    assert len(app.publish_job([Call("task")] * 100).requests) == 100
+
+
+@given(priority=st.integers(-(2**20), -1) | st.integers(32768, 2**20))
+@FAST
+def test_priorities_outside_0_to_32767_are_refused(priority: int) -> None:
+    """ORDER-001: priority is an integer from 0 to 32767."""
+    app = memory_app()
+    refused(app, lambda: app.publish("task", priority=priority), InvalidRequest, "priority")
+
+
+@given(priority=st.integers(0, 200).filter(lambda p: p not in (10, 20, 30)))
+@FAST
+def test_a_priority_outside_the_configured_set_is_not_allowed(priority: int) -> None:
+    """ORDER-003: with priorities configured, any other priority is priority_not_allowed."""
+    app = memory_app(priorities=[10, 20, 30], default_priority=20)
+    refused(app, lambda: app.publish("task", priority=priority), PriorityNotAllowed, str(priority))
+    assert app.publish("task").priority == 20
+
+
+def test_available_at_and_delay_together_are_refused() -> None:
+    """JOB-004: give available_at or delay, not both."""
+    app = memory_app()
+    moment = app.now() + timedelta(minutes=1)
+    refused(app, lambda: app.publish("task", available_at=moment, delay=5), InvalidRequest, "delay")
+
+
+@given(moment=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)))
+@FAST
+def test_a_naive_available_at_is_refused(moment: datetime) -> None:
+    """JOB-004 / TIME-003: instants carry a time zone."""
+    app = memory_app()
+    refused(app, lambda: app.publish("task", available_at=moment), InvalidRequest, "timezone")
+
+
+@given(delay=st.integers(-(10**9), -1))
+@FAST
+def test_a_negative_delay_is_refused(delay: int) -> None:
+    """JOB-004: delay_ms is a duration (at least 0)."""
+    app = memory_app()
+    refused(
+        app,
+        lambda: app.publish("task", delay=timedelta(milliseconds=delay)),
+        InvalidRequest,
+        "delay",
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"tags": [f"t{n}" for n in range(33)]}, "tags"),
+        ({"tags": ["same", "same"]}, "tags"),
+        ({"retry": "no-such-preset"}, "no-such-preset"),
+    ],
+)
+def test_tag_limits_and_unknown_presets_are_refused(options: dict[str, Any], fragment: str) -> None:
+    """LIMIT-005 / JOB-003: at most 32 distinct tags; an unknown preset name is invalid_request."""
+    app = memory_app()
+    refused(app, lambda: app.publish("task", **options), InvalidRequest, fragment)
+
+
+def test_repeated_dependencies_are_refused() -> None:
+    """LIMIT-005: depends_on lists distinct jobs."""
+    app = memory_app()
+    first = app.publish("task")
+    with pytest.raises(InvalidRequest, match="depends_on"):
+        app.publish("task", depends_on=[first.id, first.id])
+    assert len(app.jobs()) == 1
+
+
+@given(metadata=nested(NUL_TEXT | st.sampled_from([math.nan, math.inf])))
+@FAST
+def test_metadata_follows_the_payload_rules(metadata: Any) -> None:
+    """LIMIT-003: metadata values follow the same rules as payloads."""
+    app = memory_app()
+    refused(app, lambda: app.publish("task", metadata={"m": metadata}), InvalidPayload, "metadata")
+
+
+# -- the codec ---------------------------------------------------------------------------------
+
+OFFSETS = st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23)).map(
+    lambda d: timezone(timedelta(minutes=d // timedelta(minutes=1)))
+)
+TYPED = st.one_of(
+    st.binary(max_size=20),
+    st.datetimes(timezones=OFFSETS | st.just(UTC)),
+    st.dates(),
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.uuids(),
+)
+PLAIN = st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=10)
+PLAIN = PLAIN.filter(lambda v: not isinstance(v, str) or "\x00" not in v)
+FLOATS = st.floats(allow_nan=False, allow_infinity=False)
+KEYS = st.text(max_size=8).filter(lambda k: "\x00" not in k)
+VALUES = st.recursive(
+    PLAIN | FLOATS | TYPED,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(KEYS, inner, max_size=4).filter(
+            lambda d: not (len(d) == 1 and next(iter(d)) in codec.TAGS)
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@given(value=VALUES)
+@settings(max_examples=200, deadline=None)
+def test_the_codec_round_trips_typed_values_through_json(value: Any) -> None:
+    """CODEC-001/002: bytes, aware datetimes, dates, Decimals, UUIDs survive encode/JSON/decode."""
+    encoded = codec.encode(value)
+    text = codec.dumps(encoded)
+    decoded = codec.decode(json.loads(text))
+    assert decoded == value
+    assert type(decoded) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        (b"hi", {"$bytes": "aGk="}),
+        (Decimal("19.90"), {"$decimal": "19.90"}),
+        (date(2026, 2, 3), {"$date": "2026-02-03"}),
+        (
+            datetime(2026, 1, 1, 9, 30, tzinfo=UTC),
+            {"$datetime": "2026-01-01T09:30:00+00:00"},
+        ),
+        (
+            uuid.UUID("12345678-1234-5678-1234-567812345678"),
+            {"$uuid": "12345678-1234-5678-1234-567812345678"},
+        ),
+        ({"$bytes": "x", "other": 1}, {"$bytes": "x", "other": 1}),
+    ],
+)
+def test_typed_values_have_the_documented_wire_form(value: Any, encoded: Any) -> None:
+    """CODEC-002/003: the typed forms of the spec's table; reserved keys among others are plain."""
+    assert codec.encode(value) == encoded
+    assert codec.decode(encoded) == value
+
+
+def test_typed_values_reach_the_handler_on_every_backend(app: Conveyor) -> None:
+    """CODEC-001: the handler receives the same typed values, nested in lists and objects."""
+    received: list[Any] = []
+
+    def typed(**fields: Any) -> None:
+        received.append(fields)
+
+    app.register("typed", typed)
+    value = {
+        "blob": [b"\x00\xffbinary", {"when": datetime(2026, 3, 4, 5, 6, 7, 8000, tzinfo=UTC)}],
+        "day": date(1999, 12, 31),
+        "amount": Decimal("-0.000100"),
+        "id": uuid.UUID(int=7),
+        "plain": {"$bytes": "not typed", "x": [1, 2.5, None, True, "é"]},
+        "big": 2**53 - 1,
+    }
+    app.publish("typed", value)
+    app.process()
+    assert received == [value]

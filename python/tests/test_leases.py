@@ -1,0 +1,240 @@
+"""Leases and fencing tokens: one holder at a time, stale reports refused, dead workers rescued.
+
+Spec: LEASE-001..008, RETRY-004, MACH-007.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conveyor import Conveyor, ManualClock, RetryPolicy, StaleLease
+
+from .core_support import PERMANENT, TEMPORARY, claim_one, memory_app, report, sqlite_app
+
+LEASE = timedelta(seconds=30)
+
+
+def test_each_claim_grants_the_next_token(app: Conveyor, clock: ManualClock) -> None:
+    """LEASE-001: token = previous + 1, expires_at = now + lease_ms; tokens never repeat."""
+    app.register("task", lambda: None)
+    job = app.publish("task")
+    tokens = []
+    for _ in range(3):
+        claimed = claim_one(app, job, lease_ms=10_000)
+        assert claimed.lease is not None
+        assert claimed.lease.expires_at == clock.now() + timedelta(seconds=10)
+        tokens.append(claimed.lease.token)
+        report(app, claimed, "wait", delay_ms=0)
+        assert app.get(job.id).lease_token == claimed.lease.token
+    assert tokens == [1, 2, 3]
+
+
+def test_heartbeat_extends_the_lease(app: Conveyor, clock: ManualClock) -> None:
+    """LEASE-004: a heartbeat of the holder sets expires_at = now + lease_ms; the job survives."""
+    app.register("task", lambda: None)
+    claimed = claim_one(app, app.publish("task"), lease_ms=10_000)
+    clock.advance(8)
+    app.heartbeat(claimed.id, 1, 10_000)
+    clock.advance(8)
+    assert app.rescue_expired() == []
+    got = app.get(claimed.id)
+    assert got.lease is not None
+    assert got.lease.expires_at == clock.now() + timedelta(seconds=2)
+    assert got.state == "processing"
+
+
+def test_a_heartbeat_that_changes_nothing_is_still_accepted(app: Conveyor) -> None:
+    """LEASE-004: a heartbeat at the instant of the claim, with the same lease_ms, succeeds."""
+    app.register("task", lambda: None)
+    claimed = claim_one(app, app.publish("task"), lease_ms=10_000)
+    assert app.heartbeat(claimed.id, 1, 10_000).lease == claimed.lease
+    with pytest.raises(StaleLease):
+        app.heartbeat(claimed.id, 2, 10_000)
+
+
+def test_a_report_with_a_stale_token_changes_nothing(app: Conveyor) -> None:
+    """LEASE-007: any holder event with another token is StaleLease; the job is untouched."""
+    app.register("task", lambda: None)
+    claimed = claim_one(app, app.publish("task"))
+    before = app.get(claimed.id)
+    for event, params in [
+        ("succeed", {}),
+        ("fail_temporarily", {"error": TEMPORARY}),
+        ("fail_permanently", {"error": PERMANENT}),
+        ("wait", {}),
+        ("heartbeat", {"lease_ms": 1000}),
+    ]:
+        with pytest.raises(StaleLease):
+            app.fire(claimed.id, event, {"lease_token": 2, **params})
+        assert app.get(claimed.id) == before
+
+
+def test_an_expired_lease_is_rescued_and_the_old_holder_is_fenced_off(
+    app: Conveyor, clock: ManualClock
+) -> None:
+    """LEASE-005/007: rescue counts the attempt, records lease_expired; the old report is stale."""
+    app.register("task", lambda: None)
+    job = app.publish("task")
+    first = claim_one(app, job, lease_ms=30_000)
+    clock.advance(29.999)
+    assert app.rescue_expired() == []
+    clock.advance(0.001)
+    rescued = app.rescue_expired()
+    assert [j.id for j in rescued] == [job.id]
+    got = app.get(job.id)
+    assert (got.state, got.attempts, got.lease) == ("temporarily_failed", 1, None)
+    assert got.last_error is not None
+    assert got.last_error.kind == "lease_expired"
+    assert "w1" in got.last_error.message
+    with pytest.raises(StaleLease):
+        report(app, first, "succeed")
+    clock.advance(timedelta(minutes=1))
+    second = claim_one(app, job, worker="w2")
+    assert second.lease is not None
+    assert second.lease.token == 2
+    with pytest.raises(StaleLease):
+        report(app, first, "succeed")
+    assert report(app, second, "succeed").state == "finished"
+    assert app.get(job.id).attempts == 2
+
+
+def test_a_job_that_keeps_killing_its_worker_ends_after_max_attempts(
+    app: Conveyor, clock: ManualClock
+) -> None:
+    """LEASE-003/006: attempts are counted at claim, so with max_attempts=2 it stops after 2."""
+    app.register("task", lambda: None)
+    policy = RetryPolicy("constant", 1000, 1000, max_attempts=2)
+    job = app.publish("task", retry=policy)
+    claims = 0
+    for _ in range(10):
+        clock.advance(2)
+        if app.claim("w1", lease_ms=1000):
+            claims += 1
+        clock.advance(2)
+        app.rescue_expired()
+    got = app.get(job.id)
+    assert claims == 2
+    assert (got.state, got.attempts) == ("permanently_failed", 2)
+    assert [e.kind for e in got.errors] == ["lease_expired", "lease_expired"]
+
+
+def test_heartbeat_after_the_job_left_processing_is_stale(app: Conveyor) -> None:
+    """LEASE-007: after the lease is released, even the right token is refused."""
+    app.register("task", lambda: None)
+    claimed = claim_one(app, app.publish("task"))
+    report(app, claimed, "succeed")
+    with pytest.raises(StaleLease):
+        app.heartbeat(claimed.id, 1)
+
+
+# -- interleavings of claim, heartbeat, time, rescue and reports -----------------------------
+
+
+@dataclass
+class Model:
+    state: str = "ready"
+    token: int = 0
+    expires: datetime | None = None
+    attempts: int = 0
+    available_at: datetime | None = None
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("advance"), st.sampled_from([1, 5, 10, 29, 30, 31, 60])),
+        st.tuples(st.just("claim"), st.just(0)),
+        st.tuples(st.just("heartbeat"), st.sampled_from([0, -1, 1])),
+        st.tuples(st.just("rescue"), st.just(0)),
+        st.tuples(st.just("succeed"), st.sampled_from([0, -1])),
+        st.tuples(st.just("fail"), st.sampled_from([0, -1])),
+    ),
+    max_size=30,
+)
+MAX_ATTEMPTS = 3
+RETRY_MS = 5_000
+
+
+def run_interleaving(app: Conveyor, ops: list[tuple[str, int]]) -> None:
+    clock: ManualClock = app.clock  # type: ignore[assignment]
+    policy = RetryPolicy("constant", RETRY_MS, RETRY_MS, max_attempts=MAX_ATTEMPTS)
+    job = app.publish("task", retry=policy)
+    model = Model(available_at=job.available_at)
+    for op, arg in ops:
+        now = clock.now()
+        if op == "advance":
+            clock.advance(arg)
+            continue
+        if op == "claim":
+            claimed = app.claim("w", lease_ms=30_000)
+            claimable = model.state in ("ready", "temporarily_failed")
+            if claimable and model.available_at is not None and model.available_at <= now:
+                assert [j.id for j in claimed] == [job.id]
+                model.state, model.token, model.attempts = (
+                    "processing",
+                    model.token + 1,
+                    model.attempts + 1,
+                )
+                model.expires = now + LEASE
+            else:
+                assert claimed == []
+        elif op == "rescue":
+            rescued = app.rescue_expired()
+            if model.state == "processing" and model.expires is not None and model.expires <= now:
+                assert [j.id for j in rescued] == [job.id]
+                retry = model.attempts < MAX_ATTEMPTS
+                model.state = "temporarily_failed" if retry else "permanently_failed"
+                model.available_at = now + timedelta(milliseconds=RETRY_MS)
+                model.expires = None
+            else:
+                assert rescued == []
+        else:
+            token = model.token + arg if model.token + arg > 0 else 1
+            valid = model.state == "processing" and token == model.token
+            event, params = {
+                "heartbeat": ("heartbeat", {"lease_ms": 30_000}),
+                "succeed": ("succeed", {}),
+                "fail": ("fail_temporarily", {"error": TEMPORARY}),
+            }[op]
+            before = app.get(job.id)
+            if not valid:
+                with pytest.raises(StaleLease):
+                    app.fire(job.id, event, {"lease_token": token, **params})
+                assert app.get(job.id) == before
+                continue
+            app.fire(job.id, event, {"lease_token": token, **params})
+            if op == "heartbeat":
+                model.expires = now + LEASE
+            elif op == "succeed":
+                model.state, model.expires = "finished", None
+            else:
+                retry = model.attempts < MAX_ATTEMPTS
+                model.state = "temporarily_failed" if retry else "permanently_failed"
+                model.available_at = now + timedelta(milliseconds=RETRY_MS)
+                model.expires = None
+        got = app.get(job.id)
+        assert got.state == model.state
+        assert got.attempts == model.attempts
+        assert got.lease_token == model.token
+        assert (got.lease.expires_at if got.lease else None) == model.expires
+        if model.state == "temporarily_failed":
+            assert got.available_at == model.available_at
+
+
+@given(ops=OPS)
+@settings(max_examples=80, deadline=None)
+def test_lease_interleavings_match_the_model_on_memory(ops: list[tuple[str, int]]) -> None:
+    """LEASE-001..007: any interleaving of claim/heartbeat/time/rescue/report follows the model."""
+    run_interleaving(memory_app(), ops)
+
+
+@given(ops=OPS)
+@settings(max_examples=10, deadline=None)
+def test_lease_interleavings_match_the_model_on_sqlite(ops: list[tuple[str, int]]) -> None:
+    """The SQL store's conditional writes give the same results as the model."""
+    with sqlite_app() as app:
+        run_interleaving(app, ops)
