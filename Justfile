@@ -60,19 +60,30 @@ unit *args:
 services:
     bash .ci/services.sh
 
-# Run the conformance suite against every backend adapter of the reference library
-conformance:
+# Run the conformance suite: its own tests, then every backend adapter of the reference library
+# (extra arguments go to each run, e.g. `just conformance --thorough`)
+conformance *args:
     #!/usr/bin/env bash
     set -euo pipefail
     if [ ! -f "{{ conformance_pkg }}" ]; then
         echo "conformance: the conformance suite lands in a later version; nothing to run."
         exit 0
     fi
+    echo "== conformance: the suite's own tests"
+    (cd conformance-tests && "{{ python }}" -m pytest -q -p no:cacheprovider)
+    mkdir -p reports docs/conformance/reports
+    status=0
     for backend in {{ adapters }}; do
         echo "== conformance: ${backend}"
         "{{ bin }}/conveyor-conformance" run \
-            --adapter "{{ python }} -m conveyor.conformance_adapter --backend ${backend}"
+            --adapter "{{ python }} -m conveyor.conformance_adapter --backend ${backend}" \
+            --report "reports/conformance-${backend}.json" {{ args }} || status=$?
+        if [ -f "reports/conformance-${backend}.json" ]; then
+            "{{ bin }}/conveyor-conformance" export "reports/conformance-${backend}.json" \
+                --out "docs/conformance/reports/${backend}.json"
+        fi
     done
+    exit "${status}"
 
 # Build the documentation site into ./site, failing on any warning
 docs:
@@ -82,9 +93,10 @@ docs:
 docs-serve:
     "{{ bin }}/mkdocs" serve
 
-# Benchmark Conveyor against raw SQL baselines in the same run (extra args go to bench/run.py)
+# Benchmark Conveyor against raw SQL and raw pika baselines in the same run (extra args go to
+# bench/run.py; the RabbitMQ part is skipped when the broker does not answer)
 bench *args: _ensure-setup
-    "{{ python }}" bench/run.py {{ args }}
+    "{{ python }}" bench/run.py --broker {{ args }}
 
 # The full check run, in order, stopping at the first failure (sets up .venv if missing)
 test: _ensure-setup spec-check lint typecheck unit conformance docs

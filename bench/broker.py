@@ -13,7 +13,9 @@ sides (persistent messages, publisher confirms, durable quorum queues, manual ac
   insert the row before publishing, and mark it processing then finished (two commits) per
   message, in plain SQL (bench/raw.py's table and statements);
 - Conveyor: app.publish (one commit and one confirmed message per job), app.bulk (chunks of
-  1000 rows and confirms), then `conveyor consume` consumers draining the queue.
+  1000 rows and confirms), then `conveyor consume` consumers draining the queue, one claim
+  per message (`--batch-size 1`), and one claim per `prefetch` messages (`--batch-size`
+  = prefetch).
 
 Latency: publish-to-start p50/p99 at a steady moderate rate, through the broker (one consumer)
 and through the database-polling worker (default idle delay of 1 s; PostgreSQL wakes it with
@@ -26,6 +28,7 @@ runs on a shared machine: compare ratios measured in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -41,13 +44,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import raw  # noqa: E402
+import raw
 
 AMQP_URL = os.environ.get("CONVEYOR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 URLS = {
     "sqlite": "sqlite:///bench/results/bench-broker.db",
     "postgresql": os.environ.get(
-        "CONVEYOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        "CONVEYOR_TEST_POSTGRES_URL",
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
     ),
 }
 PREFIX = "bench_broker_"
@@ -113,7 +117,9 @@ def raw_publish(queue: str, count: int, chunk: int, url: str | None = None) -> f
                 if sqlite:
                     cursor.execute("BEGIN")
                 values = ",".join(["('ready', 100, '{}')"] * rows)
-                cursor.execute(f"INSERT INTO {raw.TABLE} (state, priority, payload) VALUES {values}")
+                cursor.execute(
+                    f"INSERT INTO {raw.TABLE} (state, priority, payload) VALUES {values}"
+                )
                 if sqlite:
                     cursor.execute("COMMIT")
         for _ in range(rows):
@@ -255,7 +261,7 @@ def conveyor_publish(url: str, prefix: str, count: int, bulk: bool) -> float:
     return elapsed
 
 
-def _conveyor_consume(url: str, prefix: str, prefetch: int) -> tuple[int, float, float]:
+def _conveyor_consume(url: str, prefix: str, prefetch: int, batch: int) -> tuple[int, float, float]:
     app = make_app(url, prefix, prefetch)
     app.store  # noqa: B018
     last = [time.time()]
@@ -264,22 +270,27 @@ def _conveyor_consume(url: str, prefix: str, prefetch: int) -> tuple[int, float,
         last[0] = time.time()
 
     started = time.time()
-    stats = app.worker(stop_when_empty=True, handle_signals=False, on_job=on_job).run()
+    stats = app.worker(
+        stop_when_empty=True, handle_signals=False, on_job=on_job, batch_size=batch
+    ).run()
     app.close()
     return stats.jobs, started, last[0]
 
 
-def conveyor_process(url: str, prefix: str, consumers: int, prefetch: int) -> float:
+def conveyor_process(url: str, prefix: str, consumers: int, prefetch: int, batch: int) -> float:
     context = multiprocessing.get_context("spawn")
     with context.Pool(consumers) as pool:
-        results = pool.starmap(_conveyor_consume, [(url, prefix, prefetch)] * consumers)
+        results = pool.starmap(_conveyor_consume, [(url, prefix, prefetch, batch)] * consumers)
     return raw.rate(results, sum(count for count, _, _ in results))
 
 
 def delete_conveyor_queues(url: str, prefix: str) -> None:
     app = make_app(url, prefix)
     mode = app.broker
-    names = {mode.topology.queue_name("default", 100), mode.topology.control_name("default")}
+    names = {
+        mode.topology.queue_name("default", 100),
+        mode.topology.control_name("default"),
+    }
     mode.broker.delete_queues(sorted(names | mode.broker.declared))
     app.close()
 
@@ -291,7 +302,6 @@ def _latency_worker(url: str, prefix: str | None, seconds: float, path: str) -> 
     os.environ["BENCH_LATENCY_FILE"] = path
     app = make_app(url, prefix)
     app.store  # noqa: B018
-    app.worker(max_cycles=None, handle_signals=False, idle_delay=1.0)
     worker = app.worker(handle_signals=False, idle_delay=1.0)
     deadline = time.time() + seconds
 
@@ -380,13 +390,17 @@ def measure(db: str, url: str, jobs: int, prefetch: int, rate: float, seconds: f
             pika_sql = raw_process(queue, consumers, prefetch, url)
             reset_store(url)
             conveyor_publish(url, prefix, jobs, bulk=True)
-            ours = conveyor_process(url, prefix, consumers, prefetch)
+            ours = conveyor_process(url, prefix, consumers, prefetch, 1)
+            reset_store(url)
+            conveyor_publish(url, prefix, jobs, bulk=True)
+            batched = conveyor_process(url, prefix, consumers, prefetch, prefetch)
             row = {
                 "consumers": consumers,
                 "prefetch": prefetch,
                 "raw_pika_jobs_per_s": round(pika_only),
                 "raw_pika_sql_jobs_per_s": round(pika_sql),
                 "conveyor_jobs_per_s": round(ours),
+                "conveyor_batch_jobs_per_s": round(batched),
                 "ratio_raw_pika": round(ours / pika_only, 2),
                 "ratio_raw_pika_sql": round(ours / pika_sql, 2),
             }
@@ -400,22 +414,18 @@ def measure(db: str, url: str, jobs: int, prefetch: int, rate: float, seconds: f
         out["latency"]["rate_per_s"] = rate
         print(db, "latency", out["latency"], flush=True)
     finally:
-        for name in (queue,):
-            try:
-                delete_queue(name)
-            except Exception:
-                pass
-        try:
+        with contextlib.suppress(Exception):
+            delete_queue(queue)
+        with contextlib.suppress(Exception):
             delete_conveyor_queues(url, prefix)
-        except Exception:
-            pass
     return out
 
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| database | what | consumers | raw pika | raw pika + SQL | conveyor | vs pika | vs pika + SQL |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| database | what | consumers | raw pika | raw pika + SQL | conveyor | vs pika "
+        "| vs pika + SQL | conveyor, batch = prefetch |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for db, data in results["databases"].items():
         for row in data["throughput"]:
@@ -423,13 +433,13 @@ def table(results: dict[str, Any]) -> str:
                 f"| {db} | jobs/s (prefetch {row['prefetch']}) | {row['consumers']} | "
                 f"{row['raw_pika_jobs_per_s']:,} | {row['raw_pika_sql_jobs_per_s']:,} | "
                 f"{row['conveyor_jobs_per_s']:,} | {row['ratio_raw_pika']} | "
-                f"{row['ratio_raw_pika_sql']} |"
+                f"{row['ratio_raw_pika_sql']} | {row['conveyor_batch_jobs_per_s']:,} |"
             )
         for name, row in data["publish"].items():
             lines.append(
                 f"| {db} | publish {name} /s | | {row['raw_pika_per_s']:,} | "
                 f"{row['raw_pika_sql_per_s']:,} | {row['conveyor_per_s']:,} | "
-                f"{row['ratio_raw_pika']} | {row['ratio_raw_pika_sql']} |"
+                f"{row['ratio_raw_pika']} | {row['ratio_raw_pika_sql']} | |"
             )
     lines += [
         "",

@@ -103,6 +103,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, action="append")
     parser.add_argument("--memory-jobs", type=int, default=0,
                         help="also profile worker memory over this many jobs (e.g. 100000)")
+    parser.add_argument("--broker", action="store_true",
+                        help="then the RabbitMQ benchmark (bench/broker.py, default sizes)")
     args = parser.parse_args()
     Path("bench/results").mkdir(parents=True, exist_ok=True)
     batches = args.batch or [1, 10]
@@ -123,6 +125,12 @@ def main() -> None:
     report = table(results)
     Path("bench/results/latest.md").write_text(report + "\n")
     print(report)
+    if args.broker:
+        import broker
+
+        databases = [db for db in args.db or list(broker.URLS) if db in broker.URLS]
+        if databases:
+            broker.main([arg for db in databases for arg in ("--db", db)])
 
 
 if __name__ == "__main__":

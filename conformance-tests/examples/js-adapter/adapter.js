@@ -148,7 +148,7 @@ function fireRequest(request, event, params) {
   for (const effect of t.effects || []) {
     if (effect === "count_attempt") request.attempts += 1;
     else if (effect === "refund_attempt") request.attempts -= 1;
-    else if (effect === "record_error") request.error = params.error ? { kind: params.error.kind, message: params.error.message } : null;
+    else if (effect === "record_error") request.error = params.error ? { ...params.error } : null;
     else if (effect === "clear_error") request.error = null;
     else throw new Error(`unknown request effect ${effect}`);
   }

@@ -86,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--vectors-dir")
     check.add_argument("--spec-dir")
 
+    export = sub.add_parser(
+        "export",
+        help="write the stable part of a report (no times) for the docs' compliance matrix",
+    )
+    export.add_argument("report")
+    export.add_argument("--out", required=True)
+    export.add_argument("--name", help="the column name in the matrix (default: the backend)")
+
     summary = sub.add_parser("summary", help="print the summary of a JSON report again")
     summary.add_argument("report")
     summary.add_argument("--verbose", action="store_true")
@@ -113,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         return 1 if problems else 0
+    if arguments.command == "export":
+        import json
+
+        data = json.loads(Path(arguments.report).read_text("utf-8"))
+        report.write(report.export(data, arguments.name), Path(arguments.out))
+        return 0
     if arguments.command == "summary":
         import json
 
@@ -177,6 +191,15 @@ def run(arguments: argparse.Namespace) -> int:
         if problems:
             fatal = f"the start handshake breaks the protocol schema: {problems} (PROTO-003)"
     if client is not None and fatal is None:
+        checks.append(
+            CheckResult(
+                id="handshake",
+                kind="protocol",
+                status="pass",
+                requirements=["VER-002", "PROTO-003"],
+                message="the adapter names its implementation, spec version and features",
+            )
+        )
         claimed = set(handshake.get("features", []))
         capabilities = set(handshake.get("capabilities", []))
         if handshake.get("specversion") != spec.wire_version:
@@ -195,7 +218,7 @@ def run(arguments: argparse.Namespace) -> int:
                         broken = 0
                         continue
                     broken += 1
-                    client.close()
+                    client.kill()
                     if broken >= MAX_BROKEN:
                         fatal = (
                             f"{broken} vectors in a row ended with a broken adapter; the last: "

@@ -20,8 +20,18 @@ from .vectors import DEFAULT_HANDLERS
 
 FILE = "transitions.json"
 JOB = {"$job": "a"}
-RETRYING = {"backoff": "constant", "initial_delay_ms": 1000, "max_delay_ms": 1000, "max_attempts": 3}
-LAST_TRY = {"backoff": "constant", "initial_delay_ms": 1000, "max_delay_ms": 1000, "max_attempts": 1}
+RETRYING = {
+    "backoff": "constant",
+    "initial_delay_ms": 1000,
+    "max_delay_ms": 1000,
+    "max_attempts": 3,
+}
+LAST_TRY = {
+    "backoff": "constant",
+    "initial_delay_ms": 1000,
+    "max_delay_ms": 1000,
+    "max_attempts": 1,
+}
 LEASE_MS = 30000
 ERRORS = {
     "dependency_failed": {"kind": "dependency_failed", "message": "a dependency failed"},
@@ -186,11 +196,9 @@ def build(spec: Spec) -> dict[str, Any]:
         for event in VARIANT_EVENTS.get(variant, events):
             model = Model(spec, all_features)
             model.reset(DEFAULT_HANDLERS, timefmt.DEFAULT_START)
-            counter = 0
             aliases: dict[str, str] = {}
-            for step in setup:
+            for counter, step in enumerate(setup, start=1):
                 args = _substitute({k: v for k, v in step.items() if k != "bind"}, aliases)
-                counter += 1
                 prediction = model.execute(args.pop("cmd"), args, new_ids=[f"id{counter}"])
                 if prediction.error is not None:
                     raise RuntimeError(f"setup of {state} failed: {prediction.error.message}")
@@ -203,7 +211,7 @@ def build(spec: Spec) -> dict[str, Any]:
             if fired is None:
                 continue
             step, needs = fired
-            args = _substitute({k: v for k, v in step.items()}, aliases)
+            args = _substitute(dict(step), aliases)
             cmd = args.pop("cmd")
             prediction = model.execute(cmd, args, new_ids=["id-new"])
             expected = dict(step)
@@ -222,7 +230,10 @@ def build(spec: Spec) -> dict[str, Any]:
                     expected["expect"] = {"result": {"jobs": []}}
                     expected["unchanged"] = ["a"]
                     outcome = "takes nothing and changes nothing"
-                    requirements = ["CLAIM-001", "BROKER-003" if "broker" in features else "MACH-006"]
+                    requirements = [
+                        "CLAIM-001",
+                        "BROKER-003" if "broker" in features else "MACH-006",
+                    ]
                     if requirements[1] == "BROKER-003":
                         requirements = ["CLAIM-001"]
             else:
@@ -236,7 +247,9 @@ def build(spec: Spec) -> dict[str, Any]:
                 )
                 requirements = [transition["req"]]
                 outcome = f"fires {transition['id']}: {after['state']}"
-            needed = sorted(set(features) | ({EVENT_FEATURES[event]} if event in EVENT_FEATURES else set()))
+            needed = sorted(
+                set(features) | ({EVENT_FEATURES[event]} if event in EVENT_FEATURES else set())
+            )
             name = f"transition-{state}-{event}".replace("_", "-")
             if variant:
                 name += f"-{variant}"

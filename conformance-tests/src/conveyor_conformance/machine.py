@@ -13,7 +13,7 @@ from .timefmt import Instant
 
 
 class Refusal(Exception):
-    """An operation the spec refuses: ``code`` is a spec error code, ``req`` the rule that says so."""
+    """An operation the spec refuses: ``code`` is its error code, ``req`` the rule that says so."""
 
     def __init__(
         self, code: str, req: str, message: str = "", alternatives: frozenset[str] = frozenset()

@@ -21,7 +21,7 @@ from fractions import Fraction
 from typing import Any
 
 from . import timefmt
-from .machine import Env, MachineModel, Refusal, Transition, holds
+from .machine import Env, MachineModel, Refusal, Transition
 from .matching import is_matcher
 from .spec import Spec
 from .timefmt import Instant
@@ -728,13 +728,32 @@ class Model:
             params["error"] = outcome.get("error") or {"kind": cause, "message": ANY}
             if event == "fail_temporarily" and outcome.get("retry_after_ms") is not None:
                 params["retry_after_ms"] = outcome["retry_after_ms"]
-        transition = self._fire(target, event, params)
+        transition = self._lease_holder_event(target, event, params)
         return {"job": self.doc(target)}, transition.req
 
     def cmd_heartbeat(self, job: str, lease_token: int, lease_ms: int) -> Any:
         target = self.job(job)
-        transition = self._fire(target, "heartbeat", {"lease_token": lease_token, "lease_ms": lease_ms})
+        params = {"lease_token": lease_token, "lease_ms": lease_ms}
+        transition = self._lease_holder_event(target, "heartbeat", params)
         return {"job": self.doc(target)}, transition.req
+
+    def _lease_holder_event(self, job: MJob, event: str, params: dict[str, Any]) -> Transition:
+        """A report refused because its token is not the lease's breaks LEASE-007.
+
+        (The machine refuses a token of 0 with invalid_transition, not stale_lease: its
+        refusal reads ``event.lease_token`` as a bare operand, and 0 does not hold. The
+        suite follows the machine file, which takes precedence, and cites both rules.)
+        """
+        try:
+            return self._fire(job, event, params)
+        except Refusal as refusal:
+            if (
+                refusal.code == "invalid_transition"
+                and job.lease is not None
+                and params.get("lease_token") != job.lease["token"]
+            ):
+                raise Refusal(refusal.code, "LEASE-007", refusal.message) from None
+            raise
 
     def _operator(self, job: str, event: str, req: str) -> Any:
         target = self.job(job)
@@ -1094,7 +1113,9 @@ class Model:
             created_at=self.now,
             retry_policy=dict(job.retry_policy),
             requests=[
-                MRequest(r.index, r.type, copy.deepcopy(r.payload), self.requests_machine.initial_state)
+                MRequest(
+                    r.index, r.type, copy.deepcopy(r.payload), self.requests_machine.initial_state
+                )
                 for r in job.requests
             ],
             serial_group=job.serial_group,

@@ -16,7 +16,15 @@ from .matching import is_matcher
 from .model import Model
 from .spec import Spec
 
-FEATURES = ["serial_groups", "unique", "recurring", "dependencies", "multi_request", "batches", "tags"]
+FEATURES = [
+    "serial_groups",
+    "unique",
+    "recurring",
+    "dependencies",
+    "multi_request",
+    "batches",
+    "tags",
+]
 CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications"]
 
 
@@ -58,7 +66,11 @@ class ModelAdapter:
             return {
                 "result": {
                     "version": PROTOCOL_VERSION,
-                    "implementation": {"name": "conveyor-model", "version": "0.1.0", "language": "python"},
+                    "implementation": {
+                        "name": "conveyor-model",
+                        "version": "0.1.0",
+                        "language": "python",
+                    },
                     "specversion": self.spec.wire_version,
                     "features": self.features,
                     "capabilities": CAPABILITIES,
@@ -78,7 +90,9 @@ class ModelAdapter:
         for job in _jobs(result):
             if job.get("available_at") is not None:
                 self.model.adopt_available_at(job["id"], job["available_at"])
-            job["sequence"] = self.model.jobs[job["id"]].order if job["id"] in self.model.jobs else 1
+            job["sequence"] = (
+                self.model.jobs[job["id"]].order if job["id"] in self.model.jobs else 1
+            )
         return {"result": result}
 
 

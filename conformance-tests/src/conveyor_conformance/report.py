@@ -103,11 +103,13 @@ def build(
             entry["status"] = "not_claimed" if entry["status"] != "fail" else "fail"
     features: dict[str, Any] = {}
     for feature in ["core", *spec.features]:
-        in_feature = [c for c in checks if (c.features or ["core"])[0] == feature]
-        if feature != "core":
+        if feature == "core":
+            in_feature = [c for c in checks if not c.features or c.kind != "vector"]
+        else:
             in_feature = [c for c in checks if feature in c.features]
         counts = {
-            s: sum(1 for c in in_feature if c.status == s) for s in ("pass", "fail", "skip", "error")
+            s: sum(1 for c in in_feature if c.status == s)
+            for s in ("pass", "fail", "skip", "error")
         }
         is_claimed = feature == "core" or feature in claimed
         features[feature] = {
@@ -246,3 +248,31 @@ def summary(report: dict[str, Any], *, verbose: bool = False) -> str:
     }[report["verdict"]]
     lines.append(f"Verdict: {verdict}")
     return "\n".join(lines)
+
+
+def export(report: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """The part of a report the compliance matrix shows: stable from run to run."""
+    implementation = report.get("implementation") or {}
+    options = report.get("options") or {}
+    return {
+        "format": REPORT_FORMAT,
+        "name": name or implementation.get("backend") or implementation.get("name", "?"),
+        "implementation": implementation,
+        "suite": report["suite"],
+        "specversion": report["specversion"],
+        "verdict": report["verdict"],
+        "claimed_features": report["claimed_features"],
+        "capabilities": report.get("capabilities", []),
+        "stateful": {k: options.get(k) for k in ("seed", "max_examples", "steps")},
+        "totals": report["totals"],
+        "features": {
+            feature: {k: info[k] for k in ("status", "passed", "failed", "skipped")}
+            for feature, info in report["features"].items()
+        },
+        "requirements": {req: info["status"] for req, info in report["requirements"].items()},
+        "failures": [
+            {"id": c["id"], "requirements": c.get("failed_requirements", [])}
+            for c in report["checks"]
+            if c["status"] in ("fail", "error")
+        ],
+    }

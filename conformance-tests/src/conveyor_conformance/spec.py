@@ -89,7 +89,13 @@ class Spec:
                 text.append(lines[index].strip())
                 index += 1
             paragraph = " ".join(text)
-            level = "must" if MUST.search(paragraph) else "should" if SHOULD.search(paragraph) else "may"
+            level = (
+                "must"
+                if MUST.search(paragraph)
+                else "should"
+                if SHOULD.search(paragraph)
+                else "may"
+            )
             summary = paragraph if len(paragraph) <= 160 else paragraph[:157].rstrip() + "..."
             req = match["id"]
             self.requirements[req] = Requirement(req, self.feature_of(req), level, summary)

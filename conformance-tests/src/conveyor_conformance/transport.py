@@ -7,6 +7,7 @@ the run cannot tell whether the implementation conforms.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -19,6 +20,7 @@ from typing import Any
 
 from . import PROTOCOL_VERSION
 from .protocol import Protocol
+
 
 class AdapterError(Exception):
     """The adapter broke the protocol, crashed or hung; ``rule`` names the protocol rule."""
@@ -83,11 +85,11 @@ class Client:
         environment.setdefault("PYTHONUNBUFFERED", "1")
         if self.env:
             environment.update(self.env)
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the adapter
         self._buffer = b""
         self._eof = False
         try:
-            self.process = subprocess.Popen(  # noqa: S602 - the adapter is a user-given command
+            self.process = subprocess.Popen(
                 self.command,
                 shell=True,
                 stdin=subprocess.PIPE,
@@ -113,10 +115,8 @@ class Client:
             return
         try:
             if process.poll() is None and process.stdin is not None:
-                try:
+                with contextlib.suppress(AdapterError):
                     self._send({"seq": self._next_seq(), "cmd": "stop"})
-                except AdapterError:
-                    pass
                 process.stdin.close()
             process.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired, ValueError):
@@ -180,7 +180,8 @@ class Client:
     def _read_line(self, deadline: float) -> bytes | None:
         """The next line of stdout, or None at end of file; raises on timeout."""
         process = self.process
-        assert process is not None and process.stdout is not None
+        assert process is not None
+        assert process.stdout is not None
         fd = process.stdout.fileno()
         while b"\n" not in self._buffer:
             if self._eof:

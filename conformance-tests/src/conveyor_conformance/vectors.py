@@ -33,6 +33,10 @@ from .transport import AdapterError, Client, Response
 
 STEP_KEYS = {"cmd", "expect", "bind", "unchanged", "req", "note"}
 
+#: Commands before which the runner sends ``barrier``, so that an implementation with
+#: asynchronous parts shows every effect of the earlier steps (a no-op for the others).
+BARRIER_BEFORE = {"claim", "get", "list", "rescue", "unfinished_identifiers", "clear_finished"}
+
 #: Handlers registered by every vector and stateful example that names none.
 DEFAULT_HANDLERS: list[dict[str, Any]] = [
     {"type": "work", "queue": "default", "priority": 100, "retry_policy": "exponential"},
@@ -135,7 +139,9 @@ class Aliases:
         try:
             return self.ids[kind][name]
         except KeyError:
-            raise StepFailure(-1, f"the vector uses {kind} alias {name!r} before binding it", [])
+            raise StepFailure(
+                -1, f"the vector uses {kind} alias {name!r} before binding it", []
+            ) from None
 
     def substitute(self, value: Any) -> Any:
         if isinstance(value, dict):
@@ -180,7 +186,9 @@ def _bind(step: dict[str, Any], result: dict[str, Any], aliases: Aliases) -> Non
             try:
                 aliases.ids[kind][name] = _path(result, path)
             except (KeyError, IndexError, TypeError):
-                raise StepFailure(-1, f"cannot bind {name!r}: the result has no {path}", [])
+                raise StepFailure(
+                    -1, f"cannot bind {name!r}: the result has no {path}", []
+                ) from None
 
 
 def describe(response: Response) -> str:
@@ -199,6 +207,8 @@ def run_steps(
     for index, step in enumerate(steps):
         reqs = step.get("req") or requirements
         args = aliases.substitute({k: v for k, v in step.items() if k not in STEP_KEYS})
+        if step["cmd"] in BARRIER_BEFORE or step.get("unchanged"):
+            client.call("barrier")
         before = {}
         for name in step.get("unchanged", []):
             before[name] = client.call("get", job=aliases.resolve("job", name))
@@ -273,6 +283,14 @@ def skip_reason(
     return None
 
 
+def _reset(client: Client, vector: Vector, handlers: list[dict[str, Any]]) -> None:
+    reset = client.call("reset", now=vector.start, handlers=handlers, seed=0)
+    if reset.kind == "skipped":
+        raise AdapterSkipped(f"reset: {reset.value.get('message')}")
+    if not reset.ok:
+        raise StepFailure(-1, f"reset failed: {describe(reset)}", ["PROTO-005"])
+
+
 def run_vector(
     client: Client,
     vector: Vector,
@@ -298,9 +316,7 @@ def run_vector(
     record: list[dict[str, Any]] = []
     handlers = vector.handlers if vector.handlers is not None else DEFAULT_HANDLERS
     try:
-        reset = client.call("reset", now=vector.start, handlers=handlers, seed=0)
-        if not reset.ok:
-            raise StepFailure(-1, f"reset failed: {describe(reset)}", ["PROTO-005"])
+        _reset(client, vector, handlers)
         run_steps(client, vector.steps, vector.requirements, aliases, record)
     except StepFailure as failure:
         result.status = "fail"

@@ -17,7 +17,10 @@ from typing import Any
 MUTANTS: dict[str, tuple[str, str]] = {
     "backoff-off-by-one": ("retry delays use the next attempt's delay", "RETRY-002"),
     "jitter-out-of-bounds": ("jittered delays may reach twice the upper bound", "RETRY-003"),
-    "group-by-sequence": ("a serial group's head is the oldest job, ignoring priority", "GROUP-002"),
+    "group-by-sequence": (
+        "a serial group's head is the oldest job, ignoring priority",
+        "GROUP-002",
+    ),
     "group-ignores-lower-priority": (
         "a processing job with a higher priority number does not block its group",
         "GROUP-001",
@@ -83,9 +86,7 @@ def apply(mutant: str) -> None:
                 group = [j for j in self._group(job) if j.id != job.id]
                 if mutant == "group-by-sequence":
                     head = all(
-                        j.sequence > job.sequence
-                        for j in group
-                        if j.state in self._states.active
+                        j.sequence > job.sequence for j in group if j.state in self._states.active
                     )
                     return replace(candidate, serial_group_head=head)
                 idle = not any(
@@ -106,7 +107,12 @@ def apply(mutant: str) -> None:
             return patched
 
         _wrap(memory.MemoryTransaction, "candidates", candidates)
-    elif mutant in ("waiting-counts-attempt", "finished-at-not-stamped", "token-reused", "heartbeat-ignored"):
+    elif mutant in (
+        "waiting-counts-attempt",
+        "finished-at-not-stamped",
+        "token-reused",
+        "heartbeat-ignored",
+    ):
 
         def init(original: Any) -> Any:
             def patched(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -142,7 +148,9 @@ def apply(mutant: str) -> None:
     elif mutant == "stale-report-accepted":
 
         def report(original: Any) -> Any:
-            def patched(self: Any, job_id: str, event: str, params: dict[str, Any], *a: Any, **k: Any) -> Any:
+            def patched(
+                self: Any, job_id: str, event: str, params: dict[str, Any], *a: Any, **k: Any
+            ) -> Any:
                 if "lease_token" in params:
                     current = self.get(job_id)
                     if current.lease is not None:

@@ -9,6 +9,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .errors import (
     AlreadyRunning,
     BatchClosed,
+    BrokerUnavailable,
     ConfigurationError,
     ConveyorError,
     InvalidPayload,
@@ -40,6 +41,7 @@ __all__ = [
     "AlreadyRunning",
     "Batch",
     "BatchClosed",
+    "BrokerUnavailable",
     "Call",
     "Clock",
     "ConfigurationError",

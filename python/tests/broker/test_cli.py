@@ -133,6 +133,9 @@ def test_sigterm_finishes_the_job_and_returns_prefetched_messages(
         consumer.send_signal(signal.SIGTERM)
         assert consumer.wait(timeout=30) == 0
     assert env.counts("done") == {0: 1}, "the current job finished; no other started"
+    deadline = time.monotonic() + 10  # returned messages are requeued asynchronously
+    while depth(app, "default", 100) != 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert depth(app, "default", 100) == 3, "the prefetched messages went back"
 
 

@@ -152,7 +152,8 @@ def test_stopping_returns_prefetched_messages(make_app: AppFactory, broker_prefi
         worker.stop("SIGTERM")
         gate.open.set()
     assert stats[0].jobs == 1
-    assert depth(app) == 3, "the three prefetched messages are back in the queue"
+    # RabbitMQ requeues returned messages asynchronously (a quorum queue commits it first).
+    wait_until(lambda: depth(app) == 3, what="the three prefetched messages to be back")
     assert sorted(job.state for job in app.jobs()) == ["finished", "ready", "ready", "ready"]
 
 
@@ -227,3 +228,16 @@ def test_reload_requests_stop_that_many_running_consumers(
         time.sleep(0.5)
         assert not late.reload_requested
         assert not late.stopping
+
+
+def test_a_batch_claims_one_job_per_message_and_keeps_the_order(make_app: AppFactory) -> None:
+    """--batch-size N: N messages of one queue claim up to N jobs in one claim."""
+    app = make_app(priorities=[10, 20])
+    ran: list[int] = []
+    app.register("step", ran.append)
+    for priority in (20, 20, 20, 10, 10, 10, 20):
+        app.publish("step", priority, priority=priority)
+    worker = consumer(app, stop_when_empty=True, batch_size=3, prefetch=10)
+    assert worker.run().jobs == 7
+    assert ran == [10, 10, 10, 20, 20, 20, 20]
+    assert depth(app, "default", 10) == depth(app, "default", 20) == 0

@@ -16,10 +16,11 @@ store's conditional claim, so a redelivered or duplicated message never starts a
 (spec.md#BROKER-003). When it claimed a job of another band or queue, it hands a new message to
 the message's queue first, so the job the message was for keeps one.
 
-The message is acknowledged as soon as the claim is committed (or found nothing to claim): from
+The message is acknowledged once the claim is committed (or found nothing to claim), at the
+connection thread's next turn: when the job ends, or ``BUSY_WAIT`` seconds later at most. From
 then on the job's lease and fencing token protect it exactly as without a broker, and the lease
 decides recovery (a job whose consumer dies is rescued when its lease expires). Holding the
-message until the job ends would add nothing (its redelivery finds the job leased and claims
+message until a long job ends would add nothing (its redelivery finds the job leased and claims
 nothing) and would make RabbitMQ close the channel of any job running longer than its
 ``consumer_timeout``.
 
@@ -81,7 +82,7 @@ class BrokerConsumer(Worker):
         self.prefetch = prefetch
         self.reload_requested = False
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._tasks: queue.SimpleQueue[_Delivery | None] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[list[_Delivery] | None] = queue.SimpleQueue()
         self._connection: Any = None
         self._channel: Any = None
         self._generation = 0
@@ -90,7 +91,7 @@ class BrokerConsumer(Worker):
         self._token_tags: list[str] = []
         self._control_tags: list[str] = []
         self._cancel_control = False
-        self._busy: _Delivery | None = None
+        self._busy: list[_Delivery] | None = None
         self._busy_since = 0.0
         self._failure: BaseException | None = None
         self._started_at = app.now()
@@ -140,6 +141,8 @@ class BrokerConsumer(Worker):
                     self._connect()
                     backoff.reset()
                 except BrokerUnavailable as error:
+                    if self.options.stop_when_empty and self._busy is None:
+                        raise  # process(): report it rather than wait for the broker
                     delay = backoff.next_delay()
                     log.warning("%s; retrying in %.1f s", error, delay)
                     self._handle_events(wait=delay)
@@ -292,16 +295,25 @@ class BrokerConsumer(Worker):
         self._cancel_control = True
         self.stop("reload requested (conveyor reload-consumers); finishing the current job")
 
-    def _take(self) -> _Delivery:
-        """The buffered message of the best band (lowest priority number), oldest first."""
-        best = min(self._buffer, key=lambda delivery: (delivery.band, delivery.order))
-        self._buffer.remove(best)
-        return best
+    def _take(self) -> list[_Delivery]:
+        """Buffered messages of the best band (lowest priority number), oldest first: one, or
+        up to ``batch_size`` (never more jobs than ``max_jobs`` still allows)."""
+        band = min(delivery.band for delivery in self._buffer)
+        size = self.options.batch_size
+        if self.options.max_jobs is not None:
+            size = min(size, max(self.options.max_jobs - self.stats.jobs, 1))
+        taken = sorted(
+            (delivery for delivery in self._buffer if delivery.band == band),
+            key=lambda delivery: delivery.order,
+        )[: max(size, 1)]
+        for delivery in taken:
+            self._buffer.remove(delivery)
+        return taken
 
-    def _start(self, delivery: _Delivery) -> None:
-        self._busy = delivery
+    def _start(self, deliveries: list[_Delivery]) -> None:
+        self._busy = deliveries
         self._busy_since = time.monotonic()
-        self._tasks.put(delivery)
+        self._tasks.put(deliveries)
 
     def _queues_empty(self) -> bool:
         for name, _, _ in self._buckets:
@@ -349,10 +361,10 @@ class BrokerConsumer(Worker):
 
     # -- events from the job thread -------------------------------------------------------
 
-    def _post(self, *event: Any) -> None:
+    def _post(self, *event: Any, wake: bool = True) -> None:
         self._events.put(event)
         connection = self._connection
-        if connection is not None:
+        if wake and connection is not None:
             try:
                 connection.add_callback_threadsafe(_nothing)
             except Exception:  # a closed connection: the loop polls the queue anyway
@@ -377,9 +389,10 @@ class BrokerConsumer(Worker):
         if kind == "settle":
             delivery, requeue = event[1], event[2]
             self._settle(delivery, requeue)
+        elif kind == "ran":
+            self._ran(event[1])
         elif kind == "done":
-            delivery, executed = event[1], event[2]
-            self._finished(executed)
+            self._finished()
         elif kind == "failed":
             self._busy = None
             self._failure = event[2]
@@ -397,74 +410,86 @@ class BrokerConsumer(Worker):
                 raise
             self._lost(error)
 
-    def _finished(self, executed: Executed | None) -> None:
+    def _ran(self, executed: Executed) -> None:
+        self.stats.jobs += 1
+        state = executed.job.state
+        self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
+        if self.options.on_job is not None:
+            self.options.on_job(executed.job)
+        if executed.die:
+            self.stop("a handler asked the worker to die")
+
+    def _finished(self) -> None:
         self._busy = None
         self.stats.cycles += 1
-        if executed is not None:
-            self.stats.jobs += 1
-            state = executed.job.state
-            self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
-            if self.options.on_job is not None:
-                self.options.on_job(executed.job)
-            if executed.die:
-                self.stop("a handler asked the worker to die")
         self._check_limits()
 
     # -- the job thread -------------------------------------------------------------------
 
     def _work(self) -> None:
         while True:
-            delivery = self._tasks.get()
-            if delivery is None:
+            deliveries = self._tasks.get()
+            if deliveries is None:
                 return
             try:
-                self._handle(delivery)
+                self._handle(deliveries)
             except BaseException as error:
                 log.exception("the consumer's job thread failed")
-                self._post("failed", delivery, error)
+                self._post("failed", deliveries, error)
 
-    def _handle(self, delivery: _Delivery) -> None:
-        envelope = delivery.envelope
-        if envelope is None:
-            self._post("settle", delivery, False)
-            self._post("done", delivery, None)
+    def _handle(self, deliveries: list[_Delivery]) -> None:
+        """Claim one job per message (all of one band), settle the messages, run the jobs."""
+        valid = [delivery for delivery in deliveries if delivery.envelope is not None]
+        for delivery in deliveries:
+            if delivery.envelope is None:
+                self._post("settle", delivery, False, wake=False)
+        if not valid:
+            self._post("done")
             return
-        span = self.mode.bands().claim_span(delivery.band, self.priorities)
+        band, queue_name = valid[0].band, valid[0].queue_name
+        span = self.mode.bands().claim_span(band, self.priorities)
         jobs = self._claim(
             lambda: self.app.claim(
                 self.options.worker_id,
                 queues=self.options.queues,
                 priorities=span,
-                limit=1,
+                limit=len(valid),
                 lease_ms=self.lease_ms,
             )
         )
         if jobs is None:  # stopped while the database was unreachable
-            self._post("settle", delivery, True)
-            self._post("done", delivery, None)
+            for delivery in valid:
+                self._post("settle", delivery, True, wake=False)
+            self._post("done")
             return
-        requeue = False
-        if jobs and self._route(jobs[0]) != delivery.queue_name:
-            # BROKER-007: the message's own job keeps a message (else return this one).
-            again = [(delivery.queue_name, envelope.again(self.app.now()))]
-            requeue = bool(self.mode.broker.publish_routed(again))
-        self._post("settle", delivery, requeue)
-        if not jobs:
-            self._post("done", delivery, None)
-            return
-        try:
-            executed: Executed | None = self.runner.run(jobs[0])
-        except Exception as error:
-            if not is_connection_error(error):
-                raise
-            log.warning(
-                "job %s: the database went away while recording its outcome (%s); its lease "
-                "will expire and it will be retried",
-                jobs[0].id,
-                str(error).splitlines()[0][:200],
-            )
-            executed = None
-        self._post("done", delivery, executed)
+        # BROKER-007: a claimed job of another band or queue used a message of this one, whose
+        # own job must keep a message: hand over a new one (or return the message on failure).
+        elsewhere = sum(1 for job in jobs if self._route(job) != queue_name)
+        requeue: set[int] = set()
+        if elsewhere:
+            now = self.app.now()
+            again = [(queue_name, d.envelope.again(now)) for d in valid[:elsewhere] if d.envelope]
+            failed = {id(f.envelope) for f in self.mode.broker.publish_routed(again)}
+            requeue = {index for index, (_, envelope) in enumerate(again) if id(envelope) in failed}
+        # Acknowledgements wait for the connection thread's next turn (the jobs' end, or
+        # BUSY_WAIT at most): waking it for each one would slow the job thread down.
+        for index, delivery in enumerate(valid):
+            self._post("settle", delivery, index in requeue, wake=False)
+        for job in jobs:
+            try:
+                executed = self.runner.run(job)
+            except Exception as error:
+                if not is_connection_error(error):
+                    raise
+                log.warning(
+                    "job %s: the database went away while recording its outcome (%s); its "
+                    "lease will expire and it will be retried",
+                    job.id,
+                    str(error).splitlines()[0][:200],
+                )
+                continue
+            self._post("ran", executed, wake=False)
+        self._post("done")
 
     def _route(self, job: Job) -> str:
         return self.mode.route(Envelope.of(job, job.updated_at))

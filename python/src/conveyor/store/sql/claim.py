@@ -66,7 +66,7 @@ class ClaimStatements:
         self._updates: dict[tuple[frozenset[str], bool], Update] = {}
         self._backlog: Select[Any] | None = None
         self._needy: Select[Any] | None = None
-        self._related: dict[tuple[bool, bool, bool], Select[Any]] = {}
+        self._among: Select[Any] | None = None
 
     def update_statement(self, columns: frozenset[str], unleased: bool) -> Update:
         """The conditional write of a job: only the changed columns, only if the row still
@@ -174,45 +174,22 @@ class ClaimStatements:
             )
         return self._needy
 
-    def related_statement(self, groups: bool, identifiers: bool, dependents: bool) -> Select[Any]:
-        """(id, queue, priority) of claimable, due jobs (the guard holding) in the serial groups
-        ``:groups``, unique with identifiers ``:identifiers``, or depending on ``:targets``."""
-        key = (groups, identifiers, dependents)
-        if key not in self._related:
+    def claimable_among_statement(self) -> Select[Any]:
+        """(id, queue, priority) of the jobs among ``:ids`` that are claimable and due now (the
+        claim guard holding), in claim order. Nothing is locked."""
+        if self._among is None:
             j = self.tables.jobs.alias("j")
             _, conditions = self._claimable(j)
-            related: list[Any] = []
-            if groups:
-                related.append(
-                    j.c.serial_group.in_(bindparam("groups", expanding=True, type_=String()))
-                )
-            if identifiers:
-                related.append(
-                    and_(
-                        j.c.is_unique,
-                        j.c.identifier.in_(
-                            bindparam("identifiers", expanding=True, type_=String())
-                        ),
-                    )
-                )
-            if dependents:
-                d = self.tables.dependencies
-                related.append(
-                    j.c.id.in_(
-                        select(d.c.job_id).where(
-                            d.c.depends_on_id.in_(
-                                bindparam("targets", expanding=True, type_=BigInteger())
-                            )
-                        )
-                    )
-                )
-            self._related[key] = (
+            among: Select[Any] = (
                 select(j.c.id, j.c.queue, j.c.priority)
-                .where(*conditions, or_(*related))
+                .where(
+                    *conditions, j.c.id.in_(bindparam("ids", expanding=True, type_=BigInteger()))
+                )
                 .order_by(j.c.claim_priority, j.c.id)
-                .limit(bindparam("limit", type_=Integer()))
             )
-        return self._related[key]
+            self._among = among
+            return among
+        return self._among
 
     def _claimable(self, j: Any) -> tuple[dict[str, Any], list[Any]]:
         """The claim guard's facts over the jobs alias ``j``, and the conditions every

@@ -237,21 +237,43 @@ class SqlTransaction:
         dependencies_of: Collection[str],
         limit: int,
     ) -> list[tuple[str, str, int]]:
-        targets = [int(i) for i in dependencies_of if str(i).isdigit()]
-        if not (serial_groups or identifiers or targets):
-            return []
-        statement = self.claims.related_statement(
-            bool(serial_groups), bool(identifiers), bool(targets)
-        )
-        parameters: dict[str, Any] = {"now": to_ms(now), "limit": limit}
+        # One small indexed lookup per relation, then the claim guard on those ids only: the
+        # common case (no group, no dependents) costs one index probe on the dependencies.
+        t, d = self.tables.jobs, self.tables.dependencies
+        claimable = list(self.states.claimable)
+        ids: set[int] = set()
         if serial_groups:
-            parameters["groups"] = list(serial_groups)
+            ids.update(
+                self.connection.execute(
+                    select(t.c.id).where(
+                        t.c.serial_group.in_(list(serial_groups)), t.c.state.in_(claimable)
+                    )
+                ).scalars()
+            )
         if identifiers:
-            parameters["identifiers"] = list(identifiers)
+            ids.update(
+                self.connection.execute(
+                    select(t.c.id).where(
+                        t.c.identifier.in_(list(identifiers)),
+                        t.c.is_unique,
+                        t.c.state.in_(claimable),
+                    )
+                ).scalars()
+            )
+        targets = [int(i) for i in dependencies_of if str(i).isdigit()]
         if targets:
-            parameters["targets"] = targets
-        rows = self.connection.execute(statement, parameters)
-        return [(str(i), queue, int(priority)) for i, queue, priority in rows]
+            ids.update(
+                self.connection.execute(
+                    select(d.c.job_id).where(d.c.depends_on_id.in_(targets))
+                ).scalars()
+            )
+        if not ids:
+            return []
+        rows = self.connection.execute(
+            self.claims.claimable_among_statement(),
+            {"now": to_ms(now), "ids": sorted(ids)},
+        )
+        return [(str(i), queue, int(priority)) for i, queue, priority in rows][:limit]
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]:
         if not identifiers:

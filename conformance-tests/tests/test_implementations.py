@@ -1,0 +1,56 @@
+"""The suite passes on conforming implementations: the reference, the model and the JS example."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import JS_ADAPTER, MODEL, REFERENCE, node
+
+
+def test_reference_memory_conforms(suite) -> None:
+    run = suite(REFERENCE, "--max-examples", "20", "--validate-protocol")
+    assert run.code == 0, run.output
+    assert run.report["verdict"] == "conforms"
+    assert run.report["totals"]["fail"] == 0
+    stateful = run.check("stateful")
+    assert stateful["status"] == "pass"
+    assert stateful["detail"]["examples"] >= 20
+
+
+def test_model_passes_every_vector(suite) -> None:
+    """The vectors and the model agree: a disagreement is a bug in one of them."""
+    run = suite(MODEL, "--no-stateful")
+    assert run.code == 0, run.output
+    assert run.report["totals"]["fail"] == 0
+
+
+def test_model_without_features_refuses_them(suite) -> None:
+    run = suite(f"{MODEL} --core", "--no-stateful")
+    assert run.code == 0, run.output
+    unclaimed = [c for c in run.report["checks"] if c["id"].startswith("unclaimed-")]
+    assert unclaimed
+    assert all(c["status"] == "pass" for c in unclaimed)
+    assert run.report["features"]["serial_groups"]["status"] == "not_claimed"
+
+
+@pytest.mark.skipif(node() is None, reason="Node.js is not installed")
+def test_javascript_example_conforms_for_what_it_claims(suite) -> None:
+    run = suite(f"{node()} {JS_ADAPTER}", "--max-examples", "30")
+    assert run.code == 0, run.output
+    report = run.report
+    assert report["implementation"]["language"] == "javascript"
+    assert report["claimed_features"] == ["serial_groups"]
+    assert report["features"]["core"]["status"] == "pass"
+    assert report["features"]["core"]["passed"] > 100
+    assert report["features"]["serial_groups"]["status"] == "pass"
+    # Features it does not claim are refused (VER-001), not silently passed.
+    assert report["features"]["unique"]["status"] == "not_claimed"
+    assert run.check("unclaimed-unique")["status"] == "pass"
+
+
+def test_features_option_limits_the_run(suite) -> None:
+    run = suite(REFERENCE, "--features", "core", "--no-stateful")
+    assert run.code == 0, run.output
+    groups = [c for c in run.report["checks"] if "serial_groups" in c["features"]]
+    assert groups
+    assert all(c["status"] == "skip" for c in groups)

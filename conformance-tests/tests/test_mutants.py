@@ -1,0 +1,50 @@
+"""Proving the suite can fail: every mutant adapter is rejected, naming the rule it breaks."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from .conftest import HERE, MUTANT
+
+_spec = importlib.util.spec_from_file_location("mutant_adapter", HERE / "mutants" / "adapter.py")
+assert _spec is not None
+assert _spec.loader is not None
+_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_module)
+MUTANTS: dict[str, tuple[str, str]] = _module.MUTANTS
+
+#: Mutants the stateful suite alone must also catch (no vectors), within a few examples.
+STATEFUL_CATCHES = {
+    "group-by-sequence": "GROUP-002",
+    "waiting-counts-attempt": "OUT-004",
+    "stale-report-accepted": "LEASE-007",
+    "priority-ignored": "ORDER-002",
+    "finished-at-not-stamped": "JOB-010",
+}
+
+
+def test_there_are_at_least_ten_mutants() -> None:
+    assert len(MUTANTS) >= 10
+
+
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_vectors_reject_the_mutant(suite, mutant: str) -> None:
+    broken, requirement = MUTANTS[mutant]
+    run = suite(f"{MUTANT} {mutant}", "--no-stateful")
+    expected_code = 2 if requirement.startswith("PROTO-") else 1
+    assert run.code == expected_code, f"{mutant} ({broken}) was not rejected:\n{run.output}"
+    assert requirement in run.failed_requirements, (
+        f"{mutant} was rejected for {sorted(run.failed_requirements)}, not {requirement}"
+    )
+
+
+@pytest.mark.parametrize("mutant", sorted(STATEFUL_CATCHES))
+def test_stateful_suite_rejects_the_mutant(suite, mutant: str) -> None:
+    run = suite(f"{MUTANT} {mutant}", "--no-vectors", "--no-shrink", "--max-examples", "60")
+    assert run.code == 1, run.output
+    stateful = run.check("stateful")
+    assert STATEFUL_CATCHES[mutant] in stateful["failed_requirements"], stateful["message"]
+    # The failure comes as a vector, ready to be saved as a regression.
+    assert stateful["trace"]["origin"] == "hypothesis"
