@@ -15,7 +15,7 @@ from .spec import Spec
 from .transport import AdapterError, Client
 from .vectors import CheckResult
 
-DEFAULT_EXAMPLES = 100
+DEFAULT_EXAMPLES = 60
 MAX_BROKEN = 3  # vectors in a row that break the adapter before the run gives up
 DEFAULT_STEPS = 40
 THOROUGH_EXAMPLES = 1000

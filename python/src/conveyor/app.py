@@ -122,6 +122,8 @@ class Conveyor:
         self._store_lock = threading.Lock()
         self._local = threading.local()
         self._broker_mode: BrokerMode | None = None
+        if self.broker_url is not None:
+            _ = self.broker  # a wrong URL or a missing pika fails here, not after a commit
 
     # -- store ----------------------------------------------------------------------------
 
@@ -532,9 +534,8 @@ class Conveyor:
                 self.notifier.notify(notification.kind, notification.job)
             except Exception:
                 log.exception("notifier failed for job %s", notification.job.id)
-        if self.broker_url is not None and outcome.jobs:
-            broker = self.broker
-            assert broker is not None
+        broker = self._broker_mode
+        if broker is not None and outcome.jobs:
             if caller_transaction is None:
                 broker.after_commit(outcome.jobs)
             else:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from sqlalchemy.orm import Session
 
-from conveyor import Conveyor, ManualClock
+from conveyor import ConfigurationError, Conveyor, ManualClock
 from conveyor.broker import Envelope, InvalidEnvelope
 from conveyor.broker.envelope import _surely_valid
 from conveyor.specfiles import load_json, schema_registry
@@ -263,3 +263,10 @@ def test_the_envelope_fast_check_never_accepts_what_the_schema_refuses(
     else:
         with pytest.raises(InvalidEnvelope):
             Envelope.parse(body)
+
+
+def test_a_broker_url_that_cannot_work_fails_when_the_app_is_made() -> None:
+    """Not after a commit: a wrong scheme is a configuration error at construction."""
+    with pytest.raises(ConfigurationError, match="amqp://") as refused:
+        Conveyor("memory://", broker_url="http://user:Hidden-pw@localhost/")
+    assert "Hidden-pw" not in str(refused.value)

@@ -141,9 +141,15 @@ class BrokerMode:
 
         if isinstance(connection, Session):
             stored = list(jobs)
-            event.listen(
-                connection, "after_commit", lambda _session: self.after_commit(stored), once=True
-            )
+            try:
+                event.listen(
+                    connection,
+                    "after_commit",
+                    lambda _session: self.after_commit(stored),
+                    once=True,
+                )
+            except Exception:  # the repair loop hands them over instead
+                log.exception("could not hook the session's commit")
 
     def hand_over(self, envelopes: Sequence[Envelope], force: bool = False) -> list[Failed]:
         """Publish envelopes; jobs not confirmed become broker_failed. Never raises."""
