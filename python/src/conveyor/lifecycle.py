@@ -19,6 +19,7 @@ from .errors import (
     InvalidTransition,
     JobNotFound,
     Refused,
+    SpecError,
     StaleLease,
     UnknownDependency,
 )
@@ -105,7 +106,10 @@ class Lifecycle:
         }
         missing = engine.system_effect_names - set(self._system)
         if missing:
-            raise InvalidTransition(f"system effects without implementation: {sorted(missing)}")
+            raise SpecError(
+                f"the job machine names system effects this implementation lacks: "
+                f"{sorted(missing)}; upgrade conveyor to a version that supports this spec"
+            )
 
     # -- publishing -----------------------------------------------------------------------
 
