@@ -46,6 +46,25 @@ def configure_sqlite(engine: Engine, synchronous: str) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def configure_postgresql(engine: Engine) -> None:
+    """Generic plans for the statements Conveyor prepares (PostgreSQL 12 and later).
+
+    psycopg prepares a statement after a few executions; PostgreSQL then keeps planning it
+    afresh whenever its estimate for a parameterised LIMIT or moment looks worse than a
+    custom plan's, which for the claim query costs more than executing it. Every parameter
+    Conveyor binds (ids, moments, limits, queue names) leaves the best plan unchanged, so
+    its own connections skip that re-planning. Engines passed in by the caller are left as
+    they are.
+    """
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection.info.server_version >= 120000:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET plan_cache_mode = force_generic_plan")
+            dbapi_connection.commit()
+
+
 class PostgresListener:
     """A dedicated autocommit connection sleeping on LISTEN, woken by NOTIFY on publish."""
 

@@ -2,55 +2,122 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...clock import from_ms, to_ms
+from ...codec import dumps as _dumps
 from ...model import Job, JobError, Lease
 from ...retry import RetryPolicy
 from ...serialization import error_from_dict, request_from_dict
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+@functools.lru_cache(maxsize=256)
+def _policy_text(policy: RetryPolicy) -> str:
+    """Policies are few and immutable: each is encoded once, not once per row written."""
+    return _dumps(policy.to_dict())
+
+
+def _list_text(values: tuple[Any, ...] | list[Any]) -> str:
+    return _dumps(list(values)) if values else "[]"
 
 
 def _error(error: JobError | None) -> str | None:
     return _dumps(error.to_dict()) if error else None
 
 
+Encoder = Callable[[Job, bool, bool], Any]
+
+# Each column: the Job fields it is computed from, and how (job, leased, claimable) -> value.
+# The lock and claim columns also depend on the state, through the leased/claimable flags.
+_COLUMNS: dict[str, tuple[tuple[str, ...], Encoder]] = {
+    "claim_priority": (("priority", "state"), lambda j, le, cl: j.priority if cl else None),
+    "queue": (("queue",), lambda j, le, cl: j.queue),
+    "priority": (("priority",), lambda j, le, cl: j.priority),
+    "state": (("state",), lambda j, le, cl: j.state),
+    "available_at": (("available_at",), lambda j, le, cl: to_ms(j.available_at)),
+    "created_at": (("created_at",), lambda j, le, cl: to_ms(j.created_at)),
+    "updated_at": (("updated_at",), lambda j, le, cl: to_ms(j.updated_at)),
+    "finished_at": (
+        ("finished_at",),
+        lambda j, le, cl: to_ms(j.finished_at) if j.finished_at else None,
+    ),
+    "attempts": (("attempts",), lambda j, le, cl: j.attempts),
+    "retry_policy": (("retry_policy",), lambda j, le, cl: _policy_text(j.retry_policy)),
+    "serial_group": (("serial_group",), lambda j, le, cl: j.serial_group),
+    "identifier": (("identifier",), lambda j, le, cl: j.identifier),
+    "is_unique": (("unique",), lambda j, le, cl: j.unique),
+    "recurring_interval_ms": (
+        ("recurring_interval_ms",),
+        lambda j, le, cl: j.recurring_interval_ms,
+    ),
+    "batch_id": (("batch_id",), lambda j, le, cl: int(j.batch_id) if j.batch_id else None),
+    "depends_on": (("depends_on",), lambda j, le, cl: _list_text(j.depends_on)),
+    "tags": (("tags",), lambda j, le, cl: _list_text(j.tags)),
+    "metadata_json": (("metadata",), lambda j, le, cl: _dumps(j.metadata) if j.metadata else "{}"),
+    "requests": (
+        ("requests",),
+        lambda j, le, cl: _dumps([request.to_dict() for request in j.requests]),
+    ),
+    "lease_token": (("lease_token",), lambda j, le, cl: j.lease_token),
+    "lease_worker": (("lease",), lambda j, le, cl: j.lease.worker_id if j.lease else None),
+    "lease_expires_at": (
+        ("lease",),
+        lambda j, le, cl: to_ms(j.lease.expires_at) if j.lease else None,
+    ),
+    "last_error": (("last_error",), lambda j, le, cl: _error(j.last_error)),
+    "errors": (("errors",), lambda j, le, cl: _list_text([e.to_dict() for e in j.errors])),
+    "execution": (
+        ("execution",),
+        lambda j, le, cl: _dumps(j.execution) if j.execution is not None else None,
+    ),
+    "group_lock": (("serial_group", "state"), lambda j, le, cl: j.serial_group if le else None),
+    "unique_lock": (
+        ("identifier", "unique", "state"),
+        lambda j, le, cl: j.identifier if le and j.unique else None,
+    ),
+}
+_SOURCE_FIELDS = tuple(sorted({field for fields, _ in _COLUMNS.values() for field in fields}))
+
+
 def job_values(job: Job, leased: bool, claimable: bool) -> dict[str, Any]:
     """Column values for ``job`` (without id); ``leased`` fills the lock columns."""
-    return {
-        "claim_priority": job.priority if claimable else None,
-        "queue": job.queue,
-        "priority": job.priority,
-        "state": job.state,
-        "available_at": to_ms(job.available_at),
-        "created_at": to_ms(job.created_at),
-        "updated_at": to_ms(job.updated_at),
-        "finished_at": to_ms(job.finished_at) if job.finished_at else None,
-        "attempts": job.attempts,
-        "retry_policy": _dumps(job.retry_policy.to_dict()),
-        "serial_group": job.serial_group,
-        "identifier": job.identifier,
-        "is_unique": job.unique,
-        "recurring_interval_ms": job.recurring_interval_ms,
-        "batch_id": int(job.batch_id) if job.batch_id else None,
-        "depends_on": _dumps(list(job.depends_on)),
-        "tags": _dumps(list(job.tags)),
-        "metadata_json": _dumps(job.metadata),
-        "requests": _dumps([request.to_dict() for request in job.requests]),
-        "lease_token": job.lease_token,
-        "lease_worker": job.lease.worker_id if job.lease else None,
-        "lease_expires_at": to_ms(job.lease.expires_at) if job.lease else None,
-        "last_error": _error(job.last_error),
-        "errors": _dumps([error.to_dict() for error in job.errors]),
-        "execution": _dumps(job.execution) if job.execution is not None else None,
-        "group_lock": job.serial_group if leased else None,
-        "unique_lock": job.identifier if leased and job.unique else None,
-    }
+    return {name: encode(job, leased, claimable) for name, (_, encode) in _COLUMNS.items()}
+
+
+def changed_values(
+    before: Job, after: Job, flags_before: tuple[bool, bool], flags_after: tuple[bool, bool]
+) -> dict[str, Any]:
+    """The columns whose value differs between two versions of a job.
+
+    Effects build the new job with ``dataclasses.replace``, so a field they did not touch is
+    the very same object in both versions: only columns fed by a replaced field are encoded
+    (twice, to compare), which spares the JSON of unchanged requests, errors and metadata.
+    """
+    moved = {name for name in _SOURCE_FIELDS if getattr(before, name) is not getattr(after, name)}
+    changed: dict[str, Any] = {}
+    if not moved:
+        return changed
+    for name, (fields, encode) in _COLUMNS.items():
+        if moved.isdisjoint(fields):
+            continue
+        value = encode(after, *flags_after)
+        if value != encode(before, *flags_before):
+            changed[name] = value
+    return changed
+
+
+@functools.lru_cache(maxsize=256)
+def _policy_from_text(text: str) -> RetryPolicy:
+    return RetryPolicy.from_dict(json.loads(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _strings_from_text(text: str) -> tuple[str, ...]:
+    """Tags and dependency lists repeat across rows; tuples of strings are safe to share."""
+    return tuple(json.loads(text))
 
 
 def job_from_row(row: Mapping[Any, Any]) -> Job:
@@ -67,22 +134,24 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         created_at=from_ms(row["created_at"]),
         updated_at=from_ms(row["updated_at"]),
         finished_at=from_ms(row["finished_at"]) if row["finished_at"] is not None else None,
-        retry_policy=RetryPolicy.from_dict(json.loads(row["retry_policy"])),
+        retry_policy=_policy_from_text(row["retry_policy"]),
         requests=tuple(request_from_dict(r) for r in json.loads(row["requests"])),
         attempts=row["attempts"],
         serial_group=row["serial_group"],
         identifier=row["identifier"],
         unique=bool(row["is_unique"]),
         recurring_interval_ms=row["recurring_interval_ms"],
-        depends_on=tuple(json.loads(row["depends_on"])),
+        depends_on=_strings_from_text(row["depends_on"]),
         batch_id=str(row["batch_id"]) if row["batch_id"] is not None else None,
-        tags=tuple(json.loads(row["tags"])),
+        tags=_strings_from_text(row["tags"]),
         metadata=json.loads(row["metadata_json"]),
         lease_token=row["lease_token"],
         lease=lease,
         last_error=error_from_dict(json.loads(row["last_error"])) if row["last_error"] else None,
         errors=tuple(
             e for e in (error_from_dict(x) for x in json.loads(row["errors"])) if e is not None
-        ),
+        )
+        if row["errors"] != "[]"
+        else (),
         execution=json.loads(row["execution"]) if row["execution"] else None,
     )

@@ -41,15 +41,18 @@ from .claim import FACTS, ClaimStatements
 from .dialects import (
     Dialect,
     PostgresListener,
+    configure_postgresql,
     configure_sqlite,
     masked,
     notify_channel,
     schema_transaction,
 )
-from .rows import job_from_row, job_values
+from .rows import changed_values, job_from_row, job_values
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
 
 IDLE_PING_SECONDS = 1.0
+# From this many jobs in one insert, PostgreSQL gets them by COPY (see _copy_jobs).
+COPY_THRESHOLD = 8
 
 
 class SqlTransaction:
@@ -74,11 +77,17 @@ class SqlTransaction:
             return []
         t = self.tables.jobs
         rows = [self._values(job) for job in jobs]
-        ids = (
-            self.connection.execute(insert(t).returning(t.c.id, sort_by_parameter_order=True), rows)
-            .scalars()
-            .all()
-        )
+        ids: Sequence[int]
+        if self.dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD:
+            ids = self._copy_jobs(rows)
+        else:
+            ids = (
+                self.connection.execute(
+                    insert(t).returning(t.c.id, sort_by_parameter_order=True), rows
+                )
+                .scalars()
+                .all()
+            )
         stored = [
             replace(job, id=str(i), sequence=int(i)) for job, i in zip(jobs, ids, strict=True)
         ]
@@ -95,6 +104,27 @@ class SqlTransaction:
         self._announce()
         return stored
 
+    def _copy_jobs(self, rows: list[dict[str, Any]]) -> list[int]:
+        """PostgreSQL bulk insert: ids drawn from the table's sequence, rows sent by COPY.
+
+        A multi-row INSERT of this wide table makes the driver parse tens of thousands of
+        placeholders per statement; COPY streams the values instead, in the same transaction.
+        """
+        table = self.connection.dialect.identifier_preparer.format_table(self.tables.jobs)
+        quote = self.connection.dialect.identifier_preparer.quote
+        columns = ", ".join(quote(name) for name in ("id", *rows[0]))
+        raw: Any = self.connection.connection.dbapi_connection  # a psycopg Connection
+        with raw.cursor() as cursor:
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                (table, len(rows)),
+            )
+            ids = sorted(row[0] for row in cursor.fetchall())
+            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for job_id, row in zip(ids, rows, strict=True):
+                    copy.write_row((job_id, *row.values()))
+        return ids
+
     def _announce(self) -> None:
         """Wake sleeping PostgreSQL workers when this transaction commits."""
         if self.dialect.name == "postgresql":
@@ -103,11 +133,11 @@ class SqlTransaction:
             )
 
     def _values(self, job: Job) -> dict[str, Any]:
-        return job_values(
-            job,
-            leased=job.state in self.states.leased,
-            claimable=job.state in self.states.claimable,
-        )
+        return job_values(job, *self._flags(job))
+
+    def _flags(self, job: Job) -> tuple[bool, bool]:
+        """(leased, claimable): what the lock and claim columns of a row depend on."""
+        return job.state in self.states.leased, job.state in self.states.claimable
 
     def get_job(self, job_id: str) -> Job | None:
         if not job_id.isdigit():
@@ -130,10 +160,9 @@ class SqlTransaction:
         return [job_from_row(row) for row in rows.mappings()]
 
     def save_job(self, before: Job, after: Job) -> bool:
-        old, new = self._values(before), self._values(after)
-        changed = {name: value for name, value in new.items() if old[name] != value}
+        changed = changed_values(before, after, self._flags(before), self._flags(after))
         if not changed:  # e.g. a heartbeat at the instant of the claim: still check the row
-            changed = {"updated_at": new["updated_at"]}
+            changed = {"updated_at": to_ms(after.updated_at)}
         statement = self.claims.update_statement(frozenset(changed), before.lease is None)
         parameters = {
             **{f"set_{name}": value for name, value in changed.items()},
@@ -420,7 +449,10 @@ class SqlStore:
             return engine
         # No pool_pre_ping: each thread keeps its connection (see _connection), pinged only
         # after it sat idle, so a busy worker pays no extra round trip per transaction.
-        return create_engine(parsed)
+        engine = create_engine(parsed)
+        if parsed.get_backend_name() == "postgresql":
+            configure_postgresql(engine)
+        return engine
 
     def update_schema(self) -> int:
         """Bring the schema to the latest version; safe when several processes start at once."""
