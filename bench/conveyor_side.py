@@ -23,11 +23,26 @@ def make_app(url: str) -> Conveyor:
 
 
 def reset(url: str) -> None:
+    """Empty Conveyor's tables the way the raw baseline starts: from fresh storage.
+
+    A DELETE would leave every old row's index entries behind until autovacuum runs, and
+    the claim's index scan would step over them; the raw baseline recreates its table.
+    """
     app = make_app(url)
     store: Any = app.store
+    tables = [t for t in reversed(store.tables.metadata.sorted_tables) if t is not store.tables.schema]
+    backend = store.engine.dialect.name
     with store.engine.begin() as connection:
-        for table in reversed(store.tables.metadata.sorted_tables):
-            if table is not store.tables.schema:
+        if backend == "postgresql":
+            names = ", ".join(table.name for table in tables)
+            connection.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY")
+        elif backend in ("mysql", "mariadb"):
+            connection.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
+            for table in tables:
+                connection.exec_driver_sql(f"TRUNCATE TABLE {table.name}")
+            connection.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
+        else:
+            for table in tables:
                 connection.execute(table.delete())
     app.close()
 

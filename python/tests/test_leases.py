@@ -5,7 +5,7 @@ Spec: LEASE-001..008, RETRY-004, MACH-007.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -238,3 +238,26 @@ def test_lease_interleavings_match_the_model_on_sqlite(ops: list[tuple[str, int]
     """The SQL store's conditional writes give the same results as the model."""
     with sqlite_app() as app:
         run_interleaving(app, ops)
+
+
+def test_claimed_rows_are_written_together_and_a_moved_row_fails_the_write(
+    app: Conveyor, clock: ManualClock
+) -> None:
+    """LEASE-002: a batch claim writes every row or reports that one moved (save_jobs)."""
+    app.register("task", lambda: None)
+    jobs = [app.publish("task") for _ in range(4)]
+    claimed = app.claim("w1", limit=4, lease_ms=10_000)
+    assert [job.id for job in claimed] == [job.id for job in jobs]
+    assert [job.lease.token for job in claimed if job.lease] == [1, 1, 1, 1]
+    assert {app.get(job.id).state for job in jobs} == {"processing"}
+    # Two further versions of two claimed jobs: written together while the rows match...
+    beat = [
+        (job, replace(job, updated_at=clock.now() + timedelta(seconds=1))) for job in claimed[:2]
+    ]
+    with app.store.transaction() as tx:
+        assert tx.save_jobs(beat)
+    # ...and refused when one row no longer matches its "before" copy (it finished).
+    report(app, claimed[3], "succeed")
+    stale = [(job, replace(job, attempts=9)) for job in claimed[2:]]
+    with app.store.transaction() as tx:
+        assert not tx.save_jobs(stale)

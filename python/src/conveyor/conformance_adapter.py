@@ -9,6 +9,11 @@ suite starts it for every backend::
 Time comes only from a :class:`~conveyor.clock.ManualClock` the harness sets and advances.
 Server backends (PostgreSQL, MariaDB) get tables with a prefix unique to this process, which
 ``reset`` empties and ``stop`` drops, so several runs can share one database.
+
+Broker backends (``postgresql+rabbitmq``, ``sqlite+rabbitmq``) run the app in broker mode: every
+committed change hands job ids to RabbitMQ, and ``claim`` is answered as a broker consumer
+answers a message (:class:`BrokerClaims`). Their AMQP queues carry a prefix unique to this
+process; ``reset`` purges them and ``stop`` deletes them.
 """
 
 from __future__ import annotations
@@ -19,20 +24,21 @@ import json
 import logging
 import os
 import random
+import re
 import secrets
 import shutil
 import sys
 import tempfile
 import traceback
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__, codec
 from .app import Conveyor
+from .broker.envelope import Envelope, InvalidEnvelope
+from .broker.settings import BrokerSettings
 from .clock import ManualClock, format_timestamp, parse_timestamp
 from .errors import ConfigurationError, InvalidPayload, InvalidRequest, Refused
 from .model import Batch, Job
@@ -41,10 +47,16 @@ from .publishing import Call, PublishOptions, validate_publish_request
 from .retry import resolve
 from .specfiles import wire_version
 
+if TYPE_CHECKING:
+    from .broker.mode import BrokerMode
+
 log = logging.getLogger("conveyor.conformance")
 
 PROTOCOL_VERSION = 1
-BACKENDS = ("memory", "sqlite", "postgresql", "mariadb")
+STORES = ("memory", "sqlite", "postgresql", "mariadb")
+BROKER = "rabbitmq"
+BROKER_STORES = ("sqlite", "postgresql")
+BACKENDS = (*STORES, *(f"{store}+{BROKER}" for store in BROKER_STORES))
 SERVER_URLS = {
     "postgresql": (
         "CONVEYOR_TEST_POSTGRES_URL",
@@ -52,6 +64,8 @@ SERVER_URLS = {
     ),
     "mariadb": ("CONVEYOR_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
 }
+BROKER_URL = ("CONVEYOR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+QUEUE_EXPIRES_MS = 30 * 60 * 1000
 FEATURES = [
     "serial_groups",
     "unique",
@@ -61,7 +75,7 @@ FEATURES = [
     "batches",
     "tags",
 ]
-CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications"]
+CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
 OUTCOME_EVENTS = {
     "success": "succeed",
     "temporary": "fail_temporarily",
@@ -109,7 +123,7 @@ def _check_typed_values(value: Any, path: str) -> None:
                 raise InvalidPayload(f"{path}: the typed value {tag} needs a string")
             try:
                 _parse_typed(tag, raw)
-            except (ValueError, InvalidOperation, TypeError) as error:
+            except (ValueError, TypeError) as error:
                 raise InvalidPayload(f"{path}: {raw!r} is not a valid {tag}: {error}") from None
             return
     for key, item in value.items():
@@ -118,19 +132,30 @@ def _check_typed_values(value: Any, path: str) -> None:
         _check_typed_values(item, f"{path}.{key}")
 
 
+# The forms of the codec's table (spec.md#codec), exactly: Python's parsers alone accept more
+# (basic ISO 8601 forms, digit separators, "Infinity").
+TYPED_FORMS = {
+    "$bytes": re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"),
+    "$datetime": re.compile(
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+        r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+    ),
+    "$date": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"),
+    "$decimal": re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"),
+    "$uuid": re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+}
+
+
 def _parse_typed(tag: str, raw: str) -> None:
+    if TYPED_FORMS[tag].fullmatch(raw) is None:
+        raise ValueError(f"not of the form spec.md#codec states for {tag}")
     if tag == "$bytes":
         base64.b64decode(raw, validate=True)
     elif tag == "$datetime":
-        if datetime.fromisoformat(raw.replace("Z", "+00:00")).tzinfo is None:
-            raise ValueError("an instant needs a time-zone offset")
+        # A real instant: months, days, hours and offsets in range.
+        datetime.fromisoformat(re.sub(r"\.[0-9]+", "", raw.upper()).replace("Z", "+00:00"))
     elif tag == "$date":
         date.fromisoformat(raw)
-    elif tag == "$decimal":
-        if not Decimal(raw).is_finite():
-            raise ValueError("only finite decimals travel")
-    elif tag == "$uuid" and str(uuid.UUID(raw)) != raw:
-        raise ValueError("UUIDs travel in canonical lower-case form")
 
 
 def _ms(value: Any) -> timedelta:
@@ -191,6 +216,139 @@ def publish_document(job: Json) -> Json:
     return document
 
 
+class BrokerClaims:
+    """Claims as a broker consumer makes them (spec.md#BROKER-003, #BROKER-007).
+
+    The store stays the source of truth and RabbitMQ carries only job ids: the app hands over
+    every job a committed change made claimable (BROKER-001, BROKER-009). A ``claim`` request
+    is one consumer of the AMQP queues of its queues and priority bands. It takes messages best
+    band first and answers each as ``conveyor consume`` does: a wake-up for the message's band,
+    answered with the store's conditional claim of one job, and a new message for the message's
+    job when the job it claimed travels through another AMQP queue. A ``claim`` naming a
+    ``job`` is a consumer receiving that job's message: the store's claim of that job.
+
+    Before each claim, the repair loop's hand-over of due jobs that may lack a message
+    (BROKER-008) runs without a grace time, as a repair loop running between any two requests
+    would: jobs that became due because the harness moved the clock have no message otherwise.
+    The rest of the repair loop (rescuing leases, requeueing: BROKER-005) changes job states,
+    which the protocol leaves to ``rescue`` and to the harness's own commands, so it does not run.
+
+    Every publish waits for RabbitMQ's confirms and every claim is committed before the answer,
+    so nothing is in flight between requests and ``barrier`` has nothing to wait for.
+    """
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self.settings = settings
+        self.names: set[str] = set()  # every AMQP queue this process may have declared
+        self._connection: Any = None
+        self._channel: Any = None
+        self._declared: set[str] = set()
+
+    def _open(self, mode: BrokerMode) -> Any:
+        if self._channel is None or not self._channel.is_open:
+            self._disconnect()
+            self._connection = mode.broker.connect(heartbeat=0, name="conveyor conformance")
+            self._channel = self._connection.channel()
+            self._declared.clear()
+        return self._channel
+
+    def _declare(self, mode: BrokerMode, name: str) -> None:
+        if name not in self._declared:
+            self._open(mode).queue_declare(
+                name, durable=True, arguments=dict(self.settings.queue_arguments)
+            )
+            self._declared.add(name)
+            self.names.add(name)
+
+    def claim(
+        self,
+        app: Conveyor,
+        worker_id: str,
+        queues: tuple[str, ...],
+        span: PriorityRange,
+        limit: int,
+        lease_ms: int,
+    ) -> list[Job]:
+        from .broker.mode import RepairReport
+
+        mode = app.broker
+        assert mode is not None
+        mode._top_up(RepairReport(), timedelta(0))
+        self.names |= mode.broker.declared
+        buckets = sorted(mode.buckets(queues, span), key=lambda bucket: (bucket[2], bucket[0]))
+        for name, _, _ in buckets:
+            self._declare(mode, name)
+        channel = self._open(mode)
+        claimed: list[Job] = []
+        while len(claimed) < limit:
+            message = self._next(channel, buckets)
+            if message is None:
+                break
+            name, band, tag, body = message
+            try:
+                envelope = Envelope.parse(body)
+            except InvalidEnvelope:  # BROKER-006: acknowledged and otherwise ignored
+                channel.basic_ack(tag)
+                continue
+            jobs = app.claim(
+                worker_id,
+                queues=queues,
+                priorities=mode.bands().claim_span(band, span),
+                limit=1,
+                lease_ms=lease_ms,
+            )
+            claimed.extend(jobs)
+            if jobs and mode.route(Envelope.of(jobs[0], app.now())) != name:
+                # BROKER-007: the message's own job keeps a message.
+                again = [(name, envelope.again(app.now()))]
+                if mode.broker.publish_routed(again):
+                    channel.basic_nack(tag, requeue=True)
+                    break
+            channel.basic_ack(tag)
+        return claimed
+
+    @staticmethod
+    def _next(
+        channel: Any, buckets: list[tuple[str, str, int]]
+    ) -> tuple[str, int, int, bytes] | None:
+        """The next message of the best band that has one: (AMQP queue, band, tag, body)."""
+        for name, _, band in buckets:
+            method, _, body = channel.basic_get(name, auto_ack=False)
+            if method is not None:
+                return name, band, method.delivery_tag, body
+        return None
+
+    def purge(self, mode: BrokerMode | None) -> None:
+        """Empty every AMQP queue of this process (``reset``)."""
+        if mode is not None:
+            self.names |= mode.broker.declared
+        if not self.names or mode is None:
+            return
+        channel = self._open(mode)
+        for name in sorted(self.names):
+            channel.queue_purge(name)
+
+    def delete(self, mode: BrokerMode | None) -> None:
+        """Delete every AMQP queue of this process (``stop``)."""
+        if mode is not None:
+            self.names |= mode.broker.declared
+        try:
+            if self.names and mode is not None:
+                channel = self._open(mode)
+                for name in sorted(self.names):
+                    channel.queue_delete(name)
+        finally:
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:
+                log.debug("closing the consumer connection failed", exc_info=True)
+
+
 @dataclass
 class Session:
     """One adapter process: its backend, its clock and the app rebuilt by every ``reset``."""
@@ -203,21 +361,40 @@ class Session:
     rng: random.Random = field(default_factory=random.Random)
     app: Conveyor | None = None
     temporary: str | None = None
+    broker_url: str | None = None
+    broker_settings: BrokerSettings | None = None
+    broker_claims: BrokerClaims | None = None
 
     @classmethod
-    def open(cls, backend: str, url: str | None) -> Session:
+    def open(cls, backend: str, url: str | None, broker_url: str | None = None) -> Session:
+        store, _, broker = backend.partition("+")
         temporary = None
         if url is None:
-            if backend == "memory":
+            if store == "memory":
                 url = "memory://"
-            elif backend == "sqlite":
+            elif store == "sqlite":
                 temporary = tempfile.mkdtemp(prefix="conveyor-conformance-")
                 url = f"sqlite:///{temporary}/conveyor.db?synchronous=OFF"
             else:
-                variable, default = SERVER_URLS[backend]
+                variable, default = SERVER_URLS[store]
                 url = os.environ.get(variable, default)
-        prefix = f"cf{os.getpid()}_{secrets.token_hex(3)}_"
-        return cls(backend=backend, url=url, table_prefix=prefix, temporary=temporary)
+        token = secrets.token_hex(3)
+        prefix = f"cf{os.getpid()}_{token}_"
+        session = cls(backend=backend, url=url, table_prefix=prefix, temporary=temporary)
+        if broker:
+            variable, default = BROKER_URL
+            session.broker_url = broker_url or os.environ.get(variable, default)
+            settings = BrokerSettings(
+                prefix=f"conveyor-conformance.{os.getpid()}.{token}.",
+                # The production queues, which RabbitMQ also deletes once unused for a while
+                # when a killed adapter could not delete them itself.
+                queue_arguments={"x-queue-type": "quorum", "x-expires": QUEUE_EXPIRES_MS},
+                confirm_timeout=10.0,
+                connect_timeout=5.0,
+            )
+            session.broker_settings = settings
+            session.broker_claims = BrokerClaims(settings)
+        return session
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -227,44 +404,63 @@ class Session:
             raise InvalidRequest("send reset before any other command")
         return self.app
 
-    def new_app(self, handlers: list[Json]) -> Conveyor:
+    @property
+    def store_backend(self) -> str:
+        return self.backend.partition("+")[0]
+
+    def new_app(self, handlers: list[Json], priorities: list[int] | None = None) -> Conveyor:
         # SQL backends keep their engine and tables (wiped by reset); memory starts afresh.
-        store = self.app.store if self.app is not None and self.backend != "memory" else None
+        old = self.app
+        store = old.store if old is not None and self.store_backend != "memory" else None
+        if old is not None and old.broker is not None:
+            old.broker.close()  # its publishing connections; the store carries on
         app = Conveyor(
             self.url,
             store=store,
             clock=self.clock,
             notifier=self.notifier,
             table_prefix=self.table_prefix,
+            priorities=priorities,
+            broker_url=self.broker_url,
+            broker_settings=self.broker_settings,
         )
         for handler in handlers:
-            app.register(
-                handler["type"],
-                _never_called,
-                queue=handler["queue"],
-                priority=handler["priority"],
-                retry=resolve(handler["retry_policy"]),
-            )
+            try:
+                app.register(
+                    handler["type"],
+                    _never_called,
+                    queue=handler["queue"],
+                    priority=handler["priority"],
+                    retry=resolve(handler["retry_policy"]),
+                )
+            except ConfigurationError as error:
+                raise InvalidRequest(str(error)) from None
         return app
 
     def wipe(self) -> None:
-        """Empty this process's tables (server and SQLite backends)."""
+        """Empty this process's tables (server and SQLite backends) and AMQP queues."""
         if self.app is None:
             return
         store: Any = self.app.store
         tables = getattr(store, "tables", None)
-        if tables is None:
-            return
-        with store.engine.begin() as connection:
-            for table in reversed(tables.metadata.sorted_tables):
-                if table is not tables.schema:
-                    connection.execute(table.delete())
+        if tables is not None:
+            with store.engine.begin() as connection:
+                for table in reversed(tables.metadata.sorted_tables):
+                    if table is not tables.schema:
+                        connection.execute(table.delete())
+        if self.broker_claims is not None:
+            self.broker_claims.purge(self.app.broker)
 
     def close(self) -> None:
         if self.app is not None:
+            if self.broker_claims is not None:
+                try:
+                    self.broker_claims.delete(self.app.broker)
+                except Exception:
+                    log.exception("could not delete the AMQP queues of this process")
             store: Any = self.app.store
             tables = getattr(store, "tables", None)
-            if tables is not None and self.backend in SERVER_URLS:
+            if tables is not None and self.store_backend in SERVER_URLS:
                 try:
                     tables.metadata.drop_all(store.engine)
                 except Exception:
@@ -318,6 +514,7 @@ class Session:
     def cmd_start(self, request: Json) -> Json:
         if request.get("version") != PROTOCOL_VERSION:
             raise ValueError(f"this adapter speaks protocol version {PROTOCOL_VERSION} only")
+        features = [*FEATURES, "broker"] if self.broker_url is not None else FEATURES
         return {
             "version": PROTOCOL_VERSION,
             "implementation": {
@@ -327,7 +524,7 @@ class Session:
                 "backend": self.backend,
             },
             "specversion": wire_version(),
-            "features": FEATURES,
+            "features": features,
             "capabilities": CAPABILITIES,
         }
 
@@ -340,7 +537,7 @@ class Session:
         random.seed(request.get("seed", 0))
         self.wipe()
         self.notifier.seen.clear()
-        self.app = self.new_app(request.get("handlers", []))
+        self.app = self.new_app(request.get("handlers", []), request.get("priorities"))
         return {}
 
     def cmd_clock_set(self, request: Json) -> Json:
@@ -368,14 +565,22 @@ class Session:
             span = PriorityRange.parse(request.get("priorities"))
         except ConfigurationError as error:
             raise InvalidRequest(str(error)) from None
-        jobs = self.conveyor.claim(
-            request["worker_id"],
-            queues=tuple(request.get("queues") or ()),
-            priorities=span,
-            limit=int(request.get("limit", 1)),
-            lease_ms=int(request["lease_ms"]),
-            job_id=request.get("job"),
-        )
+        queues = tuple(request.get("queues") or ())
+        limit = int(request.get("limit", 1))
+        lease_ms = int(request["lease_ms"])
+        if self.broker_claims is not None and request.get("job") is None:
+            jobs = self.broker_claims.claim(
+                self.conveyor, request["worker_id"], queues, span, limit, lease_ms
+            )
+        else:
+            jobs = self.conveyor.claim(
+                request["worker_id"],
+                queues=queues,
+                priorities=span,
+                limit=limit,
+                lease_ms=lease_ms,
+                job_id=request.get("job"),
+            )
         return {"jobs": [job.to_dict() for job in jobs]}
 
     def cmd_report(self, request: Json) -> Json:
@@ -550,15 +755,25 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m conveyor.conformance_adapter",
         description="Serve the Conveyor conformance harness protocol over stdin/stdout.",
     )
-    parser.add_argument("--backend", choices=BACKENDS, default="memory")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="memory",
+        help="the store, and with +rabbitmq broker mode over RabbitMQ",
+    )
     parser.add_argument(
         "--url",
         help="store URL (default: memory://, a temporary SQLite file, or the "
         "CONVEYOR_TEST_POSTGRES_URL / CONVEYOR_TEST_MARIADB_URL server)",
     )
+    parser.add_argument(
+        "--broker-url",
+        help="AMQP URL of the +rabbitmq backends (default: CONVEYOR_TEST_AMQP_URL, else "
+        f"{BROKER_URL[1]})",
+    )
     arguments = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
-    session = Session.open(arguments.backend, arguments.url)
+    session = Session.open(arguments.backend, arguments.url, arguments.broker_url)
     # Anything the library might print must not reach the protocol stream.
     protocol_out = sys.stdout
     sys.stdout = sys.stderr

@@ -8,12 +8,12 @@ reaching other jobs, batches or the notifier) are returned for the lifecycle to 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from .machine import Environment, Machine, Transition
-from .model import Job, JobError, Lease, Request
+from .model import Job, JobError, Lease, Request, replace
 from .specfiles import machine_document
 
 JobEffect = Callable[[Job, "Firing"], Job]

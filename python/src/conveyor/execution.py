@@ -63,11 +63,24 @@ def classify(error: BaseException) -> Report:
     return Report("fail_temporarily", params)
 
 
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_STATM: dict[int, int] = {}  # pid -> descriptor of that process's /proc/self/statm
+
+
 def resident_memory() -> int:
-    """Resident set size in bytes (Linux /proc; falls back to the peak elsewhere)."""
+    """Resident set size in bytes (Linux /proc; falls back to the peak elsewhere).
+
+    Read twice per job, so the file stays open and is re-read in place (pread) rather than
+    opened each time; a forked child opens its own, since /proc/self was resolved at open.
+    """
     try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        pid = os.getpid()
+        if pid not in _STATM:
+            for inherited in _STATM.values():  # a parent's, copied by fork
+                os.close(inherited)
+            _STATM.clear()
+            _STATM[pid] = os.open("/proc/self/statm", os.O_RDONLY)
+        return int(os.pread(_STATM[pid], 128, 0).split()[1]) * _PAGE_SIZE
     except OSError:
         return peak_memory()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,12 +38,17 @@ class Handler:
     retry_policy: RetryPolicy
     pass_context: bool = False
 
+    @functools.cached_property
+    def signature(self) -> inspect.Signature:
+        """Computed once per handler, not once per job run."""
+        return inspect.signature(self.function)
+
     def bind(self, payload: Any, context: JobContext) -> inspect.BoundArguments:
         """Match the payload to the function's parameters; TypeError when they don't fit.
 
         A dict payload is passed as keyword arguments, any other value as one argument.
         """
-        signature = inspect.signature(self.function)
+        signature = self.signature
         prefix = (context,) if self.pass_context else ()
         if isinstance(payload, dict):
             return signature.bind(*prefix, **payload)

@@ -9,7 +9,7 @@ the commit.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from .errors import (
     UnknownDependency,
 )
 from .machine import Environment, Machine
-from .model import Batch, Job, Request
+from .model import Batch, Job, Request, replace
 from .specfiles import machine_document
 from .store.base import Candidate, ClaimQuery, StateSets, Transaction
 
@@ -163,6 +163,10 @@ class Lifecycle:
         # limit), or that passed over jobs while claiming others: a unique sibling of a job
         # claimed in this pass took a fetched row, and must not hold back later jobs
         # (CLAIM-004). Each further pass follows a change, so the loop ends.
+        # Plain claims (no lock column, no system effect) are written together at the end
+        # of a pass: the candidate rows are locked (SKIP LOCKED, or SQLite's single writer),
+        # so their conditional writes cannot lose a race, and a batch costs one round trip.
+        deferred: list[tuple[Job, Job]] = []
         while again and len(outcome.jobs) < limit:
             again = passed_over = claimed = False
             for candidate in tx.candidates(query, now, limit - len(outcome.jobs)):
@@ -174,6 +178,14 @@ class Lifecycle:
                 except InvalidTransition:
                     passed_over = True
                     continue
+                if self._plain_claim(fired):
+                    deferred.append((job, fired.job))
+                    claimed = True
+                    outcome.jobs.append(fired.job)
+                    if len(outcome.jobs) >= limit:
+                        break
+                    continue
+                self._write_claims(tx, deferred)
                 if not tx.save_job(job, fired.job):
                     continue
                 self._after(tx, fired, now, side)
@@ -188,9 +200,29 @@ class Lifecycle:
                     busy_identifiers.add(job.identifier)
                 if len(outcome.jobs) >= limit:
                     break
+            self._write_claims(tx, deferred)
             again = again or (passed_over and claimed)
         outcome.notifications.extend(side.notifications)
         return outcome
+
+    def _plain_claim(self, fired: Fired) -> bool:
+        job = fired.job
+        return (
+            job.state in self.states.leased
+            and not fired.system_effects
+            and job.serial_group is None
+            and not job.unique
+        )
+
+    @staticmethod
+    def _write_claims(tx: Transaction, deferred: list[tuple[Job, Job]]) -> None:
+        if deferred and not tx.save_jobs(deferred):
+            # Only a writer ignoring the row locks could get here; the transaction rolls
+            # back, so nothing of this claim is recorded and the worker claims again.
+            raise StaleLease(
+                "a claimed row changed under its lock; nothing was claimed, claim again"
+            )
+        deferred.clear()
 
     @staticmethod
     def _facts(

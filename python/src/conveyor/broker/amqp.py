@@ -118,10 +118,15 @@ class _Session:
             self._returned: set[str] = set()
             self._next_tag = 1
             selected: list[bool] = []
+
+            def on_selected(_frame: Any) -> None:
+                selected.append(True)
+                # Like a confirm, Confirm.SelectOk does not end process_data_events by itself:
+                # without this wake-up every new connection waited a whole _wait slice.
+                self.connection.add_callback_threadsafe(_nothing)
+
             impl = self.channel._impl  # the async channel under BlockingChannel (module docstring)
-            impl.confirm_delivery(
-                ack_nack_callback=self._on_confirm, callback=lambda _frame: selected.append(True)
-            )
+            impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=on_selected)
             self._wait(lambda: bool(selected), settings.confirm_timeout)
             impl.add_on_return_callback(self._on_return)
             self._properties = pika.BasicProperties(

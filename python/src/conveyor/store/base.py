@@ -97,6 +97,11 @@ class Transaction(Protocol):
         """
         ...
 
+    def save_jobs(self, changes: Sequence[tuple[Job, Job]]) -> bool:
+        """:meth:`save_job` for several (before, after) pairs at once, as few statements as
+        the store can; True when every row was written."""
+        ...
+
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
         """Jobs in claimable states that are due, in (priority, sequence) order."""
         ...

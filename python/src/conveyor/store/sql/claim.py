@@ -27,12 +27,10 @@ from sqlalchemy import (
     bindparam,
     case,
     exists,
-    false,
     func,
     literal_column,
     or_,
     select,
-    true,
     update,
 )
 
@@ -47,6 +45,13 @@ FACTS = (
     "unique_sibling_processing",
     "unique_sibling_succeeded",
 )
+# What the claim query's WHERE clause guarantees of every row it returns.
+IMPLIED_FACTS = {
+    "dependencies_succeeded": True,
+    "serial_group_idle": True,
+    "serial_group_head": True,
+    "unique_sibling_processing": False,
+}
 
 
 ONE: Any = literal_column("1")
@@ -135,11 +140,12 @@ class ClaimStatements:
             conditions.append(j.c.claim_priority >= bindparam("low", type_=Integer()))
         if shape.high:
             conditions.append(j.c.claim_priority <= bindparam("high", type_=Integer()))
-        # Every row returned meets the WHERE, so the facts it requires are known to hold (or,
-        # for a unique sibling processing, not to); only the last fact is computed per row.
-        known = {name: true() for name in FACTS} | {"unique_sibling_processing": false()}
-        known["unique_sibling_succeeded"] = facts["unique_sibling_succeeded"]
-        columns: list[Any] = [j, *(known[name].label(name) for name in FACTS)]
+        # Every row returned meets the WHERE, so the facts it requires are known (IMPLIED_FACTS);
+        # only the others are computed per row.
+        columns: list[Any] = [
+            j,
+            *(facts[name].label(name) for name in FACTS if name not in IMPLIED_FACTS),
+        ]
         statement: Select[Any] = (
             select(*columns)
             .where(*conditions)

@@ -37,7 +37,7 @@ from ...clock import SystemClock, from_ms, to_ms
 from ...errors import ConfigurationError, StoreUnavailable
 from ...model import Batch, Job
 from ..base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
-from .claim import FACTS, ClaimStatements
+from .claim import FACTS, IMPLIED_FACTS, ClaimStatements
 from .dialects import (
     Dialect,
     PostgresListener,
@@ -135,6 +135,17 @@ class SqlTransaction:
     def _values(self, job: Job) -> dict[str, Any]:
         return job_values(job, *self._flags(job))
 
+    @staticmethod
+    def _where(before: Job, changed: dict[str, Any]) -> dict[str, Any]:
+        """Parameters of the conditional write: new values, and what the row must still be."""
+        return {
+            **{f"set_{name}": value for name, value in changed.items()},
+            "w_id": int(before.id),
+            "w_state": before.state,
+            "w_token": before.lease_token,
+            "w_expires": to_ms(before.lease.expires_at) if before.lease else None,
+        }
+
     def _flags(self, job: Job) -> tuple[bool, bool]:
         """(leased, claimable): what the lock and claim columns of a row depend on."""
         return job.state in self.states.leased, job.state in self.states.claimable
@@ -164,13 +175,7 @@ class SqlTransaction:
         if not changed:  # e.g. a heartbeat at the instant of the claim: still check the row
             changed = {"updated_at": to_ms(after.updated_at)}
         statement = self.claims.update_statement(frozenset(changed), before.lease is None)
-        parameters = {
-            **{f"set_{name}": value for name, value in changed.items()},
-            "w_id": int(before.id),
-            "w_state": before.state,
-            "w_token": before.lease_token,
-            "w_expires": to_ms(before.lease.expires_at) if before.lease else None,
-        }
+        parameters = self._where(before, changed)
         if changed.get("group_lock") is not None or changed.get("unique_lock") is not None:
             # The lock columns may collide with a concurrent claim; isolate that in a savepoint.
             try:
@@ -184,6 +189,22 @@ class SqlTransaction:
             self._announce()
         return result.rowcount == 1
 
+    def save_jobs(self, changes: Sequence[tuple[Job, Job]]) -> bool:
+        if len(changes) == 1:
+            return self.save_job(*changes[0])
+        # One executemany per statement shape: psycopg pipelines it into one round trip.
+        groups: dict[tuple[frozenset[str], bool], list[dict[str, Any]]] = {}
+        for before, after in changes:
+            changed = changed_values(before, after, self._flags(before), self._flags(after))
+            changed = changed or {"updated_at": to_ms(after.updated_at)}
+            key = (frozenset(changed), before.lease is None)
+            groups.setdefault(key, []).append(self._where(before, changed))
+        written = 0
+        for (columns, unleased), parameters in groups.items():
+            statement = self.claims.update_statement(columns, unleased)
+            written += self.connection.execute(statement, parameters).rowcount
+        return written == len(changes)
+
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
         if query.job_id is not None and not query.job_id.isdigit():
             return
@@ -194,7 +215,11 @@ class SqlTransaction:
             .all()
         )
         for row in rows:  # rows become jobs only as the claimer consumes them
-            yield Candidate(job=job_from_row(row), **{name: bool(row[name]) for name in FACTS})
+            facts = {
+                name: IMPLIED_FACTS[name] if name in IMPLIED_FACTS else bool(row[name])
+                for name in FACTS
+            }
+            yield Candidate(job=job_from_row(row), **facts)
 
     def dependents(self, job_id: str) -> list[Job]:
         t, d = self.tables.jobs, self.tables.dependencies
