@@ -11,8 +11,8 @@ bin := venv / "bin"
 conformance_pkg := justfile_directory() / "conformance-tests/pyproject.toml"
 lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks" } else { "python docs/hooks" }
 
-# Backends the reference library's conformance adapter is run against.
-adapters := "memory sqlite postgresql mariadb"
+# Backends the reference library's conformance adapter is run against (`+rabbitmq`: broker mode).
+adapters := "memory sqlite postgresql mariadb postgresql+rabbitmq sqlite+rabbitmq"
 
 # List the recipes
 default:

@@ -59,6 +59,8 @@ def _placeholders(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) in ({"$job"}, {"$batch"}):
             return "id1"
+        if set(value) == {"$repeat"}:
+            return vectors.repeat(value["$repeat"])
         return {k: _placeholders(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_placeholders(v) for v in value]
@@ -82,6 +84,23 @@ def test_generated_transitions_are_up_to_date() -> None:
     assert committed == generate.render(SPEC), (
         "vectors/transitions.json is stale: run `conveyor-conformance generate`"
     )
+
+
+def test_a_vector_restricting_priorities_requires_the_capability() -> None:
+    for vector in vectors.load():
+        if vector.priorities is not None:
+            assert "priorities" in vector.requires, vector.id
+            for handler in vector.handlers or vectors.DEFAULT_HANDLERS:
+                assert handler["priority"] in vector.priorities, vector.id
+
+
+def test_should_lies_within_expect() -> None:
+    """A recommended outcome is one of those a step allows, or the step could never pass."""
+    for vector in vectors.load():
+        for index, step in enumerate(vector.steps):
+            if "should" in step:
+                allowed = step["expect"].get("any_of", [step["expect"]])
+                assert step["should"] in allowed, f"{vector.id} step {index}"
 
 
 def test_generated_vectors_cover_every_transition() -> None:

@@ -15,6 +15,18 @@ def test_reference_memory_conforms(suite) -> None:
     stateful = run.check("stateful")
     assert stateful["status"] == "pass"
     assert stateful["detail"]["examples"] >= 20
+    # The transport checked every exchange, and the whole traffic was validated.
+    assert run.check("protocol")["requirements"] == [
+        "PROTO-001",
+        "PROTO-002",
+        "PROTO-004",
+        "PROTO-005",
+        "PROTO-006",
+    ]
+    requirements = run.report["requirements"]
+    assert requirements["CODEC-005"]["status"] == "not_testable"
+    for req in ("LIMIT-004", "CODEC-004", "ERR-001", "JOB-009", "ORDER-003", "MACH-010"):
+        assert requirements[req]["status"] == "pass", req
 
 
 def test_model_passes_every_vector(suite) -> None:

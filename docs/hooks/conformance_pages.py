@@ -3,8 +3,10 @@
 - ``<!-- conformance-protocol -->``: the command reference of the harness protocol, from
   ``conformance-tests/protocol/commands/*.schema.json`` (members, types, what each one does).
 - ``<!-- conformance-matrix -->``: the compliance matrix of the reference backends, from the
-  reports ``just conformance`` writes to ``docs/conformance/reports/<backend>.json``. A backend
-  without a report shows "not run"; the build never fails for a missing report.
+  reports ``just conformance`` writes to ``docs/conformance/reports/<backend>.json``, followed by
+  the requirements the harness cannot test (with the reports' reasons), those it observes in part
+  and the departures from a SHOULD. A backend without a report shows "not run"; the build never
+  fails for a missing report.
 - ``<!-- conformance-vectors -->``: the vector files and how many vectors each holds.
 
 The schemas are the source: the reference cannot drift from what the suite validates.
@@ -23,8 +25,7 @@ MATRIX_MARKER = "<!-- conformance-matrix -->"
 VECTORS_MARKER = "<!-- conformance-vectors -->"
 
 # The columns of the matrix, in this order; other report files follow alphabetically.
-BACKENDS = ("memory", "sqlite", "postgresql", "mariadb")
-NOT_BUILT = {"postgresql+rabbitmq": "broker backend not built yet"}
+BACKENDS = ("memory", "sqlite", "postgresql", "mariadb", "postgresql+rabbitmq", "sqlite+rabbitmq")
 ORDER = (
     "start",
     "reset",
@@ -67,6 +68,7 @@ MARKS = {
     "error": "⚠️ error",
     "skip": "skipped",
     "untested": "· untested",
+    "not_testable": "n/t",
     "not_claimed": "n/a",
 }
 SPEC_PAGE = "../spec/spec.md"
@@ -220,10 +222,59 @@ def _mark(status: str | None) -> str:
     return MARKS.get(status, status)
 
 
+def _render_coverage(
+    reports: dict[str, dict[str, Any] | None], requirements: list[str]
+) -> list[str]:
+    """The requirements the harness cannot observe, those it sees in part, and departures."""
+    out: list[str] = []
+    notes: dict[str, str] = {}
+    for report in reports.values():
+        for req, note in (report or {}).get("notes", {}).items():
+            notes.setdefault(req, note)
+    untestable = [
+        req
+        for req in requirements
+        if any(r and r["requirements"].get(req) == "not_testable" for r in reports.values())
+    ]
+    if untestable:
+        out.append("## Not testable through the harness\n")
+        out.append(
+            "The suite reaches an implementation only through the protocol, one request at a "
+            "time, with the harness in place of handlers. These requirements govern what never "
+            "crosses it; an implementation covers them with its own tests.\n"
+        )
+        rows = [[f"[{req}]({SPEC_PAGE}#{req})", notes.get(req, "")] for req in untestable]
+        out.append(_table(["requirement", "why"], rows) + "\n")
+    partly = [req for req in requirements if req in notes and req not in untestable]
+    if partly:
+        out.append("## Observed in part\n")
+        out.append("What the checks of these requirements cannot see through the protocol.\n")
+        rows = [
+            [f"[{req}]({SPEC_PAGE}#{req})" if not req.startswith("PROTO-") else req, notes[req]]
+            for req in partly
+        ]
+        out.append(_table(["requirement", "what the checks leave out"], rows) + "\n")
+    departing = [(name, r) for name, r in reports.items() if r and r.get("departures")]
+    if departing:
+        out.append("## Departures from a SHOULD\n")
+        out.append(
+            "Checks that passed with an outcome the spec allows but does not recommend "
+            "(see [Reading the report](report.md#departures-from-a-should)).\n"
+        )
+        for name, report in departing:
+            seen: dict[str, list[str]] = {}
+            for departure in report["departures"]:
+                seen.setdefault(departure["id"], departure["requirements"])
+            items = ", ".join(f"`{check}` ({', '.join(reqs)})" for check, reqs in seen.items())
+            out.append(f"- `{name}`: {items}")
+        out.append("")
+    return out
+
+
 def render_matrix(root: Path) -> str:
     reports = _reports(root / "docs" / "conformance" / "reports")
     names = list(reports)
-    header = ["", *[f"`{n}`" for n in names], *[f"`{n}`" for n in NOT_BUILT]]
+    header = ["", *[f"`{n}`" for n in names]]
     out = []
 
     rows = []
@@ -235,7 +286,6 @@ def render_matrix(root: Path) -> str:
     rows.append(
         ["**verdict**"]
         + [verdicts.get(r["verdict"], r["verdict"]) if r else "not run" for r in reports.values()]
-        + ["not run" for _ in NOT_BUILT]
     )
     rows.append(
         ["checks passed / failed / skipped"]
@@ -243,7 +293,6 @@ def render_matrix(root: Path) -> str:
             f"{r['totals']['pass']} / {r['totals']['fail']} / {r['totals']['skip']}" if r else "-"
             for r in reports.values()
         ]
-        + ["-" for _ in NOT_BUILT]
     )
     rows.append(
         ["stateful examples, steps each (seed)"]
@@ -253,7 +302,6 @@ def render_matrix(root: Path) -> str:
             else "-"
             for r in reports.values()
         ]
-        + ["-" for _ in NOT_BUILT]
     )
     out.append(_table(header, rows) + "\n")
 
@@ -268,7 +316,6 @@ def render_matrix(root: Path) -> str:
             _mark(r["features"][feature]["status"]) if r and feature in r["features"] else "not run"
             for r in reports.values()
         ]
-        + ["not run" for _ in NOT_BUILT]
         for feature in features
     ]
     out.append(_table(header, rows) + "\n" if rows else "No report yet: run `just conformance`.\n")
@@ -288,9 +335,9 @@ def render_matrix(root: Path) -> str:
         rows.append(
             [link]
             + [_mark(r["requirements"].get(req)) if r else "not run" for r in reports.values()]
-            + ["not run" for _ in NOT_BUILT]
         )
     out.append(_table(header, rows) + "\n" if rows else "No report yet: run `just conformance`.\n")
+    out += _render_coverage(reports, requirements)
     failing = [(name, r) for name, r in reports.items() if r and r["failures"]]
     if failing:
         out.append("## Failing checks\n")

@@ -254,6 +254,8 @@ def run(arguments: argparse.Namespace) -> int:
                 result = run_stateful(client, spec, stateful_options, reconnect=connect)
                 result.duration_ms = int((time.monotonic() - started_stateful) * 1000)
                 checks.append(result)
+        if fatal is None and checks and not any(c.status == "error" for c in checks):
+            checks.append(_protocol_check(checks, arguments.validate_protocol))
         if client is not None:
             client.close()
     document = report.build(spec, handshake, checks, options, started, _now(), fatal)
@@ -264,6 +266,28 @@ def run(arguments: argparse.Namespace) -> int:
     print(text)
     print(f"Report: {report_path}")
     return report.EXIT_CODES[document["verdict"]]
+
+
+def _protocol_check(checks: list[CheckResult], validated: bool) -> CheckResult:
+    """The protocol rules every exchange of a run that never broke the adapter obeyed.
+
+    The transport checks PROTO-001, PROTO-002 and PROTO-006 on every response and, with
+    ``--validate-protocol``, PROTO-004; a violation ends its check as an error instead. The
+    stateful suite compares the whole store with the model after each ``reset`` (PROTO-005).
+    """
+    rules = ["PROTO-001", "PROTO-002", "PROTO-006"]
+    if validated:
+        rules.append("PROTO-004")
+    if any(c.kind == "stateful" and c.status == "pass" for c in checks):
+        rules.append("PROTO-005")
+    return CheckResult(
+        id="protocol",
+        kind="protocol",
+        status="pass",
+        requirements=sorted(rules),
+        message="every response came in order, alone on stdout and in time"
+        + (", and validated against the protocol schemas" if validated else ""),
+    )
 
 
 def _label(handshake: dict[str, Any]) -> str:

@@ -291,9 +291,15 @@ class Model:
 
     # -- state ------------------------------------------------------------------------------
 
-    def reset(self, handlers: list[dict[str, Any]], now: str = timefmt.DEFAULT_START) -> None:
+    def reset(
+        self,
+        handlers: list[dict[str, Any]],
+        now: str = timefmt.DEFAULT_START,
+        priorities: list[int] | None = None,
+    ) -> None:
         self.now = timefmt.parse(now)
         self.handlers = {h["type"]: h for h in handlers}
+        self.priorities = frozenset(priorities) if priorities is not None else None
         self.jobs: dict[str, MJob] = {}
         self.batches: dict[str, MBatch] = {}
         self.order = 0
@@ -466,8 +472,18 @@ class Model:
 
     # -- clock and lifecycle ----------------------------------------------------------------
 
-    def cmd_reset(self, handlers: list[dict[str, Any]], now: str, **_: Any) -> Any:
-        self.reset(handlers, now)
+    def cmd_reset(
+        self,
+        handlers: list[dict[str, Any]],
+        now: str,
+        priorities: list[int] | None = None,
+        **_: Any,
+    ) -> Any:
+        if priorities is not None:
+            outside = [h["type"] for h in handlers if h["priority"] not in priorities]
+            if outside:
+                raise Refusal("invalid_request", "ORDER-003", f"handlers {outside} outside the set")
+        self.reset(handlers, now, priorities)
         return {}, "PROTO-005"
 
     def cmd_clock_set(self, now: str) -> Any:
@@ -523,6 +539,13 @@ class Model:
         defaults = self.handlers.get(requests[0]["type"], {})
         policy_given = document.get("retry_policy", defaults.get("retry_policy"))
         policy = self._resolve_policy(policy_given)
+        priority = document.get("priority", defaults.get("priority"))
+        if self.priorities is not None and priority not in self.priorities:
+            raise Refusal(
+                "priority_not_allowed",
+                "ORDER-003",
+                f"priority {priority} is not in the configured set {sorted(self.priorities)}",
+            )
         depends_on = list(document.get("depends_on", []))
         unknown = [d for d in depends_on if d not in self.jobs]
         if unknown:
@@ -542,7 +565,7 @@ class Model:
             id="",
             order=0,
             queue=document.get("queue", defaults.get("queue")),
-            priority=document.get("priority", defaults.get("priority")),
+            priority=priority,
             state=self.jobs_machine.initial_state,
             available_at=available,
             created_at=self.now,

@@ -2,7 +2,8 @@
 
 It lets the suite's tests check the vectors against the model without any implementation, and
 shows in a few lines what an adapter does. Where the spec leaves room (jittered delays, error
-messages) it answers with the lowest or a fixed value.
+messages) it answers with the lowest or a fixed value. It claims ``broker`` too: through the
+protocol, a broker implementation claims exactly as the model does (spec.md#broker).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ FEATURES = [
     "multi_request",
     "batches",
     "tags",
+    "broker",
 ]
-CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications"]
+CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
 
 
 def concrete(value: Any, key: str = "") -> Any:

@@ -15,12 +15,27 @@ from pathlib import Path
 from typing import Any
 
 from . import PROTOCOL_VERSION, __version__
+from .coverage import NOT_TESTABLE, PARTLY_TESTABLE
 from .protocol import PROTOCOL_RULES
 from .spec import Spec
 from .vectors import CheckResult
 
 EXIT_CODES = {"conforms": 0, "does_not_conform": 1, "inconclusive": 2}
 REPORT_FORMAT = 1
+
+
+def _entry(feature: str, level: str, summary: str) -> dict[str, Any]:
+    return {
+        "feature": feature,
+        "level": level,
+        "summary": summary,
+        "passed": 0,
+        "failed": 0,
+        "skipped": 0,
+        "errored": 0,
+        "failing_checks": [],
+        "departures": [],
+    }
 
 
 def _status(passed: int, failed: int, skipped: int, errored: int) -> str:
@@ -48,44 +63,16 @@ def build(
     selected = options.get("features")
     requirements: dict[str, Any] = {}
     for req in [*spec.requirements.values()]:
-        requirements[req.id] = {
-            "feature": req.feature,
-            "level": req.level,
-            "summary": req.summary,
-            "passed": 0,
-            "failed": 0,
-            "skipped": 0,
-            "errored": 0,
-            "failing_checks": [],
-        }
+        requirements[req.id] = _entry(req.feature, req.level, req.summary)
     for rule, text in PROTOCOL_RULES.items():
-        requirements[rule] = {
-            "feature": "protocol",
-            "level": "must",
-            "summary": text,
-            "passed": 0,
-            "failed": 0,
-            "skipped": 0,
-            "errored": 0,
-            "failing_checks": [],
-        }
+        requirements[rule] = _entry("protocol", "must", text)
     for check in checks:
         cited = set(check.requirements)
         if check.status in ("fail", "error"):
             cited |= set(check.failed_requirements)
         for req in cited:
             entry = requirements.setdefault(
-                req,
-                {
-                    "feature": spec.feature_of(req),
-                    "level": "unknown",
-                    "summary": "(not in spec.md)",
-                    "passed": 0,
-                    "failed": 0,
-                    "skipped": 0,
-                    "errored": 0,
-                    "failing_checks": [],
-                },
+                req, _entry(spec.feature_of(req), "unknown", "(not in spec.md)")
             )
             if check.status == "pass":
                 entry["passed"] += 1
@@ -94,13 +81,28 @@ def build(
             elif req in check.failed_requirements:
                 entry["failed" if check.status == "fail" else "errored"] += 1
                 entry["failing_checks"].append(check.id)
-    for entry in requirements.values():
+        if check.status == "pass":
+            for departure in check.detail.get("departures", []):
+                for req in departure["requirements"]:
+                    if req in requirements and check.id not in requirements[req]["departures"]:
+                        requirements[req]["departures"].append(check.id)
+    for req, entry in requirements.items():
         entry["status"] = _status(
             entry["passed"], entry["failed"], entry["skipped"], entry["errored"]
         )
         feature = entry["feature"]
         if feature not in ("core", "protocol") and feature not in claimed:
             entry["status"] = "not_claimed" if entry["status"] != "fail" else "fail"
+        if req in NOT_TESTABLE:
+            entry["note"] = NOT_TESTABLE[req]
+            if entry["status"] == "untested":
+                entry["status"] = "not_testable"
+        elif req in PARTLY_TESTABLE:
+            entry["note"] = PARTLY_TESTABLE[req]
+    if checks and not options.get("validate_protocol"):
+        requirements["PROTO-004"]["note"] = (
+            "the traffic is validated against the protocol schemas only with --validate-protocol"
+        )
     features: dict[str, Any] = {}
     for feature in ["core", *spec.features]:
         if feature == "core":
@@ -127,6 +129,12 @@ def build(
         }
     totals = {s: sum(1 for c in checks if c.status == s) for s in ("pass", "fail", "skip", "error")}
     adapter_skips = [c.id for c in checks if c.detail.get("adapter_skip")]
+    departures = [
+        {"id": c.id, **departure}
+        for c in checks
+        if c.status == "pass"
+        for departure in c.detail.get("departures", [])
+    ]
     if fatal or totals["error"]:
         verdict = "inconclusive"
     elif totals["fail"] or adapter_skips:
@@ -148,6 +156,7 @@ def build(
         "fatal": fatal,
         "totals": totals,
         "adapter_skips": adapter_skips,
+        "departures": departures,
         "features": features,
         "requirements": requirements,
         "checks": [_check_dict(c) for c in checks],
@@ -174,6 +183,7 @@ MARKS = {
     "skip": "skip",
     "error": "ERROR",
     "untested": "-",
+    "not_testable": "n/t",
     "not_claimed": "n/a",
 }
 
@@ -219,6 +229,24 @@ def summary(report: dict[str, Any], *, verbose: bool = False) -> str:
             f"  {MARKS.get(info['status'], info['status']):>5}  {req:<10} {info['summary'][:70]}"
             + (f"\n{'':18}failed in: {failing}" if failing else "")
         )
+        if verbose and info.get("note"):
+            lines.append(
+                f"{'':18}{'why' if info['status'] == 'not_testable' else 'note'}: {info['note']}"
+            )
+    untestable = [r for r, i in report["requirements"].items() if i["status"] == "not_testable"]
+    if untestable and not verbose:
+        lines.append(
+            f"  n/t (not testable through the harness; --verbose says why): {', '.join(untestable)}"
+        )
+    by_check: dict[str, list[dict[str, Any]]] = {}
+    for departure in report.get("departures", []):
+        by_check.setdefault(departure["id"], []).append(departure)
+    if by_check:
+        lines += ["", "Departures from a SHOULD (allowed; the implementation documents them):"]
+        for check_id, found in by_check.items():
+            more = f" (and {len(found) - 1} more steps)" if len(found) > 1 else ""
+            lines.append(f"  {check_id} [{', '.join(found[0]['requirements'])}]")
+            lines.append(f"      {found[0]['message'][:500]}{more}")
     failures = [c for c in report["checks"] if c["status"] in ("fail", "error")]
     if failures:
         lines += ["", "Failures:"]
@@ -270,6 +298,12 @@ def export(report: dict[str, Any], name: str | None = None) -> dict[str, Any]:
             for feature, info in report["features"].items()
         },
         "requirements": {req: info["status"] for req, info in report["requirements"].items()},
+        "notes": {
+            req: info["note"] for req, info in report["requirements"].items() if info.get("note")
+        },
+        "departures": [
+            {"id": d["id"], "requirements": d["requirements"]} for d in report.get("departures", [])
+        ],
         "failures": [
             {"id": c["id"], "requirements": c.get("failed_requirements", [])}
             for c in report["checks"]

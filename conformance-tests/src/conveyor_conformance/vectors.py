@@ -3,8 +3,11 @@
 A vector file holds ``vectors``; each vector is a list of ``steps``. A step is a protocol request
 written flat (``{"cmd": "claim", "worker_id": "w1", "lease_ms": 30000}``) plus these members:
 
-- ``expect``: ``{"result": <pattern>}`` (matched as :mod:`conveyor_conformance.matching` says) or
-  ``{"error": "<code>"}``; without ``expect`` the step must simply succeed;
+- ``expect``: ``{"result": <pattern>}`` (matched as :mod:`conveyor_conformance.matching` says),
+  ``{"error": "<code>"}``, or ``{"any_of": [<expectation>, ...]}`` where the spec allows several
+  outcomes (a MAY, or a SHOULD); without ``expect`` the step must simply succeed;
+- ``should``: the outcome the spec recommends (SHOULD) among those ``expect`` allows; when the
+  implementation departs from it, the step still passes and the report lists the departure;
 - ``bind``: names the ids a step returns: ``"a"`` (the job or batch it returns, or the first job
   of a list), ``["a", "b"]`` (the jobs of a list, in order) or ``{"a": "jobs.1.id"}`` (a path);
 - ``unchanged``: aliases of jobs the step must leave exactly as they were (ERR-002, MACH-006);
@@ -12,8 +15,10 @@ written flat (``{"cmd": "claim", "worker_id": "w1", "lease_ms": 30000}``) plus t
 - ``note``: a sentence for the human reader.
 
 Ids are never written literally: ``{"$job": "a"}`` stands for the id bound to ``a`` (and
-``{"$batch": "b"}`` for a batch), in requests and in expectations alike. Each vector starts
-with ``reset`` (its ``handlers``, or the default ones) and the clock at ``start``.
+``{"$batch": "b"}`` for a batch), in requests and in expectations alike. In requests,
+``{"$repeat": ["ab", 3]}`` stands for the string ``"ababab"``, so that large payloads stay small
+in the file. Each vector starts with ``reset`` (its ``handlers``, or the default ones, and its
+``priorities`` when it restricts them) and the clock at ``start``.
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from . import paths, timefmt
-from .matching import Mismatch, match
+from .matching import match
 from .transport import AdapterError, Client, Response
 
-STEP_KEYS = {"cmd", "expect", "bind", "unchanged", "req", "note"}
+STEP_KEYS = {"cmd", "expect", "should", "bind", "unchanged", "req", "note"}
 
 #: Commands before which the runner sends ``barrier``, so that an implementation with
 #: asynchronous parts shows every effect of the earlier steps (a no-op for the others).
@@ -54,6 +59,7 @@ class Vector:
     requires: list[str] = field(default_factory=list)
     unless_features: list[str] = field(default_factory=list)
     handlers: list[dict[str, Any]] | None = None
+    priorities: list[int] | None = None
     start: str = timefmt.DEFAULT_START
     file: str = ""
     origin: str = "hand-written"
@@ -123,6 +129,7 @@ def load(directory: Path | None = None) -> list[Vector]:
                     requires=item.get("requires", []),
                     unless_features=item.get("unless_features", []),
                     handlers=item.get("handlers"),
+                    priorities=item.get("priorities"),
                     start=item.get("start", timefmt.DEFAULT_START),
                     file=path.name,
                     origin=document.get("origin", "hand-written"),
@@ -149,10 +156,18 @@ class Aliases:
                 return self.resolve("job", value["$job"])
             if len(value) == 1 and "$batch" in value:
                 return self.resolve("batch", value["$batch"])
+            if len(value) == 1 and "$repeat" in value:
+                return repeat(value["$repeat"])
             return {k: self.substitute(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.substitute(v) for v in value]
         return value
+
+
+def repeat(argument: Any) -> str:
+    """``{"$repeat": [text, count]}``: ``text`` repeated ``count`` times."""
+    text, count = argument
+    return str(text) * int(count)
 
 
 def _path(value: Any, path: str) -> Any:
@@ -196,14 +211,42 @@ def describe(response: Response) -> str:
     return text if len(text) < 600 else text[:597] + "..."
 
 
+def expectation_problem(expect: dict[str, Any], response: Response, resolve: Any) -> str | None:
+    """Why ``response`` does not meet ``expect`` (a result, an error or any_of), or None."""
+    if "any_of" in expect:
+        problems = [expectation_problem(e, response, resolve) for e in expect["any_of"]]
+        if all(problems):
+            return (
+                "expected one of "
+                + " | ".join(json.dumps(e, sort_keys=True)[:200] for e in expect["any_of"])
+                + f", got {describe(response)}"
+            )
+        return None
+    if "error" in expect:
+        if response.kind != "error" or response.code != expect["error"]:
+            return f"expected the error {expect['error']}, got {describe(response)}"
+        return None
+    if response.kind != "result":
+        return f"expected a result, got {describe(response)}"
+    if "result" in expect:
+        mismatches = match(expect["result"], response.value, "", resolve)
+        if mismatches:
+            return "; ".join(str(m) for m in mismatches[:6])
+    return None
+
+
 def run_steps(
     client: Client,
     steps: list[dict[str, Any]],
     requirements: list[str],
     aliases: Aliases,
     record: list[dict[str, Any]] | None = None,
+    departures: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Replay steps; raise StepFailure at the first that does not match."""
+    """Replay steps; raise StepFailure at the first that does not match.
+
+    A step that meets its ``expect`` but not its ``should`` is appended to ``departures``.
+    """
     for index, step in enumerate(steps):
         reqs = step.get("req") or requirements
         args = aliases.substitute({k: v for k, v in step.items() if k not in STEP_KEYS})
@@ -214,7 +257,7 @@ def run_steps(
             before[name] = client.call("get", job=aliases.resolve("job", name))
         response = client.call(step["cmd"], **args)
         if record is not None:
-            record.append({"step": index, "cmd": step["cmd"], response.kind: response.value})
+            record.append({"step": index, "cmd": step["cmd"], response.kind: _brief(response)})
         if response.kind == "skipped":
             raise AdapterSkipped(f"step {index} ({step['cmd']}): {response.value.get('message')}")
         if response.kind == "errored":
@@ -224,33 +267,31 @@ def run_steps(
                 f"{response.value.get('message')}",
                 reqs,
             )
-        expect = step.get("expect", {})
-        mismatches: list[Mismatch] = []
         if response.kind == "result":
             try:
                 _bind(step, response.value, aliases)
             except StepFailure as failure:
-                raise StepFailure(index, f"step {index} ({step['cmd']}): {failure}", reqs) from None
-        if "error" in expect:
-            if response.kind != "error" or response.code != expect["error"]:
-                raise StepFailure(
-                    index,
-                    f"step {index} ({step['cmd']}): expected the error {expect['error']}, "
-                    f"got {describe(response)}",
-                    reqs,
+                if "result" in step.get("expect", {"result": None}):
+                    raise StepFailure(
+                        index, f"step {index} ({step['cmd']}): {failure}", reqs
+                    ) from None
+        problem = expectation_problem(step.get("expect", {}), response, aliases.resolve)
+        if problem is not None:
+            raise StepFailure(index, f"step {index} ({step['cmd']}): {problem}", reqs)
+        if "should" in step and departures is not None:
+            departed = expectation_problem(step["should"], response, aliases.resolve)
+            if departed is not None:
+                got = f"the error {response.code}" if response.kind == "error" else "a result"
+                departures.append(
+                    {
+                        "step": index,
+                        "requirements": reqs,
+                        "message": f"step {index} ({step['cmd']}"
+                        + (f", {step['note']}" if step.get("note") else "")
+                        + f"): the spec recommends {json.dumps(step['should'], sort_keys=True)}, "
+                        f"got {got}",
+                    }
                 )
-        else:
-            if response.kind != "result":
-                raise StepFailure(
-                    index,
-                    f"step {index} ({step['cmd']}): expected a result, got {describe(response)}",
-                    reqs,
-                )
-            if "result" in expect:
-                mismatches = match(expect["result"], response.value, "", aliases.resolve)
-        if mismatches:
-            detail = "; ".join(str(m) for m in mismatches[:6])
-            raise StepFailure(index, f"step {index} ({step['cmd']}): {detail}", reqs)
         for name, old in before.items():
             new = client.call("get", job=aliases.resolve("job", name))
             if new != old:
@@ -262,6 +303,14 @@ def run_steps(
                     f"must change nothing: {detail}",
                     [*reqs, "ERR-002"],
                 )
+
+
+def _brief(response: Response) -> Any:
+    """A response for the failure trace, without megabytes of payload."""
+    text = json.dumps(response.value)
+    if len(text) <= 20_000:
+        return response.value
+    return {"truncated": text[:2000] + f"... ({len(text)} characters)"}
 
 
 def skip_reason(
@@ -284,7 +333,10 @@ def skip_reason(
 
 
 def _reset(client: Client, vector: Vector, handlers: list[dict[str, Any]]) -> None:
-    reset = client.call("reset", now=vector.start, handlers=handlers, seed=0)
+    extra: dict[str, Any] = {}
+    if vector.priorities is not None:
+        extra["priorities"] = vector.priorities
+    reset = client.call("reset", now=vector.start, handlers=handlers, seed=0, **extra)
     if reset.kind == "skipped":
         raise AdapterSkipped(f"reset: {reset.value.get('message')}")
     if not reset.ok:
@@ -314,10 +366,13 @@ def run_vector(
     started = time.monotonic()
     aliases = Aliases()
     record: list[dict[str, Any]] = []
+    departures: list[dict[str, Any]] = []
     handlers = vector.handlers if vector.handlers is not None else DEFAULT_HANDLERS
     try:
         _reset(client, vector, handlers)
-        run_steps(client, vector.steps, vector.requirements, aliases, record)
+        run_steps(client, vector.steps, vector.requirements, aliases, record, departures)
+        if departures:
+            result.detail["departures"] = departures
     except StepFailure as failure:
         result.status = "fail"
         result.message = failure.message

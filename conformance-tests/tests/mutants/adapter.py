@@ -44,6 +44,11 @@ MUTANTS: dict[str, tuple[str, str]] = {
     "token-reused": ("every lease gets the same token", "LEASE-001"),
     "priority-ignored": ("claims take jobs in publish order only", "ORDER-002"),
     "heartbeat-ignored": ("a heartbeat does not extend the lease", "LEASE-004"),
+    "payload-size-in-escapes": (
+        "the payload limit counts JSON with \\u escapes, not bytes of UTF-8",
+        "LIMIT-004",
+    ),
+    "priority-set-ignored": ("a configured priority set does not restrict publishing", "ORDER-003"),
 }
 
 
@@ -199,6 +204,28 @@ def apply(mutant: str) -> None:
             return patched
 
         _wrap(machine.Machine, "select", select)
+    elif mutant == "payload-size-in-escapes":
+        import json
+
+        from conveyor import codec
+
+        def check_size(encoded: Any, path: str = "payload") -> None:
+            size = len(json.dumps(encoded, separators=(",", ":")))  # ASCII, with \\u escapes
+            if size > codec.MAX_PAYLOAD_BYTES:
+                raise codec.PayloadTooLarge(f"{path} is {size} characters encoded")
+
+        codec.check_size = check_size
+    elif mutant == "priority-set-ignored":
+        from conveyor import publishing
+
+        def factory(original: Any) -> Any:
+            def patched(self: Any, *args: Any, **kwargs: Any) -> None:
+                original(self, *args, **kwargs)
+                self.allowed_priorities = None
+
+            return patched
+
+        _wrap(publishing.JobFactory, "__init__", factory)
     else:
         raise SystemExit(f"unknown mutant {mutant!r}; one of {', '.join(MUTANTS)}")
 

@@ -548,6 +548,8 @@ class Session:
         return {"now": format_timestamp(self.clock.advance(_ms(request["ms"])))}
 
     def cmd_barrier(self, request: Json) -> Json:
+        # Nothing runs in the background: even in broker mode every command waits for
+        # RabbitMQ's confirms and commits before it answers (see BrokerClaims).
         return {}
 
     def cmd_publish(self, request: Json) -> Json:

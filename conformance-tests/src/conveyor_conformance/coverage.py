@@ -1,0 +1,88 @@
+"""What the harness protocol can observe, requirement by requirement.
+
+The suite drives an implementation only through the protocol: it publishes, claims, reports
+outcomes in place of handlers and reads jobs back, one request at a time, on a clock it controls.
+Some requirements govern what never crosses the protocol: how an implementation encodes values of
+its own language, how it runs handlers, its transactions under faults, concurrent requests, the
+messages of its broker. The report shows those as ``not_testable`` with the reason, instead of
+``untested`` (no check written yet), and never as passed. Other requirements are observable only
+in part; the report keeps their status from the checks and adds what the checks leave out.
+
+An implementation covers both kinds with its own tests; the reference library's are in
+``python/tests``.
+"""
+
+from __future__ import annotations
+
+#: Requirements no check through the protocol can observe, and why.
+NOT_TESTABLE: dict[str, str] = {
+    "VER-003": (
+        "the documents it governs (machine files, retry presets) ship with the implementation; "
+        "the harness cannot hand it one. The start handshake compares spec versions (VER-002)."
+    ),
+    "MACH-007": (
+        "it governs events fired concurrently on one record, and the protocol sends one request "
+        "at a time (PROTO-001). The checks of stale lease tokens (LEASE-007) cover the "
+        "conditional write as far as sequential requests can."
+    ),
+    "CODEC-002": (
+        "it governs how an implementation encodes values of its own language (bytes, instants, "
+        "decimals, UUIDs); the harness sends payloads already encoded as JSON, so no language "
+        "value crosses the protocol. Malformed typed values in JSON are checked under CODEC-004."
+    ),
+    "CODEC-005": (
+        "payloads are decoded only for a handler and the harness runs no handler, so what a "
+        "decoder would build never crosses the protocol."
+    ),
+    "OUT-003": (
+        "the harness reports each outcome itself in place of a handler (the report command), so "
+        "how an implementation classifies a handler's exceptions, a missing handler or an "
+        "undecodable payload never crosses the protocol."
+    ),
+    "BROKER-005": (
+        "no protocol command runs the repair loop, which requeues jobs on its own schedule; "
+        "the harness decides every state change."
+    ),
+    "BROKER-006": (
+        "the harness never sees broker messages: the envelope and what a consumer does with a "
+        "message that is not one stay between the implementation and its broker."
+    ),
+}
+
+#: Requirements the checks observe only in part: what they leave out.
+PARTLY_TESTABLE: dict[str, str] = {
+    "MACH-010": (
+        "the checks see notifications delivered once per firing and never for a refused event; "
+        "that a firing commits in one transaction, that a rolled-back one notifies nothing and "
+        "that a failing notifier changes nothing need faults the protocol cannot inject."
+    ),
+    "CODEC-004": (
+        "the checks see a malformed typed value refused with invalid_payload at publish (the "
+        "recommended outcome) or stored unchanged; what a handler would be handed and the "
+        "permanent error of its request happen in a worker, which the harness replaces."
+    ),
+    "BROKER-001": (
+        "the checks see the store answer for a job whatever its messages say; what travels "
+        "through the broker, and when, is invisible to the harness."
+    ),
+    "BROKER-002": (
+        "the checks fire broker_publish_failed through the fire command; a hand-over the broker "
+        "does not confirm needs a broker fault the protocol cannot inject."
+    ),
+    "BROKER-003": (
+        "the checks claim one job twice by id, as a message delivered twice does; when a "
+        "consumer acknowledges its message is invisible to the harness."
+    ),
+    "BROKER-007": (
+        "the checks see claims keep the order of ORDER-002 across queues and bands, and the job "
+        "a message named claimed later; the messages themselves are invisible to the harness."
+    ),
+    "BROKER-008": (
+        "the checks see a job that became due after a delay claimed; a message the broker lost "
+        "needs a broker fault the protocol cannot inject."
+    ),
+    "BROKER-009": (
+        "the checks see an unblocked job claimed at once; whether its message came when the "
+        "blocking job ended or from the repair loop is invisible to the harness."
+    ),
+}
