@@ -233,15 +233,9 @@ def make_app(url: str, prefix: str | None, prefetch: int = 1) -> Any:
 
 
 def reset_store(url: str) -> None:
-    from conveyor import Conveyor
+    import conveyor_side
 
-    app = Conveyor(url, table_prefix=PREFIX)
-    store: Any = app.store
-    with store.engine.begin() as connection:
-        for table in reversed(store.tables.metadata.sorted_tables):
-            if table is not store.tables.schema:
-                connection.execute(table.delete())
-    app.close()
+    conveyor_side.reset(url, PREFIX)
 
 
 def conveyor_publish(url: str, prefix: str, count: int, bulk: bool) -> float:

@@ -16,19 +16,19 @@ def noop() -> None:
     """The no-op job every figure measures."""
 
 
-def make_app(url: str) -> Conveyor:
-    app = Conveyor(url, table_prefix=PREFIX)
+def make_app(url: str, prefix: str = PREFIX) -> Conveyor:
+    app = Conveyor(url, table_prefix=prefix)
     app.register("noop", noop)
     return app
 
 
-def reset(url: str) -> None:
+def reset(url: str, prefix: str = PREFIX) -> None:
     """Empty Conveyor's tables the way the raw baseline starts: from fresh storage.
 
     A DELETE would leave every old row's index entries behind until autovacuum runs, and
     the claim's index scan would step over them; the raw baseline recreates its table.
     """
-    app = make_app(url)
+    app = make_app(url, prefix)
     store: Any = app.store
     tables = [t for t in reversed(store.tables.metadata.sorted_tables) if t is not store.tables.schema]
     backend = store.engine.dialect.name

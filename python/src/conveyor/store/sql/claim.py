@@ -101,7 +101,11 @@ class ClaimStatements:
                 update(t)
                 .where(
                     t.c.id == bindparam("w_id", type_=BigInteger()),
-                    t.c.state == bindparam("w_state", type_=String()),
+                    # ``state || ''``: the same test, but no index on state can serve it. A
+                    # generic plan made while the table has no statistics (new, truncated)
+                    # may otherwise pick (state, ...) over the primary key and scan every
+                    # ready job to write one.
+                    t.c.state.concat(literal_column("''")) == bindparam("w_state", type_=String()),
                     t.c.lease_token == bindparam("w_token", type_=Integer()),
                     t.c.lease_expires_at.is_(None)
                     if unleased
@@ -146,12 +150,10 @@ class ClaimStatements:
             j,
             *(facts[name].label(name) for name in FACTS if name not in IMPLIED_FACTS),
         ]
-        statement: Select[Any] = (
-            select(*columns)
-            .where(*conditions)
-            .order_by(j.c.claim_priority, j.c.id)
-            .limit(bindparam("limit", type_=Integer()))
-        )
+        statement: Select[Any] = select(*columns).where(*conditions)
+        if not shape.by_id:  # one job by id: no order, so no plan walks the claim index
+            statement = statement.order_by(j.c.claim_priority, j.c.id)
+        statement = statement.limit(bindparam("limit", type_=Integer()))
         if self.dialect.skip_locked:
             statement = statement.with_for_update(
                 skip_locked=True, of=j if self.dialect.lock_of_supported else None
