@@ -119,28 +119,29 @@ class JobFactory:
         )
 
     def build(self, calls: Sequence[Call], options: PublishOptions, now: datetime) -> Job:
+        # ERR-001: schema and limit violations are reported before an unknown type or a
+        # refused priority, so the handler's defaults stand in only once its type is known.
         if not calls:
             raise InvalidRequest("a job needs at least one request")
-        first = self.handlers.get(calls[0].type)
-        for call in calls[1:]:
-            self.handlers.get(call.type)
         payloads = [
             codec.encode(call.payload, f"requests[{index}].payload")
             for index, call in enumerate(calls)
         ]
         for index, payload in enumerate(payloads):
             codec.check_size(payload, f"requests[{index}].payload")
+        # An unknown type is refused further down; until then neutral defaults stand in.
+        first = self.handlers.get(calls[0].type) if calls[0].type in self.handlers else None
         try:
-            policy = resolve(options.retry) if options.retry is not None else first.retry_policy
+            if options.retry is not None:
+                policy = resolve(options.retry)
+            else:
+                policy = first.retry_policy if first else resolve(None)
         except ConfigurationError as error:  # JOB-003: an unknown preset name is refused
             raise InvalidRequest(str(error)) from None
-        queue = first.queue if options.queue is None else options.queue
-        priority = first.priority if options.priority is None else options.priority
-        if self.allowed_priorities is not None and priority not in self.allowed_priorities:
-            raise PriorityNotAllowed(
-                f"priority {priority} is not one of the configured priorities "
-                f"{sorted(self.allowed_priorities)}; use one of them or configure it"
-            )
+        queue = options.queue if options.queue is not None else first.queue if first else "default"
+        priority = (
+            options.priority if options.priority is not None else first.priority if first else 0
+        )
         if options.available_at is not None and options.delay is not None:
             raise InvalidRequest("pass available_at or delay, not both")
         if options.available_at is not None and options.available_at.tzinfo is None:
@@ -174,6 +175,13 @@ class JobFactory:
         validate_publish_request(document)
         if options.unique and options.recurring is not None:
             raise InvalidRequest("a job cannot be both unique and recurring (spec UNIQ rules)")
+        for call in calls:
+            self.handlers.get(call.type)  # UnknownType names the registered ones
+        if self.allowed_priorities is not None and priority not in self.allowed_priorities:
+            raise PriorityNotAllowed(
+                f"priority {priority} is not one of the configured priorities "
+                f"{sorted(self.allowed_priorities)}; use one of them or configure it"
+            )
         return Job(
             id="",
             sequence=0,
