@@ -1,0 +1,85 @@
+"""Several consumer processes on one broker queue (PostgreSQL, or SQLite when it is down):
+every job runs exactly once, and a serial group never runs two jobs at once nor out of order.
+
+Spec: BROKER-004, GROUP-001..003, LEASE-002.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from ..conftest import TEST_PREFIX, backend_url, service_problem
+from .conftest import AMQP_URL, delete_queues, require_amqp
+from .processes import Environment, processes
+from .test_faults import parent_app, wait_for
+
+pytestmark = pytest.mark.slow
+
+CONSUMERS = 3
+GROUPS = 4
+PER_GROUP = 15
+LOOSE = 30
+
+
+@pytest.fixture
+def env(tmp_path: Path, broker_prefix: str) -> Environment:
+    require_amqp()
+    backend = "postgresql" if service_problem("postgresql") is None else "sqlite"
+    made = Environment(
+        directory=tmp_path,
+        store_url=backend_url(backend, tmp_path),
+        table_prefix=f"{TEST_PREFIX}bcc_",
+        broker_prefix=broker_prefix,
+        amqp_url=AMQP_URL,
+    )
+    made.write_module()
+    return made
+
+
+def test_consumer_processes_run_each_job_once_and_keep_groups_serial(env: Environment) -> None:
+    app = parent_app(env)
+    group_of: dict[int, str] = {}
+    try:
+        consumers = [env.consumer(f"c{i}", "--prefetch", "5") for i in range(CONSUMERS)]
+        with processes(*consumers):
+            # Interleave the groups, so that every consumer gets messages of every group.
+            for index in range(PER_GROUP):
+                for group in range(GROUPS):
+                    n = group * 1000 + index
+                    group_of[n] = f"g{group}"
+                    app.publish("work", {"n": n, "sleep": 0.004}, serial_group=f"g{group}")
+            for n in range(LOOSE):
+                app.publish("work", {"n": 90_000 + n, "sleep": 0.002})
+            total = GROUPS * PER_GROUP + LOOSE
+            wait_for(lambda: sum(env.counts("done").values()) >= total, 120, "all jobs", env)
+            for child in consumers:
+                child.send_signal(signal.SIGTERM)
+            codes = [child.wait(timeout=30) for child in consumers]
+        jobs = app.jobs(limit=10_000)
+    finally:
+        delete_queues([app])
+        app.close()
+    assert codes == [0] * CONSUMERS
+    assert {job.state for job in jobs} == {"finished"}
+    starts, dones = env.counts("start"), env.counts("done")
+    assert len(dones) == total and max(dones.values()) == 1, "every job ran exactly once"
+    assert max(starts.values()) == 1, "no job started twice"
+    pids = {parts[2] for parts in env.lines()}
+    assert len(pids) >= 2, "the work was shared between consumer processes"
+    intervals: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    began: dict[int, float] = {}
+    for kind, n, _pid, moment in env.lines():
+        if int(n) in group_of:
+            if kind == "start":
+                began[int(n)] = float(moment)
+            else:
+                intervals[group_of[int(n)]].append((began[int(n)], float(moment), int(n)))
+    for group, runs in intervals.items():
+        runs.sort()
+        assert [n for _, _, n in runs] == sorted(n for _, _, n in runs), f"{group} in order"
+        for (_, stopped, _), (started, _, _) in zip(runs, runs[1:], strict=False):
+            assert started >= stopped, f"two jobs of {group} overlapped"
