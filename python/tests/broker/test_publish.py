@@ -6,6 +6,7 @@ Spec: BROKER-001, BROKER-002, BROKER-006, BROKER-008.
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pika
@@ -48,6 +49,22 @@ def take_bodies(app: Conveyor, queue: str = "default", band: int = 100) -> list[
             bodies.append(body)
     finally:
         connection.close()
+
+
+def bodies_when(app: Conveyor, count: int, timeout: float = 10.0) -> list[bytes]:
+    """Messages of the default queue, read until ``count`` have come (hand-overs from a
+    caller's bare Connection arrive from a thread, a few milliseconds after its commit)."""
+    bodies: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(bodies) < count and time.monotonic() < deadline:
+        try:
+            bodies.extend(take_bodies(app))
+        except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code != 404:  # the queue is declared with its first message
+                raise
+        if len(bodies) < count:
+            time.sleep(0.01)
+    return bodies
 
 
 def test_a_published_job_is_handed_over_once_committed(app: Conveyor) -> None:
@@ -220,16 +237,33 @@ def test_a_session_publish_is_handed_over_when_the_session_commits(app: Conveyor
     assert [json.loads(body)["job_id"] for body in bodies] == [job.id]
 
 
-def test_a_connection_publish_is_handed_over_by_the_repair_loop(app: Conveyor) -> None:
+def test_a_connection_publish_is_handed_over_once_its_commit_is_visible(app: Conveyor) -> None:
     store = app.store
     engine = getattr(store, "engine", None)
     assert engine is not None
     app.register("task", lambda: None)
     with engine.begin() as connection:
-        job = app.publish("task", connection=connection)
-    assert depth(app) == 0
-    assert app.process().jobs == 1
-    assert app.get(job.id).state == "finished"
+        jobs = [app.publish("task", connection=connection) for _ in range(3)]
+        assert depth(app) == 0, "not before the commit (BROKER-001)"
+    bodies = bodies_when(app, 3)
+    assert sorted(json.loads(body)["job_id"] for body in bodies) == sorted(j.id for j in jobs)
+    assert app.process().jobs == 3
+    assert {app.get(job.id).state for job in jobs} == {"finished"}
+
+
+def test_a_rolled_back_connection_publish_hands_nothing_over(app: Conveyor) -> None:
+    store = app.store
+    engine = getattr(store, "engine", None)
+    assert engine is not None
+    app.register("task", lambda: None)
+    with engine.connect() as connection:
+        with connection.begin() as transaction:
+            app.publish("task", connection=connection)
+            transaction.rollback()
+        with connection.begin():  # a later transaction commits; the rolled back job is gone
+            kept = app.publish("task", connection=connection)
+    bodies = bodies_when(app, 1)
+    assert [json.loads(body)["job_id"] for body in bodies] == [kept.id]
 
 
 ENVELOPES = st.fixed_dictionaries(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
     from .consumer import BrokerConsumer
 
 log = logging.getLogger("conveyor.broker")
+
+# How long jobs published on a bare Connection are looked for after its commit began; a
+# transaction rolled back (or committed later) leaves them to the repair loop.
+VISIBILITY_WAIT = 5.0
 
 # States the repair loop requeues (spec.md#BROKER-005); temporarily_failed and waiting once due.
 WARN_EVERY = 10  # seconds between warnings about jobs left broker_failed
@@ -71,6 +76,8 @@ class BrokerMode:
         self._succeeded = states.succeeded
         self._initial = app.engine.machine.initial_state
         self._warned_lock = threading.Lock()
+        # Jobs published on a caller's bare Connection, awaiting its commit (or rollback).
+        self._pending: weakref.WeakKeyDictionary[Any, list[Job]] = weakref.WeakKeyDictionary()
         self._warned_at = -float(WARN_EVERY)
         self._unwarned = 0
 
@@ -134,22 +141,63 @@ class BrokerMode:
             self.hand_over(list(envelopes.values()))
 
     def after_caller_commit(self, connection: Any, jobs: Sequence[Job]) -> None:
-        """Jobs published inside a caller's transaction: hand them over when a Session
-        commits; on a bare Connection the repair loop hands them over (no after-commit hook)."""
+        """Jobs published inside a caller's transaction: hand them over when it commits.
+
+        A Session has an after-commit hook. A bare Connection only announces a commit before
+        sending it, so its jobs are handed over from a short-lived thread once their rows are
+        visible (a rolled-back transaction leaves none, and nothing is sent); the repair loop
+        remains the safety net either way.
+        """
         from sqlalchemy import event
         from sqlalchemy.orm import Session
 
-        if isinstance(connection, Session):
-            stored = list(jobs)
-            try:
+        stored = list(jobs)
+        try:
+            if isinstance(connection, Session):
                 event.listen(
                     connection,
                     "after_commit",
                     lambda _session: self.after_commit(stored),
                     once=True,
                 )
-            except Exception:  # the repair loop hands them over instead
-                log.exception("could not hook the session's commit")
+                return
+            if connection not in self._pending:  # hook this Connection's commits once
+                self._pending[connection] = []
+                event.listen(connection, "commit", self._on_caller_commit)
+                event.listen(connection, "rollback", self._on_caller_rollback)
+            self._pending[connection].extend(stored)
+        except Exception:  # the repair loop hands them over instead
+            log.exception("could not hook the caller's commit")
+
+    def _on_caller_commit(self, connection: Any) -> None:
+        jobs = self._pending.get(connection, [])
+        self._pending[connection] = []
+        self._hand_over_when_visible(jobs)
+
+    def _on_caller_rollback(self, connection: Any) -> None:
+        self._pending[connection] = []
+
+    def _hand_over_when_visible(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+
+        def wait_and_hand_over() -> None:
+            waiting = {job.id for job in jobs}
+            deadline = time.monotonic() + VISIBILITY_WAIT
+            delay = 0.002
+            try:
+                while waiting and time.monotonic() < deadline:
+                    time.sleep(delay)  # the caller's COMMIT is on its way
+                    delay = min(delay * 2, 0.2)
+                    with self.app.store.autocommit() as tx:
+                        visible = tx.get_jobs(waiting)
+                    if visible:
+                        waiting -= {job.id for job in visible}
+                        self.after_commit(visible)
+            except Exception:
+                log.exception("handing over jobs published on a connection failed")
+
+        threading.Thread(target=wait_and_hand_over, name="conveyor-hand-over", daemon=True).start()
 
     def hand_over(self, envelopes: Sequence[Envelope], force: bool = False) -> list[Failed]:
         """Publish envelopes; jobs not confirmed become broker_failed. Never raises."""
