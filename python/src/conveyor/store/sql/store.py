@@ -78,7 +78,11 @@ class SqlTransaction:
         t = self.tables.jobs
         rows = [self._values(job) for job in jobs]
         ids: Sequence[int]
-        if self.dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD:
+        if (
+            self.dialect.name == "postgresql"
+            and self.connection.dialect.driver == "psycopg"  # psycopg 3 has cursor.copy()
+            and len(rows) >= COPY_THRESHOLD
+        ):
             ids = self._copy_jobs(rows)
         else:
             ids = (
