@@ -261,3 +261,31 @@ def test_claimed_rows_are_written_together_and_a_moved_row_fails_the_write(
     stale = [(job, replace(job, attempts=9)) for job in claimed[2:]]
     with app.store.transaction() as tx:
         assert not tx.save_jobs(stale)
+
+
+def test_a_worker_fenced_off_mid_job_records_nothing_and_goes_on(
+    app: Conveyor, clock: ManualClock
+) -> None:
+    """LEASE-007 in the worker loop: the outcome of a job whose lease was lost while it ran is
+    refused (it rides with the next claim, which still happens), and the job runs again."""
+    runs: list[int] = []
+
+    def task(n: int) -> None:
+        runs.append(n)
+        if n == 0 and runs.count(0) == 1:
+            clock.advance(120)  # past the lease: another worker rescues the job meanwhile
+            assert [job.id for job in app.rescue_expired()] == [first.id]
+            clock.advance(3600)  # past the retry delay, so the rescued job is due again
+
+    app.register("task", task, retry="progressive")
+    first = app.publish("task", {"n": 0})
+    app.publish("task", {"n": 1})
+    stats = app.worker(
+        lease=timedelta(seconds=60), stop_when_empty=True, handle_signals=False
+    ).run()
+    assert sorted(runs) == [0, 0, 1]
+    got = app.get(first.id)
+    assert got.state == "finished"
+    assert got.attempts == 2
+    assert [error.kind for error in got.errors] == ["lease_expired"]
+    assert stats.jobs == 3

@@ -40,6 +40,18 @@ class Executed:
     die: bool
 
 
+@dataclass(frozen=True)
+class Performed:
+    """A job whose handlers ran, with the report that records its outcome."""
+
+    job: Job
+    current: Job  # as last written (a multi-request job records each success on the way)
+    event: str
+    params: dict[str, Any]
+    update: dict[str, Any]
+    die: bool
+
+
 def _error(kind: str, error: BaseException) -> dict[str, Any]:
     message = str(error) or type(error).__name__
     return {"kind": kind, "message": message[:4096], "type": type(error).__qualname__}
@@ -161,6 +173,10 @@ class JobRunner:
         self.app.heartbeat(job_id, token, self.lease_ms)
 
     def run(self, job: Job) -> Executed:
+        return self.record(self.perform(job))
+
+    def perform(self, job: Job) -> Performed:
+        """Run the job's handlers; its outcome is returned, not yet recorded."""
         assert job.lease is not None, "only claimed jobs run"
         token = job.lease.token
         started = time.monotonic()
@@ -179,24 +195,42 @@ class JobRunner:
         metadata = dict(job.metadata)
         for provider in self.app.hooks.metadata:
             metadata.update(codec.encode(provider(job) or {}, "job metadata"))
+        return Performed(
+            job=job,
+            current=current,
+            event=report.event,
+            params={**report.params, "lease_token": token},
+            update={"execution": execution, "metadata": metadata},
+            die=report.die,
+        )
+
+    def record(self, performed: Performed) -> Executed:
+        """Record the outcome on its own (retrying while the database is away), then hooks."""
         try:
             # The work is done: keep trying to record it while the lease can still be valid.
             final = retry_while_unavailable(
                 lambda: self.app.report(
-                    job.id,
-                    report.event,
-                    {**report.params, "lease_token": token},
-                    update={"execution": execution, "metadata": metadata},
-                    known=current,
+                    performed.job.id,
+                    performed.event,
+                    performed.params,
+                    update=performed.update,
+                    known=performed.current,
                 ),
                 give_up_after=self.lease_ms / 1000,
             )
         except StaleLease as error:
-            log.warning("job %s: %s", job.id, error)
-            final = self.app.get(job.id)
+            final = self.stale(performed, error)
+        return self.finish(performed, final)
+
+    def stale(self, performed: Performed, error: StaleLease) -> Job:
+        log.warning("job %s: %s", performed.job.id, error)
+        return self.app.get(performed.job.id)
+
+    def finish(self, performed: Performed, final: Job) -> Executed:
+        """After the outcome is recorded: the after-job hooks."""
         for hook in self.app.hooks.after:
             self._call_hook(hook, final)
-        return Executed(final, report.die)
+        return Executed(final, performed.die)
 
     def _run_requests(self, job: Job, token: int) -> tuple[Report, Job]:
         """Run requests until one does not succeed or none remain; the last report is

@@ -15,7 +15,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from .clock import duration_ms
-from .execution import JobRunner, resident_memory
+from .errors import StaleLease
+from .execution import Executed, JobRunner, Performed, resident_memory
 from .model import Job
 from .priority import PriorityRange
 from .resilience import Backoff, is_connection_error
@@ -75,6 +76,7 @@ class Worker:
         self._stop = threading.Event()
         self._stop_reason = ""
         self._last_rescue: float | None = None
+        self._pending: Performed | None = None  # the last job's outcome, not yet recorded
 
     def stop(self, reason: str = "stop requested") -> None:
         """Finish the current job, then return from :meth:`run`."""
@@ -106,7 +108,10 @@ class Worker:
                     )
                     self._stop.wait(delay)
         finally:
-            restore()
+            try:
+                self._record_pending()
+            finally:
+                restore()
         self.stats.stop_reason = self._stop_reason
         return self.stats
 
@@ -116,29 +121,84 @@ class Worker:
         self._maybe_rescue()
         limit = options.batch_size
         if options.max_jobs is not None:
-            limit = min(limit, options.max_jobs - self.stats.jobs)
-        jobs = self.app.claim(
-            options.worker_id,
-            queues=options.queues,
-            priorities=self.priorities,
-            limit=limit,
-            lease_ms=self.lease_ms,
-        )
-        for job in jobs:
-            executed = self.runner.run(job)
-            self.stats.jobs += 1
-            state = executed.job.state
-            self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
-            if options.on_job is not None:
-                options.on_job(executed.job)
-            if executed.die:
-                self.stop("a handler asked the worker to die")
+            limit = min(limit, options.max_jobs - self.stats.jobs - (self._pending is not None))
+        jobs = self._claim_next(limit)
+        for index, job in enumerate(jobs):
+            performed = self.runner.perform(job)
+            if index == len(jobs) - 1 and self._may_defer(performed):
+                # Recorded with the next claim, in one commit (see Conveyor.record_and_claim).
+                self._pending = performed
+            else:
+                self._count(self.runner.record(performed))
         self._check_limits()
         if not jobs and not self._stop.is_set():
             if options.stop_when_empty:
                 self.stop("no due jobs left")
             else:
                 self.app.store.wait_for_work(options.idle_delay, options.on_idle)
+
+    def _claim_next(self, limit: int) -> list[Job]:
+        options = self.options
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return self.app.claim(
+                options.worker_id,
+                queues=options.queues,
+                priorities=self.priorities,
+                limit=limit,
+                lease_ms=self.lease_ms,
+            )
+        try:
+            final, jobs = self.app.record_and_claim(
+                pending,
+                options.worker_id,
+                queues=options.queues,
+                priorities=self.priorities,
+                limit=limit,
+                lease_ms=self.lease_ms,
+            )
+        except StaleLease as error:  # nothing was written: the outcome is lost, claim anew
+            self._count(self.runner.finish(pending, self.runner.stale(pending, error)))
+            return self._claim_next(limit)
+        except Exception:
+            self._pending = pending  # recorded with the next attempt, or alone on stop
+            raise
+        self._count(self.runner.finish(pending, final))
+        return jobs
+
+    def _may_defer(self, performed: Performed) -> bool:
+        """Whether the worker claims again right away, so that the outcome can ride along."""
+        options = self.options
+        return not (
+            performed.die
+            or self._stop.is_set()
+            or (options.max_jobs is not None and self.stats.jobs + 1 >= options.max_jobs)
+            or (options.max_cycles is not None and self.stats.cycles >= options.max_cycles)
+            or (options.memory_limit is not None and resident_memory() > options.memory_limit)
+        )
+
+    def _record_pending(self) -> None:
+        """Stopping between a job and the next claim: record the outcome on its own."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            self._count(self.runner.record(pending))
+        except Exception:
+            log.exception(
+                "job %s: its outcome could not be recorded; it runs again once its lease expires",
+                pending.job.id,
+            )
+
+    def _count(self, executed: Executed) -> None:
+        options = self.options
+        self.stats.jobs += 1
+        state = executed.job.state
+        self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
+        if options.on_job is not None:
+            options.on_job(executed.job)
+        if executed.die:
+            self.stop("a handler asked the worker to die")
 
     def _maybe_rescue(self) -> None:
         moment = self.app.now().timestamp()
