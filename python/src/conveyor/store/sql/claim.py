@@ -14,6 +14,7 @@ so the one index that serves the filter is the one whose order is the claim orde
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,10 +58,19 @@ IMPLIED_FACTS = {
 ONE: Any = literal_column("1")
 
 
+_STATE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
 def _in(column: Any, names: Any) -> Any:
-    """``column IN (names)`` with the names rendered inline: they are the spec's state sets,
-    constant for the process, so they belong in the statement text, not its parameters."""
-    return column.in_(bindparam(None, value=sorted(names), expanding=True, literal_execute=True))
+    """``column IN ('a', 'b')`` with the names written into the statement: they are the spec's
+    state sets, constant for the process, so the statement text is built once (bound or
+    literal-execute parameters would be rendered again at every execution)."""
+    quoted: list[Any] = []
+    for name in sorted(names):
+        if not _STATE_NAME.fullmatch(name):  # machine-file names are checked; be sure anyway
+            raise ValueError(f"unexpected state name {name!r}")
+        quoted.append(literal_column(f"'{name}'"))
+    return column.in_(quoted)
 
 
 @dataclass(frozen=True)
