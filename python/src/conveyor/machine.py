@@ -56,7 +56,7 @@ class Environment:
     """Resolves operands: ``now``, ``job.a.b``, ``event.x``, ``ctx.x``, ``batch.x``."""
 
     def __init__(self, roots: Mapping[str, Any]) -> None:
-        self._roots = roots
+        self.roots = roots
 
     def resolve(self, operand: Any) -> Any:
         if isinstance(operand, dict):
@@ -64,9 +64,9 @@ class Environment:
         if not isinstance(operand, str):
             return operand
         if operand == "now":
-            return self._roots["now"]
+            return self.roots["now"]
         root, *path = operand.split(".")
-        value = self._roots.get(root)
+        value = self.roots.get(root)
         for part in path:
             if value is None:
                 return None
@@ -74,25 +74,76 @@ class Environment:
         return value
 
 
+Guard = Callable[[Environment], bool]
+Operand = Callable[[Environment], Any]
+
+
 def evaluate(expr: Expr, env: Environment) -> bool:
     """Evaluate a guard expression (spec.md#machines)."""
+    return compile_guard(expr)(env)
+
+
+def compile_guard(expr: Expr) -> Guard:
+    """A guard expression turned into nested closures, once per machine file: the claim and
+    every report evaluate several guards, and walking the expression each time cost more than
+    the rest of the machine."""
     if isinstance(expr, dict) and "const" not in expr:
         ((op, argument),) = expr.items()
         if op == "and":
-            return all(evaluate(item, env) for item in argument)
+            parts = tuple(compile_guard(item) for item in argument)
+            return lambda env: all(part(env) for part in parts)
         if op == "or":
-            return any(evaluate(item, env) for item in argument)
+            parts = tuple(compile_guard(item) for item in argument)
+            return lambda env: any(part(env) for part in parts)
         if op == "not":
-            return not evaluate(argument, env)
-        left, right = (env.resolve(item) for item in argument)
-        same_kind = _kind(left) == _kind(right)
+            inner = compile_guard(argument)
+            return lambda env: not inner(env)
+        left, right = (_compile_operand(item) for item in argument)
         if op in ("eq", "ne"):
-            return (same_kind and left == right) is (op == "eq")
-        if not same_kind or _kind(left) not in ("number", "timestamp"):
-            return False
-        return bool(_COMPARISONS[op](left, right))
-    value = env.resolve(expr)
-    return value is True or (_kind(value) == "number" and value != 0)
+            wanted = op == "eq"
+
+            def equality(env: Environment) -> bool:
+                a, b = left(env), right(env)
+                return (_kind(a) == _kind(b) and a == b) is wanted
+
+            return equality
+        compare = _COMPARISONS[op]
+
+        def ordering(env: Environment) -> bool:
+            a, b = left(env), right(env)
+            kind = _kind(a)
+            return kind == _kind(b) and kind in ("number", "timestamp") and bool(compare(a, b))
+
+        return ordering
+    operand = _compile_operand(expr)
+
+    def truthy(env: Environment) -> bool:
+        value = operand(env)
+        return value is True or (_kind(value) == "number" and value != 0)
+
+    return truthy
+
+
+def _compile_operand(operand: Any) -> Operand:
+    """The resolver of one operand, with :meth:`Environment.resolve`'s rules."""
+    if isinstance(operand, dict):
+        constant = operand["const"]
+        return lambda env: constant
+    if not isinstance(operand, str):
+        return lambda env: operand
+    if operand == "now":
+        return lambda env: env.roots["now"]
+    root, *path = operand.split(".")
+
+    def resolve(env: Environment) -> Any:
+        value = env.roots.get(root)
+        for part in path:
+            if value is None:
+                return None
+            value = value.get(part) if isinstance(value, Mapping) else getattr(value, part, None)
+        return value
+
+    return resolve
 
 
 def _kind(value: Any) -> str:
@@ -117,6 +168,9 @@ class Machine:
         self.events: dict[str, dict[str, Any]] = dict(document["events"])
         self.guards: dict[str, Expr] = {
             name: guard["expr"] for name, guard in document["guards"].items()
+        }
+        self._guards: dict[str, Guard] = {
+            name: compile_guard(expr) for name, expr in self.guards.items()
         }
         self.effects: dict[str, Effect] = {
             name: Effect(name, effect.get("scope", "job"), effect.get("request_event"))
@@ -143,6 +197,7 @@ class Machine:
         self._by_event: dict[str, tuple[Transition, ...]] = {
             event: tuple(t for t in self.transitions if t.event == event) for event in self.events
         }
+        self._refusal_guards = tuple(compile_guard(refusal.when) for refusal in self.refusals)
         for refusal in self.refusals:
             if refusal.code not in REFUSALS:
                 raise SpecError(f"machine {self.name} refuses with unknown code {refusal.code!r}")
@@ -163,15 +218,15 @@ class Machine:
         """The transition ``event`` fires from ``state``, or the refusal the spec demands."""
         if event not in self.events:
             raise InvalidTransition(f"{self.name} machine has no event {event!r}")
-        for refusal in self.refusals:
-            if evaluate(refusal.when, env):
+        for refusal, refused in zip(self.refusals, self._refusal_guards, strict=True):
+            if refused(env):
                 raise REFUSALS[refusal.code](
                     f"{event} refused: {refusal.code} ({refusal.req}); the lease this report "
                     "belongs to is no longer current, so its result is discarded"
                 )
         for transition in self._by_event[event]:
             if state in transition.sources and (
-                transition.guard is None or evaluate(self.guards[transition.guard], env)
+                transition.guard is None or self._guards[transition.guard](env)
             ):
                 return transition
         raise InvalidTransition(

@@ -80,6 +80,11 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], Encoder]] = {
     ),
 }
 _SOURCE_FIELDS = tuple(sorted({field for fields, _ in _COLUMNS.values() for field in fields}))
+# field -> the columns computed from it
+_COLUMNS_OF: dict[str, tuple[str, ...]] = {
+    field: tuple(name for name, (fields, _) in _COLUMNS.items() if field in fields)
+    for field in _SOURCE_FIELDS
+}
 
 
 def job_values(job: Job, leased: bool, claimable: bool) -> dict[str, Any]:
@@ -96,13 +101,14 @@ def changed_values(
     the very same object in both versions: only columns fed by a replaced field are encoded
     (twice, to compare), which spares the JSON of unchanged requests, errors and metadata.
     """
-    moved = {name for name in _SOURCE_FIELDS if getattr(before, name) is not getattr(after, name)}
+    old, new = before.__dict__, after.__dict__
+    candidates: set[str] = set()
+    for field in _SOURCE_FIELDS:
+        if old[field] is not new[field]:
+            candidates.update(_COLUMNS_OF[field])
     changed: dict[str, Any] = {}
-    if not moved:
-        return changed
-    for name, (fields, encode) in _COLUMNS.items():
-        if moved.isdisjoint(fields):
-            continue
+    for name in candidates:
+        encode = _COLUMNS[name][1]
         value = encode(after, *flags_after)
         if value != encode(before, *flags_before):
             changed[name] = value
