@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from ...clock import SystemClock, from_ms, to_ms
 from ...errors import ConfigurationError, StoreUnavailable
-from ...model import Batch, Job
+from ...model import Batch, Job, replace
 from ..base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
 from .claim import FACTS, IMPLIED_FACTS, ClaimStatements
 from .dialects import (
