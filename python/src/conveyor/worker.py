@@ -157,8 +157,8 @@ class Worker:
                 limit=limit,
                 lease_ms=self.lease_ms,
             )
-        except StaleLease as error:  # nothing was written: the outcome is lost, claim anew
-            self._count(self.runner.finish(pending, self.runner.stale(pending, error)))
+        except StaleLease:  # nothing was written; the outcome's lease, or a claimed row, moved
+            self._count(self.runner.record(pending))  # alone: refused if its lease is lost
             return self._claim_next(limit)
         except Exception:
             self._pending = pending  # recorded with the next attempt, or alone on stop
