@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event as sql_events
 
 from conveyor import Conveyor, ManualClock, RetryPolicy, StaleLease
 
@@ -289,3 +290,27 @@ def test_a_worker_fenced_off_mid_job_records_nothing_and_goes_on(
     assert got.attempts == 2
     assert [error.kind for error in got.errors] == ["lease_expired"]
     assert stats.jobs == 3
+
+
+def test_a_worker_commits_each_outcome_with_its_next_claim(app: Conveyor) -> None:
+    """A job costs one commit: its outcome rides with the next claim (and the last one with
+    the claim that finds nothing). Observed through the engine's commit events."""
+    engine = getattr(app.store, "engine", None)
+    if engine is None:
+        pytest.skip("the memory store has no database commits")
+    app.register("task", lambda: None)
+    jobs = [app.publish("task") for _ in range(12)]
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    sql_events.listen(engine, "commit", count)
+    try:
+        stats = app.worker(stop_when_empty=True, handle_signals=False).run()
+    finally:
+        sql_events.remove(engine, "commit", count)
+    assert stats.jobs == 12
+    # The first claim, 12 outcome-and-claim transactions, and the rescue pass: not 2 per job.
+    assert len(commits) <= 12 + 2
+    assert {app.get(job.id).state for job in jobs} == {"finished"}
