@@ -219,12 +219,9 @@ class JobRunner:
                 give_up_after=self.lease_ms / 1000,
             )
         except StaleLease as error:
-            final = self.stale(performed, error)
+            log.warning("job %s: %s", performed.job.id, error)
+            final = self.app.get(performed.job.id)
         return self.finish(performed, final)
-
-    def stale(self, performed: Performed, error: StaleLease) -> Job:
-        log.warning("job %s: %s", performed.job.id, error)
-        return self.app.get(performed.job.id)
 
     def finish(self, performed: Performed, final: Job) -> Executed:
         """After the outcome is recorded: the after-job hooks."""

@@ -59,19 +59,7 @@ class Environment:
         self.roots = roots
 
     def resolve(self, operand: Any) -> Any:
-        if isinstance(operand, dict):
-            return operand["const"]
-        if not isinstance(operand, str):
-            return operand
-        if operand == "now":
-            return self.roots["now"]
-        root, *path = operand.split(".")
-        value = self.roots.get(root)
-        for part in path:
-            if value is None:
-                return None
-            value = value.get(part) if isinstance(value, Mapping) else getattr(value, part, None)
-        return value
+        return _compile_operand(operand)(self)
 
 
 Guard = Callable[[Environment], bool]
@@ -125,7 +113,7 @@ def compile_guard(expr: Expr) -> Guard:
 
 
 def _compile_operand(operand: Any) -> Operand:
-    """The resolver of one operand, with :meth:`Environment.resolve`'s rules."""
+    """The resolver of one operand: a constant, ``now``, or a dotted path from a root."""
     if isinstance(operand, dict):
         constant = operand["const"]
         return lambda env: constant

@@ -93,6 +93,23 @@ class Environment:
             "BROKER_LEASE": str(self.lease),
         }
 
+    @classmethod
+    def made(
+        cls, directory: Path, backend: str, table_prefix: str, broker_prefix: str, amqp_url: str
+    ) -> Environment:
+        """An environment whose app module is written, over ``backend``'s test database."""
+        from ..conftest import backend_url
+
+        made = cls(
+            directory=directory,
+            store_url=backend_url(backend, directory),
+            table_prefix=table_prefix,
+            broker_prefix=broker_prefix,
+            amqp_url=amqp_url,
+        )
+        made.write_module()
+        return made
+
     def write_module(self) -> None:
         (self.directory / "broker_app.py").write_text(APP_SOURCE)
         self.runs.touch()

@@ -15,7 +15,7 @@ import pytest
 from conveyor import Conveyor
 from conveyor.broker import RELOAD_EXIT_CODE
 
-from ..conftest import TEST_PREFIX, backend_url, wipe
+from ..conftest import TEST_PREFIX, wipe
 from .conftest import AMQP_URL, delete_queues, require_amqp
 from .processes import Environment, processes
 from .test_faults import parent_app, wait_for
@@ -27,15 +27,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def env(tmp_path: Path, broker_prefix: str) -> Environment:
     require_amqp()
-    made = Environment(
-        directory=tmp_path,
-        store_url=backend_url("sqlite", tmp_path),
-        table_prefix=f"{TEST_PREFIX}cli_",
-        broker_prefix=broker_prefix,
-        amqp_url=AMQP_URL,
-    )
-    made.write_module()
-    return made
+    return Environment.made(tmp_path, "sqlite", f"{TEST_PREFIX}cli_", broker_prefix, AMQP_URL)
 
 
 @pytest.fixture

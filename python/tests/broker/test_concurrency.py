@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import TEST_PREFIX, backend_url, service_problem
+from ..conftest import TEST_PREFIX, service_problem
 from .conftest import AMQP_URL, delete_queues, require_amqp
 from .processes import Environment, processes
 from .test_faults import parent_app, wait_for
@@ -30,15 +30,7 @@ LOOSE = 30
 def env(tmp_path: Path, broker_prefix: str) -> Environment:
     require_amqp()
     backend = "postgresql" if service_problem("postgresql") is None else "sqlite"
-    made = Environment(
-        directory=tmp_path,
-        store_url=backend_url(backend, tmp_path),
-        table_prefix=f"{TEST_PREFIX}bcc_",
-        broker_prefix=broker_prefix,
-        amqp_url=AMQP_URL,
-    )
-    made.write_module()
-    return made
+    return Environment.made(tmp_path, backend, f"{TEST_PREFIX}bcc_", broker_prefix, AMQP_URL)
 
 
 def test_consumer_processes_run_each_job_once_and_keep_groups_serial(env: Environment) -> None:

@@ -17,7 +17,7 @@ import pytest
 from conveyor import Conveyor
 from conveyor.broker import BrokerSettings
 
-from ..conftest import TEST_PREFIX, backend_url, service_problem, wipe
+from ..conftest import TEST_PREFIX, service_problem, wipe
 from .conftest import AMQP_URL, delete_queues, require_amqp
 from .processes import Environment, broker_stopped_and_restored, processes, require_rabbitmqctl
 
@@ -30,15 +30,7 @@ def env(tmp_path: Path, broker_prefix: str) -> Environment:
     require_amqp()
     require_rabbitmqctl()
     backend = "postgresql" if service_problem("postgresql") is None else "sqlite"
-    made = Environment(
-        directory=tmp_path,
-        store_url=backend_url(backend, tmp_path),
-        table_prefix=f"{TEST_PREFIX}brk_",
-        broker_prefix=broker_prefix,
-        amqp_url=AMQP_URL,
-    )
-    made.write_module()
-    return made
+    return Environment.made(tmp_path, backend, f"{TEST_PREFIX}brk_", broker_prefix, AMQP_URL)
 
 
 def parent_app(env: Environment, **options: object) -> Conveyor:

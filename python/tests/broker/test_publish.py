@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from conveyor import ConfigurationError, Conveyor, ManualClock
@@ -49,6 +50,13 @@ def take_bodies(app: Conveyor, queue: str = "default", band: int = 100) -> list[
             bodies.append(body)
     finally:
         connection.close()
+
+
+def store_engine(app: Conveyor) -> Engine:
+    """The SQL store's engine (the broker tests run over SQL stores only)."""
+    engine = getattr(app.store, "engine", None)
+    assert isinstance(engine, Engine)
+    return engine
 
 
 def bodies_when(app: Conveyor, count: int, timeout: float = 10.0) -> list[bytes]:
@@ -225,9 +233,7 @@ def test_messages_lost_by_the_broker_are_handed_over_again(
 
 
 def test_a_session_publish_is_handed_over_when_the_session_commits(app: Conveyor) -> None:
-    store = app.store
-    engine = getattr(store, "engine", None)
-    assert engine is not None
+    engine = store_engine(app)
     app.register("task", lambda: None)
     with Session(engine) as session:
         job = app.publish("task", connection=session)
@@ -238,9 +244,7 @@ def test_a_session_publish_is_handed_over_when_the_session_commits(app: Conveyor
 
 
 def test_a_connection_publish_is_handed_over_once_its_commit_is_visible(app: Conveyor) -> None:
-    store = app.store
-    engine = getattr(store, "engine", None)
-    assert engine is not None
+    engine = store_engine(app)
     app.register("task", lambda: None)
     with engine.begin() as connection:
         jobs = [app.publish("task", connection=connection) for _ in range(3)]
@@ -252,9 +256,7 @@ def test_a_connection_publish_is_handed_over_once_its_commit_is_visible(app: Con
 
 
 def test_a_rolled_back_connection_publish_hands_nothing_over(app: Conveyor) -> None:
-    store = app.store
-    engine = getattr(store, "engine", None)
-    assert engine is not None
+    engine = store_engine(app)
     app.register("task", lambda: None)
     with engine.connect() as connection:
         with connection.begin() as transaction:

@@ -174,12 +174,12 @@ class SqlTransaction:
         return [job_from_row(row) for row in rows.mappings()]
 
     def save_job(self, before: Job, after: Job) -> bool:
-        changed = changed_values(before, after, self._flags(before), self._flags(after))
-        if not changed:  # e.g. a heartbeat at the instant of the claim: still check the row
-            changed = {"updated_at": to_ms(after.updated_at)}
+        return self._save(before, after, self._changes(before, after))
+
+    def _save(self, before: Job, after: Job, changed: dict[str, Any]) -> bool:
         statement = self.claims.update_statement(frozenset(changed), before.lease is None)
         parameters = self._where(before, changed)
-        if changed.get("group_lock") is not None or changed.get("unique_lock") is not None:
+        if self._takes_locks(changed):
             # The lock columns may collide with a concurrent claim; isolate that in a savepoint.
             try:
                 with self.connection.begin_nested():
@@ -188,25 +188,38 @@ class SqlTransaction:
                 return False
         else:
             result = self.connection.execute(statement, parameters)
-        if after.state in self.states.claimable and after.available_at <= after.updated_at:
+        if self._announces(after):
             self._announce()
         return result.rowcount == 1
 
     def save_jobs(self, changes: Sequence[tuple[Job, Job]]) -> bool:
-        if len(changes) == 1:
-            return self.save_job(*changes[0])
+        pending = [(before, after, self._changes(before, after)) for before, after in changes]
+        if len(pending) == 1 or any(
+            self._takes_locks(changed) or self._announces(after) for _, after, changed in pending
+        ):  # one at a time: savepoints for the lock columns, wake-ups for claimable jobs
+            return all(self._save(before, after, changed) for before, after, changed in pending)
         # One executemany per statement shape: psycopg pipelines it into one round trip.
         groups: dict[tuple[frozenset[str], bool], list[dict[str, Any]]] = {}
-        for before, after in changes:
-            changed = changed_values(before, after, self._flags(before), self._flags(after))
-            changed = changed or {"updated_at": to_ms(after.updated_at)}
+        for before, _, changed in pending:
             key = (frozenset(changed), before.lease is None)
             groups.setdefault(key, []).append(self._where(before, changed))
         written = 0
         for (columns, unleased), parameters in groups.items():
             statement = self.claims.update_statement(columns, unleased)
             written += self.connection.execute(statement, parameters).rowcount
-        return written == len(changes)
+        return written == len(pending)
+
+    def _changes(self, before: Job, after: Job) -> dict[str, Any]:
+        changed = changed_values(before, after, self._flags(before), self._flags(after))
+        # Nothing changed (a heartbeat at the instant of the claim): still check the row.
+        return changed or {"updated_at": to_ms(after.updated_at)}
+
+    @staticmethod
+    def _takes_locks(changed: dict[str, Any]) -> bool:
+        return changed.get("group_lock") is not None or changed.get("unique_lock") is not None
+
+    def _announces(self, job: Job) -> bool:
+        return job.state in self.states.claimable and job.available_at <= job.updated_at
 
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
         if query.job_id is not None and not query.job_id.isdigit():
