@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect
 
+from conveyor import Conveyor
 from conveyor.lifecycle import state_sets
 from conveyor.machine import Machine
 from conveyor.specfiles import machine_document
@@ -30,14 +31,23 @@ def _reflect(url: str, prefix: str) -> dict[str, Any]:
                 for c in inspector.get_columns(name)
             ),
             sorted(
-                (tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(name)
+                (tuple(i["column_names"]), bool(i["unique"]), _predicate(i))
+                for i in inspector.get_indexes(name)
             ),
+            sorted(tuple(c["column_names"]) for c in inspector.get_unique_constraints(name)),
         )
         for name in inspector.get_table_names()
         if name.startswith(prefix)
     }
     engine.dispose()
     return shape
+
+
+def _predicate(index: Any) -> str:
+    """A partial index's WHERE, as the database reports it ('' for a whole-table index)."""
+    options = index.get("dialect_options", {})
+    where = options.get("postgresql_where", options.get("sqlite_where"))
+    return "" if where is None else str(where).strip("()").lower()
 
 
 def _drop(url: str, prefix: str) -> None:
@@ -105,3 +115,50 @@ def test_concurrent_first_use_creates_the_schema_once(backend: str, tmp_path: Pa
         assert [row.version for row in rows] == list(range(1, SCHEMA_VERSION + 1))
     finally:
         _drop(url, prefix)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
+    backend: str, tmp_path: Path
+) -> None:
+    """v1 -> v2 rebuilds the job table's indexes (SQLite: the table itself) with the data."""
+    require_service(backend)
+    url = backend_url(backend, tmp_path)
+    prefix = f"{TEST_PREFIX}v1_"
+    _drop(url, prefix)
+    try:
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            MIGRATIONS[0](connection, build_tables(prefix))
+            connection.execute(
+                build_tables(prefix).schema.insert(), {"version": 1, "applied_at": 0}
+            )
+        engine.dispose()
+        old = SqlStore(url, STATES, prefix, create_schema=False)
+        app = Conveyor(store=old)
+        app.register("noop", lambda: None)
+        kept, claimed, last = (app.publish("noop", serial_group="g") for _ in range(3))
+        assert [job.id for job in app.claim("w", limit=1)] == [kept.id]
+        app.report(kept.id, "succeed", {"lease_token": app.get(kept.id).lease_token})
+        assert app.claim("w", limit=1)[0].id == claimed.id
+        with old.engine.begin() as connection:  # the newest id gone: its number stays used
+            connection.execute(old.tables.jobs.delete().where(old.tables.jobs.c.id == int(last.id)))
+        assert old.schema_version() == 1
+        old.close()
+
+        app = Conveyor(url, table_prefix=prefix)
+        app.register("noop", lambda: None)
+        assert app.store.schema_version() == SCHEMA_VERSION
+        assert app.get(kept.id).state == "finished"
+        assert app.get(claimed.id).state == "processing"
+        assert app.claim("w2", limit=1) == []  # the group's lock survived the copy
+        assert int(app.publish("noop").id) > int(last.id)  # ids are never reused (JOB-001)
+        app.close()
+        fresh = f"{TEST_PREFIX}v2_"
+        engine = create_engine(url)
+        build_tables(fresh).metadata.create_all(engine)
+        engine.dispose()
+        assert _reflect(url, prefix)[f"{prefix}jobs"] == _reflect(url, fresh)[f"{fresh}jobs"]
+    finally:
+        _drop(url, prefix)
+        _drop(url, f"{TEST_PREFIX}v2_")

@@ -192,9 +192,11 @@ class JobRunner:
             "memory_peak": peak_memory(),
             "duration_ms": int((time.monotonic() - started) * 1000),
         }
-        metadata = dict(job.metadata)
-        for provider in self.app.hooks.metadata:
-            metadata.update(codec.encode(provider(job) or {}, "job metadata"))
+        metadata = job.metadata  # the same object when unchanged: its column is not rewritten
+        if self.app.hooks.metadata:
+            metadata = dict(metadata)
+            for provider in self.app.hooks.metadata:
+                metadata.update(codec.encode(provider(job) or {}, "job metadata"))
         return Performed(
             job=job,
             current=current,

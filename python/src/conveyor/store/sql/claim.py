@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Update,
     and_,
+    any_,
     bindparam,
     case,
     exists,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql
 
 from ..base import ClaimQuery, StateSets
 from .dialects import Dialect
@@ -148,7 +150,11 @@ class ClaimStatements:
         facts, conditions = self._claimable(j)
         if shape.by_id:
             conditions.append(j.c.id == bindparam("job_id", type_=BigInteger()))
-        if shape.queues:
+        if shape.queues and self.dialect.name == "postgresql":
+            # One array parameter: the statement text stays the same for any list of queues.
+            queues = bindparam("queues", type_=postgresql.ARRAY(String()))
+            conditions.append(j.c.queue == any_(queues))
+        elif shape.queues:
             conditions.append(j.c.queue.in_(bindparam("queues", expanding=True, type_=String())))
         if shape.low:
             conditions.append(j.c.claim_priority >= bindparam("low", type_=Integer()))

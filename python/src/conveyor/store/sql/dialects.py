@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +29,21 @@ class Dialect:
         return cls(name, skip_locked=False, lock_of_supported=False)
 
 
+def _enable_wal(cursor: Any, attempts: int = 60) -> None:
+    """Switch a database file to WAL. The switch needs the file to itself, and SQLite reports
+    "database is locked" at once, without waiting, when several processes open a new file
+    together; so try again, briefly, until one of them has made the change."""
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == attempts - 1:
+                raise
+            time.sleep(min(0.005 * 2**attempt, 0.25))
+        else:
+            return
+
+
 def configure_sqlite(engine: Engine, synchronous: str) -> None:
     """WAL, a busy timeout, and BEGIN IMMEDIATE so writers queue instead of deadlocking."""
 
@@ -34,9 +51,9 @@ def configure_sqlite(engine: Engine, synchronous: str) -> None:
     def on_connect(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=30000")
+        _enable_wal(cursor)
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -47,11 +47,12 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
 class Tables:
+    prefix: str
     metadata: MetaData
     jobs: Table
     dependencies: Table
@@ -60,7 +61,23 @@ class Tables:
     schema: Table
 
 
-def build_tables(prefix: str = "conveyor_") -> Tables:
+def _only_where_set(column: Column[Any], partial: bool) -> dict[str, Any]:
+    """Index only the rows where ``column`` is set (PostgreSQL, SQLite; MariaDB has no partial
+    indexes). Every query these indexes serve compares the column, so it cannot need the
+    other rows; and a state change that leaves the column NULL writes no entry."""
+    if not partial:
+        return {}
+    return {"postgresql_where": column.is_not(None), "sqlite_where": column.is_not(None)}
+
+
+def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Tables:
+    """The tables as of schema ``version`` (earlier layouts are kept for their migrations).
+
+    Version 2 made the indexes over mostly-NULL columns partial and turned the lock columns'
+    uniqueness into such indexes: a claim or a finished job then writes 3 or 4 index entries
+    instead of 10, which is most of the server's work for a short job.
+    """
+    partial = version >= 2
     metadata = MetaData()
     jobs = Table(
         f"{prefix}jobs",
@@ -92,20 +109,31 @@ def build_tables(prefix: str = "conveyor_") -> Tables:
         Column("execution", Json),
         # Set only while the job is leased: a unique index turns serial-group exclusion and
         # unique-mode exclusion into constraints no concurrent claim can break.
-        Column("group_lock", Label(), unique=True),
+        Column("group_lock", Label(), unique=not partial),
         # Equals priority while the job is in a claimable state, NULL otherwise: the claim
         # scans the index (claim_priority, id) in order and stops at its LIMIT.
         Column("claim_priority", Integer),
-        Column("unique_lock", Label(), unique=True),
+        Column("unique_lock", Label(), unique=not partial),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
-    Index(f"{prefix}ix_claim", jobs.c.claim_priority, jobs.c.id)
-    Index(f"{prefix}ix_queue", jobs.c.queue, jobs.c.state)
-    Index(f"{prefix}ix_group", jobs.c.serial_group, jobs.c.state)
-    Index(f"{prefix}ix_identifier", jobs.c.identifier, jobs.c.state)
-    Index(f"{prefix}ix_prune", jobs.c.state, jobs.c.finished_at)
-    Index(f"{prefix}ix_lease", jobs.c.state, jobs.c.lease_expires_at)
-    Index(f"{prefix}ix_batch", jobs.c.batch_id, jobs.c.state)
+    c = jobs.c
+    Index(f"{prefix}ix_claim", c.claim_priority, c.id, **_only_where_set(c.claim_priority, partial))
+    Index(f"{prefix}ix_queue", c.queue, c.state)
+    Index(f"{prefix}ix_group", c.serial_group, c.state, **_only_where_set(c.serial_group, partial))
+    Index(f"{prefix}ix_identifier", c.identifier, c.state, **_only_where_set(c.identifier, partial))
+    Index(f"{prefix}ix_prune", c.state, c.finished_at, **_only_where_set(c.finished_at, partial))
+    Index(
+        f"{prefix}ix_lease",
+        c.state,
+        c.lease_expires_at,
+        **_only_where_set(c.lease_expires_at, partial),
+    )
+    Index(f"{prefix}ix_batch", c.batch_id, c.state, **_only_where_set(c.batch_id, partial))
+    if partial:
+        # Set only while a job is leased: uniqueness here is serial-group and unique-mode
+        # exclusion, a constraint no concurrent claim can break.
+        for lock in (c.group_lock, c.unique_lock):
+            Index(f"{prefix}ix_{lock.name}", lock, unique=True, **_only_where_set(lock, True))
     dependencies = Table(
         f"{prefix}dependencies",
         metadata,
@@ -137,16 +165,74 @@ def build_tables(prefix: str = "conveyor_") -> Tables:
         Column("version", Integer, primary_key=True, autoincrement=False),
         Column("applied_at", BigInteger, nullable=False),
     )
-    return Tables(metadata, jobs, dependencies, tags, batches, schema)
+    return Tables(prefix, metadata, jobs, dependencies, tags, batches, schema)
 
 
 def _create_v1(connection: Connection, tables: Tables) -> None:
-    tables.metadata.create_all(connection, checkfirst=True)
+    build_tables(tables.prefix, version=1).metadata.create_all(connection, checkfirst=True)
+
+
+_PARTIAL_IN_V2 = ("ix_claim", "ix_group", "ix_identifier", "ix_prune", "ix_lease", "ix_batch")
+
+
+def _partial_indexes_v2(connection: Connection, tables: Tables) -> None:
+    """Version 2: partial indexes, and the lock columns' uniqueness as partial unique indexes.
+
+    Rebuilds the job table's indexes under the schema lock: writers wait for as long as that
+    takes (seconds per million jobs). SQLite cannot drop a column's UNIQUE constraint, so
+    there the table is copied into the new layout, ids and the id sequence kept.
+    """
+    jobs = tables.jobs
+    dialect = connection.dialect.name
+    inspector = inspect(connection)
+    if any(i["name"] == f"{tables.prefix}ix_group_lock" for i in inspector.get_indexes(jobs.name)):
+        return
+    if dialect == "sqlite":
+        _copy_sqlite_table(connection, jobs)
+        return
+    quote = connection.dialect.identifier_preparer.quote
+    if dialect == "postgresql":
+        for constraint in inspector.get_unique_constraints(jobs.name):
+            if constraint["column_names"] in (["group_lock"], ["unique_lock"]):
+                name = quote(str(constraint["name"]))
+                connection.exec_driver_sql(f"ALTER TABLE {quote(jobs.name)} DROP CONSTRAINT {name}")
+        for index in jobs.indexes:
+            if index.name in {f"{tables.prefix}{name}" for name in _PARTIAL_IN_V2}:
+                index.drop(connection)
+                index.create(connection)
+    else:  # MariaDB / MySQL: the UNIQUE constraints are indexes named after their column
+        for found in inspector.get_indexes(jobs.name):
+            if found["name"] in ("group_lock", "unique_lock"):
+                connection.exec_driver_sql(
+                    f"DROP INDEX {quote(str(found['name']))} ON {quote(jobs.name)}"
+                )
+    for index in jobs.indexes:
+        index.create(connection, checkfirst=True)
+
+
+def _copy_sqlite_table(connection: Connection, jobs: Table) -> None:
+    old = f"{jobs.name}_v1"
+    quote = connection.dialect.identifier_preparer.quote
+    connection.exec_driver_sql(f"ALTER TABLE {quote(jobs.name)} RENAME TO {quote(old)}")
+    for found in inspect(connection).get_indexes(old):
+        connection.exec_driver_sql(f"DROP INDEX {quote(str(found['name']))}")
+    jobs.create(connection)
+    columns = ", ".join(quote(column.name) for column in jobs.columns)
+    connection.exec_driver_sql(
+        f"INSERT INTO {quote(jobs.name)} ({columns}) SELECT {columns} FROM {quote(old)}"
+    )
+    # The renamed table kept the AUTOINCREMENT high-water mark: ids are never reused.
+    connection.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = ?", (jobs.name,))
+    connection.exec_driver_sql(
+        "INSERT INTO sqlite_sequence (name, seq) SELECT ?, seq FROM sqlite_sequence WHERE name = ?",
+        (jobs.name, old),
+    )
+    connection.exec_driver_sql(f"DROP TABLE {quote(old)}")
 
 
 # Each migration brings the schema from version (index) to version (index + 1). Add new
 # steps at the end; never edit a released one.
-MIGRATIONS: list[Callable[[Connection, Tables], None]] = [_create_v1]
+MIGRATIONS: list[Callable[[Connection, Tables], None]] = [_create_v1, _partial_indexes_v2]
 
 
 def current_version(connection: Connection, tables: Tables) -> int:

@@ -11,7 +11,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Update,
     create_engine,
     delete,
     exists,
@@ -46,6 +47,7 @@ from .dialects import (
     notify_channel,
     schema_transaction,
 )
+from .direct import DirectStatements
 from .rows import changed_values, job_from_row, job_values
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
 
@@ -62,12 +64,14 @@ class SqlTransaction:
         states: StateSets,
         dialect: Dialect,
         claims: ClaimStatements,
+        direct: DirectStatements | None = None,
     ) -> None:
         self.connection = connection
         self.tables = tables
         self.states = states
         self.dialect = dialect
         self.claims = claims
+        self.direct = direct
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -183,14 +187,20 @@ class SqlTransaction:
             # The lock columns may collide with a concurrent claim; isolate that in a savepoint.
             try:
                 with self.connection.begin_nested():
-                    result = self.connection.execute(statement, parameters)
+                    written = self._write(statement, parameters)
             except IntegrityError:
                 return False
         else:
-            result = self.connection.execute(statement, parameters)
+            written = self._write(statement, parameters)
         if self._announces(after):
             self._announce()
-        return result.rowcount == 1
+        return written == 1
+
+    def _write(self, statement: Update, parameters: dict[str, Any]) -> int:
+        compiled = self.direct.compiled(statement) if self.direct else None
+        if self.direct and compiled:
+            return self.direct.execute(self.connection, compiled, parameters)[0]
+        return self.connection.execute(statement, parameters).rowcount
 
     def save_jobs(self, changes: Sequence[tuple[Job, Job]]) -> bool:
         pending = [(before, after, self._changes(before, after)) for before, after in changes]
@@ -206,7 +216,11 @@ class SqlTransaction:
         written = 0
         for (columns, unleased), parameters in groups.items():
             statement = self.claims.update_statement(columns, unleased)
-            written += self.connection.execute(statement, parameters).rowcount
+            compiled = self.direct.compiled(statement) if self.direct else None
+            if self.direct and compiled:
+                written += self.direct.execute_many(self.connection, compiled, parameters)
+            else:
+                written += self.connection.execute(statement, parameters).rowcount
         return written == len(pending)
 
     def _changes(self, before: Job, after: Job) -> dict[str, Any]:
@@ -225,11 +239,13 @@ class SqlTransaction:
         if query.job_id is not None and not query.job_id.isdigit():
             return
         statement = self.claims.statement(query)
-        rows = (
-            self.connection.execute(statement, self.claims.parameters(query, to_ms(now), limit))
-            .mappings()
-            .all()
-        )
+        parameters = self.claims.parameters(query, to_ms(now), limit)
+        compiled = self.direct.compiled(statement) if self.direct else None
+        rows: Sequence[Mapping[Any, Any]]
+        if self.direct and compiled:
+            rows = self.direct.execute(self.connection, compiled, parameters)[1]
+        else:
+            rows = self.connection.execute(statement, parameters).mappings().all()
         for row in rows:  # rows become jobs only as the claimer consumes them
             facts = {
                 name: IMPLIED_FACTS[name] if name in IMPLIED_FACTS else bool(row[name])
@@ -464,11 +480,15 @@ class SqlStore:
         self.display_url = masked(parsed)
         self.states = states
         self.tables = build_tables(table_prefix)
+        own_engine = engine is None
         if engine is None:
             engine = self._create_engine(parsed)
         self.engine = engine
         self.dialect = Dialect.of(engine)
         self.claims = ClaimStatements(self.tables, states, self.dialect)
+        # Only on engines Conveyor made: a caller's engine keeps every statement visible to
+        # its own cursor events.
+        self.direct = DirectStatements(engine.dialect) if own_engine else None
         self._listener = (
             PostgresListener(engine.url, notify_channel(self.tables.jobs.name))
             if self.dialect.name == "postgresql"
@@ -559,7 +579,7 @@ class SqlStore:
         try:
             with connection.begin():
                 yield SqlTransaction(
-                    connection, self.tables, self.states, self.dialect, self.claims
+                    connection, self.tables, self.states, self.dialect, self.claims, self.direct
                 )
         except DBAPIError as error:
             if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
@@ -577,7 +597,9 @@ class SqlStore:
             with self._connections_lock:
                 self._connections.add(connection)
         try:
-            yield SqlTransaction(connection, self.tables, self.states, self.dialect, self.claims)
+            yield SqlTransaction(
+                connection, self.tables, self.states, self.dialect, self.claims, self.direct
+            )
         except DBAPIError as error:
             if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
                 self._local.autocommit = None

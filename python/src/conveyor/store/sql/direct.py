@@ -1,0 +1,125 @@
+"""The worker's hot statements, run straight on psycopg's cursor.
+
+A worker runs three statements per job (its claim, the claim's write, the outcome's write).
+SQLAlchemy spends about 45 µs of Python on each around psycopg's own work: finding the
+compiled form, processing parameters and building a result. These statements are built once,
+take plain values and return plain rows, so that work is done once here, at compile time; the
+statement text is the one SQLAlchemy renders. Anything else goes through SQLAlchemy, as do
+these statements on other drivers. Errors come out as SQLAlchemy's exceptions, and a lost
+connection is invalidated, exactly as when SQLAlchemy runs the statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+
+
+@dataclass(frozen=True)
+class Compiled:
+    sql: str
+    keys: tuple[str, ...]  # result columns, in order
+
+
+class DirectStatements:
+    """Compiled text of long-lived statements, for one engine, when its driver allows it."""
+
+    def __init__(self, connection_dialect: Any) -> None:
+        self.dialect = connection_dialect
+        self.enabled = connection_dialect.driver == "psycopg"
+        # Keyed by identity: the statements are built once and live as long as the store.
+        self._compiled: dict[int, tuple[ClauseElement, Compiled | None]] = {}
+
+    def compiled(self, statement: ClauseElement) -> Compiled | None:
+        """The statement's text, or None when it needs SQLAlchemy at execution time
+        (expanding IN lists, literal values, or parameter or result conversions)."""
+        if not self.enabled:
+            return None
+        found = self._compiled.get(id(statement))
+        if found is None or found[0] is not statement:
+            found = (statement, self._compile(statement))
+            self._compiled[id(statement)] = found
+        return found[1]
+
+    def _compile(self, statement: ClauseElement) -> Compiled | None:
+        compiled: Any = statement.compile(dialect=self.dialect)
+        if (
+            compiled.literal_execute_params
+            or compiled.post_compile_params
+            or compiled.positional
+            or any(
+                processor and not self._plain_array(compiled.binds[key].type)
+                for key, processor in compiled._bind_processors.items()
+            )
+        ):
+            return None
+        keys: tuple[str, ...] = ()
+        if compiled._result_columns:
+            if any(
+                entry.type._cached_result_processor(self.dialect, None)
+                for entry in compiled._result_columns
+            ):
+                return None
+            keys = tuple(entry.keyname for entry in compiled._result_columns)
+        return Compiled(compiled.string, keys)
+
+    def _plain_array(self, type_: Any) -> bool:
+        """An array of values that need no conversion: psycopg adapts a list as it is."""
+        item = getattr(type_, "item_type", None)
+        return item is not None and item._cached_bind_processor(self.dialect) is None
+
+    def execute(
+        self, connection: Connection, compiled: Compiled, parameters: Mapping[str, Any]
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """(rowcount, rows as dicts) of one execution in the connection's transaction."""
+        raw: Any = connection.connection.dbapi_connection
+        try:
+            with raw.cursor() as cursor:
+                cursor.execute(compiled.sql, parameters)
+                if not compiled.keys:
+                    return cursor.rowcount, []
+                keys = compiled.keys
+                return cursor.rowcount, [dict(zip(keys, row, strict=True)) for row in cursor]
+        except Exception as error:
+            raise self._wrapped(connection, compiled, parameters, error, raw) from error
+
+    def execute_many(
+        self, connection: Connection, compiled: Compiled, parameters: Sequence[Mapping[str, Any]]
+    ) -> int:
+        """Rows changed by one statement run once per parameter set (psycopg pipelines it)."""
+        raw: Any = connection.connection.dbapi_connection
+        try:
+            with raw.cursor() as cursor:
+                cursor.executemany(compiled.sql, parameters)
+                return int(cursor.rowcount)
+        except Exception as error:
+            raise self._wrapped(connection, compiled, parameters, error, raw) from error
+
+    def _wrapped(
+        self,
+        connection: Connection,
+        compiled: Compiled,
+        parameters: Any,
+        error: Exception,
+        raw: Any,
+    ) -> BaseException:
+        dbapi = self.dialect.loaded_dbapi
+        if not isinstance(error, dbapi.Error):
+            return error
+        disconnected = bool(self.dialect.is_disconnect(error, raw, None))
+        if disconnected:
+            connection.invalidate(error)
+        wrapped: BaseException = DBAPIError.instance(
+            compiled.sql,
+            parameters,
+            error,
+            dbapi.Error,
+            connection_invalidated=disconnected,
+            dialect=self.dialect,
+        )
+        return wrapped
