@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -314,3 +315,65 @@ def test_a_worker_commits_each_outcome_with_its_next_claim(app: Conveyor) -> Non
     # The first claim, 12 outcome-and-claim transactions, and the rescue pass: not 2 per job.
     assert len(commits) <= 12 + 2
     assert {app.get(job.id).state for job in jobs} == {"finished"}
+
+
+def test_a_batch_s_outcomes_are_committed_together_with_the_next_claim(app: Conveyor) -> None:
+    """batch_size 4: a batch costs one commit, however many jobs it holds."""
+    engine = getattr(app.store, "engine", None)
+    if engine is None:
+        pytest.skip("the memory store has no database commits")
+    app.register("task", lambda: None)
+    jobs = [app.publish("task") for _ in range(12)]
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    sql_events.listen(engine, "commit", count)
+    try:
+        stats = app.worker(
+            batch_size=4, record_delay=60, stop_when_empty=True, handle_signals=False
+        ).run()
+    finally:
+        sql_events.remove(engine, "commit", count)
+    assert stats.jobs == 12
+    # The first claim, 3 outcomes-and-claim transactions, and the rescue pass.
+    assert len(commits) <= 3 + 2
+    assert {app.get(job.id).state for job in jobs} == {"finished"}
+
+
+def test_outcomes_waiting_in_a_batch_keep_their_leases_alive(app: Conveyor) -> None:
+    """A finished job whose outcome waits for the rest of its batch is still heart-beaten,
+    so a long job after it cannot let its lease lapse (which would run it again)."""
+    seen: dict[str, object] = {}
+
+    def slow(first_id: str) -> None:
+        seen["first_state"] = app.get(first_id).state
+        seen["first_held"] = first_id in worker.runner.heartbeat._held
+
+    app.register("quick", lambda: None)
+    app.register("slow", slow)
+    first = app.publish("quick")
+    app.publish("slow", {"first_id": first.id})
+    worker: Any = app.worker(
+        batch_size=2, record_delay=60, stop_when_empty=True, handle_signals=False
+    )
+    stats = worker.run()
+    assert stats.jobs == 2
+    assert seen == {"first_state": "processing", "first_held": True}
+    assert app.get(first.id).state == "finished"
+    assert worker.runner.heartbeat._held == {}
+
+
+def test_record_delay_0_records_each_job_before_the_next_one_starts(app: Conveyor) -> None:
+    seen: list[str] = []
+
+    def second(first_id: str) -> None:
+        seen.append(app.get(first_id).state)
+
+    app.register("first", lambda: None)
+    app.register("second", second)
+    first = app.publish("first")
+    app.publish("second", {"first_id": first.id})
+    app.worker(batch_size=2, record_delay=0, stop_when_empty=True, handle_signals=False).run()
+    assert seen == ["finished"]

@@ -154,6 +154,40 @@ def test_pruning_the_finished_job_lets_the_work_run_again(
     assert runs == ["first", "again"]
 
 
+def test_a_claim_read_before_its_sibling_succeeded_cannot_be_written_after(
+    app: Conveyor, backend: str
+) -> None:
+    """UNIQ-003 under a race: a worker read the duplicate as claimable (its sibling not yet
+    done), the sibling then ran and succeeded, and only then does the claim write arrive.
+    A succeeded unique job keeps holding its identifier's lock, so that write is refused."""
+    if backend == "memory":
+        pytest.skip("the memory store decides each claim atomically, with no snapshot")
+    app.register("work", lambda: None)
+    first = app.publish("work", unique=True, identifier="once")
+    duplicate = app.publish("work", unique=True, identifier="once")
+    stale = app.get(duplicate.id)  # read while its sibling is still ready
+    report(app, claim_one(app, first), "succeed")
+    idle_sibling = {
+        "dependencies_succeeded": True,
+        "serial_group_idle": True,
+        "serial_group_head": True,
+        "unique_sibling_processing": False,
+        "unique_sibling_succeeded": False,
+    }
+    fired = app.lifecycle.engine.fire(
+        stale,
+        app.lifecycle._firing(
+            "claim", app.now(), {"worker_id": "w2", "lease_ms": 1000}, idle_sibling
+        ),
+    )
+    assert fired.job.state == "processing"
+    with app.store.transaction() as tx:
+        assert not tx.save_job(stale, fired.job)
+    assert app.get(duplicate.id).state == "ready"
+    assert [job.state for job in app.claim("w2")] == []  # discarded, not claimed
+    assert app.get(duplicate.id).state == "redundant"
+
+
 def test_concurrent_publishers_and_workers_run_the_work_once(
     make_app: AppFactory, backend: str
 ) -> None:

@@ -429,39 +429,38 @@ class Conveyor:
 
     def record_and_claim(
         self,
-        performed: Performed,
+        performed: Sequence[Performed],
         worker_id: str,
         *,
         queues: Sequence[str] = (),
         priorities: PriorityRange | str | None = None,
         limit: int = 1,
         lease_ms: int | None = None,
-    ) -> tuple[Job, list[Job]]:
-        """Record a worker's last outcome and claim its next jobs in one transaction.
+    ) -> tuple[list[Job], list[Job]]:
+        """Record a worker's outcomes and claim its next jobs (``limit`` 0: none) in one
+        transaction; returns (the recorded jobs, the claimed jobs).
 
-        One commit instead of two per job: the outcome is exactly as durable as when recorded
-        alone once this returns, and a job it made claimable (a serial group's next job, a
-        dependant) can be claimed in the same breath. Raises StaleLease, having changed
-        nothing, when the outcome's lease was lost.
+        One commit for a whole batch instead of one per job: the outcomes are exactly as
+        durable as when recorded alone once this returns, and a job they made claimable (a
+        serial group's next job, a dependant) can be claimed in the same breath. Raises
+        StaleLease (or another refusal), having changed nothing, when an outcome cannot be
+        recorded as it stands (its lease was lost): record them one by one then.
         """
         query = self._claim_query(queues, priorities, None)
         now = self.now()
+        reports = [(p.current, p.event, p.params, p.update) for p in performed]
         with self.store.transaction() as tx:
-            recorded = self.lifecycle.fire(
-                tx,
-                performed.job.id,
-                performed.event,
-                now,
-                performed.params,
-                performed.update,
-                performed.current,
+            recorded, outcome = self.lifecycle.record_all(tx, reports, now)
+            claimed = (
+                self.lifecycle.claim(tx, query, worker_id, lease_ms or self.lease_ms, limit, now)
+                if limit > 0
+                else None
             )
-            claimed = self.lifecycle.claim(
-                tx, query, worker_id, lease_ms or self.lease_ms, limit, now
-            )
-        self._deliver(recorded)
+        self._deliver(outcome)
+        if claimed is None:
+            return recorded, []
         self._deliver(claimed)
-        return recorded.jobs[0], claimed.jobs
+        return recorded, claimed.jobs
 
     @staticmethod
     def _claim_query(

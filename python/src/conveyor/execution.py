@@ -7,8 +7,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,8 +114,8 @@ class Heartbeat:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    @contextmanager
-    def holding(self, job_id: str, token: int) -> Iterator[None]:
+    def hold(self, job_id: str, token: int) -> None:
+        """Keep the job's lease alive until :meth:`release`."""
         with self._lock:
             self._held[job_id] = (token, time.monotonic())
             if self._thread is None:
@@ -124,11 +123,10 @@ class Heartbeat:
                     target=self._run, name="conveyor-heartbeat", daemon=True
                 )
                 self._thread.start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._held.pop(job_id, None)
+
+    def release(self, job_id: str) -> None:
+        with self._lock:
+            self._held.pop(job_id, None)
 
     def _run(self) -> None:
         while True:
@@ -181,9 +179,14 @@ class JobRunner:
         token = job.lease.token
         started = time.monotonic()
         memory_before = resident_memory()
-
-        with self.heartbeat.holding(job.id, token):
+        # Held until its outcome is recorded (release): a worker may record it later, with
+        # the rest of its batch, and the lease must not lapse meanwhile.
+        self.heartbeat.hold(job.id, token)
+        try:
             report, current = self._run_requests(job, token)
+        except BaseException:
+            self.heartbeat.release(job.id)
+            raise
         execution = {
             "pid": os.getpid(),
             "worker_id": self.worker_id,
@@ -206,8 +209,20 @@ class JobRunner:
             die=report.die,
         )
 
+    def release(self, performed: Sequence[Performed]) -> None:
+        """Stop heart-beating jobs whose outcomes are about to be written."""
+        for each in performed:
+            self.heartbeat.release(each.job.id)
+
+    def hold(self, performed: Sequence[Performed]) -> None:
+        """Heart-beat again jobs whose outcomes could not be written (written later)."""
+        for each in performed:
+            assert each.job.lease is not None
+            self.heartbeat.hold(each.job.id, each.job.lease.token)
+
     def record(self, performed: Performed) -> Executed:
         """Record the outcome on its own (retrying while the database is away), then hooks."""
+        self.release([performed])
         try:
             # The work is done: keep trying to record it while the lease can still be valid.
             final = retry_while_unavailable(

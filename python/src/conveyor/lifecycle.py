@@ -305,6 +305,47 @@ class Lifecycle:
         self._after(tx, fired, now, outcome)
         return outcome
 
+    def record_all(
+        self,
+        tx: Transaction,
+        reports: Sequence[tuple[Job, str, Mapping[str, Any], Mapping[str, Any]]],
+        now: datetime,
+    ) -> tuple[list[Job], Outcome]:
+        """A worker's outcomes, each ``(job as last written, event, params, update)``, in one
+        transaction: the ones whose change stays in their own row are written together (one
+        batched statement); the others as :meth:`fire` would. Returns each job as recorded.
+
+        Raises StaleLease, to be rolled back with the transaction, when any of the batched
+        writes found its row moved on (a lost lease): the caller records them one by one.
+        """
+        outcome = Outcome()
+        plain: list[tuple[int, Job, Fired]] = []
+        finals: list[Job | None] = []
+        for known, event, params, update in reports:
+            try:
+                fired = self._fire_one(known, event, now, params, update)
+            except Refused:
+                fired = None
+            if fired is not None and not any(
+                self._reaches_other_rows(name, fired.job) for name in fired.system_effects
+            ):
+                plain.append((len(finals), known, fired))
+                finals.append(fired.job)
+                continue
+            alone = self.fire(tx, known.id, event, now, params, update, known)
+            finals.append(alone.jobs[0])
+            outcome.jobs.extend(alone.jobs)
+            outcome.notifications.extend(alone.notifications)
+        if plain and not tx.save_jobs([(known, fired.job) for _, known, fired in plain]):
+            raise StaleLease("a recorded job's row moved on (lease lost); nothing was recorded")
+        for index, _, fired in plain:
+            side = Outcome(jobs=[fired.job])
+            self._after(tx, fired, now, side)
+            finals[index] = side.jobs[0]
+            outcome.jobs.extend(side.jobs)
+            outcome.notifications.extend(side.notifications)
+        return [job for job in finals if job is not None], outcome
+
     @staticmethod
     def _reaches_other_rows(effect: str, job: Job) -> bool:
         if effect in ("notify_threshold", "notify_failure"):

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from .clock import duration_ms
-from .errors import StaleLease
+from .errors import Refused
 from .execution import Executed, JobRunner, Performed, resident_memory
 from .model import Job
 from .priority import PriorityRange
@@ -47,6 +48,9 @@ class WorkerOptions:
     handle_signals: bool = True
     on_job: Callable[[Job], None] | None = None
     on_idle: Callable[[], None] | None = None
+    # Outcomes wait to be recorded together, with the next claim, for at most this long
+    # before the worker starts another job; 0 records each job before the next one starts.
+    record_delay: float = 0.1
 
 
 @dataclass
@@ -76,7 +80,8 @@ class Worker:
         self._stop = threading.Event()
         self._stop_reason = ""
         self._last_rescue: float | None = None
-        self._pending: Performed | None = None  # the last job's outcome, not yet recorded
+        self._pending: list[Performed] = []  # outcomes not yet recorded, oldest first
+        self._pending_since = 0.0  # when the oldest of them was performed (monotonic)
 
     def stop(self, reason: str = "stop requested") -> None:
         """Finish the current job, then return from :meth:`run`."""
@@ -121,15 +126,19 @@ class Worker:
         self._maybe_rescue()
         limit = options.batch_size
         if options.max_jobs is not None:
-            limit = min(limit, options.max_jobs - self.stats.jobs - (self._pending is not None))
+            limit = min(limit, options.max_jobs - self.stats.jobs - len(self._pending))
         jobs = self._claim_next(limit)
-        for index, job in enumerate(jobs):
+        for job in jobs:
+            if self._pending and time.monotonic() - self._pending_since >= options.record_delay:
+                self._flush()  # a slow batch: do not hold earlier outcomes back
             performed = self.runner.perform(job)
-            if index == len(jobs) - 1 and self._may_defer(performed):
-                # Recorded with the next claim, in one commit (see Conveyor.record_and_claim).
-                self._pending = performed
-            else:
-                self._count(self.runner.record(performed))
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending.append(performed)
+            if not self._may_defer(performed):
+                self._flush()
+        # What is still pending is recorded with the next claim, in one commit (see
+        # Conveyor.record_and_claim).
         self._check_limits()
         if not jobs and not self._stop.is_set():
             if options.stop_when_empty:
@@ -139,8 +148,7 @@ class Worker:
 
     def _claim_next(self, limit: int) -> list[Job]:
         options = self.options
-        pending, self._pending = self._pending, None
-        if pending is None:
+        if not self._pending:
             return self.app.claim(
                 options.worker_id,
                 queues=options.queues,
@@ -148,8 +156,33 @@ class Worker:
                 limit=limit,
                 lease_ms=self.lease_ms,
             )
+        pending, self._pending = self._pending, []
         try:
-            final, jobs = self.app.record_and_claim(
+            jobs = self._record(pending, limit)
+        except Refused:  # nothing was written: a lease, or a claimed row, moved on
+            self._record_each(pending)
+            return self._claim_next(limit)
+        except Exception:
+            self._pending = pending  # recorded with the next attempt, or alone on stop
+            raise
+        return jobs
+
+    def _flush(self) -> None:
+        """Record the pending outcomes now, without claiming."""
+        pending, self._pending = self._pending, []
+        try:
+            self._record(pending, 0)
+        except Exception as error:
+            if not (isinstance(error, Refused) or is_connection_error(error)):
+                raise
+            self._record_each(pending)  # alone, each retried while the database is away
+
+    def _record(self, pending: list[Performed], limit: int) -> list[Job]:
+        """Record outcomes in one transaction, with a claim of ``limit`` jobs (0: none)."""
+        options = self.options
+        self.runner.release(pending)
+        try:
+            finals, jobs = self.app.record_and_claim(
                 pending,
                 options.worker_id,
                 queues=options.queues,
@@ -157,37 +190,43 @@ class Worker:
                 limit=limit,
                 lease_ms=self.lease_ms,
             )
-        except StaleLease:  # nothing was written; the outcome's lease, or a claimed row, moved
-            self._count(self.runner.record(pending))  # alone: refused if its lease is lost
-            return self._claim_next(limit)
         except Exception:
-            self._pending = pending  # recorded with the next attempt, or alone on stop
+            self.runner.hold(pending)
             raise
-        self._count(self.runner.finish(pending, final))
+        for performed, final in zip(pending, finals, strict=True):
+            self._count(self.runner.finish(performed, final))
         return jobs
 
+    def _record_each(self, pending: list[Performed]) -> None:
+        for performed in pending:  # each refused only if its own lease was lost
+            self._count(self.runner.record(performed))
+
     def _may_defer(self, performed: Performed) -> bool:
-        """Whether the worker claims again right away, so that the outcome can ride along."""
+        """Whether the worker goes on right away, so that the outcome can ride along."""
         options = self.options
         return not (
             performed.die
             or self._stop.is_set()
-            or (options.max_jobs is not None and self.stats.jobs + 1 >= options.max_jobs)
+            or (
+                options.max_jobs is not None
+                and self.stats.jobs + len(self._pending) >= options.max_jobs
+            )
             or (options.max_cycles is not None and self.stats.cycles >= options.max_cycles)
             or (options.memory_limit is not None and resident_memory() > options.memory_limit)
         )
 
     def _record_pending(self) -> None:
-        """Stopping between a job and the next claim: record the outcome on its own."""
-        pending, self._pending = self._pending, None
-        if pending is None:
+        """Stopping between a job and the next claim: record the outcomes on their own."""
+        pending = self._pending
+        if not pending:
             return
         try:
-            self._count(self.runner.record(pending))
+            self._flush()
         except Exception:
             log.exception(
-                "job %s: its outcome could not be recorded; it runs again once its lease expires",
-                pending.job.id,
+                "jobs %s: their outcomes could not be recorded; they run again once their "
+                "leases expire",
+                ", ".join(performed.job.id for performed in pending),
             )
 
     def _count(self, executed: Executed) -> None:

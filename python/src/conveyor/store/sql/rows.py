@@ -28,55 +28,61 @@ def _error(error: JobError | None) -> str | None:
     return _dumps(error.to_dict()) if error else None
 
 
-Encoder = Callable[[Job, bool, bool], Any]
+Encoder = Callable[[Job, bool, bool, bool], Any]
 
-# Each column: the Job fields it is computed from, and how (job, leased, claimable) -> value.
-# The lock and claim columns also depend on the state, through the leased/claimable flags.
+# Each column: the Job fields it is computed from, and how (job, leased, claimable, unique
+# held) -> value. The lock and claim columns also depend on the state, through the flags:
+# a unique job holds its identifier's lock while leased and, once it succeeded, for as long
+# as it exists, so no sibling can be claimed after it (UNIQ-003) whatever snapshot the
+# sibling's claim read.
 _COLUMNS: dict[str, tuple[tuple[str, ...], Encoder]] = {
-    "claim_priority": (("priority", "state"), lambda j, le, cl: j.priority if cl else None),
-    "queue": (("queue",), lambda j, le, cl: j.queue),
-    "priority": (("priority",), lambda j, le, cl: j.priority),
-    "state": (("state",), lambda j, le, cl: j.state),
-    "available_at": (("available_at",), lambda j, le, cl: to_ms(j.available_at)),
-    "created_at": (("created_at",), lambda j, le, cl: to_ms(j.created_at)),
-    "updated_at": (("updated_at",), lambda j, le, cl: to_ms(j.updated_at)),
+    "claim_priority": (("priority", "state"), lambda j, le, cl, un: j.priority if cl else None),
+    "queue": (("queue",), lambda j, le, cl, un: j.queue),
+    "priority": (("priority",), lambda j, le, cl, un: j.priority),
+    "state": (("state",), lambda j, le, cl, un: j.state),
+    "available_at": (("available_at",), lambda j, le, cl, un: to_ms(j.available_at)),
+    "created_at": (("created_at",), lambda j, le, cl, un: to_ms(j.created_at)),
+    "updated_at": (("updated_at",), lambda j, le, cl, un: to_ms(j.updated_at)),
     "finished_at": (
         ("finished_at",),
-        lambda j, le, cl: to_ms(j.finished_at) if j.finished_at else None,
+        lambda j, le, cl, un: to_ms(j.finished_at) if j.finished_at else None,
     ),
-    "attempts": (("attempts",), lambda j, le, cl: j.attempts),
-    "retry_policy": (("retry_policy",), lambda j, le, cl: _policy_text(j.retry_policy)),
-    "serial_group": (("serial_group",), lambda j, le, cl: j.serial_group),
-    "identifier": (("identifier",), lambda j, le, cl: j.identifier),
-    "is_unique": (("unique",), lambda j, le, cl: j.unique),
+    "attempts": (("attempts",), lambda j, le, cl, un: j.attempts),
+    "retry_policy": (("retry_policy",), lambda j, le, cl, un: _policy_text(j.retry_policy)),
+    "serial_group": (("serial_group",), lambda j, le, cl, un: j.serial_group),
+    "identifier": (("identifier",), lambda j, le, cl, un: j.identifier),
+    "is_unique": (("unique",), lambda j, le, cl, un: j.unique),
     "recurring_interval_ms": (
         ("recurring_interval_ms",),
-        lambda j, le, cl: j.recurring_interval_ms,
+        lambda j, le, cl, un: j.recurring_interval_ms,
     ),
-    "batch_id": (("batch_id",), lambda j, le, cl: int(j.batch_id) if j.batch_id else None),
-    "depends_on": (("depends_on",), lambda j, le, cl: _list_text(j.depends_on)),
-    "tags": (("tags",), lambda j, le, cl: _list_text(j.tags)),
-    "metadata_json": (("metadata",), lambda j, le, cl: _dumps(j.metadata) if j.metadata else "{}"),
+    "batch_id": (("batch_id",), lambda j, le, cl, un: int(j.batch_id) if j.batch_id else None),
+    "depends_on": (("depends_on",), lambda j, le, cl, un: _list_text(j.depends_on)),
+    "tags": (("tags",), lambda j, le, cl, un: _list_text(j.tags)),
+    "metadata_json": (
+        ("metadata",),
+        lambda j, le, cl, un: _dumps(j.metadata) if j.metadata else "{}",
+    ),
     "requests": (
         ("requests",),
-        lambda j, le, cl: _dumps([request.to_dict() for request in j.requests]),
+        lambda j, le, cl, un: _dumps([request.to_dict() for request in j.requests]),
     ),
-    "lease_token": (("lease_token",), lambda j, le, cl: j.lease_token),
-    "lease_worker": (("lease",), lambda j, le, cl: j.lease.worker_id if j.lease else None),
+    "lease_token": (("lease_token",), lambda j, le, cl, un: j.lease_token),
+    "lease_worker": (("lease",), lambda j, le, cl, un: j.lease.worker_id if j.lease else None),
     "lease_expires_at": (
         ("lease",),
-        lambda j, le, cl: to_ms(j.lease.expires_at) if j.lease else None,
+        lambda j, le, cl, un: to_ms(j.lease.expires_at) if j.lease else None,
     ),
-    "last_error": (("last_error",), lambda j, le, cl: _error(j.last_error)),
-    "errors": (("errors",), lambda j, le, cl: _list_text([e.to_dict() for e in j.errors])),
+    "last_error": (("last_error",), lambda j, le, cl, un: _error(j.last_error)),
+    "errors": (("errors",), lambda j, le, cl, un: _list_text([e.to_dict() for e in j.errors])),
     "execution": (
         ("execution",),
-        lambda j, le, cl: _dumps(j.execution) if j.execution is not None else None,
+        lambda j, le, cl, un: _dumps(j.execution) if j.execution is not None else None,
     ),
-    "group_lock": (("serial_group", "state"), lambda j, le, cl: j.serial_group if le else None),
+    "group_lock": (("serial_group", "state"), lambda j, le, cl, un: j.serial_group if le else None),
     "unique_lock": (
         ("identifier", "unique", "state"),
-        lambda j, le, cl: j.identifier if le and j.unique else None,
+        lambda j, le, cl, un: j.identifier if un and j.unique else None,
     ),
 }
 _SOURCE_FIELDS = tuple(sorted({field for fields, _ in _COLUMNS.values() for field in fields}))
@@ -87,13 +93,16 @@ _COLUMNS_OF: dict[str, tuple[str, ...]] = {
 }
 
 
-def job_values(job: Job, leased: bool, claimable: bool) -> dict[str, Any]:
-    """Column values for ``job`` (without id); ``leased`` fills the lock columns."""
-    return {name: encode(job, leased, claimable) for name, (_, encode) in _COLUMNS.items()}
+Flags = tuple[bool, bool, bool]  # (leased, claimable, holds its unique lock)
+
+
+def job_values(job: Job, flags: Flags) -> dict[str, Any]:
+    """Column values for ``job`` (without id); the flags fill the lock and claim columns."""
+    return {name: encode(job, *flags) for name, (_, encode) in _COLUMNS.items()}
 
 
 def changed_values(
-    before: Job, after: Job, flags_before: tuple[bool, bool], flags_after: tuple[bool, bool]
+    before: Job, after: Job, flags_before: Flags, flags_after: Flags
 ) -> dict[str, Any]:
     """The columns whose value differs between two versions of a job.
 

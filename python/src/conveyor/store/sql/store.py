@@ -48,7 +48,7 @@ from .dialects import (
     schema_transaction,
 )
 from .direct import DirectStatements
-from .rows import changed_values, job_from_row, job_values
+from .rows import Flags, changed_values, job_from_row, job_values
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
 
 IDLE_PING_SECONDS = 1.0
@@ -140,7 +140,7 @@ class SqlTransaction:
             )
 
     def _values(self, job: Job) -> dict[str, Any]:
-        return job_values(job, *self._flags(job))
+        return job_values(job, self._flags(job))
 
     @staticmethod
     def _where(before: Job, changed: dict[str, Any]) -> dict[str, Any]:
@@ -153,9 +153,15 @@ class SqlTransaction:
             "w_expires": to_ms(before.lease.expires_at) if before.lease else None,
         }
 
-    def _flags(self, job: Job) -> tuple[bool, bool]:
-        """(leased, claimable): what the lock and claim columns of a row depend on."""
-        return job.state in self.states.leased, job.state in self.states.claimable
+    def _flags(self, job: Job) -> Flags:
+        """(leased, claimable, holds its unique lock): what the lock and claim columns of a row
+        depend on (rows.Encoder)."""
+        leased = job.state in self.states.leased
+        return (
+            leased,
+            job.state in self.states.claimable,
+            leased or job.state in self.states.performed,
+        )
 
     def get_job(self, job_id: str) -> Job | None:
         if not job_id.isdigit():
