@@ -95,6 +95,47 @@ def publish_bulk(url: str, count: int, chunk: int = 1000) -> float:
     return elapsed
 
 
+def publish_bulk_same_table(url: str, count: int, chunk: int = 1000) -> float:
+    """Seconds to insert ``count`` rows, as multi-row INSERTs of ``chunk`` rows, into a table
+    of Conveyor's own shape (its columns and indexes), one constant job row repeated.
+
+    What the database charges for this row shape, without any library work: the bulk
+    publishing figure against it is the library's own overhead.
+    """
+    from conveyor import Conveyor
+    from conveyor.store.sql.rows import job_values
+    from conveyor.store.sql.schema import build_tables
+    from sqlalchemy import create_engine, insert
+
+    engine = create_engine(url)
+    tables = build_tables("bench_rawshape_")
+    tables.metadata.drop_all(engine)
+    tables.metadata.create_all(engine)
+    sample = Conveyor("memory://")
+    sample.register("noop", lambda: None)
+    row = job_values(sample.publish("noop"), (False, True, False))  # a ready job's row
+    statement = insert(tables.jobs).values([row] * chunk)
+    sql = str(statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    engine.dispose()
+    connection = connect(url)
+    cursor = connection.cursor()
+    sqlite = backend_of(url) == "sqlite"
+    started = time.perf_counter()
+    for _ in range(count // chunk):
+        if sqlite:
+            cursor.execute("BEGIN")
+        cursor.execute(sql)
+        if sqlite:
+            cursor.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    cursor.execute(f"DROP TABLE {tables.jobs.name}")
+    connection.close()
+    engine = create_engine(url)
+    tables.metadata.drop_all(engine)
+    engine.dispose()
+    return elapsed
+
+
 def _process(url: str, batch: int) -> tuple[int, float, float]:
     connection = connect(url)
     cursor = connection.cursor()

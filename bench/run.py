@@ -63,11 +63,16 @@ def measure(db: str, url: str, jobs: int, publish_jobs: int, batches: list[int])
     bulk_count = publish_jobs * 10
     bulk_raw = bulk_count / raw.publish_bulk(url, bulk_count)
     bulk_ours = bulk_count / conveyor_side.publish_bulk(url, bulk_count)
+    bulk_same_table = bulk_count / raw.publish_bulk_same_table(url, bulk_count)
     result["publish"] = {
         "single": {"raw_per_s": round(single_raw), "conveyor_per_s": round(single_ours),
                    "ratio": round(single_ours / single_raw, 2)},
         "bulk_1000": {"raw_per_s": round(bulk_raw), "conveyor_per_s": round(bulk_ours),
                       "ratio": round(bulk_ours / bulk_raw, 2)},
+        # The same rows' database cost alone: raw INSERTs into a table of Conveyor's shape.
+        "bulk_1000_same_table": {"raw_per_s": round(bulk_same_table),
+                                 "conveyor_per_s": round(bulk_ours),
+                                 "ratio": round(bulk_ours / bulk_same_table, 2)},
     }
     print(db, "publish", result["publish"], flush=True)
     return result
