@@ -79,10 +79,11 @@ def _work(url: str, batch: int) -> tuple[int, float, float]:
 
 
 def process(url: str, jobs: int, batch: int, workers: int) -> float:
-    from raw import rate
+    from raw import quiesce, rate
 
     reset(url)
     publish_bulk(url, jobs)
+    quiesce(url)
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers) as pool:
         results = pool.starmap(_work, [(url, batch)] * workers)

@@ -198,10 +198,25 @@ def _claim_mariadb(cursor: Any, batch: int) -> list[int]:
     return ids
 
 
+def quiesce(url: str) -> None:
+    """Before a measured phase: write out what the previous phase left dirty (PostgreSQL's
+    CHECKPOINT; SQLite's WAL checkpoint), so that neither side pays for the other's work."""
+    connection = connect(url)
+    try:
+        backend = backend_of(url)
+        if backend == "postgresql":
+            connection.execute("CHECKPOINT")
+        elif backend == "sqlite":
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        connection.close()
+
+
 def process(url: str, jobs: int, batch: int, workers: int) -> float:
     """Jobs per second: ``workers`` processes drain ``jobs`` ready rows, ``batch`` per claim."""
     reset(url)
     publish_bulk(url, jobs)
+    quiesce(url)
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers) as pool:
         results = pool.starmap(_process, [(url, batch)] * workers)
