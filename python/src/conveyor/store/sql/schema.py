@@ -198,7 +198,7 @@ def _partial_indexes_v2(connection: Connection, tables: Tables) -> None:
                 connection.exec_driver_sql(f"ALTER TABLE {quote(jobs.name)} DROP CONSTRAINT {name}")
         for index in jobs.indexes:
             if index.name in {f"{tables.prefix}{name}" for name in _PARTIAL_IN_V2}:
-                index.drop(connection)
+                index.drop(connection, checkfirst=True)
                 index.create(connection)
     else:  # MariaDB / MySQL: the UNIQUE constraints are indexes named after their column
         for found in inspector.get_indexes(jobs.name):
