@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
@@ -53,29 +54,39 @@ def _load(path: Path) -> ModuleType:
     return module
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
-def test_killed_worker_job_is_rescued_and_finishes_once(
-    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """LEASE-003/LEASE-005: kill -9 mid-job loses nothing; the handler completes exactly once."""
+@dataclass
+class Crash:
+    """A handler module in tmp_path, its run log, and an app on the backend's tables."""
+
+    app: Conveyor
+    clock: ManualClock
+    module_path: Path
+    runs: Path
+    url: str
+    prefix: str
+
+
+def _crash_setup(
+    source: str, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> Crash:
     require_service(backend)
     url = backend_url(backend, tmp_path)
     module_path = tmp_path / "crash_handlers.py"
-    module_path.write_text(textwrap.dedent(HANDLER_MODULE))
+    module_path.write_text(textwrap.dedent(source))
     runs = tmp_path / "runs.log"
     runs.touch()
     monkeypatch.setenv("CRASH_RUNS", str(runs))
-    prefix = f"{TEST_PREFIX}crash_"
     clock = ManualClock()
     app = Conveyor(url, clock=clock, table_prefix=prefix, lease=timedelta(seconds=60))
     wipe(app)
     app.register("work", _load(module_path).work)
-    job = app.publish("work", {"n": 1})
-    clock.set(clock.now().replace(year=2100))  # the child's wall clock is far behind this one
+    return Crash(app, clock, module_path, runs, url, prefix)
 
+
+def _kill_once_started(crash: Crash) -> None:
+    """Run the module's worker until a handler prints "started", then SIGKILL it."""
     with subprocess.Popen(
-        [sys.executable, str(module_path), url, prefix],
+        [sys.executable, str(crash.module_path), crash.url, crash.prefix],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -83,12 +94,24 @@ def test_killed_worker_job_is_rescued_and_finishes_once(
         try:
             assert child.stdout is not None
             assert child.stdout.readline().strip() == "started"
-            assert app.get(job.id).state == "processing"
             child.send_signal(signal.SIGKILL)
             assert child.wait(timeout=30) == -signal.SIGKILL
         finally:
             if child.poll() is None:
                 child.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_killed_worker_job_is_rescued_and_finishes_once(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LEASE-003/LEASE-005: kill -9 mid-job loses nothing; the handler completes exactly once."""
+    crash = _crash_setup(HANDLER_MODULE, backend, tmp_path, monkeypatch, f"{TEST_PREFIX}crash_")
+    app, clock, runs = crash.app, crash.clock, crash.runs
+    job = app.publish("work", {"n": 1})
+    clock.set(clock.now().replace(year=2100))  # the child's wall clock is far behind this one
+    _kill_once_started(crash)
 
     held = app.get(job.id)
     assert held.state == "processing"
@@ -145,35 +168,13 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_at_most_its_batch(
 ) -> None:
     """Outcomes wait for the batch's commit: kill -9 in the middle of a batch of 4 loses no
     job; the two finished but unrecorded ones run again (the documented window: one batch)."""
-    require_service(backend)
-    url = backend_url(backend, tmp_path)
-    module_path = tmp_path / "batch_handlers.py"
-    module_path.write_text(textwrap.dedent(BATCH_HANDLER_MODULE))
-    runs = tmp_path / "runs.log"
-    runs.touch()
-    monkeypatch.setenv("CRASH_RUNS", str(runs))
-    prefix = f"{TEST_PREFIX}crashb_"
-    clock = ManualClock()
-    app = Conveyor(url, clock=clock, table_prefix=prefix, lease=timedelta(seconds=60))
-    wipe(app)
-    app.register("work", _load(module_path).work)
+    crash = _crash_setup(
+        BATCH_HANDLER_MODULE, backend, tmp_path, monkeypatch, f"{TEST_PREFIX}crashb_"
+    )
+    app, clock, runs = crash.app, crash.clock, crash.runs
     jobs = [app.publish("work", {"n": n}) for n in (1, 2, 3, 4, 5)]
     clock.set(clock.now().replace(year=2100))  # the child's wall clock is far behind this one
-
-    with subprocess.Popen(
-        [sys.executable, str(module_path), url, prefix],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as child:
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == "started"
-            child.send_signal(signal.SIGKILL)
-            assert child.wait(timeout=30) == -signal.SIGKILL
-        finally:
-            if child.poll() is None:
-                child.kill()
+    _kill_once_started(crash)
 
     # The whole first batch is still leased (two outcomes were waiting), the fifth untouched.
     assert [app.get(job.id).state for job in jobs] == ["processing"] * 4 + ["ready"]

@@ -293,14 +293,13 @@ def test_a_worker_fenced_off_mid_job_records_nothing_and_goes_on(
     assert stats.jobs == 3
 
 
-def test_a_worker_commits_each_outcome_with_its_next_claim(app: Conveyor) -> None:
-    """A job costs one commit: its outcome rides with the next claim (and the last one with
-    the claim that finds nothing). Observed through the engine's commit events."""
+def _commits_of_a_worker_run(app: Conveyor, jobs: int, **options: Any) -> int:
+    """Commits seen by the engine while a worker runs ``jobs`` no-op jobs to the end."""
     engine = getattr(app.store, "engine", None)
     if engine is None:
         pytest.skip("the memory store has no database commits")
     app.register("task", lambda: None)
-    jobs = [app.publish("task") for _ in range(12)]
+    published = [app.publish("task") for _ in range(jobs)]
     commits: list[object] = []
 
     def count(connection: object) -> None:
@@ -308,38 +307,25 @@ def test_a_worker_commits_each_outcome_with_its_next_claim(app: Conveyor) -> Non
 
     sql_events.listen(engine, "commit", count)
     try:
-        stats = app.worker(stop_when_empty=True, handle_signals=False).run()
+        stats = app.worker(stop_when_empty=True, handle_signals=False, **options).run()
     finally:
         sql_events.remove(engine, "commit", count)
-    assert stats.jobs == 12
+    assert stats.jobs == jobs
+    assert {app.get(job.id).state for job in published} == {"finished"}
+    return len(commits)
+
+
+def test_a_worker_commits_each_outcome_with_its_next_claim(app: Conveyor) -> None:
+    """A job costs one commit: its outcome rides with the next claim (and the last one with
+    the claim that finds nothing). Observed through the engine's commit events."""
     # The first claim, 12 outcome-and-claim transactions, and the rescue pass: not 2 per job.
-    assert len(commits) <= 12 + 2
-    assert {app.get(job.id).state for job in jobs} == {"finished"}
+    assert _commits_of_a_worker_run(app, 12) <= 12 + 2
 
 
 def test_a_batch_s_outcomes_are_committed_together_with_the_next_claim(app: Conveyor) -> None:
     """batch_size 4: a batch costs one commit, however many jobs it holds."""
-    engine = getattr(app.store, "engine", None)
-    if engine is None:
-        pytest.skip("the memory store has no database commits")
-    app.register("task", lambda: None)
-    jobs = [app.publish("task") for _ in range(12)]
-    commits: list[object] = []
-
-    def count(connection: object) -> None:
-        commits.append(connection)
-
-    sql_events.listen(engine, "commit", count)
-    try:
-        stats = app.worker(
-            batch_size=4, record_delay=60, stop_when_empty=True, handle_signals=False
-        ).run()
-    finally:
-        sql_events.remove(engine, "commit", count)
-    assert stats.jobs == 12
     # The first claim, 3 outcomes-and-claim transactions, and the rescue pass.
-    assert len(commits) <= 3 + 2
-    assert {app.get(job.id).state for job in jobs} == {"finished"}
+    assert _commits_of_a_worker_run(app, 12, batch_size=4, record_delay=60) <= 3 + 2
 
 
 def test_outcomes_waiting_in_a_batch_keep_their_leases_alive(app: Conveyor) -> None:
