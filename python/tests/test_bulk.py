@@ -66,3 +66,23 @@ def test_a_bulk_stores_what_single_publishes_store(app: Conveyor) -> None:
     assert waiting
     claimed = {job.id for job in app.claim("w", limit=100, lease_ms=60_000)}
     assert claimed.isdisjoint(job.id for job in waiting)
+
+
+def test_rows_of_many_jobs_equal_each_job_s_own_row() -> None:
+    """rows_of re-encodes only the columns whose fields changed from the previous job; the
+    result must be exactly job_values of each job, whatever the jobs share."""
+    from conveyor.model import replace
+    from conveyor.store.sql.rows import job_values, rows_of
+
+    app = Conveyor("memory://")
+    app.register("noop", lambda: None)
+    first = app.publish("noop")
+    jobs = [app.publish("noop", {"n": n}, **options(n, first.id)) for n in range(1, 30)]
+    jobs += [replace(jobs[-1], state="processing"), replace(jobs[-1], tags=("other",))]
+    jobs += [jobs[0], jobs[0]]
+
+    def flags(job: object) -> tuple[bool, bool, bool]:
+        state = job.state
+        return state == "processing", state == "ready", state == "processing"
+
+    assert rows_of(jobs, flags) == [job_values(job, flags(job)) for job in jobs]

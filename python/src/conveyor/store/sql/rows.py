@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ...clock import from_ms, to_ms
@@ -99,6 +99,36 @@ Flags = tuple[bool, bool, bool]  # (leased, claimable, holds its unique lock)
 def job_values(job: Job, flags: Flags) -> dict[str, Any]:
     """Column values for ``job`` (without id); the flags fill the lock and claim columns."""
     return {name: encode(job, *flags) for name, (_, encode) in _COLUMNS.items()}
+
+
+def rows_of(jobs: Sequence[Job], flags_of: Callable[[Job], Flags]) -> list[dict[str, Any]]:
+    """:func:`job_values` of many jobs, in order.
+
+    Jobs published together are mostly built alike and share their field objects (the same
+    policy, tags, metadata...); a column is encoded again only when a field it is computed
+    from is another object than in the previous job, or the flags differ.
+    """
+    rows: list[dict[str, Any]] = []
+    previous: Job | None = None
+    previous_flags: Flags | None = None
+    for job in jobs:
+        flags = flags_of(job)
+        if previous is None or flags != previous_flags:
+            row = job_values(job, flags)
+        else:
+            old, new = previous.__dict__, job.__dict__
+            stale = {
+                name
+                for field in _SOURCE_FIELDS
+                if old[field] is not new[field]
+                for name in _COLUMNS_OF[field]
+            }
+            row = dict(rows[-1])
+            for name in stale:
+                row[name] = _COLUMNS[name][1](job, *flags)
+        rows.append(row)
+        previous, previous_flags = job, flags
+    return rows
 
 
 def changed_values(

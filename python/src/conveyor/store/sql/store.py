@@ -48,7 +48,7 @@ from .dialects import (
     schema_transaction,
 )
 from .direct import DirectStatements
-from .rows import Flags, changed_values, job_from_row, job_values
+from .rows import Flags, changed_values, job_from_row, rows_of
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
 
 IDLE_PING_SECONDS = 1.0
@@ -79,7 +79,7 @@ class SqlTransaction:
         if not jobs:
             return []
         t = self.tables.jobs
-        rows = [self._values(job) for job in jobs]
+        rows = rows_of(jobs, self._flags)
         ids: Sequence[int]
         if (
             self.dialect.name == "postgresql"
@@ -138,9 +138,6 @@ class SqlTransaction:
             self.connection.execute(
                 select(func.pg_notify(notify_channel(self.tables.jobs.name), ""))
             )
-
-    def _values(self, job: Job) -> dict[str, Any]:
-        return job_values(job, self._flags(job))
 
     @staticmethod
     def _where(before: Job, changed: dict[str, Any]) -> dict[str, Any]:
