@@ -363,3 +363,22 @@ def test_record_delay_0_records_each_job_before_the_next_one_starts(app: Conveyo
     app.publish("second", {"first_id": first.id})
     app.worker(batch_size=2, record_delay=0, stop_when_empty=True, handle_signals=False).run()
     assert seen == ["finished"]
+
+
+def test_outcomes_that_cannot_be_recorded_at_stop_stop_being_heart_beaten(
+    app: Conveyor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the last outcomes cannot be written when the worker stops, their jobs must be left
+    to lapse and be rescued: the heartbeat thread lets go of them."""
+    app.register("task", lambda: None)
+    app.publish("task")
+
+    def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the database is gone for good")
+
+    worker: Any = app.worker(max_cycles=1, handle_signals=False)
+    monkeypatch.setattr(app, "record_and_claim", unavailable)
+    monkeypatch.setattr(worker.runner, "record", unavailable)
+    monkeypatch.setattr(worker, "_may_defer", lambda performed: True)  # keep it pending
+    worker.run()
+    assert worker.runner.heartbeat._held == {}

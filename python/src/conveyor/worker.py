@@ -198,8 +198,11 @@ class Worker:
         return jobs
 
     def _record_each(self, pending: list[Performed]) -> None:
-        for performed in pending:  # each refused only if its own lease was lost
-            self._count(self.runner.record(performed))
+        try:
+            for performed in pending:  # each refused only if its own lease was lost
+                self._count(self.runner.record(performed))
+        finally:
+            self.runner.release(pending)  # recorded, or given up: their leases may lapse
 
     def _may_defer(self, performed: Performed) -> bool:
         """Whether the worker goes on right away, so that the outcome can ride along."""
@@ -228,6 +231,8 @@ class Worker:
                 "leases expire",
                 ", ".join(performed.job.id for performed in pending),
             )
+        finally:
+            self.runner.release(pending)  # let those leases lapse: the jobs must be rescued
 
     def _count(self, executed: Executed) -> None:
         options = self.options
