@@ -128,7 +128,6 @@ def publish_bulk_same_table(url: str, count: int, chunk: int = 1000) -> float:
         if sqlite:
             cursor.execute("COMMIT")
     elapsed = time.perf_counter() - started
-    cursor.execute(f"DROP TABLE {tables.jobs.name}")
     connection.close()
     engine = create_engine(url)
     tables.metadata.drop_all(engine)

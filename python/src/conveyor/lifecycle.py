@@ -293,13 +293,8 @@ class Lifecycle:
         (its system effects reach other rows, the copy was stale, or the machine refused it
         on the copy); the caller then uses :meth:`fire`, which decides authoritatively.
         """
-        try:
-            fired = self._fire_one(known, event, now, params, update)
-        except Refused:
-            return None
-        if any(self._reaches_other_rows(name, fired.job) for name in fired.system_effects):
-            return None
-        if not tx.save_job(known, fired.job):
+        fired = self._fire_in_row(known, event, now, params, update)
+        if fired is None or not tx.save_job(known, fired.job):
             return None
         outcome = Outcome(jobs=[fired.job])
         self._after(tx, fired, now, outcome)
@@ -320,15 +315,10 @@ class Lifecycle:
         """
         outcome = Outcome()
         plain: list[tuple[int, Job, Fired]] = []
-        finals: list[Job | None] = []
+        finals: list[Job] = []
         for known, event, params, update in reports:
-            try:
-                fired = self._fire_one(known, event, now, params, update)
-            except Refused:
-                fired = None
-            if fired is not None and not any(
-                self._reaches_other_rows(name, fired.job) for name in fired.system_effects
-            ):
+            fired = self._fire_in_row(known, event, now, params, update)
+            if fired is not None:
                 plain.append((len(finals), known, fired))
                 finals.append(fired.job)
                 continue
@@ -344,7 +334,25 @@ class Lifecycle:
             finals[index] = side.jobs[0]
             outcome.jobs.extend(side.jobs)
             outcome.notifications.extend(side.notifications)
-        return [job for job in finals if job is not None], outcome
+        return finals, outcome
+
+    def _fire_in_row(
+        self,
+        known: Job,
+        event: str,
+        now: datetime,
+        params: Mapping[str, Any] | None,
+        update: Mapping[str, Any] | None,
+    ) -> Fired | None:
+        """``event`` fired on the caller's copy, if the machine accepts it there and its change
+        stays in the job's own row; None: leave it to :meth:`fire`."""
+        try:
+            fired = self._fire_one(known, event, now, params, update)
+        except Refused:
+            return None
+        if any(self._reaches_other_rows(name, fired.job) for name in fired.system_effects):
+            return None
+        return fired
 
     @staticmethod
     def _reaches_other_rows(effect: str, job: Job) -> bool:

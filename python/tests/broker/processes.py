@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -139,6 +140,13 @@ class Environment:
 
     def counts(self, kind: str) -> Counter[int]:
         return Counter(int(parts[1]) for parts in self.lines() if parts[0] == kind)
+
+
+def terminated(*children: subprocess.Popen[str]) -> list[int]:
+    """SIGTERM every child at once, then their exit codes (a graceful stop is 0)."""
+    for child in children:
+        child.send_signal(signal.SIGTERM)
+    return [child.wait(timeout=30) for child in children]
 
 
 @contextmanager

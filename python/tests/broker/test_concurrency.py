@@ -7,7 +7,6 @@ Spec: BROKER-004, GROUP-001..003, LEASE-002.
 from __future__ import annotations
 
 import itertools
-import signal
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from ..conftest import TEST_PREFIX, service_problem
 from .conftest import AMQP_URL, delete_queues, require_amqp
-from .processes import Environment, processes
+from .processes import Environment, processes, terminated
 from .test_faults import parent_app, wait_for
 
 pytestmark = pytest.mark.slow
@@ -49,9 +48,7 @@ def test_consumer_processes_run_each_job_once_and_keep_groups_serial(env: Enviro
                 app.publish("work", {"n": 90_000 + n, "sleep": 0.002})
             total = GROUPS * PER_GROUP + LOOSE
             wait_for(lambda: sum(env.counts("done").values()) >= total, 120, "all jobs", env)
-            for child in consumers:
-                child.send_signal(signal.SIGTERM)
-            codes = [child.wait(timeout=30) for child in consumers]
+            codes = terminated(*consumers)
         jobs = app.jobs(limit=10_000)
     finally:
         delete_queues([app])

@@ -19,7 +19,13 @@ from conveyor.broker import BrokerSettings
 
 from ..conftest import TEST_PREFIX, service_problem, wipe
 from .conftest import AMQP_URL, delete_queues, require_amqp
-from .processes import Environment, broker_stopped_and_restored, processes, require_rabbitmqctl
+from .processes import (
+    Environment,
+    broker_stopped_and_restored,
+    processes,
+    require_rabbitmqctl,
+    terminated,
+)
 
 # broker_outage: the conftest holds the machine-wide RabbitMQ test lock exclusively.
 pytestmark = [pytest.mark.slow, pytest.mark.broker_outage]
@@ -101,9 +107,7 @@ def test_a_restart_under_load_loses_nothing_and_starts_each_job_once(env: Enviro
                     break
                 time.sleep(0.5)
             drained_at = time.time()
-            for child in consumers:
-                child.send_signal(signal.SIGTERM)
-            codes = [child.wait(timeout=30) for child in consumers]
+            codes = terminated(*consumers)
         jobs = app.jobs(limit=10_000)
     finally:
         delete_queues([app])
@@ -172,8 +176,7 @@ def test_a_consumer_killed_mid_job_leaves_the_job_to_finish_once(env: Environmen
         with processes(second):
             wait_for(lambda: app.repair().rescued == 1, 30, "the lease to expire")
             wait_for(lambda: app.get(job.id).state == "finished", 30, "the job to finish")
-            second.send_signal(signal.SIGTERM)
-            assert second.wait(timeout=30) == 0
+            assert terminated(second) == [0]
         final = app.get(job.id)
     finally:
         delete_queues([app])

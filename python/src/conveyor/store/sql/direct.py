@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.expression import Executable
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,15 @@ class Compiled:
 
 
 class DirectStatements:
-    """Compiled text of long-lived statements, for one engine, when its driver allows it."""
+    """Runs long-lived statements on the driver's cursor when it can, else via SQLAlchemy."""
 
-    def __init__(self, connection_dialect: Any) -> None:
+    def __init__(self, connection_dialect: Any, enabled: bool = True) -> None:
         self.dialect = connection_dialect
-        self.enabled = connection_dialect.driver == "psycopg"
+        self.enabled = enabled and connection_dialect.driver == "psycopg"
         # Keyed by identity: the statements are built once and live as long as the store.
-        self._compiled: dict[int, tuple[ClauseElement, Compiled | None]] = {}
+        self._compiled: dict[int, tuple[Executable, Compiled | None]] = {}
 
-    def compiled(self, statement: ClauseElement) -> Compiled | None:
+    def compiled(self, statement: Executable) -> Compiled | None:
         """The statement's text, or None when it needs SQLAlchemy at execution time
         (expanding IN lists, literal values, or parameter or result conversions)."""
         if not self.enabled:
@@ -46,8 +46,8 @@ class DirectStatements:
             self._compiled[id(statement)] = found
         return found[1]
 
-    def _compile(self, statement: ClauseElement) -> Compiled | None:
-        compiled: Any = statement.compile(dialect=self.dialect)
+    def _compile(self, statement: Executable) -> Compiled | None:
+        compiled: Any = statement.compile(dialect=self.dialect)  # type: ignore[attr-defined]
         if (
             compiled.literal_execute_params
             or compiled.post_compile_params
@@ -72,6 +72,29 @@ class DirectStatements:
         """An array of values that need no conversion: psycopg adapts a list as it is."""
         item = getattr(type_, "item_type", None)
         return item is not None and item._cached_bind_processor(self.dialect) is None
+
+    def rows(
+        self, connection: Connection, statement: Executable, parameters: Mapping[str, Any]
+    ) -> Sequence[Mapping[Any, Any]]:
+        """The rows of a query, as mappings, in the connection's transaction."""
+        compiled = self.compiled(statement)
+        if compiled is None:
+            return list(connection.execute(statement, parameters).mappings())
+        return self.execute(connection, compiled, parameters)[1]
+
+    def rowcount(
+        self,
+        connection: Connection,
+        statement: Executable,
+        parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    ) -> int:
+        """Rows a write changed; a sequence of parameter sets runs it once per set."""
+        compiled = self.compiled(statement)
+        if compiled is None:
+            return int(connection.execute(statement, parameters).rowcount)
+        if isinstance(parameters, Mapping):
+            return self.execute(connection, compiled, parameters)[0]
+        return self.execute_many(connection, compiled, parameters)
 
     def execute(
         self, connection: Connection, compiled: Compiled, parameters: Mapping[str, Any]

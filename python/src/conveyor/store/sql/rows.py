@@ -101,6 +101,18 @@ def job_values(job: Job, flags: Flags) -> dict[str, Any]:
     return {name: encode(job, *flags) for name, (_, encode) in _COLUMNS.items()}
 
 
+def _columns_fed_by_replaced_fields(old: Job, new: Job) -> set[str]:
+    """Columns computed from a field that is another object in ``new`` than in ``old``:
+    records are copied with ``replace``, so an untouched field is the very same object."""
+    before, after = old.__dict__, new.__dict__
+    return {
+        name
+        for field in _SOURCE_FIELDS
+        if before[field] is not after[field]
+        for name in _COLUMNS_OF[field]
+    }
+
+
 def rows_of(jobs: Sequence[Job], flags_of: Callable[[Job], Flags]) -> list[dict[str, Any]]:
     """:func:`job_values` of many jobs, in order.
 
@@ -116,15 +128,8 @@ def rows_of(jobs: Sequence[Job], flags_of: Callable[[Job], Flags]) -> list[dict[
         if previous is None or flags != previous_flags:
             row = job_values(job, flags)
         else:
-            old, new = previous.__dict__, job.__dict__
-            stale = {
-                name
-                for field in _SOURCE_FIELDS
-                if old[field] is not new[field]
-                for name in _COLUMNS_OF[field]
-            }
             row = dict(rows[-1])
-            for name in stale:
+            for name in _columns_fed_by_replaced_fields(previous, job):
                 row[name] = _COLUMNS[name][1](job, *flags)
         rows.append(row)
         previous, previous_flags = job, flags
@@ -140,13 +145,8 @@ def changed_values(
     the very same object in both versions: only columns fed by a replaced field are encoded
     (twice, to compare), which spares the JSON of unchanged requests, errors and metadata.
     """
-    old, new = before.__dict__, after.__dict__
-    candidates: set[str] = set()
-    for field in _SOURCE_FIELDS:
-        if old[field] is not new[field]:
-            candidates.update(_COLUMNS_OF[field])
     changed: dict[str, Any] = {}
-    for name in candidates:
+    for name in _columns_fed_by_replaced_fields(before, after):
         encode = _COLUMNS[name][1]
         value = encode(after, *flags_after)
         if value != encode(before, *flags_before):

@@ -11,7 +11,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -64,7 +64,7 @@ class SqlTransaction:
         states: StateSets,
         dialect: Dialect,
         claims: ClaimStatements,
-        direct: DirectStatements | None = None,
+        direct: DirectStatements,
     ) -> None:
         self.connection = connection
         self.tables = tables
@@ -200,10 +200,7 @@ class SqlTransaction:
         return written == 1
 
     def _write(self, statement: Update, parameters: dict[str, Any]) -> int:
-        compiled = self.direct.compiled(statement) if self.direct else None
-        if self.direct and compiled:
-            return self.direct.execute(self.connection, compiled, parameters)[0]
-        return self.connection.execute(statement, parameters).rowcount
+        return self.direct.rowcount(self.connection, statement, parameters)
 
     def save_jobs(self, changes: Sequence[tuple[Job, Job]]) -> bool:
         pending = [(before, after, self._changes(before, after)) for before, after in changes]
@@ -219,11 +216,7 @@ class SqlTransaction:
         written = 0
         for (columns, unleased), parameters in groups.items():
             statement = self.claims.update_statement(columns, unleased)
-            compiled = self.direct.compiled(statement) if self.direct else None
-            if self.direct and compiled:
-                written += self.direct.execute_many(self.connection, compiled, parameters)
-            else:
-                written += self.connection.execute(statement, parameters).rowcount
+            written += self.direct.rowcount(self.connection, statement, parameters)
         return written == len(pending)
 
     def _changes(self, before: Job, after: Job) -> dict[str, Any]:
@@ -243,13 +236,9 @@ class SqlTransaction:
             return
         statement = self.claims.statement(query)
         parameters = self.claims.parameters(query, to_ms(now), limit)
-        compiled = self.direct.compiled(statement) if self.direct else None
-        rows: Sequence[Mapping[Any, Any]]
-        if self.direct and compiled:
-            rows = self.direct.execute(self.connection, compiled, parameters)[1]
-        else:
-            rows = self.connection.execute(statement, parameters).mappings().all()
-        for row in rows:  # rows become jobs only as the claimer consumes them
+        for row in self.direct.rows(
+            self.connection, statement, parameters
+        ):  # rows become jobs only as the claimer consumes them
             facts = {
                 name: IMPLIED_FACTS[name] if name in IMPLIED_FACTS else bool(row[name])
                 for name in FACTS
@@ -491,7 +480,7 @@ class SqlStore:
         self.claims = ClaimStatements(self.tables, states, self.dialect)
         # Only on engines Conveyor made: a caller's engine keeps every statement visible to
         # its own cursor events.
-        self.direct = DirectStatements(engine.dialect) if own_engine else None
+        self.direct = DirectStatements(engine.dialect, enabled=own_engine)
         self._listener = (
             PostgresListener(engine.url, notify_channel(self.tables.jobs.name))
             if self.dialect.name == "postgresql"
@@ -627,7 +616,11 @@ class SqlStore:
                 f"connection= is a {bound.dialect.name} connection but the store is "
                 f"{self.engine.dialect.name} at {self.display_url}; use the same database"
             )
-        return SqlTransaction(bound, self.tables, self.states, self.dialect, self.claims)
+        # A caller's connection runs everything through SQLAlchemy (its events see it all).
+        through_sqlalchemy = DirectStatements(bound.dialect, enabled=False)
+        return SqlTransaction(
+            bound, self.tables, self.states, self.dialect, self.claims, through_sqlalchemy
+        )
 
     def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> None:
         if self._listener is None:
