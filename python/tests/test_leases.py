@@ -282,15 +282,23 @@ def test_a_worker_fenced_off_mid_job_records_nothing_and_goes_on(
     app.register("task", task, retry="progressive")
     first = app.publish("task", {"n": 0})
     app.publish("task", {"n": 1})
-    stats = app.worker(
-        lease=timedelta(seconds=60), stop_when_empty=True, handle_signals=False
-    ).run()
+    options: dict[str, Any] = {
+        "lease": timedelta(seconds=60),
+        "stop_when_empty": True,
+        "handle_signals": False,
+    }
+    stats = app.worker(**options).run()
+    assert sorted(runs) == [0, 1]
+    # A draining worker runs the jobs due when it started; the rescued job, due again only
+    # after that, runs in the next run.
+    assert app.get(first.id).state == "temporarily_failed"
+    again = app.worker(**options).run()
     assert sorted(runs) == [0, 0, 1]
     got = app.get(first.id)
     assert got.state == "finished"
     assert got.attempts == 2
     assert [error.kind for error in got.errors] == ["lease_expired"]
-    assert stats.jobs == 3
+    assert (stats.jobs, again.jobs) == (2, 1)
 
 
 def _commits_of_a_worker_run(app: Conveyor, jobs: int, **options: Any) -> int:
@@ -370,15 +378,24 @@ def test_outcomes_that_cannot_be_recorded_at_stop_stop_being_heart_beaten(
 ) -> None:
     """If the last outcomes cannot be written when the worker stops, their jobs must be left
     to lapse and be rescued: the heartbeat thread lets go of them."""
-    app.register("task", lambda: None)
+    worker: Any = app.worker(handle_signals=False)
+    app.register("task", worker.stop)  # its outcome is still pending at stop
     app.publish("task")
+    claims = 0
+    claim = worker.source.claim
+
+    def first_claim_only(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        if claims > 1:
+            raise RuntimeError("the database is gone for good")
+        return claim(*args, **kwargs)
 
     def unavailable(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the database is gone for good")
 
-    worker: Any = app.worker(max_cycles=1, handle_signals=False)
-    monkeypatch.setattr(app, "record_and_claim", unavailable)
+    monkeypatch.setattr(worker.source, "claim", first_claim_only)
     monkeypatch.setattr(worker.runner, "record", unavailable)
-    monkeypatch.setattr(worker, "_may_defer", lambda performed: True)  # keep it pending
     worker.run()
+    assert claims == 2  # the claim, then the attempt to record the outcome at stop
     assert worker.runner.heartbeat._held == {}

@@ -7,43 +7,36 @@ import os
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .clock import Clock, SystemClock, duration_ms
 from .engine import JobEngine
 from .errors import ConfigurationError, InvalidRequest, JobNotFound
+from .eventloop import LoopThread
 from .handlers import Handler, HandlerRegistry
+from .heartbeat import Heartbeat
+from .hooks import Hooks
 from .lifecycle import Lifecycle, Outcome
 from .model import Batch, Job
 from .notify import LoggingNotifier, Notifier
 from .priority import PriorityRange
 from .publishing import Call, JobFactory, PublishOptions
 from .retry import RetryPolicy, resolve
+from .source import Rescue
 from .store.base import ClaimQuery, JobFilter, Store, Transaction
 from .urls import open_store
 
 if TYPE_CHECKING:
     from .broker.mode import BrokerMode, RepairReport
     from .broker.settings import BrokerSettings
-    from .execution import Performed
-    from .worker import Worker, WorkerStats
+    from .execution import JobRunner, Performed
+    from .worker import WorkerControl, WorkerStats
 
 log = logging.getLogger("conveyor")
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = "sqlite:///conveyor.db"
-
-
-@dataclass
-class Hooks:
-    """Callables run around jobs; a hook that raises is logged and ignored (except before)."""
-
-    before: list[Callable[[Job], Any]] = field(default_factory=list)
-    after: list[Callable[[Job], Any]] = field(default_factory=list)
-    error: list[Callable[[Job, BaseException], Any]] = field(default_factory=list)
-    metadata: list[Callable[[Job], dict[str, Any] | None]] = field(default_factory=list)
 
 
 class BulkPublisher:
@@ -123,6 +116,8 @@ class Conveyor:
         self._store_lock = threading.Lock()
         self._local = threading.local()
         self._broker_mode: BrokerMode | None = None
+        self.heartbeat_thread = Heartbeat(self.heartbeat)
+        self.loop = LoopThread()
         if self.broker_url is not None:
             _ = self.broker  # a wrong URL or a missing pika fails here, not after a commit
 
@@ -153,6 +148,9 @@ class Conveyor:
         return self._broker_mode
 
     def close(self) -> None:
+        """Stop the app's heartbeat and event loop, and close the broker and the store."""
+        self.heartbeat_thread.close()
+        self.loop.close()
         if self._broker_mode is not None:
             self._broker_mode.close()
         if self._store is not None:
@@ -436,9 +434,11 @@ class Conveyor:
         priorities: PriorityRange | str | None = None,
         limit: int = 1,
         lease_ms: int | None = None,
+        due_by: datetime | None = None,
     ) -> tuple[list[Job], list[Job]]:
-        """Record a worker's outcomes and claim its next jobs (``limit`` 0: none) in one
-        transaction; returns (the recorded jobs, the claimed jobs).
+        """Record a worker's outcomes and claim its next jobs (``limit`` 0: none) that were
+        due by ``due_by`` (default: now) in one transaction; returns (the recorded jobs, the
+        claimed jobs).
 
         One commit for a whole batch instead of one per job: the outcomes are exactly as
         durable as when recorded alone once this returns, and a job they made claimable (a
@@ -446,7 +446,7 @@ class Conveyor:
         StaleLease (or another refusal), having changed nothing, when an outcome cannot be
         recorded as it stands (its lease was lost): record them one by one then.
         """
-        query = self._claim_query(queues, priorities, None)
+        query = self._claim_query(queues, priorities, None, due_by)
         now = self.now()
         reports = [(p.current, p.event, p.params, p.update) for p in performed]
         with self.store.transaction() as tx:
@@ -464,20 +464,33 @@ class Conveyor:
 
     @staticmethod
     def _claim_query(
-        queues: Sequence[str], priorities: PriorityRange | str | None, job_id: str | None
+        queues: Sequence[str],
+        priorities: PriorityRange | str | None,
+        job_id: str | None,
+        due_by: datetime | None = None,
     ) -> ClaimQuery:
         span = (
             priorities if isinstance(priorities, PriorityRange) else PriorityRange.parse(priorities)
         )
-        return ClaimQuery(tuple(queues), span, job_id)
+        return ClaimQuery(tuple(queues), span, job_id, due_by)
 
     def rescue_expired(self, limit: int = 100) -> list[Job]:
         """Fire lease_expired on jobs whose worker stopped heart-beating."""
+        return self.rescue(limit).rescued
+
+    def rescue(self, limit: int = 100) -> Rescue:
+        """:meth:`rescue_expired`, and when the earliest lease still held expires, in one
+        transaction: a worker looks again then (LEASE-008)."""
         now = self.now()
         with self.store.transaction() as tx:
             outcome = self.lifecycle.rescue(tx, now, limit)
+            next_expiry = tx.next_lease_expiry()
         self._deliver(outcome)
-        return outcome.jobs
+        return Rescue(outcome.jobs, next_expiry)
+
+    def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> bool:
+        """Block up to ``timeout`` seconds; True when woken because new work may be due."""
+        return self.store.wait_for_work(timeout, ready)
 
     def clear_finished(self, older_than: timedelta = timedelta(0), chunk: int = 1000) -> int:
         """Delete finished and redundant jobs older than ``older_than``, ``chunk`` per commit."""
@@ -493,28 +506,46 @@ class Conveyor:
     # -- running --------------------------------------------------------------------------
 
     def execute(self, job_id: str, worker_id: str = "direct") -> Job:
-        """Run one stored job now, in this thread, with full semantics (claim, lease, outcome)."""
-        from .execution import JobRunner
-
+        """Run one stored job now, in this thread, with full semantics (claim, lease, outcome);
+        an async handler runs on the app's event loop while this thread waits."""
         claimed = self.claim(worker_id, job_id=str(job_id))
         if not claimed:
             return self.get(job_id)
-        return JobRunner(self, worker_id, self.lease_ms).run(claimed[0]).job
+        return self.runner(worker_id, self.lease_ms).run(claimed[0]).job
+
+    def runner(self, worker_id: str, lease_ms: int) -> JobRunner:
+        """A runner of this app's jobs, sharing its heartbeat and event loop."""
+        from .execution import JobRunner
+
+        return JobRunner(self, worker_id, lease_ms, self.heartbeat_thread, self.loop)
 
     def run_now(self, type: str, payload: Any = None, **options: Any) -> Job:
         """Publish a job and run it at once in this thread (direct execution)."""
         return self.execute(self.publish(type, payload, **options).id)
 
-    def worker(self, **options: Any) -> Worker:
+    def worker(self, **options: Any) -> WorkerControl:
         """A worker over :class:`WorkerOptions`; in broker mode a consumer of RabbitMQ that
         also takes ``prefetch`` (messages held per queue)."""
+        from .source import SourceOptions, StoreSource
         from .worker import Worker, WorkerOptions
 
         prefetch = options.pop("prefetch", None)
+        settings = WorkerOptions(**options)
         broker = self.broker
         if broker is not None:
-            return broker.consumer(WorkerOptions(**options), prefetch)
-        return Worker(self, WorkerOptions(**options))
+            return broker.consumer(settings, prefetch)
+        lease_ms = duration_ms(settings.lease or self.lease)
+        source = StoreSource(
+            self,
+            SourceOptions(
+                settings.worker_id,
+                tuple(settings.queues),
+                self._claim_query((), settings.priorities, None).priorities,
+                lease_ms,
+                settings.idle_delay,
+            ),
+        )
+        return Worker(source, self.runner(settings.worker_id, lease_ms), settings, self.now)
 
     def process(self, limit: int | None = None, **options: Any) -> WorkerStats:
         """Run every due job, then return the worker's statistics (for cron).

@@ -22,7 +22,7 @@ from .model import Job
 from .notify import describe
 from .outcomes import PermanentError, TemporaryError, Waiting
 from .publishing import Call
-from .worker import Worker, WorkerStats
+from .worker import WorkerControl, WorkerStats
 
 DEFAULT_PATH = "conveyor-demo.db"
 
@@ -225,7 +225,7 @@ class Demo:
         timeout: float = 30.0,
     ) -> WorkerStats:
         """Run a worker (in a thread) until every job is terminal, reporting progress."""
-        worker: Worker = self.app.worker(
+        worker: WorkerControl = self.app.worker(
             idle_delay=0.02, handle_signals=False, on_job=on_job, worker_id="demo"
         )
         thread = threading.Thread(target=worker.run, name="conveyor-demo-worker", daemon=True)

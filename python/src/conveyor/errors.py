@@ -18,7 +18,9 @@ Tree::
     ├── SpecError                the spec files and this implementation disagree
     ├── StoreUnavailable         the database cannot be reached (URL password masked)
     ├── BrokerUnavailable        the message broker cannot be reached (URL password masked)
-    └── AlreadyRunning           a command protected by a lock is already running
+    ├── AlreadyRunning           a command protected by a lock is already running
+    ├── LockLost                 a command's lock went away while it ran (its connection was cut)
+    └── JobTimeout               an attempt ran longer than its timeout (recorded, not raised)
 
 Handler outcomes (``PermanentError``, ``Waiting``, ``Die``, ``TemporaryError``) live in
 :mod:`conveyor.outcomes`: they steer a job, they are not library failures.
@@ -99,6 +101,14 @@ class BrokerUnavailable(ConveyorError):
 
 class AlreadyRunning(ConveyorError):
     """Another instance of a lock-protected command is running."""
+
+
+class LockLost(ConveyorError):
+    """A command's lock was lost while it ran, and another instance may now hold it."""
+
+
+class JobTimeout(ConveyorError):
+    """An attempt ran longer than its timeout; recorded as a temporary error (TIMEOUT-001)."""
 
 
 REFUSALS: dict[str, type[Refused]] = {

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import os
 import resource
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import codec
-from .errors import ConveyorError, StaleLease, UnknownType
-from .handlers import JobContext
+from .errors import ConveyorError, JobTimeout, StaleLease, UnknownType
+from .eventloop import LoopThread
+from .handlers import HandlerRegistry, JobContext
+from .heartbeat import Heartbeat
+from .hooks import Hooks
 from .model import Job
 from .outcomes import Die, PermanentError, TemporaryError, Waiting
 from .resilience import retry_while_unavailable
-
-if TYPE_CHECKING:
-    from .app import Conveyor
 
 log = logging.getLogger("conveyor.worker")
 
@@ -100,93 +101,121 @@ def peak_memory() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class Heartbeat:
-    """One long-lived thread per runner that extends the leases of the jobs it holds.
+class RunnerHost(Protocol):
+    """What running a job needs from the app: its handlers, hooks and a way to report."""
 
-    A handler may block for minutes; its lease is renewed every ``interval`` seconds.
-    Holding a job costs a dict entry, not a thread start and join per job.
-    """
+    @property
+    def handlers(self) -> HandlerRegistry: ...
 
-    def __init__(self, beat: Callable[[str, int], None], interval: float) -> None:
-        self._beat = beat
-        self._interval = interval
-        self._held: dict[str, tuple[int, float]] = {}
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+    @property
+    def hooks(self) -> Hooks: ...
 
-    def hold(self, job_id: str, token: int) -> None:
-        """Keep the job's lease alive until :meth:`release`."""
-        with self._lock:
-            self._held[job_id] = (token, time.monotonic())
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="conveyor-heartbeat", daemon=True
-                )
-                self._thread.start()
+    def report(
+        self,
+        job_id: str,
+        event: str,
+        params: dict[str, Any],
+        update: dict[str, Any] | None = None,
+        known: Job | None = None,
+    ) -> Job: ...
 
-    def release(self, job_id: str) -> None:
-        with self._lock:
-            self._held.pop(job_id, None)
+    def get(self, job_id: str) -> Job: ...
 
-    def _run(self) -> None:
-        while True:
-            time.sleep(self._interval / 4)
-            now = time.monotonic()
-            with self._lock:
-                due = [
-                    (job_id, token)
-                    for job_id, (token, last) in self._held.items()
-                    if now - last >= self._interval
-                ]
-            for job_id, token in due:
-                self._beat_one(job_id, token, now)
 
-    def _beat_one(self, job_id: str, token: int, now: float) -> None:
-        with self._lock:
-            if self._held.get(job_id, (None,))[0] != token:
-                return  # the job was released meanwhile
-            self._held[job_id] = (token, now)
-        try:
-            self._beat(job_id, token)
-        except StaleLease:
-            log.warning(
-                "job %s: lease lost while its handler runs; the result will be discarded", job_id
-            )
-            with self._lock:
-                self._held.pop(job_id, None)
-        except Exception:
-            log.exception("heartbeat for job %s failed; retrying at the next interval", job_id)
+@dataclass
+class _Progress:
+    """The job as last written while its requests run (a multi-request job records each
+    success on the way); read when the attempt is cut short by its timeout."""
+
+    current: Job
+
+
+@dataclass(frozen=True)
+class _Call:
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    is_async: bool
+
+
+SUCCEEDED = Report("succeed", {})
 
 
 class JobRunner:
-    """Runs claimed jobs for an app, with hooks, heartbeats and outcome recording."""
+    """Runs claimed jobs of an app: hooks, handlers (sync or async), outcome recording.
 
-    def __init__(self, app: Conveyor, worker_id: str, lease_ms: int) -> None:
-        self.app = app
+    Sync handlers run in the calling thread; ``async def`` handlers run on the app's event
+    loop (:class:`~conveyor.eventloop.LoopThread`), awaited by :meth:`perform_async` or, from
+    a thread, by :meth:`perform`. Leases are kept alive by the app's one heartbeat.
+    """
+
+    def __init__(
+        self,
+        host: RunnerHost,
+        worker_id: str,
+        lease_ms: int,
+        heartbeat: Heartbeat,
+        loop: LoopThread,
+    ) -> None:
+        self.host = host
         self.worker_id = worker_id
         self.lease_ms = lease_ms
-        self.heartbeat = Heartbeat(self._beat, max(lease_ms / 3000, 0.05))
-
-    def _beat(self, job_id: str, token: int) -> None:
-        self.app.heartbeat(job_id, token, self.lease_ms)
+        self.heartbeat = heartbeat
+        self.loop = loop
 
     def run(self, job: Job) -> Executed:
         return self.record(self.perform(job))
 
+    def is_async(self, job: Job) -> bool:
+        """Whether a request still to run has an ``async def`` handler (the job then runs on
+        the event loop; its sync handlers, if any, in a thread of the loop's executor)."""
+        index = job.current_index or 0
+        handlers = self.host.handlers
+        return any(
+            request.type in handlers and handlers.get(request.type).is_async
+            for request in job.requests[index:]
+        )
+
     def perform(self, job: Job) -> Performed:
         """Run the job's handlers; its outcome is returned, not yet recorded."""
-        assert job.lease is not None, "only claimed jobs run"
-        token = job.lease.token
-        started = time.monotonic()
-        memory_before = resident_memory()
-        # Held until its outcome is recorded (release): a worker may record it later, with
-        # the rest of its batch, and the lease must not lapse meanwhile.
-        self.heartbeat.hold(job.id, token)
+        if self.is_async(job):
+            return self.loop.run(self.perform_async(job))
+        token, started, memory_before = self._start(job)
         try:
             report, current = self._run_requests(job, token)
         except BaseException:
             self.heartbeat.release(job.id)
             raise
+        return self._performed(job, current, report, started, memory_before)
+
+    async def perform_async(self, job: Job, timeout: float | None = None) -> Performed:
+        """:meth:`perform` on the event loop; ``timeout`` seconds cut the attempt short (the
+        handler is cancelled and the outcome is a temporary error of kind ``timeout``)."""
+        token, started, memory_before = self._start(job)
+        progress = _Progress(job)
+        try:
+            try:
+                report, current = await asyncio.wait_for(
+                    self._run_requests_async(job, token, progress), timeout
+                )
+            except TimeoutError:
+                report, current = timed_out(timeout or 0), progress.current
+        except BaseException:
+            self.heartbeat.release(job.id)
+            raise
+        return self._performed(job, current, report, started, memory_before)
+
+    def _start(self, job: Job) -> tuple[int, float, int]:
+        assert job.lease is not None, "only claimed jobs run"
+        # Held until its outcome is recorded (release): a worker may record it later, with
+        # the rest of its batch, and the lease must not lapse meanwhile.
+        self.heartbeat.hold(job.id, job.lease.token, self.lease_ms)
+        return job.lease.token, time.monotonic(), resident_memory()
+
+    def _performed(
+        self, job: Job, current: Job, report: Report, started: float, memory_before: int
+    ) -> Performed:
+        assert job.lease is not None
         execution = {
             "pid": os.getpid(),
             "worker_id": self.worker_id,
@@ -196,17 +225,30 @@ class JobRunner:
             "duration_ms": int((time.monotonic() - started) * 1000),
         }
         metadata = job.metadata  # the same object when unchanged: its column is not rewritten
-        if self.app.hooks.metadata:
+        if self.host.hooks.metadata:
             metadata = dict(metadata)
-            for provider in self.app.hooks.metadata:
+            for provider in self.host.hooks.metadata:
                 metadata.update(codec.encode(provider(job) or {}, "job metadata"))
         return Performed(
             job=job,
             current=current,
             event=report.event,
-            params={**report.params, "lease_token": token},
+            params={**report.params, "lease_token": job.lease.token},
             update={"execution": execution, "metadata": metadata},
             die=report.die,
+        )
+
+    def abandoned(self, job: Job, report: Report) -> Performed:
+        """The outcome of an attempt the worker gave up waiting for (a timed-out thread, or a
+        job still running at the end of a stop's grace period)."""
+        assert job.lease is not None
+        return Performed(
+            job=job,
+            current=job,
+            event=report.event,
+            params={**report.params, "lease_token": job.lease.token},
+            update={},
+            die=False,
         )
 
     def release(self, performed: Sequence[Performed]) -> None:
@@ -218,7 +260,7 @@ class JobRunner:
         """Heart-beat again jobs whose outcomes could not be written (written later)."""
         for each in performed:
             assert each.job.lease is not None
-            self.heartbeat.hold(each.job.id, each.job.lease.token)
+            self.heartbeat.hold(each.job.id, each.job.lease.token, self.lease_ms)
 
     def record(self, performed: Performed) -> Executed:
         """Record the outcome on its own (retrying while the database is away), then hooks."""
@@ -226,7 +268,7 @@ class JobRunner:
         try:
             # The work is done: keep trying to record it while the lease can still be valid.
             final = retry_while_unavailable(
-                lambda: self.app.report(
+                lambda: self.host.report(
                     performed.job.id,
                     performed.event,
                     performed.params,
@@ -237,37 +279,87 @@ class JobRunner:
             )
         except StaleLease as error:
             log.warning("job %s: %s", performed.job.id, error)
-            final = self.app.get(performed.job.id)
+            final = self.host.get(performed.job.id)
         return self.finish(performed, final)
 
     def finish(self, performed: Performed, final: Job) -> Executed:
         """After the outcome is recorded: the after-job hooks."""
-        for hook in self.app.hooks.after:
+        for hook in self.host.hooks.after:
             self._call_hook(hook, final)
         return Executed(final, performed.die)
+
+    def _before(self, job: Job) -> Report | None:
+        try:
+            for hook in self.host.hooks.before:
+                hook(job)
+        except Exception as error:
+            log.warning("job %s: a before_job hook raised %r", job.id, error)
+            return classify(error)
+        return None
 
     def _run_requests(self, job: Job, token: int) -> tuple[Report, Job]:
         """Run requests until one does not succeed or none remain; the last report is
         returned unrecorded, with the job as last written."""
-        try:
-            for hook in self.app.hooks.before:
-                hook(job)
-        except Exception as error:
-            log.warning("job %s: a before_job hook raised %r", job.id, error)
-            return classify(error), job
+        failed = self._before(job)
+        if failed is not None:
+            return failed, job
         current = job
         while True:
             index = current.current_index
             assert index is not None
-            report = self._run_one(current, index)
+            call = self._prepare(current, index)
+            if isinstance(call, Report):
+                report = call
+            else:
+                try:
+                    result = call.function(*call.args, **call.kwargs)
+                    if inspect.isawaitable(result):  # a callable returning a coroutine
+                        self.loop.run(_awaited(result))
+                    report = SUCCEEDED
+                except Exception as error:
+                    report = self._failure(current, index, error)
             if report.event != "succeed" or current.requests_remaining == 1:
                 return report, current
-            current = self.app.report(current.id, "succeed", {"lease_token": token}, known=current)
+            current = self.host.report(current.id, "succeed", {"lease_token": token}, known=current)
 
-    def _run_one(self, job: Job, index: int) -> Report:
+    async def _run_requests_async(
+        self, job: Job, token: int, progress: _Progress
+    ) -> tuple[Report, Job]:
+        """:meth:`_run_requests` on the event loop: async handlers are awaited, sync ones
+        (and the database writes between requests) run in the loop's thread pool."""
+        failed = self._before(job)
+        if failed is not None:
+            return failed, job
+        current = job
+        while True:
+            index = current.current_index
+            assert index is not None
+            call = self._prepare(current, index)
+            if isinstance(call, Report):
+                report = call
+            else:
+                try:
+                    if call.is_async:
+                        await call.function(*call.args, **call.kwargs)
+                    else:
+                        result = await asyncio.to_thread(call.function, *call.args, **call.kwargs)
+                        if inspect.isawaitable(result):
+                            await result
+                    report = SUCCEEDED
+                except Exception as error:
+                    report = self._failure(current, index, error)
+            if report.event != "succeed" or current.requests_remaining == 1:
+                return report, current
+            current = await asyncio.to_thread(
+                self.host.report, current.id, "succeed", {"lease_token": token}, None, current
+            )
+            progress.current = current
+
+    def _prepare(self, job: Job, index: int) -> _Call | Report:
+        """The handler call for request ``index``, or the report of why it cannot be made."""
         request = job.requests[index]
         try:
-            handler = self.app.handlers.get(request.type)
+            handler = self.host.handlers.get(request.type)
         except UnknownType as error:
             return Report("fail_permanently", {"error": _error("permanent", error)})
         context = JobContext(
@@ -291,24 +383,24 @@ class JobRunner:
                 "whose keys match the handler's parameters"
             )
             return Report("fail_permanently", {"error": _error("permanent", problem)})
-        try:
-            handler.function(*bound.args, **bound.kwargs)
-        except Exception as error:
-            report = classify(error)
-            if report.event != "wait":
-                for hook in self.app.hooks.error:
-                    try:
-                        hook(job, error)
-                    except Die as die:
-                        if die.__cause__ is None:
-                            die.__cause__ = error
-                        report = classify(die)
-                    except Exception:
-                        log.exception("on_error hook %r raised; ignored", hook)
-            if not isinstance(error, PermanentError | TemporaryError | Waiting | Die):
-                log.warning("job %s request %s failed: %r", job.id, request.type, error)
-            return report
-        return Report("succeed", {})
+        return _Call(handler.function, bound.args, bound.kwargs, handler.is_async)
+
+    def _failure(self, job: Job, index: int, error: Exception) -> Report:
+        """The report of a handler that raised ``error``, after the on_error hooks."""
+        report = classify(error)
+        if report.event != "wait":
+            for hook in self.host.hooks.error:
+                try:
+                    hook(job, error)
+                except Die as die:
+                    if die.__cause__ is None:
+                        die.__cause__ = error
+                    report = classify(die)
+                except Exception:
+                    log.exception("on_error hook %r raised; ignored", hook)
+        if not isinstance(error, PermanentError | TemporaryError | Waiting | Die):
+            log.warning("job %s request %s failed: %r", job.id, job.requests[index].type, error)
+        return report
 
     @staticmethod
     def _call_hook(hook: Callable[..., Any], *args: Any) -> None:
@@ -318,3 +410,13 @@ class JobRunner:
             raise
         except Exception:
             log.exception("hook %r raised; ignored", hook)
+
+
+def timed_out(seconds: float) -> Report:
+    """The report of an attempt cut short by its timeout: a temporary error (TIMEOUT-001)."""
+    error = JobTimeout(f"the attempt ran longer than its timeout of {seconds:g} s")
+    return Report("fail_temporarily", {"error": _error("timeout", error)})
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable

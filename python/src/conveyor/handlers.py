@@ -39,6 +39,15 @@ class Handler:
     pass_context: bool = False
 
     @functools.cached_property
+    def is_async(self) -> bool:
+        """An ``async def`` function (or a callable object whose ``__call__`` is one): its
+        jobs run on the app's event loop."""
+        function = self.function
+        return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+            getattr(function, "__call__", None)  # noqa: B004
+        )
+
+    @functools.cached_property
     def signature(self) -> inspect.Signature:
         """Computed once per handler, not once per job run."""
         return inspect.signature(self.function)

@@ -158,6 +158,7 @@ class Lifecycle:
         busy_groups: set[str] = set()
         busy_identifiers: set[str] = set()
         params = {"worker_id": worker_id, "lease_ms": lease_ms}
+        due_by = now if query.due_by is None else min(query.due_by, now)
         again = True
         # Look again after a pass that discarded a redundant job (it frees nothing for the
         # limit), or that passed over jobs while claiming others: a unique sibling of a job
@@ -169,7 +170,7 @@ class Lifecycle:
         deferred: list[tuple[Job, Job]] = []
         while again and len(outcome.jobs) < limit:
             again = passed_over = claimed = False
-            for candidate in tx.candidates(query, now, limit - len(outcome.jobs)):
+            for candidate in tx.candidates(query, due_by, limit - len(outcome.jobs)):
                 job = candidate.job
                 facts = self._facts(candidate, busy_groups, busy_identifiers)
                 event = "discard_redundant" if facts["unique_sibling_succeeded"] else "claim"

@@ -1,4 +1,11 @@
-"""The worker loop: claim, run, record; with limits and a graceful stop."""
+"""The worker: claims jobs into free slots, runs up to ``concurrency`` at once, records outcomes.
+
+One coordinating thread (the one calling :meth:`Worker.run`) claims, records and decides;
+sync handlers run in a pool of ``concurrency`` threads, ``async def`` handlers as tasks on the
+app's event loop, and the app's heartbeat thread keeps every held lease alive. Outcomes are
+recorded in the transaction of the next claim (one commit for a batch of them), or on their own
+once they have waited ``record_delay``. See docs/guide/workers.md.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +16,30 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import FrameType
-from typing import TYPE_CHECKING
 
-from .clock import duration_ms
-from .errors import Refused
-from .execution import Executed, JobRunner, Performed, resident_memory
+from .errors import ConfigurationError, Refused
+from .execution import Executed, JobRunner, Performed, Report, resident_memory, timed_out
 from .model import Job
 from .priority import PriorityRange
 from .resilience import Backoff, is_connection_error
-
-if TYPE_CHECKING:
-    from .app import Conveyor
+from .source import JobSource
 
 log = logging.getLogger("conveyor.worker")
+
+# How a job the worker gives back is recorded: ``wait`` without delay (OUT-004) returns it to
+# the claimable jobs at once, with its attempt refunded, so another worker can take it now.
+HANDED_BACK = Report("wait", {"delay_ms": 0})
+# A claim that records outcomes takes only jobs due a millisecond before: a job that an outcome
+# of this very batch made due again (``Waiting(delay=0)``, a retry without delay) lets every job
+# that was already waiting go first instead of starving it.
+YIELD = timedelta(milliseconds=1)
+LONGEST_RESCUE_INTERVAL = 30.0
 
 
 def default_worker_id() -> str:
@@ -36,21 +50,39 @@ def default_worker_id() -> str:
 class WorkerOptions:
     queues: tuple[str, ...] = ()
     priorities: PriorityRange | str | None = None
+    # Jobs running at once: sync handlers in a pool of this many threads, async handlers as
+    # tasks on the app's event loop; both kinds share the slots.
+    concurrency: int = 1
+    # Jobs claimed by one statement: at least the free slots; more are held (leased) until a
+    # slot frees up.
     batch_size: int = 1
     lease: timedelta | None = None
     max_jobs: int | None = None
     max_cycles: int | None = None
     memory_limit: int | None = None
     idle_delay: float = 1.0
-    rescue_interval: float = 30.0
+    # Seconds between looks for expired leases; default half the lease, at most 30 s. The
+    # worker also looks as soon as the earliest lease it knows of expires.
+    rescue_interval: float | None = None
+    # On stop: how long running jobs may take to finish before they are handed back.
+    grace_period: float = 25.0
     stop_when_empty: bool = False
     worker_id: str = field(default_factory=default_worker_id)
     handle_signals: bool = True
     on_job: Callable[[Job], None] | None = None
     on_idle: Callable[[], None] | None = None
-    # Outcomes wait to be recorded together, with the next claim, for at most this long
-    # before the worker starts another job; 0 records each job before the next one starts.
+    # Outcomes wait to be recorded together, with the next claim, for at most this long.
     record_delay: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("idle_delay", "grace_period", "record_delay"):
+            if not getattr(self, name) >= 0:
+                raise ConfigurationError(f"{name} must be 0 or more seconds")
+        if self.rescue_interval is not None and not self.rescue_interval > 0:
+            raise ConfigurationError("rescue_interval must be more than 0 seconds")
 
 
 @dataclass
@@ -62,164 +94,434 @@ class WorkerStats:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
-class Worker:
-    """Claims jobs in (priority, sequence) order within its priority range and runs them."""
+class WorkerControl:
+    """Stopping, signals and statistics: what every kind of worker shares."""
 
-    def __init__(self, app: Conveyor, options: WorkerOptions) -> None:
-        self.app = app
+    def __init__(self, options: WorkerOptions) -> None:
         self.options = options
         self.priorities = (
             options.priorities
             if isinstance(options.priorities, PriorityRange)
             else PriorityRange.parse(options.priorities)
         )
-        lease = options.lease or app.lease
-        self.lease_ms = duration_ms(lease)
-        self.runner = JobRunner(app, options.worker_id, self.lease_ms)
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._stop_reason = ""
-        self._last_rescue: float | None = None
-        self._pending: list[Performed] = []  # outcomes not yet recorded, oldest first
-        self._pending_since = 0.0  # when the oldest of them was performed (monotonic)
+
+    def run(self) -> WorkerStats:
+        """Work until stopped; returns the statistics."""
+        raise NotImplementedError
 
     def stop(self, reason: str = "stop requested") -> None:
-        """Finish the current job, then return from :meth:`run`."""
+        """Stop claiming; running jobs finish (within the grace period), then :meth:`run`
+        returns."""
         if not self._stop.is_set():
             self._stop_reason = reason
             self._stop.set()
+        self._stopped()
+
+    def _stopped(self) -> None:
+        """Called after every stop request (from any thread, or a signal handler)."""
 
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def _count(self, executed: Executed) -> None:
+        options = self.options
+        self.stats.jobs += 1
+        state = executed.job.state
+        self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
+        if options.on_job is not None:
+            options.on_job(executed.job)
+        if executed.die:
+            self.stop("a handler asked the worker to die")
+
+    def _install_signals(self) -> Callable[[], None]:
+        if (
+            not self.options.handle_signals
+            or threading.current_thread() is not threading.main_thread()
+        ):
+            return lambda: None
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            self.stop(f"received {signal.Signals(signum).name}; finishing the running jobs")
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+
+@dataclass
+class _Running:
+    job: Job
+    future: Future[Performed]
+    timeout: float | None  # seconds; enforced here only for sync handlers (threads)
+    deadline: float | None  # monotonic
+    given_up: bool = False  # its outcome was recorded without it; its result is discarded
+
+
+class Worker(WorkerControl):
+    """Claims jobs in (priority, sequence) order within its priority range and runs them,
+    up to ``concurrency`` at once."""
+
+    def __init__(
+        self,
+        source: JobSource,
+        runner: JobRunner,
+        options: WorkerOptions,
+        clock: Callable[[], datetime],
+    ) -> None:
+        super().__init__(options)
+        self.source = source
+        self.runner = runner
+        self.clock = clock
+        lease_s = runner.lease_ms / 1000
+        self.rescue_interval = options.rescue_interval or min(lease_s / 2, LONGEST_RESCUE_INTERVAL)
+        self._changed = threading.Condition()
+        self._news = True  # new work may be claimable (the source says so)
+        self._done: deque[str] = deque()  # ids of running jobs whose future completed
+        self._running: dict[str, _Running] = {}
+        self._buffer: deque[Job] = deque()  # claimed, not started
+        self._pending: list[Performed] = []  # performed, not recorded, oldest first
+        self._pending_since = 0.0
+        self._claimed = 0
+        self._next_rescue: float | None = None
+        self._idle_since: float | None = None
+        self._due_by: datetime | None = None
+        self._threads: ThreadPoolExecutor | None = None
+
+    # -- the loop -------------------------------------------------------------------------
+
     def run(self) -> WorkerStats:
         restore = self._install_signals()
-        backoff = Backoff()
+        if self.options.stop_when_empty:
+            # process(): every job due now, not the ones their own outcomes make due again.
+            self._due_by = self.clock()
         try:
-            while not self._stop.is_set():
-                try:
-                    self._cycle()
-                    backoff.reset()
-                except Exception as error:
-                    if not is_connection_error(error):
-                        raise
-                    delay = backoff.next_delay()
-                    log.warning(
-                        "database unavailable (%s: %s); retrying in %.1f s",
-                        type(error).__name__,
-                        str(error).splitlines()[0][:200],
-                        delay,
-                    )
-                    self._stop.wait(delay)
+            self.source.open(self._wake)
+            try:
+                self._serve()
+            finally:
+                self._shutdown()
         finally:
             try:
-                self._record_pending()
+                self.source.close()
             finally:
+                if self._threads is not None:
+                    self._threads.shutdown(wait=False, cancel_futures=True)
                 restore()
         self.stats.stop_reason = self._stop_reason
         return self.stats
 
-    def _cycle(self) -> None:
-        options = self.options
-        self.stats.cycles += 1
-        self._maybe_rescue()
-        limit = options.batch_size
-        if options.max_jobs is not None:
-            limit = min(limit, options.max_jobs - self.stats.jobs - len(self._pending))
-        jobs = self._claim_next(limit)
-        for job in jobs:
-            if self._pending and time.monotonic() - self._pending_since >= options.record_delay:
-                self._flush()  # a slow batch: do not hold earlier outcomes back
-            performed = self.runner.perform(job)
-            if not self._pending:
-                self._pending_since = time.monotonic()
-            self._pending.append(performed)
-            if not self._may_defer(performed):
-                self._flush()
-        # What is still pending is recorded with the next claim, in one commit (see
-        # Conveyor.record_and_claim).
-        self._check_limits()
-        if not jobs and not self._stop.is_set():
-            if options.stop_when_empty:
-                self.stop("no due jobs left")
-            else:
-                self.app.store.wait_for_work(options.idle_delay, options.on_idle)
+    def _serve(self) -> None:
+        backoff = Backoff()
+        while not self._stop.is_set():
+            try:
+                self._turn()
+                backoff.reset()
+            except Exception as error:
+                if not is_connection_error(error):
+                    raise
+                delay = backoff.next_delay()
+                log.warning(
+                    "database unavailable (%s: %s); retrying in %.1f s",
+                    type(error).__name__,
+                    str(error).splitlines()[0][:200],
+                    delay,
+                )
+                self._stop.wait(delay)
 
-    def _claim_next(self, limit: int) -> list[Job]:
+    def _turn(self) -> None:
+        self._collect()
+        self._maybe_rescue()
+        self._start_buffered()
+        if self._stop.is_set():
+            return
+        if self._news and self._free() > 0 and not self._buffer and self._may_claim():
+            if self._claim():
+                return  # claimed: start them first
+            if self._idle() and self.options.stop_when_empty:
+                self.stop("no due jobs left")
+                return
+        elif self._pending and self._record_due():
+            self._flush()
+        if self._check_limits():
+            return
+        self._wait()
+
+    def _claim(self) -> bool:
+        """Record the pending outcomes and claim into the free slots; True when the loop
+        should go on at once (jobs claimed, or a claim that yielded to older jobs found
+        fewer than it could take)."""
         options = self.options
-        if not self._pending:
-            return self.app.claim(
-                options.worker_id,
-                queues=options.queues,
-                priorities=self.priorities,
-                limit=limit,
-                lease_ms=self.lease_ms,
-            )
+        limit = max(self._free(), options.batch_size)
+        if options.max_jobs is not None:
+            limit = min(limit, options.max_jobs - self._claimed)
         pending, self._pending = self._pending, []
+        due_by = self._due_by
+        if due_by is None and pending:
+            due_by = self.clock() - YIELD
+        with self._changed:
+            self._news = False
+        self.runner.release(pending)
         try:
-            jobs = self._record(pending, limit)
+            claimed = self.source.claim(limit, pending, due_by)
         except Refused:  # nothing was written: a lease, or a claimed row, moved on
             self._record_each(pending)
-            return self._claim_next(limit)
+            self._wake()
+            return True
         except Exception:
-            self._pending = pending  # recorded with the next attempt, or alone on stop
+            self.runner.hold(pending)
+            self._pending = pending + self._pending  # recorded with the next attempt
             raise
-        return jobs
+        self.stats.cycles += 1
+        for performed, final in zip(pending, claimed.recorded, strict=True):
+            self._count(self.runner.finish(performed, final))
+        self._buffer.extend(claimed.jobs)
+        self._claimed += len(claimed.jobs)
+        if claimed.jobs:
+            self._idle_since = None
+        # Look again at once if this claim was full (more may be due), or if it yielded to
+        # older jobs and found fewer than it could take (the yielded ones are due now).
+        yielded = due_by is not None and self._due_by is None
+        if len(claimed.jobs) >= limit or yielded:
+            self._wake()
+        return bool(claimed.jobs)
+
+    def _start_buffered(self) -> None:
+        while (
+            self._buffer
+            and len(self._running) < self.options.concurrency
+            and not self._stop.is_set()
+        ):
+            if (
+                self._pending
+                and time.monotonic() - self._pending_since >= self.options.record_delay
+            ):
+                self._flush()  # a slow batch: do not hold earlier outcomes back
+            self._start(self._buffer.popleft())
+
+    def _start(self, job: Job) -> None:
+        runner = self.runner
+        if runner.is_async(job):
+            future = runner.loop.submit(runner.perform_async(job))
+        else:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(
+                    self.options.concurrency, thread_name_prefix="conveyor-job"
+                )
+            future = self._threads.submit(runner.perform, job)
+        self._running[job.id] = _Running(job, future, None, None)
+        future.add_done_callback(lambda _: self._completed(job.id))
+
+    def _completed(self, job_id: str) -> None:
+        with self._changed:
+            self._done.append(job_id)
+            self._changed.notify_all()
+
+    def _wake(self) -> None:
+        with self._changed:
+            self._news = True
+            self._changed.notify_all()
+
+    def _stopped(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _collect(self) -> None:
+        """Take the outcomes of the jobs that ended; each ended job frees a slot to claim."""
+        with self._changed:
+            done, self._done = self._done, deque()
+            if done:
+                self._news = True
+        for job_id in done:
+            running = self._running.pop(job_id)
+            try:
+                performed = running.future.result()
+            except BaseException as error:
+                if not running.given_up:
+                    self._lost(job_id, error)
+                continue
+            if running.given_up:
+                log.info("job %s ended after its outcome was recorded; result discarded", job_id)
+                continue
+            self._add_pending(performed)
+            if performed.die:
+                self.stop("a handler asked the worker to die")
+        self._check_deadlines()
+
+    @staticmethod
+    def _lost(job_id: str, error: BaseException) -> None:
+        """A job whose run failed outside its handlers (its outcome is unknown): its lease
+        lapses and it is rescued; the worker goes on."""
+        if is_connection_error(error):
+            reason = f"the database went away while it ran ({str(error).splitlines()[0][:200]})"
+            log.warning("job %s: %s; it is retried once its lease expires", job_id, reason)
+        elif isinstance(error, Refused):
+            log.warning("job %s: %s; its result is discarded", job_id, error)
+        else:
+            log.error(
+                "job %s: running it failed outside its handlers; it is retried once its "
+                "lease expires",
+                job_id,
+                exc_info=error,
+            )
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for running in self._running.values():
+            if running.given_up or running.deadline is None or now < running.deadline:
+                continue
+            self._give_up(running, timed_out(running.timeout or 0))
+
+    def _give_up(self, running: _Running, report: Report) -> None:
+        """Record ``report`` for a job whose handler still runs; its slot stays taken until
+        the thread ends (a thread cannot be killed), and what it returns is discarded: the
+        job's lease token is no longer current (LEASE-007)."""
+        running.given_up = True
+        running.future.cancel()  # an async task is cancelled; a thread runs on
+        self.runner.heartbeat.release(running.job.id)
+        self._add_pending(self.runner.abandoned(running.job, report))
+
+    def _add_pending(self, performed: Performed) -> None:
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append(performed)
+        options = self.options
+        if options.memory_limit is not None and resident_memory() > options.memory_limit:
+            self.stop(f"memory above {options.memory_limit} bytes")
+
+    def _free(self) -> int:
+        """Slots neither running a job nor promised to a claimed one."""
+        return self.options.concurrency - len(self._running) - len(self._buffer)
+
+    def _idle(self) -> bool:
+        return not (self._running or self._buffer or self._pending)
+
+    def _may_claim(self) -> bool:
+        options = self.options
+        return not (
+            (options.max_jobs is not None and self._claimed >= options.max_jobs)
+            or (options.max_cycles is not None and self.stats.cycles >= options.max_cycles)
+        )
+
+    def _record_due(self) -> bool:
+        """Pending outcomes are recorded alone once nothing runs that a claim could follow,
+        or once they waited record_delay."""
+        waited = time.monotonic() - self._pending_since
+        return not self._running or waited >= self.options.record_delay
+
+    def _check_limits(self) -> bool:
+        """Stop once a limit is reached and everything claimed has been recorded."""
+        if self._may_claim() or not self._idle():
+            return False
+        options = self.options
+        if options.max_jobs is not None and self._claimed >= options.max_jobs:
+            self.stop(f"processed {self.stats.jobs} jobs (limit {options.max_jobs})")
+        else:
+            self.stop(f"ran {self.stats.cycles} cycles (limit {options.max_cycles})")
+        return True
+
+    def _wait(self) -> None:
+        """Sleep until a job ends, new work may be claimable, a stop, or the next timer."""
+        now = time.monotonic()
+        timeout = self.options.idle_delay
+        if self._pending:
+            timeout = min(timeout, self._pending_since + self.options.record_delay - now)
+        deadlines = [r.deadline for r in self._running.values() if r.deadline and not r.given_up]
+        if deadlines:
+            timeout = min(timeout, min(deadlines) - now)
+        if self._next_rescue is not None:
+            timeout = min(timeout, self._next_rescue - self.clock().timestamp())
+        if self._idle() and self._idle_since is None:
+            self._idle_since = now
+            if self.options.on_idle is not None:
+                self.options.on_idle()
+        with self._changed:
+            woken = self._done or self._stop.is_set() or (self._news and self._free() > 0)
+            if not woken and timeout > 0:
+                self._changed.wait(timeout)
+
+    # -- recording ------------------------------------------------------------------------
 
     def _flush(self) -> None:
         """Record the pending outcomes now, without claiming."""
         pending, self._pending = self._pending, []
-        try:
-            self._record(pending, 0)
-        except Exception as error:
-            if not (isinstance(error, Refused) or is_connection_error(error)):
-                raise
-            self._record_each(pending)  # alone, each retried while the database is away
-
-    def _record(self, pending: list[Performed], limit: int) -> list[Job]:
-        """Record outcomes in one transaction, with a claim of ``limit`` jobs (0: none)."""
-        options = self.options
         self.runner.release(pending)
         try:
-            finals, jobs = self.app.record_and_claim(
-                pending,
-                options.worker_id,
-                queues=options.queues,
-                priorities=self.priorities,
-                limit=limit,
-                lease_ms=self.lease_ms,
-            )
-        except Exception:
-            self.runner.hold(pending)
-            raise
-        for performed, final in zip(pending, finals, strict=True):
+            claimed = self.source.claim(0, pending)
+        except Exception as error:
+            if not (isinstance(error, Refused) or is_connection_error(error)):
+                self.runner.hold(pending)
+                self._pending = pending + self._pending
+                raise
+            self._record_each(pending)  # alone, each retried while the database is away
+            return
+        for performed, final in zip(pending, claimed.recorded, strict=True):
             self._count(self.runner.finish(performed, final))
-        return jobs
 
-    def _record_each(self, pending: list[Performed]) -> None:
+    def _record_each(self, pending: Sequence[Performed]) -> None:
         try:
             for performed in pending:  # each refused only if its own lease was lost
                 self._count(self.runner.record(performed))
         finally:
             self.runner.release(pending)  # recorded, or given up: their leases may lapse
 
-    def _may_defer(self, performed: Performed) -> bool:
-        """Whether the worker goes on right away, so that the outcome can ride along."""
-        options = self.options
-        return not (
-            performed.die
-            or self._stop.is_set()
-            or (
-                options.max_jobs is not None
-                and self.stats.jobs + len(self._pending) >= options.max_jobs
-            )
-            or (options.max_cycles is not None and self.stats.cycles >= options.max_cycles)
-            or (options.memory_limit is not None and resident_memory() > options.memory_limit)
-        )
+    # -- rescue ---------------------------------------------------------------------------
+
+    def _maybe_rescue(self) -> None:
+        """Look for expired leases every rescue interval, and as soon as the earliest known
+        lease expires (LEASE-008), so a dead worker's jobs wait no longer than their lease."""
+        now = self.clock().timestamp()
+        if self._next_rescue is not None and now < self._next_rescue:
+            return
+        rescue = self.source.rescue()
+        self.stats.rescued += len(rescue.rescued)
+        for job in rescue.rescued:
+            log.warning("rescued job %s whose lease expired; now %s", job.id, job.state)
+        if rescue.rescued:
+            self._wake()
+        next_at = now + self.rescue_interval
+        if rescue.next_expiry is not None:
+            next_at = min(next_at, rescue.next_expiry.timestamp())
+        self._next_rescue = max(next_at, now + 0.01)
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """Hand back what never started, give running jobs the grace period, hand back what
+        still runs after it, and record every outcome."""
+        for job in self._buffer:
+            self._add_pending(self.runner.abandoned(job, HANDED_BACK))
+        self._buffer.clear()
+        deadline = time.monotonic() + self.options.grace_period
+        while self._running and time.monotonic() < deadline:
+            if not [r for r in self._running.values() if not r.given_up]:
+                break
+            with self._changed:
+                if not self._done:
+                    self._changed.wait(deadline - time.monotonic())
+            try:
+                self._collect()
+            except Exception:
+                log.exception("a job failed while the worker stopped")
+        for running in list(self._running.values()):
+            if not running.given_up:
+                log.warning(
+                    "job %s still runs after the grace period of %g s; handing it back",
+                    running.job.id,
+                    self.options.grace_period,
+                )
+                self._give_up(running, HANDED_BACK)
+        self._record_pending()
 
     def _record_pending(self) -> None:
-        """Stopping between a job and the next claim: record the outcomes on their own."""
+        """Stopping: record the outcomes on their own."""
         pending = self._pending
         if not pending:
             return
@@ -233,49 +535,3 @@ class Worker:
             )
         finally:
             self.runner.release(pending)  # let those leases lapse: the jobs must be rescued
-
-    def _count(self, executed: Executed) -> None:
-        options = self.options
-        self.stats.jobs += 1
-        state = executed.job.state
-        self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
-        if options.on_job is not None:
-            options.on_job(executed.job)
-        if executed.die:
-            self.stop("a handler asked the worker to die")
-
-    def _maybe_rescue(self) -> None:
-        moment = self.app.now().timestamp()
-        if self._last_rescue is None or moment - self._last_rescue >= self.options.rescue_interval:
-            self._last_rescue = moment
-            rescued = self.app.rescue_expired()
-            self.stats.rescued += len(rescued)
-            for job in rescued:
-                log.warning("rescued job %s whose lease expired; now %s", job.id, job.state)
-
-    def _check_limits(self) -> None:
-        options = self.options
-        if options.max_jobs is not None and self.stats.jobs >= options.max_jobs:
-            self.stop(f"processed {self.stats.jobs} jobs (limit {options.max_jobs})")
-        elif options.max_cycles is not None and self.stats.cycles >= options.max_cycles:
-            self.stop(f"ran {self.stats.cycles} cycles (limit {options.max_cycles})")
-        elif options.memory_limit is not None and resident_memory() > options.memory_limit:
-            self.stop(f"memory above {options.memory_limit} bytes")
-
-    def _install_signals(self) -> Callable[[], None]:
-        if (
-            not self.options.handle_signals
-            or threading.current_thread() is not threading.main_thread()
-        ):
-            return lambda: None
-
-        def handle(signum: int, frame: FrameType | None) -> None:
-            self.stop(f"received {signal.Signals(signum).name}; finishing the current job")
-
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore

@@ -40,11 +40,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from ..clock import duration_ms
 from ..errors import BrokerUnavailable, ConfigurationError
-from ..execution import Executed
+from ..execution import Executed, resident_memory
 from ..model import Job
 from ..resilience import Backoff, is_connection_error
-from ..worker import Worker, WorkerOptions, WorkerStats
+from ..worker import WorkerControl, WorkerOptions, WorkerStats
 from .amqp import CONTROL_ARGUMENTS
 from .envelope import Envelope, InvalidEnvelope
 
@@ -69,13 +70,17 @@ class _Delivery:
     order: int
 
 
-class BrokerConsumer(Worker):
+class BrokerConsumer(WorkerControl):
     """Consumes job messages from RabbitMQ; same options and statistics as :class:`Worker`."""
 
     def __init__(
         self, app: Conveyor, options: WorkerOptions, mode: BrokerMode, prefetch: int
     ) -> None:
-        super().__init__(app, options)
+        super().__init__(options)
+        self.app = app
+        self.lease_ms = duration_ms(options.lease or app.lease)
+        self.runner = app.runner(options.worker_id, self.lease_ms)
+        self._last_rescue: float | None = None
         if prefetch < 1:
             raise ConfigurationError("prefetch must be at least 1")
         self.mode = mode
@@ -321,6 +326,25 @@ class BrokerConsumer(Worker):
             if result.method.message_count:
                 return False
         return True
+
+    def _maybe_rescue(self) -> None:
+        moment = self.app.now().timestamp()
+        interval = self.options.rescue_interval or min(self.lease_ms / 2000, 30.0)
+        if self._last_rescue is None or moment - self._last_rescue >= interval:
+            self._last_rescue = moment
+            rescued = self.app.rescue_expired()
+            self.stats.rescued += len(rescued)
+            for job in rescued:
+                log.warning("rescued job %s whose lease expired; now %s", job.id, job.state)
+
+    def _check_limits(self) -> None:
+        options = self.options
+        if options.max_jobs is not None and self.stats.jobs >= options.max_jobs:
+            self.stop(f"processed {self.stats.jobs} jobs (limit {options.max_jobs})")
+        elif options.max_cycles is not None and self.stats.cycles >= options.max_cycles:
+            self.stop(f"ran {self.stats.cycles} cycles (limit {options.max_cycles})")
+        elif options.memory_limit is not None and resident_memory() > options.memory_limit:
+            self.stop(f"memory above {options.memory_limit} bytes")
 
     def _rescue(self) -> None:
         try:

@@ -19,11 +19,13 @@ from ..priority import PriorityRange
 
 @dataclass(frozen=True)
 class ClaimQuery:
-    """What a worker may take: queues (empty = all), a priority range, or one job."""
+    """What a worker may take: queues (empty = all), a priority range, or one job; only jobs
+    due by ``due_by`` (None: the claim's own time)."""
 
     queues: tuple[str, ...] = ()
     priorities: PriorityRange = field(default_factory=PriorityRange)
     job_id: str | None = None
+    due_by: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,10 @@ class Transaction(Protocol):
 
     def expired_leases(self, now: datetime, limit: int) -> list[Job]: ...
 
+    def next_lease_expiry(self) -> datetime | None:
+        """When the earliest lease held now expires (None: no job is leased)."""
+        ...
+
     def due_jobs(self, states: Collection[str], now: datetime, limit: int) -> list[Job]: ...
 
     def find_jobs(self, query: JobFilter) -> list[Job]: ...
@@ -165,12 +171,12 @@ class Store(Protocol):
         """
         ...
 
-    def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> None:
-        """Block up to ``timeout`` seconds; return early when new work may be claimable.
+    def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> bool:
+        """Block up to ``timeout`` seconds; return True early when new work may be claimable.
 
         Stores that can be told about publishes (PostgreSQL LISTEN/NOTIFY, the memory store)
-        wake at once; others simply wait, which makes the worker poll. ``ready`` is called
-        once the store is listening, so a publish after it is never missed.
+        wake at once; others simply wait and return False, which makes the worker poll.
+        ``ready`` is called once the store is listening, so a publish after it is never missed.
         """
         ...
 

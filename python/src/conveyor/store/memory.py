@@ -145,6 +145,12 @@ class MemoryTransaction:
         ]
         return sorted(expired, key=lambda job: job.sequence)[:limit]
 
+    def next_lease_expiry(self) -> datetime | None:
+        return min(
+            (job.lease.expires_at for job in self._data.jobs.values() if job.lease is not None),
+            default=None,
+        )
+
     def due_jobs(self, states: Collection[str], now: datetime, limit: int) -> list[Job]:
         due = [j for j in self._data.jobs.values() if j.state in states and j.available_at <= now]
         return sorted(due, key=lambda job: (job.priority, job.sequence))[:limit]
@@ -286,12 +292,12 @@ class MemoryStore:
     def autocommit(self) -> AbstractContextManager[MemoryTransaction]:
         return self.transaction()
 
-    def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> None:
+    def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> bool:
         with self._work:
             seen = self._generation
             if ready is not None:
                 ready()
-            self._work.wait_for(lambda: self._generation != seen, timeout)
+            return self._work.wait_for(lambda: self._generation != seen, timeout)
 
     def close(self) -> None:
         """Nothing to release."""

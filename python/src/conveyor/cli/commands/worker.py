@@ -13,7 +13,7 @@ import click
 
 from ...locks import DEFAULT_SINGLE_ID, command_lock
 from ...model import Job
-from ...worker import Worker, WorkerStats
+from ...worker import WorkerControl, WorkerStats
 from ..context import ByteSize, CliState, PriorityRangeType, pass_state
 from ..render import summary, types_of
 
@@ -66,7 +66,7 @@ def _describe(queues: Sequence[str], priorities: str | None) -> str:
     return f"queues {', '.join(queues) or 'all'}, priorities {priorities or 'all'}"
 
 
-def _stop_on_signals(worker: Worker) -> Callable[[], None]:
+def _stop_on_signals(worker: WorkerControl) -> Callable[[], None]:
     """SIGTERM/SIGINT stop the worker after the current job; a second one stops at once."""
 
     def handle(signum: int, frame: FrameType | None) -> None:

@@ -90,7 +90,8 @@ class PostgresListener:
         self._channel = channel
         self._connection: Any = None
 
-    def wait(self, timeout: float, ready: Callable[[], None] | None) -> None:
+    def wait(self, timeout: float, ready: Callable[[], None] | None) -> bool:
+        """True when a notification arrived within ``timeout`` seconds."""
         import psycopg
 
         if self._connection is None or self._connection.closed:
@@ -98,11 +99,13 @@ class PostgresListener:
             self._connection.execute(f'LISTEN "{self._channel}"')
         if ready is not None:
             ready()
+        notified = False
         for _ in self._connection.notifies(timeout=timeout, stop_after=1):
-            pass
+            notified = True
         # Drain what else arrived, so one burst of publishes wakes the worker once.
         for _ in self._connection.notifies(timeout=0):
-            pass
+            notified = True
+        return notified
 
     def close(self) -> None:
         if self._connection is not None:

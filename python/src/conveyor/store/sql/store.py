@@ -265,6 +265,14 @@ class SqlTransaction:
         )
         return [job_from_row(row) for row in rows.mappings()]
 
+    def next_lease_expiry(self) -> datetime | None:
+        t = self.tables.jobs
+        # Served by the partial index over lease_expires_at: only leased rows are in it.
+        earliest = self.connection.execute(
+            select(func.min(t.c.lease_expires_at)).where(t.c.lease_expires_at.is_not(None))
+        ).scalar_one()
+        return None if earliest is None else from_ms(int(earliest))
+
     def due_jobs(self, states: Collection[str], now: datetime, limit: int) -> list[Job]:
         t = self.tables.jobs
         rows = self.connection.execute(
@@ -622,18 +630,19 @@ class SqlStore:
             bound, self.tables, self.states, self.dialect, self.claims, through_sqlalchemy
         )
 
-    def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> None:
+    def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> bool:
         if self._listener is None:
             if ready is not None:
                 ready()
             self._idle.wait(timeout)
-            return
+            return False
         try:
-            self._listener.wait(timeout, ready)
+            return self._listener.wait(timeout, ready)
         except Exception:
             # A broken listener must not stop the worker: fall back to polling this time.
             self._listener.close()
             self._idle.wait(timeout)
+            return False
 
     def close(self) -> None:
         if self._listener is not None:

@@ -1,0 +1,153 @@
+"""The worker's narrow view of where jobs come from: claim, record, rescue, and wake-ups.
+
+A worker never sees the app. It talks to a :class:`JobSource`: :class:`StoreSource` claims
+from the store directly (polling, woken by the store's notifications), and broker mode's
+source claims the jobs whose messages RabbitMQ delivered. Both record outcomes in the store,
+which stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from .execution import Performed
+from .model import Job
+from .priority import PriorityRange
+
+log = logging.getLogger("conveyor.worker")
+
+
+@dataclass(frozen=True)
+class Rescue:
+    """What a rescue did, and when the earliest lease still held expires (None: no lease)."""
+
+    rescued: list[Job]
+    next_expiry: datetime | None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """The outcomes recorded (each job as written) and the jobs claimed, in one transaction."""
+
+    recorded: list[Job]
+    jobs: list[Job]
+
+
+class JobSource(Protocol):
+    """Where a worker's jobs come from, and where their outcomes go."""
+
+    def open(self, wake: Callable[[], None]) -> None:
+        """Start watching for work; ``wake`` is called (from any thread) whenever new work
+        may be claimable. Returns once watching, so that work arriving later is not missed."""
+        ...
+
+    def claim(
+        self, limit: int, recorded: Sequence[Performed] = (), due_by: datetime | None = None
+    ) -> Claimed:
+        """Record ``recorded`` and claim up to ``limit`` jobs (0: none) that were due by
+        ``due_by`` (default: now), in one transaction. Raises a Refused error, having written
+        nothing, when an outcome cannot be recorded as it stands (its lease was lost)."""
+        ...
+
+    def rescue(self) -> Rescue:
+        """Fire ``lease_expired`` on jobs whose lease ran out (their worker died)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class StoreOperations(Protocol):
+    """The app's operations a :class:`StoreSource` uses (the app implements them)."""
+
+    def record_and_claim(
+        self,
+        performed: Sequence[Performed],
+        worker_id: str,
+        *,
+        queues: Sequence[str] = (),
+        priorities: PriorityRange | str | None = None,
+        limit: int = 1,
+        lease_ms: int | None = None,
+        due_by: datetime | None = None,
+    ) -> tuple[list[Job], list[Job]]: ...
+
+    def rescue(self, limit: int = 100) -> Rescue: ...
+
+    def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> bool: ...
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    worker_id: str
+    queues: tuple[str, ...]
+    priorities: PriorityRange
+    lease_ms: int
+    idle_delay: float
+
+
+class StoreSource:
+    """Claims straight from the store; a listener thread turns the store's notifications
+    (PostgreSQL LISTEN/NOTIFY, the memory store) or, for stores that cannot notify, the
+    passing of ``idle_delay``, into wake-ups."""
+
+    # The listener re-checks whether it should stop at least this often.
+    SLICE = 0.25
+
+    def __init__(self, operations: StoreOperations, options: SourceOptions) -> None:
+        self.operations = operations
+        self.options = options
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def open(self, wake: Callable[[], None]) -> None:
+        listening = threading.Event()
+        self._thread = threading.Thread(
+            target=self._listen, args=(wake, listening), name="conveyor-listener", daemon=True
+        )
+        self._thread.start()
+        listening.wait(5)  # a listener that cannot connect falls back to timed wake-ups
+
+    def _listen(self, wake: Callable[[], None], listening: threading.Event) -> None:
+        waited = 0.0
+        while not self._closed.is_set():
+            timeout = min(self.SLICE, max(self.options.idle_delay - waited, 0.001))
+            try:
+                news = self.operations.wait_for_work(timeout, listening.set)
+            except Exception:
+                log.warning("waiting for new jobs failed; polling instead", exc_info=True)
+                listening.set()
+                news = False
+                self._closed.wait(timeout)
+            waited += timeout
+            if news or waited >= self.options.idle_delay:
+                waited = 0.0
+                wake()
+
+    def claim(
+        self, limit: int, recorded: Sequence[Performed] = (), due_by: datetime | None = None
+    ) -> Claimed:
+        options = self.options
+        finals, jobs = self.operations.record_and_claim(
+            recorded,
+            options.worker_id,
+            queues=options.queues,
+            priorities=options.priorities,
+            limit=limit,
+            lease_ms=options.lease_ms,
+            due_by=due_by,
+        )
+        return Claimed(finals, jobs)
+
+    def rescue(self) -> Rescue:
+        return self.operations.rescue()
+
+    def close(self) -> None:
+        self._closed.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=self.SLICE * 4)
