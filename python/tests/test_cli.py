@@ -439,9 +439,10 @@ def test_help_lists_every_command(runner: CliRunner) -> None:
 
 
 def test_consume_lock_across_processes(runner: CliRunner, app_module: AppModule) -> None:
+    """Consumers run side by side, unless they name the same --single-id."""
     first = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "--app", app_module.spec, "consume",
-         "--cycle-delay", "0.05"],
+         "--cycle-delay", "0.05", "--single-id", "default"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -455,7 +456,9 @@ def test_consume_lock_across_processes(runner: CliRunner, app_module: AppModule)
         started = first.stderr.readline()
         assert "consuming" in started, started + first.stderr.read()
 
-        second = conveyor_process(app_module, "--app", app_module.spec, "consume")
+        second = conveyor_process(
+            app_module, "--app", app_module.spec, "consume", "--single-id", "default"
+        )
         assert second.returncode == 1, second.stdout + second.stderr
         assert (
             "another `conveyor consume` with single-id 'default' is running on "
@@ -468,6 +471,8 @@ def test_consume_lock_across_processes(runner: CliRunner, app_module: AppModule)
             runner, "--app", app_module.spec, "consume", "--single-id", "b", "--cycles-limit", "1"
         )
         assert "ran 1 cycles (limit 1)" in other.output
+        unnamed = run(runner, "--app", app_module.spec, "consume", "--cycles-limit", "1")
+        assert "ran 1 cycles (limit 1)" in unnamed.output
 
         first.send_signal(signal.SIGTERM)
         stdout, stderr = first.communicate(timeout=30)
@@ -481,7 +486,9 @@ def test_consume_lock_across_processes(runner: CliRunner, app_module: AppModule)
     assert "stopped: received SIGTERM" in stdout
 
     # The lock went with the process: the same single-id may run again.
-    again = run(runner, "--app", app_module.spec, "consume", "--cycles-limit", "1")
+    again = run(
+        runner, "--app", app_module.spec, "consume", "--single-id", "default", "--cycles-limit", "1"
+    )
     assert "consume: 0 jobs" in again.output
 
 

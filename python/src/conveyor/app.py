@@ -23,7 +23,7 @@ from .notify import LoggingNotifier, Notifier
 from .priority import PriorityRange
 from .publishing import Call, JobFactory, PublishOptions
 from .retry import RetryPolicy, resolve
-from .source import Rescue
+from .source import Claimed, Rescue
 from .store.base import ClaimQuery, JobFilter, Store, Transaction
 from .urls import open_store
 
@@ -435,16 +435,17 @@ class Conveyor:
         limit: int = 1,
         lease_ms: int | None = None,
         due_by: datetime | None = None,
-    ) -> tuple[list[Job], list[Job]]:
+    ) -> Claimed:
         """Record a worker's outcomes and claim its next jobs (``limit`` 0: none) that were
-        due by ``due_by`` (default: now) in one transaction; returns (the recorded jobs, the
-        claimed jobs).
+        due by ``due_by`` (default: now) in one transaction.
 
         One commit for a whole batch instead of one per job: the outcomes are exactly as
         durable as when recorded alone once this returns, and a job they made claimable (a
-        serial group's next job, a dependant) can be claimed in the same breath. Raises
-        StaleLease (or another refusal), having changed nothing, when an outcome cannot be
-        recorded as it stands (its lease was lost): record them one by one then.
+        serial group's next job, a dependant) can be claimed in the same breath. The claim
+        passes over the jobs just recorded, so a job due again at once (``Waiting(delay=0)``)
+        does not starve the jobs behind it. Raises StaleLease (or another refusal), having
+        changed nothing, when an outcome cannot be recorded as it stands (its lease was lost):
+        record them one by one then.
         """
         query = self._claim_query(queues, priorities, None, due_by)
         now = self.now()
@@ -452,15 +453,25 @@ class Conveyor:
         with self.store.transaction() as tx:
             recorded, outcome = self.lifecycle.record_all(tx, reports, now)
             claimed = (
-                self.lifecycle.claim(tx, query, worker_id, lease_ms or self.lease_ms, limit, now)
+                self.lifecycle.claim(
+                    tx,
+                    query,
+                    worker_id,
+                    lease_ms or self.lease_ms,
+                    limit,
+                    now,
+                    skip={job.id for job in recorded},
+                )
                 if limit > 0
                 else None
             )
         self._deliver(outcome)
+        claimable = self.lifecycle.states.claimable
+        due_again = sum(1 for job in recorded if job.state in claimable and job.available_at <= now)
         if claimed is None:
-            return recorded, []
+            return Claimed(recorded, [], due_again)
         self._deliver(claimed)
-        return recorded, claimed.jobs
+        return Claimed(recorded, claimed.jobs, due_again)
 
     @staticmethod
     def _claim_query(

@@ -8,7 +8,7 @@ the commit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -152,7 +152,11 @@ class Lifecycle:
         lease_ms: int,
         limit: int,
         now: datetime,
+        skip: Collection[str] = frozenset(),
     ) -> Outcome:
+        """Claim up to ``limit`` jobs in claim order, passing over the jobs in ``skip`` (a
+        worker's jobs whose outcomes this transaction just recorded: one that became due
+        again at once lets the jobs already waiting go first)."""
         outcome = Outcome()
         side = Outcome()  # jobs touched by system effects are not claims
         busy_groups: set[str] = set()
@@ -170,8 +174,11 @@ class Lifecycle:
         deferred: list[tuple[Job, Job]] = []
         while again and len(outcome.jobs) < limit:
             again = passed_over = claimed = False
-            for candidate in tx.candidates(query, due_by, limit - len(outcome.jobs)):
+            wanted = limit - len(outcome.jobs) + len(skip)
+            for candidate in tx.candidates(query, due_by, wanted):
                 job = candidate.job
+                if job.id in skip:
+                    continue
                 facts = self._facts(candidate, busy_groups, busy_identifiers)
                 event = "discard_redundant" if facts["unique_sibling_succeeded"] else "claim"
                 try:

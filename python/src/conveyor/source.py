@@ -32,10 +32,13 @@ class Rescue:
 
 @dataclass(frozen=True)
 class Claimed:
-    """The outcomes recorded (each job as written) and the jobs claimed, in one transaction."""
+    """The outcomes recorded (each job as written) and the jobs claimed, in one transaction;
+    ``due_again`` counts recorded jobs that are claimable at once (the claim passed them
+    over, so that the jobs already waiting went first)."""
 
     recorded: list[Job]
     jobs: list[Job]
+    due_again: int = 0
 
 
 class JobSource(Protocol):
@@ -74,7 +77,7 @@ class StoreOperations(Protocol):
         limit: int = 1,
         lease_ms: int | None = None,
         due_by: datetime | None = None,
-    ) -> tuple[list[Job], list[Job]]: ...
+    ) -> Claimed: ...
 
     def rescue(self, limit: int = 100) -> Rescue: ...
 
@@ -132,7 +135,7 @@ class StoreSource:
         self, limit: int, recorded: Sequence[Performed] = (), due_by: datetime | None = None
     ) -> Claimed:
         options = self.options
-        finals, jobs = self.operations.record_and_claim(
+        return self.operations.record_and_claim(
             recorded,
             options.worker_id,
             queues=options.queues,
@@ -141,7 +144,6 @@ class StoreSource:
             lease_ms=options.lease_ms,
             due_by=due_by,
         )
-        return Claimed(finals, jobs)
 
     def rescue(self) -> Rescue:
         return self.operations.rescue()

@@ -35,10 +35,6 @@ log = logging.getLogger("conveyor.worker")
 # How a job the worker gives back is recorded: ``wait`` without delay (OUT-004) returns it to
 # the claimable jobs at once, with its attempt refunded, so another worker can take it now.
 HANDED_BACK = Report("wait", {"delay_ms": 0})
-# A claim that records outcomes takes only jobs due a millisecond before: a job that an outcome
-# of this very batch made due again (``Waiting(delay=0)``, a retry without delay) lets every job
-# that was already waiting go first instead of starving it.
-YIELD = timedelta(milliseconds=1)
 LONGEST_RESCUE_INTERVAL = 30.0
 
 
@@ -106,6 +102,7 @@ class WorkerControl:
         )
         self.stats = WorkerStats()
         self._stop = threading.Event()
+        self._hurried = threading.Event()
         self._stop_reason = ""
 
     def run(self) -> WorkerStats:
@@ -119,6 +116,11 @@ class WorkerControl:
             self._stop_reason = reason
             self._stop.set()
         self._stopped()
+
+    def hurry(self) -> None:
+        """Stop without waiting for the grace period: running jobs are handed back at once."""
+        self._hurried.set()
+        self.stop("asked to stop at once")
 
     def _stopped(self) -> None:
         """Called after every stop request (from any thread, or a signal handler)."""
@@ -264,8 +266,6 @@ class Worker(WorkerControl):
             limit = min(limit, options.max_jobs - self._claimed)
         pending, self._pending = self._pending, []
         due_by = self._due_by
-        if due_by is None and pending:
-            due_by = self.clock() - YIELD
         with self._changed:
             self._news = False
         self.runner.release(pending)
@@ -286,10 +286,9 @@ class Worker(WorkerControl):
         self._claimed += len(claimed.jobs)
         if claimed.jobs:
             self._idle_since = None
-        # Look again at once if this claim was full (more may be due), or if it yielded to
-        # older jobs and found fewer than it could take (the yielded ones are due now).
-        yielded = due_by is not None and self._due_by is None
-        if len(claimed.jobs) >= limit or yielded:
+        # Look again at once if this claim was full (more may be due), or if it passed over
+        # jobs of this worker that are due again (to let older jobs go first) and is not full.
+        if len(claimed.jobs) >= limit or claimed.due_again:
             self._wake()
         return bool(claimed.jobs)
 
@@ -500,7 +499,7 @@ class Worker(WorkerControl):
             self._add_pending(self.runner.abandoned(job, HANDED_BACK))
         self._buffer.clear()
         deadline = time.monotonic() + self.options.grace_period
-        while self._running and time.monotonic() < deadline:
+        while self._running and time.monotonic() < deadline and not self._hurried.is_set():
             if not [r for r in self._running.values() if not r.given_up]:
                 break
             with self._changed:

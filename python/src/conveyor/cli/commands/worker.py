@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -46,6 +47,15 @@ single_id_option = click.option(
     metavar="ID",
     help="Name of this instance: instances with different ids may run at the same time.",
 )
+concurrency_option = click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Jobs run at once: sync handlers in N threads, async handlers as tasks on one event loop.",
+)
 quiet_option = click.option("--quiet", is_flag=True, help="Do not print a line per job.")
 
 
@@ -67,12 +77,14 @@ def _describe(queues: Sequence[str], priorities: str | None) -> str:
 
 
 def _stop_on_signals(worker: WorkerControl) -> Callable[[], None]:
-    """SIGTERM/SIGINT stop the worker after the current job; a second one stops at once."""
+    """SIGTERM/SIGINT stop claiming and let running jobs finish within the grace period; a
+    second one hands them back at once."""
 
     def handle(signum: int, frame: FrameType | None) -> None:
         if worker.stopping:
-            raise KeyboardInterrupt
-        worker.stop(f"received {signal.Signals(signum).name}; finished the current job")
+            worker.hurry()
+        else:
+            worker.stop(f"received {signal.Signals(signum).name}; finished the running jobs")
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
@@ -114,13 +126,35 @@ def _stop_on_signals(worker: WorkerControl) -> Callable[[], None]:
     help="Stop after a job when resident memory exceeds this (512M, 1G, ...).",
 )
 @batch_size_option
+@concurrency_option
+@click.option(
+    "--grace-period",
+    type=click.FloatRange(min=0),
+    default=25.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM, how long running jobs may take to finish before they are handed back "
+    "to other workers.",
+)
+@click.option(
+    "--rescue-interval",
+    type=click.FloatRange(min=0.01),
+    metavar="SECONDS",
+    help="How often to look for jobs whose worker died (default: half the lease, at most 30 s; "
+    "also as soon as the earliest known lease expires).",
+)
 @click.option(
     "--prefetch",
     type=click.IntRange(min=1),
     metavar="N",
     help="Broker mode: messages held per queue consumed (default 1).",
 )
-@single_id_option
+@click.option(
+    "--single-id",
+    metavar="ID",
+    help="Refuse to start while another consumer with this id runs on the store (default: no "
+    "such lock; any number of consumers may run).",
+)
 @quiet_option
 @pass_state
 def consume(
@@ -132,15 +166,19 @@ def consume(
     cycle_delay: float,
     memory_limit: int | None,
     batch_size: int,
+    concurrency: int,
+    grace_period: float,
+    rescue_interval: float | None,
     prefetch: int | None,
-    single_id: str,
+    single_id: str | None,
     quiet: bool,
 ) -> None:
-    """Run a worker until stopped (SIGTERM/Ctrl+C finish the current job first).
+    """Run a worker until stopped (SIGTERM/Ctrl+C: running jobs finish within the grace
+    period, then are handed back; a second signal hands them back at once).
 
-    Needs --app. Only one consumer per --single-id runs over a store at a time. In broker
-    mode (CONVEYOR_BROKER_URL or the app's broker_url) it consumes job messages from
-    RabbitMQ, and exits with code 3 after `conveyor reload-consumers` asked it to.
+    Needs --app. Any number of consumers may run on one store; with --single-id, only one per
+    id. In broker mode (CONVEYOR_BROKER_URL or the app's broker_url) it consumes job messages
+    from RabbitMQ, and exits with code 3 after `conveyor reload-consumers` asked it to.
     """
     app = state.worker_app("consume")
     _setup_logging()
@@ -148,6 +186,9 @@ def consume(
         queues=queues,
         priorities=priorities,
         batch_size=batch_size,
+        concurrency=concurrency,
+        grace_period=grace_period,
+        rescue_interval=rescue_interval,
         max_jobs=max_jobs,
         max_cycles=cycles_limit,
         memory_limit=memory_limit,
@@ -158,13 +199,15 @@ def consume(
     )
     broker = app.broker
     via = f" through RabbitMQ at {broker.display_url}" if broker is not None else ""
-    with command_lock(app, "consume", single_id):
+    lock = command_lock(app, "consume", single_id) if single_id else contextlib.nullcontext()
+    with lock:
         restore = _stop_on_signals(worker)
         try:
+            instance = f"single-id {single_id}, " if single_id else ""
             click.echo(
                 f"consuming {_describe(queues, priorities)} on {state.location}{via} "
-                f"(single-id {single_id}, worker {worker.options.worker_id}); "
-                "SIGTERM or Ctrl+C stops after the current job",
+                f"({instance}worker {worker.options.worker_id}, concurrency {concurrency}); "
+                "SIGTERM or Ctrl+C stops after the running jobs",
                 err=True,
             )
             stats = worker.run()
@@ -187,6 +230,7 @@ def consume(
     help="Run at most N jobs in this run (default: every due job).",
 )
 @batch_size_option
+@concurrency_option
 @single_id_option
 @quiet_option
 @pass_state
@@ -196,6 +240,7 @@ def process(
     queues: tuple[str, ...],
     limit: int | None,
     batch_size: int,
+    concurrency: int,
     single_id: str,
     quiet: bool,
 ) -> None:
@@ -218,6 +263,7 @@ def process(
         "queues": queues,
         "priorities": priorities,
         "batch_size": batch_size,
+        "concurrency": concurrency,
         "on_job": None if quiet else _job_line,
     }
     with command_lock(app, "process", single_id):
