@@ -46,6 +46,8 @@ from ..model import Job
 from ..resilience import Backoff, is_connection_error
 from ..worker import Worker, WorkerOptions, WorkerStats
 from .amqp import CONTROL_ARGUMENTS
+from .body import bounded
+from .control import InvalidControl
 from .envelope import Envelope, InvalidEnvelope
 
 if TYPE_CHECKING:
@@ -260,10 +262,17 @@ class BrokerConsumer(Worker):
             self._channel.basic_cancel(tag)
 
     def _on_message(self, name: str, channel: Any, method: Any, _props: Any, body: bytes) -> None:
+        # BROKER-006: a body that is not an envelope is acknowledged (with the batch it came
+        # in) and ignored; nothing a message carries may stop the consumer.
         try:
             envelope: Envelope | None = Envelope.parse(body)
         except InvalidEnvelope as error:
             log.warning("ignoring a message in %s that is not a job envelope: %s", name, error)
+            envelope = None
+        except Exception as error:  # the parser names every problem; stay up if it did not
+            log.warning(
+                "ignoring a message in %s that could not be parsed (%s)", name, _unexpected(error)
+            )
             envelope = None
         self._arrivals += 1
         self._buffer.append(
@@ -283,8 +292,9 @@ class BrokerConsumer(Worker):
             return
         try:
             _, requested_at = self.mode.parse_control(body)
-        except (ValueError, KeyError) as error:
-            log.warning("ignoring a control message: %s", error)
+        except Exception as error:  # BROKER-006 for control messages: acknowledged, ignored
+            problem = str(error) if isinstance(error, InvalidControl) else _unexpected(error)
+            log.warning("ignoring a message in the control queue: %s", problem)
             channel.basic_ack(method.delivery_tag)
             return
         channel.basic_ack(method.delivery_tag)
@@ -515,6 +525,11 @@ class BrokerConsumer(Worker):
 
 def _nothing() -> None:
     """Scheduled with add_callback_threadsafe only to wake process_data_events."""
+
+
+def _unexpected(error: BaseException) -> str:
+    """An error the parsers should have named, in one short line for the log."""
+    return bounded(f"{type(error).__name__}: {error}", 200)
 
 
 def _is_amqp_error(error: BaseException) -> bool:

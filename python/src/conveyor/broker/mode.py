@@ -16,15 +16,15 @@ import time
 import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..clock import format_timestamp, parse_timestamp
 from ..errors import BrokerUnavailable, InvalidTransition, JobNotFound, StaleLease
 from ..model import Job
 from ..priority import PriorityRange
 from .amqp import AmqpBroker
 from .base import Failed
+from .control import ControlRequest
 from .envelope import Envelope
 from .settings import BrokerSettings
 from .topology import Bands, Topology
@@ -368,18 +368,15 @@ class BrokerMode:
 
     def reload_consumers(self, queue: str, count: int) -> None:
         """Ask ``count`` running consumers of ``queue`` to finish their job and exit."""
-        document = {"command": "reload", "requested_at": format_timestamp(self.app.now())}
-        self.broker.send_control(self.topology.control_name(queue), document, count)
+        request = ControlRequest("reload", self.app.now())
+        self.broker.send_control(self.topology.control_name(queue), request.to_dict(), count)
 
     @staticmethod
-    def parse_control(body: bytes) -> tuple[str, Any]:
-        """(command, requested_at) of a control message; ValueError when it is not one."""
-        import json
-
-        document = json.loads(body)
-        if not isinstance(document, dict) or document.get("command") != "reload":
-            raise ValueError(f"unknown control message {body[:200]!r}")
-        return "reload", parse_timestamp(str(document["requested_at"]))
+    def parse_control(body: bytes) -> tuple[str, datetime]:
+        """(command, requested_at) of a control message; :class:`InvalidControl`, and nothing
+        else, when the body is not one."""
+        request = ControlRequest.parse(body)
+        return request.command, request.requested_at
 
     def close(self) -> None:
         self.broker.close()
