@@ -97,6 +97,7 @@ class BrokerConsumer(Worker):
         self._busy_since = 0.0
         self._failure: BaseException | None = None
         self._started_at = app.now()
+        self._idle_since: float | None = None  # when the current idle cycle began (monotonic)
         self._buckets: list[tuple[str, str, int]] = []
         self._band_of: dict[str, int] = {}
         self._controls: list[str] = []
@@ -116,9 +117,15 @@ class BrokerConsumer(Worker):
         self._controls = [self.mode.topology.control_name(queue) for queue in queues]
         worker = threading.Thread(target=self._work, name="conveyor-consumer-job", daemon=True)
         worker.start()
+        waker = threading.Thread(
+            target=self._wake_when_stopped, name="conveyor-consumer-waker", daemon=True
+        )
+        waker.start()
         try:
             self._loop()
         finally:
+            if not self._stop.is_set():
+                self.stop("the consumer failed")  # ends the waker
             self._tasks.put(None)
             self._disconnect(return_messages=True)
             restore()
@@ -174,14 +181,36 @@ class BrokerConsumer(Worker):
                     continue
                 if self.options.on_idle is not None:
                     self.options.on_idle()
-                self._connection.process_data_events(
-                    time_limit=min(max(self.options.idle_delay, 0.05), IDLE_WAIT)
-                )
+                self._idle_wait()
             except Exception as error:
                 if not _is_amqp_error(error):
                     raise
                 self._lost(error)
                 self._handle_events(wait=backoff.next_delay())
+
+    def _idle_wait(self) -> None:
+        """Wait for messages; each ``idle_delay`` without one is a cycle, as a polling
+        worker's empty claim and wait is (``--cycles-limit`` counts them)."""
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        delay = max(self.options.idle_delay, 0.05)
+        remaining = self._idle_since + delay - now
+        self._connection.process_data_events(time_limit=min(max(remaining, 0.0), IDLE_WAIT))
+        if self._buffer or self._stop.is_set():
+            return
+        if time.monotonic() - self._idle_since >= delay:
+            self._idle_since = None
+            self.stats.cycles += 1
+            self._check_limits()
+
+    def _wake_when_stopped(self) -> None:
+        """Wake the connection thread as soon as :meth:`stop` is called, so that an idle
+        consumer stops at once rather than after its idle wait. A thread of its own, because
+        a signal handler must not take pika's locks (the thread it interrupts may hold them):
+        the handler only sets the stop event, and this thread, waiting on it, does the rest."""
+        self._stop.wait()
+        self._post("wake")
 
     def _busy_too_long(self) -> bool:
         return time.monotonic() - self._busy_since > self.mode.settings.hand_back_after
@@ -321,6 +350,7 @@ class BrokerConsumer(Worker):
         return taken
 
     def _start(self, deliveries: list[_Delivery]) -> None:
+        self._idle_since = None
         self._busy = deliveries
         self._busy_since = time.monotonic()
         self._tasks.put(deliveries)
@@ -406,6 +436,7 @@ class BrokerConsumer(Worker):
         elif kind == "failed":
             self._busy = None
             self._failure = event[2]
+        # "wake": nothing to do; its arrival ended the connection thread's wait
 
     def _settle(self, delivery: _Delivery, requeue: bool) -> None:
         if delivery.generation != self._generation or self._channel is None:
