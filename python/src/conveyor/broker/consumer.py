@@ -13,8 +13,10 @@ A message is a wake-up for its queue and priority band (spec.md#BROKER-007): the
 claims the first claimable job, in (priority, sequence) order, among the consumer's queues whose
 priority is in the consumer's range and no worse than the message's band. The claim is the
 store's conditional claim, so a redelivered or duplicated message never starts a job twice
-(spec.md#BROKER-003). When it claimed a job of another band or queue, it hands a new message to
-the message's queue first, so the job the message was for keeps one.
+(spec.md#BROKER-003). When it claimed, with a message naming another job, a job of another band
+or queue, or one without a message of its own (``broker_failed``, say, published during an
+outage), it hands a new message to the message's queue first, so the job the message was for
+keeps one (spec.md#BROKER-007, #BROKER-010).
 
 The message is acknowledged once the claim is committed (or found nothing to claim), at the
 connection thread's next turn: when the job ends, or ``BUSY_WAIT`` seconds later at most. From
@@ -38,11 +40,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import BrokerUnavailable, ConfigurationError
 from ..execution import Executed
-from ..model import Job
+from ..lifecycle import Outcome
 from ..resilience import Backoff, is_connection_error
 from ..worker import Worker, WorkerOptions, WorkerStats
 from .amqp import CONTROL_ARGUMENTS
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
     from .mode import BrokerMode
 
 log = logging.getLogger("conveyor.broker")
+
+T = TypeVar("T")
 
 IDLE_WAIT = 1.0  # longest single wait for messages while idle
 BUSY_WAIT = 0.5  # while a job runs: how often the connection thread looks at its state
@@ -489,8 +493,8 @@ class BrokerConsumer(Worker):
             return
         band, queue_name = valid[0].band, valid[0].queue_name
         span = self.mode.bands().claim_span(band, self.priorities)
-        jobs = self._claim(
-            lambda: self.app.claim(
+        outcome = self._claim(
+            lambda: self.app.claim_outcome(
                 self.options.worker_id,
                 queues=self.options.queues,
                 priorities=span,
@@ -498,24 +502,17 @@ class BrokerConsumer(Worker):
                 lease_ms=self.lease_ms,
             )
         )
-        if jobs is None:  # stopped while the database was unreachable
+        if outcome is None:  # stopped while the database was unreachable
             for delivery in valid:
                 self._post("settle", delivery, True, wake=False)
             self._post("done")
             return
-        # BROKER-007: a claimed job of another band or queue used a message of this one, whose
-        # own job must keep a message: hand over a new one (or return the message on failure).
-        elsewhere = sum(1 for job in jobs if self._route(job) != queue_name)
-        requeue: set[int] = set()
-        if elsewhere:
-            now = self.app.now()
-            again = [(queue_name, d.envelope.again(now)) for d in valid[:elsewhere] if d.envelope]
-            failed = {id(f.envelope) for f in self.mode.broker.publish_routed(again)}
-            requeue = {index for index, (_, envelope) in enumerate(again) if id(envelope) in failed}
+        jobs = outcome.jobs
+        returned = self._restore_messages(queue_name, valid, outcome)
         # Acknowledgements wait for the connection thread's next turn (the jobs' end, or
         # BUSY_WAIT at most): waking it for each one would slow the job thread down.
-        for index, delivery in enumerate(valid):
-            self._post("settle", delivery, index in requeue, wake=False)
+        for delivery in valid:
+            self._post("settle", delivery, id(delivery) in returned, wake=False)
         for job in jobs:
             try:
                 executed = self.runner.run(job)
@@ -532,10 +529,30 @@ class BrokerConsumer(Worker):
             self._post("ran", executed, wake=False)
         self._post("done")
 
-    def _route(self, job: Job) -> str:
-        return self.mode.route(Envelope.of(job, job.updated_at))
+    def _restore_messages(
+        self, queue_name: str, valid: list[_Delivery], outcome: Outcome
+    ) -> set[int]:
+        """BROKER-007, BROKER-010: hand the queue the messages its claims owe it, naming the
+        jobs whose messages were used by others (those not claimed first). Returns the ids of
+        the deliveries to return instead, because their new message was not confirmed."""
+        envelopes = {id(d): d.envelope for d in valid if d.envelope is not None}
+        named = {envelope.job_id for envelope in envelopes.values()}
+        owed = self.mode.messages_owed(queue_name, named, outcome.jobs, outcome.claimed_from)
+        if not owed:
+            return set()
+        claimed = {job.id for job in outcome.jobs}
+        spare = sorted(
+            (d for d in valid if id(d) in envelopes),
+            key=lambda d: envelopes[id(d)].job_id in claimed,  # unclaimed ones first
+        )[:owed]
+        now = self.app.now()
+        again = [(queue_name, envelopes[id(d)].again(now)) for d in spare]
+        failed = {id(failure.envelope) for failure in self.mode.broker.publish_routed(again)}
+        return {
+            id(d) for d, (_, envelope) in zip(spare, again, strict=True) if id(envelope) in failed
+        }
 
-    def _claim(self, claim: Callable[[], list[Job]]) -> list[Job] | None:
+    def _claim(self, claim: Callable[[], T]) -> T | None:
         backoff = Backoff()
         while True:
             try:
