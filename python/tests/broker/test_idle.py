@@ -14,15 +14,15 @@ import threading
 import time
 from pathlib import Path
 
+import pika
 import pytest
 
 from conveyor import Conveyor, WorkerStats
 
 from ..conftest import TEST_PREFIX
-from .conftest import AMQP_URL, delete_queues, require_amqp
+from .conftest import AMQP_URL, require_amqp
 from .processes import Environment, processes
 from .test_consumer import consumer
-from .test_faults import parent_app
 
 # How long an idle consumer may take to return from run() once asked to stop: the time to
 # cancel its subscriptions and close its connection, far below the idle wait it was in.
@@ -126,12 +126,20 @@ def test_consume_cycles_limit_stops_an_idle_broker_consumer(
     worker: three cycle delays of 0.2 s, not never."""
     require_amqp()
     env = Environment.made(tmp_path, "sqlite", f"{TEST_PREFIX}idle_", broker_prefix, AMQP_URL)
-    app = parent_app(env)  # its queues are the child's: deleted at the end
     try:
         child = env.consumer("c1", "--cycles-limit", "3", "--cycle-delay", "0.2")
         with processes(child):
             assert child.wait(timeout=30) == 0, env.output("c1")
         assert "0 jobs in 3 cycles" in env.output("c1")
+    finally:  # the queues the child declared
+        delete_named_queues([f"{broker_prefix}default.p100", f"{broker_prefix}default.control"])
+
+
+def delete_named_queues(names: list[str]) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        for name in names:
+            channel.queue_delete(name)
     finally:
-        delete_queues([app])
-        app.close()
+        connection.close()
