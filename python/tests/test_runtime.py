@@ -95,12 +95,14 @@ def test_run_now_leaves_no_threads_behind(tmp_path: Path) -> None:
     app.register("async_job", async_job)
     app.run_now("sync")
     app.run_now("async_job")
-    settled = threading.active_count()
+    settled = set(threading.enumerate())
+    assert {t.name for t in settled} >= {"conveyor-heartbeat", "conveyor-async"}
     for n in range(1000):
         app.run_now("sync" if n % 2 else "async_job")
-    assert threading.active_count() == settled
+    assert not set(threading.enumerate()) - settled, "run_now started threads it left behind"
+    ours = [app.heartbeat_thread._thread, app.loop._thread]
     app.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("conveyor-")]
+    assert all(t is not None and not t.is_alive() for t in ours), "close() left them running"
 
 
 # -- many jobs at once ------------------------------------------------------------------------

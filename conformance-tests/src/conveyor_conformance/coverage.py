@@ -47,6 +47,11 @@ NOT_TESTABLE: dict[str, str] = {
         "the harness never sees broker messages: the envelope and what a consumer does with a "
         "message that is not one stay between the implementation and its broker."
     ),
+    "BROKER-010": (
+        "the harness never sees broker messages, and the repair loop's hand-over before each "
+        "claim (BROKER-008) gives every due job a message: which message a claim used, and "
+        "whether the consumer handed one back, stay between the implementation and its broker."
+    ),
 }
 
 #: Requirements the checks observe only in part: what they leave out.

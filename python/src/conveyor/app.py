@@ -416,6 +416,28 @@ class Conveyor:
         job_id: str | None = None,
     ) -> list[Job]:
         """Claim up to ``limit`` jobs in (priority, sequence) order; each gets a new lease."""
+        return self.claim_outcome(
+            worker_id,
+            queues=queues,
+            priorities=priorities,
+            limit=limit,
+            lease_ms=lease_ms,
+            job_id=job_id,
+        ).jobs
+
+    def claim_outcome(
+        self,
+        worker_id: str,
+        *,
+        queues: Sequence[str] = (),
+        priorities: PriorityRange | str | None = None,
+        limit: int = 1,
+        lease_ms: int | None = None,
+        job_id: str | None = None,
+    ) -> Outcome:
+        """:meth:`claim`, with the whole outcome: the claimed jobs and, in ``claimed_from``,
+        each as it was before the claim (a broker consumer tells from it whether the job had
+        a message of its own, spec.md#BROKER-010)."""
         query = self._claim_query(queues, priorities, job_id)
         now = self.now()
         with self.store.transaction() as tx:
@@ -423,7 +445,7 @@ class Conveyor:
                 tx, query, worker_id, lease_ms or self.lease_ms, limit, now
             )
         self._deliver(outcome)
-        return outcome.jobs
+        return outcome
 
     def record_and_claim(
         self,

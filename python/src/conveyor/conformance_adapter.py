@@ -217,15 +217,16 @@ def publish_document(job: Json) -> Json:
 
 
 class BrokerClaims:
-    """Claims as a broker consumer makes them (spec.md#BROKER-003, #BROKER-007).
+    """Claims as a broker consumer makes them (spec.md#BROKER-003, #BROKER-007, #BROKER-010).
 
     The store stays the source of truth and RabbitMQ carries only job ids: the app hands over
     every job a committed change made claimable (BROKER-001, BROKER-009). A ``claim`` request
     is one consumer of the AMQP queues of its queues and priority bands. It takes messages best
     band first and answers each as ``conveyor consume`` does: a wake-up for the message's band,
     answered with the store's conditional claim of one job, and a new message for the message's
-    job when the job it claimed travels through another AMQP queue. A ``claim`` naming a
-    ``job`` is a consumer receiving that job's message: the store's claim of that job.
+    job when the job it claimed travels through another AMQP queue or had no message of its own
+    (BROKER-010). A ``claim`` naming a ``job`` is a consumer receiving that job's message: the
+    store's claim of that job.
 
     Before each claim, the repair loop's hand-over of due jobs that may lack a message
     (BROKER-008) runs without a grace time, as a repair loop running between any two requests
@@ -290,16 +291,16 @@ class BrokerClaims:
             except InvalidEnvelope:  # BROKER-006: acknowledged and otherwise ignored
                 channel.basic_ack(tag)
                 continue
-            jobs = app.claim(
+            outcome = app.claim_outcome(
                 worker_id,
                 queues=queues,
                 priorities=mode.bands().claim_span(band, span),
                 limit=1,
                 lease_ms=lease_ms,
             )
-            claimed.extend(jobs)
-            if jobs and mode.route(Envelope.of(jobs[0], app.now())) != name:
-                # BROKER-007: the message's own job keeps a message.
+            claimed.extend(outcome.jobs)
+            if mode.messages_owed(name, {envelope.job_id}, outcome.jobs, outcome.claimed_from):
+                # BROKER-007, BROKER-010: the message's own job keeps a message.
                 again = [(name, envelope.again(app.now()))]
                 if mode.broker.publish_routed(again):
                     channel.basic_nack(tag, requeue=True)

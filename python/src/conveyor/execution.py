@@ -57,6 +57,16 @@ def _error(kind: str, error: BaseException) -> dict[str, Any]:
     return {"kind": kind, "message": message[:4096], "type": type(error).__qualname__}
 
 
+def _nothing_to_run(job: Job) -> Report:
+    """A claimed job whose requests all succeeded: its row was moved out of ``finished`` by
+    hand (an UPDATE of its state). Nothing can run; say so on the job instead of crashing."""
+    problem = PermanentError(
+        f"job {job.id} has no request left to run: every request already succeeded (its state "
+        "was probably changed in the database by hand); publish a new job to run the work again"
+    )
+    return Report("fail_permanently", {"error": _error("permanent", problem)})
+
+
 def classify(error: BaseException) -> Report:
     """Map a handler's exception to the event it fires (spec.md#outcomes)."""
     if isinstance(error, Waiting):
@@ -304,6 +314,8 @@ class JobRunner:
         if failed is not None:
             return failed, job
         current = job
+        if current.current_index is None:
+            return _nothing_to_run(job), current
         while True:
             index = current.current_index
             assert index is not None
@@ -331,6 +343,8 @@ class JobRunner:
         if failed is not None:
             return failed, job
         current = job
+        if current.current_index is None:
+            return _nothing_to_run(job), current
         while True:
             index = current.current_index
             assert index is not None

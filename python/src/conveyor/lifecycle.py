@@ -43,6 +43,9 @@ class Outcome:
 
     jobs: list[Job] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
+    # A claim's jobs as they were before it (by id): broker mode tells from them whether a job
+    # had a message of its own (spec.md#BROKER-010).
+    claimed_from: dict[str, Job] = field(default_factory=dict)
 
 
 def state_sets(machine: Machine) -> StateSets:
@@ -190,6 +193,7 @@ class Lifecycle:
                     deferred.append((job, fired.job))
                     claimed = True
                     outcome.jobs.append(fired.job)
+                    outcome.claimed_from[job.id] = job
                     if len(outcome.jobs) >= limit:
                         break
                     continue
@@ -202,6 +206,7 @@ class Lifecycle:
                     continue
                 claimed = True
                 outcome.jobs.append(fired.job)
+                outcome.claimed_from[job.id] = job
                 if job.serial_group is not None:
                     busy_groups.add(job.serial_group)
                 if job.unique and job.identifier is not None:

@@ -11,6 +11,7 @@ Nothing here imports ``pika`` until a broker is used, so the library works witho
 """
 
 from .base import Broker, Failed
+from .control import InvalidControl
 from .envelope import Envelope, InvalidEnvelope
 from .settings import RELOAD_EXIT_CODE, BrokerSettings
 from .topology import Bands, Topology
@@ -22,6 +23,7 @@ __all__ = [
     "BrokerSettings",
     "Envelope",
     "Failed",
+    "InvalidControl",
     "InvalidEnvelope",
     "Topology",
 ]

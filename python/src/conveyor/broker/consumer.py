@@ -13,8 +13,10 @@ A message is a wake-up for its queue and priority band (spec.md#BROKER-007): the
 claims the first claimable job, in (priority, sequence) order, among the consumer's queues whose
 priority is in the consumer's range and no worse than the message's band. The claim is the
 store's conditional claim, so a redelivered or duplicated message never starts a job twice
-(spec.md#BROKER-003). When it claimed a job of another band or queue, it hands a new message to
-the message's queue first, so the job the message was for keeps one.
+(spec.md#BROKER-003). When it claimed, with a message naming another job, a job of another band
+or queue, or one without a message of its own (``broker_failed``, say, published during an
+outage), it hands a new message to the message's queue first, so the job the message was for
+keeps one (spec.md#BROKER-007, #BROKER-010).
 
 The message is acknowledged once the claim is committed (or found nothing to claim), at the
 connection thread's next turn: when the job ends, or ``BUSY_WAIT`` seconds later at most. From
@@ -38,15 +40,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..clock import duration_ms
 from ..errors import BrokerUnavailable, ConfigurationError
 from ..execution import Executed, resident_memory
-from ..model import Job
+from ..lifecycle import Outcome
 from ..resilience import Backoff, is_connection_error
 from ..worker import WorkerControl, WorkerOptions, WorkerStats
 from .amqp import CONTROL_ARGUMENTS
+from .body import bounded
+from .control import InvalidControl
 from .envelope import Envelope, InvalidEnvelope
 
 if TYPE_CHECKING:
@@ -54,6 +58,8 @@ if TYPE_CHECKING:
     from .mode import BrokerMode
 
 log = logging.getLogger("conveyor.broker")
+
+T = TypeVar("T")
 
 IDLE_WAIT = 1.0  # longest single wait for messages while idle
 BUSY_WAIT = 0.5  # while a job runs: how often the connection thread looks at its state
@@ -100,6 +106,7 @@ class BrokerConsumer(WorkerControl):
         self._busy_since = 0.0
         self._failure: BaseException | None = None
         self._started_at = app.now()
+        self._idle_since: float | None = None  # when the current idle cycle began (monotonic)
         self._buckets: list[tuple[str, str, int]] = []
         self._band_of: dict[str, int] = {}
         self._controls: list[str] = []
@@ -123,9 +130,15 @@ class BrokerConsumer(WorkerControl):
         self._controls = [self.mode.topology.control_name(queue) for queue in queues]
         worker = threading.Thread(target=self._work, name="conveyor-consumer-job", daemon=True)
         worker.start()
+        waker = threading.Thread(
+            target=self._wake_when_stopped, name="conveyor-consumer-waker", daemon=True
+        )
+        waker.start()
         try:
             self._loop()
         finally:
+            if not self._stop.is_set():
+                self.stop("the consumer failed")  # ends the waker
             self._tasks.put(None)
             self._disconnect(return_messages=True)
             restore()
@@ -181,14 +194,36 @@ class BrokerConsumer(WorkerControl):
                     continue
                 if self.options.on_idle is not None:
                     self.options.on_idle()
-                self._connection.process_data_events(
-                    time_limit=min(max(self.options.idle_delay, 0.05), IDLE_WAIT)
-                )
+                self._idle_wait()
             except Exception as error:
                 if not _is_amqp_error(error):
                     raise
                 self._lost(error)
                 self._handle_events(wait=backoff.next_delay())
+
+    def _idle_wait(self) -> None:
+        """Wait for messages; each ``idle_delay`` without one is a cycle, as a polling
+        worker's empty claim and wait is (``--cycles-limit`` counts them)."""
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        delay = max(self.options.idle_delay, 0.05)
+        remaining = self._idle_since + delay - now
+        self._connection.process_data_events(time_limit=min(max(remaining, 0.0), IDLE_WAIT))
+        if self._buffer or self._stop.is_set():
+            return
+        if time.monotonic() - self._idle_since >= delay:
+            self._idle_since = None
+            self.stats.cycles += 1
+            self._check_limits()
+
+    def _wake_when_stopped(self) -> None:
+        """Wake the connection thread as soon as :meth:`stop` is called, so that an idle
+        consumer stops at once rather than after its idle wait. A thread of its own, because
+        a signal handler must not take pika's locks (the thread it interrupts may hold them):
+        the handler only sets the stop event, and this thread, waiting on it, does the rest."""
+        self._stop.wait()
+        self._post("wake")
 
     def _busy_too_long(self) -> bool:
         return time.monotonic() - self._busy_since > self.mode.settings.hand_back_after
@@ -269,10 +304,17 @@ class BrokerConsumer(WorkerControl):
             self._channel.basic_cancel(tag)
 
     def _on_message(self, name: str, channel: Any, method: Any, _props: Any, body: bytes) -> None:
+        # BROKER-006: a body that is not an envelope is acknowledged (with the batch it came
+        # in) and ignored; nothing a message carries may stop the consumer.
         try:
             envelope: Envelope | None = Envelope.parse(body)
         except InvalidEnvelope as error:
             log.warning("ignoring a message in %s that is not a job envelope: %s", name, error)
+            envelope = None
+        except Exception as error:  # the parser names every problem; stay up if it did not
+            log.warning(
+                "ignoring a message in %s that could not be parsed (%s)", name, _unexpected(error)
+            )
             envelope = None
         self._arrivals += 1
         self._buffer.append(
@@ -292,8 +334,9 @@ class BrokerConsumer(WorkerControl):
             return
         try:
             _, requested_at = self.mode.parse_control(body)
-        except (ValueError, KeyError) as error:
-            log.warning("ignoring a control message: %s", error)
+        except Exception as error:  # BROKER-006 for control messages: acknowledged, ignored
+            problem = str(error) if isinstance(error, InvalidControl) else _unexpected(error)
+            log.warning("ignoring a message in the control queue: %s", problem)
             channel.basic_ack(method.delivery_tag)
             return
         channel.basic_ack(method.delivery_tag)
@@ -320,6 +363,7 @@ class BrokerConsumer(WorkerControl):
         return taken
 
     def _start(self, deliveries: list[_Delivery]) -> None:
+        self._idle_since = None
         self._busy = deliveries
         self._busy_since = time.monotonic()
         self._tasks.put(deliveries)
@@ -424,6 +468,7 @@ class BrokerConsumer(WorkerControl):
         elif kind == "failed":
             self._busy = None
             self._failure = event[2]
+        # "wake": nothing to do; its arrival ended the connection thread's wait
 
     def _settle(self, delivery: _Delivery, requeue: bool) -> None:
         if delivery.generation != self._generation or self._channel is None:
@@ -476,8 +521,8 @@ class BrokerConsumer(WorkerControl):
             return
         band, queue_name = valid[0].band, valid[0].queue_name
         span = self.mode.bands().claim_span(band, self.priorities)
-        jobs = self._claim(
-            lambda: self.app.claim(
+        outcome = self._claim(
+            lambda: self.app.claim_outcome(
                 self.options.worker_id,
                 queues=self.options.queues,
                 priorities=span,
@@ -485,24 +530,17 @@ class BrokerConsumer(WorkerControl):
                 lease_ms=self.lease_ms,
             )
         )
-        if jobs is None:  # stopped while the database was unreachable
+        if outcome is None:  # stopped while the database was unreachable
             for delivery in valid:
                 self._post("settle", delivery, True, wake=False)
             self._post("done")
             return
-        # BROKER-007: a claimed job of another band or queue used a message of this one, whose
-        # own job must keep a message: hand over a new one (or return the message on failure).
-        elsewhere = sum(1 for job in jobs if self._route(job) != queue_name)
-        requeue: set[int] = set()
-        if elsewhere:
-            now = self.app.now()
-            again = [(queue_name, d.envelope.again(now)) for d in valid[:elsewhere] if d.envelope]
-            failed = {id(f.envelope) for f in self.mode.broker.publish_routed(again)}
-            requeue = {index for index, (_, envelope) in enumerate(again) if id(envelope) in failed}
+        jobs = outcome.jobs
+        returned = self._restore_messages(queue_name, valid, outcome)
         # Acknowledgements wait for the connection thread's next turn (the jobs' end, or
         # BUSY_WAIT at most): waking it for each one would slow the job thread down.
-        for index, delivery in enumerate(valid):
-            self._post("settle", delivery, index in requeue, wake=False)
+        for delivery in valid:
+            self._post("settle", delivery, id(delivery) in returned, wake=False)
         for job in jobs:
             try:
                 executed = self.runner.run(job)
@@ -519,10 +557,30 @@ class BrokerConsumer(WorkerControl):
             self._post("ran", executed, wake=False)
         self._post("done")
 
-    def _route(self, job: Job) -> str:
-        return self.mode.route(Envelope.of(job, job.updated_at))
+    def _restore_messages(
+        self, queue_name: str, valid: list[_Delivery], outcome: Outcome
+    ) -> set[int]:
+        """BROKER-007, BROKER-010: hand the queue the messages its claims owe it, naming the
+        jobs whose messages were used by others (those not claimed first). Returns the ids of
+        the deliveries to return instead, because their new message was not confirmed."""
+        envelopes = {id(d): d.envelope for d in valid if d.envelope is not None}
+        named = {envelope.job_id for envelope in envelopes.values()}
+        owed = self.mode.messages_owed(queue_name, named, outcome.jobs, outcome.claimed_from)
+        if not owed:
+            return set()
+        claimed = {job.id for job in outcome.jobs}
+        spare = sorted(
+            (d for d in valid if id(d) in envelopes),
+            key=lambda d: envelopes[id(d)].job_id in claimed,  # unclaimed ones first
+        )[:owed]
+        now = self.app.now()
+        again = [(queue_name, envelopes[id(d)].again(now)) for d in spare]
+        failed = {id(failure.envelope) for failure in self.mode.broker.publish_routed(again)}
+        return {
+            id(d) for d, (_, envelope) in zip(spare, again, strict=True) if id(envelope) in failed
+        }
 
-    def _claim(self, claim: Callable[[], list[Job]]) -> list[Job] | None:
+    def _claim(self, claim: Callable[[], T]) -> T | None:
         backoff = Backoff()
         while True:
             try:
@@ -543,6 +601,11 @@ class BrokerConsumer(WorkerControl):
 
 def _nothing() -> None:
     """Scheduled with add_callback_threadsafe only to wake process_data_events."""
+
+
+def _unexpected(error: BaseException) -> str:
+    """An error the parsers should have named, in one short line for the log."""
+    return bounded(f"{type(error).__name__}: {error}", 200)
 
 
 def _is_amqp_error(error: BaseException) -> bool:

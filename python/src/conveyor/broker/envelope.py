@@ -15,6 +15,7 @@ from ..clock import format_timestamp, parse_timestamp
 from ..errors import ConveyorError
 from ..model import Job
 from ..specfiles import schema_id, schema_registry, wire_version
+from .body import bounded, json_document, json_type
 
 
 class InvalidEnvelope(ConveyorError):
@@ -81,21 +82,38 @@ class Envelope:
 
     @classmethod
     def parse(cls, body: bytes) -> Envelope:
-        """Decode and validate a message body; raise :class:`InvalidEnvelope` if it is not one."""
+        """Decode and validate a message body; raise :class:`InvalidEnvelope`, and nothing
+        else, for any body that is not an envelope (spec.md#BROKER-006: a consumer
+        acknowledges and ignores it)."""
+        document = json_document(body, InvalidEnvelope)
+        if not isinstance(document, dict):
+            raise InvalidEnvelope(f"the envelope is a JSON {json_type(document)}, not an object")
+        if not _surely_valid(document):
+            problem = _schema_problem(document)
+            if problem is not None:
+                raise InvalidEnvelope(problem)
+        stamp = document["published_at"]
         try:
-            document = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InvalidEnvelope(f"message body is not JSON: {error}") from None
-        if _surely_valid(document):
-            problem = None
-        else:
-            problem = next(iter(_validator().iter_errors(document)), None)
-        if problem is not None:
-            where = "/".join(str(part) for part in problem.absolute_path) or "the envelope"
-            raise InvalidEnvelope(f"{where}: {problem.message}")
+            published_at = parse_timestamp(stamp)
+        except (ValueError, OverflowError):
+            raise InvalidEnvelope(
+                f"published_at: {bounded(repr(stamp), 60)} is not a date and time that exists"
+            ) from None
         return cls(
             job_id=document["job_id"],
             queue=document["queue"],
-            priority=document["priority"],
-            published_at=parse_timestamp(document["published_at"]),
+            priority=int(document["priority"]),  # JSON Schema's integers include 10.0
+            published_at=published_at,
         )
+
+
+def _schema_problem(document: dict[str, Any]) -> str | None:
+    """The first schema violation of ``document``, in one short line, or None."""
+    try:
+        problem = next(iter(_validator().iter_errors(document)), None)
+        if problem is None:
+            return None
+        where = "/".join(bounded(str(part), 40) for part in problem.absolute_path)
+        return bounded(f"{where or 'the envelope'}: {problem.message}")
+    except RecursionError:
+        return "the envelope is nested too deeply to validate"

@@ -14,17 +14,17 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..clock import format_timestamp, parse_timestamp
 from ..errors import BrokerUnavailable, InvalidTransition, JobNotFound, StaleLease
 from ..model import Job
 from ..priority import PriorityRange
 from .amqp import AmqpBroker
 from .base import Failed
+from .control import ControlRequest
 from .envelope import Envelope
 from .settings import BrokerSettings
 from .topology import Bands, Topology
@@ -43,6 +43,9 @@ VISIBILITY_WAIT = 5.0
 # States the repair loop requeues (spec.md#BROKER-005); temporarily_failed and waiting once due.
 WARN_EVERY = 10  # seconds between warnings about jobs left broker_failed
 REQUEUED_STATES = ("broker_failed", "back_to_broker", "temporarily_failed", "waiting")
+# Claimable states whose job may not have been handed over since it entered them: a failed
+# hand-over, or an operator's UPDATE of the state (spec.md#BROKER-010).
+UNSENT_STATES = frozenset(("broker_failed", "back_to_broker"))
 
 
 @dataclass
@@ -340,6 +343,47 @@ class BrokerMode:
 
     # -- consumers ------------------------------------------------------------------------
 
+    @staticmethod
+    def had_message(before: Job) -> bool:
+        """Whether a claimable job had a message of its own, judged from its row before the
+        claim (spec.md#BROKER-010). A job is handed over when a change leaves it claimable and
+        due; so ``broker_failed`` jobs have none, ``back_to_broker`` ones may have none (set by
+        hand), and neither have jobs that became due only after their last change (a delay, a
+        retry or waiting delay) until the repair loop hands them over. When in doubt, none: an
+        extra message costs one claim of nothing, a missing one a wait for the repair loop."""
+        return before.state not in UNSENT_STATES and before.available_at <= before.updated_at
+
+    def messages_owed(
+        self,
+        queue_name: str,
+        named: Collection[str],
+        claimed: Sequence[Job],
+        claimed_from: Mapping[str, Job],
+    ) -> int:
+        """How many messages to hand to the AMQP queue ``queue_name`` again after its messages
+        naming the jobs ``named`` claimed ``claimed`` (spec.md#BROKER-007, #BROKER-010).
+
+        A claimed job that a message named used its own message. A claimed job no message
+        named used another job's: when it had a message of its own in the same queue, that
+        one stays behind in place of the one used, and nothing is owed; when it travels through
+        another queue, or had no message (published during a broker outage, say), the queue
+        is owed one, or the job the used message named would wait for the repair loop.
+        Counting this way, the messages of a queue stay as many as its claimable jobs that
+        had one, without a message per claim that merely came out of order.
+        """
+        owed = 0
+        for job in claimed:
+            if job.id in named:
+                continue
+            before = claimed_from.get(job.id)
+            if (
+                before is None
+                or not self.had_message(before)
+                or self.route(Envelope.of(job, job.updated_at)) != queue_name
+            ):
+                owed += 1
+        return owed
+
     def consumer(self, options: WorkerOptions, prefetch: int | None = None) -> BrokerConsumer:
         from .consumer import BrokerConsumer
 
@@ -368,18 +412,15 @@ class BrokerMode:
 
     def reload_consumers(self, queue: str, count: int) -> None:
         """Ask ``count`` running consumers of ``queue`` to finish their job and exit."""
-        document = {"command": "reload", "requested_at": format_timestamp(self.app.now())}
-        self.broker.send_control(self.topology.control_name(queue), document, count)
+        request = ControlRequest("reload", self.app.now())
+        self.broker.send_control(self.topology.control_name(queue), request.to_dict(), count)
 
     @staticmethod
-    def parse_control(body: bytes) -> tuple[str, Any]:
-        """(command, requested_at) of a control message; ValueError when it is not one."""
-        import json
-
-        document = json.loads(body)
-        if not isinstance(document, dict) or document.get("command") != "reload":
-            raise ValueError(f"unknown control message {body[:200]!r}")
-        return "reload", parse_timestamp(str(document["requested_at"]))
+    def parse_control(body: bytes) -> tuple[str, datetime]:
+        """(command, requested_at) of a control message; :class:`InvalidControl`, and nothing
+        else, when the body is not one."""
+        request = ControlRequest.parse(body)
+        return request.command, request.requested_at
 
     def close(self) -> None:
         self.broker.close()

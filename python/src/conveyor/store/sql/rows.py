@@ -151,6 +151,15 @@ def changed_values(
         value = encode(after, *flags_after)
         if value != encode(before, *flags_before):
             changed[name] = value
+    if before.state != after.state:
+        # The row may disagree with ``before``: an operator's UPDATE ... SET state = ... leaves
+        # these columns as they were (a failed job set to back_to_broker kept claim_priority
+        # NULL, and once requeued it was never claimed). Write what the new state implies; a
+        # lock is only ever cleared this way, so no write takes a lock it did not take before.
+        changed.setdefault("claim_priority", _COLUMNS["claim_priority"][1](after, *flags_after))
+        for name in ("group_lock", "unique_lock"):
+            if name not in changed and _COLUMNS[name][1](after, *flags_after) is None:
+                changed[name] = None
     return changed
 
 
