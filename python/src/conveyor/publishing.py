@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError, validators
-from referencing import Registry
-from referencing.jsonschema import DRAFT202012
-
-from . import codec
+from . import codec, schemacheck
 from .clock import duration_ms, format_timestamp, truncate_ms
 from .errors import ConfigurationError, InvalidPayload, InvalidRequest, PriorityNotAllowed
-from .fastcheck import ecma_pattern, surely_valid
+from .fastcheck import surely_valid
 from .handlers import HandlerRegistry
 from .model import Job, Request
 from .retry import RetryPolicy, resolve
-from .specfiles import schema_id, schema_registry
 
 
 @dataclass(frozen=True)
@@ -57,37 +52,13 @@ def _ms(value: timedelta | float) -> int:
     return duration_ms(value)
 
 
-@functools.cache
-def _publish_validator() -> Draft202012Validator:
-    validator = validators.extend(  # type: ignore[no-untyped-call]
-        Draft202012Validator, {"pattern": _ecma_pattern_keyword}
-    )
-    # Without "$schema" in the resources, $ref keeps this validator class instead of
-    # switching to the stock 2020-12 one (whose pattern uses Python's "$").
-    registry: Registry[Any] = Registry().with_resources(
-        (uri, DRAFT202012.create_resource(_without_dialect(schema_registry()[uri].contents)))
-        for uri in schema_registry()
-    )
-    return validator({"$ref": schema_id("publish")}, registry=registry)  # type: ignore[no-any-return]
-
-
-def _without_dialect(contents: Any) -> Any:
-    return {key: value for key, value in contents.items() if key != "$schema"}
-
-
-def _ecma_pattern_keyword(
-    validator: Any, pattern: str, instance: Any, schema: Any
-) -> Iterator[ValidationError]:
-    """The ``pattern`` keyword with ECMA-262 ``$`` (end of input, not before a newline)."""
-    if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(instance):
-        yield ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
 def validate_publish_request(document: dict[str, Any]) -> None:
     """Raise InvalidPayload / InvalidRequest naming the first problem the schema finds."""
     if surely_valid(document):
         return
-    errors = sorted(_publish_validator().iter_errors(document), key=lambda e: list(e.path))
+    errors = sorted(
+        schemacheck.validator("publish").iter_errors(document), key=lambda e: list(e.path)
+    )
     if not errors:
         return
     error = min(errors, key=lambda e: len(list(e.path)))
