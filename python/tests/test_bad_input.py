@@ -27,6 +27,9 @@ from conveyor import (
     Refused,
     codec,
 )
+from conveyor.clock import format_timestamp, parse_timestamp, truncate_ms
+from conveyor.schemacheck import ecma_pattern
+from conveyor.specfiles import load_json
 
 from .core_support import memory_app
 
@@ -431,3 +434,28 @@ def test_typed_values_reach_the_handler_on_every_backend(app: Conveyor) -> None:
     app.publish("typed", value)
     app.process()
     assert received == [value]
+
+
+# -- timestamps ----------------------------------------------------------------------------
+
+TIMESTAMP = ecma_pattern(load_json("schemas/common.schema.json")["$defs"]["timestamp"]["pattern"])
+
+
+@given(moment=st.datetimes(timezones=st.just(UTC)))
+@settings(max_examples=200, deadline=None)
+def test_every_instant_is_written_with_a_four_digit_year(moment: datetime) -> None:
+    """TIME-003: the timestamp form matches the schema's pattern for every year 1..9999."""
+    text = format_timestamp(moment)
+    assert TIMESTAMP.search(text), text
+    assert parse_timestamp(text) == truncate_ms(moment)
+
+
+def test_an_instant_before_year_1000_round_trips_on_every_backend(app: Conveyor) -> None:
+    """JOB-004 / TIME-003: available_at in year 5 is stored, read and written as 0005-..."""
+    app.register("task", lambda: None)
+    moment = datetime(5, 3, 4, 5, 6, 7, 8000, tzinfo=UTC)
+    job = app.publish("task", available_at=moment)
+    stored = app.get(job.id)
+    assert stored.available_at == moment
+    assert stored.to_dict()["available_at"] == "0005-03-04T05:06:07.008Z"
+    assert [j.id for j in app.claim("w")] == [job.id], "an instant in the past is due"
