@@ -147,8 +147,104 @@ def test_non_string_keys_are_refused(payload: Any) -> None:
     refused(app, lambda: app.publish("task", payload), InvalidPayload, "key")
 
 
+LONE_SURROGATE = st.tuples(
+    st.text(max_size=4),
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
+    st.text(max_size=4),
+).map("".join)
+
+
+@given(payload=nested(LONE_SURROGATE), where=st.sampled_from(["payload", "metadata"]))
+@FAST
+def test_a_string_with_a_lone_surrogate_is_an_invalid_payload(payload: Any, where: str) -> None:
+    """LIMIT-007: UTF-8 cannot carry a lone surrogate, in values or member names."""
+    app = memory_app()
+    if where == "payload":
+        refused(app, lambda: app.publish("task", payload), InvalidPayload, "lone surrogate")
+    else:
+        attempt = lambda: app.publish("task", metadata={"m": payload})  # noqa: E731
+        refused(app, attempt, InvalidPayload, "lone surrogate", "metadata")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "options", "error", "fragment"),
+    [
+        (("task", "caf\udce9"), {}, InvalidPayload, "requests[0].payload"),
+        (("task", {"\ud800": 1}), {}, InvalidPayload, "key"),
+        (("task",), {"metadata": {"note": "\udfff"}}, InvalidPayload, "metadata"),
+        (("task",), {"identifier": "invoice \ud800"}, InvalidRequest, "identifier"),
+        (("task",), {"serial_group": "\ud800"}, InvalidRequest, "serial_group"),
+        (("task",), {"tags": ["ok", "\udbff"]}, InvalidRequest, "tags[1]"),
+    ],
+)
+def test_lone_surrogates_are_refused_before_any_backend_sees_them(
+    app: Conveyor,
+    arguments: tuple[Any, ...],
+    options: dict[str, Any],
+    error: type[Refused],
+    fragment: str,
+) -> None:
+    """LIMIT-007 on each store: a named error instead of a UnicodeEncodeError, nothing stored."""
+    app.register("task", lambda *args, **kwargs: None)
+    refused(app, lambda: app.publish(*arguments, **options), error, fragment, "lone surrogate")
+    with app.bulk():
+        refused(app, lambda: app.publish(*arguments, **options), error, fragment)
+
+
+def test_a_surrogate_pair_is_one_character_and_is_kept_on_every_backend(app: Conveyor) -> None:
+    """LIMIT-007: an astral character (a pair in UTF-16) is a valid string and label."""
+    app.register("task", lambda *args: None)
+    text = json.loads('"clef \\ud834\\udd1e"')
+    job = app.publish("task", text, identifier=text)
+    assert (app.get(job.id).requests[0].payload, app.get(job.id).identifier) == (text, text)
+
+
+def deep(levels: int, leaf: Any = 1) -> Any:
+    for _ in range(levels):
+        leaf = [leaf]
+    return leaf
+
+
+def test_a_payload_nested_64_deep_round_trips_on_every_backend(app: Conveyor) -> None:
+    """LIMIT-006: 64 levels are accepted, stored, read and handed to the handler intact."""
+    received: list[Any] = []
+    app.register("deep", received.append)
+    payload = deep(62, {"leaf": b"bytes"})  # the typed value is the 64th level
+    job = app.publish("deep", payload, metadata={"m": deep(63)})
+    assert app.get(job.id).requests[0].payload == codec.encode(payload)
+    app.process()
+    assert received == [payload]
+
+
+@pytest.mark.parametrize(
+    ("payload", "metadata"),
+    [
+        (deep(65), {}),
+        (deep(64, {"a": 1}), {}),
+        (deep(64, b"typed values are objects"), {}),
+        (deep(5000), {}),
+        (None, {"m": deep(64)}),
+    ],
+    ids=["65-deep", "object-at-65", "typed-value-at-65", "5000-deep", "metadata"],
+)
+def test_a_payload_nested_deeper_than_64_is_refused_on_every_backend(
+    app: Conveyor, payload: Any, metadata: dict[str, Any]
+) -> None:
+    """LIMIT-006: refused with invalid_payload (not a RecursionError), nothing stored."""
+    app.register("deep", lambda *args: None)
+    refused(app, lambda: app.publish("deep", payload, metadata=metadata), InvalidPayload, "64 deep")
+
+
+def test_a_payload_that_contains_itself_is_refused() -> None:
+    """A cycle is infinitely deep: refused by the depth limit, not by a RecursionError."""
+    app = memory_app()
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    refused(app, lambda: app.publish("task", cycle), InvalidPayload, "64 deep")
+
+
 def test_a_payload_above_one_mebibyte_is_too_large() -> None:
-    """LIMIT-004: refused with payload_too_large; exactly 1 MiB is accepted."""
+    """LIMIT-006: refused with payload_too_large; exactly 1 MiB is accepted."""
     app = memory_app()
     overhead = len(codec.dumps({"blob": ""}))
     refused(
@@ -162,7 +258,7 @@ def test_a_payload_above_one_mebibyte_is_too_large() -> None:
 
 
 def test_the_largest_payload_round_trips_on_every_backend(app: Conveyor) -> None:
-    """LIMIT-004 / CODEC-001: a payload of almost 1 MiB (multi-byte text) is stored intact."""
+    """LIMIT-006 / CODEC-001: a payload of almost 1 MiB (multi-byte text) is stored intact."""
     received: list[str] = []
     app.register("big", received.append)
     blob = "é€𝄞x" * (1024 * 1024 // 10)

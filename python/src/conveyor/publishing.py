@@ -72,6 +72,16 @@ def validate_publish_request(document: dict[str, Any]) -> None:
     raise InvalidRequest(message + " (see spec/schemas/publish.schema.json)")
 
 
+def _check_labels(document: dict[str, Any]) -> None:
+    """LIMIT-007 for the labels, whose schema pattern lets lone surrogates through."""
+    for name in ("serial_group", "identifier"):
+        if isinstance(document.get(name), str):
+            codec.check_text(document[name], name, InvalidRequest)
+    for index, tag in enumerate(document["tags"]):
+        if isinstance(tag, str):
+            codec.check_text(tag, f"tags[{index}]", InvalidRequest)
+
+
 class JobFactory:
     """Builds jobs from calls, filling the handler's defaults."""
 
@@ -143,6 +153,7 @@ class JobFactory:
                 document[name] = getattr(options, name)
         if options.recurring is not None:
             document["recurring"] = {"interval_ms": _ms(options.recurring)}
+        _check_labels(document)
         validate_publish_request(document)
         if options.unique and options.recurring is not None:
             raise InvalidRequest("a job cannot be both unique and recurring (spec UNIQ rules)")
