@@ -50,8 +50,10 @@ class BulkPublisher:
     """Buffers publishes and writes them as multi-row inserts of ``size`` jobs."""
 
     def __init__(self, app: Conveyor, size: int) -> None:
-        if size < 1:
-            raise ConfigurationError("bulk size must be at least 1")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigurationError(
+                f"bulk size must be a whole number of at least 1, not {size!r}"
+            )
         self.app = app
         self.size = size
         self.pending: list[Job] = []
@@ -237,7 +239,7 @@ class Conveyor:
         batch = options.pop("batch", None)
         if batch is not None:
             options["batch_id"] = batch.id if isinstance(batch, Batch) else str(batch)
-        job = self.factory.build(calls, PublishOptions(**options), self.now())
+        job = self.factory.build(calls, PublishOptions.of(options), self.now())
         bulk: BulkPublisher | None = getattr(self._local, "bulk", None)
         if bulk is not None and connection is None:
             bulk.add(job)
@@ -293,7 +295,7 @@ class Conveyor:
                     "a batch's completion job cannot join a batch or depend on jobs (BATCH-001); "
                     "publish it without batch and depends_on"
                 )
-            job = self.factory.build([completion], PublishOptions(**completion_options), now)
+            job = self.factory.build([completion], PublishOptions.of(completion_options), now)
             stored_completion = job.to_dict()
         batch = Batch(
             id="",

@@ -80,8 +80,8 @@ def _labels_ok(values: Any, pattern: re.Pattern[str], most: int) -> bool:
     return (
         isinstance(values, list)
         and len(values) <= most
-        and len(set(values)) == len(values)
         and all(isinstance(v, str) and pattern.fullmatch(v) for v in values)
+        and len(set(values)) == len(values)  # hashable: every item is a string
     )
 
 
