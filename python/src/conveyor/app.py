@@ -253,8 +253,9 @@ class Conveyor:
         else:
             with self.store.transaction() as tx:
                 outcome = self.lifecycle.publish(tx, jobs, now)
-        self._deliver(outcome, caller_transaction=connection)
-        return outcome.jobs[: len(jobs)]
+        changed = self._deliver(outcome, caller_transaction=connection)
+        # As stored: a job the broker did not take is broker_failed, not ready.
+        return [changed.get(job.id, job) for job in outcome.jobs[: len(jobs)]]
 
     def _joined(self, connection: Any) -> Transaction:
         join = getattr(self.store, "join", None)
@@ -572,15 +573,18 @@ class Conveyor:
         self.hooks.metadata.append(hook)
         return hook
 
-    def _deliver(self, outcome: Outcome, caller_transaction: Any = None) -> None:
+    def _deliver(self, outcome: Outcome, caller_transaction: Any = None) -> dict[str, Job]:
+        """Notify, then hand what became claimable to the broker; returns the jobs the
+        hand-over changed afterwards (left ``broker_failed``), by id."""
         for notification in outcome.notifications:
             try:
                 self.notifier.notify(notification.kind, notification.job)
             except Exception:
                 log.exception("notifier failed for job %s", notification.job.id)
         broker = self._broker_mode
-        if broker is not None and outcome.jobs:
-            if caller_transaction is None:
-                broker.after_commit(outcome.jobs)
-            else:
-                broker.after_caller_commit(caller_transaction, outcome.jobs)
+        if broker is None or not outcome.jobs:
+            return {}
+        if caller_transaction is None:
+            return broker.after_commit(outcome.jobs)
+        broker.after_caller_commit(caller_transaction, outcome.jobs)
+        return {}

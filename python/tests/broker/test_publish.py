@@ -147,7 +147,9 @@ def test_an_unreachable_broker_leaves_jobs_broker_failed_and_raises_nothing(
         for _ in range(3):
             app.publish("task")
     for stored in [job, *bulk.jobs]:
+        assert stored.state == "broker_failed", "publish returns the job as stored"
         failed = app.get(stored.id)
+        assert stored == failed
         assert failed.state == "broker_failed"
         assert failed.last_error is not None
         assert failed.last_error.kind == "broker"
@@ -189,6 +191,7 @@ def test_an_unconfirmed_publish_ends_broker_failed(
     job = app.publish("task")
     failed = app.get(job.id)
     assert failed.state == "broker_failed"
+    assert job == failed, "publish returns the job as stored"
     assert failed.last_error is not None
     assert "did not confirm" in failed.last_error.message
 
