@@ -20,7 +20,7 @@ from .errors import Refused
 from .execution import Executed, JobRunner, Performed, resident_memory
 from .model import Job
 from .priority import PriorityRange
-from .resilience import Backoff, is_connection_error
+from .resilience import Backoff, describe, is_transient
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -102,15 +102,10 @@ class Worker:
                     self._cycle()
                     backoff.reset()
                 except Exception as error:
-                    if not is_connection_error(error):
+                    if not is_transient(error):
                         raise
                     delay = backoff.next_delay()
-                    log.warning(
-                        "database unavailable (%s: %s); retrying in %.1f s",
-                        type(error).__name__,
-                        str(error).splitlines()[0][:200],
-                        delay,
-                    )
+                    log.warning("%s; retrying in %.1f s", describe(error), delay)
                     self._stop.wait(delay)
         finally:
             try:
@@ -173,7 +168,7 @@ class Worker:
         try:
             self._record(pending, 0)
         except Exception as error:
-            if not (isinstance(error, Refused) or is_connection_error(error)):
+            if not (isinstance(error, Refused) or is_transient(error)):
                 raise
             self._record_each(pending)  # alone, each retried while the database is away
 

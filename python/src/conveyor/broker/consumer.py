@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BrokerUnavailable, ConfigurationError
 from ..execution import Executed
 from ..model import Job
-from ..resilience import Backoff, is_connection_error
+from ..resilience import Backoff, describe, is_transient
 from ..worker import Worker, WorkerOptions, WorkerStats
 from .amqp import CONTROL_ARGUMENTS
 from .envelope import Envelope, InvalidEnvelope
@@ -326,9 +326,9 @@ class BrokerConsumer(Worker):
         try:
             self._maybe_rescue()
         except Exception as error:
-            if not is_connection_error(error):
+            if not is_transient(error):
                 raise
-            log.warning("could not rescue expired leases: %s", str(error).splitlines()[0][:200])
+            log.warning("could not rescue expired leases: %s", describe(error))
 
     def _lost(self, error: BaseException) -> None:
         log.warning(
@@ -479,13 +479,13 @@ class BrokerConsumer(Worker):
             try:
                 executed = self.runner.run(job)
             except Exception as error:
-                if not is_connection_error(error):
+                if not is_transient(error):
                     raise
                 log.warning(
-                    "job %s: the database went away while recording its outcome (%s); its "
-                    "lease will expire and it will be retried",
+                    "job %s: its outcome could not be recorded (%s); its lease will expire "
+                    "and it will be retried",
                     job.id,
-                    str(error).splitlines()[0][:200],
+                    describe(error),
                 )
                 continue
             self._post("ran", executed, wake=False)
@@ -500,15 +500,10 @@ class BrokerConsumer(Worker):
             try:
                 return claim()
             except Exception as error:
-                if not is_connection_error(error):
+                if not is_transient(error):
                     raise
                 delay = backoff.next_delay()
-                log.warning(
-                    "database unavailable (%s: %s); retrying in %.1f s",
-                    type(error).__name__,
-                    str(error).splitlines()[0][:200],
-                    delay,
-                )
+                log.warning("%s; retrying in %.1f s", describe(error), delay)
                 if self._stop.wait(delay):
                     return None
 
