@@ -158,6 +158,7 @@ function fireRequest(request, event, params) {
 function recordError(job, error) {
   const current = currentRequest(job);
   const entry = { kind: error.kind, message: error.message, type: error.type ?? null, attempt: job.attempts, request: current ? current.index : 0, at: fmt(now) };
+  if (typeof error.traceback === "string") entry.traceback = error.traceback; // OUT-009
   job.errors.push(entry);
   job.last_error = entry;
 }

@@ -1090,6 +1090,8 @@ class Model:
             "request": current.index if current is not None else ANY,
             "at": self.now,
         }
+        if error.get("traceback") is not None:  # OUT-009: kept unchanged
+            entry["traceback"] = error["traceback"]
         job.errors.append(entry)
         job.last_error = entry
 
@@ -1169,6 +1171,8 @@ def _error_doc(error: Any, brief: bool = False) -> Any:
     document["attempt"] = error["attempt"]
     document["request"] = error["request"]
     document["at"] = timefmt.format_ms(error["at"])
+    if error.get("traceback") is not None:
+        document["traceback"] = error["traceback"]
     return document
 
 

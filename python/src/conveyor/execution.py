@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import codec
+from . import codec, failures
 from .errors import ConveyorError, StaleLease, UnknownType
 from .handlers import JobContext
 from .model import Job
@@ -51,9 +51,23 @@ class Performed:
     die: bool
 
 
-def _error(kind: str, error: BaseException) -> dict[str, Any]:
-    message = str(error) or type(error).__name__
-    return {"kind": kind, "message": message[:4096], "type": type(error).__qualname__}
+def _error(
+    kind: str, error: BaseException, traceback_of: BaseException | None = None
+) -> dict[str, Any]:
+    """The recorded error: message and type bounded, with the traceback (OUT-009)."""
+    return failures.record(kind, error, traceback_of)
+
+
+def _refused_its_arguments(error: BaseException) -> bool:
+    """A TypeError raised by the call of the handler itself, before any of its code ran.
+
+    The arguments were bound to the signature ``inspect`` reports, so the function cannot
+    be called the way that signature says (``functools.wraps`` shows the wrapped function's
+    signature over a wrapper that takes other arguments). Its traceback then holds the
+    caller's frame only; an error raised inside the handler has the handler's frames too.
+    """
+    tb = error.__traceback__
+    return isinstance(error, TypeError) and tb is not None and tb.tb_next is None
 
 
 def classify(error: BaseException) -> Report:
@@ -253,7 +267,7 @@ class JobRunner:
             for hook in self.app.hooks.before:
                 hook(job)
         except Exception as error:
-            log.warning("job %s: a before_job hook raised %r", job.id, error)
+            log.warning("job %s: a before_job hook raised %s", job.id, failures.log_text(error))
             return classify(error), job
         current = job
         while True:
@@ -283,17 +297,39 @@ class JobRunner:
             serial_group=job.serial_group,
             worker_id=self.worker_id,
         )
+        # OUT-003: a payload that cannot be decoded, or does not fit the handler, is a
+        # programming error: permanent, never retried.
         try:
-            bound = handler.bind(codec.decode(request.payload), context)
-        except TypeError as error:
-            problem = PermanentError(
-                f"payload does not fit handler {request.type!r}: {error}; publish a payload "
-                "whose keys match the handler's parameters"
+            payload = codec.decode(request.payload)
+        except Exception as error:
+            return self._unfit(
+                job,
+                request.type,
+                f"the payload cannot be decoded ({failures.log_text(error)}): a typed value in "
+                "it is malformed (spec.md#codec); publish it again with a valid one",
             )
-            return Report("fail_permanently", {"error": _error("permanent", problem)})
+        try:
+            bound = handler.bind(payload, context)
+        except (TypeError, ValueError) as error:  # ValueError: no signature inspect can read
+            return self._unfit(
+                job,
+                request.type,
+                f"payload does not fit handler {request.type!r}: {failures.cut(str(error), 500)}; "
+                "publish a payload whose keys match the handler's parameters (a dict is passed "
+                "as keyword arguments, any other value as the one positional argument)",
+            )
         try:
             handler.function(*bound.args, **bound.kwargs)
         except Exception as error:
+            if _refused_its_arguments(error):
+                return self._unfit(
+                    job,
+                    request.type,
+                    f"handler {request.type!r} refused the arguments its signature accepts: "
+                    f"{failures.cut(str(error), 500)}; a decorator that hides the signature must "
+                    "pass every argument on (use functools.wraps and *args, **kwargs)",
+                    error,
+                )
             report = classify(error)
             if report.event != "wait":
                 for hook in self.app.hooks.error:
@@ -306,9 +342,26 @@ class JobRunner:
                     except Exception:
                         log.exception("on_error hook %r raised; ignored", hook)
             if not isinstance(error, PermanentError | TemporaryError | Waiting | Die):
-                log.warning("job %s request %s failed: %r", job.id, request.type, error)
+                recorded = report.params.get("error") or {}
+                log.warning(
+                    "job %s request %s failed at attempt %s:\n%s",
+                    job.id,
+                    request.type,
+                    job.attempts,
+                    (recorded.get("traceback") or failures.log_text(error)).rstrip("\n"),
+                )
             return report
         return Report("succeed", {})
+
+    @staticmethod
+    def _unfit(
+        job: Job, request_type: str, message: str, cause: BaseException | None = None
+    ) -> Report:
+        """A permanent error for a request that cannot run as published (OUT-003), logged
+        once; ``cause``'s traceback is recorded with it."""
+        problem = PermanentError(message)
+        log.warning("job %s request %s cannot run: %s", job.id, request_type, message)
+        return Report("fail_permanently", {"error": _error("permanent", problem, cause)})
 
     @staticmethod
     def _call_hook(hook: Callable[..., Any], *args: Any) -> None:
