@@ -245,8 +245,7 @@ def test_with_the_default_policy_a_job_stops_after_25_attempts_on_every_backend(
     app.register("always_failing", always_failing)
     job = app.publish("always_failing")
     for _ in range(30):
-        app.process()
-        if app.get(job.id).state == "permanently_failed":
+        if app.execute(job.id).state == "permanently_failed":
             break
         app.clock.advance(timedelta(minutes=16))  # type: ignore[attr-defined]
     got = app.get(job.id)
