@@ -61,6 +61,8 @@ def _placeholders(value: Any) -> Any:
             return "id1"
         if set(value) == {"$repeat"}:
             return vectors.repeat(value["$repeat"])
+        if set(value) == {"$nest"}:
+            return vectors.nest(_placeholders(value["$nest"][0]), value["$nest"][1])
         return {k: _placeholders(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_placeholders(v) for v in value]

@@ -25,7 +25,15 @@ def test_reference_memory_conforms(suite) -> None:
     ]
     requirements = run.report["requirements"]
     assert requirements["CODEC-005"]["status"] == "not_testable"
-    for req in ("LIMIT-004", "CODEC-004", "ERR-001", "JOB-009", "ORDER-003", "MACH-010"):
+    for req in (
+        "LIMIT-006",
+        "LIMIT-007",
+        "CODEC-004",
+        "ERR-001",
+        "JOB-009",
+        "ORDER-003",
+        "MACH-010",
+    ):
         assert requirements[req]["status"] == "pass", req
 
 

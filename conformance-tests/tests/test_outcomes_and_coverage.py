@@ -89,7 +89,7 @@ def test_repeat_builds_large_strings(tmp_path: Path, suite) -> None:
         {
             "id": "open-repeat",
             "description": "{$repeat} stands for a long string in requests.",
-            "requirements": ["LIMIT-004"],
+            "requirements": ["LIMIT-006"],
             "steps": [
                 {
                     "cmd": "publish",

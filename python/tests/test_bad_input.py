@@ -14,21 +14,28 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conveyor import (
     Call,
     Conveyor,
+    ConveyorError,
     InvalidPayload,
     InvalidRequest,
+    JobNotFound,
     PayloadTooLarge,
     PriorityNotAllowed,
     Refused,
+    UnknownDependency,
     codec,
 )
+from conveyor.clock import format_timestamp, parse_timestamp, truncate_ms
+from conveyor.publishing import PublishOptions
+from conveyor.schemacheck import ecma_pattern
+from conveyor.specfiles import load_json
 
-from .core_support import memory_app
+from .core_support import ensure_task, memory_app
 
 FAST = settings(max_examples=40, deadline=None)
 CONTROL = [chr(c) for c in range(0x20)] + ["\x7f"]
@@ -144,8 +151,103 @@ def test_non_string_keys_are_refused(payload: Any) -> None:
     refused(app, lambda: app.publish("task", payload), InvalidPayload, "key")
 
 
+NO_NUL = st.text(max_size=4).filter(lambda s: "\x00" not in s)
+LONE_SURROGATE = st.tuples(
+    NO_NUL, st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), NO_NUL
+).map("".join)
+
+
+@given(payload=nested(LONE_SURROGATE), where=st.sampled_from(["payload", "metadata"]))
+@FAST
+def test_a_string_with_a_lone_surrogate_is_an_invalid_payload(payload: Any, where: str) -> None:
+    """LIMIT-007: UTF-8 cannot carry a lone surrogate, in values or member names."""
+    app = memory_app()
+    if where == "payload":
+        refused(app, lambda: app.publish("task", payload), InvalidPayload, "lone surrogate")
+    else:
+        attempt = lambda: app.publish("task", metadata={"m": payload})  # noqa: E731
+        refused(app, attempt, InvalidPayload, "lone surrogate", "metadata")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "options", "error", "fragment"),
+    [
+        (("task", "caf\udce9"), {}, InvalidPayload, "requests[0].payload"),
+        (("task", {"\ud800": 1}), {}, InvalidPayload, "key"),
+        (("task",), {"metadata": {"note": "\udfff"}}, InvalidPayload, "metadata"),
+        (("task",), {"identifier": "invoice \ud800"}, InvalidRequest, "identifier"),
+        (("task",), {"serial_group": "\ud800"}, InvalidRequest, "serial_group"),
+        (("task",), {"tags": ["ok", "\udbff"]}, InvalidRequest, "tags[1]"),
+    ],
+)
+def test_lone_surrogates_are_refused_before_any_backend_sees_them(
+    app: Conveyor,
+    arguments: tuple[Any, ...],
+    options: dict[str, Any],
+    error: type[Refused],
+    fragment: str,
+) -> None:
+    """LIMIT-007 on each store: a named error instead of a UnicodeEncodeError, nothing stored."""
+    app.register("task", lambda *args, **kwargs: None)
+    refused(app, lambda: app.publish(*arguments, **options), error, fragment, "lone surrogate")
+    with app.bulk():
+        refused(app, lambda: app.publish(*arguments, **options), error, fragment)
+
+
+def test_a_surrogate_pair_is_one_character_and_is_kept_on_every_backend(app: Conveyor) -> None:
+    """LIMIT-007: an astral character (a pair in UTF-16) is a valid string and label."""
+    app.register("task", lambda *args: None)
+    text = json.loads('"clef \\ud834\\udd1e"')
+    job = app.publish("task", text, identifier=text)
+    assert (app.get(job.id).requests[0].payload, app.get(job.id).identifier) == (text, text)
+
+
+def deep(levels: int, leaf: Any = 1) -> Any:
+    for _ in range(levels):
+        leaf = [leaf]
+    return leaf
+
+
+def test_a_payload_nested_64_deep_round_trips_on_every_backend(app: Conveyor) -> None:
+    """LIMIT-006: 64 levels are accepted, stored, read and handed to the handler intact."""
+    received: list[Any] = []
+    app.register("deep", received.append)
+    payload = deep(62, {"leaf": b"bytes"})  # the typed value is the 64th level
+    job = app.publish("deep", payload, metadata={"m": deep(63)})
+    assert app.get(job.id).requests[0].payload == codec.encode(payload)
+    app.process()
+    assert received == [payload]
+
+
+@pytest.mark.parametrize(
+    ("payload", "metadata"),
+    [
+        (deep(65), {}),
+        (deep(64, {"a": 1}), {}),
+        (deep(64, b"typed values are objects"), {}),
+        (deep(5000), {}),
+        (None, {"m": deep(64)}),
+    ],
+    ids=["65-deep", "object-at-65", "typed-value-at-65", "5000-deep", "metadata"],
+)
+def test_a_payload_nested_deeper_than_64_is_refused_on_every_backend(
+    app: Conveyor, payload: Any, metadata: dict[str, Any]
+) -> None:
+    """LIMIT-006: refused with invalid_payload (not a RecursionError), nothing stored."""
+    app.register("deep", lambda *args: None)
+    refused(app, lambda: app.publish("deep", payload, metadata=metadata), InvalidPayload, "64 deep")
+
+
+def test_a_payload_that_contains_itself_is_refused() -> None:
+    """A cycle is infinitely deep: refused by the depth limit, not by a RecursionError."""
+    app = memory_app()
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    refused(app, lambda: app.publish("task", cycle), InvalidPayload, "64 deep")
+
+
 def test_a_payload_above_one_mebibyte_is_too_large() -> None:
-    """LIMIT-004: refused with payload_too_large; exactly 1 MiB is accepted."""
+    """LIMIT-006: refused with payload_too_large; exactly 1 MiB is accepted."""
     app = memory_app()
     overhead = len(codec.dumps({"blob": ""}))
     refused(
@@ -159,7 +261,7 @@ def test_a_payload_above_one_mebibyte_is_too_large() -> None:
 
 
 def test_the_largest_payload_round_trips_on_every_backend(app: Conveyor) -> None:
-    """LIMIT-004 / CODEC-001: a payload of almost 1 MiB (multi-byte text) is stored intact."""
+    """LIMIT-006 / CODEC-001: a payload of almost 1 MiB (multi-byte text) is stored intact."""
     received: list[str] = []
     app.register("big", received.append)
     blob = "é€𝄞x" * (1024 * 1024 // 10)
@@ -322,6 +424,84 @@ def test_a_negative_delay_is_refused(delay: int) -> None:
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
+        ({"available_at": "2026-01-01T00:00:00Z"}, "available_at must be a timezone-aware"),
+        ({"available_at": date(2026, 1, 1)}, "available_at must be a timezone-aware"),
+        ({"available_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=2)))}, "1 to 9999"),
+        ({"delay": 1e12}, "9999-12-31T23:59:59.999Z"),
+        ({"delay": 10**30}, "9999-12-31T23:59:59.999Z"),
+        ({"delay": timedelta(days=999_999_999)}, "9999-12-31T23:59:59.999Z"),
+        ({"delay": math.inf}, "finite"),
+        ({"delay": -math.inf}, "finite"),
+        ({"delay": math.nan}, "finite"),
+        ({"delay": "5"}, "delay must be a timedelta or a number of seconds"),
+        ({"delay": True}, "delay must be a timedelta or a number of seconds"),
+        ({"recurring": math.inf}, "recurring"),
+        ({"recurring": 1e300}, "recurring"),
+        ({"tags": 5}, "tags must be a list of strings"),
+        ({"tags": {"a": 1}}, "tags must be a list of strings"),
+        ({"tags": ["ok", 7]}, "tags[1]"),
+        ({"depends_on": [2**70]}, "depends_on[0]"),
+        ({"retry": {"backoff": "constant"}}, "missing: initial_delay_ms, max_delay_ms"),
+        ({"retry": {"x": 1}}, "unknown: 'x'"),
+        ({"retry": 5}, "retry must be a preset name"),
+        ({"retry": {"backoff": "constant", "initial_delay_ms": [1], "max_delay_ms": 1}}, "retry"),
+        ({"queue": Decimal("NaN")}, "queue is a Decimal"),
+        ({"no_such_option": 1}, "unknown publish option(s) 'no_such_option'"),
+    ],
+)
+def test_options_of_the_wrong_type_or_range_are_refused_on_every_backend(
+    app: Conveyor, options: dict[str, Any], fragment: str
+) -> None:
+    """JOB-002 / JOB-004: an InvalidRequest naming the option, never an AttributeError,
+    OverflowError, ValueError or TypeError; nothing stored, in bulk() too."""
+    ensure_task(app)
+    refused(app, lambda: app.publish("task", **options), InvalidRequest, fragment)
+
+    def in_bulk() -> None:
+        with app.bulk():
+            app.publish("task", **options)
+
+    refused(app, in_bulk, InvalidRequest, fragment)
+
+
+def test_ids_that_no_job_can_have_are_unknown_on_every_backend(app: Conveyor) -> None:
+    """DEP-001 / JOB-007: an id beyond the store's range or with a leading zero names no job
+    (it was a database error), nor does one in other digits (it named another job)."""
+    ensure_task(app)
+    first = app.publish("task")
+    for missing in (str(2**70), str(2**63), "0" + first.id):
+        refused_after(app, lambda m=missing: app.publish("task", depends_on=[m]), missing)
+        with pytest.raises(JobNotFound):
+            app.get(missing)
+    other_digits = first.id.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    for missing in (other_digits, "²", str(2**70)):
+        with pytest.raises(JobNotFound):
+            app.get(missing)
+        assert app.claim("w", job_id=missing) == []
+    assert app.jobs(batch=str(2**70)) == []
+    assert app.jobs(batch="not-a-batch") == []
+
+
+def refused_after(app: Conveyor, attempt: Callable[[], object], missing: str) -> None:
+    before = app.jobs()
+    with pytest.raises(UnknownDependency, match="depends_on names jobs that do not exist"):
+        attempt()
+    assert app.jobs() == before, missing
+
+
+def test_a_bare_string_is_one_tag_and_one_dependency_on_every_backend(app: Conveyor) -> None:
+    """``tags="vip"`` is the tag vip (it was stored as three tags v, i, p)."""
+    ensure_task(app)
+    first = app.publish("task", tags="customer:42")
+    second = app.publish("task", tags=("a", "b"), depends_on=first.id)
+    assert app.get(first.id).tags == ("customer:42",)
+    assert app.get(second.id).depends_on == (first.id,)
+    assert [j.id for j in app.jobs(tag="customer:42")] == [first.id]
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
         ({"tags": [f"t{n}" for n in range(33)]}, "tags"),
         ({"tags": ["same", "same"]}, "tags"),
         ({"retry": "no-such-preset"}, "no-such-preset"),
@@ -431,3 +611,93 @@ def test_typed_values_reach_the_handler_on_every_backend(app: Conveyor) -> None:
     app.publish("typed", value)
     app.process()
     assert received == [value]
+
+
+# -- timestamps ----------------------------------------------------------------------------
+
+TIMESTAMP = ecma_pattern(load_json("schemas/common.schema.json")["$defs"]["timestamp"]["pattern"])
+
+
+@given(moment=st.datetimes(timezones=st.just(UTC)))
+@settings(max_examples=200, deadline=None)
+def test_every_instant_is_written_with_a_four_digit_year(moment: datetime) -> None:
+    """TIME-003: the timestamp form matches the schema's pattern for every year 1..9999."""
+    text = format_timestamp(moment)
+    assert TIMESTAMP.search(text), text
+    assert parse_timestamp(text) == truncate_ms(moment)
+
+
+def test_an_instant_before_year_1000_round_trips_on_every_backend(app: Conveyor) -> None:
+    """JOB-004 / TIME-003: available_at in year 5 is stored, read and written as 0005-..."""
+    app.register("task", lambda: None)
+    moment = datetime(5, 3, 4, 5, 6, 7, 8000, tzinfo=UTC)
+    job = app.publish("task", available_at=moment)
+    stored = app.get(job.id)
+    assert stored.available_at == moment
+    assert stored.to_dict()["available_at"] == "0005-03-04T05:06:07.008Z"
+    assert [j.id for j in app.claim("w")] == [job.id], "an instant in the past is due"
+
+
+# -- anything at all -------------------------------------------------------------------------
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.sampled_from([2**63, 2**70, -(2**63) - 1, 10**30]),
+    st.floats(),
+    st.text(max_size=6),
+    LONE_SURROGATE,
+    st.sampled_from(["abc", "9", str(2**70), "٣", "0009", "2026-01-01T00:00:00Z", "exponential"]),
+    st.binary(max_size=4),
+    st.datetimes(),
+    st.datetimes(timezones=OFFSETS | st.just(UTC)),
+    st.dates(),
+    st.timedeltas(),
+    st.decimals(),
+    st.uuids(),
+    st.builds(object),
+)
+ANYTHING = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.tuples(inner, inner),
+        st.sets(st.integers(0, 3), max_size=2),
+        st.dictionaries(st.one_of(st.text(max_size=3), st.integers(0, 3)), inner, max_size=3),
+    ),
+    max_leaves=6,
+)
+OPTION_NAMES = [*PublishOptions.__dataclass_fields__, "batch", "connection", "no_such_option"]
+
+
+@given(
+    type_name=st.one_of(st.just("task"), ANYTHING),
+    payload=st.one_of(ANYTHING, st.integers(60, 70).map(deep)),
+    options=st.dictionaries(st.sampled_from(OPTION_NAMES), ANYTHING, max_size=3),
+)
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_publish_raises_only_conveyor_errors_and_a_refusal_stores_nothing(
+    app: Conveyor, type_name: Any, payload: Any, options: dict[str, Any]
+) -> None:
+    """Whatever the caller passes, publish either stores one job and returns it as stored,
+    or raises a ConveyorError subclass (never TypeError, OverflowError, RecursionError,
+    UnicodeEncodeError or a database error) and stores nothing; the same inside bulk()."""
+    ensure_task(app)
+    before = sum(count for _, _, count in app.status())
+    try:
+        job = app.publish(type_name, payload, **options)
+    except ConveyorError:
+        assert sum(count for _, _, count in app.status()) == before
+    else:
+        assert sum(count for _, _, count in app.status()) == before + 1
+        assert app.get(job.id).to_dict() == job.to_dict()
+    options.pop("connection", None)
+    try:
+        with app.bulk():
+            app.publish(type_name, payload, **options)
+    except ConveyorError:
+        pass
+    assert sum(count for _, _, count in app.status()) in (before, before + 1, before + 2)

@@ -231,6 +231,12 @@ def test_jobs_show_prints_every_field(runner: CliRunner, app_module: AppModule) 
     for text in (f"job {job.id}", "ready", "g1", "serial group", '{"n": 5}'):
         assert text in panel
 
+    failed = app_module.app.publish("boom")
+    app_module.app.process()
+    shown = run(runner, "--app", spec, "jobs", "show", failed.id).output
+    for text in ("Traceback of the last error", "in boom", "PermanentError: kaboom"):
+        assert text in shown
+
     missing = run(runner, "--app", spec, "jobs", "show", "999", code=1)
     assert missing.output.strip() == "error: job 999 does not exist (it may have been pruned)"
 

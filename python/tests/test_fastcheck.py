@@ -6,12 +6,11 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator
 
 from conveyor.fastcheck import surely_valid
-from conveyor.specfiles import schema_id, schema_registry
+from conveyor.schemacheck import validator
 
-VALIDATOR = Draft202012Validator({"$ref": schema_id("publish")}, registry=schema_registry())
+VALIDATOR = validator("publish")
 
 texts = st.one_of(
     st.sampled_from(["default", "mail", "Mail", "a b", "", "x" * 64, "x" * 65, "g\n", "ok:1"]),

@@ -1,17 +1,30 @@
-"""Losing the database connection: the worker backs off, reconnects and carries on."""
+"""Losing the database connection: the worker backs off, reconnects and carries on; a
+transaction that loses a conflict (deadlock, lock timeout) is run again, logged as such."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from conveyor import Conveyor
-from conveyor.resilience import Backoff, is_connection_error, retry_while_unavailable
+from conveyor import Conveyor, StoreUnavailable
+from conveyor.resilience import (
+    Backoff,
+    conflict,
+    describe,
+    is_connection_error,
+    is_transient,
+    retry_while_unavailable,
+)
 
-from .conftest import POSTGRES_URL, TEST_PREFIX, require_service, wipe
+from .conftest import POSTGRES_URL, SERVER_URLS, TEST_PREFIX, require_service, wipe
 
 
 def test_backoff_doubles_and_caps() -> None:
@@ -69,3 +82,104 @@ def test_worker_survives_its_connections_being_killed() -> None:
         admin.dispose()
     assert app.jobs()[0].state == "finished"
     app.close()
+
+
+def conflict_between_two_transactions(url: str, kind: str) -> DBAPIError:
+    """Provoke a real conflict on the server and return the error one transaction got.
+
+    ``deadlock``: two transactions update two rows in opposite orders. ``lock timeout``: a
+    transaction waits for a row another one holds, with a short lock timeout.
+    """
+    engine = create_engine(url)
+    table = f"{TEST_PREFIX}conflict_{uuid.uuid4().hex[:6]}"
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, v INTEGER)"))
+        connection.execute(text(f"INSERT INTO {table} (id, v) VALUES (1, 0), (2, 0)"))
+    caught: list[DBAPIError] = []
+
+    def update(connection: Any, row: int) -> None:
+        try:
+            connection.execute(text(f"UPDATE {table} SET v = v + 1 WHERE id = {row}"))
+        except DBAPIError as error:
+            caught.append(error)
+
+    first, second = engine.connect(), engine.connect()
+    try:
+        first.begin()
+        second.begin()
+        update(first, 1)
+        if kind == "deadlock":
+            update(second, 2)
+            blocked = threading.Thread(target=update, args=(first, 2))
+            blocked.start()
+            update(second, 1)  # closes the cycle: the server rolls one of them back
+            blocked.join(timeout=30)
+        else:
+            timeout = (
+                "SET innodb_lock_wait_timeout = 1"
+                if engine.dialect.name == "mysql"
+                else "SET lock_timeout = '50ms'"
+            )
+            second.execute(text(timeout))
+            update(second, 1)
+    finally:
+        for connection in (first, second):
+            connection.rollback()
+            connection.close()
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP TABLE {table}"))
+        engine.dispose()
+    assert len(caught) == 1, caught
+    return caught[0]
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mariadb"])
+@pytest.mark.parametrize("kind", ["deadlock", "lock timeout"])
+def test_a_conflict_is_retried_as_a_conflict_not_as_a_lost_database(
+    server: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A deadlock or lock wait timeout leaves the database up: it is retried, and logged as a
+    transaction conflict, never as "database unavailable"."""
+    require_service(server)
+    error = conflict_between_two_transactions(SERVER_URLS[server], kind)
+    expected = {"deadlock": "deadlock", "lock timeout": ("lock wait timeout", "lock not available")}
+    assert conflict(error) in expected[kind]
+    assert not is_connection_error(error)
+    assert is_transient(error)
+    attempts: list[DBAPIError] = [error]
+
+    def action() -> str:
+        if attempts:
+            raise attempts.pop()
+        return "done"
+
+    with caplog.at_level(logging.WARNING, logger="conveyor.worker"):
+        assert retry_while_unavailable(action, give_up_after=5) == "done"
+    (record,) = caplog.records
+    assert record.getMessage().startswith(f"transaction conflict ({conflict(error)}")
+    assert "unavailable" not in record.getMessage()
+
+
+def test_a_locked_sqlite_database_is_a_conflict(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (v INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+    try:
+        with pytest.raises(OperationalError) as raised, engine.begin() as connection:
+            connection.execute(text("INSERT INTO t VALUES (1)"))
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()
+    assert conflict(raised.value) == "database locked"
+    assert not is_connection_error(raised.value)
+    assert is_transient(raised.value)
+
+
+def test_a_lost_connection_is_still_reported_as_the_database_unavailable() -> None:
+    error = StoreUnavailable("cannot reach the database at postgresql://***@db/x")
+    assert is_connection_error(error)
+    assert conflict(error) is None
+    assert describe(error).startswith("database unavailable (StoreUnavailable")

@@ -105,12 +105,14 @@ def test_exhausted_means_the_attempt_limit_is_reached(policy: RetryPolicy, attem
 
 
 def test_exponential_preset_is_exactly_the_spec() -> None:
-    """RETRY-005: exponential is 60 s doubling to a 16 min cap, unlimited, notify at 5."""
+    """RETRY-005: exponential is 60 s doubling to a 16 min cap, 25 attempts, notify at 5."""
     policy = presets()["exponential"]
     minutes = [policy.delay_ms(n) / 60_000 for n in range(1, 11)]
     assert minutes == [1, 2, 4, 8, 16, 16, 16, 16, 16, 16]
     assert policy.delay_ms(10**6) == 960_000
-    assert (policy.max_attempts, policy.notify_after, policy.jitter) == (None, 5, 0)
+    assert (policy.max_attempts, policy.notify_after, policy.jitter) == (25, 5, 0)
+    # The documented span: the delays after attempts 1 to 24 add up to 5 h 35 min.
+    assert sum(policy.delay_ms(n) for n in range(1, 25)) == (5 * 60 + 35) * 60_000
 
 
 def test_progressive_preset_is_exactly_the_spec() -> None:
@@ -228,6 +230,27 @@ def test_a_temporary_failure_schedules_now_plus_delay_on_every_backend(app: Conv
     got = app.get(job.id)
     assert (got.state, got.attempts) == ("permanently_failed", 3)
     assert [e.attempt for e in got.errors] == [1, 2, 3]
+
+
+def test_with_the_default_policy_a_job_stops_after_25_attempts_on_every_backend(
+    app: Conveyor,
+) -> None:
+    """RETRY-004/005: a handler that always fails is not retried forever by default."""
+    runs: list[int] = []
+
+    def always_failing() -> None:
+        runs.append(1)
+        raise ConnectionError("upstream down")
+
+    app.register("always_failing", always_failing)
+    job = app.publish("always_failing")
+    for _ in range(30):
+        if app.execute(job.id).state == "permanently_failed":
+            break
+        app.clock.advance(timedelta(minutes=16))  # type: ignore[attr-defined]
+    got = app.get(job.id)
+    assert (got.state, got.attempts, len(runs)) == ("permanently_failed", 25, 25)
+    assert app.claim("w") == []
 
 
 @given(notify_after=st.integers(1, 5), limit=st.integers(1, 6))

@@ -158,6 +158,7 @@ function fireRequest(request, event, params) {
 function recordError(job, error) {
   const current = currentRequest(job);
   const entry = { kind: error.kind, message: error.message, type: error.type ?? null, attempt: job.attempts, request: current ? current.index : 0, at: fmt(now) };
+  if (typeof error.traceback === "string") entry.traceback = error.traceback; // OUT-009
   job.errors.push(entry);
   job.last_error = entry;
 }
@@ -234,14 +235,22 @@ const QUEUE = /^[a-z0-9][a-z0-9_.:-]{0,63}$/;
 const TYPE = /^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$/;
 const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 const isInt = (v) => Number.isInteger(v);
+// LIMIT-007: a lone surrogate cannot be written as UTF-8 (String.isWellFormed needs Node 20).
+const wellFormed = (v) => /^[\u0000-\u007f]*$/.test(v) || /^(?:[^\ud800-\udfff]|[\ud800-\udbff][\udc00-\udfff])*$/.test(v);
 const isLabel = (v) => typeof v === "string" && [...v].length >= 1 && [...v].length <= 255 && !/[\u0000-\u001f\u007f]/.test(v);
+const MAX_DEPTH = 64; // LIMIT-006
 
-function checkJson(value, where) {
-  if (typeof value === "string") { if (value.includes("\u0000")) refuse("invalid_payload", `${where} contains U+0000`); return; }
-  if (Array.isArray(value)) { value.forEach((v, i) => checkJson(v, `${where}[${i}]`)); return; }
-  if (value !== null && typeof value === "object") {
-    for (const [k, v] of Object.entries(value)) { if (k.includes("\u0000")) refuse("invalid_payload", `${where} has a key with U+0000`); checkJson(v, `${where}.${k}`); }
-  }
+function checkText(text, where) {
+  if (text.includes("\u0000")) refuse("invalid_payload", `${where} contains U+0000`);
+  if (!wellFormed(text)) refuse("invalid_payload", `${where} contains a lone surrogate`);
+}
+
+function checkJson(value, where, depth = 0) {
+  if (typeof value === "string") { checkText(value, where); return; }
+  if (value === null || typeof value !== "object") return;
+  if (depth >= MAX_DEPTH) refuse("invalid_payload", `${where} nests deeper than ${MAX_DEPTH}`);
+  if (Array.isArray(value)) { value.forEach((v, i) => checkJson(v, `${where}[${i}]`, depth + 1)); return; }
+  for (const [k, v] of Object.entries(value)) { checkText(k, `${where} key`); checkJson(v, `${where}.${k}`, depth + 1); }
 }
 
 function resolvePolicy(given) {
@@ -280,12 +289,12 @@ function build(doc) {
   if ("available_at" in doc && (typeof doc.available_at !== "string" || !TIMESTAMP.test(doc.available_at))) bad("invalid available_at");
   if ("delay_ms" in doc && !(isInt(doc.delay_ms) && doc.delay_ms >= 0)) bad("invalid delay_ms");
   if ("available_at" in doc && "delay_ms" in doc) bad("available_at and delay_ms together");
-  for (const label of ["serial_group", "identifier"]) if (label in doc && !isLabel(doc[label])) bad(`invalid ${label}`);
+  for (const label of ["serial_group", "identifier"]) if (label in doc && !(isLabel(doc[label]) && wellFormed(doc[label]))) bad(`invalid ${label}`);
   if ("unique" in doc && typeof doc.unique !== "boolean") bad("unique is a boolean");
   if (doc.unique === true && !("identifier" in doc)) bad("a unique job needs an identifier");
   if ("recurring" in doc && !(doc.recurring && isInt(doc.recurring.interval_ms) && doc.recurring.interval_ms >= 1000 && Object.keys(doc.recurring).length === 1)) bad("invalid recurring");
   if ("depends_on" in doc && !(Array.isArray(doc.depends_on) && doc.depends_on.length <= 100 && new Set(doc.depends_on).size === doc.depends_on.length)) bad("invalid depends_on");
-  if ("tags" in doc && !(Array.isArray(doc.tags) && doc.tags.length <= 32 && doc.tags.every(isLabel) && new Set(doc.tags).size === doc.tags.length)) bad("invalid tags");
+  if ("tags" in doc && !(Array.isArray(doc.tags) && doc.tags.length <= 32 && doc.tags.every((t) => isLabel(t) && wellFormed(t)) && new Set(doc.tags).size === doc.tags.length)) bad("invalid tags");
   if ("metadata" in doc && (doc.metadata === null || typeof doc.metadata !== "object" || Array.isArray(doc.metadata))) bad("metadata is an object");
   if ("retry_policy" in doc && typeof doc.retry_policy !== "string" && (doc.retry_policy === null || typeof doc.retry_policy !== "object")) bad("invalid retry_policy");
   requests.forEach((r, i) => checkJson(r.payload ?? null, `requests[${i}].payload`));

@@ -16,6 +16,7 @@ An expectation is a JSON value compared with the actual value:
   ``{"$unordered": [...]}``     an array with the same items in any order
   ``{"$contains": [...]}``      an array holding at least these items, in any order
   ``{"$len": n}``               an array (or string) of length n
+  ``{"$nest": [x, n]}``         x inside n arrays of one item each (``[[x]]`` for n = 2)
   ``{"$not": x}``               anything that does not match x
 """
 
@@ -54,7 +55,18 @@ def _short(value: Any, limit: int = 300) -> str:
 
 
 MATCHERS = frozenset(
-    {"$any", "$job", "$batch", "$range", "$time_range", "$unordered", "$contains", "$len", "$not"}
+    {
+        "$any",
+        "$job",
+        "$batch",
+        "$range",
+        "$time_range",
+        "$unordered",
+        "$contains",
+        "$len",
+        "$nest",
+        "$not",
+    }
 )
 
 
@@ -128,6 +140,13 @@ def _match_matcher(expected: dict[str, Any], actual: Any, path: str, resolve: Re
         return [] if low <= timefmt.parse(actual) <= high else fail
     if name == "$len":
         return [] if isinstance(actual, list | str) and len(actual) == argument else fail
+    if name == "$nest":
+        inner, depth = argument
+        for _ in range(depth):
+            if not (isinstance(actual, list) and len(actual) == 1):
+                return fail
+            actual = actual[0]
+        return match(inner, actual, path, resolve)
     if name == "$not":
         return fail if not match(argument, actual, path, resolve) else []
     if name in ("$unordered", "$contains"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -532,6 +533,7 @@ class Model:
         if not isinstance(document, dict):
             raise Refusal("invalid_request", "JOB-002", "a publish request is an object")
         self._validate_publish(document)
+        _check_strings_and_depth(document)
         self._check_features(document)
         if document.get("unique") and document.get("recurring") is not None:
             raise Refusal("invalid_request", "UNIQ-001", "a unique job cannot be recurring")
@@ -1088,6 +1090,8 @@ class Model:
             "request": current.index if current is not None else ANY,
             "at": self.now,
         }
+        if error.get("traceback") is not None:  # OUT-009: kept unchanged
+            entry["traceback"] = error["traceback"]
         job.errors.append(entry)
         job.last_error = entry
 
@@ -1167,10 +1171,61 @@ def _error_doc(error: Any, brief: bool = False) -> Any:
     document["attempt"] = error["attempt"]
     document["request"] = error["request"]
     document["at"] = timefmt.format_ms(error["at"])
+    if error.get("traceback") is not None:
+        document["traceback"] = error["traceback"]
     return document
 
 
 # -- publish validation: which rule a schema error breaks -----------------------------------------
+
+MAX_DEPTH = 64  # LIMIT-006
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a Python str, every one is unpaired
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth (LIMIT-006): 0 for a scalar, one more than the deepest item otherwise;
+    stops counting past the limit, so a deep value never recurses far."""
+    stack = [(value, 0)]
+    deepest = 0
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, list | dict):
+            level += 1
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                return level
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level) for child in children)
+    return deepest
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string of a JSON value, member names included."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            yield from item.keys()
+            stack.extend(item.values())
+
+
+def _check_strings_and_depth(document: dict[str, Any]) -> None:
+    """LIMIT-006 and LIMIT-007, which no schema keyword expresses."""
+    parts = [("payload", r.get("payload")) for r in document["requests"]]
+    parts.append(("metadata", document.get("metadata")))
+    for where, value in parts:
+        if _depth(value) > MAX_DEPTH:
+            raise Refusal("invalid_payload", "LIMIT-006", f"{where} nests deeper than {MAX_DEPTH}")
+        if any(_SURROGATE.search(text) for text in _strings(value)):
+            raise Refusal("invalid_payload", "LIMIT-007", f"{where} has a lone surrogate")
+    rest = {key: value for key, value in document.items() if key not in ("requests", "metadata")}
+    rest["types"] = [r.get("type") for r in document["requests"]]
+    if any(_SURROGATE.search(text) for text in _strings(rest)):
+        raise Refusal("invalid_request", "LIMIT-007", "a label or name has a lone surrogate")
 
 
 def _publish_refusal(location: list[Any], validator: str, schema_path: list[Any]) -> Refusal:

@@ -174,7 +174,12 @@ def _check_dict(check: CheckResult) -> dict[str, Any]:
 
 def write(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate of a LIMIT-007 vector: write it escaped
+        encoded = (json.dumps(report, indent=2) + "\n").encode("ascii")
+    path.write_bytes(encoded)
 
 
 MARKS = {

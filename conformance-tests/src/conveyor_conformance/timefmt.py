@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-STRICT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+STRICT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 
 #: The instant every vector and every stateful example starts at, unless it says otherwise.
 DEFAULT_START = "2026-01-01T00:00:00.000Z"
@@ -30,9 +30,14 @@ def parse(text: str) -> int:
 
 def format_ms(ms: int) -> str:
     moment = EPOCH + timedelta(milliseconds=int(ms))
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # strftime's %Y gives "5", not "0005", for years before 1000 on most platforms.
+    return (
+        f"{moment.year:04d}-"
+        + moment.strftime("%m-%dT%H:%M:%S.")
+        + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def is_strict(text: object) -> bool:
     """Whether ``text`` has exactly the form TIME-003 requires."""
-    return isinstance(text, str) and bool(STRICT.match(text))
+    return isinstance(text, str) and bool(STRICT.fullmatch(text))

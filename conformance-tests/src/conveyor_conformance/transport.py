@@ -169,7 +169,10 @@ class Client:
         process = self.process
         if process is None or process.stdin is None:
             raise AdapterError("PROTO-006", "the adapter is not running")
-        data = (json.dumps(request, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            data = (json.dumps(request, ensure_ascii=False) + "\n").encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (LIMIT-007) travels as a JSON escape
+            data = (json.dumps(request) + "\n").encode("ascii")
         try:
             process.stdin.write(data)
         except (BrokenPipeError, OSError, ValueError):

@@ -17,8 +17,9 @@ written flat (``{"cmd": "claim", "worker_id": "w1", "lease_ms": 30000}``) plus t
 Ids are never written literally: ``{"$job": "a"}`` stands for the id bound to ``a`` (and
 ``{"$batch": "b"}`` for a batch), in requests and in expectations alike. In requests,
 ``{"$repeat": ["ab", 3]}`` stands for the string ``"ababab"``, so that large payloads stay small
-in the file. Each vector starts with ``reset`` (its ``handlers``, or the default ones, and its
-``priorities`` when it restricts them) and the clock at ``start``.
+in the file, and ``{"$nest": [1, 3]}`` for ``[[[1]]]``, so that deep ones stay readable (in
+expectations, ``$nest`` is a matcher). Each vector starts with ``reset`` (its ``handlers``, or the
+default ones, and its ``priorities`` when it restricts them) and the clock at ``start``.
 """
 
 from __future__ import annotations
@@ -158,6 +159,8 @@ class Aliases:
                 return self.resolve("batch", value["$batch"])
             if len(value) == 1 and "$repeat" in value:
                 return repeat(value["$repeat"])
+            if len(value) == 1 and "$nest" in value:
+                return nest(self.substitute(value["$nest"][0]), value["$nest"][1])
             return {k: self.substitute(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.substitute(v) for v in value]
@@ -168,6 +171,13 @@ def repeat(argument: Any) -> str:
     """``{"$repeat": [text, count]}``: ``text`` repeated ``count`` times."""
     text, count = argument
     return str(text) * int(count)
+
+
+def nest(value: Any, depth: Any) -> Any:
+    """``{"$nest": [value, depth]}``: ``value`` inside ``depth`` arrays, one in another."""
+    for _ in range(int(depth)):
+        value = [value]
+    return value
 
 
 def _path(value: Any, path: str) -> Any:

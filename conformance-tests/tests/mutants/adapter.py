@@ -46,7 +46,7 @@ MUTANTS: dict[str, tuple[str, str]] = {
     "heartbeat-ignored": ("a heartbeat does not extend the lease", "LEASE-004"),
     "payload-size-in-escapes": (
         "the payload limit counts JSON with \\u escapes, not bytes of UTF-8",
-        "LIMIT-004",
+        "LIMIT-006",
     ),
     "priority-set-ignored": ("a configured priority set does not restrict publishing", "ORDER-003"),
 }

@@ -43,8 +43,10 @@ class BulkPublisher:
     """Buffers publishes and writes them as multi-row inserts of ``size`` jobs."""
 
     def __init__(self, app: Conveyor, size: int) -> None:
-        if size < 1:
-            raise ConfigurationError("bulk size must be at least 1")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigurationError(
+                f"bulk size must be a whole number of at least 1, not {size!r}"
+            )
         self.app = app
         self.size = size
         self.pending: list[Job] = []
@@ -235,7 +237,7 @@ class Conveyor:
         batch = options.pop("batch", None)
         if batch is not None:
             options["batch_id"] = batch.id if isinstance(batch, Batch) else str(batch)
-        job = self.factory.build(calls, PublishOptions(**options), self.now())
+        job = self.factory.build(calls, PublishOptions.of(options), self.now())
         bulk: BulkPublisher | None = getattr(self._local, "bulk", None)
         if bulk is not None and connection is None:
             bulk.add(job)
@@ -249,8 +251,9 @@ class Conveyor:
         else:
             with self.store.transaction() as tx:
                 outcome = self.lifecycle.publish(tx, jobs, now)
-        self._deliver(outcome, caller_transaction=connection)
-        return outcome.jobs[: len(jobs)]
+        changed = self._deliver(outcome, caller_transaction=connection)
+        # As stored: a job the broker did not take is broker_failed, not ready.
+        return [changed.get(job.id, job) for job in outcome.jobs[: len(jobs)]]
 
     def _joined(self, connection: Any) -> Transaction:
         join = getattr(self.store, "join", None)
@@ -291,7 +294,7 @@ class Conveyor:
                     "a batch's completion job cannot join a batch or depend on jobs (BATCH-001); "
                     "publish it without batch and depends_on"
                 )
-            job = self.factory.build([completion], PublishOptions(**completion_options), now)
+            job = self.factory.build([completion], PublishOptions.of(completion_options), now)
             stored_completion = job.to_dict()
         batch = Batch(
             id="",
@@ -634,15 +637,18 @@ class Conveyor:
         self.hooks.metadata.append(hook)
         return hook
 
-    def _deliver(self, outcome: Outcome, caller_transaction: Any = None) -> None:
+    def _deliver(self, outcome: Outcome, caller_transaction: Any = None) -> dict[str, Job]:
+        """Notify, then hand what became claimable to the broker; returns the jobs the
+        hand-over changed afterwards (left ``broker_failed``), by id."""
         for notification in outcome.notifications:
             try:
                 self.notifier.notify(notification.kind, notification.job)
             except Exception:
                 log.exception("notifier failed for job %s", notification.job.id)
         broker = self._broker_mode
-        if broker is not None and outcome.jobs:
-            if caller_transaction is None:
-                broker.after_commit(outcome.jobs)
-            else:
-                broker.after_caller_commit(caller_transaction, outcome.jobs)
+        if broker is None or not outcome.jobs:
+            return {}
+        if caller_transaction is None:
+            return broker.after_commit(outcome.jobs)
+        broker.after_caller_commit(caller_transaction, outcome.jobs)
+        return {}

@@ -67,9 +67,13 @@ def from_ms(value: int) -> datetime:
 
 
 def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 UTC with milliseconds, the spec's timestamp format."""
+    """RFC 3339 UTC with milliseconds, the spec's timestamp format (always 4-digit years:
+    strftime's ``%Y`` writes year 5 as ``5`` on most platforms)."""
     utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+        f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_timestamp(text: str) -> datetime:

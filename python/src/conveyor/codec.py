@@ -10,31 +10,66 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from .errors import InvalidPayload, PayloadTooLarge
+from .errors import InvalidPayload, PayloadTooLarge, Refused
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_DEPTH = 64  # LIMIT-006: arrays and objects nest at most this deep
 TAGS = frozenset({"$bytes", "$datetime", "$date", "$decimal", "$uuid"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Values encoded as an array or an object (typed values are objects), so one level deeper.
+_CONTAINERS = (bytes, bytearray, memoryview, date, Decimal, uuid.UUID, Mapping, list, tuple)
 
 
-def encode(value: Any, path: str = "payload") -> Any:
-    """Turn a Python value into the JSON value stored with a request."""
-    if value is None or isinstance(value, bool | int | str):
-        if isinstance(value, str) and "\x00" in value:
-            raise InvalidPayload(
-                f"{path} contains U+0000, which some databases cannot store; "
-                "remove it or send the data as bytes"
-            )
+def check_text(value: str, path: str, error: type[Refused] = InvalidPayload) -> None:
+    """LIMIT-003 / LIMIT-007: no U+0000 and no lone surrogate, which UTF-8 cannot carry.
+
+    In a Python string every surrogate code point is unpaired (a pair is one code point).
+    """
+    if "\x00" in value:
+        raise error(
+            f"{path} contains U+0000, which some databases cannot store; "
+            "remove it or send the data as bytes"
+        )
+    if not value.isascii() and _SURROGATE.search(value):
+        raise error(
+            f"{path} contains a lone surrogate (U+D800 to U+DFFF), which is no Unicode "
+            "character and cannot be written as UTF-8; decode the text it came from properly "
+            "(for example bytes.decode('utf-8', errors='replace')) before publishing"
+        )
+
+
+def _too_deep(path: str) -> InvalidPayload:
+    return InvalidPayload(
+        f"{path} nests arrays and objects more than {MAX_DEPTH} deep, the limit every "
+        "implementation reads (LIMIT-006); flatten it, or store the data elsewhere and pass a "
+        "reference"
+    )
+
+
+def encode(value: Any, path: str = "payload", depth: int = 0) -> Any:
+    """Turn a Python value into the JSON value stored with a request.
+
+    ``depth`` is how many arrays and objects enclose ``value``; one whose encoding would
+    nest deeper than :data:`MAX_DEPTH` is refused before any recursion gets deep.
+    """
+    if isinstance(value, str):
+        check_text(value, path)
+        return value
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidPayload(f"{path} is {value!r}; JSON has no NaN or infinity")
         return value
+    if depth >= MAX_DEPTH and isinstance(value, _CONTAINERS):
+        raise _too_deep(path)
     if isinstance(value, bytes | bytearray | memoryview):
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, datetime):
@@ -59,15 +94,32 @@ def encode(value: Any, path: str = "payload") -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidPayload(f"{path} has a non-string key {key!r}; JSON keys are strings")
-            encode(key, f"{path} key")
-            encoded[key] = encode(item, f"{path}.{key}")
+            check_text(key, f"{path} key")
+            encoded[key] = encode(item, f"{path}.{key}", depth + 1)
         return encoded
     if isinstance(value, list | tuple):
-        return [encode(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        return [encode(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)]
     raise InvalidPayload(
         f"{path} is a {type(value).__name__}, which the JSON codec cannot carry; "
         "send plain JSON types, bytes, date/datetime, Decimal or UUID"
     )
+
+
+def check_json(value: Any, path: str = "payload", depth: int = 0) -> None:
+    """The rules of :func:`encode` that an already-encoded JSON value must follow:
+    LIMIT-003 (strings, member names), LIMIT-006 (depth) and LIMIT-007 (surrogates)."""
+    if isinstance(value, str):
+        check_text(value, path)
+    elif isinstance(value, list | dict):
+        if depth >= MAX_DEPTH:
+            raise _too_deep(path)
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                check_json(item, f"{path}[{index}]", depth + 1)
+            return
+        for key, item in value.items():
+            check_text(key, f"{path} key")
+            check_json(item, f"{path}.{key}", depth + 1)
 
 
 def decode(value: Any) -> Any:

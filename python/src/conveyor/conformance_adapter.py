@@ -101,15 +101,9 @@ class RecordingNotifier:
 
 
 def _check_typed_values(value: Any, path: str) -> None:
-    """The codec's rules for a payload that arrives already encoded as JSON.
-
-    LIMIT-003: no U+0000 in strings or member names; CODEC-004: a typed value must have the
-    stated form. (Application values get these checks from :func:`codec.encode`.)
+    """CODEC-004 for a payload that arrives already encoded as JSON: a typed value must have
+    the stated form. (:func:`codec.check_json` checks its strings and depth first.)
     """
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidPayload(f"{path} contains U+0000, which some databases cannot store")
-        return
     if isinstance(value, list):
         for index, item in enumerate(value):
             _check_typed_values(item, f"{path}[{index}]")
@@ -127,8 +121,6 @@ def _check_typed_values(value: Any, path: str) -> None:
                 raise InvalidPayload(f"{path}: {raw!r} is not a valid {tag}: {error}") from None
             return
     for key, item in value.items():
-        if "\x00" in key:
-            raise InvalidPayload(f"{path} has a member name with U+0000")
         _check_typed_values(item, f"{path}.{key}")
 
 
@@ -169,10 +161,12 @@ def publish_options(document: Json) -> tuple[list[Call], PublishOptions, list[An
     validate_publish_request(document)
     payloads = [request.get("payload") for request in document["requests"]]
     for index, payload in enumerate(payloads):
+        codec.check_json(payload, f"requests[{index}].payload")
         _check_typed_values(payload, f"requests[{index}].payload")
         codec.check_size(payload, f"requests[{index}].payload")
     metadata = document.get("metadata")
     if metadata is not None:
+        codec.check_json(metadata, "metadata")
         _check_typed_values(metadata, "metadata")
     calls = [Call(request["type"], None) for request in document["requests"]]
     options = PublishOptions(

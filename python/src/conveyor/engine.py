@@ -76,6 +76,7 @@ def _error_of(firing: Firing, attempt: int, request: int | None) -> JobError | N
         attempt=attempt,
         request=request,
         at=firing.now,
+        traceback=error.get("traceback"),
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import codec
+from . import codec, failures
 from .errors import ConveyorError, JobTimeout, StaleLease, UnknownType
 from .eventloop import LoopThread
 from .handlers import HandlerRegistry, JobContext
@@ -52,9 +52,23 @@ class Performed:
     die: bool
 
 
-def _error(kind: str, error: BaseException) -> dict[str, Any]:
-    message = str(error) or type(error).__name__
-    return {"kind": kind, "message": message[:4096], "type": type(error).__qualname__}
+def _error(
+    kind: str, error: BaseException, traceback_of: BaseException | None = None
+) -> dict[str, Any]:
+    """The recorded error: message and type bounded, with the traceback (OUT-009)."""
+    return failures.record(kind, error, traceback_of)
+
+
+def _refused_its_arguments(error: BaseException) -> bool:
+    """A TypeError raised by the call of the handler itself, before any of its code ran.
+
+    The arguments were bound to the signature ``inspect`` reports, so the function cannot
+    be called the way that signature says (``functools.wraps`` shows the wrapped function's
+    signature over a wrapper that takes other arguments). Its traceback then holds the
+    caller's frame only; an error raised inside the handler has the handler's frames too.
+    """
+    tb = error.__traceback__
+    return isinstance(error, TypeError) and tb is not None and tb.tb_next is None
 
 
 def _nothing_to_run(job: Job) -> Report:
@@ -303,7 +317,7 @@ class JobRunner:
             for hook in self.host.hooks.before:
                 hook(job)
         except Exception as error:
-            log.warning("job %s: a before_job hook raised %r", job.id, error)
+            log.warning("job %s: a before_job hook raised %s", job.id, failures.log_text(error))
             return classify(error)
         return None
 
@@ -389,18 +403,41 @@ class JobRunner:
             serial_group=job.serial_group,
             worker_id=self.worker_id,
         )
+        # OUT-003: a payload that cannot be decoded, or does not fit the handler, is a
+        # programming error: permanent, never retried.
         try:
-            bound = handler.bind(codec.decode(request.payload), context)
-        except TypeError as error:
-            problem = PermanentError(
-                f"payload does not fit handler {request.type!r}: {error}; publish a payload "
-                "whose keys match the handler's parameters"
+            payload = codec.decode(request.payload)
+        except Exception as error:
+            return self._unfit(
+                job,
+                request.type,
+                f"the payload cannot be decoded ({failures.log_text(error)}): a typed value in "
+                "it is malformed (spec.md#codec); publish it again with a valid one",
             )
-            return Report("fail_permanently", {"error": _error("permanent", problem)})
+        try:
+            bound = handler.bind(payload, context)
+        except (TypeError, ValueError) as error:  # ValueError: no signature inspect can read
+            return self._unfit(
+                job,
+                request.type,
+                f"payload does not fit handler {request.type!r}: {failures.cut(str(error), 500)}; "
+                "publish a payload whose keys match the handler's parameters (a dict is passed "
+                "as keyword arguments, any other value as the one positional argument)",
+            )
         return _Call(handler.function, bound.args, bound.kwargs, handler.is_async)
 
     def _failure(self, job: Job, index: int, error: Exception) -> Report:
         """The report of a handler that raised ``error``, after the on_error hooks."""
+        request_type = job.requests[index].type
+        if _refused_its_arguments(error):
+            return self._unfit(
+                job,
+                request_type,
+                f"handler {request_type!r} refused the arguments its signature accepts: "
+                f"{failures.cut(str(error), 500)}; a decorator that hides the signature must "
+                "pass every argument on (use functools.wraps and *args, **kwargs)",
+                error,
+            )
         report = classify(error)
         if report.event != "wait":
             for hook in self.host.hooks.error:
@@ -413,8 +450,25 @@ class JobRunner:
                 except Exception:
                     log.exception("on_error hook %r raised; ignored", hook)
         if not isinstance(error, PermanentError | TemporaryError | Waiting | Die):
-            log.warning("job %s request %s failed: %r", job.id, job.requests[index].type, error)
+            recorded = report.params.get("error") or {}
+            log.warning(
+                "job %s request %s failed at attempt %s:\n%s",
+                job.id,
+                request_type,
+                job.attempts,
+                (recorded.get("traceback") or failures.log_text(error)).rstrip("\n"),
+            )
         return report
+
+    @staticmethod
+    def _unfit(
+        job: Job, request_type: str, message: str, cause: BaseException | None = None
+    ) -> Report:
+        """A permanent error for a request that cannot run as published (OUT-003), logged
+        once; ``cause``'s traceback is recorded with it."""
+        problem = PermanentError(message)
+        log.warning("job %s request %s cannot run: %s", job.id, request_type, message)
+        return Report("fail_permanently", {"error": _error("permanent", problem, cause)})
 
     @staticmethod
     def _call_hook(hook: Callable[..., Any], *args: Any) -> None:

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
-from .specfiles import load_json, schema_id, schema_registry
+from . import schemacheck
+from .schemacheck import ecma_pattern
+from .specfiles import load_json
 
 
 @dataclass(frozen=True)
@@ -35,20 +35,8 @@ class Limits:
     known_keys: frozenset[str]
 
 
-@functools.cache
-def ecma_pattern(pattern: str) -> re.Pattern[str]:
-    """A JSON Schema (ECMA-262) pattern, compiled for Python's ``re.search``.
-
-    ECMA's ``$`` matches only at the end of the input; Python's also matches before a final
-    newline, which would accept a label or queue name ending in a newline.
-    """
-    if pattern.endswith("$") and not pattern.endswith("\\$"):
-        pattern = pattern[:-1] + r"\Z"
-    return re.compile(pattern)
-
-
 def _pattern(schema: dict[str, Any]) -> re.Pattern[str]:
-    # JSON Schema patterns are ECMA-262 regexes, unanchored; those used here are anchored.
+    # JSON Schema patterns are ECMA-262 regexes; those used here are anchored (^...$).
     return ecma_pattern(schema["pattern"])
 
 
@@ -75,10 +63,7 @@ def limits() -> Limits:
 
 @functools.cache
 def _policy_is_valid(items: tuple[tuple[str, Any], ...]) -> bool:
-    validator = Draft202012Validator(
-        {"$ref": schema_id("retry-policy")}, registry=schema_registry()
-    )
-    return validator.is_valid(dict(items))
+    return schemacheck.validator("retry-policy").is_valid(dict(items))
 
 
 def _policy_ok(value: Any) -> bool:
@@ -95,8 +80,8 @@ def _labels_ok(values: Any, pattern: re.Pattern[str], most: int) -> bool:
     return (
         isinstance(values, list)
         and len(values) <= most
-        and len(set(values)) == len(values)
-        and all(isinstance(v, str) and pattern.match(v) for v in values)
+        and all(isinstance(v, str) and pattern.fullmatch(v) for v in values)
+        and len(set(values)) == len(values)  # hashable: every item is a string
     )
 
 
@@ -112,20 +97,20 @@ def surely_valid(document: dict[str, Any]) -> bool:
         if not isinstance(request, dict) or not set(request) <= {"type", "payload"}:
             return False
         kind = request.get("type")
-        if not isinstance(kind, str) or not lim.request_type.match(kind):
+        if not isinstance(kind, str) or not lim.request_type.fullmatch(kind):
             return False
     checks = (
-        ("queue", lambda v: isinstance(v, str) and lim.queue.match(v)),
+        ("queue", lambda v: isinstance(v, str) and lim.queue.fullmatch(v)),
         (
             "priority",
             lambda v: type(v) is int and lim.priority_min <= v <= lim.priority_max,
         ),
-        ("available_at", lambda v: isinstance(v, str) and lim.timestamp.match(v)),
+        ("available_at", lambda v: isinstance(v, str) and lim.timestamp.fullmatch(v)),
         ("delay_ms", lambda v: type(v) is int and v >= 0),
-        ("serial_group", lambda v: isinstance(v, str) and lim.label.match(v)),
-        ("identifier", lambda v: isinstance(v, str) and lim.label.match(v)),
+        ("serial_group", lambda v: isinstance(v, str) and lim.label.fullmatch(v)),
+        ("identifier", lambda v: isinstance(v, str) and lim.label.fullmatch(v)),
         ("unique", lambda v: isinstance(v, bool)),
-        ("batch_id", lambda v: isinstance(v, str) and lim.job_id.match(v)),
+        ("batch_id", lambda v: isinstance(v, str) and lim.job_id.fullmatch(v)),
         ("tags", lambda v: _labels_ok(v, lim.label, lim.max_tags)),
         ("depends_on", lambda v: _labels_ok(v, lim.job_id, lim.max_dependencies)),
         ("metadata", lambda v: isinstance(v, dict)),

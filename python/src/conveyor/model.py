@@ -39,12 +39,17 @@ def replace(record: Record, /, **changes: Any) -> Record:
 
 @dataclass(frozen=True)
 class JobError:
+    """An error recorded on a job (schemas/error.schema.json): its kind, message (at most 4096
+    characters), class name and, for a handler's error, its traceback (at most 8192 characters,
+    keeping the end where it was raised: OUT-009)."""
+
     kind: str
     message: str
     type: str | None = None
     attempt: int = 0
     request: int | None = None
     at: datetime | None = None
+    traceback: str | None = None  # OUT-009: where the error arose, bounded
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -57,6 +62,8 @@ class JobError:
             data["request"] = self.request
         if self.at is not None:
             data["at"] = format_timestamp(self.at)
+        if self.traceback is not None:
+            data["traceback"] = self.traceback
         return data
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Protocol
 
+from .failures import LOG_LIMIT, cut
 from .model import Job
 
 log = logging.getLogger("conveyor.notify")
@@ -20,7 +21,7 @@ class Notifier(Protocol):
 
 
 def describe(kind: str, job: Job) -> str:
-    error = job.last_error.message if job.last_error else "no error recorded"
+    error = cut(job.last_error.message, LOG_LIMIT) if job.last_error else "no error recorded"
     types = ", ".join(r.type for r in job.requests)
     if kind == "threshold":
         return (

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .errors import ConfigurationError
 
 MAX_PRIORITY = 32767
-_RANGE = re.compile(r"^(?P<low>\d+)?(?P<dash>-)?(?P<high>\d+)?$")
+_RANGE = re.compile(r"(?P<low>[0-9]+)?(?P<dash>-)?(?P<high>[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class PriorityRange:
         """Parse the CLI form; ``None`` or an empty string means every priority."""
         if text is None or not text.strip():
             return cls()
-        match = _RANGE.match(text.strip())
+        match = _RANGE.fullmatch(text.strip())
         if not match or (match["low"] is None and match["high"] is None):
             raise ConfigurationError(
                 f"priority range {text!r} is not one of N, A-B, A- or -B (e.g. 10, 20-40, 25-, -20)"

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterator, Sequence
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError, validators
-from referencing import Registry
-from referencing.jsonschema import DRAFT202012
-
-from . import codec
+from . import codec, schemacheck
 from .clock import duration_ms, format_timestamp, truncate_ms
 from .errors import ConfigurationError, InvalidPayload, InvalidRequest, PriorityNotAllowed
-from .fastcheck import ecma_pattern, surely_valid
+from .fastcheck import surely_valid
 from .handlers import HandlerRegistry
 from .model import Job, Request
 from .retry import RetryPolicy, resolve
-from .specfiles import schema_id, schema_registry
 
 
 @dataclass(frozen=True)
@@ -32,6 +28,12 @@ class Call:
 
 @dataclass(frozen=True)
 class PublishOptions:
+    """The options of a publish call (docs/guide/configuration.md#publish-options).
+
+    ``delay`` and ``recurring`` are a timedelta or seconds; ``tags`` and ``depends_on`` a
+    list of strings, or one string for a single tag or dependency.
+    """
+
     queue: str | None = None
     priority: int | None = None
     available_at: datetime | None = None
@@ -40,54 +42,154 @@ class PublishOptions:
     identifier: str | None = None
     unique: bool = False
     recurring: timedelta | float | None = None
-    depends_on: Sequence[str] = ()
+    depends_on: Sequence[str] | str = ()
     batch_id: str | None = None
     retry: str | RetryPolicy | dict[str, Any] | None = None
-    tags: Sequence[str] = ()
+    tags: Sequence[str] | str = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> PublishOptions:
+        """Options from keyword arguments; an unknown name is refused, naming the known ones."""
+        unknown = sorted(set(options) - _OPTION_NAMES)
+        if unknown:
+            raise InvalidRequest(
+                f"unknown publish option(s) {', '.join(map(repr, unknown))}; the options are "
+                f"{', '.join(sorted(_OPTION_NAMES | {'batch', 'connection'}))}"
+            )
+        return cls(**options)
+
+
+_OPTION_NAMES = frozenset(PublishOptions.__dataclass_fields__)
 
 
 @functools.lru_cache(maxsize=256)
-def _policy_document(policy: RetryPolicy) -> dict[str, Any]:
+def _cached_policy_document(policy: RetryPolicy) -> dict[str, Any]:
     """A policy's publish-request form, built once per policy (the validator only reads it)."""
     return policy.to_dict()
 
 
-def _ms(value: timedelta | float) -> int:
-    return duration_ms(value)
+def _policy_document(policy: RetryPolicy) -> dict[str, Any]:
+    try:
+        return _cached_policy_document(policy)
+    except TypeError:  # a field holds an unhashable value: the schema check names it
+        return policy.to_dict()
 
 
-@functools.cache
-def _publish_validator() -> Draft202012Validator:
-    validator = validators.extend(  # type: ignore[no-untyped-call]
-        Draft202012Validator, {"pattern": _ecma_pattern_keyword}
-    )
-    # Without "$schema" in the resources, $ref keeps this validator class instead of
-    # switching to the stock 2020-12 one (whose pattern uses Python's "$").
-    registry: Registry[Any] = Registry().with_resources(
-        (uri, DRAFT202012.create_resource(_without_dialect(schema_registry()[uri].contents)))
-        for uri in schema_registry()
-    )
-    return validator({"$ref": schema_id("publish")}, registry=registry)  # type: ignore[no-any-return]
+# The latest instant a spec timestamp can hold (four-digit years).
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
 
 
-def _without_dialect(contents: Any) -> Any:
-    return {key: value for key, value in contents.items() if key != "$schema"}
+def _duration_ms(name: str, value: Any, now: datetime) -> int:
+    """A duration option (timedelta or seconds) in whole milliseconds that still leaves
+    ``now`` plus it a timestamp; InvalidRequest for anything else."""
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise InvalidRequest(
+            f"{name} must be a timedelta or a number of seconds, not {type(value).__name__}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(f"{name} is {value!r}; pass a finite number of seconds or a timedelta")
+    try:
+        ms = value * 1000 if isinstance(value, int) else duration_ms(value)
+    except OverflowError:
+        ms = _TOO_LONG
+    if ms < 0:
+        raise InvalidRequest(f"{name} is negative ({value!r}); pass 0 or more (JOB-004)")
+    if ms > (LATEST - now) // timedelta(milliseconds=1):
+        raise InvalidRequest(
+            f"{name} of {value!r} reaches beyond {format_timestamp(LATEST)}, the latest instant "
+            "a timestamp holds; pass a shorter one"
+        )
+    return int(ms)
 
 
-def _ecma_pattern_keyword(
-    validator: Any, pattern: str, instance: Any, schema: Any
-) -> Iterator[ValidationError]:
-    """The ``pattern`` keyword with ECMA-262 ``$`` (end of input, not before a newline)."""
-    if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(instance):
-        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+_TOO_LONG = 2**63  # longer than any timedelta: refused by the bound check
+
+
+def _available_at(options: PublishOptions, now: datetime) -> datetime:
+    """JOB-004: the given instant (aware, in UTC), or now plus the delay, or now."""
+    moment = options.available_at
+    if moment is not None and options.delay is not None:
+        raise InvalidRequest("pass available_at or delay, not both (JOB-004)")
+    if options.delay is not None:
+        return now + timedelta(milliseconds=_duration_ms("delay", options.delay, now))
+    if moment is None:
+        return now
+    if not isinstance(moment, datetime):
+        raise InvalidRequest(
+            f"available_at must be a timezone-aware datetime, not {type(moment).__name__}; "
+            "parse text first (datetime.fromisoformat) or pass delay= instead"
+        )
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidRequest("available_at must be timezone-aware (e.g. datetime.now(UTC))")
+    try:
+        return truncate_ms(moment.astimezone(UTC))
+    except OverflowError:
+        raise InvalidRequest(
+            f"available_at {moment!r} is outside the years 1 to 9999 in UTC; pass an instant "
+            "within them"
+        ) from None
+
+
+def _labels(name: str, value: Any) -> tuple[Any, ...]:
+    """``tags`` or ``depends_on`` as a tuple. A bare string is one label (``tags="vip"`` is
+    the tag ``vip``, never three one-letter tags); the items are checked by the schema."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Mapping | bytes | bytearray) or not isinstance(value, Iterable):
+        raise InvalidRequest(
+            f"{name} must be a list of strings (or one string), not {type(value).__name__}"
+        )
+    labels = tuple(value)
+    for index, label in enumerate(labels):
+        if not isinstance(label, str):
+            raise InvalidRequest(
+                f"{name}[{index}] is a {type(label).__name__}; {name} holds strings"
+                + (" (the ids publish returned)" if name == "depends_on" else "")
+            )
+    return labels
+
+
+def _calls(calls: Any) -> list[Call]:
+    if isinstance(calls, Call):
+        calls = [calls]
+    if isinstance(calls, str | bytes | Mapping) or not isinstance(calls, Iterable):
+        raise InvalidRequest(f"publish_job takes a list of Call, not {type(calls).__name__}")
+    listed = list(calls)
+    if not listed:
+        raise InvalidRequest("a job needs at least one request")
+    for index, call in enumerate(listed):
+        if not isinstance(call, Call):
+            raise InvalidRequest(
+                f"request {index} is a {type(call).__name__}; publish_job takes "
+                "Call(type, payload) items"
+            )
+    return listed
+
+
+def _policy(given: Any, handler_default: RetryPolicy | None) -> RetryPolicy:
+    """JOB-003: the given policy (a preset name, a RetryPolicy or its dict), else the
+    handler's, else the default preset."""
+    if given is None:
+        return handler_default or resolve(None)
+    if not isinstance(given, str | RetryPolicy | dict):
+        raise InvalidRequest(
+            f"retry must be a preset name, a RetryPolicy or a dict of its fields, not "
+            f"{type(given).__name__}"
+        )
+    try:
+        return resolve(given)
+    except ConfigurationError as error:  # JOB-003: an unknown preset name is refused
+        raise InvalidRequest(str(error)) from None
 
 
 def validate_publish_request(document: dict[str, Any]) -> None:
     """Raise InvalidPayload / InvalidRequest naming the first problem the schema finds."""
     if surely_valid(document):
         return
-    errors = sorted(_publish_validator().iter_errors(document), key=lambda e: list(e.path))
+    errors = sorted(
+        schemacheck.validator("publish").iter_errors(document), key=lambda e: list(e.path)
+    )
     if not errors:
         return
     error = min(errors, key=lambda e: len(list(e.path)))
@@ -99,6 +201,35 @@ def validate_publish_request(document: dict[str, Any]) -> None:
     if "payload" in error.absolute_path:
         raise InvalidPayload(message)
     raise InvalidRequest(message + " (see spec/schemas/publish.schema.json)")
+
+
+def _check_plain(value: Any, path: str) -> None:
+    """Options reach the schema validator as plain JSON values only: it compares and sorts
+    what it is given, and a Decimal('sNaN') or an object would raise from inside it."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{path}[{index}]")
+        return
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        for key, item in value.items():
+            _check_plain(item, f"{path}.{key}")
+        return
+    raise InvalidRequest(
+        f"{path} is a {type(value).__name__}, which is not a value of a publish option; "
+        "see PublishOptions for the type of each option"
+    )
+
+
+def _check_labels(document: dict[str, Any]) -> None:
+    """LIMIT-007 for the labels, whose schema pattern lets lone surrogates through."""
+    for name in ("serial_group", "identifier"):
+        if isinstance(document.get(name), str):
+            codec.check_text(document[name], name, InvalidRequest)
+    for index, tag in enumerate(document["tags"]):
+        if isinstance(tag, str):
+            codec.check_text(tag, f"tags[{index}]", InvalidRequest)
 
 
 class JobFactory:
@@ -121,8 +252,7 @@ class JobFactory:
     def build(self, calls: Sequence[Call], options: PublishOptions, now: datetime) -> Job:
         # ERR-001: schema and limit violations are reported before an unknown type or a
         # refused priority, so the handler's defaults stand in only once its type is known.
-        if not calls:
-            raise InvalidRequest("a job needs at least one request")
+        calls = _calls(calls)
         payloads = [
             codec.encode(call.payload, f"requests[{index}].payload")
             for index, call in enumerate(calls)
@@ -130,29 +260,16 @@ class JobFactory:
         for index, payload in enumerate(payloads):
             codec.check_size(payload, f"requests[{index}].payload")
         # An unknown type is refused further down; until then neutral defaults stand in.
-        first = self.handlers.get(calls[0].type) if calls[0].type in self.handlers else None
-        try:
-            if options.retry is not None:
-                policy = resolve(options.retry)
-            else:
-                policy = first.retry_policy if first else resolve(None)
-        except ConfigurationError as error:  # JOB-003: an unknown preset name is refused
-            raise InvalidRequest(str(error)) from None
+        kind = calls[0].type
+        first = self.handlers.get(kind) if isinstance(kind, str) and kind in self.handlers else None
+        policy = _policy(options.retry, first.retry_policy if first else None)
         queue = options.queue if options.queue is not None else first.queue if first else "default"
         priority = (
             options.priority if options.priority is not None else first.priority if first else 0
         )
-        if options.available_at is not None and options.delay is not None:
-            raise InvalidRequest("pass available_at or delay, not both")
-        if options.available_at is not None and options.available_at.tzinfo is None:
-            raise InvalidRequest("available_at must be timezone-aware (e.g. datetime.now(UTC))")
-        available_at = options.available_at or now
-        if options.delay is not None:
-            if _ms(options.delay) < 0:
-                raise InvalidRequest(
-                    f"delay is negative ({options.delay!r}); pass a delay of 0 or more (JOB-004)"
-                )
-            available_at = now + timedelta(milliseconds=_ms(options.delay))
+        available_at = _available_at(options, now)
+        tags = _labels("tags", options.tags)
+        depends_on = _labels("depends_on", options.depends_on)
         document: dict[str, Any] = {
             "requests": [
                 {"type": call.type, "payload": payload}
@@ -162,16 +279,21 @@ class JobFactory:
             "priority": priority,
             "available_at": format_timestamp(available_at),
             "unique": options.unique,
-            "depends_on": list(options.depends_on),
+            "depends_on": list(depends_on),
             "retry_policy": _policy_document(policy),
-            "tags": list(options.tags),
+            "tags": list(tags),
             "metadata": codec.encode(options.metadata, "metadata"),
         }
         for name in ("serial_group", "identifier", "batch_id"):
             if getattr(options, name) is not None:
                 document[name] = getattr(options, name)
         if options.recurring is not None:
-            document["recurring"] = {"interval_ms": _ms(options.recurring)}
+            interval_ms = _duration_ms("recurring", options.recurring, now)
+            document["recurring"] = {"interval_ms": interval_ms}
+        for name, value in document.items():
+            if name not in ("requests", "metadata"):  # encoded by the codec already
+                _check_plain(value, name)
+        _check_labels(document)
         validate_publish_request(document)
         if options.unique and options.recurring is not None:
             raise InvalidRequest("a job cannot be both unique and recurring (spec UNIQ rules)")
@@ -188,7 +310,7 @@ class JobFactory:
             queue=queue,
             priority=priority,
             state=self.initial_job_state,
-            available_at=truncate_ms(available_at.astimezone(UTC)),
+            available_at=available_at,
             created_at=now,
             updated_at=now,
             retry_policy=policy,
@@ -200,8 +322,8 @@ class JobFactory:
             identifier=options.identifier,
             unique=options.unique,
             recurring_interval_ms=document.get("recurring", {}).get("interval_ms"),
-            depends_on=tuple(options.depends_on),
+            depends_on=depends_on,
             batch_id=options.batch_id,
-            tags=tuple(options.tags),
+            tags=tags,
             metadata=document["metadata"],
         )

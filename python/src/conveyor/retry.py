@@ -66,6 +66,7 @@ class RetryPolicy:
 
 
 _FIELDS = tuple(field.name for field in fields(RetryPolicy))
+_REQUIRED = frozenset({"backoff", "initial_delay_ms", "max_delay_ms"})
 
 
 def presets() -> dict[str, RetryPolicy]:
@@ -82,6 +83,18 @@ def resolve(policy: str | RetryPolicy | dict[str, Any] | None) -> RetryPolicy:
     if isinstance(policy, RetryPolicy):
         return policy
     if isinstance(policy, dict):
+        unknown = sorted(map(repr, set(policy) - set(_FIELDS)))
+        missing = sorted(_REQUIRED - set(policy))
+        if unknown or missing:
+            raise ConfigurationError(
+                f"a retry policy given as a dict has the fields {', '.join(_FIELDS)} "
+                f"({', '.join(sorted(_REQUIRED))} required); "
+                + (
+                    f"unknown: {', '.join(unknown)}"
+                    if unknown
+                    else f"missing: {', '.join(missing)}"
+                )
+            )
         return RetryPolicy.from_dict(policy)
     name = policy or default_preset_name()
     known = presets()

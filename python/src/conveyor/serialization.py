@@ -19,6 +19,7 @@ def error_from_dict(data: dict[str, Any] | None) -> JobError | None:
         attempt=data.get("attempt", 0),
         request=data.get("request"),
         at=parse_timestamp(data["at"]) if data.get("at") else None,
+        traceback=data.get("traceback"),
     )
 
 

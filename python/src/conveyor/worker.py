@@ -27,7 +27,7 @@ from .errors import ConfigurationError, Refused
 from .execution import Executed, JobRunner, Performed, Report, resident_memory, timed_out
 from .model import Job
 from .priority import PriorityRange
-from .resilience import Backoff, is_connection_error
+from .resilience import Backoff, describe, is_transient
 from .source import JobSource
 
 log = logging.getLogger("conveyor.worker")
@@ -227,15 +227,10 @@ class Worker(WorkerControl):
                 self._turn()
                 backoff.reset()
             except Exception as error:
-                if not is_connection_error(error):
+                if not is_transient(error):
                     raise
                 delay = backoff.next_delay()
-                log.warning(
-                    "database unavailable (%s: %s); retrying in %.1f s",
-                    type(error).__name__,
-                    str(error).splitlines()[0][:200],
-                    delay,
-                )
+                log.warning("%s; retrying in %.1f s", describe(error), delay)
                 self._stop.wait(delay)
 
     def _turn(self) -> None:
@@ -358,9 +353,12 @@ class Worker(WorkerControl):
     def _lost(job_id: str, error: BaseException) -> None:
         """A job whose run failed outside its handlers (its outcome is unknown): its lease
         lapses and it is rescued; the worker goes on."""
-        if is_connection_error(error):
-            reason = f"the database went away while it ran ({str(error).splitlines()[0][:200]})"
-            log.warning("job %s: %s; it is retried once its lease expires", job_id, reason)
+        if is_transient(error):
+            log.warning(
+                "job %s: its outcome is unknown (%s); it is retried once its lease expires",
+                job_id,
+                describe(error),
+            )
         elif isinstance(error, Refused):
             log.warning("job %s: %s; its result is discarded", job_id, error)
         else:
@@ -455,7 +453,7 @@ class Worker(WorkerControl):
         try:
             claimed = self.source.claim(0, pending)
         except Exception as error:
-            if not (isinstance(error, Refused) or is_connection_error(error)):
+            if not (isinstance(error, Refused) or is_transient(error)):
                 self.runner.hold(pending)
                 self._pending = pending + self._pending
                 raise

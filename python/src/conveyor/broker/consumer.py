@@ -46,7 +46,7 @@ from ..clock import duration_ms
 from ..errors import BrokerUnavailable, ConfigurationError
 from ..execution import Executed, resident_memory
 from ..lifecycle import Outcome
-from ..resilience import Backoff, is_connection_error
+from ..resilience import Backoff, describe, is_transient
 from ..worker import WorkerControl, WorkerOptions, WorkerStats
 from .amqp import CONTROL_ARGUMENTS
 from .body import bounded
@@ -398,9 +398,9 @@ class BrokerConsumer(WorkerControl):
         try:
             self._maybe_rescue()
         except Exception as error:
-            if not is_connection_error(error):
+            if not is_transient(error):
                 raise
-            log.warning("could not rescue expired leases: %s", str(error).splitlines()[0][:200])
+            log.warning("could not rescue expired leases: %s", describe(error))
 
     def _lost(self, error: BaseException) -> None:
         log.warning(
@@ -545,13 +545,13 @@ class BrokerConsumer(WorkerControl):
             try:
                 executed = self.runner.run(job)
             except Exception as error:
-                if not is_connection_error(error):
+                if not is_transient(error):
                     raise
                 log.warning(
-                    "job %s: the database went away while recording its outcome (%s); its "
-                    "lease will expire and it will be retried",
+                    "job %s: its outcome could not be recorded (%s); its lease will expire "
+                    "and it will be retried",
                     job.id,
-                    str(error).splitlines()[0][:200],
+                    describe(error),
                 )
                 continue
             self._post("ran", executed, wake=False)
@@ -586,15 +586,10 @@ class BrokerConsumer(WorkerControl):
             try:
                 return claim()
             except Exception as error:
-                if not is_connection_error(error):
+                if not is_transient(error):
                     raise
                 delay = backoff.next_delay()
-                log.warning(
-                    "database unavailable (%s: %s); retrying in %.1f s",
-                    type(error).__name__,
-                    str(error).splitlines()[0][:200],
-                    delay,
-                )
+                log.warning("%s; retrying in %.1f s", describe(error), delay)
                 if self._stop.wait(delay):
                     return None
 

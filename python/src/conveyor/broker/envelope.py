@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
+from .. import schemacheck
 from ..clock import format_timestamp, parse_timestamp
 from ..errors import ConveyorError
 from ..model import Job
-from ..specfiles import schema_id, schema_registry, wire_version
+from ..specfiles import wire_version
 from .body import bounded, json_document, json_type
 
 
@@ -22,16 +20,10 @@ class InvalidEnvelope(ConveyorError):
     """A broker message that is not a Conveyor envelope (it is acknowledged and ignored)."""
 
 
-@functools.cache
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator({"$ref": schema_id("envelope")}, registry=schema_registry())
-
-
 _FIELDS = frozenset(("specversion", "job_id", "queue", "priority", "published_at"))
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _QUEUE = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
-_VERSION = re.compile(r"[0-9]+\.[0-9]+")
 
 
 def _surely_valid(document: Any) -> bool:
@@ -40,8 +32,7 @@ def _surely_valid(document: Any) -> bool:
     return (
         isinstance(document, dict)
         and document.keys() == _FIELDS
-        and isinstance(document["specversion"], str)
-        and _VERSION.fullmatch(document["specversion"]) is not None
+        and document["specversion"] == wire_version()
         and isinstance(document["job_id"], str)
         and _JOB_ID.fullmatch(document["job_id"]) is not None
         and isinstance(document["queue"], str)
@@ -51,6 +42,19 @@ def _surely_valid(document: Any) -> bool:
         and isinstance(document["published_at"], str)
         and _TIMESTAMP.fullmatch(document["published_at"]) is not None
     )
+
+
+def _check_version(specversion: str) -> None:
+    """VER-003: another major version, or a higher minor one, is not processed."""
+    # Leading zeros go first, and overlong numbers never reach int() (Python refuses
+    # thousands of digits, and no version has them).
+    major, minor = (part.lstrip("0") or "0" for part in specversion.split("."))
+    ours_major, ours_minor = (int(part) for part in wire_version().split("."))
+    if len(major) > 9 or int(major) != ours_major or len(minor) > 9 or int(minor) > ours_minor:
+        raise InvalidEnvelope(
+            f"specversion {specversion[:20]!r} is not one this consumer processes (major "
+            f"{ours_major}, minor up to {ours_minor}); upgrade the consumer to read it (VER-003)"
+        )
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class Envelope:
             problem = _schema_problem(document)
             if problem is not None:
                 raise InvalidEnvelope(problem)
+            _check_version(document["specversion"])
         stamp = document["published_at"]
         try:
             published_at = parse_timestamp(stamp)
@@ -110,7 +115,7 @@ class Envelope:
 def _schema_problem(document: dict[str, Any]) -> str | None:
     """The first schema violation of ``document``, in one short line, or None."""
     try:
-        problem = next(iter(_validator().iter_errors(document)), None)
+        problem = next(iter(schemacheck.validator("envelope").iter_errors(document)), None)
         if problem is None:
             return None
         where = "/".join(bounded(str(part), 40) for part in problem.absolute_path)

@@ -107,17 +107,19 @@ class BrokerMode:
 
     # -- handing over ---------------------------------------------------------------------
 
-    def after_commit(self, jobs: Sequence[Job]) -> None:
-        """Hand over what a committed operation made claimable; never raises."""
+    def after_commit(self, jobs: Sequence[Job]) -> dict[str, Job]:
+        """Hand over what a committed operation made claimable; never raises. Returns the
+        jobs it changed (left ``broker_failed``) by id, so a caller returns them as stored."""
         try:
-            self._after_commit(jobs)
+            return self._after_commit(jobs)
         except Exception:
             log.exception(
                 "handing jobs %s to RabbitMQ failed; the repair loop will hand them over",
                 ", ".join(job.id for job in jobs[:10]),
             )
+            return {}
 
-    def _after_commit(self, jobs: Sequence[Job]) -> None:
+    def _after_commit(self, jobs: Sequence[Job]) -> dict[str, Job]:
         now = self.app.now()
         envelopes: dict[str, Envelope] = {}
         groups: set[str] = set()
@@ -140,8 +142,9 @@ class BrokerMode:
                 )
             for job_id, queue, priority in related:
                 envelopes.setdefault(job_id, Envelope(job_id, queue, priority, now))
-        if envelopes:
-            self.hand_over(list(envelopes.values()))
+        if not envelopes:
+            return {}
+        return self._hand_over(list(envelopes.values()))[1]
 
     def after_caller_commit(self, connection: Any, jobs: Sequence[Job]) -> None:
         """Jobs published inside a caller's transaction: hand them over when it commits.
@@ -204,23 +207,27 @@ class BrokerMode:
 
     def hand_over(self, envelopes: Sequence[Envelope], force: bool = False) -> list[Failed]:
         """Publish envelopes; jobs not confirmed become broker_failed. Never raises."""
+        return self._hand_over(envelopes, force)[0]
+
+    def _hand_over(
+        self, envelopes: Sequence[Envelope], force: bool = False
+    ) -> tuple[list[Failed], dict[str, Job]]:
+        """:meth:`hand_over`, also returning the jobs marked ``broker_failed`` by id."""
         bands = self.bands()
         messages = [(self.route(envelope, bands), envelope) for envelope in envelopes]
         failures = self.broker.publish_routed(messages, force)
-        if failures:
-            self._mark_failed(failures)
-        return failures
+        return failures, (self._mark_failed(failures) if failures else {})
 
-    def _mark_failed(self, failures: Sequence[Failed]) -> None:
+    def _mark_failed(self, failures: Sequence[Failed]) -> dict[str, Job]:
         app = self.app
         now = app.now()
-        marked = 0
+        marked: dict[str, Job] = {}
         try:
             with app.store.transaction() as tx:
                 for failure in failures:
                     error = {"kind": "broker", "message": failure.reason[:4096]}
                     try:
-                        app.lifecycle.fire(
+                        outcome = app.lifecycle.fire(
                             tx,
                             failure.envelope.job_id,
                             "broker_publish_failed",
@@ -229,15 +236,15 @@ class BrokerMode:
                         )
                     except (InvalidTransition, StaleLease, JobNotFound):
                         continue  # claimed meanwhile, or not ready: nothing to record
-                    marked += 1
+                    marked[failure.envelope.job_id] = outcome.jobs[0]
         except Exception:
             log.exception("could not record broker_failed on %d job(s)", len(failures))
-            return
+            return {}
         with self._warned_lock:
-            self._unwarned += marked
+            self._unwarned += len(marked)
             now_mono = time.monotonic()
             if now_mono - self._warned_at < WARN_EVERY:
-                return
+                return marked
             count, self._unwarned, self._warned_at = self._unwarned, 0, now_mono
         log.warning(
             "%d job(s) were not handed to RabbitMQ (%s); they are broker_failed until the "
@@ -247,6 +254,7 @@ class BrokerMode:
             failures[0].reason,
             WARN_EVERY,
         )
+        return marked
 
     # -- repair loop ----------------------------------------------------------------------
 

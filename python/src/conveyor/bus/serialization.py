@@ -36,7 +36,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from .containers import describe
 from .errors import InvalidMessage, MessageNotRegistered, UnknownMessageVersion
 
-NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
 
 Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -82,7 +82,7 @@ class MessageSerializer:
                 f"{message_type!r} is not a dataclass; messages are @dataclass(frozen=True) "
                 "classes, so their fields can be encoded and checked"
             )
-        if not NAME_PATTERN.match(name):
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             raise InvalidMessage(
                 f"message name {name!r} is not valid: use letters, digits, '_', '-', '.', ':' "
                 "(1 to 128 characters, starting with a letter or '_'), e.g. 'sales.recalculate'"

@@ -99,7 +99,7 @@ if TYPE_CHECKING:  # click >= 8.2 types ParamType by value; older versions are n
 else:
     _IntParam = _StrParam = click.ParamType
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
 
 
 class ByteSize(_IntParam):
@@ -110,7 +110,7 @@ class ByteSize(_IntParam):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
-        match = _SIZE.match(str(value))
+        match = _SIZE.fullmatch(str(value))
         if not match:
             self.fail(f"{value!r} is not a size like 1048576, 512M or 1G", param, ctx)
         power = " kmgt".index(match[2].lower() or " ")

@@ -183,6 +183,15 @@ def job_panel(job: Job) -> Panel:
             kind = f"{error.kind} ({error.type})" if error.type else error.kind
             errors.add_row(when(error.at), str(error.attempt), kind, short(error.message, 300))
         parts.append(errors)
+    if job.last_error is not None and job.last_error.traceback:
+        parts.append(
+            Panel(
+                Text(job.last_error.traceback.rstrip("\n")),
+                title="Traceback of the last error",
+                title_align="left",
+                box=box.SIMPLE,
+            )
+        )
     return Panel(Group(*parts), title=f"job {job.id}: {types_of(job)}", title_align="left")
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.mysql import LONGTEXT
 from sqlalchemy.ext.compiler import compiles
 
 Id = BigInteger().with_variant(Integer, "sqlite")
-# JSON documents: MySQL/MariaDB TEXT holds only 64 KiB, payloads may be 1 MiB (LIMIT-004).
+# JSON documents: MySQL/MariaDB TEXT holds only 64 KiB, payloads may be 1 MiB (LIMIT-006).
 Json = Text().with_variant(LONGTEXT(), "mysql", "mariadb")
 
 

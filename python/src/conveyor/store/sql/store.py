@@ -56,6 +56,24 @@ IDLE_PING_SECONDS = 1.0
 COPY_THRESHOLD = 8
 
 
+_LARGEST_ID = 2**63 - 1  # BIGINT
+
+
+def row_id(text: object) -> int | None:
+    """The row a job or batch id names, or None when no row can have that id.
+
+    Ids are the decimal text of a BIGINT: ASCII digits, no leading zero. (``str.isdigit``
+    also takes ``"²"`` and ``"٣"``, and ``int("2" * 30)`` overflows the column: a database
+    error instead of "not found".)
+    """
+    if not isinstance(text, str) or not (0 < len(text) <= 19) or not text.isascii():
+        return None
+    if not text.isdigit() or text.startswith("0"):
+        return None
+    value = int(text)
+    return value if value <= _LARGEST_ID else None
+
+
 class SqlTransaction:
     def __init__(
         self,
@@ -161,19 +179,18 @@ class SqlTransaction:
         )
 
     def get_job(self, job_id: str) -> Job | None:
-        if not job_id.isdigit():
+        key = row_id(job_id)
+        if key is None:
             return None
         row = (
-            self.connection.execute(
-                select(self.tables.jobs).where(self.tables.jobs.c.id == int(job_id))
-            )
+            self.connection.execute(select(self.tables.jobs).where(self.tables.jobs.c.id == key))
             .mappings()
             .first()
         )
         return job_from_row(row) if row else None
 
     def get_jobs(self, job_ids: Collection[str]) -> list[Job]:
-        wanted = [int(i) for i in job_ids if str(i).isdigit()]
+        wanted = [key for key in map(row_id, job_ids) if key is not None]
         if not wanted:
             return []
         t = self.tables.jobs
@@ -232,7 +249,7 @@ class SqlTransaction:
         return job.state in self.states.claimable and job.available_at <= job.updated_at
 
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
-        if query.job_id is not None and not query.job_id.isdigit():
+        if query.job_id is not None and row_id(query.job_id) is None:
             return
         statement = self.claims.statement(query)
         parameters = self.claims.parameters(query, to_ms(now), limit)
@@ -293,7 +310,7 @@ class SqlTransaction:
         if query.identifier is not None:
             statement = statement.where(t.c.identifier == query.identifier)
         if query.batch_id is not None:
-            statement = statement.where(t.c.batch_id == int(query.batch_id))
+            statement = statement.where(t.c.batch_id == (row_id(query.batch_id) or -1))
         if query.tag is not None:
             tags = self.tables.tags
             statement = statement.where(
@@ -346,7 +363,7 @@ class SqlTransaction:
                     )
                 ).scalars()
             )
-        targets = [int(i) for i in dependencies_of if str(i).isdigit()]
+        targets = [key for key in map(row_id, dependencies_of) if key is not None]
         if targets:
             ids.update(
                 self.connection.execute(
@@ -427,10 +444,11 @@ class SqlTransaction:
         return replace(batch, id=str(batch_id))
 
     def get_batch(self, batch_id: str) -> Batch | None:
-        if not batch_id.isdigit():
+        key = row_id(batch_id)
+        if key is None:
             return None
         b = self.tables.batches
-        row = self.connection.execute(select(b).where(b.c.id == int(batch_id))).mappings().first()
+        row = self.connection.execute(select(b).where(b.c.id == key)).mappings().first()
         if row is None:
             return None
         return Batch(
