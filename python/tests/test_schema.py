@@ -117,6 +117,9 @@ def test_concurrent_first_use_creates_the_schema_once(backend: str, tmp_path: Pa
         _drop(url, prefix)
 
 
+_LATER_COLUMNS = ("timeout_ms",)  # added after version 1 (version 3)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
 def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
     backend: str, tmp_path: Path
@@ -133,6 +136,10 @@ def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
             connection.execute(
                 build_tables(prefix).schema.insert(), {"version": 1, "applied_at": 0}
             )
+            # Columns of later versions, for this library to write the v1 rows; dropped again
+            # below, so that the migration starts from the v1 layout with the data in it.
+            for column in _LATER_COLUMNS:
+                connection.exec_driver_sql(f"ALTER TABLE {prefix}jobs ADD COLUMN {column} BIGINT")
         engine.dispose()
         old = SqlStore(url, STATES, prefix, create_schema=False)
         app = Conveyor(store=old)
@@ -144,6 +151,9 @@ def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
         with old.engine.begin() as connection:  # the newest id gone: its number stays used
             connection.execute(old.tables.jobs.delete().where(old.tables.jobs.c.id == int(last.id)))
         assert old.schema_version() == 1
+        with old.engine.begin() as connection:
+            for column in _LATER_COLUMNS:
+                connection.exec_driver_sql(f"ALTER TABLE {prefix}jobs DROP COLUMN {column}")
         old.close()
 
         app = Conveyor(url, table_prefix=prefix)

@@ -39,6 +39,11 @@ NOT_TESTABLE: dict[str, str] = {
         "how an implementation classifies a handler's exceptions, a missing handler or an "
         "undecodable payload never crosses the protocol."
     ),
+    "TIMEOUT-003": (
+        "it governs what a worker does with the handler of an attempt it ended at its timeout; "
+        "the harness runs no handler and reports every outcome itself. The refusal of a late "
+        "report is LEASE-007's, checked there."
+    ),
     "BROKER-005": (
         "no protocol command runs the repair loop, which requeues jobs on its own schedule; "
         "the harness decides every state change."
@@ -56,6 +61,11 @@ NOT_TESTABLE: dict[str, str] = {
 
 #: Requirements the checks observe only in part: what they leave out.
 PARTLY_TESTABLE: dict[str, str] = {
+    "TIMEOUT-002": (
+        "the checks report the outcome `timeout` and observe how it is recorded; when a worker "
+        "decides that an attempt ran too long, and that it stops heart-beating, happens without "
+        "the harness (the library's own tests check it)."
+    ),
     "MACH-010": (
         "the checks see notifications delivered once per firing and never for a refused event; "
         "that a firing commits in one transaction, that a rolled-back one notifies nothing and "

@@ -61,6 +61,7 @@ FIXED_FIELDS = {
     "max_attempts": "JOB-003",
     "metadata": "JOB-008",
     "created_at": "JOB-001",
+    "timeout_ms": "TIMEOUT-001",
 }
 PRECEDENCE = {
     "invalid_request": 0,
@@ -193,6 +194,7 @@ class MJob:
     batch_id: str | None = None
     tags: list[str] = field(default_factory=list)
     metadata: Any = None  # None: not given, so not compared
+    timeout_ms: int | None = None
     lease_token: int = 0
     lease: dict[str, Any] | None = None
     last_error: Any = None
@@ -434,6 +436,8 @@ class Model:
         }
         if job.metadata is not None:
             document["metadata"] = job.metadata
+        if job.timeout_ms is not None:
+            document["timeout_ms"] = job.timeout_ms
         return document
 
     def batch_doc(self, batch: MBatch) -> dict[str, Any]:
@@ -584,6 +588,7 @@ class Model:
             batch_id=batch_id,
             tags=list(document.get("tags", [])),
             metadata=document.get("metadata"),
+            timeout_ms=document.get("timeout_ms", defaults.get("timeout_ms")),
         )
 
     def _check_features(self, document: dict[str, Any]) -> None:
@@ -596,10 +601,12 @@ class Model:
             "multi_request": len(document.get("requests", [])) > 1,
             "batches": document.get("batch_id") is not None,
             "tags": bool(document.get("tags")),
+            "timeouts": document.get("timeout_ms") is not None,
         }
         for feature, used in uses.items():
             if used and feature not in self.features:
-                raise Refusal("invalid_request", "VER-001", f"feature {feature} is not claimed")
+                rule = "VER-004" if feature == "timeouts" else "VER-001"
+                raise Refusal("invalid_request", rule, f"feature {feature} is not claimed")
 
     def _resolve_policy(self, given: Any) -> dict[str, Any]:
         if given is None:
@@ -747,6 +754,9 @@ class Model:
             event = "wait"
             if outcome.get("delay_ms") is not None:
                 params["delay_ms"] = outcome["delay_ms"]
+        elif kind == "timeout":  # TIMEOUT-002: a temporary error of its own kind
+            event = "fail_temporarily"
+            params["error"] = outcome.get("error") or {"kind": "timeout", "message": ANY}
         else:
             cause = kind if kind != "die" else outcome.get("cause", "permanent")
             event = "fail_temporarily" if cause == "temporary" else "fail_permanently"
@@ -1151,6 +1161,7 @@ class Model:
             recurring=dict(job.recurring),
             tags=list(job.tags),
             metadata=copy.deepcopy(job.metadata),
+            timeout_ms=job.timeout_ms,
         )
         self._store_new([copy_], system=True)
         self._note(copy_.id, "id", "REC-001")

@@ -26,6 +26,7 @@ FEATURES = [
     "batches",
     "tags",
     "broker",
+    "timeouts",
 ]
 CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
 

@@ -21,7 +21,7 @@ from .lifecycle import Lifecycle, Outcome
 from .model import Batch, Job
 from .notify import LoggingNotifier, Notifier
 from .priority import PriorityRange
-from .publishing import Call, JobFactory, PublishOptions
+from .publishing import Call, JobFactory, PublishOptions, handler_timeout_ms
 from .retry import RetryPolicy, resolve
 from .source import Claimed, Rescue
 from .store.base import ClaimQuery, JobFilter, Store, Transaction
@@ -177,6 +177,7 @@ class Conveyor:
         priority: int | None = None,
         retry: str | RetryPolicy | None = None,
         pass_context: bool = False,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function under ``type`` (default: its qualified name)."""
 
@@ -188,6 +189,7 @@ class Conveyor:
                 priority=priority,
                 retry=retry,
                 pass_context=pass_context,
+                timeout=timeout,
             )
             return function
 
@@ -202,7 +204,10 @@ class Conveyor:
         priority: int | None = None,
         retry: str | RetryPolicy | None = None,
         pass_context: bool = False,
+        timeout: timedelta | float | None = None,
     ) -> Handler:
+        """Register ``function`` under ``type``, with the defaults of its jobs: queue,
+        priority, retry policy and ``timeout`` (how long one attempt may run)."""
         chosen = self.default_priority if priority is None else priority
         if self.priorities is not None and chosen not in self.priorities:
             raise ConfigurationError(
@@ -216,6 +221,7 @@ class Conveyor:
             priority=chosen,
             retry_policy=resolve(retry) if retry is not None else self.default_retry,
             pass_context=pass_context,
+            timeout_ms=None if timeout is None else handler_timeout_ms(type, timeout),
         )
         self.handlers.add(handler)
         return handler

@@ -74,6 +74,7 @@ FEATURES = [
     "multi_request",
     "batches",
     "tags",
+    "timeouts",
 ]
 CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
 OUTCOME_EVENTS = {
@@ -81,6 +82,7 @@ OUTCOME_EVENTS = {
     "temporary": "fail_temporarily",
     "permanent": "fail_permanently",
     "waiting": "wait",
+    "timeout": "fail_temporarily",  # TIMEOUT-002: with an error of kind timeout
 }
 
 Json = dict[str, Any]
@@ -186,6 +188,7 @@ def publish_options(document: Json) -> tuple[list[Call], PublishOptions, list[An
         batch_id=document.get("batch_id"),
         retry=document.get("retry_policy"),
         tags=tuple(document.get("tags", ())),
+        timeout=_ms(document["timeout_ms"]) if document.get("timeout_ms") is not None else None,
     )
     return calls, options, payloads, metadata
 
@@ -198,7 +201,7 @@ def publish_document(job: Json) -> Json:
         "priority": job["priority"],
         "retry_policy": job["retry_policy"],
     }
-    for name in ("serial_group", "identifier", "recurring"):
+    for name in ("serial_group", "identifier", "recurring", "timeout_ms"):
         if job.get(name) is not None:
             document[name] = job[name]
     if job.get("unique"):
@@ -587,7 +590,7 @@ class Session:
             kind = outcome.get("cause", "permanent")
         event = OUTCOME_EVENTS[kind]
         params: Json = {"lease_token": request["lease_token"]}
-        if kind in ("temporary", "permanent"):
+        if kind in ("temporary", "permanent", "timeout"):
             params["error"] = outcome.get("error") or {
                 "kind": kind,
                 "message": f"the handler reported a {kind} error",

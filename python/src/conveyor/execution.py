@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import os
 import resource
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -188,7 +190,21 @@ class JobRunner:
         self.loop = loop
 
     def run(self, job: Job) -> Executed:
-        return self.record(self.perform(job))
+        """Run the job in this thread and record its outcome (direct execution). A sync
+        handler with a timeout runs in a thread of its own, so that the attempt ends at its
+        timeout (TIMEOUT-002) even though that thread cannot be stopped (TIMEOUT-003)."""
+        timeout = timeout_of(job)
+        if timeout is None or self.is_async(job):
+            return self.record(self.perform(job))
+        pool = ThreadPoolExecutor(1, thread_name_prefix="conveyor-timed")
+        future = pool.submit(self.perform, job)
+        pool.shutdown(wait=False)
+        try:
+            performed = future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self.heartbeat.release(job.id)
+            performed = self.abandoned(job, timed_out(timeout))
+        return self.record(performed)
 
     def is_async(self, job: Job) -> bool:
         """Whether a request still to run has an ``async def`` handler (the job then runs on
@@ -201,9 +217,10 @@ class JobRunner:
         )
 
     def perform(self, job: Job) -> Performed:
-        """Run the job's handlers; its outcome is returned, not yet recorded."""
+        """Run the job's handlers; its outcome is returned, not yet recorded. An async job's
+        timeout is enforced here (its task is cancelled); a sync one's by the caller."""
         if self.is_async(job):
-            return self.loop.run(self.perform_async(job))
+            return self.loop.run(self.perform_async(job, timeout_of(job)))
         token, started, memory_before = self._start(job)
         try:
             report, current = self._run_requests(job, token)
@@ -478,6 +495,11 @@ class JobRunner:
             raise
         except Exception:
             log.exception("hook %r raised; ignored", hook)
+
+
+def timeout_of(job: Job) -> float | None:
+    """The job's timeout in seconds (TIMEOUT-001), or None."""
+    return None if job.timeout_ms is None else job.timeout_ms / 1000
 
 
 def timed_out(seconds: float) -> Report:

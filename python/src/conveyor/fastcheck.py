@@ -33,6 +33,7 @@ class Limits:
     max_dependencies: int
     min_interval_ms: int
     known_keys: frozenset[str]
+    max_timeout_ms: int
 
 
 def _pattern(schema: dict[str, Any]) -> re.Pattern[str]:
@@ -58,6 +59,7 @@ def limits() -> Limits:
         max_dependencies=properties["depends_on"]["maxItems"],
         min_interval_ms=publish["$defs"]["recurring"]["properties"]["interval_ms"]["minimum"],
         known_keys=frozenset(properties),
+        max_timeout_ms=publish["$defs"]["timeout_ms"]["maximum"],
     )
 
 
@@ -124,6 +126,7 @@ def surely_valid(document: dict[str, Any]) -> bool:
             ),
         ),
         ("retry_policy", _policy_ok),
+        ("timeout_ms", lambda v: v is None or (type(v) is int and 1 <= v <= lim.max_timeout_ms)),
     )
     for key, check in checks:
         if key in document and not check(document[key]):

@@ -37,6 +37,7 @@ class Handler:
     priority: int
     retry_policy: RetryPolicy
     pass_context: bool = False
+    timeout_ms: int | None = None  # the default timeout of its jobs (TIMEOUT-001)
 
     @functools.cached_property
     def is_async(self) -> bool:

@@ -123,6 +123,7 @@ class Job:
     last_error: JobError | None = None
     errors: tuple[JobError, ...] = ()
     execution: dict[str, Any] | None = None
+    timeout_ms: int | None = None  # how long one attempt may run (TIMEOUT-001)
 
     @property
     def max_attempts(self) -> int | None:
@@ -184,7 +185,7 @@ class Job:
             "last_error": self.last_error.to_dict() if self.last_error else None,
             "errors": [error.to_dict() for error in self.errors],
             "execution": self.execution,
-        }
+        } | ({"timeout_ms": self.timeout_ms} if self.timeout_ms is not None else {})
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,8 @@ class PublishOptions:
     retry: str | RetryPolicy | dict[str, Any] | None = None
     tags: Sequence[str] | str = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    # How long one attempt may run (a timedelta or seconds); None: the handler's timeout.
+    timeout: timedelta | float | None = None
 
     @classmethod
     def of(cls, options: Mapping[str, Any]) -> PublishOptions:
@@ -104,6 +106,32 @@ def _duration_ms(name: str, value: Any, now: datetime) -> int:
 
 
 _TOO_LONG = 2**63  # longer than any timedelta: refused by the bound check
+LONGEST_TIMEOUT = timedelta(days=7)  # TIMEOUT-001
+
+
+def timeout_ms(name: str, value: Any) -> int:
+    """A timeout (timedelta or seconds) in whole milliseconds, from 1 ms to 7 days."""
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise InvalidRequest(
+            f"{name} must be a timedelta or a number of seconds, not {type(value).__name__}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(f"{name} is {value!r}; pass a finite number of seconds or a timedelta")
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if not 0.001 <= seconds <= LONGEST_TIMEOUT.total_seconds():
+        raise InvalidRequest(
+            f"{name} of {value!r} is outside 1 ms to 7 days (TIMEOUT-001); pass a duration "
+            "within them, or None for no limit"
+        )
+    return round(seconds * 1000)
+
+
+def handler_timeout_ms(handler_type: str, value: Any) -> int:
+    """A handler's default timeout; a bad one is a configuration error, found at startup."""
+    try:
+        return timeout_ms(f"the timeout of handler {handler_type!r}", value)
+    except InvalidRequest as error:
+        raise ConfigurationError(str(error)) from None
 
 
 def _available_at(options: PublishOptions, now: datetime) -> datetime:
@@ -290,6 +318,10 @@ class JobFactory:
         if options.recurring is not None:
             interval_ms = _duration_ms("recurring", options.recurring, now)
             document["recurring"] = {"interval_ms": interval_ms}
+        if options.timeout is not None:
+            document["timeout_ms"] = timeout_ms("timeout", options.timeout)
+        elif first is not None and first.timeout_ms is not None:
+            document["timeout_ms"] = first.timeout_ms
         for name, value in document.items():
             if name not in ("requests", "metadata"):  # encoded by the codec already
                 _check_plain(value, name)
@@ -326,4 +358,5 @@ class JobFactory:
             batch_id=options.batch_id,
             tags=tags,
             metadata=document["metadata"],
+            timeout_ms=document.get("timeout_ms"),
         )

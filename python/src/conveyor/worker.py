@@ -24,7 +24,15 @@ from datetime import datetime, timedelta
 from types import FrameType
 
 from .errors import ConfigurationError, Refused
-from .execution import Executed, JobRunner, Performed, Report, resident_memory, timed_out
+from .execution import (
+    Executed,
+    JobRunner,
+    Performed,
+    Report,
+    resident_memory,
+    timed_out,
+    timeout_of,
+)
 from .model import Job
 from .priority import PriorityRange
 from .resilience import Backoff, describe, is_transient
@@ -302,15 +310,19 @@ class Worker(WorkerControl):
 
     def _start(self, job: Job) -> None:
         runner = self.runner
-        if runner.is_async(job):
-            future = runner.loop.submit(runner.perform_async(job))
+        timeout = timeout_of(job)
+        deadline = None
+        if runner.is_async(job):  # cancelled at its timeout by perform_async itself
+            future = runner.loop.submit(runner.perform_async(job, timeout))
         else:
             if self._threads is None:
                 self._threads = ThreadPoolExecutor(
                     self.options.concurrency, thread_name_prefix="conveyor-job"
                 )
             future = self._threads.submit(runner.perform, job)
-        self._running[job.id] = _Running(job, future, None, None)
+            if timeout is not None:
+                deadline = time.monotonic() + timeout
+        self._running[job.id] = _Running(job, future, timeout, deadline)
         future.add_done_callback(lambda _: self._completed(job.id))
 
     def _completed(self, job_id: str) -> None:

@@ -8,7 +8,6 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
 
 import click
 
@@ -74,6 +73,24 @@ def _setup_logging() -> None:
 
 def _describe(queues: Sequence[str], priorities: str | None) -> str:
     return f"queues {', '.join(queues) or 'all'}, priorities {priorities or 'all'}"
+
+
+class _LostLock:
+    """Stops the worker when its --single-id lock was taken over (its database session was
+    cut and another instance was faster); the command then exits with code 1."""
+
+    def __init__(self, worker: WorkerControl) -> None:
+        self.worker = worker
+        self.reason: str | None = None
+
+    def __call__(self, reason: str) -> None:
+        self.reason = reason
+        self.worker.stop(reason)
+
+    def exit_if_lost(self) -> None:
+        if self.reason is not None:
+            click.echo(f"error: {self.reason}", err=True)
+            click.get_current_context().exit(1)
 
 
 def _stop_on_signals(worker: WorkerControl) -> Callable[[], None]:
@@ -199,7 +216,12 @@ def consume(
     )
     broker = app.broker
     via = f" through RabbitMQ at {broker.display_url}" if broker is not None else ""
-    lock = command_lock(app, "consume", single_id) if single_id else contextlib.nullcontext()
+    lost = _LostLock(worker)
+    lock = (
+        command_lock(app, "consume", single_id, on_lost=lost)
+        if single_id
+        else contextlib.nullcontext()
+    )
     with lock:
         restore = _stop_on_signals(worker)
         try:
@@ -214,6 +236,7 @@ def consume(
         finally:
             restore()
     click.echo(summary(stats, "consume"))
+    lost.exit_if_lost()
     if getattr(worker, "reload_requested", False):
         from ...broker.settings import RELOAD_EXIT_CODE
 
@@ -259,16 +282,20 @@ def process(
         if report.problem:
             click.get_current_context().exit(1)
         return
-    options: dict[str, Any] = {
-        "queues": queues,
-        "priorities": priorities,
-        "batch_size": batch_size,
-        "concurrency": concurrency,
-        "on_job": None if quiet else _job_line,
-    }
-    with command_lock(app, "process", single_id):
-        stats: WorkerStats = app.process(limit, **options)
+    worker = app.worker(
+        queues=queues,
+        priorities=priorities,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        max_jobs=limit,
+        stop_when_empty=True,
+        on_job=None if quiet else _job_line,
+    )
+    lost = _LostLock(worker)
+    with command_lock(app, "process", single_id, on_lost=lost):
+        stats: WorkerStats = worker.run()
     click.echo(summary(stats, "process"))
+    lost.exit_if_lost()
 
 
 @click.command("reload-consumers", short_help="Restart N running consumers of QUEUE (broker).")

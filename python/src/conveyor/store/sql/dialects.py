@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -89,28 +90,45 @@ class PostgresListener:
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._channel = channel
         self._connection: Any = None
+        self._lock = threading.Lock()
+        self._closed = False
 
     def wait(self, timeout: float, ready: Callable[[], None] | None) -> bool:
         """True when a notification arrived within ``timeout`` seconds."""
         import psycopg
 
-        if self._connection is None or self._connection.closed:
-            self._connection = psycopg.connect(self._conninfo, autocommit=True)
-            self._connection.execute(f'LISTEN "{self._channel}"')
+        with self._lock:  # never (re)connect once closed: nothing would close it again
+            closed = self._closed
+            if not closed and (self._connection is None or self._connection.closed):
+                self._connection = psycopg.connect(self._conninfo, autocommit=True)
+                self._connection.execute(f'LISTEN "{self._channel}"')
+            connection = self._connection
         if ready is not None:
             ready()
+        if closed:
+            time.sleep(timeout)  # the store was closed: poll, as a store without LISTEN does
+            return False
         notified = False
-        for _ in self._connection.notifies(timeout=timeout, stop_after=1):
+        for _ in connection.notifies(timeout=timeout, stop_after=1):
             notified = True
         # Drain what else arrived, so one burst of publishes wakes the worker once.
-        for _ in self._connection.notifies(timeout=0):
+        for _ in connection.notifies(timeout=0):
             notified = True
         return notified
 
+    def reset(self) -> None:
+        """Drop a broken connection; the next wait connects again."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        with self._lock:
+            self._closed = True
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
 
 def notify_channel(prefix_table: str) -> str:

@@ -79,6 +79,7 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], Encoder]] = {
         ("execution",),
         lambda j, le, cl, un: _dumps(j.execution) if j.execution is not None else None,
     ),
+    "timeout_ms": (("timeout_ms",), lambda j, le, cl, un: j.timeout_ms),
     "group_lock": (("serial_group", "state"), lambda j, le, cl, un: j.serial_group if le else None),
     "unique_lock": (
         ("identifier", "unique", "state"),
@@ -208,4 +209,5 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         if row["errors"] != "[]"
         else (),
         execution=json.loads(row["execution"]) if row["execution"] else None,
+        timeout_ms=row["timeout_ms"],
     )

@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,8 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         # scans the index (claim_priority, id) in order and stops at its LIMIT.
         Column("claim_priority", Integer),
         Column("unique_lock", Label(), unique=not partial),
+        # Version 3: how long one attempt may run (TIMEOUT-001), NULL for no limit.
+        *([Column("timeout_ms", BigInteger)] if version >= 3 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -180,7 +182,7 @@ def _partial_indexes_v2(connection: Connection, tables: Tables) -> None:
     drop a column's UNIQUE constraint, so there the table is copied into the new layout, ids
     and the id sequence kept.
     """
-    jobs = tables.jobs
+    jobs = build_tables(tables.prefix, version=2).jobs  # as of this step, whatever came later
     dialect = connection.dialect.name
     inspector = inspect(connection)
     if any(i["name"] == f"{tables.prefix}ix_group_lock" for i in inspector.get_indexes(jobs.name)):
@@ -228,9 +230,23 @@ def _copy_sqlite_table(connection: Connection, jobs: Table) -> None:
     connection.exec_driver_sql(f"DROP TABLE {quote(old)}")
 
 
+def _timeouts_v3(connection: Connection, tables: Tables) -> None:
+    """Version 3: the job's timeout (TIMEOUT-001), a nullable column: added in place, without
+    rewriting the table, on every database."""
+    jobs = tables.jobs
+    if "timeout_ms" in {column["name"] for column in inspect(connection).get_columns(jobs.name)}:
+        return
+    quote = connection.dialect.identifier_preparer.quote
+    connection.exec_driver_sql(f"ALTER TABLE {quote(jobs.name)} ADD COLUMN timeout_ms BIGINT")
+
+
 # Each migration brings the schema from version (index) to version (index + 1). Add new
-# steps at the end; never edit a released one.
-MIGRATIONS: list[Callable[[Connection, Tables], None]] = [_create_v1, _partial_indexes_v2]
+# steps at the end; never edit a released one (a step builds the tables as of its own version).
+MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
+    _create_v1,
+    _partial_indexes_v2,
+    _timeouts_v3,
+]
 
 
 def current_version(connection: Connection, tables: Tables) -> int:

@@ -658,7 +658,7 @@ class SqlStore:
             return self._listener.wait(timeout, ready)
         except Exception:
             # A broken listener must not stop the worker: fall back to polling this time.
-            self._listener.close()
+            self._listener.reset()
             self._idle.wait(timeout)
             return False
 
