@@ -188,3 +188,112 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_at_most_its_batch(
     done = {n: log.count(f"done {n}") for n in range(1, 6)}
     assert done == {1: 2, 2: 2, 3: 1, 4: 1, 5: 1}  # lost: 0; repeated: the batch's two
     app.close()
+
+
+CONCURRENT_HANDLER_MODULE = """
+    import os
+    import sys
+    import threading
+    from datetime import timedelta
+    from pathlib import Path
+
+    from conveyor import Conveyor
+
+    lock = threading.Lock()
+
+
+    def work(n: int) -> None:
+        runs = Path(os.environ["CRASH_RUNS"])
+        with lock:
+            with runs.open("a") as log:
+                log.write(f"start {n}\\n")
+            first = runs.read_text().count(f"start {n}") == 1
+            if first:  # one write per line: threads must not interleave them
+                sys.stdout.write(f"started {n}\\n")
+                sys.stdout.flush()
+        if first:
+            sys.stdin.read()  # every first run blocks until the process is killed or stops
+        with lock, runs.open("a") as log:
+            log.write(f"done {n}\\n")
+
+
+    if __name__ == "__main__":
+        app = Conveyor(sys.argv[1], table_prefix=sys.argv[2], lease=timedelta(seconds=60))
+        app.register("work", work)
+        app.worker(
+            concurrency=4, grace_period=float(sys.argv[3]), idle_delay=0.05
+        ).run()
+"""
+
+
+def _in_flight(crash: Crash, jobs: int, stop: signal.Signals, grace: float) -> int:
+    """Run the module's worker until ``jobs`` handlers run at once, send ``stop``; the exit
+    code."""
+    with subprocess.Popen(
+        [sys.executable, str(crash.module_path), crash.url, crash.prefix, str(grace)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        try:
+            assert child.stdout is not None
+            started = {child.stdout.readline().strip() for _ in range(jobs)}
+            assert started == {f"started {n}" for n in range(jobs)}
+            child.send_signal(stop)
+            return child.wait(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_a_worker_killed_with_jobs_in_flight_loses_none(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """concurrency 4, kill -9 while four jobs run: all four are rescued after their lease and
+    finish once; none is lost."""
+    crash = _crash_setup(
+        CONCURRENT_HANDLER_MODULE, backend, tmp_path, monkeypatch, f"{TEST_PREFIX}crashc_"
+    )
+    app, clock, runs = crash.app, crash.clock, crash.runs
+    jobs = [app.publish("work", {"n": n}) for n in range(4)]
+    clock.set(clock.now().replace(year=2100))  # the child's wall clock is far behind this one
+    assert _in_flight(crash, 4, signal.SIGKILL, grace=25) == -signal.SIGKILL
+
+    assert [app.get(job.id).state for job in jobs] == ["processing"] * 4
+    assert sorted(j.id for j in app.rescue_expired()) == sorted(job.id for job in jobs)
+    clock.advance(timedelta(hours=1))
+    assert app.process(concurrency=4).jobs == 4
+    assert {app.get(job.id).state for job in jobs} == {"finished"}
+    log = runs.read_text().splitlines()
+    runs_of = {n: (log.count(f"start {n}"), log.count(f"done {n}")) for n in range(4)}
+    assert runs_of == dict.fromkeys(range(4), (2, 1))  # lost: none; finished: once each
+    app.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_a_worker_stopped_with_jobs_in_flight_hands_them_back(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while four jobs run past the grace period: the worker exits 0 at once after it,
+    the jobs are handed back (waiting, due now, attempt refunded) and run again without
+    waiting for a lease to expire; none is lost."""
+    crash = _crash_setup(
+        CONCURRENT_HANDLER_MODULE, backend, tmp_path, monkeypatch, f"{TEST_PREFIX}crasht_"
+    )
+    app, clock, runs = crash.app, crash.clock, crash.runs
+    jobs = [app.publish("work", {"n": n}) for n in range(4)]
+    assert _in_flight(crash, 4, signal.SIGTERM, grace=0.2) == 0
+    clock.set(clock.now().replace(year=2100))  # the child handed them back at its wall clock
+
+    handed_back = [app.get(job.id) for job in jobs]
+    assert {job.state for job in handed_back} == {"waiting"}
+    assert {job.attempts for job in handed_back} == {0}
+    assert app.process(concurrency=4).jobs == 4  # at once: no lease to wait for
+    assert {app.get(job.id).state for job in jobs} == {"finished"}
+    log = runs.read_text().splitlines()
+    runs_of = {n: (log.count(f"start {n}"), log.count(f"done {n}")) for n in range(4)}
+    assert runs_of == dict.fromkeys(range(4), (2, 1))  # lost: none; finished: once each
+    app.close()

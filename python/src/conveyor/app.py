@@ -149,6 +149,12 @@ class Conveyor:
                     self._broker_mode = BrokerMode(self, self.broker_url, settings)
         return self._broker_mode
 
+    def release_thread(self) -> None:
+        """Return the calling thread's database connections to the pool: a thread that used
+        the app and is about to end calls it (worker threads do)."""
+        if self._store is not None:
+            self._store.release_thread()
+
     def close(self) -> None:
         """Stop the app's heartbeat and event loop, and close the broker and the store."""
         self.heartbeat_thread.close()

@@ -10,7 +10,6 @@ import os
 import resource
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +22,7 @@ from .hooks import Hooks
 from .model import Job
 from .outcomes import Die, PermanentError, TemporaryError, Waiting
 from .resilience import retry_while_unavailable
+from .threads import DaemonThreads
 
 log = logging.getLogger("conveyor.worker")
 
@@ -147,6 +147,10 @@ class RunnerHost(Protocol):
 
     def get(self, job_id: str) -> Job: ...
 
+    def release_thread(self) -> None:
+        """Return the calling thread's database connections (the thread is ending)."""
+        ...
+
 
 @dataclass
 class _Progress:
@@ -196,9 +200,9 @@ class JobRunner:
         timeout = timeout_of(job)
         if timeout is None or self.is_async(job):
             return self.record(self.perform(job))
-        pool = ThreadPoolExecutor(1, thread_name_prefix="conveyor-timed")
+        pool = DaemonThreads(1, "conveyor-timed", on_exit=self.host.release_thread)
         future = pool.submit(self.perform, job)
-        pool.shutdown(wait=False)
+        pool.shutdown()
         try:
             performed = future.result(timeout)
         except concurrent.futures.TimeoutError:

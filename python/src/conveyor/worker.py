@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import FrameType
@@ -37,6 +37,7 @@ from .model import Job
 from .priority import PriorityRange
 from .resilience import Backoff, describe, is_transient
 from .source import JobSource
+from .threads import DaemonThreads
 
 log = logging.getLogger("conveyor.worker")
 
@@ -203,7 +204,7 @@ class Worker(WorkerControl):
         self._next_rescue: float | None = None
         self._idle_since: float | None = None
         self._due_by: datetime | None = None
-        self._threads: ThreadPoolExecutor | None = None
+        self._threads: DaemonThreads | None = None
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -223,7 +224,7 @@ class Worker(WorkerControl):
                 self.source.close()
             finally:
                 if self._threads is not None:
-                    self._threads.shutdown(wait=False, cancel_futures=True)
+                    self._threads.shutdown()
                 restore()
         self.stats.stop_reason = self._stop_reason
         return self.stats
@@ -316,8 +317,8 @@ class Worker(WorkerControl):
             future = runner.loop.submit(runner.perform_async(job, timeout))
         else:
             if self._threads is None:
-                self._threads = ThreadPoolExecutor(
-                    self.options.concurrency, thread_name_prefix="conveyor-job"
+                self._threads = DaemonThreads(
+                    self.options.concurrency, "conveyor-job", on_exit=runner.host.release_thread
                 )
             future = self._threads.submit(runner.perform, job)
             if timeout is not None:

@@ -299,5 +299,8 @@ class MemoryStore:
                 ready()
             return self._work.wait_for(lambda: self._generation != seen, timeout)
 
+    def release_thread(self) -> None:
+        """Threads hold nothing of a memory store."""
+
     def close(self) -> None:
         """Nothing to release."""

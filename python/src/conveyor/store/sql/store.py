@@ -662,6 +662,18 @@ class SqlStore:
             self._idle.wait(timeout)
             return False
 
+    def release_thread(self) -> None:
+        """Close this thread's connections (they go back to the engine's pool)."""
+        for name in ("connection", "autocommit"):
+            connection: Connection | None = getattr(self._local, name, None)
+            setattr(self._local, name, None)
+            if connection is None:
+                continue
+            with self._connections_lock:
+                self._connections.discard(connection)
+            with contextlib.suppress(DBAPIError):
+                connection.close()
+
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
