@@ -121,13 +121,15 @@ _peers-venv:
 
 # Benchmark Conveyor against pgqueuer, Procrastinate, Dramatiq and Celery in one run, each with its
 # own worker CLI (extra args go to bench/peers/run.py: --rounds, --jobs, --only SYSTEM, ...)
+[positional-arguments]
 bench-peers *args: _peers-venv
-    "{{ peers_venv }}/bin/python" bench/peers/run.py {{ args }}
+    "{{ peers_venv }}/bin/python" bench/peers/run.py "$@"
 
 # The I/O-bound benchmark: 10 ms handlers (sync and async) in one Conveyor process at concurrency
 # 1, 8 and 32, against one Dramatiq process and one pgqueuer process (args go to bench/peers/run.py)
+[positional-arguments]
 bench-io *args: _peers-venv
-    "{{ peers_venv }}/bin/python" bench/peers/run.py --io {{ args }}
+    "{{ peers_venv }}/bin/python" bench/peers/run.py --io "$@"
 
 # The full check run, in order, stopping at the first failure (sets up .venv if missing)
 test: _ensure-setup spec-check lint typecheck unit conformance docs

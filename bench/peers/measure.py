@@ -7,6 +7,7 @@ SIGTERM first, SIGKILL after a bounded wait, and only to groups this runner star
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import statistics
@@ -56,7 +57,9 @@ class Run:
         return path
 
 
-def start(system: System, processes: int, extra: tuple[str, ...], task: str, where: Path) -> Workers:
+def start(
+    system: System, processes: int, extra: tuple[str, ...], task: str, where: Path
+) -> Workers:
     env = {
         **os.environ,
         **system.env(),
@@ -71,8 +74,12 @@ def start(system: System, processes: int, extra: tuple[str, ...], task: str, whe
         log = where / f"worker-{index}.log"
         with log.open("ab") as out:
             started.append(
-                subprocess.Popen(  # noqa: S603 - our own worker commands
-                    argv, cwd=HERE, env=env, stdout=out, stderr=subprocess.STDOUT,
+                subprocess.Popen(
+                    argv,
+                    cwd=HERE,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             )
@@ -98,16 +105,12 @@ def stop(workers: Workers) -> None:
             os.killpg(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     for process in workers.processes:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            pass
         # The group id is the pid of the CLI this runner started: only its own children.
         if _group_members(process.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         try:
             process.wait(5)
         except subprocess.TimeoutExpired:
@@ -133,7 +136,12 @@ def checkpoint(system: System) -> None:
 
 
 def throughput(
-    system: System, run: Run, jobs: int, processes: int, extra: tuple[str, ...], task: str,
+    system: System,
+    run: Run,
+    jobs: int,
+    processes: int,
+    extra: tuple[str, ...],
+    task: str,
     timeout: float,
 ) -> dict[str, Any]:
     """Jobs per second from the first job's start to the last job's end, ``jobs`` enqueued up

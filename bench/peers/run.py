@@ -42,12 +42,28 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 KEYS = [
-    "conveyor", "conveyor-best", "pgqueuer", "procrastinate",
-    "conveyor-broker", "conveyor-broker-best", "dramatiq", "celery",
+    "conveyor",
+    "conveyor-best",
+    "pgqueuer",
+    "procrastinate",
+    "conveyor-broker",
+    "conveyor-broker-best",
+    "dramatiq",
+    "celery",
 ]
 PACKAGES = [
-    "conveyor", "pgqueuer", "asyncpg", "procrastinate", "psycopg", "dramatiq", "pika",
-    "celery", "kombu", "amqp", "sqlalchemy", "typer",
+    "conveyor",
+    "pgqueuer",
+    "asyncpg",
+    "procrastinate",
+    "psycopg",
+    "dramatiq",
+    "pika",
+    "celery",
+    "kombu",
+    "amqp",
+    "sqlalchemy",
+    "typer",
 ]
 
 
@@ -55,28 +71,56 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per figure (median)")
     parser.add_argument("--jobs", type=int, default=5000, help="no-op jobs per throughput round")
-    parser.add_argument("--only", action="append", choices=KEYS, metavar="SYSTEM",
-                        help=f"measure only these (repeat): {', '.join(KEYS)}")
-    parser.add_argument("--workers", type=int, action="append",
-                        help="worker processes (repeat; default 1 and 2)")
-    parser.add_argument("--publish-jobs", type=int, default=2000,
-                        help="jobs published one per call (bulk: ten times as many)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=KEYS,
+        metavar="SYSTEM",
+        help=f"measure only these (repeat): {', '.join(KEYS)}",
+    )
+    parser.add_argument(
+        "--workers", type=int, action="append", help="worker processes (repeat; default 1 and 2)"
+    )
+    parser.add_argument(
+        "--publish-jobs",
+        type=int,
+        default=2000,
+        help="jobs published one per call (bulk: ten times as many)",
+    )
     parser.add_argument("--latency-rate", type=float, default=200.0)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--skip-publish", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
-    parser.add_argument("--conveyor-best", default="--batch-size 100",
-                        help="Conveyor's labelled best setting on PostgreSQL (consume options)")
-    parser.add_argument("--conveyor-broker-best", default="--prefetch 100 --batch-size 100",
-                        help="Conveyor's labelled best setting in broker mode")
+    parser.add_argument(
+        "--conveyor-best",
+        default="--batch-size 100 --concurrency 32",
+        help="Conveyor's labelled best setting on PostgreSQL (consume options)",
+    )
+    parser.add_argument(
+        "--conveyor-broker-best",
+        default="--prefetch 100 --batch-size 100",
+        help="Conveyor's labelled best setting in broker mode",
+    )
     parser.add_argument("--io", action="store_true", help="the I/O-bound benchmark instead")
-    parser.add_argument("--concurrency", type=int, action="append",
-                        help="--io: Conveyor concurrency levels (repeat; default 1, 8, 32)")
-    parser.add_argument("--io-seconds", type=float, default=3.0,
-                        help="--io: jobs per round sized to take about this long")
-    parser.add_argument("--timeout", type=float, default=0.0,
-                        help="seconds one measurement may take (default from --jobs)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        action="append",
+        help="--io: Conveyor concurrency levels (repeat; default 1, 8, 32)",
+    )
+    parser.add_argument(
+        "--io-seconds",
+        type=float,
+        default=3.0,
+        help="--io: jobs per round sized to take about this long",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        help="seconds one measurement may take (default from --jobs)",
+    )
     return parser.parse_args(argv)
 
 
@@ -88,8 +132,11 @@ def machine() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     return {
-        "cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-        "kernel": platform.release(), "load_average_at_start": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "load_average_at_start": os.getloadavg(),
     }
 
 
@@ -126,9 +173,16 @@ def noop_benchmark(args: argparse.Namespace, chosen: list[Any], run: Any) -> dic
     import measure
 
     data: dict[str, Any] = {
-        s.key: {"label": s.label, "transport": s.transport, "setting": s.setting(),
-                "defaults": s.defaults, "handler": s.handler, "throughput": {}, "publish": {},
-                "latency": None}
+        s.key: {
+            "label": s.label,
+            "transport": s.transport,
+            "setting": s.setting(),
+            "defaults": s.defaults,
+            "handler": s.handler,
+            "throughput": {},
+            "publish": {},
+            "latency": None,
+        }
         for s in chosen
     }
     timeout = args.timeout or 120 + args.jobs / 50
@@ -140,9 +194,11 @@ def noop_benchmark(args: argparse.Namespace, chosen: list[Any], run: Any) -> dic
                         system, run, args.jobs, workers, system.extra, "noop", timeout
                     )
                     data[system.key]["throughput"].setdefault(str(workers), []).append(result)
-                    say(f"[{round_number}/{args.rounds}] {system.label}, {workers} worker(s): "
+                    say(
+                        f"[{round_number}/{args.rounds}] {system.label}, {workers} worker(s): "
                         f"{result.get('jobs_per_s', '-')} jobs/s "
-                        f"({result['jobs']} jobs, start-up {result.get('startup_s', '-')} s)")
+                        f"({result['jobs']} jobs, start-up {result.get('startup_s', '-')} s)"
+                    )
                     if result.get("problem"):
                         say(result["problem"])
     if not args.skip_publish:
@@ -160,19 +216,26 @@ def noop_benchmark(args: argparse.Namespace, chosen: list[Any], run: Any) -> dic
                 entry.setdefault("single", []).append(round(single, 1))
                 if bulk is not None:
                     entry.setdefault("bulk", []).append(round(bulk, 1))
-                say(f"[{round_number}/{args.rounds}] {system.label}: publish {single:,.0f}/s "
-                    f"one per call, {f'{bulk:,.0f}/s' if bulk else '-'} bulk")
+                say(
+                    f"[{round_number}/{args.rounds}] {system.label}: publish {single:,.0f}/s "
+                    f"one per call, {f'{bulk:,.0f}/s' if bulk else '-'} bulk"
+                )
     if not args.skip_latency:
         for system in chosen:
             if system.extra:
                 continue
             result = measure.latency(
-                system, run, args.latency_rate, args.latency_seconds,
+                system,
+                run,
+                args.latency_rate,
+                args.latency_seconds,
                 timeout=args.latency_seconds + 60,
             )
             data[system.key]["latency"] = result
-            say(f"{system.label}: publish-to-start at {args.latency_rate:g}/s: "
-                f"p50 {result.get('p50_ms', '-')} ms, p99 {result.get('p99_ms', '-')} ms")
+            say(
+                f"{system.label}: publish-to-start at {args.latency_rate:g}/s: "
+                f"p50 {result.get('p50_ms', '-')} ms, p99 {result.get('p99_ms', '-')} ms"
+            )
             if result.get("problem"):
                 say(result["problem"])
     return data
@@ -182,15 +245,23 @@ def summarize_noop(data: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for key, entry in data.items():
         summary[key] = {
-            "label": entry["label"], "transport": entry["transport"],
-            "jobs_per_s": {w: median_of(rounds, "jobs_per_s")
-                           for w, rounds in entry["throughput"].items()},
-            "jobs_per_s_each_round": {w: [r.get("jobs_per_s") for r in rounds]
-                                      for w, rounds in entry["throughput"].items()},
-            "publish_per_s": {kind: round(statistics.median(values))
-                              for kind, values in entry["publish"].items()},
-            "latency_ms": {k: v for k, v in (entry["latency"] or {}).items()
-                           if k in ("p50_ms", "p99_ms", "max_ms", "jobs")},
+            "label": entry["label"],
+            "transport": entry["transport"],
+            "jobs_per_s": {
+                w: median_of(rounds, "jobs_per_s") for w, rounds in entry["throughput"].items()
+            },
+            "jobs_per_s_each_round": {
+                w: [r.get("jobs_per_s") for r in rounds]
+                for w, rounds in entry["throughput"].items()
+            },
+            "publish_per_s": {
+                kind: round(statistics.median(values)) for kind, values in entry["publish"].items()
+            },
+            "latency_ms": {
+                k: v
+                for k, v in (entry["latency"] or {}).items()
+                if k in ("p50_ms", "p99_ms", "max_ms", "jobs")
+            },
         }
     return summary
 
@@ -209,10 +280,13 @@ def noop_tables(summary: dict[str, Any], workers: list[int], rate: float) -> str
         out.append("|---|" + "---:|" * len(keys))
         for w in workers:
             cells = [number(summary[k]["jobs_per_s"].get(str(w))) for k in keys]
-            out.append(f"| jobs/s, {w} worker process{'es' if w > 1 else ''} | "
-                       + " | ".join(cells) + " |")
-        for kind, what in (("single", "publish, one per call, jobs/s"),
-                           ("bulk", "publish, bulk (chunks of 1,000), jobs/s")):
+            out.append(
+                f"| jobs/s, {w} worker process{'es' if w > 1 else ''} | " + " | ".join(cells) + " |"
+            )
+        for kind, what in (
+            ("single", "publish, one per call, jobs/s"),
+            ("bulk", "publish, bulk (chunks of 1,000), jobs/s"),
+        ):
             cells = [number(summary[k]["publish_per_s"].get(kind)) for k in keys]
             if any(c != "-" for c in cells):
                 out.append(f"| {what} | " + " | ".join(cells) + " |")
@@ -221,19 +295,26 @@ def noop_tables(summary: dict[str, Any], workers: list[int], rate: float) -> str
             lat = summary[k]["latency_ms"]
             cells.append(f"{lat['p50_ms']} / {lat['p99_ms']}" if "p50_ms" in lat else "-")
         if any(c != "-" for c in cells):
-            out.append(f"| publish-to-start at {rate:g} jobs/s, p50 / p99 ms | "
-                       + " | ".join(cells) + " |")
+            out.append(
+                f"| publish-to-start at {rate:g} jobs/s, p50 / p99 ms | " + " | ".join(cells) + " |"
+            )
         out.append("")
     ratios = []
-    for ours, peer in (("conveyor", "pgqueuer"), ("conveyor-best", "pgqueuer"),
-                       ("conveyor-broker", "dramatiq"), ("conveyor-broker-best", "dramatiq")):
+    for ours, peer in (
+        ("conveyor", "pgqueuer"),
+        ("conveyor-best", "pgqueuer"),
+        ("conveyor-broker", "dramatiq"),
+        ("conveyor-broker-best", "dramatiq"),
+    ):
         if ours in summary and peer in summary:
             for w in workers:
                 a = summary[ours]["jobs_per_s"].get(str(w))
                 b = summary[peer]["jobs_per_s"].get(str(w))
                 if a and b:
-                    ratios.append(f"{summary[ours]['label']} / {summary[peer]['label']}, "
-                                  f"{w} worker(s): {a / b:.2f}")
+                    ratios.append(
+                        f"{summary[ours]['label']} / {summary[peer]['label']}, "
+                        f"{w} worker(s): {a / b:.2f}"
+                    )
     if ratios:
         out.append("Ratios: " + "; ".join(ratios) + ".")
     return "\n".join(out)
@@ -255,27 +336,59 @@ def io_benchmark(args: argparse.Namespace, chosen: list[Any], run: Any) -> dict[
         conveyor = by_key["conveyor"]
         for task, handler in (("sleep", "def"), ("asleep", "async def")):
             for level in levels:
-                plans.append((f"Conveyor, {handler}, --concurrency {level}", conveyor,
-                              ("--concurrency", str(level)), task, sized(level)))
+                plans.append(
+                    (
+                        f"Conveyor, {handler}, --concurrency {level}",
+                        conveyor,
+                        ("--concurrency", str(level)),
+                        task,
+                        sized(level),
+                    )
+                )
             noop = "noop" if task == "sleep" else "anoop"
-            plans.append((f"Conveyor, {handler}, --concurrency {top}, no-op", conveyor,
-                          ("--concurrency", str(top)), noop, args.jobs))
+            plans.append(
+                (
+                    f"Conveyor, {handler}, --concurrency {top}, no-op",
+                    conveyor,
+                    ("--concurrency", str(top)),
+                    noop,
+                    args.jobs,
+                )
+            )
     if "dramatiq" in by_key:
-        plans.append(("Dramatiq, def, 1 process x 8 threads", by_key["dramatiq"], (), "sleep",
-                      sized(8)))
+        plans.append(
+            ("Dramatiq, def, 1 process x 8 threads", by_key["dramatiq"], (), "sleep", sized(8))
+        )
     if "pgqueuer" in by_key:
-        plans.append(("pgqueuer, async def, 1 process, defaults", by_key["pgqueuer"], (),
-                      "asleep", sized(top)))
+        plans.append(
+            (
+                "pgqueuer, async def, 1 process, defaults",
+                by_key["pgqueuer"],
+                (),
+                "asleep",
+                sized(top),
+            )
+        )
     timeout = args.timeout or 180.0
     results: dict[str, Any] = {}
     for round_number in range(1, args.rounds + 1):
         for label, system, extra, task, jobs in plans:
             result = measure.throughput(system, run, jobs, 1, extra, task, timeout)
-            entry = results.setdefault(label, {"system": system.key, "options": list(extra),
-                                               "task": task, "jobs": jobs, "rounds": []})
+            entry = results.setdefault(
+                label,
+                {
+                    "system": system.key,
+                    "options": list(extra),
+                    "task": task,
+                    "jobs": jobs,
+                    "rounds": [],
+                },
+            )
             entry["rounds"].append(result)
-            say(f"[{round_number}/{args.rounds}] {label}: {result.get('jobs_per_s', '-')} jobs/s "
-                f"({result['jobs']} jobs)")
+            say(
+                f"[{round_number}/{args.rounds}] {label}: {result.get('jobs_per_s', '-')} jobs/s "
+                f"({result['jobs']} jobs)"
+            )
             if result.get("problem"):
                 say(result["problem"])
     for entry in results.values():
@@ -286,24 +399,30 @@ def io_benchmark(args: argparse.Namespace, chosen: list[Any], run: Any) -> dict[
 def io_verdict(data: dict[str, Any]) -> list[str]:
     levels, sleep_s, results = data["levels"], data["sleep_s"], data["results"]
     top = max(levels)
-    peers = {label: entry["jobs_per_s"] for label, entry in results.items()
-             if not label.startswith("Conveyor")}
+    peers = {
+        label: entry["jobs_per_s"]
+        for label, entry in results.items()
+        if not label.startswith("Conveyor")
+    }
     lines = []
     for handler in ("def", "async def"):
         ours = results.get(f"Conveyor, {handler}, --concurrency {top}", {}).get("jobs_per_s")
-        noop = results.get(f"Conveyor, {handler}, --concurrency {top}, no-op", {}).get(
-            "jobs_per_s")
+        noop = results.get(f"Conveyor, {handler}, --concurrency {top}, no-op", {}).get("jobs_per_s")
         if not ours or not noop:
             continue
         bound = min(top / sleep_s, noop)
-        verdict = [f"{handler} handler at --concurrency {top}: {ours:,.0f} jobs/s = "
-                   f"{ours / bound:.2f} of min({top} / {sleep_s * 1000:g} ms, no-op "
-                   f"{noop:,.0f}) = {bound:,.0f} (target 0.90: "
-                   f"{'met' if ours >= 0.9 * bound else 'NOT met'})"]
+        verdict = [
+            f"{handler} handler at --concurrency {top}: {ours:,.0f} jobs/s = "
+            f"{ours / bound:.2f} of min({top} / {sleep_s * 1000:g} ms, no-op "
+            f"{noop:,.0f}) = {bound:,.0f} (target 0.90: "
+            f"{'met' if ours >= 0.9 * bound else 'NOT met'})"
+        ]
         for label, rate in peers.items():
             if rate:
-                verdict.append(f"{ours / rate:.2f}x {label} ({rate:,.0f}: "
-                               f"{'met' if ours >= rate else 'NOT met'})")
+                verdict.append(
+                    f"{ours / rate:.2f}x {label} ({rate:,.0f}: "
+                    f"{'met' if ours >= rate else 'NOT met'})"
+                )
         lines.append("; ".join(verdict))
     return lines
 
@@ -312,9 +431,8 @@ def io_table(data: dict[str, Any]) -> str:
     lines = ["| what | jobs per round | jobs/s (median) | each round |", "|---|---:|---:|---|"]
     for label, entry in data["results"].items():
         rounds = ", ".join(number(r.get("jobs_per_s")) for r in entry["rounds"])
-        lines.append(f"| {label} | {entry['jobs']:,} | {number(entry['jobs_per_s'])} | "
-                     f"{rounds} |")
-    return "\n".join(lines + [""] + io_verdict(data))
+        lines.append(f"| {label} | {entry['jobs']:,} | {number(entry['jobs_per_s'])} | {rounds} |")
+    return "\n".join([*lines, "", *io_verdict(data)])
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -343,8 +461,15 @@ def main(argv: list[str] | None = None) -> int:
         "run_name": name,
         "machine": machine(),
         "versions": versions(),
-        "settings": {s.key: {"label": s.label, "defaults": s.defaults, "handler": s.handler,
-                             "options": list(s.extra)} for s in chosen},
+        "settings": {
+            s.key: {
+                "label": s.label,
+                "defaults": s.defaults,
+                "handler": s.handler,
+                "options": list(s.extra),
+            }
+            for s in chosen
+        },
         "arguments": vars(args),
     }
     say(f"run {name}: {', '.join(s.key for s in chosen)}; versions {report['versions']}")
@@ -370,10 +495,18 @@ def main(argv: list[str] | None = None) -> int:
     head = {k: report[k] for k in ("when", "command", "machine", "versions", "settings")}
     if args.io:
         table = io_table(report["io"])
-        summary = {**head, "io": {label: {"jobs_per_s": e["jobs_per_s"], "jobs": e["jobs"],
-                                          "each_round": [r.get("jobs_per_s") for r in e["rounds"]]}
-                                  for label, e in report["io"]["results"].items()},
-                   "verdict": io_verdict(report["io"])}
+        summary = {
+            **head,
+            "io": {
+                label: {
+                    "jobs_per_s": e["jobs_per_s"],
+                    "jobs": e["jobs"],
+                    "each_round": [r.get("jobs_per_s") for r in e["rounds"]],
+                }
+                for label, e in report["io"]["results"].items()
+            },
+            "verdict": io_verdict(report["io"]),
+        }
     else:
         noop_summary = summarize_noop(report["noop"])
         table = noop_tables(noop_summary, args.workers or [1, 2], args.latency_rate)
@@ -381,10 +514,12 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / f"{stem}-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(table + "\n")
     say("")
-    say(f"{report['when']}, {report['machine']['cpus']} CPUs ({report['machine']['cpu']}), "
+    say(
+        f"{report['when']}, {report['machine']['cpus']} CPUs ({report['machine']['cpu']}), "
         f"load average {report['machine']['load_average_at_start'][0]:.1f} at the start, "
         f"{report['machine']['load_average_at_end'][0]:.1f} at the end; "
-        f"{report['seconds']} s")
+        f"{report['seconds']} s"
+    )
     say(table)
     say(f"\nwrote {RESULTS / (stem + '.json')} and {stem}-summary.json, {stem}.md")
     return 0

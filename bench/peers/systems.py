@@ -115,7 +115,10 @@ def rabbit_names(kind: str) -> list[str] | None:
         return None
     listed = subprocess.run(
         ["rabbitmqctl", "-q", f"list_{kind}", "name"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return [line.strip() for line in listed.stdout.splitlines() if line.startswith(NAME)]
 
@@ -135,7 +138,7 @@ def delete_rabbit(queues: list[str], exchanges: list[str]) -> None:
                     channel.queue_delete(name)
                 else:
                     channel.exchange_delete(name)
-            except Exception:  # noqa: S110 - already gone
+            except Exception:  # already gone
                 pass
             finally:
                 with contextlib.suppress(Exception):
@@ -209,9 +212,8 @@ class ConveyorSystem(System):
         self.label = f"Conveyor{' broker mode' if broker else ''}, {self.setting()}"
         self.transport = "rabbitmq" if broker else "postgresql"
         self.handler = "def (thread) / async def (event loop)"
-        self.defaults = (
-            "`conveyor consume --quiet`: concurrency 1, batch 1"
-            + (", prefetch 1, quorum queue" if broker else ", LISTEN/NOTIFY")
+        self.defaults = "`conveyor consume --quiet`: concurrency 1, batch 1" + (
+            ", prefetch 1, quorum queue" if broker else ", LISTEN/NOTIFY"
         )
         self._app: Any = None
 
@@ -300,8 +302,12 @@ class PgqueuerSystem(System):
 
     def _cli(self, *args: str) -> None:
         subprocess.run(
-            [str(BIN / "pgq"), *args], env={**os.environ, **self.env()}, cwd=HERE,
-            check=True, capture_output=True, timeout=120,
+            [str(BIN / "pgq"), *args],
+            env={**os.environ, **self.env()},
+            cwd=HERE,
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
 
     def setup(self) -> None:
@@ -401,7 +407,10 @@ class ProcrastinateSystem(System):
         pg_execute(f'CREATE SCHEMA "{self.schema()}"')
         subprocess.run(
             [str(BIN / "procrastinate"), "--app=app_procrastinate.app", "schema", "--apply"],
-            cwd=HERE, check=True, capture_output=True, timeout=120,
+            cwd=HERE,
+            check=True,
+            capture_output=True,
+            timeout=120,
             env={**os.environ, "PYTHONPATH": str(HERE)},
         )
 
@@ -437,8 +446,11 @@ class ProcrastinateSystem(System):
 
     def commands(self, processes: int, extra: tuple[str, ...]) -> list[list[str]]:
         argv = [
-            str(BIN / "procrastinate"), "--app=app_procrastinate.app", "worker",
-            "-q", queue("procrastinate"),
+            str(BIN / "procrastinate"),
+            "--app=app_procrastinate.app",
+            "worker",
+            "-q",
+            queue("procrastinate"),
         ]
         return [argv + list(extra)] * processes
 
