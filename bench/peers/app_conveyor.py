@@ -1,7 +1,8 @@
 """Conveyor's side: ``conveyor --app app_conveyor:from_env consume``.
 
 ``BENCH_CONVEYOR_BROKER=1`` turns on broker mode (RabbitMQ); the polling and broker runs use
-separate tables. ``BENCH_TASK=anoop`` or ``asleep`` registers the ``async def`` handler, otherwise the sync one.
+separate tables. ``BENCH_TASK=anoop`` or ``asleep`` registers the ``async def`` handler,
+otherwise the sync one.
 """
 
 from __future__ import annotations
@@ -9,9 +10,8 @@ from __future__ import annotations
 import os
 
 import jobs
-from settings import AMQP_URL, NAME, TASK, TASK_NAME, conveyor_url
-
 from conveyor import Conveyor
+from settings import AMQP_URL, NAME, TASK, TASK_NAME, conveyor_url
 
 
 def prefix(broker: bool) -> str:

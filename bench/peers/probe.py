@@ -56,8 +56,7 @@ class _Probe:
         now = time.time()
         with self.lock:
             self.count += 1
-            if now > self.last:
-                self.last = now
+            self.last = max(self.last, now)
             assert self.map is not None
             LAYOUT.pack_into(self.map, 0, self.count, self.first, self.last)
 
