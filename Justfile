@@ -6,6 +6,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 venv := justfile_directory() / ".venv"
 python := venv / "bin/python"
 bin := venv / "bin"
+peers_venv := justfile_directory() / "bench/.peers-venv"
 
 # The conformance suite joins the lint and install steps once it has a package.
 conformance_pkg := justfile_directory() / "conformance-tests/pyproject.toml"
@@ -101,6 +102,34 @@ docs-serve:
 # bench/run.py; the RabbitMQ part is skipped when the broker does not answer)
 bench *args: _ensure-setup
     "{{ python }}" bench/run.py --broker {{ args }}
+
+# The peers' virtualenv (bench/.peers-venv): pinned pgqueuer, Procrastinate, Dramatiq and Celery
+# from bench/requirements-peers.txt, and this Conveyor; reinstalled when the pins change
+[private]
+_peers-venv:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    venv="{{ peers_venv }}"
+    stamp="${venv}/.requirements.sha256"
+    want="$(sha256sum bench/requirements-peers.txt python/pyproject.toml | sha256sum | cut -d' ' -f1)"
+    if [ ! -x "${venv}/bin/python" ]; then python3 -m venv "${venv}"; fi
+    if [ "$(cat "${stamp}" 2>/dev/null)" != "${want}" ]; then
+        "${venv}/bin/python" -m pip install --quiet --upgrade pip
+        "${venv}/bin/python" -m pip install --quiet -r bench/requirements-peers.txt -e "./python[postgresql,amqp]"
+        echo "${want}" > "${stamp}"
+    fi
+
+# Benchmark Conveyor against pgqueuer, Procrastinate, Dramatiq and Celery in one run, each with its
+# own worker CLI (extra args go to bench/peers/run.py: --rounds, --jobs, --only SYSTEM, ...)
+[positional-arguments]
+bench-peers *args: _peers-venv
+    "{{ peers_venv }}/bin/python" bench/peers/run.py "$@"
+
+# The I/O-bound benchmark: 10 ms handlers (sync and async) in one Conveyor process at concurrency
+# 1, 8 and 32, against one Dramatiq process and one pgqueuer process (args go to bench/peers/run.py)
+[positional-arguments]
+bench-io *args: _peers-venv
+    "{{ peers_venv }}/bin/python" bench/peers/run.py --io "$@"
 
 # The full check run, in order, stopping at the first failure (sets up .venv if missing)
 test: _ensure-setup spec-check lint typecheck unit conformance docs
