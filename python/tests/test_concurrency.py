@@ -20,6 +20,7 @@ from .conftest import TEST_PREFIX, backend_url, require_service, wipe
 
 RECORDER = """
     import asyncio
+    import glob
     import os
     import sys
     import time
@@ -62,8 +63,21 @@ RECORDER = """
     app.register("awork", awork)
 
     if __name__ == "__main__":
+        # Start together: each process says it is ready, then waits (bounded) for the others,
+        # so that they race for the jobs instead of the first one taking them all.
+        ready = f"{sys.argv[4]}.{os.getpid()}"
+        open(ready, "w").close()
+        deadline = time.monotonic() + 30
+        while len(glob.glob(sys.argv[4] + ".*")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
         app.worker(
-            idle_delay=0.05, stop_when_empty=True, handle_signals=False, concurrency=concurrency
+            idle_delay=0.05,
+            stop_when_empty=True,
+            handle_signals=False,
+            concurrency=concurrency,
+            # One at a time at concurrency 1, so the processes race for every job; the
+            # adaptive batch at 8.
+            batch_size=1 if concurrency == 1 else None,
         ).run()
 """
 
@@ -123,9 +137,12 @@ def test_three_worker_processes_keep_every_rule(
         thread.start()
     # Workers stop when nothing is due; run rounds until everything ended (a round can end
     # early while duplicates are still being published).
-    for _ in range(5):
+    for round_number in range(5):
+        ready = tmp_path / f"ready-{round_number}"
         workers = [
-            subprocess.Popen([sys.executable, str(module), url, prefix, str(concurrency)])
+            subprocess.Popen(
+                [sys.executable, str(module), url, prefix, str(concurrency), str(ready)]
+            )
             for _ in "abc"
         ]
         try:

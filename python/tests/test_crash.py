@@ -221,16 +221,16 @@ CONCURRENT_HANDLER_MODULE = """
         app = Conveyor(sys.argv[1], table_prefix=sys.argv[2], lease=timedelta(seconds=60))
         app.register("work", work)
         app.worker(
-            concurrency=4, grace_period=float(sys.argv[3]), idle_delay=0.05
+            concurrency=int(sys.argv[4]), grace_period=float(sys.argv[3]), idle_delay=0.05
         ).run()
 """
 
 
 def _in_flight(crash: Crash, jobs: int, stop: signal.Signals, grace: float) -> int:
-    """Run the module's worker until ``jobs`` handlers run at once, send ``stop``; the exit
-    code."""
+    """Run the module's worker (concurrency ``jobs``) until ``jobs`` handlers run at once,
+    send ``stop``; the exit code."""
     with subprocess.Popen(
-        [sys.executable, str(crash.module_path), crash.url, crash.prefix, str(grace)],
+        [sys.executable, str(crash.module_path), crash.url, crash.prefix, str(grace), str(jobs)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -285,7 +285,7 @@ def test_a_worker_stopped_with_jobs_in_flight_hands_them_back(
     )
     app, clock, runs = crash.app, crash.clock, crash.runs
     jobs = [app.publish("work", {"n": n}) for n in range(4)]
-    assert _in_flight(crash, 4, signal.SIGTERM, grace=0.2) == 0
+    assert _in_flight(crash, 4, signal.SIGTERM, grace=0.2) == 0  # threads, left behind
     clock.set(clock.now().replace(year=2100))  # the child handed them back at its wall clock
 
     handed_back = [app.get(job.id) for job in jobs]
@@ -296,4 +296,26 @@ def test_a_worker_stopped_with_jobs_in_flight_hands_them_back(
     log = runs.read_text().splitlines()
     runs_of = {n: (log.count(f"start {n}"), log.count(f"done {n}")) for n in range(4)}
     assert runs_of == dict.fromkeys(range(4), (2, 1))  # lost: none; finished: once each
+    app.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_job_in_the_worker_s_own_thread_is_handed_back_on_sigterm(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """concurrency 1: the job runs in the worker's main thread; SIGTERM past the grace period
+    interrupts it and hands it back, and the process exits 0."""
+    crash = _crash_setup(
+        CONCURRENT_HANDLER_MODULE, backend, tmp_path, monkeypatch, f"{TEST_PREFIX}crashi_"
+    )
+    app, clock, runs = crash.app, crash.clock, crash.runs
+    job = app.publish("work", {"n": 0})
+    assert _in_flight(crash, 1, signal.SIGTERM, grace=0.2) == 0
+    clock.set(clock.now().replace(year=2100))
+    handed_back = app.get(job.id)
+    assert (handed_back.state, handed_back.attempts) == ("waiting", 0)
+    assert app.process().jobs == 1
+    assert app.get(job.id).state == "finished"
+    assert runs.read_text().splitlines() == ["start 0", "start 0", "done 0"]
     app.close()

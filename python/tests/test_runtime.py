@@ -394,3 +394,32 @@ def test_a_server_backend_shares_the_runtime(make_app: AppFactory) -> None:
     stats = app.worker(concurrency=4, stop_when_empty=True, handle_signals=False).run()
     assert stats.outcomes == {"finished": 20}
     assert sorted(seen) == list(range(20))
+
+
+def test_a_job_in_the_worker_s_own_thread_is_handed_back_after_the_grace_period(
+    app: Conveyor,
+) -> None:
+    """At concurrency 1 in the main thread the job runs in the worker's thread: a stop's grace
+    period still ends it (it is interrupted and handed back)."""
+    started = threading.Event()
+    unwound = threading.Event()
+
+    def stuck() -> None:
+        started.set()
+        try:
+            threading.Event().wait(BOUND)
+        finally:
+            unwound.set()
+
+    app.register("stuck", stuck)
+    job = app.publish("stuck")
+    worker = app.worker(grace_period=0.05)
+    stopper = threading.Thread(target=lambda: started.wait(BOUND) and worker.stop())
+    stopper.start()
+    assert threading.current_thread() is threading.main_thread()
+    worker.run()
+    stopper.join(BOUND)
+    assert unwound.is_set()
+    handed_back = app.get(job.id)
+    assert handed_back.state == "waiting"
+    assert handed_back.attempts == 0

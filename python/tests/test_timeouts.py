@@ -138,3 +138,25 @@ def test_a_timeout_in_the_last_attempt_fails_the_job_for_good(app: Conveyor) -> 
     assert job.state == "permanently_failed"
     assert job.last_error is not None
     assert job.last_error.kind == "timeout"
+
+
+def test_a_sync_attempt_in_the_worker_s_own_thread_is_interrupted(app: Conveyor) -> None:
+    """At concurrency 1 in the main thread a sync handler runs in the worker's thread; at its
+    timeout it is interrupted (the exception unwinds it), not left running."""
+    unwound = threading.Event()
+
+    def stuck() -> None:
+        try:
+            threading.Event().wait(BOUND)  # interruptible, as blocking calls are
+        finally:
+            unwound.set()
+
+    app.register("stuck", stuck, timeout=SHORT)
+    job = app.publish("stuck")
+    assert threading.current_thread() is threading.main_thread()
+    stats = app.worker(stop_when_empty=True).run()
+    assert stats.outcomes == {"temporarily_failed": 1}
+    assert unwound.is_set()
+    failed = app.get(job.id)
+    assert failed.last_error is not None
+    assert failed.last_error.kind == "timeout"

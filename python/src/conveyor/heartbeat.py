@@ -41,17 +41,21 @@ class Heartbeat:
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._wakes_at = float("inf")  # monotonic time the thread sleeps until
 
     def hold(self, job_id: str, token: int, lease_ms: int) -> None:
         """Keep the job's lease (of ``lease_ms``) alive until :meth:`release`."""
         with self._changed:
-            self._held[job_id] = _Held(token, lease_ms, time.monotonic())
+            held = self._held[job_id] = _Held(token, lease_ms, time.monotonic())
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(
                     target=self._run, name="conveyor-heartbeat", daemon=True
                 )
                 self._thread.start()
-            self._changed.notify()
+            # Wake the thread only if this lease is due before it would wake anyway: holding
+            # a job must not cost a thread switch (jobs of one lease length never do).
+            if held.last_beat + held.interval < self._wakes_at:
+                self._changed.notify()
 
     def release(self, job_id: str) -> None:
         with self._changed:
@@ -90,11 +94,12 @@ class Heartbeat:
                 for job_id, _, _ in due:
                     self._held[job_id].last_beat = now
                 if not due:
-                    next_at = min(
+                    self._wakes_at = min(
                         (held.last_beat + held.interval for held in self._held.values()),
                         default=now + 3600,
                     )
-                    self._changed.wait(max(next_at - now, 0.001))
+                    self._changed.wait(max(self._wakes_at - now, 0.001))
+                    self._wakes_at = float("inf")
                     continue
             for job_id, token, lease_ms in due:
                 self._beat_one(job_id, token, lease_ms)

@@ -49,6 +49,12 @@ class JobSource(Protocol):
         may be claimable. Returns once watching, so that work arriving later is not missed."""
         ...
 
+    def watch(self, wanted: bool) -> None:
+        """Whether the worker waits for new work (it has free slots and its last claim did not
+        fill them); a source may stop watching while it does not, so that a busy worker is not
+        woken for nothing."""
+        ...
+
     def claim(
         self, limit: int, recorded: Sequence[Performed] = (), due_by: datetime | None = None
     ) -> Claimed:
@@ -105,7 +111,17 @@ class StoreSource:
         self.operations = operations
         self.options = options
         self._closed = threading.Event()
+        self._wanted = threading.Event()
+        self._wanted.set()
         self._thread: threading.Thread | None = None
+
+    def watch(self, wanted: bool) -> None:
+        # A busy worker's listener sleeps here instead of waking (and taking the GIL) at
+        # every notification; PostgreSQL keeps the notifications until it listens again.
+        if wanted:
+            self._wanted.set()
+        else:
+            self._wanted.clear()
 
     def open(self, wake: Callable[[], None]) -> None:
         listening = threading.Event()
@@ -118,6 +134,10 @@ class StoreSource:
     def _listen(self, wake: Callable[[], None], listening: threading.Event) -> None:
         waited = 0.0
         while not self._closed.is_set():
+            if not self._wanted.is_set():
+                self._wanted.wait()
+                waited = 0.0
+                continue
             timeout = min(self.SLICE, max(self.options.idle_delay - waited, 0.001))
             try:
                 news = self.operations.wait_for_work(timeout, listening.set)
@@ -150,6 +170,7 @@ class StoreSource:
 
     def close(self) -> None:
         self._closed.set()
+        self._wanted.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=self.SLICE * 4)

@@ -33,6 +33,7 @@ from .execution import (
     timed_out,
     timeout_of,
 )
+from .inline import Alarm, Interrupted
 from .model import Job
 from .priority import PriorityRange
 from .resilience import Backoff, describe, is_transient
@@ -45,6 +46,9 @@ log = logging.getLogger("conveyor.worker")
 # the claimable jobs at once, with its attempt refunded, so another worker can take it now.
 HANDED_BACK = Report("wait", {"delay_ms": 0})
 LONGEST_RESCUE_INTERVAL = 30.0
+# The adaptive batch (batch_size None): claim ahead about this much work, at most this many.
+PREFETCH_SECONDS = 0.1
+AUTO_BATCH_LIMIT = 100
 
 
 def default_worker_id() -> str:
@@ -59,8 +63,10 @@ class WorkerOptions:
     # tasks on the app's event loop; both kinds share the slots.
     concurrency: int = 1
     # Jobs claimed by one statement: at least the free slots; more are held (leased) until a
-    # slot frees up.
-    batch_size: int = 1
+    # slot frees up. None (the default) adapts: the free slots while there is no backlog, and
+    # while there is one, as many as the slots run in about ``PREFETCH_SECONDS`` (at most
+    # ``AUTO_BATCH_LIMIT``), judged by the jobs' recent run times.
+    batch_size: int | None = None
     lease: timedelta | None = None
     max_jobs: int | None = None
     max_cycles: int | None = None
@@ -81,8 +87,9 @@ class WorkerOptions:
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigurationError(f"{name} must be at least 1, not {getattr(self, name)}")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigurationError(f"{name} must be at least 1, not {value}")
         for name in ("idle_delay", "grace_period", "record_delay"):
             if not getattr(self, name) >= 0:
                 raise ConfigurationError(f"{name} must be 0 or more seconds")
@@ -174,6 +181,7 @@ class _Running:
     timeout: float | None  # seconds; enforced here only for sync handlers (threads)
     deadline: float | None  # monotonic
     given_up: bool = False  # its outcome was recorded without it; its result is discarded
+    started: float = field(default_factory=time.monotonic)
 
 
 class Worker(WorkerControl):
@@ -195,6 +203,7 @@ class Worker(WorkerControl):
         self.rescue_interval = options.rescue_interval or min(lease_s / 2, LONGEST_RESCUE_INTERVAL)
         self._changed = threading.Condition()
         self._news = True  # new work may be claimable (the source says so)
+        self._watching = True  # the source watches for new work (no backlog)
         self._done: deque[str] = deque()  # ids of running jobs whose future completed
         self._running: dict[str, _Running] = {}
         self._buffer: deque[Job] = deque()  # claimed, not started
@@ -205,11 +214,20 @@ class Worker(WorkerControl):
         self._idle_since: float | None = None
         self._due_by: datetime | None = None
         self._threads: DaemonThreads | None = None
+        self._backlog = False  # the last claim was full
+        self._job_seconds = PREFETCH_SECONDS  # recent average run time of a job
+        # At concurrency 1 in the main thread, sync handlers run in this thread (inline.py).
+        self._alarm: Alarm | None = None
+        self._inline: Job | None = None
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> WorkerStats:
         restore = self._install_signals()
+        give_back_alarm = None
+        if self.options.concurrency == 1 and Alarm.available():
+            self._alarm = Alarm()
+            give_back_alarm = self._alarm.install()
         if self.options.stop_when_empty:
             # process(): every job due now, not the ones their own outcomes make due again.
             self._due_by = self.clock()
@@ -225,6 +243,9 @@ class Worker(WorkerControl):
             finally:
                 if self._threads is not None:
                     self._threads.shutdown()
+                if give_back_alarm is not None:
+                    give_back_alarm()
+                    self._alarm = None
                 restore()
         self.stats.stop_reason = self._stop_reason
         return self.stats
@@ -265,7 +286,7 @@ class Worker(WorkerControl):
         should go on at once (jobs claimed, or a claim that yielded to older jobs found
         fewer than it could take)."""
         options = self.options
-        limit = max(self._free(), options.batch_size)
+        limit = self._batch()
         if options.max_jobs is not None:
             limit = min(limit, options.max_jobs - self._claimed)
         pending, self._pending = self._pending, []
@@ -292,9 +313,28 @@ class Worker(WorkerControl):
             self._idle_since = None
         # Look again at once if this claim was full (more may be due), or if it passed over
         # jobs of this worker that are due again (to let older jobs go first) and is not full.
-        if len(claimed.jobs) >= limit or claimed.due_again:
+        backlog = self._backlog = len(claimed.jobs) >= limit
+        if backlog or claimed.due_again:
             self._wake()
+        if backlog == self._watching:
+            self._watching = not backlog
+            self.source.watch(self._watching)
         return bool(claimed.jobs)
+
+    def _batch(self) -> int:
+        """How many jobs to claim: the free slots, or more ahead while there is a backlog."""
+        free = self._free()
+        options = self.options
+        if options.batch_size is not None:
+            return max(free, options.batch_size)
+        if not self._backlog:
+            return free
+        ahead = int(options.concurrency * PREFETCH_SECONDS / max(self._job_seconds, 1e-6))
+        return max(free, min(AUTO_BATCH_LIMIT, ahead))
+
+    def _timed(self, seconds: float) -> None:
+        """A job ran ``seconds``: the average the adaptive batch sizes itself by."""
+        self._job_seconds += (seconds - self._job_seconds) * 0.2
 
     def _start_buffered(self) -> None:
         while (
@@ -313,6 +353,9 @@ class Worker(WorkerControl):
         runner = self.runner
         timeout = timeout_of(job)
         deadline = None
+        if self._alarm is not None and not runner.is_async(job):
+            self._run_inline(job, self._alarm, timeout)
+            return
         if runner.is_async(job):  # cancelled at its timeout by perform_async itself
             future = runner.loop.submit(runner.perform_async(job, timeout))
         else:
@@ -326,6 +369,38 @@ class Worker(WorkerControl):
         self._running[job.id] = _Running(job, future, timeout, deadline)
         future.add_done_callback(lambda _: self._completed(job.id))
 
+    def _run_inline(self, job: Job, alarm: Alarm, timeout: float | None) -> None:
+        """Run a sync job in this thread; the alarm ends it at its timeout, or when a stop's
+        grace period is over (see :meth:`_stopped`)."""
+        self._inline = job
+        started = time.monotonic()
+        try:
+            if timeout is not None:
+                alarm.arm(timeout, timed_out(timeout))
+            if self._stop.is_set():
+                self._arm_grace(alarm)
+            performed = self.runner.perform(job)
+        except Interrupted as interruption:
+            self.runner.heartbeat.release(job.id)
+            if interruption.report is HANDED_BACK:
+                log.warning(
+                    "job %s still ran at the end of the grace period of %g s; handed back",
+                    job.id,
+                    self.options.grace_period,
+                )
+            performed = self.runner.abandoned(job, interruption.report)
+        finally:
+            alarm.disarm()
+            self._inline = None
+        self._timed(time.monotonic() - started)
+        self._add_pending(performed)
+        if performed.die:
+            self.stop("a handler asked the worker to die")
+
+    def _arm_grace(self, alarm: Alarm) -> None:
+        grace = 0.0 if self._hurried.is_set() else self.options.grace_period
+        alarm.arm(grace, HANDED_BACK)
+
     def _completed(self, job_id: str) -> None:
         with self._changed:
             self._done.append(job_id)
@@ -337,6 +412,9 @@ class Worker(WorkerControl):
             self._changed.notify_all()
 
     def _stopped(self) -> None:
+        alarm = self._alarm
+        if alarm is not None and self._inline is not None:
+            self._arm_grace(alarm)
         with self._changed:
             self._changed.notify_all()
 
@@ -357,6 +435,7 @@ class Worker(WorkerControl):
             if running.given_up:
                 log.info("job %s ended after its outcome was recorded; result discarded", job_id)
                 continue
+            self._timed(time.monotonic() - running.started)
             self._add_pending(performed)
             if performed.die:
                 self.stop("a handler asked the worker to die")

@@ -351,7 +351,7 @@ class BrokerConsumer(WorkerControl):
         """Buffered messages of the best band (lowest priority number), oldest first: one, or
         up to ``batch_size`` (never more jobs than ``max_jobs`` still allows)."""
         band = min(delivery.band for delivery in self._buffer)
-        size = self.options.batch_size
+        size = self.options.batch_size or 1
         if self.options.max_jobs is not None:
             size = min(size, max(self.options.max_jobs - self.stats.jobs, 1))
         taken = sorted(

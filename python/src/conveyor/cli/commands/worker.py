@@ -34,10 +34,9 @@ queue_option = click.option(
 batch_size_option = click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
     metavar="N",
-    help="Jobs claimed per cycle.",
+    help="Jobs claimed per statement (default: adaptive, the free slots when idle and more "
+    "ahead while there is a backlog).",
 )
 single_id_option = click.option(
     "--single-id",
@@ -182,7 +181,7 @@ def consume(
     cycles_limit: int | None,
     cycle_delay: float,
     memory_limit: int | None,
-    batch_size: int,
+    batch_size: int | None,
     concurrency: int,
     grace_period: float,
     rescue_interval: float | None,
@@ -262,7 +261,7 @@ def process(
     priorities: str | None,
     queues: tuple[str, ...],
     limit: int | None,
-    batch_size: int,
+    batch_size: int | None,
     concurrency: int,
     single_id: str,
     quiet: bool,
