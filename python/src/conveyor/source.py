@@ -135,6 +135,7 @@ class StoreSource:
         waited = 0.0
         while not self._closed.is_set():
             if not self._wanted.is_set():
+                listening.set()  # nobody waits for news (a draining worker): open() returns now
                 self._wanted.wait()
                 waited = 0.0
                 continue
@@ -169,8 +170,8 @@ class StoreSource:
         return self.operations.rescue()
 
     def close(self) -> None:
+        # Not joined: the listener holds nothing of its own and ends within a slice, and a
+        # draining worker (process()) must not wait that long on its way out.
         self._closed.set()
         self._wanted.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout=self.SLICE * 4)
+        self._thread = None

@@ -229,8 +229,11 @@ class Worker(WorkerControl):
             self._alarm = Alarm()
             give_back_alarm = self._alarm.install()
         if self.options.stop_when_empty:
-            # process(): every job due now, not the ones their own outcomes make due again.
+            # process(): every job due now, not the ones their own outcomes make due again;
+            # it stops when none is left, so it never waits for new work.
             self._due_by = self.clock()
+            self._watching = False
+            self.source.watch(False)
         try:
             self.source.open(self._wake)
             try:
@@ -246,6 +249,9 @@ class Worker(WorkerControl):
                 if give_back_alarm is not None:
                     give_back_alarm()
                     self._alarm = None
+                # This thread's connections go back to the pool: a worker may run in a thread
+                # that ends now, and each such thread would otherwise keep one for ever.
+                self.runner.host.release_thread()
                 restore()
         self.stats.stop_reason = self._stop_reason
         return self.stats
@@ -316,7 +322,7 @@ class Worker(WorkerControl):
         backlog = self._backlog = len(claimed.jobs) >= limit
         if backlog or claimed.due_again:
             self._wake()
-        if backlog == self._watching:
+        if backlog == self._watching and not self.options.stop_when_empty:
             self._watching = not backlog
             self.source.watch(self._watching)
         return bool(claimed.jobs)
