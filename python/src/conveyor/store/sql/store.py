@@ -43,6 +43,7 @@ from .dialects import (
     PostgresListener,
     configure_postgresql,
     configure_sqlite,
+    local_settings,
     masked,
     notify_channel,
     schema_transaction,
@@ -502,6 +503,7 @@ class SqlStore:
         if engine is None:
             engine = self._create_engine(parsed)
         self.engine = engine
+        self._own_engine = own_engine
         self.dialect = Dialect.of(engine)
         self.claims = ClaimStatements(self.tables, states, self.dialect)
         # Only on engines Conveyor made: a caller's engine keeps every statement visible to
@@ -596,6 +598,8 @@ class SqlStore:
         connection = self._connection()
         try:
             with connection.begin():
+                if not self._own_engine:
+                    local_settings(connection, self.dialect)
                 yield SqlTransaction(
                     connection, self.tables, self.states, self.dialect, self.claims, self.direct
                 )
