@@ -81,8 +81,13 @@ def test_rows_of_many_jobs_equal_each_job_s_own_row() -> None:
     jobs += [replace(jobs[-1], state="processing"), replace(jobs[-1], tags=("other",))]
     jobs += [jobs[0], jobs[0]]
 
-    def flags(job: object) -> tuple[bool, bool, bool]:
-        state = job.state
-        return state == "processing", state == "ready", state == "processing"
+    def flags(job: object) -> tuple[bool, bool, bool, bool]:
+        state, due = job.state, job.available_at <= job.updated_at
+        return (
+            state == "processing",
+            state == "ready" and due,
+            state == "ready" and not due,
+            (state == "processing"),
+        )
 
     assert rows_of(jobs, flags) == [job_values(job, flags(job)) for job in jobs]

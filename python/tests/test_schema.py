@@ -13,7 +13,12 @@ from conveyor import Conveyor
 from conveyor.lifecycle import state_sets
 from conveyor.machine import Machine
 from conveyor.specfiles import machine_document
-from conveyor.store.sql.schema import MIGRATIONS, SCHEMA_VERSION, build_tables
+from conveyor.store.sql.schema import (
+    JOB_TABLE_STORAGE,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    build_tables,
+)
 from conveyor.store.sql.store import SqlStore
 
 from .conftest import TEST_PREFIX, backend_url, require_service
@@ -117,7 +122,7 @@ def test_concurrent_first_use_creates_the_schema_once(backend: str, tmp_path: Pa
         _drop(url, prefix)
 
 
-_LATER_COLUMNS = ("timeout_ms",)  # added after version 1 (version 3)
+_LATER_COLUMNS = ("timeout_ms", "delay_until")  # added after version 1 (versions 3, 4)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
@@ -172,3 +177,26 @@ def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
     finally:
         _drop(url, prefix)
         _drop(url, f"{TEST_PREFIX}v2_")
+
+
+def test_the_job_table_gets_its_storage_parameters_on_postgresql() -> None:
+    """Version 4: fillfactor and per-table autovacuum thresholds (JOB_TABLE_STORAGE)."""
+    require_service("postgresql")
+    url = backend_url("postgresql", Path())
+    prefix = f"{TEST_PREFIX}storage_"
+    _drop(url, prefix)
+    try:
+        SqlStore(url, STATES, prefix).close()
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            options = connection.exec_driver_sql(
+                "SELECT reloptions FROM pg_class WHERE relname = %(name)s",
+                {"name": f"{prefix}jobs"},
+            ).scalar_one()
+        engine.dispose()
+        found = dict(option.split("=", 1) for option in options)
+        assert found["fillfactor"] == JOB_TABLE_STORAGE["fillfactor"]
+        for name, value in JOB_TABLE_STORAGE.items():
+            assert float(found[name]) == float(value)
+    finally:
+        _drop(url, prefix)

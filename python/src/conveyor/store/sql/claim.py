@@ -8,8 +8,11 @@ Two choices keep the plan cheap and stable on PostgreSQL, whose driver prepares 
 and whose planner then settles on a generic plan: the state sets and constants are rendered
 inline (only the moment, the limit and the worker's filters are parameters, so the generic
 plan is as good as a custom one and planning, about a millisecond for this query, happens
-once), and claimability is read from ``claim_priority`` (NULL unless the state is claimable)
-so the one index that serves the filter is the one whose order is the claim order.
+once), and claimability is read from ``claim_priority`` (NULL unless the state is claimable
+and the job was due when written, or has been promoted since) so the one index that serves
+the filter is the one whose order is the claim order. Delayed jobs wait in another index,
+over ``delay_until``, and are promoted by the claim once due: however many jobs are delayed,
+finished or ready, a claim reads only the rows it returns.
 """
 
 from __future__ import annotations
@@ -102,6 +105,39 @@ class ClaimStatements:
         self._backlog: Select[Any] | None = None
         self._needy: Select[Any] | None = None
         self._among: Select[Any] | None = None
+        self._due: Select[Any] | None = None
+        self._promote: Update | None = None
+
+    def due_statement(self) -> Select[Any]:
+        """Ids of delayed jobs due by ``:now``, earliest first, up to ``:limit``; locked, and
+        skipping rows another claim is promoting, where the database can."""
+        if self._due is None:
+            t = self.tables.jobs
+            due: Select[Any] = (
+                select(t.c.id)
+                .where(t.c.delay_until <= bindparam("now", type_=BigInteger()))
+                .order_by(t.c.delay_until)
+                .limit(bindparam("limit", type_=Integer()))
+            )
+            if self.dialect.skip_locked:
+                due = due.with_for_update(skip_locked=True)
+            self._due = due
+        return self._due
+
+    def promote_statement(self) -> Update:
+        """Delayed jobs ``:ids`` into the claim index. Only the storage columns change: the
+        job itself (state, times) is as it was."""
+        if self._promote is None:
+            t = self.tables.jobs
+            self._promote = (
+                update(t)
+                .where(
+                    t.c.id.in_(bindparam("ids", expanding=True, type_=BigInteger())),
+                    t.c.delay_until.is_not(None),
+                )
+                .values(claim_priority=t.c.priority, delay_until=None)
+            )
+        return self._promote
 
     def update_statement(self, columns: frozenset[str], unleased: bool) -> Update:
         """The conditional write of a job: only the changed columns, only if the row still
@@ -147,7 +183,9 @@ class ClaimStatements:
 
     def _build(self, shape: Shape) -> Select[Any]:
         j = self.tables.jobs.alias("j")
-        facts, conditions = self._claimable(j)
+        # By id the delayed rows count too; in claim order only the claim index is read.
+        facts, conditions = self._claimable(j, ready_only=not shape.by_id)
+        priority = j.c.priority if shape.by_id else j.c.claim_priority
         if shape.by_id:
             conditions.append(j.c.id == bindparam("job_id", type_=BigInteger()))
         if shape.queues and self.dialect.name == "postgresql":
@@ -157,9 +195,9 @@ class ClaimStatements:
         elif shape.queues:
             conditions.append(j.c.queue.in_(bindparam("queues", expanding=True, type_=String())))
         if shape.low:
-            conditions.append(j.c.claim_priority >= bindparam("low", type_=Integer()))
+            conditions.append(priority >= bindparam("low", type_=Integer()))
         if shape.high:
-            conditions.append(j.c.claim_priority <= bindparam("high", type_=Integer()))
+            conditions.append(priority <= bindparam("high", type_=Integer()))
         # Every row returned meets the WHERE, so the facts it requires are known (IMPLIED_FACTS);
         # only the others are computed per row.
         columns: list[Any] = [
@@ -237,9 +275,11 @@ class ClaimStatements:
             return among
         return self._among
 
-    def _claimable(self, j: Any) -> tuple[dict[str, Any], list[Any]]:
+    def _claimable(self, j: Any, ready_only: bool = False) -> tuple[dict[str, Any], list[Any]]:
         """The claim guard's facts over the jobs alias ``j``, and the conditions every
-        claimable, due job meets (the ``now`` parameter is bound by the caller)."""
+        claimable, due job meets (the ``now`` parameter is bound by the caller). With
+        ``ready_only``, the delayed jobs not yet promoted are left out (the claim promotes
+        what is due before it runs)."""
         jobs, states = self.tables.jobs, self.states
         g, g2, u, u2, dj = (jobs.alias(name) for name in ("g", "g2", "u", "u2", "dj"))
         d = self.tables.dependencies.alias("d")
@@ -296,8 +336,11 @@ class ClaimStatements:
             ),
         }
         conditions = [
-            # claim_priority is set exactly while the state is claimable (rows.job_values)
-            j.c.claim_priority.is_not(None),
+            # claim_priority or delay_until is set exactly while the state is claimable
+            # (rows.job_values); available_at is still compared, whatever the clocks did
+            j.c.claim_priority.is_not(None)
+            if ready_only
+            else or_(j.c.claim_priority.is_not(None), j.c.delay_until.is_not(None)),
             j.c.available_at <= bindparam("now", type_=BigInteger()),
             facts["dependencies_succeeded"],
             facts["serial_group_idle"],

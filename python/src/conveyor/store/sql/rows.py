@@ -28,62 +28,75 @@ def _error(error: JobError | None) -> str | None:
     return _dumps(error.to_dict()) if error else None
 
 
-Encoder = Callable[[Job, bool, bool, bool], Any]
+Encoder = Callable[[Job, bool, bool, bool, bool], Any]
 
-# Each column: the Job fields it is computed from, and how (job, leased, claimable, unique
-# held) -> value. The lock and claim columns also depend on the state, through the flags:
+# Each column: the Job fields it is computed from, and how (job, leased, claimable and due,
+# claimable but delayed, unique held) -> value. The lock and claim columns also depend on the
+# state, through the flags:
 # a unique job holds its identifier's lock while leased and, once it succeeded, for as long
 # as it exists, so no sibling can be claimed after it (UNIQ-003) whatever snapshot the
 # sibling's claim read.
 _COLUMNS: dict[str, tuple[tuple[str, ...], Encoder]] = {
-    "claim_priority": (("priority", "state"), lambda j, le, cl, un: j.priority if cl else None),
-    "queue": (("queue",), lambda j, le, cl, un: j.queue),
-    "priority": (("priority",), lambda j, le, cl, un: j.priority),
-    "state": (("state",), lambda j, le, cl, un: j.state),
-    "available_at": (("available_at",), lambda j, le, cl, un: to_ms(j.available_at)),
-    "created_at": (("created_at",), lambda j, le, cl, un: to_ms(j.created_at)),
-    "updated_at": (("updated_at",), lambda j, le, cl, un: to_ms(j.updated_at)),
+    # Claimable jobs are in one of two indexes: the claim's (due when written) or the delayed
+    # one (due later, promoted by the claim once due: store.SqlTransaction._promote).
+    "claim_priority": (
+        ("priority", "state", "available_at", "updated_at"),
+        lambda j, le, cl, dl, un: j.priority if cl else None,
+    ),
+    "delay_until": (
+        ("available_at", "state", "updated_at"),
+        lambda j, le, cl, dl, un: to_ms(j.available_at) if dl else None,
+    ),
+    "queue": (("queue",), lambda j, le, cl, dl, un: j.queue),
+    "priority": (("priority",), lambda j, le, cl, dl, un: j.priority),
+    "state": (("state",), lambda j, le, cl, dl, un: j.state),
+    "available_at": (("available_at",), lambda j, le, cl, dl, un: to_ms(j.available_at)),
+    "created_at": (("created_at",), lambda j, le, cl, dl, un: to_ms(j.created_at)),
+    "updated_at": (("updated_at",), lambda j, le, cl, dl, un: to_ms(j.updated_at)),
     "finished_at": (
         ("finished_at",),
-        lambda j, le, cl, un: to_ms(j.finished_at) if j.finished_at else None,
+        lambda j, le, cl, dl, un: to_ms(j.finished_at) if j.finished_at else None,
     ),
-    "attempts": (("attempts",), lambda j, le, cl, un: j.attempts),
-    "retry_policy": (("retry_policy",), lambda j, le, cl, un: _policy_text(j.retry_policy)),
-    "serial_group": (("serial_group",), lambda j, le, cl, un: j.serial_group),
-    "identifier": (("identifier",), lambda j, le, cl, un: j.identifier),
-    "is_unique": (("unique",), lambda j, le, cl, un: j.unique),
+    "attempts": (("attempts",), lambda j, le, cl, dl, un: j.attempts),
+    "retry_policy": (("retry_policy",), lambda j, le, cl, dl, un: _policy_text(j.retry_policy)),
+    "serial_group": (("serial_group",), lambda j, le, cl, dl, un: j.serial_group),
+    "identifier": (("identifier",), lambda j, le, cl, dl, un: j.identifier),
+    "is_unique": (("unique",), lambda j, le, cl, dl, un: j.unique),
     "recurring_interval_ms": (
         ("recurring_interval_ms",),
-        lambda j, le, cl, un: j.recurring_interval_ms,
+        lambda j, le, cl, dl, un: j.recurring_interval_ms,
     ),
-    "batch_id": (("batch_id",), lambda j, le, cl, un: int(j.batch_id) if j.batch_id else None),
-    "depends_on": (("depends_on",), lambda j, le, cl, un: _list_text(j.depends_on)),
-    "tags": (("tags",), lambda j, le, cl, un: _list_text(j.tags)),
+    "batch_id": (("batch_id",), lambda j, le, cl, dl, un: int(j.batch_id) if j.batch_id else None),
+    "depends_on": (("depends_on",), lambda j, le, cl, dl, un: _list_text(j.depends_on)),
+    "tags": (("tags",), lambda j, le, cl, dl, un: _list_text(j.tags)),
     "metadata_json": (
         ("metadata",),
-        lambda j, le, cl, un: _dumps(j.metadata) if j.metadata else "{}",
+        lambda j, le, cl, dl, un: _dumps(j.metadata) if j.metadata else "{}",
     ),
     "requests": (
         ("requests",),
-        lambda j, le, cl, un: _dumps([request.to_dict() for request in j.requests]),
+        lambda j, le, cl, dl, un: _dumps([request.to_dict() for request in j.requests]),
     ),
-    "lease_token": (("lease_token",), lambda j, le, cl, un: j.lease_token),
-    "lease_worker": (("lease",), lambda j, le, cl, un: j.lease.worker_id if j.lease else None),
+    "lease_token": (("lease_token",), lambda j, le, cl, dl, un: j.lease_token),
+    "lease_worker": (("lease",), lambda j, le, cl, dl, un: j.lease.worker_id if j.lease else None),
     "lease_expires_at": (
         ("lease",),
-        lambda j, le, cl, un: to_ms(j.lease.expires_at) if j.lease else None,
+        lambda j, le, cl, dl, un: to_ms(j.lease.expires_at) if j.lease else None,
     ),
-    "last_error": (("last_error",), lambda j, le, cl, un: _error(j.last_error)),
-    "errors": (("errors",), lambda j, le, cl, un: _list_text([e.to_dict() for e in j.errors])),
+    "last_error": (("last_error",), lambda j, le, cl, dl, un: _error(j.last_error)),
+    "errors": (("errors",), lambda j, le, cl, dl, un: _list_text([e.to_dict() for e in j.errors])),
     "execution": (
         ("execution",),
-        lambda j, le, cl, un: _dumps(j.execution) if j.execution is not None else None,
+        lambda j, le, cl, dl, un: _dumps(j.execution) if j.execution is not None else None,
     ),
-    "timeout_ms": (("timeout_ms",), lambda j, le, cl, un: j.timeout_ms),
-    "group_lock": (("serial_group", "state"), lambda j, le, cl, un: j.serial_group if le else None),
+    "timeout_ms": (("timeout_ms",), lambda j, le, cl, dl, un: j.timeout_ms),
+    "group_lock": (
+        ("serial_group", "state"),
+        lambda j, le, cl, dl, un: j.serial_group if le else None,
+    ),
     "unique_lock": (
         ("identifier", "unique", "state"),
-        lambda j, le, cl, un: j.identifier if un and j.unique else None,
+        lambda j, le, cl, dl, un: j.identifier if un and j.unique else None,
     ),
 }
 _SOURCE_FIELDS = tuple(sorted({field for fields, _ in _COLUMNS.values() for field in fields}))
@@ -94,7 +107,7 @@ _COLUMNS_OF: dict[str, tuple[str, ...]] = {
 }
 
 
-Flags = tuple[bool, bool, bool]  # (leased, claimable, holds its unique lock)
+Flags = tuple[bool, bool, bool, bool]  # (leased, claimable and due, delayed, unique lock held)
 
 
 def job_values(job: Job, flags: Flags) -> dict[str, Any]:
@@ -157,7 +170,10 @@ def changed_values(
         # these columns as they were (a failed job set to back_to_broker kept claim_priority
         # NULL, and once requeued it was never claimed). Write what the new state implies; a
         # lock is only ever cleared this way, so no write takes a lock it did not take before.
-        changed.setdefault("claim_priority", _COLUMNS["claim_priority"][1](after, *flags_after))
+        # A promoted row (claim_priority set by the claim, not by a write) differs from what
+        # ``before`` implies as well, so both claim columns are written.
+        for name in ("claim_priority", "delay_until"):
+            changed.setdefault(name, _COLUMNS[name][1](after, *flags_after))
         for name in ("group_lock", "unique_lock"):
             if name not in changed and _COLUMNS[name][1](after, *flags_after) is None:
                 changed[name] = None

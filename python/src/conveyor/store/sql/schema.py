@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -110,12 +110,16 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         # Set only while the job is leased: a unique index turns serial-group exclusion and
         # unique-mode exclusion into constraints no concurrent claim can break.
         Column("group_lock", Label(), unique=not partial),
-        # Equals priority while the job is in a claimable state, NULL otherwise: the claim
-        # scans the index (claim_priority, id) in order and stops at its LIMIT.
+        # Equals priority while the job is in a claimable state (since version 4: and was due
+        # when written, or promoted since), NULL otherwise: the claim scans the index
+        # (claim_priority, id) in order and stops at its LIMIT.
         Column("claim_priority", Integer),
         Column("unique_lock", Label(), unique=not partial),
         # Version 3: how long one attempt may run (TIMEOUT-001), NULL for no limit.
         *([Column("timeout_ms", BigInteger)] if version >= 3 else []),
+        # Version 4: available_at while the job is claimable but was not yet due when written,
+        # NULL otherwise; the claim promotes such rows into claim_priority once due.
+        *([Column("delay_until", BigInteger)] if version >= 4 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -131,6 +135,8 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         **_only_where_set(c.lease_expires_at, partial),
     )
     Index(f"{prefix}ix_batch", c.batch_id, c.state, **_only_where_set(c.batch_id, partial))
+    if version >= 4:
+        Index(f"{prefix}ix_delayed", c.delay_until, **_only_where_set(c.delay_until, partial))
     if partial:
         # Set only while a job is leased: uniqueness here is serial-group and unique-mode
         # exclusion, a constraint no concurrent claim can break.
@@ -240,12 +246,70 @@ def _timeouts_v3(connection: Connection, tables: Tables) -> None:
     connection.exec_driver_sql(f"ALTER TABLE {quote(jobs.name)} ADD COLUMN timeout_ms BIGINT")
 
 
+# PostgreSQL storage parameters of the job table (version 4). A queue table is small and
+# rewritten all day: each job is inserted, updated two or three times and deleted by pruning.
+# - fillfactor 80: room on each page for the new versions of its rows. An update that changes
+#   no indexed column (a heartbeat's or a progress write's updated_at, attempts, execution)
+#   stays on the page as a HOT update and writes no index entry; the others (state changes)
+#   still keep the row's versions on one page instead of growing the table.
+# - autovacuum at 2% of the rows (PostgreSQL's default waits for 20%): dead versions and dead
+#   index entries of processed jobs are cleared while they are few, before claims walk them;
+#   ANALYZE at 2% too, so the planner's estimates follow a table whose content turns over.
+JOB_TABLE_STORAGE: dict[str, str] = {
+    "fillfactor": "80",
+    "autovacuum_vacuum_scale_factor": "0.02",
+    "autovacuum_vacuum_threshold": "1000",
+    "autovacuum_analyze_scale_factor": "0.02",
+    "autovacuum_analyze_threshold": "1000",
+}
+# PostgreSQL 13 and later: vacuum after inserts too (keeps the visibility map current, so
+# index-only probes of new rows skip the heap).
+JOB_TABLE_STORAGE_13 = {"autovacuum_vacuum_insert_scale_factor": "0.02"}
+
+
+def _job_table_storage_v4(connection: Connection, table: str) -> None:
+    """ALTER TABLE ... SET (...): a catalogue change, no rewrite (fillfactor applies to the
+    pages written from now on). PostgreSQL only: SQLite and MariaDB have no such settings."""
+    if connection.dialect.name != "postgresql":
+        return
+    settings = dict(JOB_TABLE_STORAGE)
+    if (connection.dialect.server_version_info or (0,)) >= (13,):
+        settings.update(JOB_TABLE_STORAGE_13)
+    listed = ", ".join(f"{name} = {value}" for name, value in settings.items())
+    quote = connection.dialect.identifier_preparer.quote
+    connection.exec_driver_sql(f"ALTER TABLE {quote(table)} SET ({listed})")
+
+
+def _delayed_jobs_v4(connection: Connection, tables: Tables) -> None:
+    """Version 4: delayed jobs leave the claim index for their own (``delay_until``), so a
+    claim never walks jobs that are not due; and, on PostgreSQL, the job table's storage
+    parameters (JOB_TABLE_STORAGE). Adds the column in place, moves the rows that were not
+    due when last written (one pass over the claim index), and builds the index.
+    """
+    jobs = build_tables(tables.prefix, version=4).jobs
+    quote = connection.dialect.identifier_preparer.quote
+    name = quote(jobs.name)
+    if "delay_until" not in {
+        column["name"] for column in inspect(connection).get_columns(jobs.name)
+    }:
+        connection.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN delay_until BIGINT")
+    connection.exec_driver_sql(
+        f"UPDATE {name} SET delay_until = available_at, claim_priority = NULL "
+        "WHERE claim_priority IS NOT NULL AND available_at > updated_at"
+    )
+    for index in jobs.indexes:
+        if index.name == f"{tables.prefix}ix_delayed":
+            index.create(connection, checkfirst=True)
+    _job_table_storage_v4(connection, jobs.name)
+
+
 # Each migration brings the schema from version (index) to version (index + 1). Add new
 # steps at the end; never edit a released one (a step builds the tables as of its own version).
 MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _create_v1,
     _partial_indexes_v2,
     _timeouts_v3,
+    _delayed_jobs_v4,
 ]
 
 

@@ -55,6 +55,8 @@ from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_ve
 IDLE_PING_SECONDS = 1.0
 # From this many jobs in one insert, PostgreSQL gets them by COPY (see _copy_jobs).
 COPY_THRESHOLD = 8
+# Delayed jobs moved into the claim index per claim, once due (see SqlTransaction._promote).
+PROMOTE_LIMIT = 500
 
 
 _LARGEST_ID = 2**63 - 1  # BIGINT
@@ -91,6 +93,7 @@ class SqlTransaction:
         self.dialect = dialect
         self.claims = claims
         self.direct = direct
+        self._promoted_until: int | None = None
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -170,12 +173,16 @@ class SqlTransaction:
         }
 
     def _flags(self, job: Job) -> Flags:
-        """(leased, claimable, holds its unique lock): what the lock and claim columns of a row
-        depend on (rows.Encoder)."""
+        """(leased, claimable and due, claimable but delayed, holds its unique lock): what the
+        lock and claim columns of a row depend on (rows.Encoder). Due means due at the
+        moment of the write; a delayed row is promoted by the first claim after it is due."""
         leased = job.state in self.states.leased
+        claimable = job.state in self.states.claimable
+        delayed = claimable and job.available_at > job.updated_at
         return (
             leased,
-            job.state in self.states.claimable,
+            claimable and not delayed,
+            delayed,
             leased or job.state in self.states.performed,
         )
 
@@ -252,8 +259,11 @@ class SqlTransaction:
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
         if query.job_id is not None and row_id(query.job_id) is None:
             return
+        now_ms = to_ms(now)
+        if query.job_id is None:  # by id, the claim reads the delayed rows too
+            self._promote(now_ms)
         statement = self.claims.statement(query)
-        parameters = self.claims.parameters(query, to_ms(now), limit)
+        parameters = self.claims.parameters(query, now_ms, limit)
         for row in self.direct.rows(
             self.connection, statement, parameters
         ):  # rows become jobs only as the claimer consumes them
@@ -262,6 +272,24 @@ class SqlTransaction:
                 for name in FACTS
             }
             yield Candidate(job=job_from_row(row), **facts)
+
+    def _promote(self, now_ms: int) -> None:
+        """Move the delayed jobs due by ``now_ms`` into the claim index, earliest due first
+        (at most PROMOTE_LIMIT per claim), so the claim that follows in this transaction
+        sees them in claim order. When nothing is due this is one empty index probe."""
+        if self._promoted_until is not None and now_ms <= self._promoted_until:
+            return
+        self._promoted_until = now_ms
+        ids = [
+            row["id"]
+            for row in self.direct.rows(
+                self.connection,
+                self.claims.due_statement(),
+                {"now": now_ms, "limit": PROMOTE_LIMIT},
+            )
+        ]
+        if ids:
+            self.connection.execute(self.claims.promote_statement(), {"ids": ids})
 
     def dependents(self, job_id: str) -> list[Job]:
         t, d = self.tables.jobs, self.tables.dependencies
