@@ -433,7 +433,9 @@ class SqlTransaction:
                     t.c.finished_at < to_ms(finished_before),
                     ~needed,
                 )
-                .order_by(t.c.id)
+                # No order: the scan of ix_prune stops at the limit. Ordered by id, every
+                # chunk read and sorted all the prunable rows (23 s for 120,000 of a
+                # million-job table, against 2,500 in 0.08 s of a 5,000-job one).
                 .limit(limit)
             )
             .scalars()
