@@ -400,6 +400,8 @@ class Worker(WorkerControl):
             self._inline = None
         self._timed(time.monotonic() - started)
         self._add_pending(performed)
+        with self._changed:
+            self._news = True  # a slot is free, and this outcome may free the job behind it
         if performed.die:
             self.stop("a handler asked the worker to die")
 

@@ -8,6 +8,7 @@ job twice, and two jobs of one serial group can never be leased at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 import time
@@ -19,7 +20,10 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
+    Table,
     Update,
+    bindparam,
     create_engine,
     delete,
     exists,
@@ -74,6 +78,14 @@ def row_id(text: object) -> int | None:
     return value if value <= _LARGEST_ID else None
 
 
+@functools.lru_cache(maxsize=64)
+def _announced_insert(jobs: Table, columns: tuple[str, ...]) -> Select[Any]:
+    """``INSERT ... RETURNING id`` of one row with its ``pg_notify``, built once per table."""
+    values = {name: bindparam(name, type_=jobs.c[name].type) for name in columns}
+    inserted = insert(jobs).values(values).returning(jobs.c.id).cte("inserted")
+    return select(inserted.c.id, func.pg_notify(notify_channel(jobs.name), ""))
+
+
 class SqlTransaction:
     def __init__(
         self,
@@ -99,12 +111,15 @@ class SqlTransaction:
         t = self.tables.jobs
         rows = rows_of(jobs, self._flags)
         ids: Sequence[int]
+        announced = False
         if (
             self.dialect.name == "postgresql"
             and self.connection.dialect.driver == "psycopg"  # psycopg 3 has cursor.copy()
             and len(rows) >= COPY_THRESHOLD
         ):
             ids = self._copy_jobs(rows)
+        elif self.dialect.name == "postgresql" and len(rows) == 1:
+            ids, announced = self._insert_announced(rows[0]), True
         else:
             ids = (
                 self.connection.execute(
@@ -126,8 +141,15 @@ class SqlTransaction:
         tags = [{"job_id": int(job.id), "tag": tag} for job in stored for tag in job.tags]
         if tags:
             self.connection.execute(insert(self.tables.tags), tags)
-        self._announce()
+        if not announced:
+            self._announce()
         return stored
+
+    def _insert_announced(self, row: dict[str, Any]) -> list[int]:
+        """One job on PostgreSQL: the insert and its wake-up in one statement, so a single
+        publish costs one round trip fewer (the notification still waits for the commit)."""
+        statement = _announced_insert(self.tables.jobs, tuple(row))
+        return list(self.connection.execute(statement, row).scalars())
 
     def _copy_jobs(self, rows: list[dict[str, Any]]) -> list[int]:
         """PostgreSQL bulk insert: ids drawn from the table's sequence, rows sent by COPY.
