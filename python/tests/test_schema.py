@@ -251,6 +251,8 @@ def test_store_locks_are_refused_to_a_second_holder_until_they_expire(
         assert other.acquire_lock("Nightly", expired, expired + timedelta(seconds=30))
         store.erase()
         assert store.acquire_lock("Nightly", now, now + timedelta(seconds=30)) is not None
+        store.drop_schema()
+        assert [name for name in inspect(store.engine).get_table_names() if prefix in name] == []
     finally:
         store.close()
         other.close()
