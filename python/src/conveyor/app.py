@@ -268,14 +268,7 @@ class Conveyor:
         return [changed.get(job.id, job) for job in outcome.jobs[: len(jobs)]]
 
     def _joined(self, connection: Any) -> Transaction:
-        join = getattr(self.store, "join", None)
-        if join is None:
-            raise ConfigurationError(
-                "publishing inside a caller's transaction needs an SQL store; this app uses "
-                f"{self.url.split(':', 1)[0]}:"
-            )
-        transaction: Transaction = join(connection)
-        return transaction
+        return self.store.join(connection)
 
     @contextmanager
     def bulk(self, size: int = 500) -> Iterator[BulkPublisher]:

@@ -23,7 +23,7 @@ def open_store(url: str, states: StateSets, table_prefix: str = "conveyor_") -> 
     if url.startswith("memory:"):
         from .store.memory import MemoryStore
 
-        return MemoryStore(states)
+        return MemoryStore(states, url)
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     from .store.sql.store import SqlStore

@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,9 @@ class Tables:
     tags: Table
     batches: Table
     schema: Table
+    # Named expiring locks (Store.acquire_lock). In the metadata from version 4 on; before,
+    # the bus created the same table itself on first use (see _locks_v4).
+    locks: Table
 
 
 def _only_where_set(column: Column[Any], partial: bool) -> dict[str, Any]:
@@ -167,7 +170,14 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         Column("version", Integer, primary_key=True, autoincrement=False),
         Column("applied_at", BigInteger, nullable=False),
     )
-    return Tables(prefix, metadata, jobs, dependencies, tags, batches, schema)
+    locks = Table(
+        f"{prefix}bus_locks",
+        metadata if version >= 4 else MetaData(),
+        Column("name", Label(), primary_key=True),  # longer names are kept as their digest
+        Column("owner", String(64), nullable=False),
+        Column("expires_at", BigInteger, nullable=False),
+    )
+    return Tables(prefix, metadata, jobs, dependencies, tags, batches, schema, locks)
 
 
 def _create_v1(connection: Connection, tables: Tables) -> None:
@@ -240,12 +250,34 @@ def _timeouts_v3(connection: Connection, tables: Tables) -> None:
     connection.exec_driver_sql(f"ALTER TABLE {quote(jobs.name)} ADD COLUMN timeout_ms BIGINT")
 
 
+def _locks_v4(connection: Connection, tables: Tables) -> None:
+    """Version 4: the table of the store's named locks (WithoutOverlapping's).
+
+    Before this version the bus created ``<prefix>bus_locks`` itself on first use, with the
+    same columns: such a table is kept as it is, so that locks held across the upgrade stay
+    held and processes of the previous version, which create-if-missing the same table, share
+    it during a rolling deploy. On MariaDB its name column then gets the exact (binary)
+    comparison every label has; elsewhere the layout is already the same.
+    """
+    locks = build_tables(tables.prefix, version=4).locks
+    if not inspect(connection).has_table(locks.name):
+        locks.create(connection)
+        return
+    if connection.dialect.name in ("mysql", "mariadb"):
+        quote = connection.dialect.identifier_preparer.quote
+        label = Label().compile(dialect=connection.dialect)
+        connection.exec_driver_sql(
+            f"ALTER TABLE {quote(locks.name)} MODIFY {quote('name')} {label} NOT NULL"
+        )
+
+
 # Each migration brings the schema from version (index) to version (index + 1). Add new
 # steps at the end; never edit a released one (a step builds the tables as of its own version).
 MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _create_v1,
     _partial_indexes_v2,
     _timeouts_v3,
+    _locks_v4,
 ]
 
 

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +52,7 @@ from .dialects import (
     schema_transaction,
 )
 from .direct import DirectStatements
+from .locks import acquire_named, command_lock, release_named
 from .rows import Flags, changed_values, job_from_row, rows_of
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
 
@@ -669,6 +670,40 @@ class SqlStore:
         return SqlTransaction(
             bound, self.tables, self.states, self.dialect, self.claims, through_sqlalchemy
         )
+
+    def acquire_lock(self, name: str, now: datetime, expires_at: datetime) -> str | None:
+        return acquire_named(self.engine, self.tables.locks, name, now, expires_at)
+
+    def release_lock(self, name: str, token: str) -> None:
+        release_named(self.engine, self.tables.locks, name, token)
+
+    def command_lock(
+        self,
+        command: str,
+        single_id: str,
+        busy: str,
+        on_lost: Callable[[str], None] | None,
+        check_every: float,
+    ) -> AbstractContextManager[None]:
+        return command_lock(
+            self.engine,
+            self.display_url,
+            self.tables.prefix,
+            command,
+            single_id,
+            busy,
+            on_lost,
+            check_every,
+        )
+
+    def erase(self) -> None:
+        with self.engine.begin() as connection:
+            for table in reversed(self.tables.metadata.sorted_tables):
+                if table is not self.tables.schema:
+                    connection.execute(table.delete())
+
+    def drop_schema(self) -> None:
+        self.tables.metadata.drop_all(self.engine)
 
     def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> bool:
         if self._listener is None:
