@@ -7,7 +7,9 @@ O_APPEND is atomic across processes, so a SIGKILL leaves whole lines only.
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import time
 from datetime import datetime, timedelta
 
@@ -72,6 +74,8 @@ def _app() -> Conveyor:
     )
 
 
+# SIGUSR1 prints every thread's stack: the suite asks a worker that does not stop in time.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 app = _app()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -91,10 +93,34 @@ class Worker:
     process: subprocess.Popen[bytes]
     log: Path
     killed_at: float | None = None  # when the suite SIGKILLed it (its traceback is no crash)
+    hung: bool = False
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def ready_or_gone(self) -> bool:
+        """It printed its "consuming ..." line (its signal handlers are in place) or ended."""
+        return self.process.poll() is not None or "consuming " in self.log.read_text(
+            errors="replace"
+        )
+
+
+LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (\w+) (\S+):")
+
+
+def foreign_tracebacks(output: str) -> list[str]:
+    """The log records or bare output that carry a traceback, except pika's connection logs."""
+    found: list[str] = []
+    record = ""
+    for line in output.splitlines():
+        if LOG_RECORD.match(line):
+            record = line
+        elif line.startswith(("Traceback (most recent call last)", "Exception in thread")):
+            match = LOG_RECORD.match(record)
+            if match is None or not match.group(2).startswith("pika."):
+                found.append(record or line)
+    return found
 
 
 @dataclass
@@ -277,23 +303,33 @@ class World:
 
     def stop_workers(self) -> int:
         """SIGTERM every running worker (SIGCONT first: a paused one must hear it), then
-        count crashes: a traceback or a non-zero exit of a worker the suite did not kill."""
+        count crashes. A worker that does not stop within 30 s prints its threads' stacks
+        (SIGUSR1), is killed and counts as a crash (a hang)."""
         for worker in self.running():
+            # A worker still importing has no SIGTERM handler yet: let it finish starting.
+            self.wait_until(partial(Worker.ready_or_gone, worker), 15)
             worker.process.send_signal(signal.SIGCONT)
             worker.process.send_signal(signal.SIGTERM)
         for worker in self.workers.values():
             try:
                 worker.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
+                worker.hung = True
+                worker.process.send_signal(signal.SIGUSR1)
+                time.sleep(1)
                 worker.process.kill()
                 worker.process.wait(timeout=30)
         return sum(1 for worker in self.workers.values() if self.crashed(worker))
 
     def crashed(self, worker: Worker) -> bool:
+        """Killed by the suite: no crash. Else a non-zero exit, a hang, or a traceback that
+        is not pika's own log of a failed connection attempt (it logs those at ERROR with a
+        traceback, see docs/operations/broker.md)."""
         if worker.killed_at is not None:
             return False
-        output = worker.log.read_text(errors="replace")
-        return worker.process.returncode != 0 or "Traceback (most recent call last)" in output
+        if worker.hung or worker.process.returncode != 0:
+            return True
+        return bool(foreign_tracebacks(worker.log.read_text(errors="replace")))
 
     def crash_logs(self) -> str:
         return "".join(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -181,7 +183,7 @@ def parsers_survive(examples: int) -> tuple[int, list[str]]:
             except named:
                 pass
             except Exception as error:
-                failures.append(f"{type(error).__name__} on {body[:80]!r}")
+                failures.append(f"{type(error).__name__} on {reprlib.repr(body)}")
 
     check()
     return count[0], failures
@@ -204,7 +206,7 @@ def publish_survives(examples: int) -> tuple[int, int, list[str]]:
         | st.lists(st.text(max_size=5), max_size=3)
         | st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)
         | st.datetimes(timezones=st.just(UTC))
-        | st.integers(1, 6000).map(_nested)
+        | st.integers(1, 6000).map(Deep)
     )
     names = st.sampled_from(
         [
@@ -225,6 +227,8 @@ def publish_survives(examples: int) -> tuple[int, int, list[str]]:
     )
     @given(st.sampled_from(["work", "", "nope", "x" * 500]), payloads, options)
     def check(kind: str, payload: Any, chosen: dict[str, Any]) -> None:
+        payload = materialised(payload)
+        chosen = {name: materialised(value) for name, value in chosen.items()}
         try:
             app.publish(kind, payload, **chosen)
             counts[0] += 1
@@ -240,10 +244,22 @@ def publish_survives(examples: int) -> tuple[int, int, list[str]]:
     return counts[0], counts[1], failures
 
 
-def _nested(depth: int) -> Any:
-    value: Any = 1
-    for _ in range(depth):
-        value = [value]
+@dataclass(frozen=True)
+class Deep:
+    """A list nested ``depth`` deep, built only inside the test: hypothesis prints its
+    examples with a recursive printer that a 6,000-deep list would overflow."""
+
+    depth: int
+
+
+def materialised(value: Any) -> Any:
+    if isinstance(value, Deep):
+        nested: Any = 1
+        for _ in range(value.depth):
+            nested = [nested]
+        return nested
+    if isinstance(value, dict):
+        return {key: materialised(item) for key, item in value.items()}
     return value
 
 

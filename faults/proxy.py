@@ -1,9 +1,10 @@
 """A TCP proxy the suite controls, between workers and a database or RabbitMQ.
 
 It runs an asyncio loop in a thread of the runner. Modes: ``pass`` forwards; ``delay`` holds
-each chunk for a while (a slow link); ``blackhole`` forwards nothing and answers nothing (a
-partition: packets vanish, connections stay open); ``cut`` resets every connection and refuses
-new ones (a host that went away). Loopback only.
+each chunk for a while (a slow link); ``blackhole`` forwards nothing and answers nothing until
+the mode changes (a partition: both ends wait, connections stay open, and what was sent
+arrives once it heals, as TCP retransmits it); ``cut`` resets every connection and refuses new
+ones (a host that went away). Loopback only.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Proxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing: asyncio.Event | None = None
 
     # -- control, from the runner's thread ----------------------------------------------------
 
@@ -61,17 +63,26 @@ class Proxy:
     # -- the loop's side --------------------------------------------------------------------
 
     async def _listen(self) -> int:
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
     async def _switch(self, mode: Mode, delay: float) -> None:
         self.mode, self.delay = mode, delay
+        assert self._flowing is not None
+        if mode == "blackhole":
+            self._flowing.clear()
+        else:
+            self._flowing.set()
         if mode == "cut":
             for writer in list(self._writers):
                 _reset(writer)
 
     async def _close(self) -> None:
+        if self._flowing is not None:
+            self._flowing.set()
         if self._server is not None:
             self._server.close()
         for writer in list(self._writers):
@@ -83,6 +94,8 @@ class Proxy:
             return
         self.connections += 1
         self._writers.add(writer)
+        assert self._flowing is not None
+        await self._flowing.wait()  # a partition: the connection stays half-open
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
@@ -100,13 +113,16 @@ class Proxy:
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
+                assert self._flowing is not None
+                await self._flowing.wait()
                 chunk = await reader.read(65536)
                 if not chunk:
                     break
                 if self.mode == "delay":
                     await asyncio.sleep(self.delay)
-                if self.mode in ("blackhole", "cut"):
-                    continue  # dropped, like packets into a partition
+                await self._flowing.wait()  # held, not dropped, while partitioned
+                if self.mode == "cut":
+                    break
                 writer.write(chunk)
                 await writer.drain()
         except (ConnectionError, OSError):
