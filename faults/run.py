@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -83,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{s.name:34} {'short ' if s.short else '      '}{' '.join(s.needs)}")
         return 0
 
+    # The runner publishes through outages on purpose: its own warnings (broker_failed
+    # publishes, pika's failed connection attempts) would bury the one line per scenario.
+    logging.getLogger("conveyor").setLevel(logging.ERROR)
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     directory = Path(tempfile.mkdtemp(prefix="conveyor-faults-"))
     node = Node(directory)
     cache: dict[str, str | None] = {}

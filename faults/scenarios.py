@@ -170,7 +170,7 @@ def paused_worker(ctx: Context, name: str, backend: str, broker: bool) -> Outcom
         first.process.send_signal(signal.SIGCONT)
         time.sleep(0.1)
         # The paused worker ends its run and tries to record it: refused (StaleLease).
-        refused = w.wait_until(lambda: "lease" in first.log.read_text(errors="replace"), 15)
+        refused = w.wait_until(lambda: "stale_lease" in first.log.read_text(errors="replace"), 15)
         w.publish(20, start=1)
         outcome = finish(w)
         attempts = [job.attempts for job in w.app.jobs(limit=10) if job.attempts > 1]
@@ -216,7 +216,7 @@ def session_rounds(
     cut: Callable[[], int],
 ) -> Outcome:
     with open_world(ctx, name, backend, broker=broker) as w:
-        w.publish(300, sleep=0.02)
+        w.publish(300, sleep=0.05)  # about 5 s of work for three workers: the rounds meet it
         for _ in range(3):
             w.start_worker("w")
         ended = 0
@@ -351,11 +351,11 @@ def proxied(
     broker: bool,
     target: str,
     fault: Callable[[World], str],
-    jobs: int = 200,
+    jobs: int = 250,
 ) -> Outcome:
     """Two workers through the proxy, one direct: the proxy's faults hit the first two."""
     with open_world(ctx, name, backend, broker=broker, proxy_target=target) as w:
-        w.publish(jobs, sleep=0.02)
+        w.publish(jobs, sleep=0.05)  # about 4 s of work: the fault meets jobs in flight
         for _ in range(2):
             w.start_worker("proxied")
         direct = w.proxy_target
