@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -139,6 +140,7 @@ class World:
     published: dict[str, int] = field(default_factory=dict)  # job id -> n
     killed: dict[int, float] = field(default_factory=dict)  # pid -> when
     repairs: int = 0
+    repaired: Counter[str] = field(default_factory=Counter)
     _last_repair: float = 0.0
     proxy: Proxy | None = None
     app: Conveyor = field(init=False)
@@ -280,8 +282,11 @@ class World:
         if self.amqp_url and time.monotonic() - self._last_repair > 1.0:
             self._last_repair = time.monotonic()
             with contextlib.suppress(Exception):  # the broker may be down: that is the fault
-                self.app.repair()
+                report = self.app.repair()
                 self.repairs += 1
+                self.repaired["rescued"] += report.rescued
+                self.repaired["requeued"] += report.requeued
+                self.repaired["republished"] += report.republished
 
     def started(self) -> int:
         """How many runs have started so far (all jobs)."""

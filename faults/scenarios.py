@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conveyor.broker import BrokerSettings
 from tests.broker.node import RabbitNode
 
 from harness import (
@@ -59,6 +60,7 @@ class Scenario:
 
 
 SCENARIOS: list[Scenario] = []
+STALE_AFTER = BrokerSettings().stale_after.total_seconds()
 
 
 def scenario(
@@ -85,12 +87,22 @@ def open_world(ctx: Context, name: str, backend: str, broker: bool = False, **op
 
 
 def finish(w: World, timeout: float = 60.0, notes: list[str] | None = None) -> Outcome:
-    """Wait for every job to end, stop the workers, count."""
+    """Wait for every job to end, stop the workers, count. In broker mode the wait covers the
+    repair loop's ``stale_after`` (60 s): a job whose message was lost is handed over again
+    by then, which the notes report as "republished"."""
+    if w.amqp_url:
+        timeout = max(timeout, STALE_AFTER + 30)
     drained = w.drain(timeout)
     crashes = w.stop_workers()
     result = w.tally()
     result.crashes = crashes
     outcome = Outcome(result, notes or [])
+    if w.amqp_url:
+        r = w.repaired
+        outcome.notes.append(
+            f"repair loop: rescued {r['rescued']}, requeued {r['requeued']} broker_failed, "
+            f"republished {r['republished']} without a message"
+        )
     if not drained:
         outcome.problems.append(f"jobs still open after {timeout:g} s")
     if crashes:
