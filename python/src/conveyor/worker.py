@@ -309,6 +309,9 @@ class Worker(WorkerControl):
         except Exception:
             self.runner.hold(pending)
             self._pending = pending + self._pending  # recorded with the next attempt
+            # Nothing was claimed: claim again after the back-off. With a backlog the
+            # listener is not watching, so no notification would ever set this.
+            self._news = True
             raise
         self.stats.cycles += 1
         for performed, final in zip(pending, claimed.recorded, strict=True):
