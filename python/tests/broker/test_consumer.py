@@ -16,7 +16,8 @@ import pytest
 
 from conveyor import Conveyor, ManualClock, WorkerStats
 from conveyor.broker import Envelope
-from conveyor.broker.consumer import BrokerConsumer
+from conveyor.broker.source import BrokerSource
+from conveyor.worker import Worker
 
 from ..conftest import AppFactory
 from .conftest import settings_for
@@ -32,7 +33,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str =
 
 
 @contextmanager
-def running(consumer: BrokerConsumer) -> Iterator[list[WorkerStats]]:
+def running(consumer: Worker) -> Iterator[list[WorkerStats]]:
     """Run a consumer in a thread; stop it (and wait for it) when the block ends."""
     result: list[WorkerStats] = []
     errors: list[BaseException] = []
@@ -54,11 +55,11 @@ def running(consumer: BrokerConsumer) -> Iterator[list[WorkerStats]]:
         assert errors == []
 
 
-def consumer(app: Conveyor, **options: Any) -> BrokerConsumer:
+def consumer(app: Conveyor, **options: Any) -> Worker:
     options.setdefault("handle_signals", False)
     options.setdefault("idle_delay", 0.05)
     made = app.worker(**options)
-    assert isinstance(made, BrokerConsumer)
+    assert isinstance(made, Worker) and isinstance(made.source, BrokerSource)
     return made
 
 
