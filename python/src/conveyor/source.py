@@ -2,8 +2,8 @@
 
 A worker never sees the app. It talks to a :class:`JobSource`: :class:`StoreSource` claims
 from the store directly (polling, woken by the store's notifications), and broker mode's
-source (conveyor.broker.source) claims the jobs whose messages the broker delivered. Both record outcomes in the store,
-which stays the source of truth.
+source (``conveyor.broker.source``) claims the jobs whose messages the broker delivered. Both
+record outcomes in the store, which stays the source of truth.
 """
 
 from __future__ import annotations

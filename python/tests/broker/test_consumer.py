@@ -59,7 +59,8 @@ def consumer(app: Conveyor, **options: Any) -> Worker:
     options.setdefault("handle_signals", False)
     options.setdefault("idle_delay", 0.05)
     made = app.worker(**options)
-    assert isinstance(made, Worker) and isinstance(made.source, BrokerSource)
+    assert isinstance(made, Worker)
+    assert isinstance(made.source, BrokerSource)
     return made
 
 

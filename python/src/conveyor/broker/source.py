@@ -147,10 +147,12 @@ class BrokerSource:
         if limit > 0 and self.settings.draining:
             self._wait_for_messages()
         first = True
+        took = 0
         jobs: list[Any] = []
         outcome = Claimed([], [])
         while first or (not jobs and limit > 0 and self._buffered()):
             taken = self._take(limit)
+            took += len(taken)
             ids = list(dict.fromkeys(delivery.job_id for delivery in taken))
             if not ids and not (first and recorded):
                 break
@@ -175,7 +177,7 @@ class BrokerSource:
             first = False
             if self.settings.draining and not jobs and limit > 0 and not self._buffered():
                 self._wait_for_messages()
-        return Claimed(outcome.recorded, jobs, outcome.due_again, self._backlog())
+        return Claimed(outcome.recorded, jobs, outcome.due_again, self._backlog(took))
 
     def rescue(self) -> Rescue:
         return self.operations.rescue()
@@ -194,9 +196,10 @@ class BrokerSource:
         with self._lock:
             return bool(self._buffer)
 
-    def _backlog(self) -> bool:
-        """More work may be waiting: messages still buffered."""
-        return self._buffered()
+    def _backlog(self, took: int) -> bool:
+        """More work may be waiting: messages still buffered, or a claim that took half the
+        prefetch window or more (the broker likely holds more behind it)."""
+        return self._buffered() or took * 2 >= self.settings.prefetch > 1
 
     def _take(self, limit: int) -> list[_Delivery]:
         """Up to ``limit`` buffered messages: the best band first, then by arrival."""
