@@ -31,10 +31,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ..errors import BrokerUnavailable, ConfigurationError
 from ..execution import Performed
+from ..model import Job
 from ..resilience import Backoff
 from ..source import Claimed, Rescue, SourceOptions, StoreOperations
 from .base import Broker, Consumption
@@ -120,6 +121,7 @@ class BrokerSource:
         self._receiving = False
         self._controls_on = False
         self._last_wake = time.monotonic()
+        self._claimed_at = 0.0  # when the worker last claimed (monotonic)
 
     # -- the JobSource protocol (coordinating thread) -------------------------------------
 
@@ -140,19 +142,21 @@ class BrokerSource:
     def claim(
         self, limit: int, recorded: Sequence[Performed] = (), due_by: datetime | None = None
     ) -> Claimed:
+        """Claim the best ``limit`` jobs among those the buffered messages name (all of them
+        in one statement), recording ``recorded`` in the same transaction; acknowledge, after
+        the commit, the messages of the jobs claimed and of the jobs found not claimable."""
         if self._failure is not None:
             raise self._failure
-        if limit > 0 and not self._receiving_wanted():
+        self._claimed_at = time.monotonic()
+        if limit > 0 and not self._receiving:
             self._call_later(self._receive)
         if limit > 0 and self.settings.draining:
             self._wait_for_messages()
         first = True
-        took = 0
-        jobs: list[Any] = []
+        jobs: list[Job] = []
         outcome = Claimed([], [])
-        while first or (not jobs and limit > 0 and self._buffered()):
-            taken = self._take(limit)
-            took += len(taken)
+        while first or (not jobs and self._buffered()):
+            taken = self._take() if limit > 0 else []
             ids = list(dict.fromkeys(delivery.job_id for delivery in taken))
             if not ids and not (first and recorded):
                 break
@@ -162,7 +166,7 @@ class BrokerSource:
                     self.options.worker_id,
                     queues=self.options.queues,
                     priorities=self.options.priorities,
-                    limit=len(ids),
+                    limit=min(limit, len(ids)),
                     lease_ms=self.options.lease_ms,
                     due_by=due_by,
                     job_ids=ids,
@@ -170,14 +174,24 @@ class BrokerSource:
             except BaseException:
                 self._put_back(taken)
                 raise
-            self._settle(taken)  # committed: acknowledge (spec.md#BROKER-003)
             if first:
                 outcome = claimed
-            jobs.extend(claimed.jobs)
             first = False
-            if self.settings.draining and not jobs and limit > 0 and not self._buffered():
+            jobs.extend(claimed.jobs)
+            if len(claimed.jobs) < limit:
+                settled = taken  # every claimable job named was claimed: the rest are not
+            else:  # full: the jobs not claimed may still be claimable; keep their messages
+                ids_claimed = {job.id for job in claimed.jobs}
+                settled = [d for d in taken if d.job_id in ids_claimed]
+                self._put_back([d for d in taken if d.job_id not in ids_claimed])
+            self._settle(settled)  # committed: acknowledge (spec.md#BROKER-003)
+            if len(claimed.jobs) >= limit:
+                break
+            if self.settings.draining and not jobs:
                 self._wait_for_messages()
-        return Claimed(outcome.recorded, jobs, outcome.due_again, self._backlog(took))
+        # More may be waiting: a full claim, messages still buffered, or (draining) any job.
+        backlog = len(jobs) >= limit or self._buffered() or (self.settings.draining and bool(jobs))
+        return Claimed(outcome.recorded, jobs, outcome.due_again, backlog)
 
     def rescue(self) -> Rescue:
         return self.operations.rescue()
@@ -196,46 +210,39 @@ class BrokerSource:
         with self._lock:
             return bool(self._buffer)
 
-    def _backlog(self, took: int) -> bool:
-        """More work may be waiting: messages still buffered, or a claim that took half the
-        prefetch window or more (the broker likely holds more behind it)."""
-        return self._buffered() or took * 2 >= self.settings.prefetch > 1
-
-    def _take(self, limit: int) -> list[_Delivery]:
-        """Up to ``limit`` buffered messages: the best band first, then by arrival."""
+    def _take(self) -> list[_Delivery]:
+        """Every buffered message, the best band first, then by arrival."""
         with self._lock:
-            if limit <= 0 or not self._buffer:
-                return []
-            if len(self._buffer) <= limit:
-                taken = list(self._buffer)
-                self._buffer.clear()
-                return taken
-            ordered = sorted(self._buffer, key=lambda delivery: delivery.band)
-            taken, rest = ordered[:limit], ordered[limit:]
-            self._buffer = deque(sorted(rest, key=lambda delivery: delivery.tag))
+            taken = sorted(self._buffer, key=lambda delivery: (delivery.band, delivery.tag))
+            self._buffer.clear()
             return taken
 
     def _put_back(self, taken: list[_Delivery]) -> None:
-        with self._lock:
-            self._buffer.extendleft(reversed(taken))
+        if taken:
+            with self._lock:
+                self._buffer.extendleft(reversed(taken))
 
     def _settle(self, taken: list[_Delivery]) -> None:
         if taken:
             self._call_later(lambda: self._ack(taken))
 
     def _wait_for_messages(self) -> None:
-        """Draining (process()): wait until messages are buffered, or the queues stayed empty
+        """Draining (process()): wait until the broker delivered what its queues hold (so
+        that the claim chooses among them all, in claim order), or the queues stayed empty
         for ``EMPTY_ROUNDS`` looks."""
         empty = 0
-        while not self._buffered() and empty < EMPTY_ROUNDS and not self._closed.is_set():
+        while empty < EMPTY_ROUNDS and not self._closed.is_set():
             depth = self._call(self._depth)
-            if self._buffered():
+            if depth is None:  # no connection: the connection thread reports the failure
+                return
+            with self._lock:
+                held = len(self._buffer)
+            if depth == 0 and held:
+                return
+            if held >= self.settings.prefetch:
                 return
             empty = empty + 1 if depth == 0 else 0
             time.sleep(DRAIN_WAIT)  # deliveries are in flight to the connection thread
-
-    def _receiving_wanted(self) -> bool:
-        return self._receiving
 
     # -- calls into the connection thread -------------------------------------------------
 
@@ -362,7 +369,8 @@ class BrokerSource:
         with self._lock:
             if not self._buffer:
                 return
-            if time.monotonic() - self._buffer[0].arrived < self.settings.hand_back_after:
+            waited = time.monotonic() - max(self._buffer[0].arrived, self._claimed_at)
+            if waited < self.settings.hand_back_after:
                 return
         consumption = self._consumption
         assert consumption is not None

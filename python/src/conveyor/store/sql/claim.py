@@ -134,7 +134,9 @@ class ClaimStatements:
         if query.job_id is not None:
             values["job_id"] = int(query.job_id)
         if query.job_ids:
+            # Every named job that is claimable: unordered in SQL, ordered by the caller.
             values["job_ids"] = sorted({int(job_id) for job_id in query.job_ids})
+            values["limit"] = len(values["job_ids"])
         if query.queues:
             values["queues"] = list(query.queues)
         if query.priorities.low is not None:
