@@ -419,7 +419,8 @@ class BrokerMode:
     ) -> BrokerSource:
         """The job source of a worker consuming from the broker: the messages of its queues
         and the bands its priorities overlap, ``prefetch`` at most unacknowledged per queue
-        (default: the settings', else sized from ``concurrency`` and ``batch_size``)."""
+        (default: the settings', else ``concurrency`` plus the larger of ``batch_size`` and
+        ``AUTO_PREFETCH``: a claim chooses the best jobs among the messages in hand)."""
         buckets = self.buckets(options.queues, options.priorities)
         if not buckets:
             raise ConfigurationError(
@@ -427,7 +428,9 @@ class BrokerMode:
                 f"start at {self.bands().starts}"
             )
         queues = sorted({queue for _, queue, _ in buckets})
-        size = prefetch or self.settings.prefetch or concurrency + (batch_size or AUTO_PREFETCH)
+        size = (
+            prefetch or self.settings.prefetch or concurrency + max(batch_size or 0, AUTO_PREFETCH)
+        )
         return BrokerSource(
             operations,
             self.broker,

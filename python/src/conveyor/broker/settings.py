@@ -11,7 +11,7 @@ from typing import Any
 # so that a supervisor can tell a requested reload from a crash (both are restarted).
 RELOAD_EXIT_CODE = 3
 
-# Messages prefetched beyond the worker's concurrency when its batch adapts (no batch size).
+# Messages prefetched beyond the worker's concurrency, at least (see BrokerSettings.prefetch).
 AUTO_PREFETCH = 32
 
 
@@ -35,8 +35,9 @@ class BrokerSettings:
       URL wins). Publisher connections use none: they detect a dead broker by the confirm
       timeout instead, so an idle web process is never disconnected for missed heartbeats.
     - ``prefetch``: messages a consumer may hold unacknowledged per queue it consumes; None
-      (the default) sizes it from the worker: its concurrency plus its batch size (plus
-      ``AUTO_PREFETCH`` with the adaptive batch), so that one claim can take a whole batch.
+      (the default) sizes it from the worker: its concurrency plus the larger of its batch
+      size and ``AUTO_PREFETCH``, so that one claim can take a whole batch, chosen in claim
+      order among the messages in hand.
     - ``hand_back_after``: seconds after which a consumer whose slots are all busy returns the
       messages it prefetched and has not claimed, so that idle consumers take them.
     - ``stale_after``: a due, claimable job unchanged for this long may have lost its message;

@@ -231,18 +231,23 @@ class BrokerSource:
         that the claim chooses among them all, in claim order), or the queues stayed empty
         for ``EMPTY_ROUNDS`` looks."""
         empty = 0
+        before = -1
         while empty < EMPTY_ROUNDS and not self._closed.is_set():
             depth = self._call(self._depth)
             if depth is None:  # no connection: the connection thread reports the failure
                 return
             with self._lock:
                 held = len(self._buffer)
-            if depth == 0 and held:
-                return
             if held >= self.settings.prefetch:
                 return
-            empty = empty + 1 if depth == 0 else 0
-            time.sleep(DRAIN_WAIT)  # deliveries are in flight to the connection thread
+            # Deliveries read with a reply are dispatched at the next turn: two empty looks
+            # holding as many messages mean every delivery sent is in the buffer.
+            empty = empty + 1 if depth == 0 and held == before else 0
+            if depth == 0 and held and empty:
+                return
+            before = held
+            if not empty:
+                time.sleep(DRAIN_WAIT)  # deliveries are in flight to the connection thread
 
     # -- calls into the connection thread -------------------------------------------------
 
