@@ -12,7 +12,7 @@ from typing import Any
 RELOAD_EXIT_CODE = 3
 
 # Messages prefetched beyond the worker's concurrency, at least (see BrokerSettings.prefetch).
-AUTO_PREFETCH = 32
+AUTO_PREFETCH = 64
 
 
 def _quorum() -> dict[str, Any]:

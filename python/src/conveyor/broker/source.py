@@ -153,10 +153,12 @@ class BrokerSource:
         if limit > 0 and self.settings.draining:
             self._wait_for_messages()
         first = True
+        took = 0
         jobs: list[Job] = []
         outcome = Claimed([], [])
         while first or (not jobs and self._buffered()):
             taken = self._take() if limit > 0 else []
+            took += len(taken)
             ids = list(dict.fromkeys(delivery.job_id for delivery in taken))
             if not ids and not (first and recorded):
                 break
@@ -189,8 +191,14 @@ class BrokerSource:
                 break
             if self.settings.draining and not jobs:
                 self._wait_for_messages()
-        # More may be waiting: a full claim, messages still buffered, or (draining) any job.
-        backlog = len(jobs) >= limit or self._buffered() or (self.settings.draining and bool(jobs))
+        # More may be waiting: a full claim, messages still buffered, a claim that took half
+        # the prefetch window or more (the broker holds more behind it), or (draining) any job.
+        backlog = (
+            len(jobs) >= limit
+            or self._buffered()
+            or took * 2 >= self.settings.prefetch > 1
+            or (self.settings.draining and bool(jobs))
+        )
         return Claimed(outcome.recorded, jobs, outcome.due_again, backlog)
 
     def rescue(self) -> Rescue:
