@@ -245,7 +245,11 @@ class BrokerClaims:
     def _open(self, mode: BrokerMode) -> Any:
         if self._channel is None or not self._channel.is_open:
             self._disconnect()
-            self._connection = mode.broker.connect(heartbeat=0, name="conveyor conformance")
+            from .broker.amqp import AmqpBroker
+
+            broker = mode.broker
+            assert isinstance(broker, AmqpBroker), "the +rabbitmq backends use RabbitMQ"
+            self._connection = broker.connect(heartbeat=0, name="conveyor conformance")
             self._channel = self._connection.channel()
             self._declared.clear()
         return self._channel

@@ -25,12 +25,14 @@ from ..priority import PriorityRange
 @dataclass(frozen=True)
 class ClaimQuery:
     """What a worker may take: queues (empty = all), a priority range, or one job; only jobs
-    due by ``due_by`` (None: the claim's own time)."""
+    due by ``due_by`` (None: the claim's own time); with ``job_ids``, only among those jobs
+    (broker mode: the jobs the messages in hand name)."""
 
     queues: tuple[str, ...] = ()
     priorities: PriorityRange = field(default_factory=PriorityRange)
     job_id: str | None = None
     due_by: datetime | None = None
+    job_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

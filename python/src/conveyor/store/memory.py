@@ -114,6 +114,8 @@ class MemoryTransaction:
         jobs = self._data.jobs
         if query.job_id is not None:
             pool = [jobs[query.job_id]] if query.job_id in jobs else []
+        elif query.job_ids:
+            pool = [jobs[i] for i in set(query.job_ids) if i in jobs]
         else:
             pool = [jobs[i] for i in self._data.claimable if i in jobs]
         matching = sorted(

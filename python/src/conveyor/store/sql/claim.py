@@ -78,6 +78,7 @@ def _in(column: Any, names: Any) -> Any:
 @dataclass(frozen=True)
 class Shape:
     by_id: bool
+    by_ids: bool
     queues: bool
     low: bool
     high: bool
@@ -86,6 +87,7 @@ class Shape:
     def of(cls, query: ClaimQuery) -> Shape:
         return cls(
             by_id=query.job_id is not None,
+            by_ids=bool(query.job_ids),
             queues=bool(query.queues),
             low=query.priorities.low is not None,
             high=query.priorities.high is not None,
@@ -131,6 +133,10 @@ class ClaimStatements:
         values: dict[str, Any] = {"now": now_ms, "limit": limit}
         if query.job_id is not None:
             values["job_id"] = int(query.job_id)
+        if query.job_ids:
+            # Every named job that is claimable: unordered in SQL, ordered by the caller.
+            values["job_ids"] = sorted({int(job_id) for job_id in query.job_ids})
+            values["limit"] = len(values["job_ids"])
         if query.queues:
             values["queues"] = list(query.queues)
         if query.priorities.low is not None:
@@ -150,6 +156,11 @@ class ClaimStatements:
         facts, conditions = self._claimable(j)
         if shape.by_id:
             conditions.append(j.c.id == bindparam("job_id", type_=BigInteger()))
+        if shape.by_ids and self.dialect.name == "postgresql":
+            ids = bindparam("job_ids", type_=postgresql.ARRAY(BigInteger()))
+            conditions.append(j.c.id == any_(ids))
+        elif shape.by_ids:
+            conditions.append(j.c.id.in_(bindparam("job_ids", expanding=True, type_=BigInteger())))
         if shape.queues and self.dialect.name == "postgresql":
             # One array parameter: the statement text stays the same for any list of queues.
             queues = bindparam("queues", type_=postgresql.ARRAY(String()))
@@ -167,7 +178,9 @@ class ClaimStatements:
             *(facts[name].label(name) for name in FACTS if name not in IMPLIED_FACTS),
         ]
         statement: Select[Any] = select(*columns).where(*conditions)
-        if not shape.by_id:  # one job by id: no order, so no plan walks the claim index
+        # Jobs by id: no order, so no plan walks the claim index (the caller orders the few
+        # rows fetched).
+        if not (shape.by_id or shape.by_ids):
             statement = statement.order_by(j.c.claim_priority, j.c.id)
         statement = statement.limit(bindparam("limit", type_=Integer()))
         if self.dialect.skip_locked:

@@ -8,11 +8,12 @@ job twice, and two jobs of one serial group can never be leased at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
@@ -96,6 +97,7 @@ class SqlTransaction:
         dialect: Dialect,
         claims: ClaimStatements,
         direct: DirectStatements,
+        announce: bool = True,
     ) -> None:
         self.connection = connection
         self.tables = tables
@@ -103,6 +105,7 @@ class SqlTransaction:
         self.dialect = dialect
         self.claims = claims
         self.direct = direct
+        self.announce = announce and dialect.name == "postgresql"
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -175,7 +178,7 @@ class SqlTransaction:
 
     def _announce(self) -> None:
         """Wake sleeping PostgreSQL workers when this transaction commits."""
-        if self.dialect.name == "postgresql":
+        if self.announce:
             self.connection.execute(
                 select(func.pg_notify(notify_channel(self.tables.jobs.name), ""))
             )
@@ -269,16 +272,26 @@ class SqlTransaction:
         return changed.get("group_lock") is not None or changed.get("unique_lock") is not None
 
     def _announces(self, job: Job) -> bool:
-        return job.state in self.states.claimable and job.available_at <= job.updated_at
+        return (
+            self.announce
+            and job.state in self.states.claimable
+            and job.available_at <= job.updated_at
+        )
 
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
         if query.job_id is not None and row_id(query.job_id) is None:
             return
+        if query.job_ids:
+            valid = tuple(job_id for job_id in query.job_ids if row_id(job_id) is not None)
+            if not valid:
+                return
+            query = dataclasses.replace(query, job_ids=valid)
         statement = self.claims.statement(query)
         parameters = self.claims.parameters(query, to_ms(now), limit)
-        for row in self.direct.rows(
-            self.connection, statement, parameters
-        ):  # rows become jobs only as the claimer consumes them
+        rows: Iterable[Any] = self.direct.rows(self.connection, statement, parameters)
+        if query.job_ids:  # fetched unordered (claim.py): a few rows, in claim order here
+            rows = sorted(rows, key=lambda row: (row["claim_priority"], row["id"]))
+        for row in rows:  # rows become jobs only as the claimer consumes them
             facts = {
                 name: IMPLIED_FACTS[name] if name in IMPLIED_FACTS else bool(row[name])
                 for name in FACTS
@@ -516,8 +529,10 @@ class SqlStore:
         table_prefix: str = "conveyor_",
         engine: Engine | None = None,
         create_schema: bool = True,
+        announce: bool = True,
     ) -> None:
         parsed = make_url(url)
+        self.announce = announce  # NOTIFY waiting workers of claimable jobs (not in broker mode)
         self.display_url = masked(parsed)
         self.states = states
         self.tables = build_tables(table_prefix)
@@ -620,7 +635,13 @@ class SqlStore:
         try:
             with connection.begin():
                 yield SqlTransaction(
-                    connection, self.tables, self.states, self.dialect, self.claims, self.direct
+                    connection,
+                    self.tables,
+                    self.states,
+                    self.dialect,
+                    self.claims,
+                    self.direct,
+                    self.announce,
                 )
         except DBAPIError as error:
             if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
@@ -639,7 +660,13 @@ class SqlStore:
                 self._connections.add(connection)
         try:
             yield SqlTransaction(
-                connection, self.tables, self.states, self.dialect, self.claims, self.direct
+                connection,
+                self.tables,
+                self.states,
+                self.dialect,
+                self.claims,
+                self.direct,
+                self.announce,
             )
         except DBAPIError as error:
             if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
@@ -668,7 +695,13 @@ class SqlStore:
         # A caller's connection runs everything through SQLAlchemy (its events see it all).
         through_sqlalchemy = DirectStatements(bound.dialect, enabled=False)
         return SqlTransaction(
-            bound, self.tables, self.states, self.dialect, self.claims, through_sqlalchemy
+            bound,
+            self.tables,
+            self.states,
+            self.dialect,
+            self.claims,
+            through_sqlalchemy,
+            self.announce,
         )
 
     def acquire_lock(self, name: str, now: datetime, expires_at: datetime) -> str | None:
