@@ -10,7 +10,7 @@ peers_venv := justfile_directory() / "bench/.peers-venv"
 
 # The conformance suite joins the lint and install steps once it has a package.
 conformance_pkg := justfile_directory() / "conformance-tests/pyproject.toml"
-lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks" } else { "python docs/hooks" }
+lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks faults" } else { "python docs/hooks faults" }
 
 # Backends the reference library's conformance adapter is run against (`+rabbitmq`: broker mode).
 adapters := "memory sqlite postgresql mariadb postgresql+rabbitmq sqlite+rabbitmq"
@@ -49,13 +49,21 @@ fmt:
     "{{ bin }}/ruff" format {{ lint_paths }}
     "{{ bin }}/ruff" check --fix {{ lint_paths }}
 
-# Type-check the library with mypy --strict (settings in python/pyproject.toml)
+# Type-check the library and the fault suite with mypy --strict (python/pyproject.toml, faults/mypy.ini)
 typecheck:
     cd python && "{{ bin }}/mypy"
+    cd faults && "{{ bin }}/mypy"
 
 # Run the library's tests; extra arguments go to pytest, paths relative to python/
 unit *args:
     cd python && "{{ python }}" -m pytest {{ args }}
+
+# Workers killed, paused and cut off, a private RabbitMQ node stopped and killed, a proxy that
+# partitions and slows links, poison messages and fuzzing (docs/operations/reliability.md)
+# Run the fault suite (`--short`: the scenarios `just test` runs; `--list`; `--only NAME`)
+[positional-arguments]
+faults *args: _ensure-setup
+    "{{ python }}" faults/run.py "$@"
 
 # Start PostgreSQL, MariaDB and RabbitMQ if they are down, and wait until they answer
 services:
@@ -138,8 +146,12 @@ bench-io *args: _peers-venv
     "{{ peers_venv }}/bin/python" bench/peers/run.py --io "$@"
 
 # The full check run, in order, stopping at the first failure (sets up .venv if missing)
-test: _ensure-setup spec-check lint typecheck unit conformance docs
+test: _ensure-setup spec-check lint typecheck unit faults-short conformance docs
     @echo "All checks passed."
+
+[private]
+faults-short:
+    "{{ python }}" faults/run.py --short
 
 # Remove build artefacts and caches (keeps .venv)
 clean:

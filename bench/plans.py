@@ -75,7 +75,7 @@ def main() -> None:
     print("`ix_claim (claim_priority, id)` in order and stops at its LIMIT; `claim_priority` is")
     print("NULL for jobs that cannot be claimed and for delayed ones, so neither finished nor")
     print("delayed jobs are in the way. Delayed jobs wait in `ix_delayed (delay_until)`; before")
-    print("each claim, one probe of that index finds those now due (schema version 4), and the")
+    print("each claim, one probe of that index finds those now due (schema version 5), and the")
     print("claim moves them into `ix_claim`. The prune query uses")
     print("`ix_prune (state, finished_at)`. On PostgreSQL")
     print("and SQLite these indexes, and those over serial groups and identifiers that the")

@@ -213,7 +213,7 @@ class ConveyorSystem(System):
         self.transport = "rabbitmq" if broker else "postgresql"
         self.handler = "def (thread) / async def (event loop)"
         self.defaults = "`conveyor consume --quiet`: concurrency 1, batch 1" + (
-            ", prefetch 1, quorum queue" if broker else ", LISTEN/NOTIFY"
+            ", prefetch sized from the concurrency, quorum queue" if broker else ", LISTEN/NOTIFY"
         )
         self._app: Any = None
 

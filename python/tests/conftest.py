@@ -66,13 +66,7 @@ def backend_url(backend: str, tmp_path: Path) -> str:
 
 def wipe(app: Conveyor) -> None:
     """Empty the shared test tables of a server backend (each test starts clean)."""
-    store: Any = app.store
-    if not hasattr(store, "tables"):
-        return
-    with store.engine.begin() as connection:
-        for table in reversed(store.tables.metadata.sorted_tables):
-            if table is not store.tables.schema:
-                connection.execute(table.delete())
+    app.store.erase()
 
 
 AppFactory = Callable[..., Conveyor]

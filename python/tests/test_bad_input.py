@@ -701,3 +701,11 @@ def test_publish_raises_only_conveyor_errors_and_a_refusal_stores_nothing(
     except ConveyorError:
         pass
     assert sum(count for _, _, count in app.status()) in (before, before + 1, before + 2)
+
+
+@pytest.mark.parametrize("option", ["queue", "identifier", "serial_group", "batch_id", "tags"])
+def test_an_option_nested_5000_deep_is_refused_with_a_named_error(option: str) -> None:
+    """Found by the fault suite's publish fuzzer: a string option given a 5,000-deep list
+    raised RecursionError instead of InvalidRequest."""
+    app = memory_app()
+    refused(app, lambda: app.publish("task", None, **{option: deep(5000)}), InvalidRequest, "")

@@ -1,4 +1,4 @@
-"""Delayed jobs wait outside the claim index and enter it once due (schema version 4): the
+"""Delayed jobs wait outside the claim index and enter it once due (schema version 5): the
 claim order and ORDER-005 are unchanged, and a claim never reads jobs that are not due."""
 
 from __future__ import annotations

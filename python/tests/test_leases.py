@@ -399,3 +399,33 @@ def test_outcomes_that_cannot_be_recorded_at_stop_stop_being_heart_beaten(
     worker.run()
     assert claims == 2  # the claim, then the attempt to record the outcome at stop
     assert worker.runner.heartbeat._held == {}
+
+
+def test_a_heartbeat_that_meets_an_unavailable_database_logs_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by the fault suite (SQLite on a full disk): a transient database error in a
+    heartbeat was logged at ERROR with a traceback; it is a one-line warning, like the
+    worker's own "database unavailable" lines."""
+    import sqlite3
+    import threading
+
+    from sqlalchemy.exc import OperationalError
+
+    from conveyor.heartbeat import Heartbeat
+
+    failed = threading.Event()
+
+    def beat(job_id: str, token: int, lease_ms: int) -> None:
+        failed.set()
+        raise OperationalError("COMMIT", {}, sqlite3.OperationalError("database or disk is full"))
+
+    heartbeat = Heartbeat(beat)
+    with caplog.at_level("WARNING", logger="conveyor"):
+        heartbeat.hold("1", 1, 150)
+        assert failed.wait(5)
+        heartbeat.close()
+    records = [r for r in caplog.records if "heartbeat for job 1" in r.getMessage()]
+    assert records
+    assert all(r.levelname == "WARNING" and r.exc_info is None for r in records)
+    assert "database or disk is full" in records[0].getMessage()

@@ -84,6 +84,52 @@ def test_worker_survives_its_connections_being_killed() -> None:
     app.close()
 
 
+def test_a_worker_with_a_backlog_claims_again_after_its_connections_are_killed() -> None:
+    """A claim that fails on a lost connection is tried again after the back-off. With a
+    backlog the worker does not listen for news, so nothing else would wake it: before, it
+    waited with 180 due jobs and ran a few per minute."""
+    require_service("postgresql")
+    name = f"conveyor-resilience-{uuid.uuid4().hex[:8]}"
+    app = Conveyor(f"{POSTGRES_URL}?application_name={name}", table_prefix=f"{TEST_PREFIX}res_")
+    wipe(app)
+    ran: list[int] = []
+    twenty, everything = threading.Event(), threading.Event()
+
+    def note(n: int) -> None:
+        ran.append(n)
+        if len(ran) == 20:
+            twenty.set()
+
+    app.register("note", note)
+    for n in range(200):
+        app.publish("note", n)
+    worker = app.worker(
+        idle_delay=30.0,  # an idle timer would hide the stall
+        handle_signals=False,
+        on_job=lambda job: everything.set() if len(ran) >= 200 else None,
+    )
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    admin = create_engine(POSTGRES_URL)
+    try:
+        assert twenty.wait(30)
+        with admin.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :name"
+                ),
+                {"name": name},
+            )
+        assert everything.wait(timeout=30), f"only {len(ran)} of 200 jobs ran"
+    finally:
+        worker.stop()
+        runner.join(timeout=30)
+        admin.dispose()
+    assert sorted(set(ran)) == list(range(200))
+    app.close()
+
+
 def conflict_between_two_transactions(url: str, kind: str) -> DBAPIError:
     """Provoke a real conflict on the server and return the error one transaction got.
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, create_engine, inspect
 
-from conveyor import Conveyor
+from conveyor import Conveyor, SystemClock
+from conveyor.clock import to_ms
 from conveyor.lifecycle import state_sets
 from conveyor.machine import Machine
 from conveyor.specfiles import machine_document
@@ -122,7 +124,7 @@ def test_concurrent_first_use_creates_the_schema_once(backend: str, tmp_path: Pa
         _drop(url, prefix)
 
 
-_LATER_COLUMNS = ("timeout_ms", "delay_until")  # added after version 1 (versions 3, 4)
+_LATER_COLUMNS = ("timeout_ms", "delay_until")  # added after version 1 (versions 3, 5)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
@@ -179,8 +181,91 @@ def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
         _drop(url, f"{TEST_PREFIX}v2_")
 
 
+def _lock_table_of_the_bus(prefix: str) -> Table:
+    """``<prefix>bus_locks`` as the bus created it on first use, before schema version 4."""
+    return Table(
+        f"{prefix}bus_locks",
+        MetaData(),
+        Column("name", String(255), primary_key=True),
+        Column("owner", String(64), nullable=False),
+        Column("expires_at", BigInteger, nullable=False),
+    )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_version_4_adopts_the_lock_table_the_bus_created(backend: str, tmp_path: Path) -> None:
+    """A version 3 database whose bus made its lock table keeps the locks held in it; names
+    then compare exactly on every database (MariaDB's default collation ignored case)."""
+    require_service(backend)
+    url = backend_url(backend, tmp_path)
+    prefix, fresh = f"{TEST_PREFIX}v3_", f"{TEST_PREFIX}v4_"
+    _drop(url, prefix)
+    now = SystemClock().now()
+    later = now + timedelta(minutes=1)
+    try:
+        tables = build_tables(prefix)
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            for migrate in MIGRATIONS[:3]:
+                migrate(connection, tables)
+            connection.execute(
+                tables.schema.insert(), [{"version": v, "applied_at": 0} for v in (1, 2, 3)]
+            )
+            old = _lock_table_of_the_bus(prefix)
+            old.create(connection)
+            connection.execute(
+                old.insert(), {"name": "report:1", "owner": "held", "expires_at": to_ms(later)}
+            )
+        engine.dispose()
+
+        store = SqlStore(url, STATES, prefix)
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.acquire_lock("report:1", now, later) is None  # held across the upgrade
+        assert store.acquire_lock("Report:1", now, later) is not None  # another name
+        store.release_lock("report:1", "held")
+        assert store.acquire_lock("report:1", now, later) is not None
+        store.close()
+
+        engine = create_engine(url)
+        build_tables(fresh).metadata.create_all(engine)
+        engine.dispose()
+        shapes = _reflect(url, prefix), _reflect(url, fresh)
+        assert shapes[0][f"{prefix}bus_locks"] == shapes[1][f"{fresh}bus_locks"]
+    finally:
+        _drop(url, prefix)
+        _drop(url, fresh)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_store_locks_are_refused_to_a_second_holder_until_they_expire(
+    backend: str, tmp_path: Path
+) -> None:
+    require_service(backend)
+    url = backend_url(backend, tmp_path)
+    prefix = f"{TEST_PREFIX}locks_"
+    _drop(url, prefix)
+    store, other = SqlStore(url, STATES, prefix), SqlStore(url, STATES, prefix)
+    now = SystemClock().now()
+    try:
+        token = store.acquire_lock("Nightly", now, now + timedelta(seconds=30))
+        assert token is not None
+        assert other.acquire_lock("Nightly", now, now + timedelta(seconds=30)) is None
+        assert other.acquire_lock("nightly", now, now + timedelta(seconds=30)) is not None
+        other.release_lock("Nightly", "not-the-token")  # a stale token frees nothing
+        expired = now + timedelta(seconds=30)
+        assert other.acquire_lock("Nightly", expired, expired + timedelta(seconds=30))
+        store.erase()
+        assert store.acquire_lock("Nightly", now, now + timedelta(seconds=30)) is not None
+        store.drop_schema()
+        assert [name for name in inspect(store.engine).get_table_names() if prefix in name] == []
+    finally:
+        store.close()
+        other.close()
+        _drop(url, prefix)
+
+
 def test_the_job_table_gets_its_storage_parameters_on_postgresql() -> None:
-    """Version 4: fillfactor and per-table autovacuum thresholds (JOB_TABLE_STORAGE)."""
+    """Version 5: fillfactor and per-table autovacuum thresholds (JOB_TABLE_STORAGE)."""
     require_service("postgresql")
     url = backend_url("postgresql", Path())
     prefix = f"{TEST_PREFIX}storage_"

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, select
 from sqlalchemy.orm import Session
 
-from conveyor import ConfigurationError, Conveyor, ManualClock
+from conveyor import Conveyor, ManualClock, NotSupported
 
 from .conftest import _factory, require_service
 
@@ -63,5 +63,5 @@ def test_committed_session_stores_data_and_job_together(sql_app: Conveyor) -> No
 def test_memory_store_refuses_connection_publish() -> None:
     app = Conveyor("memory://")
     app.register("ship", lambda order: None)
-    with pytest.raises(ConfigurationError, match="needs an SQL store"):
+    with pytest.raises(NotSupported, match="needs an SQL store"):
         app.publish("ship", {"order": 3}, connection=object())

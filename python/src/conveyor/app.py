@@ -131,7 +131,13 @@ class Conveyor:
         if self._store is None:
             with self._store_lock:
                 if self._store is None:
-                    self._store = open_store(self.url, self.lifecycle.states, self.table_prefix)
+                    self._store = open_store(
+                        self.url,
+                        self.lifecycle.states,
+                        self.table_prefix,
+                        # Broker mode wakes consumers through the broker, not the store.
+                        announce=self.broker_url is None,
+                    )
         return self._store
 
     @property
@@ -268,14 +274,7 @@ class Conveyor:
         return [changed.get(job.id, job) for job in outcome.jobs[: len(jobs)]]
 
     def _joined(self, connection: Any) -> Transaction:
-        join = getattr(self.store, "join", None)
-        if join is None:
-            raise ConfigurationError(
-                "publishing inside a caller's transaction needs an SQL store; this app uses "
-                f"{self.url.split(':', 1)[0]}:"
-            )
-        transaction: Transaction = join(connection)
-        return transaction
+        return self.store.join(connection)
 
     @contextmanager
     def bulk(self, size: int = 500) -> Iterator[BulkPublisher]:
@@ -472,9 +471,11 @@ class Conveyor:
         limit: int = 1,
         lease_ms: int | None = None,
         due_by: datetime | None = None,
+        job_ids: Sequence[str] | None = None,
     ) -> Claimed:
         """Record a worker's outcomes and claim its next jobs (``limit`` 0: none) that were
-        due by ``due_by`` (default: now) in one transaction.
+        due by ``due_by`` (default: now) in one transaction; with ``job_ids``, only among
+        those jobs (a broker consumer claims the jobs its messages name).
 
         One commit for a whole batch instead of one per job: the outcomes are exactly as
         durable as when recorded alone once this returns, and a job they made claimable (a
@@ -484,7 +485,7 @@ class Conveyor:
         changed nothing, when an outcome cannot be recorded as it stands (its lease was lost):
         record them one by one then.
         """
-        query = self._claim_query(queues, priorities, None, due_by)
+        query = self._claim_query(queues, priorities, None, due_by, job_ids)
         now = self.now()
         reports = [(p.current, p.event, p.params, p.update) for p in performed]
         with self.store.transaction() as tx:
@@ -516,11 +517,12 @@ class Conveyor:
         priorities: PriorityRange | str | None,
         job_id: str | None,
         due_by: datetime | None = None,
+        job_ids: Sequence[str] | None = None,
     ) -> ClaimQuery:
         span = (
             priorities if isinstance(priorities, PriorityRange) else PriorityRange.parse(priorities)
         )
-        return ClaimQuery(tuple(queues), span, job_id, due_by)
+        return ClaimQuery(tuple(queues), span, job_id, due_by, job_ids=tuple(job_ids or ()))
 
     def rescue_expired(self, limit: int = 100) -> list[Job]:
         """Fire lease_expired on jobs whose worker stopped heart-beating."""
@@ -579,21 +581,29 @@ class Conveyor:
 
         prefetch = options.pop("prefetch", None)
         settings = WorkerOptions(**options)
-        broker = self.broker
-        if broker is not None:
-            return broker.consumer(settings, prefetch)
         lease_ms = duration_ms(settings.lease or self.lease)
-        source = StoreSource(
-            self,
-            SourceOptions(
-                settings.worker_id,
-                tuple(settings.queues),
-                self._claim_query((), settings.priorities, None).priorities,
-                lease_ms,
-                settings.idle_delay,
-            ),
+        source_options = SourceOptions(
+            settings.worker_id,
+            tuple(settings.queues),
+            self._claim_query((), settings.priorities, None).priorities,
+            lease_ms,
+            settings.idle_delay,
         )
-        return Worker(source, self.runner(settings.worker_id, lease_ms), settings, self.now)
+        runner = self.runner(settings.worker_id, lease_ms)
+        broker = self.broker
+        if broker is None:
+            return Worker(StoreSource(self, source_options), runner, settings, self.now)
+        source = broker.source(
+            self,
+            source_options,
+            concurrency=settings.concurrency,
+            batch_size=settings.batch_size,
+            prefetch=prefetch,
+            draining=settings.stop_when_empty,
+        )
+        worker = Worker(source, runner, settings, self.now)
+        source.on_reload = worker.reload
+        return worker
 
     def process(self, limit: int | None = None, **options: Any) -> WorkerStats:
         """Run every due job, then return the worker's statistics (for cron).

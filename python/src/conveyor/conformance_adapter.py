@@ -245,7 +245,11 @@ class BrokerClaims:
     def _open(self, mode: BrokerMode) -> Any:
         if self._channel is None or not self._channel.is_open:
             self._disconnect()
-            self._connection = mode.broker.connect(heartbeat=0, name="conveyor conformance")
+            from .broker.amqp import AmqpBroker
+
+            broker = mode.broker
+            assert isinstance(broker, AmqpBroker), "the +rabbitmq backends use RabbitMQ"
+            self._connection = broker.connect(heartbeat=0, name="conveyor conformance")
             self._channel = self._connection.channel()
             self._declared.clear()
         return self._channel
@@ -436,16 +440,10 @@ class Session:
         return app
 
     def wipe(self) -> None:
-        """Empty this process's tables (server and SQLite backends) and AMQP queues."""
+        """Empty the store (its schema kept) and this process's AMQP queues."""
         if self.app is None:
             return
-        store: Any = self.app.store
-        tables = getattr(store, "tables", None)
-        if tables is not None:
-            with store.engine.begin() as connection:
-                for table in reversed(tables.metadata.sorted_tables):
-                    if table is not tables.schema:
-                        connection.execute(table.delete())
+        self.app.store.erase()
         if self.broker_claims is not None:
             self.broker_claims.purge(self.app.broker)
 
@@ -456,11 +454,9 @@ class Session:
                     self.broker_claims.delete(self.app.broker)
                 except Exception:
                     log.exception("could not delete the AMQP queues of this process")
-            store: Any = self.app.store
-            tables = getattr(store, "tables", None)
-            if tables is not None and self.store_backend in SERVER_URLS:
+            if self.store_backend in SERVER_URLS:
                 try:
-                    tables.metadata.drop_all(store.engine)
+                    self.app.store.drop_schema()
                 except Exception:
                     log.exception("could not drop the tables with prefix %s", self.table_prefix)
             self.app.close()

@@ -15,6 +15,7 @@ Tree::
     │   ├── PayloadTooLarge
     │   └── BatchClosed
     ├── ConfigurationError       wrong settings, with the fix in the message
+    │   └── NotSupported         this store cannot do what was asked (e.g. memory: connection=)
     ├── SpecError                the spec files and this implementation disagree
     ├── StoreUnavailable         the database cannot be reached (URL password masked)
     ├── BrokerUnavailable        the message broker cannot be reached (URL password masked)
@@ -85,6 +86,10 @@ class BatchClosed(Refused):
 
 class ConfigurationError(ConveyorError):
     """Settings that cannot work; the message names the fix."""
+
+
+class NotSupported(ConfigurationError):
+    """The app's store cannot do what was asked; the message names a store that can."""
 
 
 class SpecError(ConveyorError):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import StaleLease
+from .resilience import describe, is_transient
 
 log = logging.getLogger("conveyor.worker")
 
@@ -118,5 +119,12 @@ class Heartbeat:
             with self._changed:
                 if (held := self._held.get(job_id)) is not None and held.token == token:
                     del self._held[job_id]
-        except Exception:
-            log.exception("heartbeat for job %s failed; retrying at the next interval", job_id)
+        except Exception as error:
+            if is_transient(error):  # the database is away: one line, as the worker logs it
+                log.warning(
+                    "heartbeat for job %s: %s; retrying at the next interval",
+                    job_id,
+                    describe(error),
+                )
+            else:
+                log.exception("heartbeat for job %s failed; retrying at the next interval", job_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -231,18 +232,29 @@ def validate_publish_request(document: dict[str, Any]) -> None:
     raise InvalidRequest(message + " (see spec/schemas/publish.schema.json)")
 
 
-def _check_plain(value: Any, path: str) -> None:
+# No publish option but the payload and metadata (checked by the codec) nests this deep; the
+# bound keeps a deeply nested value from exhausting the interpreter's recursion limit.
+OPTION_DEPTH_LIMIT = 16
+
+
+def _check_plain(value: Any, path: str, depth: int = 0) -> None:
     """Options reach the schema validator as plain JSON values only: it compares and sorts
     what it is given, and a Decimal('sNaN') or an object would raise from inside it."""
     if value is None or isinstance(value, bool | int | float | str):
         return
+    if depth >= OPTION_DEPTH_LIMIT and isinstance(value, list | dict):
+        option = re.split(r"[.\[]", path, maxsplit=1)[0]
+        raise InvalidRequest(
+            f"{option} is nested more than {OPTION_DEPTH_LIMIT} levels deep; no publish "
+            "option but payload and metadata nests"
+        )
     if isinstance(value, list):
         for index, item in enumerate(value):
-            _check_plain(item, f"{path}[{index}]")
+            _check_plain(item, f"{path}[{index}]", depth + 1)
         return
     if isinstance(value, dict) and all(isinstance(key, str) for key in value):
         for key, item in value.items():
-            _check_plain(item, f"{path}.{key}")
+            _check_plain(item, f"{path}.{key}", depth + 1)
         return
     raise InvalidRequest(
         f"{path} is a {type(value).__name__}, which is not a value of a publish option; "

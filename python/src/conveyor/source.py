@@ -2,8 +2,8 @@
 
 A worker never sees the app. It talks to a :class:`JobSource`: :class:`StoreSource` claims
 from the store directly (polling, woken by the store's notifications), and broker mode's
-source claims the jobs whose messages RabbitMQ delivered. Both record outcomes in the store,
-which stays the source of truth.
+source (``conveyor.broker.source``) claims the jobs whose messages the broker delivered. Both
+record outcomes in the store, which stays the source of truth.
 """
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ class Rescue:
 class Claimed:
     """The outcomes recorded (each job as written) and the jobs claimed, in one transaction;
     ``due_again`` counts recorded jobs that are claimable at once (the claim passed them
-    over, so that the jobs already waiting went first)."""
+    over, so that the jobs already waiting went first); ``backlog`` says whether more work is
+    waiting (None: the worker judges by whether the claim was full)."""
 
     recorded: list[Job]
     jobs: list[Job]
     due_again: int = 0
+    backlog: bool | None = None
 
 
 class JobSource(Protocol):
@@ -83,6 +85,7 @@ class StoreOperations(Protocol):
         limit: int = 1,
         lease_ms: int | None = None,
         due_by: datetime | None = None,
+        job_ids: Sequence[str] | None = None,
     ) -> Claimed: ...
 
     def rescue(self, limit: int = 100) -> Rescue: ...

@@ -19,17 +19,21 @@ def masked_url(url: str) -> str:
         return "<a store URL that cannot be parsed>"
 
 
-def open_store(url: str, states: StateSets, table_prefix: str = "conveyor_") -> Store:
+def open_store(
+    url: str, states: StateSets, table_prefix: str = "conveyor_", announce: bool = True
+) -> Store:
+    """The store ``url`` names; ``announce=False``: no wake-ups for waiting workers (PostgreSQL
+    NOTIFY) when jobs become claimable, as in broker mode, where the broker wakes them."""
     if url.startswith("memory:"):
         from .store.memory import MemoryStore
 
-        return MemoryStore(states)
+        return MemoryStore(states, url)
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     from .store.sql.store import SqlStore
 
     try:
-        return SqlStore(url, states, table_prefix)
+        return SqlStore(url, states, table_prefix, announce=announce)
     except NoSuchModuleError:
         raise ConfigurationError(
             f"no database backend for {masked_url(url)}; use memory://, sqlite:///PATH, "

@@ -104,6 +104,7 @@ class WorkerStats:
     rescued: int = 0
     stop_reason: str = ""
     outcomes: dict[str, int] = field(default_factory=dict)
+    reload_requested: bool = False
 
 
 class WorkerControl:
@@ -132,6 +133,12 @@ class WorkerControl:
             self._stop_reason = reason
             self._stop.set()
         self._stopped()
+
+    def reload(self, reason: str) -> None:
+        """Stop as :meth:`stop` does, because a reload was requested (``conveyor
+        reload-consumers``): the statistics say so, and the command exits with its code."""
+        self.stats.reload_requested = True
+        self.stop(reason)
 
     def hurry(self) -> None:
         """Stop without waiting for the grace period: running jobs are handed back at once."""
@@ -309,6 +316,9 @@ class Worker(WorkerControl):
         except Exception:
             self.runner.hold(pending)
             self._pending = pending + self._pending  # recorded with the next attempt
+            # Nothing was claimed: claim again after the back-off. With a backlog the
+            # listener is not watching, so no notification would ever set this.
+            self._news = True
             raise
         self.stats.cycles += 1
         for performed, final in zip(pending, claimed.recorded, strict=True):
@@ -319,7 +329,8 @@ class Worker(WorkerControl):
             self._idle_since = None
         # Look again at once if this claim was full (more may be due), or if it passed over
         # jobs of this worker that are due again (to let older jobs go first) and is not full.
-        backlog = self._backlog = len(claimed.jobs) >= limit
+        backlog = len(claimed.jobs) >= limit if claimed.backlog is None else claimed.backlog
+        self._backlog = backlog
         if backlog or claimed.due_again:
             self._wake()
         if backlog == self._watching and not self.options.stop_when_empty:
@@ -400,6 +411,8 @@ class Worker(WorkerControl):
             self._inline = None
         self._timed(time.monotonic() - started)
         self._add_pending(performed)
+        with self._changed:
+            self._news = True  # a slot is free, and this outcome may free the job behind it
         if performed.die:
             self.stop("a handler asked the worker to die")
 

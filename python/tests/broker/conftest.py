@@ -10,13 +10,9 @@ package runs unchanged in broker mode, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,39 +94,6 @@ def delete_queues(apps: list[Conveyor]) -> None:
             channel.queue_delete(name)
     finally:
         connection.close()
-
-
-# Fault tests stop RabbitMQ. Test runs of other processes on this machine (another checkout, a
-# parallel session) would fail meanwhile, so every broker test holds this file lock shared, and
-# a fault test holds it exclusively: an outage never overlaps another process's broker test.
-LOCK_PATH = Path(tempfile.gettempdir()) / "conveyor-test-rabbitmq.lock"
-LOCK_WAIT = 300.0
-
-
-@contextmanager
-def broker_lock(exclusive: bool) -> Iterator[None]:
-    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-        deadline = time.monotonic() + LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, mode)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{LOCK_PATH} stayed locked for {LOCK_WAIT:g} s")
-                time.sleep(0.1)
-        yield
-    finally:
-        os.close(fd)
-
-
-@pytest.fixture(autouse=True)
-def _broker_lock(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Shared for every broker test; exclusive for tests marked ``broker_outage``."""
-    with broker_lock(exclusive=request.node.get_closest_marker("broker_outage") is not None):
-        yield
 
 
 @pytest.fixture

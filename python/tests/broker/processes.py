@@ -8,7 +8,6 @@ runs file (O_APPEND writes of one short line are atomic across processes).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from .node import RabbitNode
 
 APP_SOURCE = """
 import os
@@ -161,28 +160,7 @@ def processes(*children: subprocess.Popen[str]) -> Iterator[None]:
             child.wait(timeout=30)
 
 
-# -- controlling RabbitMQ -------------------------------------------------------------------
-
-RABBITMQCTL = os.environ.get("CONVEYOR_TEST_RABBITMQCTL", "rabbitmqctl").split()
-
-
-def rabbitmqctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*RABBITMQCTL, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def require_rabbitmqctl() -> None:
-    """Fault tests stop and start RabbitMQ: they need rabbitmqctl (CONVEYOR_TEST_RABBITMQCTL
-    names another command, e.g. ``docker exec rabbitmq rabbitmqctl``)."""
-    if shutil.which(RABBITMQCTL[0]) is None:
-        pytest.skip(f"{RABBITMQCTL[0]} is not available to stop and start RabbitMQ")
-    try:
-        status = rabbitmqctl("-q", "status", timeout=30)
-    except subprocess.TimeoutExpired:
-        pytest.skip("rabbitmqctl status did not answer within 30 s")
-    if status.returncode != 0:
-        pytest.skip(f"rabbitmqctl cannot control RabbitMQ: {status.stderr.strip()[:200]}")
+# -- outages of a private RabbitMQ node ------------------------------------------------------
 
 
 def broker_answers(amqp_url: str) -> bool:
@@ -199,19 +177,15 @@ def broker_answers(amqp_url: str) -> bool:
 
 
 @contextmanager
-def broker_stopped_and_restored(amqp_url: str) -> Iterator[None]:
-    """Yield between ``stop_app`` and ``start_app``; whatever happens, RabbitMQ ends running
-    and answering (bounded waits; never left stopped)."""
-    stopped = rabbitmqctl("stop_app")
-    assert stopped.returncode == 0, stopped.stderr
+def broker_stopped_and_restored(node: RabbitNode) -> Iterator[None]:
+    """Yield between ``stop_app`` and ``start_app`` of the test's own node; whatever happens,
+    the node ends running and answering (bounded waits)."""
+    node.stop_app()
     try:
         yield
     finally:
-        for _ in range(3):
-            if rabbitmqctl("start_app").returncode == 0:
-                break
-            time.sleep(1)
+        node.start_app()
         deadline = time.monotonic() + 60
-        while not broker_answers(amqp_url) and time.monotonic() < deadline:
+        while not broker_answers(node.amqp_url) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert broker_answers(amqp_url), "RabbitMQ did not come back after start_app"
+        assert broker_answers(node.amqp_url), "the RabbitMQ node did not come back after start_app"

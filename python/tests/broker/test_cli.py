@@ -131,6 +131,32 @@ def test_sigterm_finishes_the_job_and_returns_prefetched_messages(
     assert depth(app, "default", 100) == 3, "the prefetched messages went back"
 
 
+def test_sigterm_hands_running_jobs_back_after_the_grace_period(
+    env: Environment, app: Conveyor
+) -> None:
+    """--concurrency 3: SIGTERM with three jobs running past the grace period and more
+    prefetched. Nothing is lost: every job is claimable again with a message, attempts
+    refunded, and a second consumer runs them all."""
+    consumer = env.consumer("c1", "--concurrency", "3", "--grace-period", "0.3")
+    with processes(consumer):
+        for n in range(3):
+            app.publish("work", {"n": n, "sleep": 5.0})
+        for n in range(3, 8):
+            app.publish("work", {"n": n, "sleep": 5.0})
+        wait_for(lambda: len(env.counts("start")) == 3, 60, "three jobs to start", env)
+        consumer.send_signal(signal.SIGTERM)
+        assert consumer.wait(timeout=30) == 0
+    assert env.counts("done") == {}, "no job finished: all were handed back"
+    jobs = app.jobs()
+    assert len(jobs) == 8
+    assert {job.state for job in jobs} <= {"ready", "waiting"}
+    assert {job.attempts for job in jobs} == {0}
+    deadline = time.monotonic() + 10  # returned messages are requeued asynchronously
+    while depth(app, "default", 100) != 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert depth(app, "default", 100) == 8, "one message per job"
+
+
 def test_consume_in_broker_mode_says_where_it_consumes_from(
     env: Environment, app: Conveyor, tmp_path: Path
 ) -> None:

@@ -32,11 +32,16 @@ def env(tmp_path: Path, broker_prefix: str) -> Environment:
     return Environment.made(tmp_path, backend, f"{TEST_PREFIX}bcc_", broker_prefix, AMQP_URL)
 
 
-def test_consumer_processes_run_each_job_once_and_keep_groups_serial(env: Environment) -> None:
+@pytest.mark.parametrize(
+    "options", [("--prefetch", "5"), ("--concurrency", "4")], ids=["prefetch-5", "concurrency-4"]
+)
+def test_consumer_processes_run_each_job_once_and_keep_groups_serial(
+    env: Environment, options: tuple[str, ...]
+) -> None:
     app = parent_app(env)
     group_of: dict[int, str] = {}
     try:
-        consumers = [env.consumer(f"c{i}", "--prefetch", "5") for i in range(CONSUMERS)]
+        consumers = [env.consumer(f"c{i}", *options) for i in range(CONSUMERS)]
         with processes(*consumers):
             # Interleave the groups, so that every consumer gets messages of every group.
             for index in range(PER_GROUP):

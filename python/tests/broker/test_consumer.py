@@ -16,7 +16,8 @@ import pytest
 
 from conveyor import Conveyor, ManualClock, WorkerStats
 from conveyor.broker import Envelope
-from conveyor.broker.consumer import BrokerConsumer
+from conveyor.broker.source import BrokerSource
+from conveyor.worker import Worker
 
 from ..conftest import AppFactory
 from .conftest import settings_for
@@ -32,7 +33,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str =
 
 
 @contextmanager
-def running(consumer: BrokerConsumer) -> Iterator[list[WorkerStats]]:
+def running(consumer: Worker) -> Iterator[list[WorkerStats]]:
     """Run a consumer in a thread; stop it (and wait for it) when the block ends."""
     result: list[WorkerStats] = []
     errors: list[BaseException] = []
@@ -54,11 +55,12 @@ def running(consumer: BrokerConsumer) -> Iterator[list[WorkerStats]]:
         assert errors == []
 
 
-def consumer(app: Conveyor, **options: Any) -> BrokerConsumer:
+def consumer(app: Conveyor, **options: Any) -> Worker:
     options.setdefault("handle_signals", False)
     options.setdefault("idle_delay", 0.05)
     made = app.worker(**options)
-    assert isinstance(made, BrokerConsumer)
+    assert isinstance(made, Worker)
+    assert isinstance(made.source, BrokerSource)
     return made
 
 
@@ -110,7 +112,7 @@ def test_heartbeats_flow_while_a_handler_blocks(make_app: AppFactory, broker_pre
         wait_until(lambda: worker.stats.jobs == 1, timeout=20, what="the sleepy job")
         app.publish("quick")
         wait_until(lambda: worker.stats.jobs == 2, what="the next job")
-        assert worker._generation == 1, "the connection survived the long handler"
+        assert worker.source._generation == 1, "the connection survived the long handler"
 
 
 def test_a_busy_consumer_hands_its_prefetched_messages_back(
@@ -210,23 +212,23 @@ def test_reload_requests_stop_that_many_running_consumers(
     app.register("task", lambda: None)
     one, two = consumer(app, worker_id="one"), consumer(app, worker_id="two")
     with running(one), running(two):
-        wait_until(lambda: one._channel is not None and two._channel is not None)
+        wait_until(lambda: one.source._controls_on and two.source._controls_on)
         app.reload_consumers("default", 1)
         wait_until(lambda: one.stopping or two.stopping, what="one consumer to stop")
         time.sleep(0.3)
-        assert [one.reload_requested, two.reload_requested].count(True) == 1
-        survivor = two if one.reload_requested else one
+        assert [one.stats.reload_requested, two.stats.reload_requested].count(True) == 1
+        survivor = two if one.stats.reload_requested else one
         assert not survivor.stopping
         app.publish("task")
         wait_until(lambda: survivor.stats.jobs == 1, what="the survivor to keep working")
         app.reload_consumers("default", 1)
-        wait_until(lambda: survivor.reload_requested, what="the second reload")
+        wait_until(lambda: survivor.stats.reload_requested, what="the second reload")
     app.reload_consumers("default", 1)  # nobody runs: the request waits in the queue
     clock.advance(timedelta(seconds=1))
     late = consumer(app, worker_id="late")  # started after the request: runs new code
     with running(late):
         time.sleep(0.5)
-        assert not late.reload_requested
+        assert not late.stats.reload_requested
         assert not late.stopping
 
 

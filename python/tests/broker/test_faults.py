@@ -1,5 +1,7 @@
-"""Faults against the real RabbitMQ: restarts under load, a broker down at publish, a consumer
-killed mid-job. Each test stops RabbitMQ for a few seconds at most and always starts it again.
+"""Faults against a real RabbitMQ node of the test's own: restarts under load, a broker down at
+publish, a consumer killed mid-job. The module starts a private node (own name, ports, cookie and
+data directory; never the machine's shared broker), stops its app for a few seconds at most and
+ends the node by pid when the module is done.
 
 Spec: BROKER-002, BROKER-003, BROKER-005, LEASE-003/005.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,25 +20,37 @@ from conveyor import Conveyor
 from conveyor.broker import BrokerSettings
 
 from ..conftest import TEST_PREFIX, service_problem, wipe
-from .conftest import AMQP_URL, delete_queues, require_amqp
+from .node import RabbitNode, node_problem
 from .processes import (
     Environment,
     broker_stopped_and_restored,
     processes,
-    require_rabbitmqctl,
     terminated,
 )
 
-# broker_outage: the conftest holds the machine-wide RabbitMQ test lock exclusively.
-pytestmark = [pytest.mark.slow, pytest.mark.broker_outage]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    """One private node per module: booting one takes a few seconds."""
+    problem = node_problem()
+    if problem is not None:
+        # Skipped even under CI=true: a broker in a container (GitHub Actions) has no local
+        # rabbitmq-server to start a second node from.
+        pytest.skip(f"no private RabbitMQ node for the fault tests: {problem}")
+    started = RabbitNode(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()
 
 
 @pytest.fixture
-def env(tmp_path: Path, broker_prefix: str) -> Environment:
-    require_amqp()
-    require_rabbitmqctl()
+def env(tmp_path: Path, broker_prefix: str, node: RabbitNode) -> Environment:
     backend = "postgresql" if service_problem("postgresql") is None else "sqlite"
-    return Environment.made(tmp_path, backend, f"{TEST_PREFIX}brk_", broker_prefix, AMQP_URL)
+    return Environment.made(tmp_path, backend, f"{TEST_PREFIX}brk_", broker_prefix, node.amqp_url)
 
 
 def parent_app(env: Environment, **options: object) -> Conveyor:
@@ -71,7 +85,9 @@ def wait_for(
         time.sleep(0.05)
 
 
-def test_a_restart_under_load_loses_nothing_and_starts_each_job_once(env: Environment) -> None:
+def test_a_restart_under_load_loses_nothing_and_starts_each_job_once(
+    env: Environment, node: RabbitNode
+) -> None:
     """B1: stop_app/start_app while two consumers run and a publisher publishes."""
     app = parent_app(env)
     total, outage = 300, 3.0
@@ -93,7 +109,7 @@ def test_a_restart_under_load_loses_nothing_and_starts_each_job_once(env: Enviro
             publisher = threading.Thread(target=publish)
             publisher.start()
             wait_for(lambda: progress[0] >= total // 4, 30, "a quarter of the jobs")
-            with broker_stopped_and_restored(env.amqp_url):
+            with broker_stopped_and_restored(node):
                 stopped_at = time.time()
                 time.sleep(outage)
             restarted_at = time.time()
@@ -110,7 +126,6 @@ def test_a_restart_under_load_loses_nothing_and_starts_each_job_once(env: Enviro
             codes = terminated(*consumers)
         jobs = app.jobs(limit=10_000)
     finally:
-        delete_queues([app])
         app.close()
     assert codes == [0, 0]
     assert len(jobs) == total + 1
@@ -133,7 +148,7 @@ def test_a_restart_under_load_loses_nothing_and_starts_each_job_once(env: Enviro
 
 
 def test_jobs_published_while_the_broker_is_down_finish_once_it_is_back(
-    env: Environment,
+    env: Environment, node: RabbitNode
 ) -> None:
     """B2: the publisher never fails; the jobs wait broker_failed; the repair loop hands
     them over after the restart and consumers run them."""
@@ -141,7 +156,7 @@ def test_jobs_published_while_the_broker_is_down_finish_once_it_is_back(
     ran: list[int] = []
     app.register("note", ran.append)
     try:
-        with broker_stopped_and_restored(env.amqp_url):
+        with broker_stopped_and_restored(node):
             started = time.monotonic()
             jobs = [app.publish("note", n) for n in range(20)]
             elapsed = time.monotonic() - started
@@ -152,15 +167,14 @@ def test_jobs_published_while_the_broker_is_down_finish_once_it_is_back(
         assert report.problem is None
         assert app.worker(stop_when_empty=True, handle_signals=False).run().jobs == 20
     finally:
-        delete_queues([app])
         app.close()
     assert sorted(ran) == list(range(20))
     assert elapsed < 10, "publishing does not hang while the broker is down"
 
 
 def test_a_consumer_killed_mid_job_leaves_the_job_to_finish_once(env: Environment) -> None:
-    """SIGKILL mid-job: the lease expires, the repair loop rescues the job, another consumer
-    runs it; it finishes once, on its second attempt."""
+    """SIGKILL mid-job: the lease expires, the job is rescued (by the running consumer or a
+    repair pass) and another consumer runs it; it finishes once, on its second attempt."""
     env.lease = 2.0
     app = parent_app(env)
     try:
@@ -174,12 +188,15 @@ def test_a_consumer_killed_mid_job_leaves_the_job_to_finish_once(env: Environmen
         env.release.touch()
         second = env.consumer("second")
         with processes(second):
-            wait_for(lambda: app.repair().rescued == 1, 30, "the lease to expire")
-            wait_for(lambda: app.get(job.id).state == "finished", 30, "the job to finish")
+            # The consumer rescues the lease when it expires, or this repair pass does.
+            wait_for(
+                lambda: app.repair() is not None and app.get(job.id).state == "finished",
+                60,
+                "the lease to expire and the job to finish",
+            )
             assert terminated(second) == [0]
         final = app.get(job.id)
     finally:
-        delete_queues([app])
         app.close()
     assert final.attempts == 2
     assert env.counts("start")[1] == 2

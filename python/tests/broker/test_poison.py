@@ -120,6 +120,6 @@ def test_poison_in_the_control_queue_is_acknowledged_and_a_real_request_still_wo
         )
         assert not worker.stopping, worker._stop_reason
         app.reload_consumers("default", 1)
-        wait_until(lambda: worker.reload_requested, what="the real reload request")
+        wait_until(lambda: worker.stats.reload_requested, what="the real reload request")
     assert ran == [1]
     assert ready_messages(control) == 0, "the poison was acknowledged, not returned"

@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from conveyor import Conveyor
 from conveyor.bus import (
@@ -26,14 +25,6 @@ from .messages import RecalculateSales, RecalculateSalesJob, SalesError
 
 END_TO_END = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 """End-to-end tests run on SQLite and PostgreSQL (skipped locally when it is down)."""
-
-
-def drop_lock_table(app: Conveyor) -> None:
-    """WithoutOverlapping's table is the bus's own: drop it so server runs leave nothing."""
-    engine = getattr(app.store, "engine", None)
-    if engine is not None:
-        with engine.begin() as connection:
-            connection.execute(text(f"DROP TABLE IF EXISTS {app.table_prefix}bus_locks"))
 
 
 @dataclass

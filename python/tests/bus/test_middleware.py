@@ -29,7 +29,6 @@ from conveyor.bus import (
 )
 
 from .messages import CancelTicket, RecalculateSales, SalesError
-from .support import drop_lock_table
 
 # -- logging ----------------------------------------------------------------------------
 
@@ -172,20 +171,17 @@ def test_a_lock_whose_holder_died_expires() -> None:
 def test_store_locks_hold_expire_and_release(app: Conveyor, clock: ManualClock) -> None:
     locks = StoreLocks(app)
     name = f"tests:{'x' * 300}"  # longer than the column: stored as a digest
-    try:
-        token = locks.acquire(name, timedelta(seconds=30))
-        assert token is not None
-        assert StoreLocks(app).acquire(name, timedelta(seconds=30)) is None  # same store
-        assert locks.acquire("tests:other", timedelta(seconds=30)) is not None
-        clock.advance(timedelta(seconds=30))
-        taken_over = locks.acquire(name, timedelta(seconds=30))
-        assert taken_over is not None
-        locks.release(name, token)
-        assert locks.acquire(name, timedelta(seconds=30)) is None
-        locks.release(name, taken_over)
-        assert locks.acquire(name, timedelta(seconds=30)) is not None
-    finally:
-        drop_lock_table(app)
+    token = locks.acquire(name, timedelta(seconds=30))
+    assert token is not None
+    assert StoreLocks(app).acquire(name, timedelta(seconds=30)) is None  # same store
+    assert locks.acquire("tests:other", timedelta(seconds=30)) is not None
+    clock.advance(timedelta(seconds=30))
+    taken_over = locks.acquire(name, timedelta(seconds=30))
+    assert taken_over is not None
+    locks.release(name, token)
+    assert locks.acquire(name, timedelta(seconds=30)) is None
+    locks.release(name, taken_over)
+    assert locks.acquire(name, timedelta(seconds=30)) is not None
 
 
 def test_current_job_is_none_outside_a_worker() -> None:

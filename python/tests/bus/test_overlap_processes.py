@@ -18,7 +18,7 @@ import pytest
 
 from conveyor import SystemClock
 
-from .support import END_TO_END, drop_lock_table
+from .support import END_TO_END
 
 WIRING = """
     import fcntl
@@ -128,7 +128,6 @@ def test_two_worker_processes_never_overlap_on_one_key(make_app, tmp_path: Path)
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.communicate()
-        drop_lock_table(app)
         del sys.modules["overlap_wiring"]
 
     jobs = app.jobs(limit=1000)

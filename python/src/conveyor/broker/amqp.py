@@ -23,14 +23,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from ..errors import BrokerUnavailable, ConfigurationError
 from ..resilience import Backoff
-from .base import Failed
+from .base import Consumption, Failed, OnMessage
 from .envelope import Envelope
 from .settings import BrokerSettings
 
@@ -243,12 +243,54 @@ class _Session:
             log.debug("closing a broker connection failed", exc_info=True)
 
 
+class AmqpConsumption:
+    """A consumer's ``BlockingConnection`` and channel; used by its polling thread only, but
+    for :meth:`call_soon` (pika's ``add_callback_threadsafe``)."""
+
+    def __init__(self, connection: Any, channel: Any) -> None:
+        self.connection = connection
+        self.channel = channel
+        self._tags: dict[str, str] = {}
+
+    def consume(self, name: str, on_message: OnMessage) -> None:
+        def deliver(_channel: Any, method: Any, _properties: Any, body: bytes) -> None:
+            on_message(name, method.delivery_tag, body)
+
+        self._tags[name] = self.channel.basic_consume(name, deliver, auto_ack=False)
+
+    def cancel(self, names: Collection[str]) -> None:
+        for name in names:
+            tag = self._tags.pop(name, None)
+            if tag is not None:
+                self.channel.basic_cancel(tag)
+
+    def poll(self, timeout: float) -> None:
+        self.connection.process_data_events(time_limit=max(timeout, 0.0))
+
+    def call_soon(self, call: Callable[[], None]) -> None:
+        self.connection.add_callback_threadsafe(call)
+
+    def ack(self, tag: int, multiple: bool = False) -> None:
+        self.channel.basic_ack(tag, multiple=multiple)
+
+    def nack(self, tag: int, multiple: bool = False) -> None:
+        self.channel.basic_nack(tag, multiple=multiple, requeue=True)
+
+    def depth(self, name: str) -> int:
+        return int(self.channel.queue_declare(name, passive=True).method.message_count)
+
+    def close(self) -> None:
+        try:
+            if self.connection.is_open:
+                self.connection.close()
+        except Exception:  # closing a broken connection must not fail
+            log.debug("closing a consumer connection failed", exc_info=True)
+
+
 class AmqpBroker:
     """A :class:`~conveyor.broker.base.Broker` over RabbitMQ (pika, ``amqp://`` URLs)."""
 
-    def __init__(
-        self, url: str, settings: BrokerSettings, route: Callable[[Envelope], str]
-    ) -> None:
+    def __init__(self, url: str, settings: BrokerSettings) -> None:
         try:
             import pika  # noqa: F401 - fail early, with the fix, when pika is missing
         except ModuleNotFoundError:
@@ -262,7 +304,6 @@ class AmqpBroker:
             )
         self.url = url
         self.settings = settings
-        self.route = route
         self.display_url = masked_amqp_url(url)
         self._secrets = _secrets(url)
         self._idle: list[_Session] = []
@@ -379,11 +420,6 @@ class AmqpBroker:
 
     # -- the Broker protocol --------------------------------------------------------------
 
-    def publish(self, envelopes: Sequence[Envelope], force: bool = False) -> list[Failed]:
-        """Publish envelopes, each to the queue ``route`` names; see :meth:`publish_routed`."""
-        messages = [(self.route(envelope), envelope) for envelope in envelopes]
-        return self.publish_routed(messages, force)
-
     def publish_routed(
         self, messages: Sequence[tuple[str, Envelope]], force: bool = False
     ) -> list[Failed]:
@@ -455,6 +491,34 @@ class AmqpBroker:
 
         self._with_session(send, force=True)
 
+    def consumption(
+        self, prefetch: int, queues: Sequence[str], controls: Sequence[str], name: str
+    ) -> Consumption:
+        import pika
+
+        connection = self.connect(heartbeat=None, name=name)
+        try:
+            channel = connection.channel()
+            channel.basic_qos(prefetch_count=prefetch)
+            for queue in queues:
+                _declare(channel, queue, dict(self.settings.queue_arguments))
+                self.declared.add(queue)
+            for queue in controls:
+                _declare(channel, queue, CONTROL_ARGUMENTS)
+                self.declared.add(queue)
+        except ConfigurationError:
+            _close_quietly(connection)
+            raise
+        except (pika.exceptions.AMQPError, OSError) as error:
+            _close_quietly(connection)
+            raise self.unavailable(error) from None
+        return AmqpConsumption(connection, channel)
+
+    def is_connection_error(self, error: BaseException) -> bool:
+        import pika
+
+        return isinstance(error, pika.exceptions.AMQPError | OSError | BrokerUnavailable)
+
     def delete_queues(self, names: Iterable[str]) -> None:
         """Delete queues (tests and tear-down); missing ones are ignored."""
 
@@ -471,3 +535,26 @@ class AmqpBroker:
             idle, self._idle = self._idle, []
         for session in idle:
             session.close()
+
+
+def _declare(channel: Any, name: str, arguments: dict[str, Any]) -> None:
+    import pika
+
+    try:
+        channel.queue_declare(name, durable=True, arguments=arguments)
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code == 406:
+            raise ConfigurationError(
+                f"RabbitMQ refused to declare queue {name!r} with arguments {arguments}: "
+                f"{error.reply_text}. The queue exists with other arguments: delete it "
+                "once empty, or set BrokerSettings.queue_arguments to match"
+            ) from None
+        raise
+
+
+def _close_quietly(connection: Any) -> None:
+    try:
+        if connection.is_open:
+            connection.close()
+    except Exception:
+        log.debug("closing a consumer connection failed", exc_info=True)

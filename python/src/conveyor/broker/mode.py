@@ -17,22 +17,24 @@ import weakref
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import BrokerUnavailable, InvalidTransition, JobNotFound, StaleLease
+from ..errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    InvalidTransition,
+    JobNotFound,
+    StaleLease,
+)
 from ..model import Job
 from ..priority import PriorityRange
-from .amqp import AmqpBroker
-from .base import Failed
+from ..source import SourceOptions, StoreOperations
+from .base import Broker, BrokerHost, Failed
 from .control import ControlRequest
 from .envelope import Envelope
-from .settings import BrokerSettings
+from .settings import AUTO_PREFETCH, BrokerSettings
+from .source import BrokerSource, Bucket, ConsumerSettings
 from .topology import Bands, Topology
-
-if TYPE_CHECKING:
-    from ..app import Conveyor
-    from ..worker import WorkerOptions
-    from .consumer import BrokerConsumer
 
 log = logging.getLogger("conveyor.broker")
 
@@ -67,17 +69,30 @@ class RepairReport:
         return f"{text}; {self.problem}" if self.problem else text
 
 
+def open_broker(url: str, settings: BrokerSettings) -> Broker:
+    """The broker a URL names: ``amqp://`` or ``amqps://`` (RabbitMQ), or ``memory://NAME``
+    (in this process, for tests)."""
+    if url.startswith("memory:"):
+        from .memory import memory_broker
+
+        return memory_broker(url)
+    from .amqp import AmqpBroker
+
+    return AmqpBroker(url, settings)
+
+
 class BrokerMode:
-    def __init__(self, app: Conveyor, url: str, settings: BrokerSettings) -> None:
+    def __init__(self, app: BrokerHost, url: str, settings: BrokerSettings) -> None:
         self.app = app
         self.settings = settings
         self.topology = Topology(settings.prefix)
-        self.broker = AmqpBroker(url, settings, self.route)
-        states = app.lifecycle.states
+        self.broker = open_broker(url, settings)
+        lifecycle = app.lifecycle
+        states = lifecycle.states
         self._claimable = states.claimable
         self._leased = states.leased
         self._succeeded = states.succeeded
-        self._initial = app.engine.machine.initial_state
+        self._initial = lifecycle.engine.machine.initial_state
         self._warned_lock = threading.Lock()
         # Jobs published on a caller's bare Connection, awaiting its commit (or rollback).
         self._pending: weakref.WeakKeyDictionary[Any, list[Job]] = weakref.WeakKeyDictionary()
@@ -392,10 +407,44 @@ class BrokerMode:
                 owed += 1
         return owed
 
-    def consumer(self, options: WorkerOptions, prefetch: int | None = None) -> BrokerConsumer:
-        from .consumer import BrokerConsumer
-
-        return BrokerConsumer(self.app, options, self, prefetch or self.settings.prefetch)
+    def source(
+        self,
+        operations: StoreOperations,
+        options: SourceOptions,
+        *,
+        concurrency: int,
+        batch_size: int | None,
+        prefetch: int | None = None,
+        draining: bool = False,
+    ) -> BrokerSource:
+        """The job source of a worker consuming from the broker: the messages of its queues
+        and the bands its priorities overlap, ``prefetch`` at most unacknowledged per queue
+        (default: the settings', else ``concurrency`` plus the larger of ``batch_size`` and
+        ``AUTO_PREFETCH``: a claim chooses the best jobs among the messages in hand)."""
+        buckets = self.buckets(options.queues, options.priorities)
+        if not buckets:
+            raise ConfigurationError(
+                f"no priority band overlaps the range {options.priorities}; the app's bands "
+                f"start at {self.bands().starts}"
+            )
+        queues = sorted({queue for _, queue, _ in buckets})
+        size = (
+            prefetch or self.settings.prefetch or concurrency + max(batch_size or 0, AUTO_PREFETCH)
+        )
+        return BrokerSource(
+            operations,
+            self.broker,
+            options,
+            [Bucket(name, band) for name, _, band in buckets],
+            [self.topology.control_name(queue) for queue in queues],
+            ConsumerSettings(
+                size,
+                self.settings.hand_back_after,
+                draining,
+                f"conveyor consumer {options.worker_id}",
+            ),
+            self.app.now(),
+        )
 
     def consumer_queues(self, queues: Collection[str]) -> list[str]:
         """The queues a consumer subscribes to: those named, else every known one."""

@@ -11,6 +11,9 @@ from typing import Any
 # so that a supervisor can tell a requested reload from a crash (both are restarted).
 RELOAD_EXIT_CODE = 3
 
+# Messages prefetched beyond the worker's concurrency, at least (see BrokerSettings.prefetch).
+AUTO_PREFETCH = 64
+
 
 def _quorum() -> dict[str, Any]:
     return {"x-queue-type": "quorum"}
@@ -31,9 +34,12 @@ class BrokerSettings:
     - ``heartbeat``: AMQP heartbeat of consumer connections, in seconds (a ``heartbeat=`` in the
       URL wins). Publisher connections use none: they detect a dead broker by the confirm
       timeout instead, so an idle web process is never disconnected for missed heartbeats.
-    - ``prefetch``: messages a consumer may hold unacknowledged per queue it consumes.
-    - ``hand_back_after``: seconds after which a consumer busy with one job returns the messages
-      it prefetched, so that idle consumers take them.
+    - ``prefetch``: messages a consumer may hold unacknowledged per queue it consumes; None
+      (the default) sizes it from the worker: its concurrency plus the larger of its batch
+      size and ``AUTO_PREFETCH``, so that one claim can take a whole batch, chosen in claim
+      order among the messages in hand.
+    - ``hand_back_after``: seconds after which a consumer whose slots are all busy returns the
+      messages it prefetched and has not claimed, so that idle consumers take them.
     - ``stale_after``: a due, claimable job unchanged for this long may have lost its message;
       the repair loop hands it over again when the broker holds fewer messages than such jobs.
     - ``reload_ttl``: seconds a reload request waits in the control queue for a consumer.
@@ -45,7 +51,7 @@ class BrokerSettings:
     confirm_timeout: float = 10.0
     connect_timeout: float = 5.0
     heartbeat: int = 30
-    prefetch: int = 1
+    prefetch: int | None = None
     hand_back_after: float = 2.0
     stale_after: timedelta = timedelta(seconds=60)
     reload_ttl: float = 300.0

@@ -22,7 +22,7 @@ from .errors import (
     MiddlewareNotFound,
     UnknownMessageVersion,
 )
-from .locks import Locks, MemoryLocks, SqlLocks, StoreLocks
+from .locks import Locks, MemoryLocks, StoreLocks
 from .messages import Command, QueueJob
 from .middleware import (
     InTransaction,
@@ -78,7 +78,6 @@ __all__ = [
     "ResultFailed",
     "Route",
     "SetupBeforeDispatch",
-    "SqlLocks",
     "StoreLocks",
     "UnknownMessageVersion",
     "WithoutOverlapping",

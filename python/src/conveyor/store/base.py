@@ -3,6 +3,11 @@
 A store offers transactions; the lifecycle (``conveyor.lifecycle``) runs every state change
 inside one, through the machine engine, so backends never decide transitions themselves.
 Backends pass the same tests and conformance suite.
+
+:class:`Store` declares everything the app, the CLI, the worker and the bus use: nothing
+looks for a backend's own attributes. A backend that cannot do something still implements
+the method, as a no-op where that is right (``update_schema`` of a store without a schema)
+or raising :class:`~conveyor.errors.NotSupported` (``join`` on the memory store).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..model import Batch, Job
 from ..priority import PriorityRange
@@ -20,12 +25,14 @@ from ..priority import PriorityRange
 @dataclass(frozen=True)
 class ClaimQuery:
     """What a worker may take: queues (empty = all), a priority range, or one job; only jobs
-    due by ``due_by`` (None: the claim's own time)."""
+    due by ``due_by`` (None: the claim's own time); with ``job_ids``, only among those jobs
+    (broker mode: the jobs the messages in hand name)."""
 
     queues: tuple[str, ...] = ()
     priorities: PriorityRange = field(default_factory=PriorityRange)
     job_id: str | None = None
     due_by: datetime | None = None
+    job_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,11 @@ class Transaction(Protocol):
 
 
 class Store(Protocol):
+    @property
+    def display_url(self) -> str:
+        """Where the jobs are, safe to print: a URL with its password masked."""
+        ...
+
     def transaction(self) -> AbstractContextManager[Transaction]:
         """A unit of work: committed on normal exit, rolled back on an exception."""
         ...
@@ -178,6 +190,58 @@ class Store(Protocol):
         wake at once; others simply wait and return False, which makes the worker poll.
         ``ready`` is called once the store is listening, so a publish after it is never missed.
         """
+        ...
+
+    def join(self, connection: Any) -> Transaction:
+        """A transaction over the caller's own connection (``publish(..., connection=)``).
+
+        Nothing is committed here: the caller's commit or rollback decides for the jobs too.
+        Raises :class:`~conveyor.errors.NotSupported` when the store cannot share a caller's
+        transaction, :class:`~conveyor.errors.ConfigurationError` for a connection it
+        cannot use.
+        """
+        ...
+
+    def update_schema(self) -> int | None:
+        """Create or upgrade the store's tables; return the schema version, or None for a
+        store that keeps no schema (nothing to do)."""
+        ...
+
+    def acquire_lock(self, name: str, now: datetime, expires_at: datetime) -> str | None:
+        """Take the named lock until ``expires_at`` and return its token; None while another
+        holder's lock has not expired by ``now``. One lock per name across every process on
+        the store; a name longer than 255 characters is replaced by its digest."""
+        ...
+
+    def release_lock(self, name: str, token: str) -> None:
+        """Free the lock if ``token`` still holds it (a lock taken over after its expiry
+        stays with its new holder)."""
+        ...
+
+    def command_lock(
+        self,
+        command: str,
+        single_id: str,
+        busy: str,
+        on_lost: Callable[[str], None] | None,
+        check_every: float,
+    ) -> AbstractContextManager[None]:
+        """Hold the lock of one instance of a command over this store while the block runs.
+
+        It must be released by the operating system or the database server when the process
+        dies (never a stale lock). Raises :class:`~conveyor.errors.AlreadyRunning` with the
+        message ``busy`` at once when another holder has it. A lock that can be lost while
+        held (a database session cut) is checked every ``check_every`` seconds and taken
+        again; when another holder took it meanwhile, ``on_lost`` is called with the reason.
+        """
+        ...
+
+    def erase(self) -> None:
+        """Delete every job, batch and lock, keeping the schema (test suites start clean)."""
+        ...
+
+    def drop_schema(self) -> None:
+        """Remove the store's tables and everything in them (test suites clean up)."""
         ...
 
     def release_thread(self) -> None:

@@ -11,9 +11,12 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import datetime
+from typing import Any, NoReturn
 
+from ..errors import NotSupported
 from ..model import Batch, Job
 from .base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
+from .locking import ExpiringLocks, process_lock
 
 
 class _State:
@@ -111,6 +114,8 @@ class MemoryTransaction:
         jobs = self._data.jobs
         if query.job_id is not None:
             pool = [jobs[query.job_id]] if query.job_id in jobs else []
+        elif query.job_ids:
+            pool = [jobs[i] for i in set(query.job_ids) if i in jobs]
         else:
             pool = [jobs[i] for i in self._data.claimable if i in jobs]
         matching = sorted(
@@ -268,10 +273,16 @@ class MemoryTransaction:
 
 
 class MemoryStore:
-    """Keeps everything in process memory; lost when the process ends."""
+    """Keeps everything in process memory; lost when the process ends.
 
-    def __init__(self, states: StateSets) -> None:
+    Its locks live in the process too: the named locks in the store (shared by every app on
+    it), the command locks by URL, as every ``memory://`` app of one process is one place.
+    """
+
+    def __init__(self, states: StateSets, url: str = "memory://") -> None:
+        self.display_url = url
         self._states = states
+        self._locks = ExpiringLocks()
         self._data = _State()
         self._lock = threading.RLock()
         self._work = threading.Condition()
@@ -298,6 +309,48 @@ class MemoryStore:
             if ready is not None:
                 ready()
             return self._work.wait_for(lambda: self._generation != seen, timeout)
+
+    def join(self, connection: Any) -> NoReturn:
+        raise NotSupported(
+            "publishing inside a caller's transaction (connection=) needs an SQL store; this "
+            f"app uses {self.display_url}: use sqlite:///PATH, postgresql+psycopg://... or "
+            "mysql+pymysql://..."
+        )
+
+    def update_schema(self) -> None:
+        """A memory store keeps no schema."""
+
+    def acquire_lock(self, name: str, now: datetime, expires_at: datetime) -> str | None:
+        return self._locks.acquire(name, now, expires_at)
+
+    def release_lock(self, name: str, token: str) -> None:
+        self._locks.release(name, token)
+
+    def command_lock(
+        self,
+        command: str,
+        single_id: str,
+        busy: str,
+        on_lost: Callable[[str], None] | None,
+        check_every: float,
+    ) -> AbstractContextManager[None]:
+        """A lock in this process: nothing outside it can reach a memory store."""
+        return process_lock(f"{self.display_url}|{command}|{single_id}", busy)
+
+    def erase(self) -> None:
+        """Forget every job, batch and lock; ids and sequences go on from where they were."""
+        with self._lock:
+            fresh = _State()
+            fresh.next_sequence = self._data.next_sequence
+            fresh.next_batch = self._data.next_batch
+            self._data = fresh
+        self._locks.clear()
+
+    def drop_schema(self) -> None:
+        """Forget everything, as a new memory store."""
+        with self._lock:
+            self._data = _State()
+        self._locks.clear()
 
     def release_thread(self) -> None:
         """Threads hold nothing of a memory store."""

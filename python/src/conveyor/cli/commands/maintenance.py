@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import click
 
@@ -32,12 +31,12 @@ def clear_finished(state: CliState, days: float) -> None:
 def update_schema(state: CliState) -> None:
     """Create or upgrade the database schema to this version's, then print its version."""
     app = state.app
-    store: Any = app.store  # opening a SQL store already creates or upgrades its schema
-    if not hasattr(store, "update_schema"):
+    # Opening a SQL store already creates or upgrades its schema; this says so under the lock.
+    with command_lock(app, "update-schema", DEFAULT_SINGLE_ID):
+        version = app.store.update_schema()
+    if version is None:
         click.echo(f"{state.location} keeps no schema; nothing to update")
         return
-    with command_lock(app, "update-schema", DEFAULT_SINGLE_ID):
-        version = store.update_schema()
     click.echo(
         f"schema of {state.location} is at version {version} (conveyor spec {spec_version()})"
     )

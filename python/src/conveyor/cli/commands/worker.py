@@ -163,7 +163,8 @@ def _stop_on_signals(worker: WorkerControl) -> Callable[[], None]:
     "--prefetch",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Broker mode: messages held per queue consumed (default 1).",
+    help="Broker mode: messages held unacknowledged per queue consumed (default: the "
+    "concurrency plus the batch size, at least plus 64).",
 )
 @click.option(
     "--single-id",
@@ -236,7 +237,7 @@ def consume(
             restore()
     click.echo(summary(stats, "consume"))
     lost.exit_if_lost()
-    if getattr(worker, "reload_requested", False):
+    if stats.reload_requested:
         from ...broker.settings import RELOAD_EXIT_CODE
 
         click.get_current_context().exit(RELOAD_EXIT_CODE)

@@ -81,6 +81,7 @@ def _in(column: Any, names: Any) -> Any:
 @dataclass(frozen=True)
 class Shape:
     by_id: bool
+    by_ids: bool
     queues: bool
     low: bool
     high: bool
@@ -89,6 +90,7 @@ class Shape:
     def of(cls, query: ClaimQuery) -> Shape:
         return cls(
             by_id=query.job_id is not None,
+            by_ids=bool(query.job_ids),
             queues=bool(query.queues),
             low=query.priorities.low is not None,
             high=query.priorities.high is not None,
@@ -167,6 +169,10 @@ class ClaimStatements:
         values: dict[str, Any] = {"now": now_ms, "limit": limit}
         if query.job_id is not None:
             values["job_id"] = int(query.job_id)
+        if query.job_ids:
+            # Every named job that is claimable: unordered in SQL, ordered by the caller.
+            values["job_ids"] = sorted({int(job_id) for job_id in query.job_ids})
+            values["limit"] = len(values["job_ids"])
         if query.queues:
             values["queues"] = list(query.queues)
         if query.priorities.low is not None:
@@ -184,10 +190,16 @@ class ClaimStatements:
     def _build(self, shape: Shape) -> Select[Any]:
         j = self.tables.jobs.alias("j")
         # By id the delayed rows count too; in claim order only the claim index is read.
-        facts, conditions = self._claimable(j, ready_only=not shape.by_id)
-        priority = j.c.priority if shape.by_id else j.c.claim_priority
+        named = shape.by_id or shape.by_ids
+        facts, conditions = self._claimable(j, ready_only=not named)
+        priority = j.c.priority if named else j.c.claim_priority
         if shape.by_id:
             conditions.append(j.c.id == bindparam("job_id", type_=BigInteger()))
+        if shape.by_ids and self.dialect.name == "postgresql":
+            ids = bindparam("job_ids", type_=postgresql.ARRAY(BigInteger()))
+            conditions.append(j.c.id == any_(ids))
+        elif shape.by_ids:
+            conditions.append(j.c.id.in_(bindparam("job_ids", expanding=True, type_=BigInteger())))
         if shape.queues and self.dialect.name == "postgresql":
             # One array parameter: the statement text stays the same for any list of queues.
             queues = bindparam("queues", type_=postgresql.ARRAY(String()))
@@ -205,7 +217,9 @@ class ClaimStatements:
             *(facts[name].label(name) for name in FACTS if name not in IMPLIED_FACTS),
         ]
         statement: Select[Any] = select(*columns).where(*conditions)
-        if not shape.by_id:  # one job by id: no order, so no plan walks the claim index
+        # Jobs by id: no order, so no plan walks the claim index (the caller orders the few
+        # rows fetched).
+        if not named:
             statement = statement.order_by(j.c.claim_priority, j.c.id)
         statement = statement.limit(bindparam("limit", type_=Integer()))
         if self.dialect.skip_locked:
@@ -269,7 +283,7 @@ class ClaimStatements:
                 .where(
                     *conditions, j.c.id.in_(bindparam("ids", expanding=True, type_=BigInteger()))
                 )
-                .order_by(j.c.claim_priority, j.c.id)
+                .order_by(j.c.priority, j.c.id)  # a due job not yet promoted has no claim_priority
             )
             self._among = among
             return among

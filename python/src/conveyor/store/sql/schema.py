@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,9 @@ class Tables:
     tags: Table
     batches: Table
     schema: Table
+    # Named expiring locks (Store.acquire_lock). In the metadata from version 4 on; before,
+    # the bus created the same table itself on first use (see _locks_v4).
+    locks: Table
 
 
 def _only_where_set(column: Column[Any], partial: bool) -> dict[str, Any]:
@@ -110,16 +113,16 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         # Set only while the job is leased: a unique index turns serial-group exclusion and
         # unique-mode exclusion into constraints no concurrent claim can break.
         Column("group_lock", Label(), unique=not partial),
-        # Equals priority while the job is in a claimable state (since version 4: and was due
+        # Equals priority while the job is in a claimable state (since version 5: and was due
         # when written, or promoted since), NULL otherwise: the claim scans the index
         # (claim_priority, id) in order and stops at its LIMIT.
         Column("claim_priority", Integer),
         Column("unique_lock", Label(), unique=not partial),
         # Version 3: how long one attempt may run (TIMEOUT-001), NULL for no limit.
         *([Column("timeout_ms", BigInteger)] if version >= 3 else []),
-        # Version 4: available_at while the job is claimable but was not yet due when written,
+        # Version 5: available_at while the job is claimable but was not yet due when written,
         # NULL otherwise; the claim promotes such rows into claim_priority once due.
-        *([Column("delay_until", BigInteger)] if version >= 4 else []),
+        *([Column("delay_until", BigInteger)] if version >= 5 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -135,7 +138,7 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         **_only_where_set(c.lease_expires_at, partial),
     )
     Index(f"{prefix}ix_batch", c.batch_id, c.state, **_only_where_set(c.batch_id, partial))
-    if version >= 4:
+    if version >= 5:
         Index(f"{prefix}ix_delayed", c.delay_until, **_only_where_set(c.delay_until, partial))
     if partial:
         # Set only while a job is leased: uniqueness here is serial-group and unique-mode
@@ -173,7 +176,14 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         Column("version", Integer, primary_key=True, autoincrement=False),
         Column("applied_at", BigInteger, nullable=False),
     )
-    return Tables(prefix, metadata, jobs, dependencies, tags, batches, schema)
+    locks = Table(
+        f"{prefix}bus_locks",
+        metadata if version >= 4 else MetaData(),
+        Column("name", Label(), primary_key=True),  # longer names are kept as their digest
+        Column("owner", String(64), nullable=False),
+        Column("expires_at", BigInteger, nullable=False),
+    )
+    return Tables(prefix, metadata, jobs, dependencies, tags, batches, schema, locks)
 
 
 def _create_v1(connection: Connection, tables: Tables) -> None:
@@ -246,7 +256,28 @@ def _timeouts_v3(connection: Connection, tables: Tables) -> None:
     connection.exec_driver_sql(f"ALTER TABLE {quote(jobs.name)} ADD COLUMN timeout_ms BIGINT")
 
 
-# PostgreSQL storage parameters of the job table (version 4). A queue table is small and
+def _locks_v4(connection: Connection, tables: Tables) -> None:
+    """Version 4: the table of the store's named locks (WithoutOverlapping's).
+
+    Before this version the bus created ``<prefix>bus_locks`` itself on first use, with the
+    same columns: such a table is kept as it is, so that locks held across the upgrade stay
+    held and processes of the previous version, which create-if-missing the same table, share
+    it during a rolling deploy. On MariaDB its name column then gets the exact (binary)
+    comparison every label has; elsewhere the layout is already the same.
+    """
+    locks = build_tables(tables.prefix, version=4).locks
+    if not inspect(connection).has_table(locks.name):
+        locks.create(connection)
+        return
+    if connection.dialect.name in ("mysql", "mariadb"):
+        quote = connection.dialect.identifier_preparer.quote
+        label = Label().compile(dialect=connection.dialect)
+        connection.exec_driver_sql(
+            f"ALTER TABLE {quote(locks.name)} MODIFY {quote('name')} {label} NOT NULL"
+        )
+
+
+# PostgreSQL storage parameters of the job table (version 5). A queue table is small and
 # rewritten all day: each job is inserted, updated two or three times and deleted by pruning.
 # - fillfactor 80: room on each page for the new versions of its rows. An update that changes
 #   no indexed column (a heartbeat's or a progress write's updated_at, attempts, execution)
@@ -267,7 +298,7 @@ JOB_TABLE_STORAGE: dict[str, str] = {
 JOB_TABLE_STORAGE_13 = {"autovacuum_vacuum_insert_scale_factor": "0.02"}
 
 
-def _job_table_storage_v4(connection: Connection, table: str) -> None:
+def _job_table_storage_v5(connection: Connection, table: str) -> None:
     """ALTER TABLE ... SET (...): a catalogue change, no rewrite (fillfactor applies to the
     pages written from now on). PostgreSQL only: SQLite and MariaDB have no such settings."""
     if connection.dialect.name != "postgresql":
@@ -280,13 +311,13 @@ def _job_table_storage_v4(connection: Connection, table: str) -> None:
     connection.exec_driver_sql(f"ALTER TABLE {quote(table)} SET ({listed})")
 
 
-def _delayed_jobs_v4(connection: Connection, tables: Tables) -> None:
-    """Version 4: delayed jobs leave the claim index for their own (``delay_until``), so a
+def _delayed_jobs_v5(connection: Connection, tables: Tables) -> None:
+    """Version 5: delayed jobs leave the claim index for their own (``delay_until``), so a
     claim never walks jobs that are not due; and, on PostgreSQL, the job table's storage
     parameters (JOB_TABLE_STORAGE). Adds the column in place, moves the rows that were not
     due when last written (one pass over the claim index), and builds the index.
     """
-    jobs = build_tables(tables.prefix, version=4).jobs
+    jobs = build_tables(tables.prefix, version=5).jobs
     quote = connection.dialect.identifier_preparer.quote
     name = quote(jobs.name)
     if "delay_until" not in {
@@ -300,7 +331,7 @@ def _delayed_jobs_v4(connection: Connection, tables: Tables) -> None:
     for index in jobs.indexes:
         if index.name == f"{tables.prefix}ix_delayed":
             index.create(connection, checkfirst=True)
-    _job_table_storage_v4(connection, jobs.name)
+    _job_table_storage_v5(connection, jobs.name)
 
 
 # Each migration brings the schema from version (index) to version (index + 1). Add new
@@ -309,7 +340,8 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _create_v1,
     _partial_indexes_v2,
     _timeouts_v3,
-    _delayed_jobs_v4,
+    _locks_v4,
+    _delayed_jobs_v5,
 ]
 
 

@@ -1,0 +1,335 @@
+"""Broker mode on the in-memory broker (no RabbitMQ): the worker's rules hold with concurrency.
+
+Consumers run on the same Worker as polling workers, through the broker's JobSource; these
+tests drive them fast, in one process, over the memory store and ``memory://`` brokers.
+
+Spec: BROKER-003, BROKER-006, BROKER-009, GROUP-001..003, UNIQ rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from conveyor import Conveyor, WorkerStats
+from conveyor.broker import BrokerSettings, Envelope
+from conveyor.broker.memory import MemoryBroker
+from conveyor.broker.source import BrokerSource
+from conveyor.worker import Worker
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., Conveyor]]:
+    """Apps sharing one memory broker (and, with ``store=``, one store)."""
+    url = f"memory://{uuid.uuid4().hex}"
+    apps: list[Conveyor] = []
+
+    def make(**options: Any) -> Conveyor:
+        options.setdefault("broker_settings", BrokerSettings(prefix="t."))
+        app = Conveyor("memory://", broker_url=url, **options)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.close()
+
+
+def broker_of(app: Conveyor) -> MemoryBroker:
+    mode = app.broker
+    assert mode is not None
+    assert isinstance(mode.broker, MemoryBroker)
+    return mode.broker
+
+
+def depth(app: Conveyor) -> int:
+    broker = broker_of(app)
+    return sum(broker.depth(name) for name in broker.declared if not name.endswith(".control"))
+
+
+def make_worker(app: Conveyor, **options: Any) -> Worker:
+    options.setdefault("handle_signals", False)
+    options.setdefault("idle_delay", 0.05)
+    worker = app.worker(**options)
+    assert isinstance(worker, Worker)
+    assert isinstance(worker.source, BrokerSource)
+    return worker
+
+
+@contextmanager
+def running(worker: Worker) -> Iterator[list[WorkerStats]]:
+    result: list[WorkerStats] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(worker.run())
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        worker.stop("test over")
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the worker did not stop"
+        assert errors == []
+
+
+class Log:
+    """Starts and ends of runs, by job key, with the moments they happened."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, str, str | None, float]] = []
+
+    def add(self, kind: str, key: str, group: str | None) -> None:
+        with self.lock:
+            self.events.append((kind, key, group, time.monotonic()))
+
+    def runs(self) -> list[str]:
+        return [key for kind, key, _, _ in self.events if kind == "end"]
+
+    def check_groups_serial(self) -> None:
+        """No two runs of one group overlap, and each group's jobs start in publish order."""
+        running: dict[str, str] = {}
+        started: dict[str, list[int]] = {}
+        for kind, key, group, _ in self.events:
+            if group is None:
+                continue
+            if kind == "start":
+                assert group not in running, f"{key} started while {running[group]} ran"
+                running[group] = key
+                started.setdefault(group, []).append(int(key.split(":")[1]))
+            else:
+                assert running.pop(group) == key
+        for group, order in started.items():
+            assert order == sorted(order), f"group {group} started out of order: {order}"
+
+
+def register(app: Conveyor, log: Log) -> None:
+    def sync_work(key: str, group: str | None = None, sleep: float = 0.001) -> None:
+        log.add("start", key, group)
+        time.sleep(sleep)
+        log.add("end", key, group)
+
+    async def async_work(key: str, group: str | None = None, sleep: float = 0.001) -> None:
+        log.add("start", key, group)
+        await asyncio.sleep(sleep)
+        log.add("end", key, group)
+
+    app.register("sync", sync_work)
+    app.register("async", async_work)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4, 16])
+def test_serial_groups_never_overlap_and_start_in_order(
+    make_app: Callable[..., Conveyor], concurrency: int
+) -> None:
+    app = make_app()
+    log = Log()
+    register(app, log)
+    total = 0
+    for index in range(12):
+        for group in ("a", "b", "c"):
+            kind = "async" if index % 2 else "sync"
+            app.publish(kind, {"key": f"{group}:{index}", "group": group}, serial_group=group)
+            total += 1
+    for index in range(20):
+        app.publish("async" if index % 3 else "sync", {"key": f"loose:{index}"})
+        total += 1
+    worker = make_worker(app, concurrency=concurrency)
+    with running(worker):
+        wait_until(lambda: len(log.runs()) >= total, what="every job")
+        wait_until(lambda: worker.stats.jobs == total, what="every outcome recorded")
+    assert sorted(log.runs()) == sorted(set(log.runs())), "no job ran twice"
+    log.check_groups_serial()
+    assert {job.state for job in app.jobs(limit=1000)} == {"finished"}
+    assert depth(app) == 0
+
+
+def test_two_concurrent_consumers_run_each_job_once(make_app: Callable[..., Conveyor]) -> None:
+    publisher = make_app()
+    log = Log()
+    register(publisher, log)
+    for index in range(40):
+        publisher.publish(
+            "sync",
+            {"key": f"g{index % 4}:{index}", "group": f"g{index % 4}"},
+            serial_group=f"g{index % 4}",
+        )
+    # Two workers of one app share the store (a memory store lives in its app).
+    workers = [make_worker(publisher, concurrency=4, worker_id=f"w{n}") for n in range(2)]
+    with running(workers[0]), running(workers[1]):
+        wait_until(lambda: sum(w.stats.jobs for w in workers) == 40, what="every job")
+    assert len(log.runs()) == 40 == len(set(log.runs()))
+    log.check_groups_serial()
+
+
+def test_unique_work_runs_once(make_app: Callable[..., Conveyor]) -> None:
+    app = make_app()
+    log = Log()
+    register(app, log)
+    for index in range(6):
+        app.publish("sync", {"key": f"u:{index}"}, identifier="report-1", unique=True)
+    worker = make_worker(app, concurrency=8)
+    with running(worker):
+        wait_until(
+            lambda: {job.state for job in app.jobs()} <= {"finished", "redundant"},
+            what="every unique job settled",
+        )
+    assert len(log.runs()) == 1, "one run for the unique identifier"
+    states = sorted(job.state for job in app.jobs())
+    assert states.count("finished") == 1
+    assert set(states) <= {"finished", "redundant"}
+
+
+def test_mixed_sync_and_async_handlers_run_at_once(make_app: Callable[..., Conveyor]) -> None:
+    """Concurrency 4: two sync and two async handlers that each wait for all four."""
+    app = make_app()
+    barrier = threading.Barrier(4, timeout=10)
+    ran: list[str] = []
+
+    def sync_meet(name: str) -> None:
+        barrier.wait()
+        ran.append(name)
+
+    async def async_meet(name: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, barrier.wait)
+        ran.append(name)
+
+    app.register("sync_meet", sync_meet)
+    app.register("async_meet", async_meet)
+    for name in ("s1", "s2"):
+        app.publish("sync_meet", name)
+    for name in ("a1", "a2"):
+        app.publish("async_meet", name)
+    worker = make_worker(app, concurrency=4)
+    with running(worker):
+        wait_until(lambda: worker.stats.jobs == 4, what="the four jobs")
+    assert sorted(ran) == ["a1", "a2", "s1", "s2"]
+    assert worker.stats.outcomes == {"finished": 4}
+
+
+def test_a_stop_hands_running_and_claimed_jobs_back_to_the_broker(
+    make_app: Callable[..., Conveyor],
+) -> None:
+    """A stop (SIGTERM) lets running jobs finish within the grace period, hands back those
+    still running after it and those claimed but not started, and returns the messages never
+    claimed: every job is claimable again, with a message."""
+    app = make_app()
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def block(n: int) -> None:
+        started.release()
+        release.wait(20)
+
+    app.register("block", block)
+    for n in range(10):
+        app.publish("block", n)
+    worker = make_worker(app, concurrency=2, batch_size=4, grace_period=0.2)
+    with running(worker) as stats:
+        for _ in range(2):
+            assert started.acquire(timeout=10)
+        worker.stop("SIGTERM")
+        wait_until(lambda: bool(stats), what="the worker to stop")
+    release.set()
+    jobs = app.jobs()
+    assert len(jobs) == 10
+    assert all(job.state in ("ready", "waiting") for job in jobs), [job.state for job in jobs]
+    assert all(job.attempts == 0 for job in jobs), "handed back: attempts refunded"
+    # One message per job: the ones never claimed came back, the others were handed over anew.
+    assert depth(app) == 10
+    follower = make_worker(app, concurrency=4)
+    with running(follower):
+        wait_until(lambda: follower.stats.jobs == 10, what="the jobs to run again")
+
+
+def test_poison_messages_are_acknowledged_and_the_jobs_still_run(
+    make_app: Callable[..., Conveyor],
+) -> None:
+    app = make_app()
+    ran: list[int] = []
+    app.register("work", ran.append)
+    app.publish("work", 1)
+    broker = broker_of(app)
+    queue = next(name for name in broker.declared if not name.endswith(".control"))
+    for body in (b"", b"not json", b"[1, 2]", b'{"job_id": "1"}', bytes(range(256))):
+        broker.put(queue, body)
+    app.publish("work", 2)
+    worker = make_worker(app)
+    with running(worker):
+        wait_until(lambda: worker.stats.jobs == 2, what="both jobs")
+        wait_until(lambda: depth(app) == 0, what="the poison to be acknowledged")
+    assert sorted(ran) == [1, 2]
+
+
+def test_a_duplicate_message_starts_nothing_and_is_acknowledged(
+    make_app: Callable[..., Conveyor],
+) -> None:
+    app = make_app()
+    ran: list[int] = []
+    app.register("work", ran.append)
+    job = app.publish("work", 1)
+    mode = app.broker
+    assert mode is not None
+    for _ in range(3):  # duplicates of the message
+        mode.hand_over([Envelope.of(job, app.now())])
+    worker = make_worker(app, max_cycles=50)
+    with running(worker):
+        wait_until(lambda: worker.stats.jobs == 1 and depth(app) == 0, what="the duplicates")
+    assert ran == [1]
+
+
+def test_cycles_limit_and_jobs_limit_stop_a_consumer(make_app: Callable[..., Conveyor]) -> None:
+    app = make_app()
+    app.register("work", lambda n: None)
+    for n in range(5):
+        app.publish("work", n)
+    stats = make_worker(app, max_jobs=3).run()
+    assert stats.jobs == 3
+    assert "limit 3" in stats.stop_reason
+    idle = make_worker(app, max_cycles=3, idle_delay=0.01).run()
+    assert idle.cycles == 3
+
+
+def test_process_drains_the_queues_and_returns(make_app: Callable[..., Conveyor]) -> None:
+    app = make_app()
+    ran: list[int] = []
+    app.register("work", ran.append)
+    for n in range(25):
+        app.publish("work", n)
+    stats = app.process(handle_signals=False, concurrency=3)
+    assert stats.jobs == 25
+    assert sorted(ran) == list(range(25))
+
+
+def test_a_reload_request_stops_the_consumer_with_the_flag_set(
+    make_app: Callable[..., Conveyor],
+) -> None:
+    app = make_app()
+    app.register("work", lambda n: None)
+    worker = make_worker(app)
+    with running(worker) as stats:
+        wait_until(lambda: bool(broker_of(app).declared), what="the consumer to declare")
+        app.reload_consumers("default", 1)
+        wait_until(lambda: bool(stats), what="the reload")
+    assert stats[0].reload_requested
