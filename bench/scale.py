@@ -2,6 +2,7 @@
 
     python bench/scale.py                          # 5,000 then 1,000,000 rows
     python bench/scale.py --sizes 5000,100000 --jobs 5000
+    python bench/scale.py --batch-size 1            # one job per claim: many more claims timed
 
 Each size is a fresh job table holding 50 % ready jobs, 40 % delayed ones (due in a day,
 published before the ready ones, so they come first in id order) and 10 % finished ones,
@@ -141,7 +142,7 @@ def table_stats(app: Conveyor) -> dict[str, Any]:
     return dict(zip(keys, (int(v or 0) for v in row), strict=True))
 
 
-def run(url: str, rows: int, jobs: int) -> dict[str, Any]:
+def run(url: str, rows: int, jobs: int, batch_size: int | None) -> dict[str, Any]:
     drop(url)
     app = Conveyor(url, table_prefix=PREFIX)
     try:
@@ -155,7 +156,8 @@ def run(url: str, rows: int, jobs: int) -> dict[str, Any]:
         wanted = min(jobs, int(counts["ready"] * 0.8))
         timings = Timings(app)
         start = time.perf_counter()
-        stats = app.process(limit=wanted)
+        options = {} if batch_size is None else {"batch_size": batch_size}
+        stats = app.process(limit=wanted, **options)
         elapsed = time.perf_counter() - start
         result = {
             "rows": rows,
@@ -192,18 +194,21 @@ def main() -> None:
     parser.add_argument("--url", default=URL)
     parser.add_argument("--sizes", default="5000,1000000")
     parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="the worker's claim batch (default: adaptive)"
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     settings = server_settings(args.url)
     print("server:", ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
     results = []
     for size in sizes:
-        result = run(args.url, size, args.jobs)
+        result = run(args.url, size, args.jobs, args.batch_size)
         results.append(result)
         claim = result["claim_ms"]
         print(
             f"{size:>9,} rows: {result['jobs']:,} jobs in {result['jobs_per_second']:,.0f} jobs/s, "
-            f"claim p50 {claim['p50']:.3f} ms p99 {claim['p99']:.3f} ms "
+            f"{result['claim_ms']['count']:,} claims: p50 {claim['p50']:.3f} ms p99 {claim['p99']:.3f} ms "
             f"(record+claim p50 {result['record_and_claim_ms']['p50']:.3f} ms "
             f"p99 {result['record_and_claim_ms']['p99']:.3f} ms), filled in "
             f"{result['fill_seconds']} s; pruned {result['prune']['jobs']:,} finished jobs in "
@@ -221,12 +226,14 @@ def main() -> None:
         f"claim p50 x{ratios['claim_p50']}, claim p99 x{ratios['claim_p99']} "
         "(targets: rate >= 0.8, claim p99 <= 5 ms)"
     )
-    output = Path(__file__).parent / "results" / "scale.json"
+    name = "scale.json" if args.batch_size is None else f"scale-batch{args.batch_size}.json"
+    output = Path(__file__).parent / "results" / name
     output.parent.mkdir(exist_ok=True)
     document = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "server": settings,
+        "batch_size": args.batch_size,
         "results": results,
         "ratios": ratios,
     }
