@@ -333,3 +333,61 @@ def test_a_reload_request_stops_the_consumer_with_the_flag_set(
         app.reload_consumers("default", 1)
         wait_until(lambda: bool(stats), what="the reload")
     assert stats[0].reload_requested
+
+
+def test_consumers_hand_over_delayed_and_outage_jobs_without_a_scheduled_repair(
+    make_app: Callable[..., Conveyor],
+) -> None:
+    """A delayed job, and a job published while the broker was down (``broker_failed``), have
+    no message; a running consumer's own repair loop hands them over once due / once the
+    broker is back, with no ``conveyor process`` from cron (BrokerSettings.repair_every)."""
+    app = make_app(broker_settings=BrokerSettings(prefix="t.", repair_every=0.05))
+    ran: list[str] = []
+    app.register("work", ran.append)
+    broker = broker_of(app)
+    broker.failing = "connection refused (a test outage)"
+    during = app.publish("work", "during the outage")
+    assert during.state == "broker_failed"
+    broker.failing = None
+    later = app.publish("work", "delayed", delay=0.2)
+    assert depth(app) == 0  # neither has a message
+    with running(make_worker(app)):
+        wait_until(lambda: len(ran) == 2, what="both jobs to run")
+    assert sorted(ran) == ["delayed", "during the outage"]
+    assert app.get(during.id).state == app.get(later.id).state == "finished"
+
+
+def test_a_failing_repair_loop_leaves_the_consumer_running(
+    make_app: Callable[..., Conveyor],
+) -> None:
+    app = make_app(broker_settings=BrokerSettings(prefix="t.", repair_every=0.01))
+    ran: list[int] = []
+    app.register("work", ran.append)
+    worker = make_worker(app)
+    assert isinstance(worker.source, BrokerSource)
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise RuntimeError("the store went away")
+
+    worker.source.repair = broken
+    with running(worker):
+        wait_until(lambda: len(calls) >= 2, what="the repair loop to run twice")
+        app.publish("work", 1)
+        wait_until(lambda: ran == [1], what="a job to run after repair failures")
+
+
+def test_repair_every_none_leaves_handing_over_to_the_schedule(
+    make_app: Callable[..., Conveyor],
+) -> None:
+    app = make_app(broker_settings=BrokerSettings(prefix="t.", repair_every=None))
+    app.register("work", lambda n: None)
+    worker = make_worker(app)
+    assert isinstance(worker.source, BrokerSource)
+    calls: list[int] = []
+    worker.source.repair = lambda: calls.append(1)
+    with running(worker):
+        app.publish("work", 1)
+        wait_until(lambda: worker.stats.jobs == 1, what="the job to run")
+    assert calls == []

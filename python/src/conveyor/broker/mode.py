@@ -442,9 +442,34 @@ class BrokerMode:
                 self.settings.hand_back_after,
                 draining,
                 f"conveyor consumer {options.worker_id}",
+                self.settings.repair_every,
             ),
             self.app.now(),
+            self.repair_if_due,
+            self.app.now,
         )
+
+    def repair_if_due(self) -> None:
+        """One run of the repair loop, unless another consumer of this store ran it less than
+        ``repair_every`` seconds ago: the first to take the store's repair lock runs it, and
+        the lock (never released) expires after that interval."""
+        every = self.settings.repair_every
+        if every is None:
+            return
+        now = self.app.now()
+        name = f"{self.settings.prefix}repair"
+        if self.app.store.acquire_lock(name, now, now + timedelta(seconds=every)) is None:
+            return
+        report = self.repair()
+        if report.problem:
+            log.warning("repair loop: %s", report.problem)
+        elif report.requeued or report.republished or report.rescued:
+            log.info(
+                "repair loop: %d rescued, %d requeued, %d handed over again",
+                report.rescued,
+                report.requeued,
+                report.republished,
+            )
 
     def consumer_queues(self, queues: Collection[str]) -> list[str]:
         """The queues a consumer subscribes to: those named, else every known one."""

@@ -44,6 +44,10 @@ class BrokerSettings:
       the repair loop hands it over again when the broker holds fewer messages than such jobs.
     - ``reload_ttl``: seconds a reload request waits in the control queue for a consumer.
     - ``publish_chunk``: messages published before waiting for their confirms.
+    - ``repair_every``: seconds between runs of the repair loop inside the consumers (one
+      consumer of the store runs it each time, chosen by a lock in the store), so that jobs
+      published during an outage, retries, waiting and delayed jobs are handed over within
+      seconds without a scheduled ``conveyor process``; None leaves it to that schedule.
     """
 
     prefix: str = "conveyor."
@@ -56,3 +60,4 @@ class BrokerSettings:
     stale_after: timedelta = timedelta(seconds=60)
     reload_ttl: float = 300.0
     publish_chunk: int = 1000
+    repair_every: float | None = 5.0

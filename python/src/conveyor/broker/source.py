@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from ..errors import BrokerUnavailable, ConfigurationError
@@ -78,6 +78,7 @@ class ConsumerSettings:
     hand_back_after: float
     draining: bool  # process(): stop once the queues are empty
     name: str  # shown in the broker's connection list
+    repair_every: float | None = None  # seconds between runs of the repair loop
 
 
 class BrokerSource:
@@ -92,6 +93,8 @@ class BrokerSource:
         controls: Sequence[str],
         settings: ConsumerSettings,
         started_at: datetime,
+        repair: Callable[[], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if settings.prefetch < 1:
             raise ConfigurationError("prefetch must be at least 1")
@@ -102,6 +105,10 @@ class BrokerSource:
         self.controls = list(controls)
         self.settings = settings
         self.started_at = started_at
+        # The repair loop, run every settings.repair_every seconds (None: not by consumers).
+        self.repair = repair
+        self.clock = clock  # the app's, which the worker's rescue timer also follows
+        self._next_repair: datetime | None = None
         self.reload_requested = False
         # Called (from the connection thread) when a reload request arrives: stops the worker.
         self.on_reload: Callable[[str], None] = lambda reason: None
@@ -202,7 +209,21 @@ class BrokerSource:
         return Claimed(outcome.recorded, jobs, outcome.due_again, backlog)
 
     def rescue(self) -> Rescue:
-        return self.operations.rescue()
+        rescue = self.operations.rescue()
+        every = self.settings.repair_every
+        if self.repair is None or every is None or self.settings.draining:
+            return rescue
+        now = self.clock()
+        if self._next_repair is None or now >= self._next_repair:
+            self._next_repair = now + timedelta(seconds=every)
+            try:
+                self.repair()
+            except Exception as error:  # the next run tries again; the worker goes on
+                log.warning("the repair loop failed (%s); it runs again in %g s", error, every)
+        # The worker looks again at the next lease expiry or the next repair, whichever first.
+        expiry = rescue.next_expiry
+        wanted = self._next_repair if expiry is None else min(expiry, self._next_repair)
+        return Rescue(rescue.rescued, wanted)
 
     def close(self) -> None:
         if self._thread is None:
