@@ -134,7 +134,7 @@ def poisoned(ctx: Context, name: str, interleaved: bool) -> Outcome:
         if not interleaved:
             w.wait_until(lambda: sum(queue_depth(amqp_url, q) for q in queues) == 0, 30)
         w.publish(30, start=5)
-        outcome = finish(w)
+        outcome = finish(w, broker_up=True)
         left = sum(queue_depth(amqp_url, queue) for queue in queues)
         outcome.notes.append(f"{sent} poison messages, {left} left in the queues")
         if left:
