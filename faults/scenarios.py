@@ -93,7 +93,7 @@ def finish(
     repair loop's ``stale_after`` (60 s): a job whose message was lost is handed over again
     by then, which the notes report as "republished"."""
     if w.amqp_url:
-        timeout = max(timeout, STALE_AFTER + 30)
+        timeout = max(timeout, (w.stale_after or STALE_AFTER) + 30)
     drained = w.drain(timeout)
     crashes = w.stop_workers()
     result = w.tally()
