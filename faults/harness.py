@@ -19,6 +19,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,7 @@ class World:
     workers: dict[str, Worker] = field(default_factory=dict)
     published: dict[str, int] = field(default_factory=dict)  # job id -> n
     killed: dict[int, float] = field(default_factory=dict)  # pid -> when
+    stale_after: float | None = None  # the runner's repair loop; None: the library's default
     repairs: int = 0
     repaired: Counter[str] = field(default_factory=Counter)
     _last_repair: float = 0.0
@@ -166,9 +168,7 @@ class World:
         self.app.store  # noqa: B018 -- creates the tables before any worker starts
 
     @property
-    def lease_delta(self) -> Any:
-        from datetime import timedelta
-
+    def lease_delta(self) -> timedelta:
         return timedelta(seconds=self.lease)
 
     def broker_settings(self) -> BrokerSettings:

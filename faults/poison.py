@@ -108,11 +108,12 @@ def send(amqp_url: str, name: str, bodies: list[bytes]) -> None:
         connection.close()
 
 
-@scenario("poison-corpus", short=True, needs=("rabbitmq",))
-def poison_corpus(ctx: Context) -> Outcome:
+def poisoned(ctx: Context, name: str, interleaved: bool) -> Outcome:
     """Poison on the job queues and the control queue of two consumers; they ack, ignore,
-    keep running, and run the jobs published after."""
-    with open_world(ctx, "poison-corpus", "sqlite", broker=True) as w:
+    keep running, and run the jobs published after (``interleaved``: while the poison is
+    still being consumed). The repair loop's stale_after is 5 s here: a wake-up lost by
+    idle consumers (see broker-idle-then-burst) costs seconds, not the check of the poison."""
+    with open_world(ctx, name, "sqlite", broker=True, stale_after=5.0) as w:
         for _ in range(2):
             w.start_worker("w")
         w.publish(5)
@@ -120,22 +121,36 @@ def poison_corpus(ctx: Context) -> Outcome:
         mode = w.app.broker
         assert mode is not None
         assert w.amqp_url is not None
+        amqp_url = w.amqp_url
         valid = Envelope.of(w.app.jobs(limit=1)[0], NOW).to_dict()
         job_queues = [mode.topology.queue_name("default", band) for band in mode.bands().starts]
         bodies = envelope_corpus(valid)
-        for name in job_queues:
-            send(w.amqp_url, name, bodies)
+        for queue in job_queues:
+            send(amqp_url, queue, bodies)
         control = mode.topology.control_name("default")
         controls = control_corpus()
-        send(w.amqp_url, control, controls)
+        send(amqp_url, control, controls)
         sent = len(bodies) * len(job_queues) + len(controls)
+        queues = [*job_queues, control]
+        if not interleaved:
+            w.wait_until(lambda: sum(queue_depth(amqp_url, q) for q in queues) == 0, 30)
         w.publish(30, start=5)
         outcome = finish(w)
-        left = sum(queue_depth(w.amqp_url, name) for name in [*job_queues, control])
+        left = sum(queue_depth(amqp_url, queue) for queue in queues)
         outcome.notes.append(f"{sent} poison messages, {left} left in the queues")
         if left:
             outcome.problems.append(f"{left} poison messages were not acknowledged")
         return outcome
+
+
+@scenario("poison-corpus", needs=("rabbitmq",))
+def poison_corpus(ctx: Context) -> Outcome:
+    return poisoned(ctx, "poison-corpus", interleaved=False)
+
+
+@scenario("poison-corpus-interleaved", needs=("rabbitmq",))
+def poison_interleaved(ctx: Context) -> Outcome:
+    return poisoned(ctx, "poison-corpus-interleaved", interleaved=True)
 
 
 def parsers_survive(examples: int) -> tuple[int, list[str]]:

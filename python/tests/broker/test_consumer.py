@@ -243,3 +243,30 @@ def test_a_batch_claims_one_job_per_message_and_keeps_the_order(make_app: AppFac
     assert worker.run().jobs == 7
     assert ran == [10, 10, 10, 20, 20, 20, 20]
     assert depth(app, "default", 10) == depth(app, "default", 20) == 0
+
+
+def test_a_hand_over_that_meets_a_lost_connection_logs_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by the fault suite (pg_terminate_backend in broker mode): the database going away
+    after a commit, while looking for jobs the commit made claimable, was logged at ERROR with
+    a traceback, which reads as a crash; it is a one-line warning (the repair loop hands the
+    jobs over)."""
+    import types
+
+    from sqlalchemy.exc import OperationalError
+
+    from conveyor.broker.mode import BrokerMode
+
+    mode = object.__new__(BrokerMode)
+
+    def lost(jobs: object) -> dict[str, object]:
+        raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+    mode._after_commit = lost  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="conveyor"):
+        assert mode.after_commit([types.SimpleNamespace(id="7")]) == {}  # type: ignore[list-item]
+    (record,) = [r for r in caplog.records if "handing jobs 7" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert record.exc_info is None
+    assert "repair loop" in record.getMessage()

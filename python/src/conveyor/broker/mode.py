@@ -28,6 +28,7 @@ from ..errors import (
 )
 from ..model import Job
 from ..priority import PriorityRange
+from ..resilience import describe, is_transient
 from ..source import SourceOptions, StoreOperations
 from .base import Broker, BrokerHost, Failed
 from .control import ControlRequest
@@ -127,11 +128,19 @@ class BrokerMode:
         jobs it changed (left ``broker_failed``) by id, so a caller returns them as stored."""
         try:
             return self._after_commit(jobs)
-        except Exception:
-            log.exception(
-                "handing jobs %s to RabbitMQ failed; the repair loop will hand them over",
-                ", ".join(job.id for job in jobs[:10]),
-            )
+        except Exception as error:
+            shown = ", ".join(job.id for job in jobs[:10])
+            if is_transient(error):  # the database went away after the commit: one line
+                log.warning(
+                    "handing jobs %s to RabbitMQ: %s; the repair loop will hand them over",
+                    shown,
+                    describe(error),
+                )
+            else:
+                log.exception(
+                    "handing jobs %s to RabbitMQ failed; the repair loop will hand them over",
+                    shown,
+                )
             return {}
 
     def _after_commit(self, jobs: Sequence[Job]) -> dict[str, Job]:
