@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -423,3 +425,38 @@ def test_a_job_in_the_worker_s_own_thread_is_handed_back_after_the_grace_period(
     handed_back = app.get(job.id)
     assert handed_back.state == "waiting"
     assert handed_back.attempts == 0
+
+
+def test_a_claimed_job_whose_lease_ran_out_in_the_buffer_is_not_started(tmp_path: Path) -> None:
+    """A worker held up (here by a slow job ahead of it; in production a partition) must not
+    start a claimed job whose lease ends before its first renewal: another worker may have
+    taken it. It is handed back, and runs once."""
+    app = Conveyor(backend_url("sqlite", tmp_path), table_prefix="rt_spent_")
+    starts: list[str] = []
+    both = threading.Event()
+
+    def work(name: str, hold: float = 0.0) -> None:
+        starts.append(name)
+        time.sleep(hold)  # the job's own work, longer than two thirds of the lease
+        if len(starts) >= 2:
+            both.set()
+
+    app.register("work", work)
+    first = app.publish("work", {"name": "first", "hold": 0.5})
+    second = app.publish("work", {"name": "second"})
+    worker = app.worker(
+        batch_size=2, lease=timedelta(milliseconds=600), idle_delay=0.05, handle_signals=False
+    )
+    thread = run_in_thread(worker)
+    try:
+        assert both.wait(BOUND), "the second job never ran"
+        deadline = time.monotonic() + BOUND
+        while app.get(second.id).state != "finished":
+            assert time.monotonic() < deadline, "the second job's outcome was never recorded"
+            time.sleep(0.01)
+    finally:
+        stopped(worker, thread)
+    assert starts == ["first", "second"]
+    assert app.get(first.id).attempts == 1
+    assert app.get(second.id).attempts == 1  # handed back: the unstarted claim counts nothing
+    app.close()

@@ -364,7 +364,32 @@ class Worker(WorkerControl):
                 and time.monotonic() - self._pending_since >= self.options.record_delay
             ):
                 self._flush()  # a slow batch: do not hold earlier outcomes back
-            self._start(self._buffer.popleft())
+            job = self._buffer.popleft()
+            if self._lease_spent(job):
+                continue
+            self._start(job)
+
+    def _lease_spent(self, job: Job) -> bool:
+        """Whether a claimed job waited so long in the buffer (the database was away, a
+        partition) that its lease ends before the heartbeat's first renewal: it is not
+        started, since another worker may take it once the lease ends, but handed back
+        (recorded with the next claim, refused by its fencing token if the lease is gone,
+        and then rescued)."""
+        lease = job.lease
+        if lease is None:
+            return False
+        left = (lease.expires_at - self.clock()) / timedelta(milliseconds=1)
+        if left >= self.runner.lease_ms / 3:
+            return False
+        log.warning(
+            "job %s: its lease ends in %d ms, before it could be renewed (the worker was "
+            "held up); not started, handed back",
+            job.id,
+            max(left, 0),
+        )
+        self._claimed -= 1
+        self._add_pending(self.runner.abandoned(job, HANDED_BACK))
+        return True
 
     def _start(self, job: Job) -> None:
         runner = self.runner
