@@ -13,24 +13,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from conveyor import Conveyor, WorkerStats
+from conveyor import Conveyor
 from conveyor.broker import BrokerSettings, Envelope
 from conveyor.broker.memory import MemoryBroker
 from conveyor.broker.source import BrokerSource
 from conveyor.worker import Worker
 
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(0.005)
+from .test_consumer import running, wait_until
 
 
 @pytest.fixture
@@ -69,28 +62,6 @@ def make_worker(app: Conveyor, **options: Any) -> Worker:
     assert isinstance(worker, Worker)
     assert isinstance(worker.source, BrokerSource)
     return worker
-
-
-@contextmanager
-def running(worker: Worker) -> Iterator[list[WorkerStats]]:
-    result: list[WorkerStats] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(worker.run())
-        except BaseException as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        worker.stop("test over")
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the worker did not stop"
-        assert errors == []
 
 
 class Log:
