@@ -669,21 +669,24 @@ class SqlStore:
             with connection.begin():
                 if not self._own_engine:
                     local_settings(connection, self.dialect)
-                yield SqlTransaction(
-                    connection,
-                    self.tables,
-                    self.states,
-                    self.dialect,
-                    self.claims,
-                    self.direct,
-                    self.announce,
-                )
+                yield self._transaction_on(connection)
         except DBAPIError as error:
             if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
                 self._forget(connection)
             raise
         finally:
             self._local.last_used = time.monotonic()
+
+    def _transaction_on(self, connection: Connection) -> SqlTransaction:
+        return SqlTransaction(
+            connection,
+            self.tables,
+            self.states,
+            self.dialect,
+            self.claims,
+            self.direct,
+            self.announce,
+        )
 
     @contextmanager
     def autocommit(self) -> Iterator[SqlTransaction]:
@@ -694,15 +697,7 @@ class SqlStore:
             with self._connections_lock:
                 self._connections.add(connection)
         try:
-            yield SqlTransaction(
-                connection,
-                self.tables,
-                self.states,
-                self.dialect,
-                self.claims,
-                self.direct,
-                self.announce,
-            )
+            yield self._transaction_on(connection)
         except DBAPIError as error:
             if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
                 self._local.autocommit = None
