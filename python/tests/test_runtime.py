@@ -460,3 +460,49 @@ def test_a_claimed_job_whose_lease_ran_out_in_the_buffer_is_not_started(tmp_path
     assert app.get(first.id).attempts == 1
     assert app.get(second.id).attempts == 1  # handed back: the unstarted claim counts nothing
     app.close()
+
+
+def test_a_worker_with_several_slots_starts_jobs_while_it_claims(tmp_path: Path) -> None:
+    """With several slots the claim runs in a thread of its own: the buffered jobs keep
+    starting while it waits for the database, instead of every slot idling until it returns."""
+    app = Conveyor(backend_url("sqlite", tmp_path), table_prefix="rt_overlap_")
+    claiming = threading.Event()
+    lock = threading.Lock()
+    ran: list[int] = []
+    during: list[int] = []
+    active = [0]
+
+    def work(n: int) -> None:
+        with lock:
+            active[0] += 1
+            if claiming.is_set():
+                during.append(n)
+        time.sleep(0.005)  # the job's own work
+        with lock:
+            active[0] -= 1
+            ran.append(n)
+
+    app.register("work", work)
+    for n in range(40):
+        app.publish("work", n)
+    worker = app.worker(concurrency=4, batch_size=8, max_jobs=40, handle_signals=False)
+    claim = worker.source.claim
+
+    def slow_claim(limit: int, recorded: Any = (), due_by: Any = None) -> Any:
+        claiming.set()
+        try:
+            # A claim that takes a while, as on a busy database: while jobs run, wait (at
+            # most a second) for one more to start.
+            deadline = time.monotonic() + 1.0
+            while active[0] and not during and time.monotonic() < deadline:
+                time.sleep(0.002)
+            return claim(limit, recorded, due_by)
+        finally:
+            claiming.clear()
+
+    worker.source.claim = slow_claim  # type: ignore[method-assign]
+    stats = worker.run()
+    assert stats.jobs == 40
+    assert sorted(ran) == list(range(40))
+    assert during, "no job started while the worker claimed"
+    app.close()

@@ -46,6 +46,10 @@ class Claimed:
 class JobSource(Protocol):
     """Where a worker's jobs come from, and where their outcomes go."""
 
+    # Whether claim() may run in another thread than open() and rescue(), while the worker
+    # starts jobs: a worker with several slots then claims ahead in a thread of its own.
+    claims_from_any_thread: bool
+
     def open(self, wake: Callable[[], None]) -> None:
         """Start watching for work; ``wake`` is called (from any thread) whenever new work
         may be claimable. Returns once watching, so that work arriving later is not missed."""
@@ -109,6 +113,7 @@ class StoreSource:
 
     # The listener re-checks whether it should stop at least this often.
     SLICE = 0.25
+    claims_from_any_thread = True  # each thread has its own connection
 
     def __init__(self, operations: StoreOperations, options: SourceOptions) -> None:
         self.operations = operations

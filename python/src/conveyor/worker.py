@@ -37,7 +37,7 @@ from .inline import Alarm, Interrupted
 from .model import Job
 from .priority import PriorityRange
 from .resilience import Backoff, describe, is_transient
-from .source import JobSource
+from .source import Claimed, JobSource
 from .threads import DaemonThreads
 
 log = logging.getLogger("conveyor.worker")
@@ -226,6 +226,11 @@ class Worker(WorkerControl):
         # At concurrency 1 in the main thread, sync handlers run in this thread (inline.py).
         self._alarm: Alarm | None = None
         self._inline: Job | None = None
+        # With several slots, claims run in a thread of their own while this one keeps
+        # starting the buffered jobs (None: claims run here, between jobs).
+        self._claimer: DaemonThreads | None = None
+        self._claiming: Future[Claimed] | None = None
+        self._claiming_for: tuple[list[Performed], int] = ([], 0)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -241,6 +246,15 @@ class Worker(WorkerControl):
             self._due_by = self.clock()
             self._watching = False
             self.source.watch(False)
+        if (
+            self._alarm is None
+            and self.options.concurrency > 1
+            and not self.options.stop_when_empty
+            and self.source.claims_from_any_thread
+        ):
+            self._claimer = DaemonThreads(
+                1, "conveyor-claim", on_exit=self.runner.host.release_thread
+            )
         try:
             self.source.open(self._wake)
             try:
@@ -253,6 +267,8 @@ class Worker(WorkerControl):
             finally:
                 if self._threads is not None:
                     self._threads.shutdown()
+                if self._claimer is not None:
+                    self._claimer.shutdown()
                 if give_back_alarm is not None:
                     give_back_alarm()
                     self._alarm = None
@@ -278,9 +294,26 @@ class Worker(WorkerControl):
 
     def _turn(self) -> None:
         self._collect()
+        self._collect_claim()
         self._maybe_rescue()
         self._start_buffered()
         if self._stop.is_set():
+            return
+        if self._claimer is not None:
+            # Claim ahead while the buffer still feeds the slots.
+            if (
+                self._claiming is None
+                and self._news
+                and len(self._buffer) < self.options.concurrency
+                and (self._backlog or self._free() > len(self._buffer))
+                and self._may_claim()
+            ):
+                self._claim_in_background()
+            elif self._claiming is None and self._pending and self._record_due():
+                self._flush()
+            if self._check_limits():
+                return
+            self._wait()
             return
         if self._news and self._free() > 0 and not self._buffer and self._may_claim():
             if self._claim():
@@ -320,6 +353,50 @@ class Worker(WorkerControl):
             # listener is not watching, so no notification would ever set this.
             self._news = True
             raise
+        self._took(claimed, pending, limit)
+        return bool(claimed.jobs)
+
+    def _claim_in_background(self) -> None:
+        """:meth:`_claim` in the claiming thread; :meth:`_collect_claim` takes its result."""
+        assert self._claimer is not None
+        options = self.options
+        limit = self._batch()
+        if options.max_jobs is not None:
+            limit = min(limit, options.max_jobs - self._claimed)
+        pending, self._pending = self._pending, []
+        with self._changed:
+            self._news = False
+        self.runner.release(pending)
+        self._claiming_for = (pending, limit)
+        future = self._claimer.submit(self.source.claim, limit, pending, self._due_by)
+        self._claiming = future
+        future.add_done_callback(self._claim_done)
+
+    def _claim_done(self, _: object) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _collect_claim(self, wait: bool = False) -> None:
+        future = self._claiming
+        if future is None or not (wait or future.done()):
+            return
+        pending, limit = self._claiming_for
+        self._claiming, self._claiming_for = None, ([], 0)
+        try:
+            claimed = future.result()
+        except Refused:
+            self._record_each(pending)
+            self._wake()
+            return
+        except Exception:
+            self.runner.hold(pending)
+            self._pending = pending + self._pending
+            self._news = True
+            raise
+        self._took(claimed, pending, limit)
+
+    def _took(self, claimed: Claimed, pending: list[Performed], limit: int) -> None:
+        """Count the outcomes a claim recorded and buffer the jobs it claimed."""
         self.stats.cycles += 1
         for performed, final in zip(pending, claimed.recorded, strict=True):
             self._count(self.runner.finish(performed, final))
@@ -336,7 +413,6 @@ class Worker(WorkerControl):
         if backlog == self._watching and not self.options.stop_when_empty:
             self._watching = not backlog
             self.source.watch(self._watching)
-        return bool(claimed.jobs)
 
     def _batch(self) -> int:
         """How many jobs to claim: the free slots, or more ahead while there is a backlog."""
@@ -361,6 +437,7 @@ class Worker(WorkerControl):
         ):
             if (
                 self._pending
+                and self._claiming is None
                 and time.monotonic() - self._pending_since >= self.options.record_delay
             ):
                 self._flush()  # a slow batch: do not hold earlier outcomes back
@@ -534,7 +611,7 @@ class Worker(WorkerControl):
         return self.options.concurrency - len(self._running) - len(self._buffer)
 
     def _idle(self) -> bool:
-        return not (self._running or self._buffer or self._pending)
+        return not (self._running or self._buffer or self._pending or self._claiming)
 
     def _may_claim(self) -> bool:
         options = self.options
@@ -576,7 +653,12 @@ class Worker(WorkerControl):
             if self.options.on_idle is not None:
                 self.options.on_idle()
         with self._changed:
-            woken = self._done or self._stop.is_set() or (self._news and self._free() > 0)
+            woken = (
+                self._done
+                or self._stop.is_set()
+                or (self._news and self._free() > 0)
+                or (self._claiming is not None and self._claiming.done())
+            )
             if not woken and timeout > 0:
                 self._changed.wait(timeout)
 
@@ -629,6 +711,10 @@ class Worker(WorkerControl):
     def _shutdown(self) -> None:
         """Hand back what never started, give running jobs the grace period, hand back what
         still runs after it, and record every outcome."""
+        try:
+            self._collect_claim(wait=True)  # a claim in flight: its jobs are handed back too
+        except Exception:
+            log.exception("the last claim failed while the worker stopped")
         for job in self._buffer:
             self._add_pending(self.runner.abandoned(job, HANDED_BACK))
         self._buffer.clear()

@@ -84,6 +84,8 @@ class ConsumerSettings:
 class BrokerSource:
     """Claims the jobs named by the messages a broker delivered (see the module docstring)."""
 
+    claims_from_any_thread = False  # the coordinator's claims pace the connection thread
+
     def __init__(
         self,
         operations: StoreOperations,
