@@ -21,9 +21,8 @@ from conveyor import Conveyor
 from conveyor.broker import BrokerSettings, Envelope
 from conveyor.broker.memory import MemoryBroker
 from conveyor.broker.source import BrokerSource
-from conveyor.worker import Worker
 
-from .test_consumer import running, wait_until
+from .test_consumer import consumer, running, wait_until
 
 
 @pytest.fixture
@@ -53,15 +52,6 @@ def broker_of(app: Conveyor) -> MemoryBroker:
 def depth(app: Conveyor) -> int:
     broker = broker_of(app)
     return sum(broker.depth(name) for name in broker.declared if not name.endswith(".control"))
-
-
-def make_worker(app: Conveyor, **options: Any) -> Worker:
-    options.setdefault("handle_signals", False)
-    options.setdefault("idle_delay", 0.05)
-    worker = app.worker(**options)
-    assert isinstance(worker, Worker)
-    assert isinstance(worker.source, BrokerSource)
-    return worker
 
 
 class Log:
@@ -126,7 +116,7 @@ def test_serial_groups_never_overlap_and_start_in_order(
     for index in range(20):
         app.publish("async" if index % 3 else "sync", {"key": f"loose:{index}"})
         total += 1
-    worker = make_worker(app, concurrency=concurrency)
+    worker = consumer(app, concurrency=concurrency)
     with running(worker):
         wait_until(lambda: len(log.runs()) >= total, what="every job")
         wait_until(lambda: worker.stats.jobs == total, what="every outcome recorded")
@@ -147,7 +137,7 @@ def test_two_concurrent_consumers_run_each_job_once(make_app: Callable[..., Conv
             serial_group=f"g{index % 4}",
         )
     # Two workers of one app share the store (a memory store lives in its app).
-    workers = [make_worker(publisher, concurrency=4, worker_id=f"w{n}") for n in range(2)]
+    workers = [consumer(publisher, concurrency=4, worker_id=f"w{n}") for n in range(2)]
     with running(workers[0]), running(workers[1]):
         wait_until(lambda: sum(w.stats.jobs for w in workers) == 40, what="every job")
     assert len(log.runs()) == 40 == len(set(log.runs()))
@@ -160,7 +150,7 @@ def test_unique_work_runs_once(make_app: Callable[..., Conveyor]) -> None:
     register(app, log)
     for index in range(6):
         app.publish("sync", {"key": f"u:{index}"}, identifier="report-1", unique=True)
-    worker = make_worker(app, concurrency=8)
+    worker = consumer(app, concurrency=8)
     with running(worker):
         wait_until(
             lambda: {job.state for job in app.jobs()} <= {"finished", "redundant"},
@@ -192,7 +182,7 @@ def test_mixed_sync_and_async_handlers_run_at_once(make_app: Callable[..., Conve
         app.publish("sync_meet", name)
     for name in ("a1", "a2"):
         app.publish("async_meet", name)
-    worker = make_worker(app, concurrency=4)
+    worker = consumer(app, concurrency=4)
     with running(worker):
         wait_until(lambda: worker.stats.jobs == 4, what="the four jobs")
     assert sorted(ran) == ["a1", "a2", "s1", "s2"]
@@ -216,7 +206,7 @@ def test_a_stop_hands_running_and_claimed_jobs_back_to_the_broker(
     app.register("block", block)
     for n in range(10):
         app.publish("block", n)
-    worker = make_worker(app, concurrency=2, batch_size=4, grace_period=0.2)
+    worker = consumer(app, concurrency=2, batch_size=4, grace_period=0.2)
     with running(worker) as stats:
         for _ in range(2):
             assert started.acquire(timeout=10)
@@ -229,7 +219,7 @@ def test_a_stop_hands_running_and_claimed_jobs_back_to_the_broker(
     assert all(job.attempts == 0 for job in jobs), "handed back: attempts refunded"
     # One message per job: the ones never claimed came back, the others were handed over anew.
     assert depth(app) == 10
-    follower = make_worker(app, concurrency=4)
+    follower = consumer(app, concurrency=4)
     with running(follower):
         wait_until(lambda: follower.stats.jobs == 10, what="the jobs to run again")
 
@@ -246,7 +236,7 @@ def test_poison_messages_are_acknowledged_and_the_jobs_still_run(
     for body in (b"", b"not json", b"[1, 2]", b'{"job_id": "1"}', bytes(range(256))):
         broker.put(queue, body)
     app.publish("work", 2)
-    worker = make_worker(app)
+    worker = consumer(app)
     with running(worker):
         wait_until(lambda: worker.stats.jobs == 2, what="both jobs")
         wait_until(lambda: depth(app) == 0, what="the poison to be acknowledged")
@@ -264,7 +254,7 @@ def test_a_duplicate_message_starts_nothing_and_is_acknowledged(
     assert mode is not None
     for _ in range(3):  # duplicates of the message
         mode.hand_over([Envelope.of(job, app.now())])
-    worker = make_worker(app, max_cycles=50)
+    worker = consumer(app, max_cycles=50)
     with running(worker):
         wait_until(lambda: worker.stats.jobs == 1 and depth(app) == 0, what="the duplicates")
     assert ran == [1]
@@ -275,10 +265,10 @@ def test_cycles_limit_and_jobs_limit_stop_a_consumer(make_app: Callable[..., Con
     app.register("work", lambda n: None)
     for n in range(5):
         app.publish("work", n)
-    stats = make_worker(app, max_jobs=3).run()
+    stats = consumer(app, max_jobs=3).run()
     assert stats.jobs == 3
     assert "limit 3" in stats.stop_reason
-    idle = make_worker(app, max_cycles=3, idle_delay=0.01).run()
+    idle = consumer(app, max_cycles=3, idle_delay=0.01).run()
     assert idle.cycles == 3
 
 
@@ -298,7 +288,7 @@ def test_a_reload_request_stops_the_consumer_with_the_flag_set(
 ) -> None:
     app = make_app()
     app.register("work", lambda n: None)
-    worker = make_worker(app)
+    worker = consumer(app)
     with running(worker) as stats:
         wait_until(lambda: bool(broker_of(app).declared), what="the consumer to declare")
         app.reload_consumers("default", 1)
@@ -322,7 +312,7 @@ def test_consumers_hand_over_delayed_and_outage_jobs_without_a_scheduled_repair(
     broker.failing = None
     later = app.publish("work", "delayed", delay=0.2)
     assert depth(app) == 0  # neither has a message
-    with running(make_worker(app)):
+    with running(consumer(app)):
         wait_until(lambda: len(ran) == 2, what="both jobs to run")
     assert sorted(ran) == ["delayed", "during the outage"]
     assert app.get(during.id).state == app.get(later.id).state == "finished"
@@ -334,7 +324,7 @@ def test_a_failing_repair_loop_leaves_the_consumer_running(
     app = make_app(broker_settings=BrokerSettings(prefix="t.", repair_every=0.01))
     ran: list[int] = []
     app.register("work", ran.append)
-    worker = make_worker(app)
+    worker = consumer(app)
     assert isinstance(worker.source, BrokerSource)
     calls: list[int] = []
 
@@ -354,7 +344,7 @@ def test_repair_every_none_leaves_handing_over_to_the_schedule(
 ) -> None:
     app = make_app(broker_settings=BrokerSettings(prefix="t.", repair_every=None))
     app.register("work", lambda n: None)
-    worker = make_worker(app)
+    worker = consumer(app)
     assert isinstance(worker.source, BrokerSource)
     calls: list[int] = []
     worker.source.repair = lambda: calls.append(1)
