@@ -92,7 +92,7 @@ def test_the_schema_validators_refuse_a_trailing_newline() -> None:
 
 
 ENVELOPE = {
-    "specversion": "0.1",
+    "specversion": "0.2",
     "job_id": "9",
     "queue": "default",
     "priority": 100,
@@ -119,14 +119,14 @@ def test_an_envelope_with_a_trailing_newline_is_not_an_envelope(changes: dict[st
         Envelope.parse(body(**changes))
 
 
-@pytest.mark.parametrize("version", ["9.9", "1.0", "1.1", "0.2", "0.10", "1" * 5000 + ".1"])
+@pytest.mark.parametrize("version", ["9.9", "1.0", "1.1", "0.3", "0.10", "1" * 5000 + ".1"])
 def test_an_envelope_of_another_major_or_a_higher_minor_version_is_refused(version: str) -> None:
     """VER-003: a consumer does not process a document of a version it does not implement."""
     with pytest.raises(InvalidEnvelope, match="VER-003"):
         Envelope.parse(body(specversion=version))
 
 
-@pytest.mark.parametrize("version", ["0.1", "0.0", "00.01"])
+@pytest.mark.parametrize("version", ["0.2", "0.1", "0.0", "00.02"])
 def test_an_envelope_of_this_or_a_lower_minor_version_is_processed(version: str) -> None:
     assert Envelope.parse(body(specversion=version)).job_id == "9"
 

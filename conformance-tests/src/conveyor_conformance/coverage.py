@@ -84,7 +84,7 @@ PARTLY_TESTABLE: dict[str, str] = {
         "the checks fire broker_publish_failed through the fire command; a hand-over the broker "
         "does not confirm needs a broker fault the protocol cannot inject."
     ),
-    "BROKER-003": (
+    "BROKER-011": (
         "the checks claim one job twice by id, as a message delivered twice does; when a "
         "consumer acknowledges its message is invisible to the harness."
     ),

@@ -3,7 +3,7 @@
 Consumers run on the same Worker as polling workers, through the broker's JobSource; these
 tests drive them fast, in one process, over the memory store and ``memory://`` brokers.
 
-Spec: BROKER-003, BROKER-006, BROKER-009, GROUP-001..003, UNIQ rules.
+Spec: BROKER-011, BROKER-006, BROKER-009, GROUP-001..003, UNIQ rules.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ LONGEST_PROBLEM = 400
 TIMESTAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z"
 
 GOOD_ENVELOPE: dict[str, Any] = {
-    "specversion": "0.1",
+    "specversion": "0.2",
     "job_id": "1842",
     "queue": "mail",
     "priority": 10,
