@@ -287,7 +287,8 @@ def test_the_envelope_fast_check_never_accepts_what_the_schema_refuses(
     document: dict[str, object],
 ) -> None:
     # Valid: the schema (with ECMA-262 patterns) and a version this consumer reads (VER-003).
-    valid = validator("envelope").is_valid(document) and document["specversion"] in ("0.0", "0.1", "0.2")
+    readable = ("0.0", "0.1", "0.2")
+    valid = validator("envelope").is_valid(document) and document["specversion"] in readable
     if _surely_valid(document):
         assert valid
     body = json.dumps(document).encode()
