@@ -16,7 +16,7 @@ from __future__ import annotations
 
 #: Requirements no check through the protocol can observe, and why.
 NOT_TESTABLE: dict[str, str] = {
-    "VER-003": (
+    "VER-007": (
         "the documents it governs (machine files, retry presets) ship with the implementation; "
         "the harness cannot hand it one. The start handshake compares spec versions (VER-002)."
     ),
