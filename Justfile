@@ -25,6 +25,8 @@ setup:
     "{{ python }}" -m pip install --quiet --upgrade pip
     "{{ python }}" -m pip install -e "./python[dev]"
     if [ -f "{{ conformance_pkg }}" ]; then "{{ python }}" -m pip install -e ./conformance-tests; fi
+    # ajv for the cross-validator of `just spec-check` (spec/tools/node, pinned by its lock file)
+    npm ci --prefix spec/tools/node --no-audit --no-fund --loglevel=error
 
 [private]
 _ensure-setup:
@@ -34,9 +36,12 @@ _ensure-setup:
 demo *args:
     "{{ bin }}/conveyor" demo {{ args }}
 
-# Check the spec files for consistency, then test the checker itself
+# Check the spec files for consistency, compare ajv with python-jsonschema on them, then test the
+# checker itself
 spec-check:
     "{{ python }}" spec/tools/spec_check.py
+    if [ ! -d spec/tools/node/node_modules/ajv ]; then npm ci --prefix spec/tools/node --no-audit --no-fund --loglevel=error; fi
+    "{{ python }}" spec/tools/cross_validate.py
     "{{ python }}" -m pytest -q spec/tools/tests
 
 # Lint and check formatting (ruff); changes nothing

@@ -119,16 +119,20 @@ def test_an_envelope_with_a_trailing_newline_is_not_an_envelope(changes: dict[st
         Envelope.parse(body(**changes))
 
 
-@pytest.mark.parametrize("version", ["9.9", "1.0", "1.1", "01.0", "1" * 5000 + ".1"])
+@pytest.mark.parametrize("version", ["9.9", "1.0", "1.1", "01.0", "999999999.1"])
 def test_an_envelope_of_another_major_version_is_refused(version: str) -> None:
     """VER-005: a consumer does not process a document of another major version."""
     with pytest.raises(InvalidEnvelope, match="VER-005"):
         Envelope.parse(body(specversion=version))
 
 
-@pytest.mark.parametrize(
-    "version", ["0.2", "0.1", "0.0", "00.02", "0.3", "0.10", "0." + "9" * 5000]
-)
+def test_an_overlong_version_is_not_an_envelope() -> None:
+    """LIMIT-009: a version part has at most nine digits."""
+    with pytest.raises(InvalidEnvelope, match="specversion"):
+        Envelope.parse(body(specversion="1" * 5000 + ".1"))
+
+
+@pytest.mark.parametrize("version", ["0.2", "0.1", "0.0", "00.02", "0.3", "0.10", "0.999999999"])
 def test_an_envelope_of_the_same_major_version_is_processed(version: str) -> None:
     """VER-005: a higher minor version is read as this version (it only adds members)."""
     assert Envelope.parse(body(specversion=version)).job_id == "9"

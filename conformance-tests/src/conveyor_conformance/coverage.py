@@ -76,7 +76,7 @@ PARTLY_TESTABLE: dict[str, str] = {
         "recommended outcome) or stored unchanged; what a handler would be handed and the "
         "permanent error of its request happen in a worker, which the harness replaces."
     ),
-    "BROKER-001": (
+    "BROKER-012": (
         "the checks see the store answer for a job whatever its messages say; what travels "
         "through the broker, and when, is invisible to the harness."
     ),

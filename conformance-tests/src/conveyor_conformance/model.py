@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -73,7 +74,7 @@ PRECEDENCE = {
     "not_found": 2,
     "batch_closed": 2,
 }
-PRIORITY_RANGE = re.compile(r"^(?:(\d+)|(\d+)-(\d+)|(\d+)-|-(\d+))$")
+PRIORITY_RANGE = re.compile(r"(?:([0-9]+)|([0-9]+)-([0-9]+)|([0-9]+)-|-([0-9]+))")
 MAX_PRIORITY = 32767
 FEATURE_OF_FIELD = {
     "serial_group": "serial_groups",
@@ -110,7 +111,7 @@ def capped_delay(policy: dict[str, Any], attempt: int) -> int:
     elif backoff == "linear":
         delay = initial + Fraction(policy["increment_ms"]) * (attempt - 1)
     else:
-        multiplier = Fraction(str(policy["multiplier"]))
+        multiplier = Fraction(repr(policy["multiplier"]))
         delay = initial
         if initial > 0 and multiplier > 1:
             for _ in range(attempt - 1):
@@ -123,27 +124,32 @@ def capped_delay(policy: dict[str, Any], attempt: int) -> int:
 def delay_bounds(policy: dict[str, Any], attempt: int) -> tuple[int, int]:
     """RETRY-003: the inclusive range a delay with jitter falls in.
 
-    Both exact arithmetic and IEEE doubles are accepted readings of ``floor(c * (1 +- j))``,
-    so the range is the union of the two.
+    RETRY-008: computed exactly, with the jitter's decimal value.
     """
     capped = capped_delay(policy, attempt)
     jitter = full_policy(policy)["jitter"]
     if not jitter:
         return capped, capped
-    exact = Fraction(str(jitter))
-    low = min(math.floor(capped * (1 - exact)), math.floor(capped * (1 - float(jitter))))
-    high = max(math.floor(capped * (1 + exact)), math.floor(capped * (1 + float(jitter))))
-    return low, high
+    exact = Fraction(repr(jitter))
+    return math.floor(capped * (1 - exact)), math.floor(capped * (1 + exact))
+
+
+def _decimal_places(number: float) -> int:
+    """Digits after the point of the number as JSON wrote it (its shortest repr)."""
+    if isinstance(number, int) or not math.isfinite(number):
+        return 0
+    exponent = Decimal(repr(number)).as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
 def parse_priority_range(text: str | None) -> tuple[int, int]:
     """ORDER-004: ``N``, ``A-B``, ``A-`` or ``-B``; anything else is refused."""
     if text is None:
         return 0, MAX_PRIORITY
-    match = PRIORITY_RANGE.match(text)
+    match = PRIORITY_RANGE.fullmatch(text)  # ORDER-006: ASCII digits, nothing around them
     if not match:
         raise Refusal("invalid_request", "ORDER-004", f"priority range {text!r} is malformed")
-    exact, low, high, from_, to = match.groups()
+    exact, low, high, from_, to = (_range_bound(group) for group in match.groups())
     if exact is not None:
         bounds = (int(exact), int(exact))
     elif low is not None:
@@ -155,6 +161,14 @@ def parse_priority_range(text: str | None) -> tuple[int, int]:
     if bounds[0] > bounds[1] or bounds[1] > MAX_PRIORITY:
         raise Refusal("invalid_request", "ORDER-004", f"priority range {text!r} is empty")
     return bounds
+
+
+def _range_bound(digits: str | None) -> str | None:
+    """ORDER-006: leading zeros do not count; a bound too long for any priority stays too big."""
+    if digits is None:
+        return None
+    significant = digits.lstrip("0") or "0"
+    return significant if len(significant) <= 5 else str(MAX_PRIORITY + 1)
 
 
 # -- records --------------------------------------------------------------------------------------
@@ -193,7 +207,7 @@ class MJob:
     depends_on: list[str] = field(default_factory=list)
     batch_id: str | None = None
     tags: list[str] = field(default_factory=list)
-    metadata: Any = None  # None: not given, so not compared
+    metadata: Any = None  # None: unknown (a copy of a document the model did not build)
     timeout_ms: int | None = None
     lease_token: int = 0
     lease: dict[str, Any] | None = None
@@ -587,7 +601,7 @@ class Model:
             depends_on=depends_on,
             batch_id=batch_id,
             tags=list(document.get("tags", [])),
-            metadata=document.get("metadata"),
+            metadata=document.get("metadata", {}),  # JOB-011
             timeout_ms=document.get("timeout_ms", defaults.get("timeout_ms")),
         )
 
@@ -615,6 +629,11 @@ class Model:
             if given not in self.presets:
                 raise Refusal("invalid_request", "JOB-003", f"unknown retry preset {given!r}")
             return full_policy(dict(self.presets[given]))
+        multiplier = given.get("multiplier") if isinstance(given, dict) else None
+        if isinstance(multiplier, int | float) and _decimal_places(multiplier) > 3:
+            raise Refusal(
+                "invalid_request", "RETRY-008", f"multiplier {multiplier} has over three decimals"
+            )
         return full_policy(dict(given))
 
     def _next_id(self) -> str:
@@ -847,7 +866,9 @@ class Model:
         limit: int = DEFAULT_LIST_LIMIT,
     ) -> Any:
         """OPS-006: ascending sequence, filtered, from after a given job on (``after``)."""
-        start = self.jobs[after].order if after is not None and after in self.jobs else 0
+        if after is not None and after not in self.jobs:
+            raise Refusal("not_found", "OPS-007", f"the job {after!r} after which to list is gone")
+        start = self.jobs[after].order if after is not None else 0
         found = [
             j
             for j in self.sorted_jobs()
@@ -990,6 +1011,9 @@ class Model:
                 req = info.req or transition.req
                 if info.scope == "system":
                     system.append(name)
+                elif info.request_event == "abandon":  # LEASE-009: with the lease error
+                    lease_error = {"kind": "lease_expired", "message": ANY}
+                    self._fire_requests(job, info.scope, "abandon", {"error": lease_error})
                 elif info.request_event:
                     self._fire_requests(job, info.scope, info.request_event, params)
                     self._note(job.id, "requests", req)

@@ -136,11 +136,22 @@ def decode(value: Any) -> Any:
             if tag == "$date":
                 return date.fromisoformat(raw)
             if tag == "$decimal":
-                return Decimal(raw)
+                return _decimal(raw)
             if tag == "$uuid":
                 return uuid.UUID(raw)
         return {key: decode(item) for key, item in value.items()}
     return value
+
+
+_DECIMAL = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def _decimal(raw: Any) -> Decimal:
+    """spec.md#CODEC-006: ``1.``, ``.5``, `` 1`` and ``Infinity`` are malformed, although
+    Python's Decimal reads them; a malformed typed value never reaches a handler."""
+    if not isinstance(raw, str) or _DECIMAL.fullmatch(raw) is None:
+        raise ValueError(f"{str(raw)[:40]!r} is not a decimal of the form spec.md#CODEC-006 states")
+    return Decimal(raw)
 
 
 # One encoder for every call: json.dumps with options builds a new encoder each time.

@@ -217,7 +217,7 @@ class BrokerClaims:
     """Claims as a broker consumer makes them (spec.md#BROKER-011, #BROKER-007, #BROKER-010).
 
     The store stays the source of truth and RabbitMQ carries only job ids: the app hands over
-    every job a committed change made claimable (BROKER-001, BROKER-009). A ``claim`` request
+    every job a committed change made claimable (BROKER-012, BROKER-009). A ``claim`` request
     is one consumer of the AMQP queues of its queues and priority bands. It takes messages best
     band first and answers each as ``conveyor consume`` does: a wake-up for the message's band,
     answered with the store's conditional claim of one job, and a new message for the message's

@@ -122,6 +122,10 @@ class JobEngine:
             effect = self.machine.effects[name]
             if effect.scope == "system":
                 system.append(name)
+            elif effect.request_event == "abandon":
+                # LEASE-009: the abandoned request records the job's lease_expired error.
+                lease_error = replace(firing, params={"error": self._lease_error(changed)})
+                changed = self._fire_requests(changed, effect.scope, "abandon", lease_error)
             elif effect.request_event:
                 changed = self._fire_requests(changed, effect.scope, effect.request_event, firing)
             else:
@@ -163,13 +167,17 @@ class JobEngine:
             return job
         return replace(job, last_error=error, errors=(*job.errors, error))
 
-    def _record_lease_error(self, job: Job, firing: Firing) -> Job:
+    @staticmethod
+    def _lease_error(job: Job) -> dict[str, Any]:
         holder = job.lease.worker_id if job.lease else "unknown"
-        lease_error = {
+        return {
             "kind": "lease_expired",
             "message": f"the lease of worker {holder} expired; the worker is presumed dead",
         }
-        return self._record_error(job, replace(firing, params={"error": lease_error}))
+
+    def _record_lease_error(self, job: Job, firing: Firing) -> Job:
+        lease_error = replace(firing, params={"error": self._lease_error(job)})
+        return self._record_error(job, lease_error)
 
     @staticmethod
     def _schedule_retry(job: Job, firing: Firing) -> Job:

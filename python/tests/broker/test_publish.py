@@ -1,6 +1,6 @@
 """Publishing in broker mode: after the commit, confirmed, persistent; failures end broker_failed.
 
-Spec: BROKER-001, BROKER-002, BROKER-006, BROKER-008.
+Spec: BROKER-012, BROKER-002, BROKER-006, BROKER-008.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def test_a_session_publish_is_handed_over_when_the_session_commits(app: Conveyor
     app.register("task", lambda: None)
     with Session(engine) as session:
         job = app.publish("task", connection=session)
-        assert depth(app) == 0, "not before the commit (BROKER-001)"
+        assert depth(app) == 0, "not before the commit (BROKER-012)"
         session.commit()
     bodies = take_bodies(app)
     assert [json.loads(body)["job_id"] for body in bodies] == [job.id]
@@ -247,7 +247,7 @@ def test_a_connection_publish_is_handed_over_once_its_commit_is_visible(app: Con
     app.register("task", lambda: None)
     with engine.begin() as connection:
         jobs = [app.publish("task", connection=connection) for _ in range(3)]
-        assert depth(app) == 0, "not before the commit (BROKER-001)"
+        assert depth(app) == 0, "not before the commit (BROKER-012)"
     bodies = bodies_when(app, 3)
     assert sorted(json.loads(body)["job_id"] for body in bodies) == sorted(j.id for j in jobs)
     assert app.process().jobs == 3
