@@ -56,6 +56,14 @@ def cases(spec: Path, base: str) -> list[dict[str, Any]]:
     return found
 
 
+def schema_dirs(spec: Path) -> list[Path]:
+    """The spec's schemas and, next to the spec in the repository, the conformance harness
+    protocol's (they reference the spec's, and an implementer's harness compiles both)."""
+    protocol = spec.resolve().parent / "conformance-tests" / "protocol"
+    extra = [protocol, protocol / "commands"] if (protocol / "commands").is_dir() else []
+    return [spec / "schemas", *extra]
+
+
 def ajv_results(spec: Path, items: list[dict[str, Any]]) -> dict[str, Any]:
     node = shutil.which("node")
     if node is None:
@@ -67,7 +75,7 @@ def ajv_results(spec: Path, items: list[dict[str, Any]]) -> dict[str, Any]:
         )
     request = [{"id": c["id"], "schema": c["schema"], "json": c["json"]} for c in items]
     completed = subprocess.run(
-        [node, str(NODE_DIR / "validate.mjs"), str(spec / "schemas")],
+        [node, str(NODE_DIR / "validate.mjs"), *map(str, schema_dirs(spec))],
         input=json.dumps(request),
         capture_output=True,
         text=True,
@@ -103,7 +111,7 @@ def problems(spec: Path) -> tuple[list[str], int]:
     from_ajv = ajv_results(spec, items)
     from_python = python_results(spec, items)
     found = [
-        f"ajv (strict) refuses schemas/{name}: {problem}"
+        f"ajv (strict) refuses {name}: {problem}"
         for name, problem in from_ajv["compile"].items()
     ]
     for item in items:

@@ -43,15 +43,18 @@ class Protocol:
         self.spec = spec
         self.envelope = json.loads((self.root / "envelope.schema.json").read_text("utf-8"))
         self.commands: dict[str, Command] = {}
+        # What each command needs lives beside the schemas, which stay strict-clean (no x-*).
+        index = json.loads((self.root / "commands.json").read_text("utf-8"))["commands"]
         for path in sorted((self.root / "commands").glob("*.schema.json")):
             schema = json.loads(path.read_text("utf-8"))
             name = schema["title"]
+            meta = index.get(name, {})
             self.commands[name] = Command(
                 name,
                 schema["description"],
-                schema.get("x-group", "other"),
-                schema.get("x-capability"),
-                schema.get("x-feature"),
+                meta.get("group", "other"),
+                meta.get("capability"),
+                meta.get("feature"),
                 schema,
             )
 

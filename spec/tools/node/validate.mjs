@@ -15,7 +15,7 @@ addFormats(ajv);
 const compile = {};
 const ids = [];
 for (const dir of process.argv.slice(2)) {
-  for (const name of readdirSync(dir).filter((n) => n.endsWith(".json")).sort()) {
+  for (const name of readdirSync(dir).filter((n) => n.endsWith(".schema.json")).sort()) {
     const schema = JSON.parse(readFileSync(join(dir, name), "utf8"));
     try {
       ajv.addSchema(schema);
