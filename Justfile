@@ -27,6 +27,8 @@ setup:
     if [ -f "{{ conformance_pkg }}" ]; then "{{ python }}" -m pip install -e ./conformance-tests; fi
     # ajv for the cross-validator of `just spec-check` (spec/tools/node, pinned by its lock file)
     npm ci --prefix spec/tools/node --no-audit --no-fund --loglevel=error
+    # amqplib for the Node producer example the broker tests run (spec.md#amqp)
+    npm ci --prefix conformance-tests/examples/node-producer --no-audit --no-fund --loglevel=error
 
 [private]
 _ensure-setup:

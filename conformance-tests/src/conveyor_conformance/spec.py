@@ -63,7 +63,7 @@ class Spec:
 
     @property
     def features(self) -> list[str]:
-        return sorted(self.feature_prefixes.values())
+        return sorted(set(self.feature_prefixes.values()))
 
     def feature_of(self, requirement_id: str) -> str:
         prefix = requirement_id.split("-", 1)[0]

@@ -46,6 +46,10 @@ def take_bodies(app: Conveyor, queue: str = "default", band: int = 100) -> list[
             if method is None:
                 return bodies
             assert properties.delivery_mode == 2, "messages are persistent"
+            # AMQP-004: what an outside consumer can rely on besides the body
+            assert properties.content_type == "application/json"
+            assert properties.type == "conveyor.job"
+            assert properties.message_id == json.loads(body)["job_id"]
             bodies.append(body)
     finally:
         connection.close()

@@ -198,23 +198,35 @@ class _Session:
         timeout: float,
         arguments: Mapping[str, Any] | None = None,
         properties: Any = None,
+        message_ids: Sequence[str] | None = None,
     ) -> list[str | None]:
         """Publish ``(queue name, body)`` pairs to queues declared with ``arguments`` (the job
-        queues' by default); per message, None when confirmed, else why not."""
+        queues' by default); per message, None when confirmed, else why not. Job messages
+        carry their job's id as ``message_id`` (spec.md#AMQP-004)."""
+        import pika
+
         for name in {name for name, _ in messages} - self.declared:
             self.declare(name, self.settings.queue_arguments if arguments is None else arguments)
         impl = self.channel._impl
         tags = []
         self._returned.clear()
-        for name, body in messages:
+        for index, (name, body) in enumerate(messages):
             tag = self._next_tag
             self._next_tag += 1
             self._pending.add(tag)
+            chosen = properties or self._properties
+            if properties is None and message_ids is not None:
+                chosen = pika.BasicProperties(
+                    content_type="application/json",
+                    delivery_mode=2,
+                    type="conveyor.job",
+                    message_id=message_ids[index],
+                )
             impl.basic_publish(
                 exchange="",
                 routing_key=name,
                 body=body,
-                properties=properties or self._properties,
+                properties=chosen,
                 mandatory=True,
             )
             tags.append(tag)
@@ -430,10 +442,11 @@ class AmqpBroker:
         for start in range(0, len(messages), chunk):
             part = messages[start : start + chunk]
             bodies = [(name, envelope.to_bytes()) for name, envelope in part]
+            ids = [envelope.job_id for _, envelope in part]
             try:
                 results: list[str | None] = self._with_session(
-                    lambda session, bodies=bodies: session.publish(  # type: ignore[misc]
-                        bodies, self.settings.confirm_timeout
+                    lambda session, bodies=bodies, ids=ids: session.publish(  # type: ignore[misc]
+                        bodies, self.settings.confirm_timeout, message_ids=ids
                     ),
                     force,
                 )
