@@ -316,3 +316,36 @@ def test_release_command_writes_the_digest(broken: Path) -> None:
     written = json.loads((broken / "releases" / "0.2.0.json").read_text(encoding="utf-8"))
     committed = json.loads((SPEC / "releases" / "0.2.0.json").read_text(encoding="utf-8"))
     assert written["requirements"] == committed["requirements"]
+
+
+# -- ajv against python-jsonschema (cross_validate.py) -----------------------------------------
+
+
+def test_cross_validator_agrees_on_the_real_spec() -> None:
+    import cross_validate
+
+    problems, count = cross_validate.problems(SPEC)
+    assert problems == []
+    assert count > 50
+
+
+def test_cross_validator_reports_a_schema_strict_mode_refuses(broken: Path) -> None:
+    import cross_validate
+
+    def union(schema: Any) -> None:
+        schema["$defs"]["priority"]["type"] = ["integer", "string"]
+
+    edit_json(broken / "schemas" / "common.schema.json", union)
+    problems, _ = cross_validate.problems(broken)
+    assert reported(problems, "ajv (strict) refuses", "common.schema.json", "union")
+
+
+def test_cross_validator_reports_a_pattern_python_reads_otherwise(broken: Path) -> None:
+    import cross_validate
+
+    def end_of_input(schema: Any) -> None:  # Python reads \Z; ECMA-262 has no such escape
+        schema["$defs"]["queue"]["pattern"] = "^[a-z0-9][a-z0-9_.:-]{0,63}\\Z"
+
+    edit_json(broken / "schemas" / "common.schema.json", end_of_input)
+    problems, _ = cross_validate.problems(broken)
+    assert reported(problems, "ajv says", "python-jsonschema says")
