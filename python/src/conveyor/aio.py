@@ -14,7 +14,7 @@ async app publishes jobs that the ordinary workers run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.engine import URL, make_url
@@ -173,14 +173,25 @@ class AsyncConveyor:
         """Run one operation in a transaction of its own, or in the caller's ``connection``
         (an ``AsyncConnection`` or ``AsyncSession``), which the caller commits."""
         store = await self._opened()
-        if connection is not None:
-            result: T = await self._in_caller(connection, lambda sync: operation(store.join(sync)))
-            return result
-        if not self._sql:  # the memory store never waits on I/O
+        if connection is None and not self._sql:  # the memory store never waits on I/O
             with store.transaction() as tx:
                 return operation(tx)
+        return await self.call(lambda sync: operation(store.join(sync)), connection)
+
+    async def call(self, work: Callable[[Any], T], connection: Any = None) -> T:
+        """Run synchronous Conveyor code, ``work(sync)``, over the async driver: ``sync`` is
+        the synchronous ``Connection`` (or ``Session``) of the caller's ``connection``, or
+        of a transaction of its own that commits when ``work`` returns. Code given ``sync``
+        as ``connection=`` (``Conveyor.publish``, ``ConveyorQueue.push``) then runs without
+        blocking the loop. On the memory store ``sync`` is None."""
+        await self._opened()
+        if connection is not None:
+            result: T = await self._in_caller(connection, work)
+            return result
+        if not self._sql:
+            return work(None)
         async with self.engine.begin() as conn:
-            return await conn.run_sync(lambda sync: operation(store.join(sync)))
+            return await conn.run_sync(work)
 
     @staticmethod
     async def _in_caller(connection: Any, work: Any) -> Any:
