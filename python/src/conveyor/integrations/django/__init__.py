@@ -20,11 +20,9 @@ if TYPE_CHECKING:
     from ...app import Conveyor
     from ...model import Job
 
-# Django database backends whose connection the store's SQLAlchemy dialect can drive.
-_DIALECTS = {
-    "django.db.backends.postgresql": "postgresql+psycopg",
-    "django.db.backends.sqlite3": "sqlite",
-}
+# Django database backends whose connection the store's SQLAlchemy dialect can drive
+# (tested: PostgreSQL with psycopg 3, the driver both use).
+_DIALECTS = {"django.db.backends.postgresql": "postgresql+psycopg"}
 _apps: dict[str, Conveyor] = {}  # the project's app, once built
 
 
@@ -116,7 +114,7 @@ def publish_job(calls: Sequence[Call], *, using: str = "default", **options: Any
     engine = settings.DATABASES[using]["ENGINE"]
     if engine not in _DIALECTS:
         raise NotSupported(
-            f"publishing inside Django's transaction needs PostgreSQL (psycopg 3) or SQLite; "
+            f"publishing inside Django's transaction needs PostgreSQL (psycopg 3); "
             f"database {using!r} uses {engine}: publish with get_app().publish() instead"
         )
     with borrowed_engine(using, _DIALECTS[engine]).connect() as connection:
