@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -255,11 +255,27 @@ class Conveyor:
         """
         publish_options, connection = split_options(options)
         job = self.operations.build(calls, publish_options, self.now())
+        return self._publish_built([job], connection)[0]
+
+    def publish_many(self, type: str, payloads: Iterable[Any], **options: Any) -> list[Job]:
+        """Publish one job of ``type`` per payload, all with the same options, in one
+        transaction: every job is stored, or none (a bad payload raises before any is).
+
+        The fast way to enqueue many jobs at once: the options are checked once, not per job,
+        and the rows are written together. Takes the options of :meth:`publish`, including
+        ``connection=``; inside :meth:`bulk`, the jobs join its buffer instead.
+        """
+        publish_options, connection = split_options(options)
+        jobs = self.operations.build_many(type, payloads, publish_options, self.now())
+        return self._publish_built(jobs, connection) if jobs else []
+
+    def _publish_built(self, jobs: list[Job], connection: Any) -> list[Job]:
         bulk: BulkPublisher | None = getattr(self._local, "bulk", None)
         if bulk is not None and connection is None:
-            bulk.add(job)
-            return job
-        return self._store_jobs([job], connection)[0]
+            for job in jobs:
+                bulk.add(job)
+            return jobs
+        return self._store_jobs(jobs, connection)
 
     def _store_jobs(self, jobs: Sequence[Job], connection: Any = None) -> list[Job]:
         publish = self.operations.publish(jobs, self.now())

@@ -69,6 +69,8 @@ class JobError:
 
 @dataclass(frozen=True)
 class Lease:
+    """Who holds a processing job, until when, and the fencing token its reports must carry."""
+
     token: int
     worker_id: str
     expires_at: datetime
@@ -76,6 +78,8 @@ class Lease:
 
 @dataclass(frozen=True)
 class Request:
+    """One request of a job: its handler type, payload, state, attempts and last error."""
+
     index: int
     type: str
     payload: Any
@@ -190,6 +194,8 @@ class Job:
 
 @dataclass(frozen=True)
 class Batch:
+    """A group of jobs tracked together; its completion job is published once all settle."""
+
     id: str
     state: str
     total: int

@@ -8,7 +8,7 @@ engine) are therefore written once: neither layer builds a statement or decides 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -60,6 +60,12 @@ class Operations:
     def build(self, calls: Sequence[Call], options: PublishOptions, now: datetime) -> Job:
         """A new job from its calls (validation, handler defaults): pure, no transaction."""
         return self.factory.build(calls, options, now)
+
+    def build_many(
+        self, request_type: str, payloads: Iterable[Any], options: PublishOptions, now: datetime
+    ) -> list[Job]:
+        """One job of ``request_type`` per payload, with shared options: pure, no transaction."""
+        return self.factory.build_many(request_type, payloads, options, now)
 
     def publish(self, jobs: Sequence[Job], now: datetime) -> Operation[Outcome]:
         return lambda tx: self.lifecycle.publish(tx, jobs, now)

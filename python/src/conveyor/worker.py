@@ -57,6 +57,8 @@ def default_worker_id() -> str:
 
 @dataclass
 class WorkerOptions:
+    """How a worker claims and runs jobs; ``app.worker(**options)`` and the CLI build one."""
+
     queues: tuple[str, ...] = ()
     priorities: PriorityRange | str | None = None
     # Jobs running at once: sync handlers in a pool of this many threads, async handlers as
@@ -99,6 +101,8 @@ class WorkerOptions:
 
 @dataclass
 class WorkerStats:
+    """What a worker did: jobs run, claim cycles, rescued leases, outcomes, why it stopped."""
+
     jobs: int = 0
     cycles: int = 0
     rescued: int = 0
