@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from conveyor import Call, ConfigurationError, Conveyor, JobNotFound, UnknownType
+from conveyor import Call, ConfigurationError, Conveyor, InvalidPayload, JobNotFound, UnknownType
 from conveyor.aio import AsyncConveyor, async_url
 
 from .conftest import AppFactory
@@ -54,8 +54,8 @@ async def test_publish_job_and_identifiers(aconveyor: AsyncConveyor) -> None:
 
 
 async def test_bulk_publish_stores_every_job_in_order(aconveyor: AsyncConveyor) -> None:
-    items: list[Any] = [("greet", {"name": str(i)}) for i in range(11)]
-    jobs = await aconveyor.publish_many(items, size=4, tags="bulk")
+    payloads = [{"name": str(i)} for i in range(11)]
+    jobs = await aconveyor.publish_many("greet", payloads, size=4, tags="bulk")
     assert [j.requests[0].payload["name"] for j in jobs] == [str(i) for i in range(11)]
     assert len({j.id for j in jobs}) == 11
     listed = await aconveyor.jobs(tag="bulk")
@@ -64,7 +64,9 @@ async def test_bulk_publish_stores_every_job_in_order(aconveyor: AsyncConveyor) 
 
 async def test_an_invalid_item_in_a_bulk_publish_stores_none(aconveyor: AsyncConveyor) -> None:
     with pytest.raises(UnknownType, match="nobody"):
-        await aconveyor.publish_many([("greet", {"name": "x"}), ("nobody", {})])
+        await aconveyor.publish_many("nobody", [{}, {}])
+    with pytest.raises(InvalidPayload, match=r"payloads\[1\]"):
+        await aconveyor.publish_many("greet", [{"name": "x"}, {"name": object()}])
     assert await aconveyor.jobs() == []
 
 
@@ -105,7 +107,7 @@ async def test_publish_in_the_callers_session(aconveyor: AsyncConveyor, caller_e
     async with AsyncSession(caller_engine) as session:
         await aconveyor.publish("greet", {"name": "gone"}, connection=session)
         await session.rollback()
-        many = await aconveyor.publish_many([("greet", {"name": "a"})], connection=session)
+        many = await aconveyor.publish_many("greet", [{"name": "a"}], connection=session)
         await session.commit()
     listed = await aconveyor.jobs()
     assert [(j.id, j.requests[0].payload) for j in listed] == [(many[0].id, {"name": "a"})]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.engine import URL, make_url
 
 from .app import Conveyor
-from .errors import ConfigurationError, InvalidRequest
+from .errors import ConfigurationError
 from .lifecycle import Outcome
 from .model import Job
 from .operations import Operation, job_filter, split_options, stored
@@ -60,18 +60,6 @@ def async_url(url: str | URL) -> URL:
     if "+" in parsed.drivername and parsed.get_driver_name() in _ASYNC_READY:
         return parsed
     return parsed.set(drivername=f"{backend}+{ASYNC_DRIVERS[backend]}")
-
-
-def _call(item: Any, index: int) -> Call:
-    """One item of publish_many: a Call, or a (type, payload) pair."""
-    if isinstance(item, Call):
-        return item
-    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
-        return Call(item[0], item[1])
-    raise InvalidRequest(
-        f"publish_many item {index} is a {type(item).__name__}; pass Call(type, payload) "
-        "items or (type, payload) pairs"
-    )
 
 
 class AsyncConveyor:
@@ -228,19 +216,15 @@ class AsyncConveyor:
         return (await self._store_jobs([job], connection))[0]
 
     async def publish_many(
-        self, items: Iterable[Call | tuple[str, Any]], *, size: int = BULK_SIZE, **options: Any
+        self, type: str, payloads: Iterable[Any], *, size: int = BULK_SIZE, **options: Any
     ) -> list[Job]:
-        """Publish one single-request job per item (a ``Call`` or a ``(type, payload)``
-        pair), all with the same options, as multi-row inserts of ``size`` jobs in one
-        transaction: all of them are stored, or none."""
+        """Publish one job of ``type`` per payload, all with the same options (checked once),
+        as multi-row inserts of ``size`` jobs in one transaction: all are stored, or none.
+        The signature of :meth:`Conveyor.publish_many`, plus ``size``."""
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigurationError(f"size must be a whole number of at least 1, not {size!r}")
         publish_options, connection = split_options(options)
-        now = self.app.now()
-        jobs = [
-            self.app.operations.build([_call(item, index)], publish_options, now)
-            for index, item in enumerate(items)
-        ]
+        jobs = self.app.operations.build_many(type, payloads, publish_options, self.app.now())
         return await self._store_jobs(jobs, connection, size)
 
     async def _store_jobs(
