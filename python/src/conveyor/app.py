@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +35,20 @@ if TYPE_CHECKING:
     from .worker import WorkerControl, WorkerStats
 
 log = logging.getLogger("conveyor")
+
+QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
+
+
+def checked_queue(queue: object) -> str:
+    """A queue name as LIMIT-001 allows it, or :class:`InvalidRequest` naming the rule."""
+    if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
+        raise InvalidRequest(
+            f"queue {queue!r} is not a queue name: use 1 to 64 lower-case letters, digits, "
+            "'_', '-', '.' or ':', starting with a letter or digit (LIMIT-001)"
+        )
+    return queue
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = "sqlite:///conveyor.db"
@@ -410,6 +425,32 @@ class Conveyor:
 
     def retry(self, job_id: str) -> Job:
         return self.report(job_id, "retry", {})
+
+    # -- paused queues --------------------------------------------------------------------
+
+    def pause_queue(self, queue: str) -> bool:
+        """Stop every worker from claiming jobs of ``queue`` (PAUSE-001); jobs keep being
+        published and running jobs finish. False when the queue was paused already."""
+        name = checked_queue(queue)
+        with self.store.transaction() as tx:
+            return tx.pause_queue(name, self.now())
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let workers claim jobs of ``queue`` again (PAUSE-003); False when it was not paused.
+
+        In broker mode the queue's claimable jobs are handed over again at once (their
+        messages were dropped by consumers while the queue was paused, PAUSE-004)."""
+        name = checked_queue(queue)
+        with self.store.transaction() as tx:
+            resumed = tx.resume_queue(name)
+        if resumed and self.broker is not None:
+            self.broker.repair(stale_after=timedelta(0))
+        return resumed
+
+    def paused_queues(self) -> dict[str, datetime]:
+        """Every paused queue and since when, by queue name (PAUSE-005)."""
+        with self.store.transaction() as tx:
+            return dict(tx.paused_queues())
 
     def heartbeat(self, job_id: str, token: int, lease_ms: int | None = None) -> Job:
         ms = lease_ms if lease_ms is not None else self.lease_ms

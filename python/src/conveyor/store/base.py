@@ -164,6 +164,19 @@ class Transaction(Protocol):
 
     def unsettled_in_batch(self, batch_id: str) -> int: ...
 
+    def pause_queue(self, queue: str, now: datetime) -> bool:
+        """Stop claims from ``queue`` (PAUSE-001); False when it was paused already (the first
+        pause time is kept)."""
+        ...
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let claims take jobs of ``queue`` again (PAUSE-003); False when it was not paused."""
+        ...
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        """(queue, paused since) of every paused queue, by queue name."""
+        ...
+
 
 class Store(Protocol):
     @property

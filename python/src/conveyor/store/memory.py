@@ -26,6 +26,7 @@ class _State:
         self.next_sequence = 1
         self.next_batch = 1
         self.claimable: set[str] = set()  # ids of jobs in claimable states, for fast claims
+        self.paused: dict[str, datetime] = {}  # paused queues and since when (PAUSE-001)
 
     def copy(self) -> _State:
         clone = _State()
@@ -34,6 +35,7 @@ class _State:
         clone.next_sequence = self.next_sequence
         clone.next_batch = self.next_batch
         clone.claimable = set(self.claimable)
+        clone.paused = dict(self.paused)
         return clone
 
 
@@ -125,6 +127,7 @@ class MemoryTransaction:
                 if job.state in self._states.claimable
                 and job.available_at <= now
                 and (not query.queues or job.queue in query.queues)
+                and job.queue not in self._data.paused
                 and job.priority in query.priorities
             ),
             key=lambda job: (job.priority, job.sequence),
@@ -251,6 +254,22 @@ class MemoryTransaction:
         for job in self._data.jobs.values():
             tally[(job.queue, job.state)] = tally.get((job.queue, job.state), 0) + 1
         return [(queue, state, count) for (queue, state), count in sorted(tally.items())]
+
+    def pause_queue(self, queue: str, now: datetime) -> bool:
+        if queue in self._data.paused:
+            return False
+        self._data.paused[queue] = now
+        self.changed = True
+        return True
+
+    def resume_queue(self, queue: str) -> bool:
+        if self._data.paused.pop(queue, None) is None:
+            return False
+        self.changed = True  # wakes waiting workers: the queue's jobs are claimable again
+        return True
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        return sorted(self._data.paused.items())
 
     def insert_batch(self, batch: Batch) -> Batch:
         saved = replace(batch, id=str(self._data.next_batch))

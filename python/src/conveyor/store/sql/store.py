@@ -493,6 +493,32 @@ class SqlTransaction:
         )
         return [(queue, state, int(count)) for queue, state, count in rows]
 
+    # -- paused queues --------------------------------------------------------------------
+
+    def pause_queue(self, queue: str, now: datetime) -> bool:
+        p = self.tables.paused_queues
+        paused = self.connection.execute(select(p.c.queue).where(p.c.queue == queue)).first()
+        if paused is not None:
+            return False
+        try:
+            with self.connection.begin_nested():
+                self.connection.execute(insert(p).values(queue=queue, paused_at=to_ms(now)))
+        except IntegrityError:  # another operator paused it at the same moment
+            return False
+        return True
+
+    def resume_queue(self, queue: str) -> bool:
+        p = self.tables.paused_queues
+        resumed = bool(self.connection.execute(delete(p).where(p.c.queue == queue)).rowcount)
+        if resumed:
+            self._announce()  # waiting workers may claim the queue's jobs again
+        return resumed
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        p = self.tables.paused_queues
+        rows = self.connection.execute(select(p.c.queue, p.c.paused_at).order_by(p.c.queue))
+        return [(str(queue), from_ms(int(paused_at))) for queue, paused_at in rows]
+
     # -- batches --------------------------------------------------------------------------
 
     def insert_batch(self, batch: Batch) -> Batch:
