@@ -20,6 +20,7 @@ from .commands.demo import demo
 from .commands.inspect import jobs, status
 from .commands.maintenance import clear_finished, update_schema
 from .commands.queues import queues
+from .commands.web import web
 from .commands.worker import consume, process, reload_consumers
 from .context import CliState, ConveyorGroup, err
 
@@ -83,6 +84,7 @@ for command in (
     status,
     jobs,
     queues,
+    web,
 ):
     cli.add_command(command)
 
