@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..app import Conveyor
@@ -38,6 +38,7 @@ def create_app(
         raise TypeError("pass either settings= or WebSettings options, not both")
     service = WebService(conveyor_app, settings)
     routes = [
+        *_metrics(service),
         *api_routes(service),
         *page_routes(service),
         Mount("/static", StaticFiles(packages=[("conveyor.web", "static")]), name="static"),
@@ -46,3 +47,12 @@ def create_app(
     web.add_middleware(SecurityMiddleware, settings=settings)
     web.state.settings = settings
     return web
+
+
+def _metrics(service: WebService) -> list[Route]:
+    """``/metrics`` when prometheus-client is installed (extra ``metrics``)."""
+    try:
+        from .metrics import metrics_route
+    except ImportError:
+        return []
+    return [metrics_route(service)]
