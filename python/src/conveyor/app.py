@@ -19,7 +19,7 @@ from .handlers import Handler, HandlerRegistry
 from .heartbeat import Heartbeat
 from .hooks import Hooks
 from .lifecycle import Lifecycle, Outcome
-from .model import Batch, Job
+from .model import Batch, Job, WorkerRecord
 from .notify import LoggingNotifier, Notifier
 from .priority import PriorityRange
 from .publishing import Call, JobFactory, PublishOptions, handler_timeout_ms
@@ -452,6 +452,11 @@ class Conveyor:
         with self.store.transaction() as tx:
             return dict(tx.paused_queues())
 
+    def workers(self) -> list[WorkerRecord]:
+        """The running workers on this store, as their records say (presence.py), by id."""
+        with self.store.transaction() as tx:
+            return tx.workers()
+
     def heartbeat(self, job_id: str, token: int, lease_ms: int | None = None) -> Job:
         ms = lease_ms if lease_ms is not None else self.lease_ms
         return self.report(job_id, "heartbeat", {"lease_token": token, "lease_ms": ms})
@@ -617,6 +622,7 @@ class Conveyor:
     def worker(self, **options: Any) -> WorkerControl:
         """A worker over :class:`WorkerOptions`; in broker mode a consumer of RabbitMQ that
         also takes ``prefetch`` (messages held per queue)."""
+        from .presence import Presence
         from .source import SourceOptions, StoreSource
         from .worker import Worker, WorkerOptions
 
@@ -631,9 +637,20 @@ class Conveyor:
             settings.idle_delay,
         )
         runner = self.runner(settings.worker_id, lease_ms)
+        presence = None
+        if settings.presence_every is not None and not settings.stop_when_empty:
+            presence = Presence(
+                self.store,
+                self.now,
+                settings.worker_id,
+                settings.queues,
+                settings.concurrency,
+                every=settings.presence_every,
+            )
         broker = self.broker
         if broker is None:
-            return Worker(StoreSource(self, source_options), runner, settings, self.now)
+            polling = StoreSource(self, source_options)
+            return Worker(polling, runner, settings, self.now, presence)
         source = broker.source(
             self,
             source_options,
@@ -642,7 +659,7 @@ class Conveyor:
             prefetch=prefetch,
             draining=settings.stop_when_empty,
         )
-        worker = Worker(source, runner, settings, self.now)
+        worker = Worker(source, runner, settings, self.now, presence)
         source.on_reload = worker.reload
         return worker
 

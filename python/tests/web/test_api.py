@@ -147,3 +147,22 @@ def test_actions_take_json_only(client: TestClient, conveyor_app: Conveyor) -> N
     assert "application/json" in form.json()["error"]["message"]
     assert conveyor_app.get(job["id"]).state == "ready"
     assert client.post(f"/api/jobs/{job['id']}/cancel", headers=JSON).status_code == 200
+
+
+def test_workers_are_listed(client: TestClient, conveyor_app: Conveyor) -> None:
+    from conveyor.presence import Presence
+
+    assert client.get("/api/workers").json() == {"workers": []}
+    presence = Presence(conveyor_app.store, conveyor_app.now, "host:1:abc", ["mail"], 2)
+    presence.start(lambda: ["42"])
+    try:
+        (worker,) = client.get("/api/workers").json()["workers"]
+        assert worker["id"] == "host:1:abc"
+        assert worker["running"] == ["42"]
+        assert worker["queues"] == ["mail"]
+        assert worker["seconds_since_heartbeat"] == 0
+        page = client.get("/workers").text
+        assert "host:1:abc" in page
+        assert 'href="/jobs/42"' in page
+    finally:
+        presence.stop()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor
+from conveyor.presence import Presence
 
 CHROMIUM = os.environ.get("CONVEYOR_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(
@@ -88,6 +89,7 @@ def test_list_detail_retry_and_pause(server: str, conveyor_app: Conveyor) -> Non
         app.publish("mail.send", {"to": f"later{n}@example.com"})
     app.publish("invoice.build", {"n": 8}, delay=3600)
 
+    presence = Presence(app.store, app.now, "web-demo:4242", ["mail", "billing"], 4, every=3600)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     with sync_playwright() as playwright:
@@ -144,6 +146,13 @@ def test_list_detail_retry_and_pause(server: str, conveyor_app: Conveyor) -> Non
             row.get_by_role("button", name="Resume").click()
             expect(row.get_by_text("active", exact=True)).to_be_visible()
             assert app.paused_queues() == {}
+
+            presence.start(lambda: [broken.id])
+            page.get_by_role("link", name="Workers").click()
+            expect(page.get_by_text("web-demo:4242")).to_be_visible()
+            expect(page.get_by_role("link", name=broken.id, exact=True)).to_be_visible()
+            page.screenshot(path=str(SCREENSHOTS / "workers.png"), full_page=True)
         finally:
+            presence.stop()
             browser.close()
     assert problems == []

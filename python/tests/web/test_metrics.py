@@ -36,3 +36,4 @@ def test_jobs_by_queue_and_state_failures_and_pauses(
     assert found[("conveyor_jobs_failed", (("queue", "mail"),))] == 0
     assert found[("conveyor_queue_paused", (("queue", "mail"),))] == 1
     assert found[("conveyor_queue_paused", (("queue", "reports"),))] == 0
+    assert found[("conveyor_workers", ())] == 0

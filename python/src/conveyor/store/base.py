@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..model import Batch, Job
+from ..model import Batch, Job, WorkerRecord
 from ..priority import PriorityRange
 
 
@@ -175,6 +175,21 @@ class Transaction(Protocol):
 
     def paused_queues(self) -> list[tuple[str, datetime]]:
         """(queue, paused since) of every paused queue, by queue name."""
+        ...
+
+    def save_worker(self, record: WorkerRecord) -> None:
+        """Insert or replace the record of a running worker (its presence beat)."""
+        ...
+
+    def delete_workers(
+        self, worker_ids: Collection[str] = (), seen_before: datetime | None = None
+    ) -> int:
+        """Delete the records of ``worker_ids``, and those last seen before ``seen_before``
+        (workers that died without saying so); return how many."""
+        ...
+
+    def workers(self) -> list[WorkerRecord]:
+        """Every worker record, by id."""
         ...
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from ..errors import NotSupported
-from ..model import Batch, Job
+from ..model import Batch, Job, WorkerRecord
 from .base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
 from .locking import ExpiringLocks, process_lock
 
@@ -27,6 +27,7 @@ class _State:
         self.next_batch = 1
         self.claimable: set[str] = set()  # ids of jobs in claimable states, for fast claims
         self.paused: dict[str, datetime] = {}  # paused queues and since when (PAUSE-001)
+        self.workers: dict[str, WorkerRecord] = {}
 
     def copy(self) -> _State:
         clone = _State()
@@ -36,6 +37,7 @@ class _State:
         clone.next_batch = self.next_batch
         clone.claimable = set(self.claimable)
         clone.paused = dict(self.paused)
+        clone.workers = dict(self.workers)
         return clone
 
 
@@ -270,6 +272,22 @@ class MemoryTransaction:
 
     def paused_queues(self) -> list[tuple[str, datetime]]:
         return sorted(self._data.paused.items())
+
+    def save_worker(self, record: WorkerRecord) -> None:
+        self._data.workers[record.id] = record
+
+    def delete_workers(
+        self, worker_ids: Collection[str] = (), seen_before: datetime | None = None
+    ) -> int:
+        doomed = {i for i in worker_ids if i in self._data.workers}
+        if seen_before is not None:
+            doomed.update(i for i, w in self._data.workers.items() if w.heartbeat_at < seen_before)
+        for worker_id in doomed:
+            del self._data.workers[worker_id]
+        return len(doomed)
+
+    def workers(self) -> list[WorkerRecord]:
+        return [self._data.workers[i] for i in sorted(self._data.workers)]
 
     def insert_batch(self, batch: Batch) -> Batch:
         saved = replace(batch, id=str(self._data.next_batch))

@@ -139,6 +139,10 @@ async def resume(service: WebService, request: Request) -> Any:
     return await run_in_threadpool(service.resume, request.path_params["queue"])
 
 
+async def workers(service: WebService, request: Request) -> Any:
+    return {"workers": await run_in_threadpool(service.workers)}
+
+
 async def get_batch(service: WebService, request: Request) -> Any:
     return {"batch": await run_in_threadpool(service.batch, request.path_params["batch_id"])}
 
@@ -281,6 +285,21 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         params=(QUEUE,),
         body=EMPTY_BODY,
         errors=(400, 403),
+    ),
+    Endpoint(
+        "GET",
+        "/api/workers",
+        "listWorkers",
+        "Running workers: host, pid, queues, current jobs, memory, last heartbeat.",
+        workers,
+        {
+            "type": "object",
+            "required": ["workers"],
+            "properties": {
+                "workers": {"type": "array", "items": {"$ref": "#/components/schemas/Worker"}}
+            },
+        },
+        errors=(),
     ),
     Endpoint(
         "GET",

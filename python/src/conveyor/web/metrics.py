@@ -47,6 +47,11 @@ class StoreCollector(Collector):
         yield jobs
         yield paused
         yield failed
+        workers = GaugeMetricFamily(
+            "conveyor_workers", "Workers whose record is in the store (presence beats)."
+        )
+        workers.add_metric([], len(self.service.app.workers()))
+        yield workers
 
 
 def metrics_route(service: WebService) -> Route:

@@ -71,6 +71,23 @@ COMPONENTS: dict[str, Any] = {
         "properties": {"requests": {"type": "array", "minItems": 1, "items": {"type": "object"}}},
         "additionalProperties": True,
     },
+    "Worker": {
+        "type": "object",
+        "description": "A running worker's record, renewed at every presence beat.",
+        "required": ["id", "host", "pid", "started_at", "heartbeat_at", "running"],
+        "properties": {
+            "id": {"type": "string"},
+            "host": {"type": "string"},
+            "pid": {"type": "integer"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "heartbeat_at": {"type": "string", "format": "date-time"},
+            "seconds_since_heartbeat": {"type": "number"},
+            "queues": {"type": "array", "items": {"type": "string"}},
+            "concurrency": {"type": "integer"},
+            "running": {"type": "array", "items": {"type": "string"}},
+            "memory_bytes": {"type": ["integer", "null"]},
+        },
+    },
     "Error": ERROR,
 }
 DESCRIPTIONS = {

@@ -63,6 +63,10 @@ class Pages:
         queues = await run_in_threadpool(self.service.queues)
         return self.render(request, "queues.html", queues=queues, title="Queues")
 
+    async def workers(self, request: Request) -> Response:
+        workers = await run_in_threadpool(self.service.workers)
+        return self.render(request, "workers.html", workers=workers, title="Workers")
+
     async def jobs(self, request: Request) -> Response:
         query = request.query_params
         chosen = {name: query.get(name) or "" for name in FILTERS}
@@ -124,4 +128,5 @@ def page_routes(service: WebService) -> list[Route]:
         Route("/jobs", pages.jobs, name="jobs"),
         Route("/jobs/{job_id}", pages.job, name="job"),
         Route("/queues", pages.queues, name="queues"),
+        Route("/workers", pages.workers, name="workers"),
     ]

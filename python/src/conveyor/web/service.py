@@ -135,6 +135,18 @@ class WebService:
             for queue, counts in sorted(by_queue.items())
         ]
 
+    def workers(self) -> list[dict[str, Any]]:
+        """Running workers, from their records (a record older than a few beats is stale)."""
+        now = self.app.now()
+        found = []
+        for record in self.app.workers():
+            shown = record.to_dict()
+            shown["seconds_since_heartbeat"] = max(
+                0.0, round((now - record.heartbeat_at).total_seconds(), 1)
+            )
+            found.append(shown)
+        return found
+
     def batch(self, batch_id: str) -> dict[str, Any]:
         batch = self.app.get_batch(batch_id)
         return {

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from ...clock import SystemClock, from_ms, to_ms
 from ...errors import ConfigurationError, StoreUnavailable
-from ...model import Batch, Job, replace
+from ...model import Batch, Job, WorkerRecord, replace
 from ..base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
 from .claim import FACTS, IMPLIED_FACTS, ClaimStatements
 from .dialects import (
@@ -518,6 +518,62 @@ class SqlTransaction:
         p = self.tables.paused_queues
         rows = self.connection.execute(select(p.c.queue, p.c.paused_at).order_by(p.c.queue))
         return [(str(queue), from_ms(int(paused_at))) for queue, paused_at in rows]
+
+    # -- workers --------------------------------------------------------------------------
+
+    def save_worker(self, record: WorkerRecord) -> None:
+        w = self.tables.workers
+        values = {
+            "host": record.host,
+            "pid": record.pid,
+            "started_at": to_ms(record.started_at),
+            "heartbeat_at": to_ms(record.heartbeat_at),
+            "queues": json.dumps(list(record.queues)),
+            "concurrency": record.concurrency,
+            "running": json.dumps(list(record.running)),
+            "memory_bytes": record.memory_bytes,
+        }
+        updated = self.connection.execute(update(w).where(w.c.id == record.id).values(values))
+        if updated.rowcount:
+            return
+        try:
+            with self.connection.begin_nested():
+                self.connection.execute(insert(w).values(id=record.id, **values))
+        except IntegrityError:  # inserted meanwhile by the same worker's earlier beat
+            self.connection.execute(update(w).where(w.c.id == record.id).values(values))
+
+    def delete_workers(
+        self, worker_ids: Collection[str] = (), seen_before: datetime | None = None
+    ) -> int:
+        w = self.tables.workers
+        deleted = 0
+        if worker_ids:
+            deleted += self.connection.execute(
+                delete(w).where(w.c.id.in_(list(worker_ids)))
+            ).rowcount
+        if seen_before is not None:
+            deleted += self.connection.execute(
+                delete(w).where(w.c.heartbeat_at < to_ms(seen_before))
+            ).rowcount
+        return deleted
+
+    def workers(self) -> list[WorkerRecord]:
+        w = self.tables.workers
+        rows = self.connection.execute(select(w).order_by(w.c.id)).mappings()
+        return [
+            WorkerRecord(
+                id=row["id"],
+                host=row["host"],
+                pid=int(row["pid"]),
+                started_at=from_ms(int(row["started_at"])),
+                heartbeat_at=from_ms(int(row["heartbeat_at"])),
+                queues=tuple(json.loads(row["queues"])),
+                concurrency=int(row["concurrency"]),
+                running=tuple(json.loads(row["running"])),
+                memory_bytes=None if row["memory_bytes"] is None else int(row["memory_bytes"]),
+            )
+            for row in rows
+        ]
 
     # -- batches --------------------------------------------------------------------------
 
