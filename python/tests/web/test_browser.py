@@ -50,14 +50,25 @@ def _need_browser() -> None:
 
 
 @pytest.fixture
-def server(conveyor_app: Conveyor) -> Iterator[str]:
+def refresh_seconds() -> float:
+    return 0
+
+
+@pytest.fixture
+def server(conveyor_app: Conveyor, refresh_seconds: float) -> Iterator[str]:
     """The web app on a free loopback port, served by uvicorn in a thread."""
     _need_browser()
     import uvicorn
 
     from conveyor.web import create_app
 
-    web = create_app(conveyor_app, token=None, username=None, password=None, refresh_seconds=0)
+    web = create_app(
+        conveyor_app,
+        token=None,
+        username=None,
+        password=None,
+        refresh_seconds=refresh_seconds,
+    )
     config = uvicorn.Config(web, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, daemon=True)
@@ -154,5 +165,27 @@ def test_list_detail_retry_and_pause(server: str, conveyor_app: Conveyor) -> Non
             page.screenshot(path=str(SCREENSHOTS / "workers.png"), full_page=True)
         finally:
             presence.stop()
+            browser.close()
+    assert problems == []
+
+
+@pytest.mark.parametrize("refresh_seconds", [0.2])
+def test_pages_refresh_by_polling(server: str, conveyor_app: Conveyor) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.goto(f"{server}/")
+            expect(page.get_by_text("No jobs yet.")).to_be_visible()
+            conveyor_app.publish("mail.send", queue="urgent")
+            # no reload: the page's polling brings the new queue in
+            expect(page.get_by_role("link", name="urgent")).to_be_visible(timeout=10_000)
+        finally:
             browser.close()
     assert problems == []

@@ -15,8 +15,9 @@
   }
 
   // Replace the page's content with a fresh copy, keeping focus and the open details.
-  async function refresh() {
-    if (busy || document.hidden) return;
+  // Polling leaves the page alone while the user is busy with it; after an action it does not.
+  async function refresh(forced) {
+    if (!forced && (busy || document.hidden)) return;
     const response = await fetch(window.location.href, {
       credentials: "same-origin",
       headers: { Accept: "text/html" },
@@ -26,8 +27,11 @@
     const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("content");
     const content = document.getElementById("content");
     if (!fresh || !content || fresh.innerHTML === content.innerHTML) return;
-    if (content.contains(document.activeElement) && document.activeElement !== content) return;
-    if (content.querySelector("details[open]")) return;
+    if (!forced) {
+      const focused = document.activeElement;
+      if (content.contains(focused) && focused !== content) return;
+      if (content.querySelector("details[open]")) return;
+    }
     content.innerHTML = fresh.innerHTML;
   }
 
@@ -54,7 +58,7 @@
       busy = false;
       button.disabled = false;
     }
-    await refresh();
+    await refresh(true);
   }
 
   document.addEventListener("click", (event) => {
@@ -67,7 +71,7 @@
 
   if (refreshMs > 0) {
     window.setInterval(() => {
-      refresh().catch(() => {});
+      refresh(false).catch(() => {});
     }, refreshMs);
   }
 })();
