@@ -101,6 +101,8 @@ class Presence:
         try:
             while not self._stop.wait(self.every):
                 self.beat()
+                # the connection goes back to the pool between beats (seconds apart)
+                self.store.release_thread()
         finally:
             self.store.release_thread()
 

@@ -42,6 +42,7 @@ def make_client(conveyor_app: Conveyor) -> Iterator[ClientFactory]:
         options.setdefault("token", None)
         options.setdefault("username", None)
         options.setdefault("password", None)
+        options.setdefault("allowed_hosts", ("testserver",))  # the test client's host name
         client = TestClient(create_app(conveyor_app, **options))
         clients.append(client)
         return client

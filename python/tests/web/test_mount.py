@@ -18,7 +18,9 @@ def backend() -> str:
 
 
 def test_mounted_under_a_path(conveyor_app: Conveyor) -> None:
-    web = create_app(conveyor_app, token=None, username=None, password=None)
+    web = create_app(
+        conveyor_app, token=None, username=None, password=None, allowed_hosts=("testserver",)
+    )
     host = Starlette(routes=[Mount("/ops/conveyor", app=web)])
     job = conveyor_app.publish("mail.send")
     with TestClient(host) as client:

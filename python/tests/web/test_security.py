@@ -66,6 +66,30 @@ def test_bad_credentials_settings_are_refused() -> None:
     assert settings.authenticated
 
 
+# -- host names (DNS rebinding) ---------------------------------------------------------------
+
+
+def test_without_credentials_only_loopback_names_are_answered(make_client: ClientFactory) -> None:
+    client = make_client(allowed_hosts=())
+    for host in ("127.0.0.1:8765", "localhost:8765", "[::1]:8765", "localhost"):
+        assert client.get("/api/jobs", headers={"Host": host}).status_code == 200, host
+    rebound = client.get("/api/jobs", headers={"Host": "evil.example:8765"})
+    assert rebound.status_code == 403
+    assert rebound.json()["error"]["code"] == "host_not_allowed"
+    assert client.get("/", headers={"Host": "testserver"}).status_code == 403
+
+
+def test_allowed_hosts_and_credentials_open_other_names(make_client: ClientFactory) -> None:
+    listed = make_client(allowed_hosts=("ops.example.com",))
+    assert listed.get("/api/jobs", headers={"Host": "ops.example.com"}).status_code == 200
+    assert listed.get("/api/jobs", headers={"Host": "evil.example"}).status_code == 403
+    anyone = make_client(allowed_hosts=("*",))
+    assert anyone.get("/api/jobs", headers={"Host": "evil.example"}).status_code == 200
+    locked = make_client(allowed_hosts=(), token=TOKEN)
+    bearer = {"Host": "jobs.internal", "Authorization": f"Bearer {TOKEN}"}
+    assert locked.get("/api/jobs", headers=bearer).status_code == 200
+
+
 # -- authentication ---------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .settings import WebSettings
+from .settings import WebSettings, host_allowed
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -97,6 +97,19 @@ class SecurityMiddleware:
             await send(message)
 
         headers = Headers(scope=scope)
+        host = headers.get("host", "")
+        if not host_allowed(host, self.settings):
+            response = JSONResponse(
+                _error(
+                    "host_not_allowed",
+                    f"this interface does not answer to the host {host!r}: address it as "
+                    "127.0.0.1 or localhost, or list the name in allowed_hosts "
+                    "(--allowed-host) or configure credentials",
+                ),
+                status_code=403,
+            )
+            await response(scope, receive, send_with_headers)
+            return
         if not authorized(headers, self.settings):
             challenge = (
                 'Basic realm="Conveyor", charset="UTF-8"'

@@ -29,6 +29,10 @@ class WebSettings:
     - ``token``: API clients send ``Authorization: Bearer TOKEN``.
     - ``username`` / ``password``: HTTP basic authentication, for browsers and clients alike.
     - ``refresh_seconds``: how often the pages poll for new figures (0: never).
+    - ``allowed_hosts``: the host names requests may address (the ``Host`` header). Empty:
+      loopback names only while no credential is configured (a web page cannot reach the
+      interface by DNS rebinding), any host once one is. ``"*"`` allows any host, for an
+      interface mounted behind the application's own authentication.
     """
 
     read_only: bool = False
@@ -37,6 +41,7 @@ class WebSettings:
     username: str | None = None
     password: str | None = None
     refresh_seconds: float = 5.0
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.username is None) != (self.password is None):
@@ -79,6 +84,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def host_allowed(host_header: str, settings: WebSettings) -> bool:
+    """Whether a request addressed to ``host_header`` (``name[:port]``) may be served."""
+    if "*" in settings.allowed_hosts:
+        return True
+    name = host_header.lower()
+    if name.startswith("["):
+        name = name[: name.find("]") + 1]
+    elif name.count(":") == 1:
+        name = name.split(":")[0]
+    if settings.allowed_hosts:
+        return name in {h.lower() for h in settings.allowed_hosts} or is_loopback(name)
+    return settings.authenticated or is_loopback(name)
 
 
 def check_bind(host: str, settings: WebSettings) -> None:

@@ -22,9 +22,23 @@ from ..context import CliError, CliState, pass_state
     metavar="SECONDS",
     help="How often pages refresh their figures (0: never).",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A host name the interface answers to besides 127.0.0.1 and localhost (repeatable; "
+    "'*' for any). Without credentials only loopback names are answered (DNS rebinding).",
+)
 @pass_state
 def web(
-    state: CliState, host: str, port: int, read_only: bool, show_payloads: bool, refresh: float
+    state: CliState,
+    host: str,
+    port: int,
+    read_only: bool,
+    show_payloads: bool,
+    refresh: float,
+    allowed_hosts: tuple[str, ...],
 ) -> None:
     """Serve the JSON API and the dashboard on http://HOST:PORT.
 
@@ -42,7 +56,10 @@ def web(
             "pip install 'conveyor[web]'"
         ) from None
     settings = WebSettings.from_env(
-        read_only=read_only, show_payloads=show_payloads, refresh_seconds=refresh
+        read_only=read_only,
+        show_payloads=show_payloads,
+        refresh_seconds=refresh,
+        allowed_hosts=allowed_hosts,
     )
     check_bind(host, settings)
     app = create_app(state.app, settings)
