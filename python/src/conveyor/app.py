@@ -375,9 +375,12 @@ class Conveyor:
         batch: str | None = None,
         limit: int = 100,
         after_sequence: int = 0,
+        serial_group: str | None = None,
     ) -> list[Job]:
         """Jobs in publish order, filtered; ``tag`` finds every job about one entity."""
-        query = JobFilter(tuple(states), queue, tag, identifier, batch, limit, after_sequence)
+        query = JobFilter(
+            tuple(states), queue, tag, identifier, batch, limit, after_sequence, serial_group
+        )
         with self.store.transaction() as tx:
             return tx.find_jobs(query)
 

@@ -52,6 +52,12 @@ def test_list_filters(client: TestClient, conveyor_app: Conveyor) -> None:
     assert ids(state="cancelled") == [other["id"]]
     assert ids(state=["cancelled", "ready"]) == [mail["id"], invoice["id"], other["id"]]
     assert ids(type="mail.send", state="ready") == [mail["id"]]
+    grouped = publish(client, "invoice.build", serial_group="account 7 & co")
+    assert ids(serial_group="account 7 & co") == [grouped["id"]]
+    page = client.get("/jobs", params={"serial_group": "account 7 & co"}).text
+    assert f'href="/jobs/{grouped["id"]}"' in page
+    detail = client.get(f"/jobs/{grouped['id']}").text
+    assert "/jobs?serial_group=account%207%20%26%20co" in detail
 
 
 def test_keyset_pages(client: TestClient) -> None:
@@ -65,6 +71,8 @@ def test_keyset_pages(client: TestClient) -> None:
             break
         after = page["next_after"]
     assert seen == published
+    first = client.get("/jobs", params={"tag": "x y", "after": 0}).text  # no match, no link
+    assert 'rel="next"' not in first
     by_type = client.get("/api/jobs", params={"limit": 2, "type": "mail.send"}).json()
     assert [job["id"] for job in by_type["jobs"]] == published[:2]
     rest = client.get(

@@ -56,6 +56,7 @@ class JobFilter:
     batch_id: str | None = None
     limit: int = 100
     after_sequence: int = 0
+    serial_group: str | None = None
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,7 @@ class MemoryTransaction:
             and (query.tag is None or query.tag in job.tags)
             and (query.identifier is None or job.identifier == query.identifier)
             and (query.batch_id is None or job.batch_id == query.batch_id)
+            and (query.serial_group is None or job.serial_group == query.serial_group)
             and job.sequence > query.after_sequence
         ]
         return sorted(found, key=lambda job: job.sequence)[: query.limit]

@@ -100,6 +100,7 @@ async def list_jobs(service: WebService, request: Request) -> Any:
             tag=_text(request, "tag"),
             identifier=_text(request, "identifier"),
             batch=_text(request, "batch"),
+            serial_group=_text(request, "serial_group"),
             after=_int(request, "after", 0),
             limit=_int(request, "limit", 50),
         )
@@ -197,6 +198,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             _filter("tag", "Only jobs carrying this tag."),
             _filter("identifier", "Only jobs with this identifier."),
             _filter("batch", "Only jobs of this batch."),
+            _filter("serial_group", "Only jobs of this serial group."),
             Param("after", "query", {"type": "integer", "minimum": 0}, "Jobs after sequence."),
             Param(
                 "limit",

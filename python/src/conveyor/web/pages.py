@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import partial
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +20,7 @@ from ..errors import Refused
 from .service import WebService
 
 OPERATIONS = ("retry", "requeue", "cancel")
-FILTERS = ("queue", "type", "tag", "identifier", "batch")
+FILTERS = ("queue", "type", "tag", "identifier", "batch", "serial_group")
 
 
 def environment() -> Environment:
@@ -89,7 +90,7 @@ class Pages:
         if next_after is not None:
             pairs = [(k, v) for k, v in query.multi_items() if k != "after"]
             pairs.append(("after", str(next_after)))
-            next_query = "&".join(f"{k}={v}" for k, v in pairs)
+            next_query = urlencode(pairs)
         return self.render(
             request,
             "jobs.html",

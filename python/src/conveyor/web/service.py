@@ -74,6 +74,7 @@ class WebService:
         tag: str | None = None,
         identifier: str | None = None,
         batch: str | None = None,
+        serial_group: str | None = None,
         after: int = 0,
         limit: int = 50,
     ) -> JobPage:
@@ -94,6 +95,7 @@ class WebService:
             "tag": tag,
             "identifier": identifier,
             "batch": batch,
+            "serial_group": serial_group,
         }
         if type is None:
             found = self.app.jobs(limit=limit + 1, after_sequence=after, **options)  # type: ignore[arg-type]

@@ -375,6 +375,8 @@ class SqlTransaction:
             statement = statement.where(t.c.queue == query.queue)
         if query.identifier is not None:
             statement = statement.where(t.c.identifier == query.identifier)
+        if query.serial_group is not None:
+            statement = statement.where(t.c.serial_group == query.serial_group)
         if query.batch_id is not None:
             statement = statement.where(t.c.batch_id == (row_id(query.batch_id) or -1))
         if query.tag is not None:
