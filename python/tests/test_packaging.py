@@ -37,6 +37,7 @@ def test_wheel_contains_an_exact_copy_of_the_spec(tmp_path: Path) -> None:
         for path in spec.glob(pattern)
     }
     with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
         packaged = {
             name.removeprefix("conveyor/_spec/"): archive.read(name)
             for name in archive.namelist()
@@ -44,6 +45,11 @@ def test_wheel_contains_an_exact_copy_of_the_spec(tmp_path: Path) -> None:
         }
 
     assert packaged == expected
+    # The dashboard's templates and static files ship inside the wheel (no CDN at run time).
+    web = REPO / "python" / "src" / "conveyor" / "web"
+    for folder in ("templates", "static"):
+        for path in (web / folder).iterdir():
+            assert f"conveyor/web/{folder}/{path.name}" in names
 
 
 def test_library_loads_the_repository_spec_in_a_checkout() -> None:

@@ -275,6 +275,7 @@ class AsyncConveyor:
         batch: str | None = None,
         limit: int = 100,
         after_sequence: int = 0,
+        serial_group: str | None = None,
     ) -> list[Job]:
         """Jobs in publish order, filtered, as :meth:`Conveyor.jobs`."""
         query = job_filter(
@@ -285,6 +286,7 @@ class AsyncConveyor:
             batch=batch,
             limit=limit,
             after_sequence=after_sequence,
+            serial_group=serial_group,
         )
         return await self.run(self.app.operations.find(query))
 

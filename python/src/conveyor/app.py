@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from .handlers import Handler, HandlerRegistry
 from .heartbeat import Heartbeat
 from .hooks import Hooks
 from .lifecycle import Lifecycle, Outcome
-from .model import Batch, Job
+from .model import Batch, Job, WorkerRecord
 from .notify import LoggingNotifier, Notifier
 from .operations import Operations, job_filter, split_options, stored
 from .priority import PriorityRange
@@ -35,6 +36,20 @@ if TYPE_CHECKING:
     from .worker import WorkerControl, WorkerStats
 
 log = logging.getLogger("conveyor")
+
+QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
+
+
+def checked_queue(queue: object) -> str:
+    """A queue name as LIMIT-001 allows it, or :class:`InvalidRequest` naming the rule."""
+    if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
+        raise InvalidRequest(
+            f"queue {queue!r} is not a queue name: use 1 to 64 lower-case letters, digits, "
+            "'_', '-', '.' or ':', starting with a letter or digit (LIMIT-001)"
+        )
+    return queue
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = "sqlite:///conveyor.db"
@@ -371,6 +386,7 @@ class Conveyor:
         batch: str | None = None,
         limit: int = 100,
         after_sequence: int = 0,
+        serial_group: str | None = None,
     ) -> list[Job]:
         """Jobs in publish order, filtered; ``tag`` finds every job about one entity."""
         query = job_filter(
@@ -381,6 +397,7 @@ class Conveyor:
             batch=batch,
             limit=limit,
             after_sequence=after_sequence,
+            serial_group=serial_group,
         )
         with self.store.transaction() as tx:
             return self.operations.find(query)(tx)
@@ -429,6 +446,37 @@ class Conveyor:
 
     def retry(self, job_id: str) -> Job:
         return self.report(job_id, "retry", {})
+
+    # -- paused queues --------------------------------------------------------------------
+
+    def pause_queue(self, queue: str) -> bool:
+        """Stop every worker from claiming jobs of ``queue`` (PAUSE-001); jobs keep being
+        published and running jobs finish. False when the queue was paused already."""
+        name = checked_queue(queue)
+        with self.store.transaction() as tx:
+            return tx.pause_queue(name, self.now())
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let workers claim jobs of ``queue`` again (PAUSE-003); False when it was not paused.
+
+        In broker mode the queue's claimable jobs are handed over again at once (their
+        messages were dropped by consumers while the queue was paused, PAUSE-004)."""
+        name = checked_queue(queue)
+        with self.store.transaction() as tx:
+            resumed = tx.resume_queue(name)
+        if resumed and self.broker is not None:
+            self.broker.repair(stale_after=timedelta(0))
+        return resumed
+
+    def paused_queues(self) -> dict[str, datetime]:
+        """Every paused queue and since when, by queue name (PAUSE-005)."""
+        with self.store.transaction() as tx:
+            return dict(tx.paused_queues())
+
+    def workers(self) -> list[WorkerRecord]:
+        """The running workers on this store, as their records say (presence.py), by id."""
+        with self.store.transaction() as tx:
+            return tx.workers()
 
     def heartbeat(self, job_id: str, token: int, lease_ms: int | None = None) -> Job:
         ms = lease_ms if lease_ms is not None else self.lease_ms
@@ -595,6 +643,7 @@ class Conveyor:
     def worker(self, **options: Any) -> WorkerControl:
         """A worker over :class:`WorkerOptions`; in broker mode a consumer of RabbitMQ that
         also takes ``prefetch`` (messages held per queue)."""
+        from .presence import Presence
         from .source import SourceOptions, StoreSource
         from .worker import Worker, WorkerOptions
 
@@ -609,9 +658,20 @@ class Conveyor:
             settings.idle_delay,
         )
         runner = self.runner(settings.worker_id, lease_ms)
+        presence = None
+        if settings.presence_every is not None and not settings.stop_when_empty:
+            presence = Presence(
+                self.store,
+                self.now,
+                settings.worker_id,
+                settings.queues,
+                settings.concurrency,
+                every=settings.presence_every,
+            )
         broker = self.broker
         if broker is None:
-            return Worker(StoreSource(self, source_options), runner, settings, self.now)
+            polling = StoreSource(self, source_options)
+            return Worker(polling, runner, settings, self.now, presence)
         source = broker.source(
             self,
             source_options,
@@ -620,7 +680,7 @@ class Conveyor:
             prefetch=prefetch,
             draining=settings.stop_when_empty,
         )
-        worker = Worker(source, runner, settings, self.now)
+        worker = Worker(source, runner, settings, self.now, presence)
         source.on_reload = worker.reload
         return worker
 

@@ -76,7 +76,14 @@ FEATURES = [
     "tags",
     "timeouts",
 ]
-CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
+CAPABILITIES = [
+    "publish_bulk",
+    "claim_by_id",
+    "fire",
+    "notifications",
+    "priorities",
+    "pause_queues",
+]
 OUTCOME_EVENTS = {
     "success": "succeed",
     "temporary": "fail_temporarily",
@@ -647,6 +654,21 @@ class Session:
             after_sequence=after,
         )
         return {"jobs": [job.to_dict() for job in jobs]}
+
+    def cmd_pause_queue(self, request: Json) -> Json:
+        return {"changed": self.conveyor.pause_queue(request["queue"])}
+
+    def cmd_resume_queue(self, request: Json) -> Json:
+        return {"changed": self.conveyor.resume_queue(request["queue"])}
+
+    def cmd_paused_queues(self, request: Json) -> Json:
+        paused = self.conveyor.paused_queues()
+        return {
+            "queues": [
+                {"queue": queue, "paused_at": format_timestamp(moment)}
+                for queue, moment in paused.items()
+            ]
+        }
 
     def cmd_unfinished_identifiers(self, request: Json) -> Json:
         found = self.conveyor.unfinished_identifiers(request["identifiers"])

@@ -202,3 +202,32 @@ class Batch:
     created_at: datetime
     completion: dict[str, Any] | None = None
     finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A running worker as it announces itself in the store (docs/guide/workers.md#presence):
+    written when it starts and at every presence beat, deleted when it stops."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    queues: tuple[str, ...] = ()
+    concurrency: int = 1
+    running: tuple[str, ...] = ()  # ids of the jobs it runs now
+    memory_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": format_timestamp(self.started_at),
+            "heartbeat_at": format_timestamp(self.heartbeat_at),
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "running": list(self.running),
+            "memory_bytes": self.memory_bytes,
+        }

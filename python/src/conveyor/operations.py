@@ -45,9 +45,12 @@ def job_filter(
     batch: str | None = None,
     limit: int = 100,
     after_sequence: int = 0,
+    serial_group: str | None = None,
 ) -> JobFilter:
     """The filter of ``jobs(...)``, shared by both apps' signatures."""
-    return JobFilter(tuple(states), queue, tag, identifier, batch, limit, after_sequence)
+    return JobFilter(
+        tuple(states), queue, tag, identifier, batch, limit, after_sequence, serial_group
+    )
 
 
 @dataclass(frozen=True)
