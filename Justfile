@@ -26,24 +26,10 @@ setup: system-packages
     "{{ python }}" -m pip install --quiet --upgrade pip
     "{{ python }}" -m pip install -e "./python[dev]"
     if [ -f "{{ conformance_pkg }}" ]; then "{{ python }}" -m pip install -e ./conformance-tests; fi
-    "{{ just_executable() }}" --justfile "{{ justfile() }}" _chromium
 
-# Debian's Chromium for the dashboard's browser test (playwright drives it, downloads none);
-# installed only when missing, and only where apt-get can run (as root)
-[private]
-_chromium:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    if command -v chromium >/dev/null 2>&1; then exit 0; fi
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq </dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium </dev/null
-    else
-        echo "note: install Chromium (apt-get install chromium) for the dashboard's browser test"
-    fi
-
-# Debian packages the docs need: Graphviz (`dot`) draws the state diagrams at build time and
-# Chromium loads every page in `just docs-check`. Installed only when missing.
+# Debian packages the docs and the dashboard need: Graphviz (`dot`) draws the state diagrams at
+# build time; Chromium loads every page in `just docs-check` and runs the dashboard's browser
+# test (playwright drives it and downloads no browser). Installed only when missing.
 [private]
 system-packages:
     #!/usr/bin/env bash
