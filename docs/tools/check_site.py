@@ -40,7 +40,12 @@ ROOT = Path(__file__).resolve().parents[2]
 VIEWPORT = {"width": 1280, "height": 900}
 # Material's body text is 16 px at this width; diagram labels below this are hard to read.
 MIN_TEXT_PX = 9.0
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+# Debian's package first; Chrome as found on hosted CI runners (Ubuntu ships Chromium as a snap).
+CHROMIUM_CANDIDATES = (
+    "/usr/bin/chromium",
+    "/usr/bin/google-chrome",
+    "/usr/bin/google-chrome-stable",
+)
 # The version the site is served as, the way mike lays out the published site.
 VERSION_DIR = "dev"
 RAW_DIAGRAM_RE = re.compile(r"stateDiagram|```mermaid|class=\"mermaid\"")
@@ -83,7 +88,7 @@ class PageReport:
 def chromium_executable() -> str:
     """The system Chromium; the error names the package to install."""
     configured = os.environ.get("CONVEYOR_CHROMIUM")
-    for candidate in (configured, *CHROMIUM_CANDIDATES, shutil.which("chromium")):
+    for candidate in (configured, *CHROMIUM_CANDIDATES):
         if candidate and Path(candidate).is_file():
             return candidate
     raise SystemExit(
