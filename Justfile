@@ -10,7 +10,7 @@ peers_venv := justfile_directory() / "bench/.peers-venv"
 
 # The conformance suite joins the lint and install steps once it has a package.
 conformance_pkg := justfile_directory() / "conformance-tests/pyproject.toml"
-lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks docs/tools docs/tests faults" } else { "python docs/hooks docs/tools docs/tests faults" }
+lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks docs/tools docs/tests faults examples" } else { "python docs/hooks docs/tools docs/tests faults examples" }
 
 # Backends the reference library's conformance adapter is run against (`+rabbitmq`: broker mode).
 adapters := "memory sqlite postgresql mariadb postgresql+rabbitmq sqlite+rabbitmq"

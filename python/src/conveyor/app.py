@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,11 +20,12 @@ from .hooks import Hooks
 from .lifecycle import Lifecycle, Outcome
 from .model import Batch, Job
 from .notify import LoggingNotifier, Notifier
+from .operations import Operations, job_filter, split_options, stored
 from .priority import PriorityRange
 from .publishing import Call, JobFactory, PublishOptions, handler_timeout_ms
 from .retry import RetryPolicy, resolve
 from .source import Claimed, Rescue
-from .store.base import ClaimQuery, JobFilter, Store, Transaction
+from .store.base import ClaimQuery, Store, Transaction
 from .urls import open_store
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class Conveyor:
             self.engine.requests.machine.initial_state,
             self.priorities,
         )
+        self.operations = Operations(self.factory, self.lifecycle)
         self._store = store
         self._store_lock = threading.Lock()
         self._local = threading.local()
@@ -251,27 +253,39 @@ class Conveyor:
         publishes inside the caller's transaction: the job exists if and only if the
         caller's transaction commits.
         """
-        connection = options.pop("connection", None)
-        batch = options.pop("batch", None)
-        if batch is not None:
-            options["batch_id"] = batch.id if isinstance(batch, Batch) else str(batch)
-        job = self.factory.build(calls, PublishOptions.of(options), self.now())
+        publish_options, connection = split_options(options)
+        job = self.operations.build(calls, publish_options, self.now())
+        return self._publish_built([job], connection)[0]
+
+    def publish_many(self, type: str, payloads: Iterable[Any], **options: Any) -> list[Job]:
+        """Publish one job of ``type`` per payload, all with the same options, in one
+        transaction: every job is stored, or none (a bad payload raises before any is).
+
+        The fast way to enqueue many jobs at once: the options are checked once, not per job,
+        and the rows are written together. Takes the options of :meth:`publish`, including
+        ``connection=``; inside :meth:`bulk`, the jobs join its buffer instead.
+        """
+        publish_options, connection = split_options(options)
+        jobs = self.operations.build_many(type, payloads, publish_options, self.now())
+        return self._publish_built(jobs, connection) if jobs else []
+
+    def _publish_built(self, jobs: list[Job], connection: Any) -> list[Job]:
         bulk: BulkPublisher | None = getattr(self._local, "bulk", None)
         if bulk is not None and connection is None:
-            bulk.add(job)
-            return job
-        return self._store_jobs([job], connection)[0]
+            for job in jobs:
+                bulk.add(job)
+            return jobs
+        return self._store_jobs(jobs, connection)
 
     def _store_jobs(self, jobs: Sequence[Job], connection: Any = None) -> list[Job]:
-        now = self.now()
+        publish = self.operations.publish(jobs, self.now())
         if connection is not None:
-            outcome = self.lifecycle.publish(self._joined(connection), jobs, now)
+            outcome = publish(self._joined(connection))
         else:
             with self.store.transaction() as tx:
-                outcome = self.lifecycle.publish(tx, jobs, now)
+                outcome = publish(tx)
         changed = self._deliver(outcome, caller_transaction=connection)
-        # As stored: a job the broker did not take is broker_failed, not ready.
-        return [changed.get(job.id, job) for job in outcome.jobs[: len(jobs)]]
+        return stored(outcome, len(jobs), changed)
 
     def _joined(self, connection: Any) -> Transaction:
         return self.store.join(connection)
@@ -345,10 +359,7 @@ class Conveyor:
 
     def get(self, job_id: str) -> Job:
         with self.store.transaction() as tx:
-            job = tx.get_job(str(job_id))
-        if job is None:
-            raise JobNotFound(f"job {job_id} does not exist (it may have been pruned)")
-        return job
+            return self.operations.get(job_id)(tx)
 
     def jobs(
         self,
@@ -362,19 +373,27 @@ class Conveyor:
         after_sequence: int = 0,
     ) -> list[Job]:
         """Jobs in publish order, filtered; ``tag`` finds every job about one entity."""
-        query = JobFilter(tuple(states), queue, tag, identifier, batch, limit, after_sequence)
+        query = job_filter(
+            states=states,
+            queue=queue,
+            tag=tag,
+            identifier=identifier,
+            batch=batch,
+            limit=limit,
+            after_sequence=after_sequence,
+        )
         with self.store.transaction() as tx:
-            return tx.find_jobs(query)
+            return self.operations.find(query)(tx)
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]:
         """Which of ``identifiers`` still have work not done (spec.md#identifiers)."""
         with self.store.transaction() as tx:
-            return tx.unfinished_identifiers(list(identifiers))
+            return self.operations.unfinished(identifiers)(tx)
 
     def status(self) -> list[tuple[str, str, int]]:
         """(queue, state, count) for every non-empty combination."""
         with self.store.transaction() as tx:
-            return tx.counts()
+            return self.operations.counts()(tx)
 
     # -- state changes --------------------------------------------------------------------
 

@@ -214,7 +214,7 @@ def publish_document(job: Json) -> Json:
 
 
 class BrokerClaims:
-    """Claims as a broker consumer makes them (spec.md#BROKER-003, #BROKER-007, #BROKER-010).
+    """Claims as a broker consumer makes them (spec.md#BROKER-011, #BROKER-007, #BROKER-010).
 
     The store stays the source of truth and RabbitMQ carries only job ids: the app hands over
     every job a committed change made claimable (BROKER-001, BROKER-009). A ``claim`` request

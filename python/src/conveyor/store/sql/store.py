@@ -123,6 +123,7 @@ class SqlTransaction:
         if (
             self.dialect.name == "postgresql"
             and self.connection.dialect.driver == "psycopg"  # psycopg 3 has cursor.copy()
+            and not self.connection.dialect.is_async  # (its blocking cursor, that is)
             and len(rows) >= COPY_THRESHOLD
         ):
             ids = self._copy_jobs(rows)
