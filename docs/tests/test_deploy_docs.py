@@ -83,3 +83,27 @@ def test_a_release_and_main_deploy_side_by_side(repo: Path) -> None:
     assert {v["version"]: v["aliases"] for v in versions} == {"0.3": ["latest"], "dev": []}
     # main is not a release: it does not publish root spec files of its own
     assert not any(name.startswith("spec/") and "/0.3/" not in name for name in files)
+
+
+def test_spec_files_of_an_earlier_commit_are_published_at_their_ids(repo: Path) -> None:
+    old_schema = (repo / "spec" / "schemas" / "job.schema.json").read_text()
+    # The spec moves on to 0.4; the 0.3 files must still be publishable from history.
+    (repo / "spec" / "VERSION").write_text("0.4.0\n")
+    new_id = {"$id": "https://docs.example.test/spec/0.4/schemas/job.schema.json"}
+    (repo / "spec" / "schemas" / "job.schema.json").write_text(json.dumps(new_id))
+    _git(repo, "commit", "--quiet", "--all", "-m", "spec 0.4")
+    empty_tree = _git(repo, "hash-object", "-t", "tree", "/dev/null").strip()
+    pages = _git(repo, "commit-tree", empty_tree, "-m", "pages").strip()
+    _git(repo, "branch", "gh-pages", pages)
+
+    deploy_docs.publish_spec_from("HEAD~1", repo / "mkdocs.yml", push=True)
+
+    origin = repo.parent / "origin.git"
+    files = set(_git(origin, "ls-tree", "-r", "--name-only", "gh-pages").split())
+    assert files == {"spec/0.3/schemas/job.schema.json", "spec/0.3/spec.md", "spec/0.3/VERSION"}
+    assert _git(origin, "show", "gh-pages:spec/0.3/schemas/job.schema.json") == old_schema
+
+
+def test_publishing_spec_files_needs_a_deployed_site(repo: Path) -> None:
+    with pytest.raises(SystemExit, match="deploy the docs once first"):
+        deploy_docs.publish_spec_from("HEAD", repo / "mkdocs.yml", push=False)

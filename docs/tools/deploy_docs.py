@@ -13,18 +13,24 @@ an older spec version's files are never touched by a newer release. Every deploy
 ``.nojekyll`` (GitHub Pages would hide files whose names start with ``_``) and a ``CNAME`` with
 the host of ``site_url``.
 
+``--spec-from REF`` only publishes the spec files of an earlier commit, for a spec version
+released before this deploy existed (run it from the workflow's manual trigger).
+
 Nothing is pushed without ``--push``, so the whole run can be tried on a clone.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -100,6 +106,62 @@ def _root_files(worktree: Path, site: Path | None, site_url: str) -> None:
                 shutil.copytree(version_dir, target)
 
 
+def _commit_to_pages(repo: Path, folder: Path, message: str, write: Callable[[Path], None]) -> None:
+    """Check gh-pages out beside ``repo``, let ``write`` change it, and commit what changed."""
+    worktree = folder / "pages"
+    _run("git", "worktree", "add", str(worktree), BRANCH, cwd=repo)
+    try:
+        write(worktree)
+        _run("git", "add", "--all", cwd=worktree)
+        staged = _run("git", "diff", "--cached", "--quiet", cwd=worktree, check=False)
+        if staged.returncode != 0:
+            _run("git", "commit", "--quiet", "-m", message, cwd=worktree)
+    finally:
+        _run("git", "worktree", "remove", "--force", str(worktree), cwd=repo)
+
+
+def publish_spec_from(ref: str, config_file: Path, push: bool) -> None:
+    """Publish the spec files of an earlier commit where their ``$id``s point.
+
+    For a spec version released before this workflow existed (0.1 was): its tag's commit has
+    no deploy of its own, so its files are taken from git at ``ref`` and laid out by the same
+    rules as a build (``docs/hooks/spec_files.py``).
+    """
+    repo = config_file.parent
+    _run("git", "fetch", "origin", f"{BRANCH}:{BRANCH}", cwd=repo, check=False)
+    if _run("git", "rev-parse", "--verify", "--quiet", BRANCH, cwd=repo, check=False).returncode:
+        raise SystemExit(f"deploy_docs: no {BRANCH} branch yet; deploy the docs once first.")
+    sys.path.insert(0, str(ROOT / "docs" / "hooks"))
+    import spec_files
+    from mkdocs.exceptions import PluginError
+
+    with tempfile.TemporaryDirectory(prefix="docs-spec-") as folder:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", ref, "spec"],
+            cwd=repo,
+            check=True,
+            capture_output=True,
+        )
+        source = Path(folder) / "source"
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(source, filter="data")
+        try:
+            entries = spec_files.spec_files(source / "spec", _site_url(config_file))
+        except PluginError as error:
+            raise SystemExit(f"deploy_docs: the spec at {ref}: {error}") from None
+
+        def write(tree: Path) -> None:
+            for entry in entries:
+                target = tree / entry.site_path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(entry.source, target)
+
+        version = spec_files.minor_version(source / "spec")
+        _commit_to_pages(repo, Path(folder), f"Spec {version} files from {ref}", write)
+    if push:
+        _run("git", "push", "origin", BRANCH, cwd=repo)
+
+
 def deploy(chosen: Plan, config_file: Path, push: bool) -> None:
     """Deploy ``chosen`` to the local gh-pages branch, then push it if asked."""
     repo = config_file.parent
@@ -136,29 +198,30 @@ def deploy(chosen: Plan, config_file: Path, push: bool) -> None:
                 str(site),
                 cwd=repo,
             )
-        worktree = Path(folder) / "pages"
-        _run("git", "worktree", "add", str(worktree), BRANCH, cwd=repo)
-        try:
-            _root_files(worktree, site, site_url)
-            _run("git", "add", "--all", cwd=worktree)
-            staged = _run("git", "diff", "--cached", "--quiet", cwd=worktree, check=False)
-            if staged.returncode != 0:
-                message = f"Root files for {chosen.version}: spec files, .nojekyll, CNAME"
-                _run("git", "commit", "--quiet", "-m", message, cwd=worktree)
-        finally:
-            _run("git", "worktree", "remove", "--force", str(worktree), cwd=repo)
+        message = f"Root files for {chosen.version}: spec files, .nojekyll, CNAME"
+        _commit_to_pages(
+            repo, Path(folder), message, lambda tree: _root_files(tree, site, site_url)
+        )
     if push:
         _run("git", "push", "origin", BRANCH, cwd=repo)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ref-type", required=True, choices=("branch", "tag"))
-    parser.add_argument("--ref-name", required=True)
+    parser.add_argument("--ref-type", choices=("branch", "tag"))
+    parser.add_argument("--ref-name")
+    parser.add_argument(
+        "--spec-from", metavar="REF", help="only publish the spec files of REF (a tag or commit)"
+    )
     parser.add_argument("--config-file", type=Path, default=ROOT / "mkdocs.yml")
     parser.add_argument("--push", action="store_true", help="push gh-pages to origin")
     parser.add_argument("--plan", action="store_true", help="print the plan and stop")
     args = parser.parse_args(argv)
+    if args.spec_from:
+        publish_spec_from(args.spec_from, args.config_file.resolve(), args.push)
+        return 0
+    if not (args.ref_type and args.ref_name):
+        parser.error("give --ref-type and --ref-name, or --spec-from")
     chosen = plan(args.ref_type, args.ref_name)
     print(f"deploy_docs: {chosen}")
     if not args.plan:
