@@ -11,7 +11,11 @@ The build fails when an ``$id`` does not lie under ``/spec/<major>.<minor>/`` of
 ``spec/VERSION``, or when its host is not the host of ``site_url``: a file would then be
 published where its own ``$id`` does not point.
 
-``<!-- spec-files -->`` in a page becomes the table of those files with their stable URLs.
+The conformance suite's schemas (protocol and vector formats) carry ``$id``s on the same site
+and are published at their paths as well.
+
+``<!-- spec-files -->`` and ``<!-- conformance-files -->`` in a page become the tables of those
+files with their stable URLs.
 The deploy (``docs/tools/deploy_docs.py``) also copies ``spec/<major>.<minor>/`` to the root of
 the published site for each release, so the URLs stay valid beside the versioned docs.
 """
@@ -30,7 +34,13 @@ from urllib.parse import urlsplit
 
 from mkdocs.exceptions import PluginError
 
-MARKER = "<!-- spec-files -->"
+MARKERS = {"<!-- spec-files -->": "spec/", "<!-- conformance-files -->": "conformance/"}
+# The conformance suite's schemas carry $ids on the same site (protocol and vector formats, with
+# their own version numbers in the path); they are published the same way.
+CONFORMANCE_GLOBS = (
+    "conformance-tests/protocol/**/*.schema.json",
+    "conformance-tests/vectors/*.json",
+)
 # JSON files that carry an $id, relative to spec/.
 ID_GLOBS = ("schemas/*.json", "machines/*.json", "*.json")
 # Published as they are, under spec/<major>.<minor>/.
@@ -47,10 +57,6 @@ class SpecFile:
     url: str  # the $id, or the URL the file gets under the site's spec directory
 
 
-def spec_dir(config: Any) -> Path:
-    return Path(config["config_file_path"]).resolve().parent / "spec"
-
-
 def minor_version(spec: Path) -> str:
     """``0.1`` for a spec/VERSION of ``0.1.0`` (or ``0.1.0-rc.1``)."""
     try:
@@ -61,6 +67,16 @@ def minor_version(spec: Path) -> str:
     if not match:
         raise PluginError(f"spec_files hook: spec/VERSION is {text!r}, not MAJOR.MINOR.PATCH.")
     return f"{match.group(1)}.{match.group(2)}"
+
+
+def _identifier(path: Path) -> str | None:
+    """The file's ``$id``, or None when it has none."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PluginError(f"spec_files hook: cannot read {path}: {exc}") from None
+    identifier = document.get("$id") if isinstance(document, dict) else None
+    return identifier if isinstance(identifier, str) else None
 
 
 def spec_files(spec: Path, site_url: str | None) -> list[SpecFile]:
@@ -74,12 +90,8 @@ def spec_files(spec: Path, site_url: str | None) -> list[SpecFile]:
             if path in seen:
                 continue
             seen.add(path)
-            try:
-                document = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise PluginError(f"spec_files hook: cannot read {path}: {exc}") from None
-            identifier = document.get("$id") if isinstance(document, dict) else None
-            if not isinstance(identifier, str):
+            identifier = _identifier(path)
+            if identifier is None:
                 continue
             parts = urlsplit(identifier)
             site_path = posixpath.normpath(parts.path).lstrip("/")
@@ -103,8 +115,34 @@ def spec_files(spec: Path, site_url: str | None) -> list[SpecFile]:
     return found
 
 
+def conformance_files(root: Path, site_url: str | None) -> list[SpecFile]:
+    """The conformance suite's schemas, at the paths of their ``$id``s (outside /spec/)."""
+    site_host = urlsplit(site_url).netloc if site_url else None
+    found = []
+    for pattern in CONFORMANCE_GLOBS:
+        for path in sorted(root.glob(pattern)):
+            identifier = _identifier(path)
+            if identifier is None:
+                continue
+            parts = urlsplit(identifier)
+            site_path = posixpath.normpath(parts.path).lstrip("/")
+            if site_path.startswith("spec/") or (site_host and parts.netloc != site_host):
+                raise PluginError(
+                    f"spec_files hook: {path.relative_to(root)} has $id {identifier}, which "
+                    f"must be on {site_url} and outside /spec/."
+                )
+            found.append(SpecFile(path, site_path, identifier))
+    return found
+
+
+def published_files(root: Path, site_url: str | None) -> list[SpecFile]:
+    """Everything the build publishes at a stable URL: the spec's files, then the suite's."""
+    return spec_files(root / "spec", site_url) + conformance_files(root, site_url)
+
+
 def _files_for(config: Any) -> list[SpecFile]:
-    return spec_files(spec_dir(config), config.get("site_url"))
+    root = Path(config["config_file_path"]).resolve().parent
+    return published_files(root, config.get("site_url"))
 
 
 def on_post_build(config: Any) -> None:
@@ -118,7 +156,7 @@ def on_post_build(config: Any) -> None:
         shutil.copyfile(spec_file.source, target)
 
 
-def render_table(page_url: str, entries: list[SpecFile], spec: Path) -> str:
+def render_table(page_url: str, entries: list[SpecFile], root: Path) -> str:
     """A Markdown table: each file, linked to this build's copy, and its stable URL.
 
     The links are HTML, relative to the page's URL: the files are copied after the build, so
@@ -128,14 +166,16 @@ def render_table(page_url: str, entries: list[SpecFile], spec: Path) -> str:
     rows = ["| file | stable URL |", "|---|---|"]
     for entry in entries:
         link = html.escape(posixpath.relpath(entry.site_path, page_dir or "."))
-        name = html.escape(entry.source.relative_to(spec.parent).as_posix())
+        name = html.escape(entry.source.relative_to(root).as_posix())
         rows.append(f'| <a href="{link}"><code>{name}</code></a> | `{entry.url}` |')
     return "\n".join(rows)
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    """Replace the marker with the table of published spec files."""
-    if MARKER not in markdown:
-        return markdown
-    table = render_table(page.url, _files_for(config), spec_dir(config))
-    return markdown.replace(MARKER, table)
+    """Replace each marker with the table of the files published under its directory."""
+    root = Path(config["config_file_path"]).resolve().parent
+    for marker, prefix in MARKERS.items():
+        if marker in markdown:
+            entries = [e for e in _files_for(config) if e.site_path.startswith(prefix)]
+            markdown = markdown.replace(marker, render_table(page.url, entries, root))
+    return markdown

@@ -78,8 +78,17 @@ def test_a_malformed_version_names_the_file(tmp_path: Path) -> None:
 
 def test_table_links_are_relative_to_the_page() -> None:
     entries = spec_files.spec_files(SPEC, SITE_URL)
-    table = spec_files.render_table("spec/schemas/", entries, SPEC)
+    table = spec_files.render_table("spec/schemas/", entries, SPEC.parent)
     version = spec_files.minor_version(SPEC)
     assert f'<a href="../{version}/schemas/job.schema.json">' in table
-    index = spec_files.render_table("spec/", entries, SPEC)
+    index = spec_files.render_table("spec/", entries, SPEC.parent)
     assert f'<a href="{version}/schemas/job.schema.json">' in index
+
+
+def test_the_conformance_schemas_are_published_at_their_ids_too() -> None:
+    entries = spec_files.conformance_files(SPEC.parent, SITE_URL)
+    assert len(entries) >= 20
+    for entry in entries:
+        assert entry.url == json.loads(entry.source.read_text())["$id"]
+        assert entry.url.endswith("/" + entry.site_path)
+        assert entry.site_path.startswith("conformance/")

@@ -33,6 +33,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,18 +93,32 @@ def _site_url(config_file: Path) -> str:
     return match.group(1)
 
 
-def _root_files(worktree: Path, site: Path | None, site_url: str) -> None:
-    """Write .nojekyll and CNAME, and copy the built spec directory to the branch's root."""
+def _root_files(worktree: Path, site: Path | None, site_url: str, paths: list[str]) -> None:
+    """Write .nojekyll and CNAME, and copy the files published at their $ids to the root."""
     (worktree / ".nojekyll").touch()
     host = urlsplit(site_url).hostname
     if host and not host.endswith("github.io"):
         (worktree / "CNAME").write_text(host + "\n", encoding="utf-8")
     if site is not None:
-        for version_dir in sorted((site / "spec").glob("*.*")):
-            if version_dir.is_dir() and re.fullmatch(r"\d+\.\d+", version_dir.name):
-                target = worktree / "spec" / version_dir.name
-                shutil.rmtree(target, ignore_errors=True)
-                shutil.copytree(version_dir, target)
+        for path in paths:
+            target = worktree / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(site / path, target)
+
+
+def _published_paths(config_file: Path) -> list[str]:
+    """Site paths of the files published at their ``$id``s (docs/hooks/spec_files.py)."""
+    spec_files = _spec_files_hook()
+    entries = spec_files.published_files(config_file.parent, _site_url(config_file))
+    return [entry.site_path for entry in entries]
+
+
+def _spec_files_hook() -> Any:
+    """The build hook that lays out the spec files, so the deploy follows the same rules."""
+    sys.path.insert(0, str(ROOT / "docs" / "hooks"))
+    import spec_files
+
+    return spec_files
 
 
 def _commit_to_pages(repo: Path, folder: Path, message: str, write: Callable[[Path], None]) -> None:
@@ -131,8 +146,7 @@ def publish_spec_from(ref: str, config_file: Path, push: bool) -> None:
     _run("git", "fetch", "origin", f"{BRANCH}:{BRANCH}", cwd=repo, check=False)
     if _run("git", "rev-parse", "--verify", "--quiet", BRANCH, cwd=repo, check=False).returncode:
         raise SystemExit(f"deploy_docs: no {BRANCH} branch yet; deploy the docs once first.")
-    sys.path.insert(0, str(ROOT / "docs" / "hooks"))
-    import spec_files
+    spec_files = _spec_files_hook()
     from mkdocs.exceptions import PluginError
 
     with tempfile.TemporaryDirectory(prefix="docs-spec-") as folder:
@@ -199,8 +213,9 @@ def deploy(chosen: Plan, config_file: Path, push: bool) -> None:
                 cwd=repo,
             )
         message = f"Root files for {chosen.version}: spec files, .nojekyll, CNAME"
+        paths = _published_paths(config_file) if site is not None else []
         _commit_to_pages(
-            repo, Path(folder), message, lambda tree: _root_files(tree, site, site_url)
+            repo, Path(folder), message, lambda tree: _root_files(tree, site, site_url, paths)
         )
     if push:
         _run("git", "push", "origin", BRANCH, cwd=repo)
