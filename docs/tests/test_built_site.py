@@ -53,3 +53,20 @@ def test_every_spec_id_resolves_to_the_published_file(site: Path) -> None:
         published = site / entry.site_path
         assert published.is_file(), f"{entry.url} is not in the built site"
         assert published.read_bytes() == entry.source.read_bytes(), entry.url
+
+
+def test_no_page_references_a_script_or_stylesheet_on_another_host(site: Path) -> None:
+    """The browser check sees what loads; this one reads every page, the 404 page included."""
+    external = re.compile(
+        r"<script[^>]*\ssrc=\"(?:https?:)?//[^\"]*\"|"
+        r"<link[^>]*\srel=\"(?:stylesheet|preload|modulepreload|icon)\"[^>]*\shref=\"(?:https?:)?//|"
+        r"<link[^>]*\shref=\"(?:https?:)?//[^\"]*\"[^>]*\srel=\"(?:stylesheet|preload|modulepreload)\"|"
+        r"@import\s+url\(\s*[\"']?(?:https?:)?//",
+        re.IGNORECASE,
+    )
+    found = {
+        str(path.relative_to(site)): match.group(0)
+        for path in site.rglob("*.html")
+        if (match := external.search(path.read_text(encoding="utf-8")))
+    }
+    assert not found, found
