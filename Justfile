@@ -10,7 +10,7 @@ peers_venv := justfile_directory() / "bench/.peers-venv"
 
 # The conformance suite joins the lint and install steps once it has a package.
 conformance_pkg := justfile_directory() / "conformance-tests/pyproject.toml"
-lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks faults" } else { "python docs/hooks faults" }
+lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks faults .ci" } else { "python docs/hooks faults .ci" }
 
 # Backends the reference library's conformance adapter is run against (`+rabbitmq`: broker mode).
 adapters := "memory sqlite postgresql mariadb postgresql+rabbitmq sqlite+rabbitmq"
@@ -23,6 +23,8 @@ default:
 setup:
     if [ ! -x "{{ python }}" ]; then python3 -m venv "{{ venv }}"; fi
     "{{ python }}" -m pip install --quiet --upgrade pip
+    # The library was distributed as `conveyor` before it took the free name `conveyor-queue`.
+    if "{{ python }}" -m pip show --quiet conveyor >/dev/null 2>&1; then "{{ python }}" -m pip uninstall --quiet -y conveyor; fi
     "{{ python }}" -m pip install -e "./python[dev]"
     if [ -f "{{ conformance_pkg }}" ]; then "{{ python }}" -m pip install -e ./conformance-tests; fi
 
@@ -98,6 +100,14 @@ conformance *args:
     done
     exit "${status}"
 
+# Build the sdists and wheels of the library and the conformance suite into dist/ (each wheel from
+# its sdist), run twine check and check-wheel-contents, install the wheels into a fresh virtualenv
+# and run the demo and the conformance suite from there (offline; `--resolve` takes the wheels'
+# dependencies from the package index instead of .venv)
+[positional-arguments]
+release-check *args: _ensure-setup
+    "{{ python }}" .ci/release_check.py "$@"
+
 # Build the documentation site into ./site, failing on any warning
 docs:
     "{{ bin }}/mkdocs" build --strict
@@ -146,7 +156,7 @@ bench-io *args: _peers-venv
     "{{ peers_venv }}/bin/python" bench/peers/run.py --io "$@"
 
 # The full check run, in order, stopping at the first failure (sets up .venv if missing)
-test: _ensure-setup spec-check lint typecheck unit faults-short conformance docs
+test: _ensure-setup spec-check lint typecheck unit faults-short conformance docs release-check
     @echo "All checks passed."
 
 [private]

@@ -47,5 +47,5 @@ def open_store(
     except ModuleNotFoundError as error:
         raise ConfigurationError(
             f"the database driver {error.name!r} for {masked_url(url)} is not installed; "
-            "install it with pip install 'conveyor[postgresql]' or 'conveyor[mysql]'"
+            "install it with pip install 'conveyor-queue[postgresql]' or 'conveyor-queue[mysql]'"
         ) from None

@@ -295,7 +295,7 @@ class AmqpBroker:
             import pika  # noqa: F401 - fail early, with the fix, when pika is missing
         except ModuleNotFoundError:
             raise ConfigurationError(
-                "broker mode needs pika: pip install 'conveyor[amqp]'"
+                "broker mode needs pika: pip install 'conveyor-queue[amqp]'"
             ) from None
         if urlsplit(url).scheme not in ("amqp", "amqps"):
             raise ConfigurationError(

@@ -1,0 +1,220 @@
+"""Build and check the release artefacts of the library and the conformance suite.
+
+Each step a release runs before it publishes, none of which needs the network:
+
+1. build each package's sdist, unpack it, and build the wheel from the unpacked sdist (as an
+   installer does), so a sdist that cannot build a wheel fails here;
+2. ``twine check`` (the package index would render the README) and ``check-wheel-contents``;
+3. install both wheels into a fresh virtualenv, outside the repository, and from there run
+   ``conveyor --version``, ``conveyor demo`` and the conformance suite against the reference
+   adapter on the memory and SQLite backends, checking that every import comes from the
+   virtualenv, never from the source tree.
+
+The fresh virtualenv takes the wheels' dependencies from the development virtualenv (offline,
+the default) or from the package index (``--resolve``, used by the release workflow, which
+proves the declared dependencies are enough). Artefacts land in ``dist/``; conformance reports in
+``dist/reports/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"conveyor-queue": ROOT / "python", "conveyor-conformance": ROOT / "conformance-tests"}
+BACKENDS = ("memory", "sqlite")
+
+
+def run(*command: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    """Run a command, echoing it; fail with its output when it fails."""
+    words = [str(word) for word in command]
+    shown = [w if len(w) < 200 else w[:40] + "..." for w in words]
+    print("   $", " ".join(shown), flush=True)
+    done = subprocess.run(
+        words,
+        cwd=cwd,
+        env=env,
+        text=True,
+        capture_output=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"release-check: failed ({done.returncode}): {' '.join(words)}")
+    return done.stdout
+
+
+def source_date_epoch() -> str:
+    """The last commit's time, so two builds of one commit give the same files."""
+    try:
+        out = subprocess.run(
+            ["git", "log", "-1", "--format=%ct"],
+            check=False,
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+        )
+        return out.stdout.strip() or "315532800"
+    except OSError:
+        return "315532800"
+
+
+def build(package: Path, out: Path, work: Path) -> None:
+    """The sdist from the checkout, then the wheel from the unpacked sdist."""
+    env = {**os.environ, "SOURCE_DATE_EPOCH": source_date_epoch()}
+    python = sys.executable
+    before = set(out.glob("*.tar.gz"))
+    run(python, "-m", "build", "--no-isolation", "--sdist", "--outdir", out, package, env=env)
+    (sdist,) = set(out.glob("*.tar.gz")) - before
+    name = package.name
+    unpacked = work / f"sdist-{name}"
+    with tarfile.open(sdist) as archive:
+        archive.extractall(unpacked, filter="data")
+    (tree,) = unpacked.iterdir()
+    run(python, "-m", "build", "--no-isolation", "--wheel", "--outdir", out, tree, env=env)
+
+
+def fresh_venv(where: Path, wheels: list[Path], resolve: bool) -> Path:
+    """A new virtualenv holding our wheels; returns its python."""
+    run(sys.executable, "-m", "venv", where)
+    python = where / "bin" / "python"
+    pip: list[str | Path] = [
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]
+    if resolve:
+        run(*pip, *wheels)
+        return python
+    run(*pip, "--no-index", "--no-deps", *wheels)
+    # Dependencies from the development virtualenv, behind the fresh one's own site-packages:
+    # its .pth files (the editable installs of the checkout) are not processed from here.
+    purelib = Path(
+        subprocess.check_output(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
+    (purelib / "zz_release_check_dependencies.pth").write_text(
+        sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8"
+    )
+    return python
+
+
+PROBE = """
+import json, sys
+from importlib import metadata
+from pathlib import Path
+import conveyor, conveyor_conformance
+from conveyor.specfiles import spec_dir, spec_version
+from conveyor_conformance import paths
+prefix = Path(sys.prefix).resolve()
+found = {
+    "conveyor": conveyor.__file__, "conveyor_conformance": conveyor_conformance.__file__,
+    "spec": str(spec_dir()), "suite_spec": str(paths.spec_dir()),
+    "vectors": str(paths.vectors_dir()), "protocol": str(paths.protocol_dir()),
+}
+outside = {k: v for k, v in found.items() if not Path(v).resolve().is_relative_to(prefix)}
+modules = (conveyor, conveyor_conformance)
+typed = all((Path(m.__file__).parent / "py.typed").is_file() for m in modules)
+missing = []
+for dist in ("conveyor-queue", "conveyor-conformance"):
+    for requirement in metadata.requires(dist) or []:
+        if "extra ==" in requirement:
+            continue
+        name = requirement.split(";")[0].split("[")[0]
+        for mark in "<>=!~ ":
+            name = name.split(mark)[0]
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            missing.append(requirement)
+print(json.dumps({"outside": outside, "typed": typed, "missing": missing,
+                  "version": conveyor.__version__, "spec": spec_version()}))
+"""
+
+
+def check_installed(python: Path, work: Path, reports: Path) -> None:
+    """Everything runs from a directory outside the checkout, without PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
+    cwd = work / "run"
+    cwd.mkdir()
+    probe = json.loads(run(python, "-I", "-c", PROBE, cwd=cwd, env=env))
+    if probe["outside"]:
+        raise SystemExit(f"release-check: imported from outside the virtualenv: {probe['outside']}")
+    if not probe["typed"]:
+        raise SystemExit("release-check: an installed package has no py.typed")
+    if probe["missing"]:
+        raise SystemExit(f"release-check: dependencies not installed: {probe['missing']}")
+    spec = (ROOT / "spec" / "VERSION").read_text(encoding="utf-8").strip()
+    if probe["spec"] != spec:
+        raise SystemExit(f"release-check: the wheel carries spec {probe['spec']}, not {spec}")
+    version = run(python.parent / "conveyor", "--version", cwd=cwd, env=env)
+    print("  ", version.strip())
+    run(python.parent / "conveyor", "demo", "--db", cwd / "demo.db", cwd=cwd, env=env)
+    for backend in BACKENDS:
+        report = reports / f"conformance-{backend}.json"
+        run(
+            python.parent / "conveyor-conformance",
+            "run",
+            "--quiet",
+            "--adapter",
+            f"{python} -m conveyor.conformance_adapter --backend {backend}",
+            "--report",
+            report,
+            cwd=cwd,
+            env=env,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "dist", help="artefacts (emptied)")
+    parser.add_argument(
+        "--resolve",
+        action="store_true",
+        help="install the wheels' dependencies from the package index (needs the network)",
+    )
+    args = parser.parse_args()
+    started = time.monotonic()
+    out: Path = args.out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="conveyor-release-") as temporary:
+        work = Path(temporary)
+        for name, package in PACKAGES.items():
+            print(f"== release-check: build {name} (sdist, then the wheel from the sdist)")
+            build(package, out, work)
+        artefacts = sorted(p for p in out.iterdir() if p.is_file())
+        wheels = [p for p in artefacts if p.suffix == ".whl"]
+        if len(wheels) != len(PACKAGES) or len(artefacts) != 2 * len(PACKAGES):
+            raise SystemExit(f"release-check: expected one sdist and one wheel each: {artefacts}")
+        print("== release-check: twine check, check-wheel-contents")
+        bin_dir = Path(sys.executable).parent
+        run(bin_dir / "twine", "check", "--strict", *artefacts)
+        run(bin_dir / "check-wheel-contents", *wheels)
+        print("== release-check: install into a fresh virtualenv, run the demo and conformance")
+        python = fresh_venv(work / "venv", wheels, args.resolve)
+        reports = out / "reports"
+        reports.mkdir()
+        check_installed(python, work, reports)
+    print(f"== release-check: passed in {time.monotonic() - started:.0f} s; artefacts in {out}")
+
+
+if __name__ == "__main__":
+    main()
