@@ -25,8 +25,8 @@ setup:
     "{{ python }}" -m pip install --quiet --upgrade pip
     # The library was distributed as `conveyor` before it took the free name `conveyor-queue`.
     if "{{ python }}" -m pip show --quiet conveyor >/dev/null 2>&1; then "{{ python }}" -m pip uninstall --quiet -y conveyor; fi
-    "{{ python }}" -m pip install -e "./python[dev]"
-    if [ -f "{{ conformance_pkg }}" ]; then "{{ python }}" -m pip install -e ./conformance-tests; fi
+    "{{ python }}" -m pip install -c requirements/dev.lock -e "./python[dev]"
+    if [ -f "{{ conformance_pkg }}" ]; then "{{ python }}" -m pip install -c requirements/dev.lock -e ./conformance-tests; fi
 
 [private]
 _ensure-setup:
@@ -108,6 +108,18 @@ conformance *args:
 release-check *args: _ensure-setup
     "{{ python }}" .ci/release_check.py "$@"
 
+# Check every GitHub workflow offline: zizmor (pinned actions, least-privilege permissions,
+# template injection, credential persistence) and the workflow JSON Schema (check-jsonschema's
+# vendored copy of SchemaStore's github-workflow schema)
+workflows-check:
+    "{{ bin }}/zizmor" --offline .github/workflows
+    "{{ bin }}/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+# Pin the development environment (the dev extras of both packages) into requirements/dev.lock;
+# `just setup` and the release workflow install within these pins
+lock:
+    "{{ bin }}/uv" pip compile python/pyproject.toml conformance-tests/pyproject.toml --extra dev --python-version 3.11 --universal --quiet --custom-compile-command "just lock" -o requirements/dev.lock
+
 # Build the documentation site into ./site, failing on any warning
 docs:
     "{{ bin }}/mkdocs" build --strict
@@ -156,7 +168,7 @@ bench-io *args: _peers-venv
     "{{ peers_venv }}/bin/python" bench/peers/run.py --io "$@"
 
 # The full check run, in order, stopping at the first failure (sets up .venv if missing)
-test: _ensure-setup spec-check lint typecheck unit faults-short conformance docs release-check
+test: _ensure-setup spec-check lint typecheck workflows-check unit faults-short conformance docs release-check
     @echo "All checks passed."
 
 [private]

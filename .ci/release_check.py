@@ -12,8 +12,9 @@ Each step a release runs before it publishes, none of which needs the network:
 
 The fresh virtualenv takes the wheels' dependencies from the development virtualenv (offline,
 the default) or from the package index (``--resolve``, used by the release workflow, which
-proves the declared dependencies are enough). Artefacts land in ``dist/``; conformance reports in
-``dist/reports/``.
+proves the declared dependencies are enough). Packages land in ``dist/``; what the GitHub release
+attaches besides them (the spec files, the conformance reports, the release notes) in
+``dist/assets/``. ``--tag vX.Y.Z`` also checks that the tag names the library's version.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sysconfig
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,24 +164,76 @@ def check_installed(python: Path, work: Path, reports: Path) -> None:
     if probe["missing"]:
         raise SystemExit(f"release-check: dependencies not installed: {probe['missing']}")
     spec = (ROOT / "spec" / "VERSION").read_text(encoding="utf-8").strip()
+    if probe["version"] != version_of(PACKAGES["conveyor-queue"], "conveyor"):
+        raise SystemExit(f"release-check: the wheel carries version {probe['version']}")
     if probe["spec"] != spec:
         raise SystemExit(f"release-check: the wheel carries spec {probe['spec']}, not {spec}")
     version = run(python.parent / "conveyor", "--version", cwd=cwd, env=env)
     print("  ", version.strip())
     run(python.parent / "conveyor", "demo", "--db", cwd / "demo.db", cwd=cwd, env=env)
-    for backend in BACKENDS:
-        report = reports / f"conformance-{backend}.json"
-        run(
-            python.parent / "conveyor-conformance",
-            "run",
-            "--quiet",
-            "--adapter",
-            f"{python} -m conveyor.conformance_adapter --backend {backend}",
-            "--report",
-            report,
-            cwd=cwd,
-            env=env,
+    # The backends run side by side: each is one adapter process and one suite process.
+    with ThreadPoolExecutor(len(BACKENDS)) as pool:
+        runs = [
+            pool.submit(
+                run,
+                python.parent / "conveyor-conformance",
+                "run",
+                "--quiet",
+                "--adapter",
+                f"{python} -m conveyor.conformance_adapter --backend {backend}",
+                "--report",
+                reports / f"conformance-{backend}.json",
+                cwd=cwd,
+                env=env,
+            )
+            for backend in BACKENDS
+        ]
+        for done in runs:
+            print("  ", done.result().strip())
+
+
+def version_of(package: Path, module: str) -> str:
+    """The one version source of a package: ``__version__`` in its ``__init__.py``."""
+    text = (package / "src" / module / "__init__.py").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line.startswith("__version__ = "):
+            return line.split("=", 1)[1].strip().strip('"')
+    raise SystemExit(f"release-check: no __version__ in {package}/src/{module}/__init__.py")
+
+
+def check_tag(tag: str, library: str) -> None:
+    if tag != f"v{library}":
+        raise SystemExit(
+            f"release-check: the tag {tag} does not name the library's version {library}; "
+            f"tag v{library}, or set __version__ in python/src/conveyor/__init__.py"
         )
+
+
+def assets(out: Path, reports: Path, library: str, suite: str, spec: str) -> None:
+    """The spec files as one archive, the conformance reports and the release notes."""
+    target = out / "assets"
+    target.mkdir()
+    with tarfile.open(target / f"conveyor-spec-{spec}.tar.gz", "w:gz") as archive:
+        for path in sorted((ROOT / "spec").rglob("*")):
+            relative = path.relative_to(ROOT / "spec")
+            if (
+                path.is_file()
+                and relative.parts[0] not in ("tools",)
+                and "__pycache__" not in (relative.parts)
+            ):
+                archive.add(path, arcname=f"conveyor-spec-{spec}/{relative.as_posix()}")
+    for report in sorted(reports.glob("*.json")):
+        shutil.copy(report, target / report.name)
+    (target / "NOTES.md").write_text(
+        f"- `conveyor-queue` {library}: the Python reference library, implements Conveyor spec "
+        f"{spec}\n"
+        f"- `conveyor-conformance` {suite}: the conformance suite, checks spec {spec}\n"
+        f"- `conveyor-spec-{spec}.tar.gz`: the spec's normative text, schemas and machine files\n"
+        "- `conformance-*.json`: the reports of the installed suite against the installed library "
+        "(memory and SQLite backends)\n\n"
+        "What changed: python/CHANGELOG.md, conformance-tests/CHANGELOG.md, spec/CHANGELOG.md.\n",
+        encoding="utf-8",
+    )
 
 
 def main() -> None:
@@ -190,8 +244,14 @@ def main() -> None:
         action="store_true",
         help="install the wheels' dependencies from the package index (needs the network)",
     )
+    parser.add_argument("--tag", help="the release tag (vX.Y.Z) that must name the version")
     args = parser.parse_args()
     started = time.monotonic()
+    library = version_of(PACKAGES["conveyor-queue"], "conveyor")
+    suite = version_of(PACKAGES["conveyor-conformance"], "conveyor_conformance")
+    spec = (ROOT / "spec" / "VERSION").read_text(encoding="utf-8").strip()
+    if args.tag is not None:
+        check_tag(args.tag, library)
     out: Path = args.out
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -210,9 +270,10 @@ def main() -> None:
         run(bin_dir / "check-wheel-contents", *wheels)
         print("== release-check: install into a fresh virtualenv, run the demo and conformance")
         python = fresh_venv(work / "venv", wheels, args.resolve)
-        reports = out / "reports"
+        reports = work / "reports"
         reports.mkdir()
         check_installed(python, work, reports)
+        assets(out, reports, library, suite, spec)
     print(f"== release-check: passed in {time.monotonic() - started:.0f} s; artefacts in {out}")
 
 
