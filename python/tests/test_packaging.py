@@ -7,6 +7,8 @@ conformance suite) is `just release-check` (.ci/release_check.py).
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -89,6 +91,38 @@ def test_the_sdist_builds_a_wheel_carrying_the_spec(directory: str, tmp_path: Pa
     major_minor = ".".join(SPEC_VERSION.split(".")[:2])
     assert f"spec {major_minor})" in metadata["Summary"]
     assert "Typing :: Typed" in metadata.get_all("Classifier")
+
+
+@pytest.mark.slow
+def test_two_builds_of_one_commit_are_identical(tmp_path: Path) -> None:
+    """Reproducible: with SOURCE_DATE_EPOCH (the release sets the commit's time) the sdist and
+    the wheel are byte for byte the same, so anyone can check a release against its tag."""
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
+    digests = []
+    for attempt in ("first", "second"):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "build",
+                "--no-isolation",
+                "--outdir",
+                str(tmp_path / attempt),
+                str(REPO / "python"),
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        digests.append(
+            {
+                p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in (tmp_path / attempt).iterdir()
+            }
+        )
+
+    assert len(digests[0]) == 2
+    assert digests[0] == digests[1]
 
 
 @pytest.mark.parametrize("directory", sorted(PACKAGES))
