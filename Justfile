@@ -10,7 +10,7 @@ peers_venv := justfile_directory() / "bench/.peers-venv"
 
 # The conformance suite joins the lint and install steps once it has a package.
 conformance_pkg := justfile_directory() / "conformance-tests/pyproject.toml"
-lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks docs/tools docs/tests faults examples" } else { "python docs/hooks docs/tools docs/tests faults examples" }
+lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks docs/tools docs/tests faults examples .ci" } else { "python docs/hooks docs/tools docs/tests faults examples .ci" }
 
 # Backends the reference library's conformance adapter is run against (`+rabbitmq`: broker mode).
 adapters := "memory sqlite postgresql mariadb postgresql+rabbitmq sqlite+rabbitmq"
@@ -24,8 +24,10 @@ default:
 setup: system-packages
     if [ ! -x "{{ python }}" ]; then python3 -m venv "{{ venv }}"; fi
     "{{ python }}" -m pip install --quiet --upgrade pip
-    "{{ python }}" -m pip install -e "./python[dev]"
-    if [ -f "{{ conformance_pkg }}" ]; then "{{ python }}" -m pip install -e ./conformance-tests; fi
+    # The library was distributed as `conveyor` before it took the free name `conveyor-queue`.
+    if "{{ python }}" -m pip show --quiet conveyor >/dev/null 2>&1; then "{{ python }}" -m pip uninstall --quiet -y conveyor; fi
+    "{{ python }}" -m pip install -c requirements/dev.lock -e "./python[dev]"
+    if [ -f "{{ conformance_pkg }}" ]; then "{{ python }}" -m pip install -c requirements/dev.lock -e ./conformance-tests; fi
 
 # Debian packages the docs and the dashboard need: Graphviz (`dot`) draws the state diagrams at
 # build time; Chromium loads every page in `just docs-check` and runs the dashboard's browser
@@ -123,6 +125,26 @@ conformance *args:
     done
     exit "${status}"
 
+# Build the sdists and wheels of the library and the conformance suite into dist/ (each wheel from
+# its sdist), run twine check and check-wheel-contents, install the wheels into a fresh virtualenv
+# and run the demo and the conformance suite from there (offline; `--resolve` takes the wheels'
+# dependencies from the package index instead of .venv)
+[positional-arguments]
+release-check *args: _ensure-setup
+    "{{ python }}" .ci/release_check.py "$@"
+
+# Check every GitHub workflow offline: zizmor (pinned actions, least-privilege permissions,
+# template injection, credential persistence) and the workflow JSON Schema (check-jsonschema's
+# vendored copy of SchemaStore's github-workflow schema)
+workflows-check:
+    "{{ bin }}/zizmor" --offline .github/workflows
+    "{{ bin }}/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+# Pin the development environment (the dev extras of both packages) into requirements/dev.lock;
+# `just setup` and the release workflow install within these pins
+lock:
+    "{{ bin }}/uv" pip compile python/pyproject.toml conformance-tests/pyproject.toml --extra dev --python-version 3.11 --universal --quiet --custom-compile-command "just lock" -o requirements/dev.lock
+
 # Build the documentation site into ./site, failing on any warning
 docs:
     "{{ bin }}/mkdocs" build --strict
@@ -177,7 +199,7 @@ bench-io *args: _peers-venv
     "{{ peers_venv }}/bin/python" bench/peers/run.py --io "$@"
 
 # The full check run, in order, stopping at the first failure (sets up .venv if missing)
-test: _ensure-setup spec-check lint typecheck unit faults-short conformance docs docs-check
+test: _ensure-setup spec-check lint typecheck workflows-check unit faults-short conformance docs docs-check release-check
     @echo "All checks passed."
 
 [private]

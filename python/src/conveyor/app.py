@@ -27,7 +27,7 @@ from .publishing import Call, JobFactory, PublishOptions, handler_timeout_ms
 from .retry import RetryPolicy, resolve
 from .source import Claimed, Rescue
 from .store.base import ClaimQuery, Store, Transaction
-from .urls import open_store
+from .urls import open_store, with_driver
 
 if TYPE_CHECKING:
     from .broker.mode import BrokerMode, RepairReport
@@ -83,7 +83,9 @@ class Conveyor:
     """A Conveyor application.
 
     With no arguments it stores jobs in ``conveyor.db`` (SQLite) in the working directory,
-    or at ``CONVEYOR_URL`` when that is set. Nothing is opened until first use.
+    or at ``CONVEYOR_URL`` when that is set. Nothing is opened until first use. A URL without
+    a driver (``postgres://``, ``mysql://``) means the extras' driver
+    (:func:`~conveyor.urls.with_driver`).
 
     ``broker_url`` (or ``CONVEYOR_BROKER_URL``), an ``amqp://`` URL, turns on broker mode: job
     ids are handed to RabbitMQ after each commit, workers consume them, and :meth:`repair`
@@ -107,7 +109,7 @@ class Conveyor:
         broker_url: str | None = None,
         broker_settings: BrokerSettings | None = None,
     ) -> None:
-        self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
+        self.url = with_driver(url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL)
         self.broker_url = broker_url or os.environ.get("CONVEYOR_BROKER_URL") or None
         self.broker_settings = broker_settings
         self.clock: Clock = clock or SystemClock()

@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from types import FrameType
+from typing import Any
 
 import click
 
 from ...app import Conveyor
 from ...locks import DEFAULT_SINGLE_ID, command_lock
+from ...logs import job_record
 from ...model import Job
 from ...resilience import retry_while_unavailable
 from ...worker import WorkerControl, WorkerStats
@@ -84,6 +88,31 @@ def _job_line(job: Job) -> None:
     click.echo(
         f"job {job.id} {types_of(job)} -> {job.state} (attempt {job.attempts}){error}", err=True
     )
+
+
+def _job_json(job: Job) -> None:
+    _json_line("info", job_record(job), f"job {job.id} {types_of(job)} -> {job.state}")
+
+
+def _json_line(level: str, fields: dict[str, Any], message: str) -> None:
+    """One JSON line on stderr, shaped as conveyor.logs.JsonFormatter shapes log records."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    line = {"ts": now, "level": level, "logger": "conveyor.cli", "message": message, **fields}
+    click.echo(json.dumps(line, ensure_ascii=False, default=str), err=True)
+
+
+def _on_job(state: CliState, quiet: bool) -> Callable[[Job], None] | None:
+    if quiet:
+        return None
+    return _job_json if state.log_format == "json" else _job_line
+
+
+def _note(state: CliState, message: str, **fields: Any) -> None:
+    """A line for the operator on stderr: text, or a JSON line with ``fields``."""
+    if state.log_format == "json":
+        _json_line("info", fields, message)
+    else:
+        click.echo(message, err=True)
 
 
 def _setup_logging() -> None:
@@ -236,7 +265,7 @@ def consume(
         memory_limit=memory_limit,
         idle_delay=cycle_delay,
         handle_signals=False,
-        on_job=None if quiet else _job_line,
+        on_job=_on_job(state, quiet),
         prefetch=prefetch,
     )
     broker = app.broker
@@ -251,11 +280,13 @@ def consume(
         restore = _stop_on_signals(worker)
         try:
             instance = f"single-id {single_id}, " if single_id else ""
-            click.echo(
+            _note(
+                state,
                 f"consuming {_describe(queues, priorities)} on {state.location}{via} "
                 f"({instance}worker {worker.options.worker_id}, concurrency {concurrency}); "
                 "SIGTERM or Ctrl+C stops after the running jobs",
-                err=True,
+                event="consume_started",
+                worker_id=worker.options.worker_id,
             )
             stats = worker.run()
         finally:
@@ -317,7 +348,7 @@ def process(
         concurrency=concurrency,
         max_jobs=limit,
         stop_when_empty=True,
-        on_job=None if quiet else _job_line,
+        on_job=_on_job(state, quiet),
     )
     lost = _LostLock(worker)
     with command_lock(app, "process", single_id, on_lost=lost):
