@@ -44,6 +44,11 @@ NOT_TESTABLE: dict[str, str] = {
         "the harness runs no handler and reports every outcome itself. The refusal of a late "
         "report is LEASE-007's, checked there."
     ),
+    "RESULT-004": (
+        "waiting blocks the caller until a job ends, and the protocol sends one request at a "
+        "time (PROTO-001): no other request could end the job meanwhile. The library's own "
+        "tests check it on every store."
+    ),
     "BROKER-005": (
         "no protocol command runs the repair loop, which requeues jobs on its own schedule; "
         "the harness decides every state change."
@@ -61,6 +66,10 @@ NOT_TESTABLE: dict[str, str] = {
 
 #: Requirements the checks observe only in part: what they leave out.
 PARTLY_TESTABLE: dict[str, str] = {
+    "RESULT-002": (
+        "the checks see results refused at the limits; that a worker reports a permanent error "
+        "in place of a result it cannot report happens in a worker, which the harness replaces."
+    ),
     "TIMEOUT-002": (
         "the checks report the outcome `timeout` and observe how it is recorded; when a worker "
         "decides that an attempt ran too long, and that it stops heart-beating, happens without "

@@ -14,6 +14,7 @@ implementation creates on its own (recurring copies, completion jobs) get placeh
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from collections.abc import Iterator
@@ -62,6 +63,7 @@ FIXED_FIELDS = {
     "metadata": "JOB-008",
     "created_at": "JOB-001",
     "timeout_ms": "TIMEOUT-001",
+    "result_ttl_ms": "RESULT-003",
 }
 PRECEDENCE = {
     "invalid_request": 0,
@@ -195,6 +197,9 @@ class MJob:
     tags: list[str] = field(default_factory=list)
     metadata: Any = None  # None: not given, so not compared
     timeout_ms: int | None = None
+    result: Any = None
+    result_ttl_ms: int | None = None
+    progress: dict[str, Any] | None = None
     lease_token: int = 0
     lease: dict[str, Any] | None = None
     last_error: Any = None
@@ -438,7 +443,24 @@ class Model:
             document["metadata"] = job.metadata
         if job.timeout_ms is not None:
             document["timeout_ms"] = job.timeout_ms
+        document.update(self._result_members(job))
+        if job.progress is not None:
+            document["progress"] = {**job.progress, "at": fmt(job.progress["at"])}
         return document
+
+    def _result_members(self, job: MJob) -> dict[str, Any]:
+        """RESULT-001 and RESULT-003: the result, null from its expiry on."""
+        members: dict[str, Any] = {}
+        if job.result_ttl_ms is not None:
+            members["result_ttl_ms"] = job.result_ttl_ms
+        if job.result is None:
+            return members
+        expires = None
+        if job.result_ttl_ms is not None and job.finished_at is not None:
+            expires = job.finished_at + job.result_ttl_ms
+            members["result_expires_at"] = timefmt.format_ms(expires)
+        members["result"] = job.result if expires is None or self.now < expires else None
+        return members
 
     def batch_doc(self, batch: MBatch) -> dict[str, Any]:
         return {
@@ -589,6 +611,7 @@ class Model:
             tags=list(document.get("tags", [])),
             metadata=document.get("metadata"),
             timeout_ms=document.get("timeout_ms", defaults.get("timeout_ms")),
+            result_ttl_ms=document.get("result_ttl_ms", defaults.get("result_ttl_ms")),
         )
 
     def _check_features(self, document: dict[str, Any]) -> None:
@@ -602,10 +625,11 @@ class Model:
             "batches": document.get("batch_id") is not None,
             "tags": bool(document.get("tags")),
             "timeouts": document.get("timeout_ms") is not None,
+            "results": document.get("result_ttl_ms") is not None,
         }
         for feature, used in uses.items():
             if used and feature not in self.features:
-                rule = "VER-004" if feature == "timeouts" else "VER-001"
+                rule = {"timeouts": "VER-004", "results": "VER-005"}.get(feature, "VER-001")
                 raise Refusal("invalid_request", rule, f"feature {feature} is not claimed")
 
     def _resolve_policy(self, given: Any) -> dict[str, Any]:
@@ -748,6 +772,9 @@ class Model:
         target = self.job(job)
         kind = outcome["kind"]
         params: dict[str, Any] = {"lease_token": lease_token}
+        result = outcome.get("result")
+        if result is not None:
+            self._check_result(target, result, lease_token, kind)
         if kind == "success":
             event = "succeed"
         elif kind == "waiting":
@@ -764,7 +791,53 @@ class Model:
             if event == "fail_temporarily" and outcome.get("retry_after_ms") is not None:
                 params["retry_after_ms"] = outcome["retry_after_ms"]
         transition = self._lease_holder_event(target, event, params)
+        if result is not None:
+            target.result = result
+            self._note(target.id, "result", "RESULT-001")
         return {"job": self.doc(target)}, transition.req
+
+    def _check_result(self, job: MJob, result: Any, lease_token: int, kind: str) -> None:
+        """VER-005, RESULT-001 and RESULT-002, before anything changes."""
+        if "results" not in self.features:
+            raise Refusal("invalid_request", "VER-005", "feature results is not claimed")
+        if kind != "success":
+            raise Refusal("invalid_request", "RESULT-001", f"a {kind} outcome with a result")
+        # A stale token is refused as LEASE-007 says, whatever the result.
+        if job.lease is None or job.lease["token"] != lease_token:
+            return
+        if _depth(result) > MAX_DEPTH:
+            raise Refusal(
+                "invalid_payload", "RESULT-002", f"the result nests deeper than {MAX_DEPTH}"
+            )
+        if any(_SURROGATE.search(text) for text in _strings(result)):
+            raise Refusal("invalid_payload", "RESULT-002", "the result has a lone surrogate")
+        encoded = json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(encoded) > MAX_RESULT_BYTES:
+            raise Refusal("payload_too_large", "RESULT-002", f"the result is {len(encoded)} bytes")
+        remaining = sum(1 for r in job.requests if r.state != "succeeded")
+        if job.state == "processing" and remaining > 1:
+            raise Refusal("invalid_request", "RESULT-001", "a result before the last request")
+
+    def cmd_progress(
+        self,
+        job: str,
+        lease_token: int,
+        percent: float | None = None,
+        message: str | None = None,
+    ) -> Any:
+        """PROGRESS-001: stored under the current lease; no event, nothing else changes."""
+        if "progress" not in self.features:
+            raise Refusal("invalid_request", "VER-005", "feature progress is not claimed")
+        if percent is not None and not 0 <= percent <= 100:
+            raise Refusal("invalid_request", "PROGRESS-001", f"percent {percent} out of 0..100")
+        if message is not None and (len(message) > 1024 or "\x00" in message):
+            raise Refusal("invalid_request", "PROGRESS-001", "message too long or with U+0000")
+        target = self.job(job)
+        if target.lease is None or target.lease["token"] != lease_token:
+            raise Refusal("stale_lease", "PROGRESS-001", f"job {job} is not leased under the token")
+        target.progress = {"percent": percent, "message": message, "at": self.now}
+        self._note(target.id, "progress", "PROGRESS-001")
+        return {"job": self.doc(target)}, "PROGRESS-001"
 
     def cmd_heartbeat(self, job: str, lease_token: int, lease_ms: int) -> Any:
         target = self.job(job)
@@ -1190,6 +1263,7 @@ def _error_doc(error: Any, brief: bool = False) -> Any:
 # -- publish validation: which rule a schema error breaks -----------------------------------------
 
 MAX_DEPTH = 64  # LIMIT-006
+MAX_RESULT_BYTES = 65536  # RESULT-002
 _SURROGATE = re.compile("[\ud800-\udfff]")  # in a Python str, every one is unpaired
 
 
@@ -1259,6 +1333,7 @@ def _publish_refusal(location: list[Any], validator: str, schema_path: list[Any]
         "available_at": "TIME-003",
         "recurring": "JOB-002",
         "retry_policy": "JOB-002",
+        "result_ttl_ms": "RESULT-003",
     }
     if head == "requests":
         req = "LIMIT-001" if "type" in location else "LIMIT-005"

@@ -27,6 +27,8 @@ FEATURES = [
     "tags",
     "broker",
     "timeouts",
+    "results",
+    "progress",
 ]
 CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
 

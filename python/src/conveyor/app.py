@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .clock import Clock, SystemClock, duration_ms
 from .engine import JobEngine
-from .errors import ConfigurationError, InvalidRequest, JobNotFound
+from .errors import ConfigurationError, InvalidRequest, JobNotFound, StaleLease, WaitTimeout
 from .eventloop import LoopThread
 from .handlers import Handler, HandlerRegistry
 from .heartbeat import Heartbeat
@@ -21,7 +22,14 @@ from .lifecycle import Lifecycle, Outcome
 from .model import Batch, Job
 from .notify import LoggingNotifier, Notifier
 from .priority import PriorityRange
-from .publishing import Call, JobFactory, PublishOptions, handler_timeout_ms
+from .publishing import (
+    Call,
+    JobFactory,
+    PublishOptions,
+    handler_result_ttl_ms,
+    handler_timeout_ms,
+)
+from .results import progress_document
 from .retry import RetryPolicy, resolve
 from .source import Claimed, Rescue
 from .store.base import ClaimQuery, JobFilter, Store, Transaction
@@ -37,6 +45,8 @@ log = logging.getLogger("conveyor")
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = "sqlite:///conveyor.db"
+# app.wait() reads the job at least this often, also where the store announces ends.
+WAIT_POLL_SECONDS = 0.5
 
 
 class BulkPublisher:
@@ -190,6 +200,7 @@ class Conveyor:
         retry: str | RetryPolicy | None = None,
         pass_context: bool = False,
         timeout: timedelta | float | None = None,
+        result_ttl: timedelta | float | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function under ``type`` (default: its qualified name)."""
 
@@ -202,6 +213,7 @@ class Conveyor:
                 retry=retry,
                 pass_context=pass_context,
                 timeout=timeout,
+                result_ttl=result_ttl,
             )
             return function
 
@@ -217,9 +229,11 @@ class Conveyor:
         retry: str | RetryPolicy | None = None,
         pass_context: bool = False,
         timeout: timedelta | float | None = None,
+        result_ttl: timedelta | float | None = None,
     ) -> Handler:
         """Register ``function`` under ``type``, with the defaults of its jobs: queue,
-        priority, retry policy and ``timeout`` (how long one attempt may run)."""
+        priority, retry policy, ``timeout`` (how long one attempt may run) and ``result_ttl``
+        (how long the value it returns stays readable once the job finished)."""
         chosen = self.default_priority if priority is None else priority
         if self.priorities is not None and chosen not in self.priorities:
             raise ConfigurationError(
@@ -234,6 +248,7 @@ class Conveyor:
             retry_policy=resolve(retry) if retry is not None else self.default_retry,
             pass_context=pass_context,
             timeout_ms=None if timeout is None else handler_timeout_ms(type, timeout),
+            result_ttl_ms=None if result_ttl is None else handler_result_ttl_ms(type, result_ttl),
         )
         self.handlers.add(handler)
         return handler
@@ -348,6 +363,50 @@ class Conveyor:
             job = tx.get_job(str(job_id))
         if job is None:
             raise JobNotFound(f"job {job_id} does not exist (it may have been pruned)")
+        return job.result_read_at(self.now())
+
+    def wait(self, job_id: str, timeout: timedelta | float, poll: float = WAIT_POLL_SECONDS) -> Job:
+        """Block until the job reaches a terminal state and return it, with its result
+        (RESULT-004); :class:`~conveyor.errors.WaitTimeout` after ``timeout`` (seconds or a
+        timedelta). On PostgreSQL the job's end wakes the caller at once (NOTIFY); other
+        stores read the job again every ``poll`` seconds (PostgreSQL does too, as a net)."""
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        deadline = time.monotonic() + seconds
+        terminal = self.lifecycle.states.terminal
+        with self.store.watch_end(str(job_id)) as woken:
+            while True:
+                job = self.get(job_id)
+                if job.state in terminal:
+                    return job
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(
+                        f"job {job_id} is still {job.state} after {seconds:g} s; wait longer, "
+                        "or read it later with app.get()"
+                    )
+                woken(min(left, poll))
+
+    def report_progress(
+        self,
+        job_id: str,
+        lease_token: int,
+        percent: float | None = None,
+        message: str | None = None,
+    ) -> Job:
+        """Store the progress of a job under its lease (PROGRESS-001): state, lease and
+        ``updated_at`` stay as they are. StaleLease when ``lease_token`` is not the job's
+        current lease's; JobNotFound when the job is not stored."""
+        progress = progress_document(percent, message, self.now())
+        with self.store.autocommit() as tx:
+            written = tx.write_progress(str(job_id), lease_token, progress)
+            job = tx.get_job(str(job_id))
+        if job is None:
+            raise JobNotFound(f"job {job_id} does not exist (it may have been pruned)")
+        if not written:
+            raise StaleLease(
+                f"job {job_id} is not leased under token {lease_token} (it is {job.state}); "
+                "progress is reported only by the worker running the job"
+            )
         return job
 
     def jobs(
@@ -364,7 +423,9 @@ class Conveyor:
         """Jobs in publish order, filtered; ``tag`` finds every job about one entity."""
         query = JobFilter(tuple(states), queue, tag, identifier, batch, limit, after_sequence)
         with self.store.transaction() as tx:
-            return tx.find_jobs(query)
+            found = tx.find_jobs(query)
+        now = self.now()
+        return [job.result_read_at(now) for job in found]
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]:
         """Which of ``identifiers`` still have work not done (spec.md#identifiers)."""

@@ -75,6 +75,8 @@ FEATURES = [
     "batches",
     "tags",
     "timeouts",
+    "results",
+    "progress",
 ]
 CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
 OUTCOME_EVENTS = {
@@ -189,6 +191,9 @@ def publish_options(document: Json) -> tuple[list[Call], PublishOptions, list[An
         retry=document.get("retry_policy"),
         tags=tuple(document.get("tags", ())),
         timeout=_ms(document["timeout_ms"]) if document.get("timeout_ms") is not None else None,
+        result_ttl=(
+            _ms(document["result_ttl_ms"]) if document.get("result_ttl_ms") is not None else None
+        ),
     )
     return calls, options, payloads, metadata
 
@@ -201,7 +206,7 @@ def publish_document(job: Json) -> Json:
         "priority": job["priority"],
         "retry_policy": job["retry_policy"],
     }
-    for name in ("serial_group", "identifier", "recurring", "timeout_ms"):
+    for name in ("serial_group", "identifier", "recurring", "timeout_ms", "result_ttl_ms"):
         if job.get(name) is not None:
             document[name] = job[name]
     if job.get("unique"):
@@ -595,7 +600,18 @@ class Session:
             params["retry_after_ms"] = outcome["retry_after_ms"]
         if kind == "waiting" and outcome.get("delay_ms") is not None:
             params["delay_ms"] = outcome["delay_ms"]
-        return self.job_result(self.conveyor.report(request["job"], event, params))
+        update: Json = {}
+        if outcome.get("result") is not None:
+            if outcome["kind"] != "success":
+                raise InvalidRequest("only a success outcome carries a result (RESULT-001)")
+            update["result"] = outcome["result"]
+        return self.job_result(self.conveyor.report(request["job"], event, params, update))
+
+    def cmd_progress(self, request: Json) -> Json:
+        job = self.conveyor.report_progress(
+            request["job"], request["lease_token"], request.get("percent"), request.get("message")
+        )
+        return self.job_result(job)
 
     def cmd_heartbeat(self, request: Json) -> Json:
         job = self.conveyor.heartbeat(request["job"], request["lease_token"], request["lease_ms"])

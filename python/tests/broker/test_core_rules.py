@@ -12,7 +12,14 @@ from __future__ import annotations
 import inspect
 from types import ModuleType
 
-from .. import test_ordering, test_retry, test_serial_groups, test_smoke, test_unique
+from .. import (
+    test_ordering,
+    test_results,
+    test_retry,
+    test_serial_groups,
+    test_smoke,
+    test_unique,
+)
 
 FIXTURES = {"app", "make_app", "clock", "backend"}
 
@@ -43,5 +50,12 @@ def _collect(module: ModuleType) -> dict[str, object]:
     return found
 
 
-for _module in (test_smoke, test_ordering, test_serial_groups, test_retry, test_unique):
+for _module in (
+    test_smoke,
+    test_ordering,
+    test_serial_groups,
+    test_retry,
+    test_unique,
+    test_results,
+):
     globals().update(_collect(_module))

@@ -106,6 +106,11 @@ class Transaction(Protocol):
         """
         ...
 
+    def write_progress(self, job_id: str, lease_token: int, progress: dict[str, Any]) -> bool:
+        """Set the progress of the job if it is leased under ``lease_token``, changing nothing
+        else (PROGRESS-002, not even ``updated_at``); False when it is not."""
+        ...
+
     def save_jobs(self, changes: Sequence[tuple[Job, Job]]) -> bool:
         """:meth:`save_job` for several (before, after) pairs at once, as few statements as
         the store can; True when every row was written."""
@@ -189,6 +194,16 @@ class Store(Protocol):
         Stores that can be told about publishes (PostgreSQL LISTEN/NOTIFY, the memory store)
         wake at once; others simply wait and return False, which makes the worker poll.
         ``ready`` is called once the store is listening, so a publish after it is never missed.
+        """
+        ...
+
+    def watch_end(self, job_id: str) -> AbstractContextManager[Callable[[float], bool]]:
+        """Watch for the job reaching a terminal state while the block runs (RESULT-004).
+
+        The callable blocks up to its timeout in seconds and returns True early when the job
+        may have ended; the caller then reads it again. Watching starts on entry, before the
+        caller's first read, so an end in between is not missed. A store that cannot be told
+        simply waits, and the caller polls.
         """
         ...
 

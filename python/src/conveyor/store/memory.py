@@ -72,7 +72,24 @@ class MemoryTransaction:
             or current.lease != before.lease
         ):
             return False
+        if after.progress is before.progress and current.progress is not before.progress:
+            # Progress is written on its own (write_progress); a writer whose copy predates
+            # it keeps it, as the SQL store writes only the columns a writer changed.
+            after = replace(after, progress=current.progress)
         self._put(after)
+        self.changed = True
+        return True
+
+    def write_progress(self, job_id: str, lease_token: int, progress: dict[str, Any]) -> bool:
+        current = self._data.jobs.get(job_id)
+        if (
+            current is None
+            or current.state not in self._states.leased
+            or current.lease is None
+            or current.lease.token != lease_token
+        ):
+            return False
+        self._put(replace(current, progress=progress))
         self.changed = True
         return True
 
@@ -309,6 +326,21 @@ class MemoryStore:
             if ready is not None:
                 ready()
             return self._work.wait_for(lambda: self._generation != seen, timeout)
+
+    @contextmanager
+    def watch_end(self, job_id: str) -> Iterator[Callable[[float], bool]]:
+        """Wakes at every committed change after the previous call (the store's own
+        condition), after which the caller reads the job again."""
+        with self._work:
+            seen = [self._generation]
+
+        def wait(timeout: float) -> bool:
+            with self._work:
+                woke = self._work.wait_for(lambda: self._generation != seen[0], timeout)
+                seen[0] = self._generation
+                return woke
+
+        yield wait
 
     def join(self, connection: Any) -> NoReturn:
         raise NotSupported(

@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,10 @@ class Tables:
     # Named expiring locks (Store.acquire_lock). In the metadata from version 4 on; before,
     # the bus created the same table itself on first use (see _locks_v4).
     locks: Table
+
+
+def _results_columns() -> list[Column[Any]]:
+    return [Column("result", Json), Column("result_ttl_ms", BigInteger), Column("progress", Json)]
 
 
 def _only_where_set(column: Column[Any], partial: bool) -> dict[str, Any]:
@@ -123,6 +127,9 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         # Version 5: available_at while the job is claimable but was not yet due when written,
         # NULL otherwise; the claim promotes such rows into claim_priority once due.
         *([Column("delay_until", BigInteger)] if version >= 5 else []),
+        # Version 6: the result of the success that finished the job and how long it stays
+        # readable (RESULT-001, RESULT-003), the progress last reported (PROGRESS-001).
+        *(_results_columns() if version >= 6 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -334,6 +341,20 @@ def _delayed_jobs_v5(connection: Connection, tables: Tables) -> None:
     _job_table_storage_v5(connection, jobs.name)
 
 
+def _results_v6(connection: Connection, tables: Tables) -> None:
+    """Version 6: a job's result, its time to live and its progress (RESULT-001, RESULT-003,
+    PROGRESS-001): nullable columns, added in place without rewriting the table."""
+    jobs = build_tables(tables.prefix, version=6).jobs
+    present = {column["name"] for column in inspect(connection).get_columns(jobs.name)}
+    quote = connection.dialect.identifier_preparer.quote
+    for name in ("result", "result_ttl_ms", "progress"):
+        if name not in present:
+            kind = jobs.c[name].type.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(
+                f"ALTER TABLE {quote(jobs.name)} ADD COLUMN {quote(name)} {kind}"
+            )
+
+
 # Each migration brings the schema from version (index) to version (index + 1). Add new
 # steps at the end; never edit a released one (a step builds the tables as of its own version).
 MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
@@ -342,6 +363,7 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _timeouts_v3,
     _locks_v4,
     _delayed_jobs_v5,
+    _results_v6,
 ]
 
 

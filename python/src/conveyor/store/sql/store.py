@@ -22,6 +22,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Select,
+    String,
     Table,
     Update,
     bindparam,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -45,9 +47,11 @@ from ..base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
 from .claim import FACTS, IMPLIED_FACTS, ClaimStatements
 from .dialects import (
     Dialect,
+    EndWatch,
     PostgresListener,
     configure_postgresql,
     configure_sqlite,
+    ended_channel,
     local_settings,
     masked,
     notify_channel,
@@ -55,7 +59,7 @@ from .dialects import (
 )
 from .direct import DirectStatements
 from .locks import acquire_named, command_lock, release_named
-from .rows import Flags, changed_values, job_from_row, rows_of
+from .rows import Flags, changed_values, job_from_row, progress_text, rows_of
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
 
 IDLE_PING_SECONDS = 1.0
@@ -234,6 +238,22 @@ class SqlTransaction:
     def save_job(self, before: Job, after: Job) -> bool:
         return self._save(before, after, self._changes(before, after))
 
+    def write_progress(self, job_id: str, lease_token: int, progress: dict[str, Any]) -> bool:
+        key = row_id(job_id)
+        if key is None:
+            return False
+        t = self.tables.jobs
+        statement = (
+            update(t)
+            .where(
+                t.c.id == key,
+                t.c.lease_token == lease_token,
+                t.c.state.in_(sorted(self.states.leased)),
+            )
+            .values(progress=progress_text(progress))
+        )
+        return self.connection.execute(statement).rowcount == 1
+
     def _save(self, before: Job, after: Job, changed: dict[str, Any]) -> bool:
         statement = self.claims.update_statement(frozenset(changed), before.lease is None)
         parameters = self._where(before, changed)
@@ -248,6 +268,8 @@ class SqlTransaction:
             written = self._write(statement, parameters)
         if self._announces(after):
             self._announce()
+        if written == 1 and self._ends(before, after):
+            self._announce_ends([after.id])
         return written == 1
 
     def _write(self, statement: Update, parameters: dict[str, Any]) -> int:
@@ -268,7 +290,27 @@ class SqlTransaction:
         for (columns, unleased), parameters in groups.items():
             statement = self.claims.update_statement(columns, unleased)
             written += self.direct.rowcount(self.connection, statement, parameters)
+        ended = [after.id for before, after, _ in pending if self._ends(before, after)]
+        if ended and written == len(pending):
+            self._announce_ends(ended)
         return written == len(pending)
+
+    def _ends(self, before: Job, after: Job) -> bool:
+        """A job that reaches a terminal state, on PostgreSQL: callers waiting for it
+        (RESULT-004) are told by NOTIFY."""
+        terminal = self.states.terminal
+        return (
+            self.dialect.name == "postgresql"
+            and after.state in terminal
+            and before.state not in terminal
+        )
+
+    def _announce_ends(self, job_ids: list[str]) -> None:
+        """One NOTIFY per ended job on the ends channel, sent when the transaction commits;
+        its payload is the job's id, so a waiter wakes only for its own job."""
+        channel = ended_channel(self.tables.jobs.name)
+        ids = bindparam("ids", type_=ARRAY(String))
+        self.connection.execute(select(func.pg_notify(channel, func.unnest(ids))), {"ids": job_ids})
 
     def _changes(self, before: Job, after: Job) -> dict[str, Any]:
         changed = changed_values(before, after, self._flags(before), self._flags(after))
@@ -781,6 +823,23 @@ class SqlStore:
             self._listener.reset()
             self._idle.wait(timeout)
             return False
+
+    @contextmanager
+    def watch_end(self, job_id: str) -> Iterator[Callable[[float], bool]]:
+        """On PostgreSQL, a LISTEN for the job's end (EndWatch); elsewhere a plain wait,
+        after which the caller reads the job again (polling)."""
+        if self.dialect.name != "postgresql":
+            yield self._idle.wait
+            return
+        try:
+            watch = EndWatch(self.engine.url, ended_channel(self.tables.jobs.name), job_id)
+        except Exception:  # no listening connection: poll rather than fail the wait
+            yield self._idle.wait
+            return
+        try:
+            yield watch.wait
+        finally:
+            watch.close()
 
     def release_thread(self) -> None:
         """Close this thread's connections (they go back to the engine's pool)."""
