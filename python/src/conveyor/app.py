@@ -31,6 +31,7 @@ from .publishing import (
 )
 from .results import progress_document
 from .retry import RetryPolicy, resolve
+from .schedules import Schedule, ScheduledRun, Scheduler, make_schedule
 from .source import Claimed, Rescue
 from .store.base import ClaimQuery, JobFilter, Store, Transaction
 from .urls import open_store
@@ -130,6 +131,8 @@ class Conveyor:
         self._broker_mode: BrokerMode | None = None
         self.heartbeat_thread = Heartbeat(self.heartbeat)
         self.loop = LoopThread()
+        # Cron schedules declared with cron() / schedule(), run by this app's workers.
+        self.scheduler = Scheduler(self, self._deliver)
         if self.broker_url is not None:
             _ = self.broker  # a wrong URL or a missing pika fails here, not after a commit
 
@@ -252,6 +255,61 @@ class Conveyor:
         )
         self.handlers.add(handler)
         return handler
+
+    # -- cron schedules -------------------------------------------------------------------
+
+    def schedule(
+        self,
+        name: str,
+        cron: str,
+        type: str,
+        payload: Any = None,
+        *,
+        tz: str = "UTC",
+        overlap: str = "allow",
+        missed: str = "skip",
+        **options: Any,
+    ) -> Schedule:
+        """Publish ``type(payload)`` at each time the five-field ``cron`` expression names in
+        the IANA time zone ``tz`` (spec.md#cron). Every worker of the app runs the schedule
+        and the store lets one publish each run, however many run it. ``overlap``: ``allow``,
+        ``skip`` (no run while the previous one is unfinished) or ``queue`` (runs wait for
+        each other); ``missed``: ``skip`` or ``run_once`` (one run after a downtime).
+        ``options`` are publish options (queue, priority, retry, tags, metadata, ...)."""
+        return self.scheduler.add(
+            make_schedule(name, cron, type, payload, tz, overlap, missed, options)
+        )
+
+    def cron(
+        self,
+        expression: str,
+        *,
+        name: str | None = None,
+        tz: str = "UTC",
+        overlap: str = "allow",
+        missed: str = "skip",
+        **options: Any,
+    ) -> Callable[[F], F]:
+        """Register the decorated function as a handler (under ``name``, its qualified name
+        by default) and run it on the schedule :meth:`schedule` describes."""
+
+        def register(function: F) -> F:
+            chosen = name or f"{function.__module__}.{function.__qualname__}"
+            handler_options = {
+                key: options[key] for key in ("queue", "priority", "retry") if key in options
+            }
+            self.register(chosen, function, **handler_options)
+            self.schedule(
+                chosen, expression, chosen, tz=tz, overlap=overlap, missed=missed, **options
+            )
+            return function
+
+        return register
+
+    def run_schedules(self) -> list[ScheduledRun]:
+        """Evaluate the schedules whose fire time has come (every one on the first call), as
+        workers do between jobs; returns the runs this call published or skipped."""
+        return self.scheduler.run_due()
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -653,7 +711,9 @@ class Conveyor:
         runner = self.runner(settings.worker_id, lease_ms)
         broker = self.broker
         if broker is None:
-            return Worker(StoreSource(self, source_options), runner, settings, self.now)
+            worker = Worker(StoreSource(self, source_options), runner, settings, self.now)
+            worker.scheduler = self.scheduler if self.scheduler.schedules else None
+            return worker
         source = broker.source(
             self,
             source_options,
@@ -663,6 +723,7 @@ class Conveyor:
             draining=settings.stop_when_empty,
         )
         worker = Worker(source, runner, settings, self.now)
+        worker.scheduler = self.scheduler if self.scheduler.schedules else None
         source.on_reload = worker.reload
         return worker
 

@@ -13,6 +13,7 @@ import inspect
 from types import ModuleType
 
 from .. import (
+    test_cron,
     test_ordering,
     test_results,
     test_retry,
@@ -57,5 +58,6 @@ for _module in (
     test_retry,
     test_unique,
     test_results,
+    test_cron,
 ):
     globals().update(_collect(_module))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..model import Batch, Job
@@ -90,6 +90,21 @@ class StateSets:
     performed: frozenset[str] = frozenset()
 
 
+# How long the runs of a schedule are kept behind its latest one (the scheduler reads only the
+# latest; the others remain to be looked at).
+SCHEDULE_RUNS_KEPT = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    """One fire time of a cron schedule, as recorded (spec.md#cron, CRON-003): the job it
+    published, or None (skipped by the overlap policy, or not yet published)."""
+
+    name: str
+    fire_at: datetime
+    job_id: str | None
+
+
 class Transaction(Protocol):
     def insert_jobs(self, jobs: Sequence[Job]) -> list[Job]:
         """Store new jobs; ids and sequences are assigned here, in order."""
@@ -159,6 +174,21 @@ class Transaction(Protocol):
 
     def counts(self) -> list[tuple[str, str, int]]:
         """(queue, state, count) rows."""
+        ...
+
+    def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
+        """Record that schedule ``name`` handles ``fire_at`` (CRON-003); False, having written
+        nothing, when any process recorded it before. Also forgets the name's runs a week
+        older than this one (the latest run is all the scheduler reads)."""
+        ...
+
+    def set_schedule_run_job(self, name: str, fire_at: datetime, job_id: str) -> None:
+        """The job published for a recorded run."""
+        ...
+
+    def last_schedule_run(self, name: str, with_job: bool = False) -> ScheduleRun | None:
+        """The run of ``name`` with the latest fire time (``with_job``: among those that
+        published a job)."""
         ...
 
     def insert_batch(self, batch: Batch) -> Batch: ...

@@ -15,7 +15,15 @@ from typing import Any, NoReturn
 
 from ..errors import NotSupported
 from ..model import Batch, Job
-from .base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
+from .base import (
+    SCHEDULE_RUNS_KEPT,
+    Backlog,
+    Candidate,
+    ClaimQuery,
+    JobFilter,
+    ScheduleRun,
+    StateSets,
+)
 from .locking import ExpiringLocks, process_lock
 
 
@@ -26,6 +34,8 @@ class _State:
         self.next_sequence = 1
         self.next_batch = 1
         self.claimable: set[str] = set()  # ids of jobs in claimable states, for fast claims
+        # (schedule name, fire time) -> the job published, or None (CRON-003)
+        self.schedule_runs: dict[tuple[str, datetime], str | None] = {}
 
     def copy(self) -> _State:
         clone = _State()
@@ -34,6 +44,7 @@ class _State:
         clone.next_sequence = self.next_sequence
         clone.next_batch = self.next_batch
         clone.claimable = set(self.claimable)
+        clone.schedule_runs = dict(self.schedule_runs)
         return clone
 
 
@@ -268,6 +279,29 @@ class MemoryTransaction:
         for job in self._data.jobs.values():
             tally[(job.queue, job.state)] = tally.get((job.queue, job.state), 0) + 1
         return [(queue, state, count) for (queue, state), count in sorted(tally.items())]
+
+    def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
+        runs = self._data.schedule_runs
+        if (name, fire_at) in runs:
+            return False
+        runs[(name, fire_at)] = None
+        horizon = fire_at - SCHEDULE_RUNS_KEPT
+        for key in [k for k in runs if k[0] == name and k[1] < horizon]:
+            del runs[key]
+        self.changed = True
+        return True
+
+    def set_schedule_run_job(self, name: str, fire_at: datetime, job_id: str) -> None:
+        self._data.schedule_runs[(name, fire_at)] = job_id
+        self.changed = True
+
+    def last_schedule_run(self, name: str, with_job: bool = False) -> ScheduleRun | None:
+        found = [
+            ScheduleRun(name, key[1], job_id)
+            for key, job_id in self._data.schedule_runs.items()
+            if key[0] == name and (job_id is not None or not with_job)
+        ]
+        return max(found, key=lambda run: run.fire_at, default=None)
 
     def insert_batch(self, batch: Batch) -> Batch:
         saved = replace(batch, id=str(self._data.next_batch))

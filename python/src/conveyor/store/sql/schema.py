@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ class Tables:
     # Named expiring locks (Store.acquire_lock). In the metadata from version 4 on; before,
     # the bus created the same table itself on first use (see _locks_v4).
     locks: Table
+    # Version 7: the fire times cron schedules handled, one row per (name, fire time): the
+    # primary key is the rule that no two processes publish one run (CRON-003).
+    schedule_runs: Table
 
 
 def _results_columns() -> list[Column[Any]]:
@@ -190,7 +193,15 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         Column("owner", String(64), nullable=False),
         Column("expires_at", BigInteger, nullable=False),
     )
-    return Tables(prefix, metadata, jobs, dependencies, tags, batches, schema, locks)
+    schedule_runs = Table(
+        f"{prefix}schedule_runs",
+        metadata if version >= 7 else MetaData(),
+        Column("name", Label(), primary_key=True),
+        Column("fire_at", BigInteger, primary_key=True, autoincrement=False),
+        Column("job_id", BigInteger),
+        Column("created_at", BigInteger, nullable=False),
+    )
+    return Tables(prefix, metadata, jobs, dependencies, tags, batches, schema, locks, schedule_runs)
 
 
 def _create_v1(connection: Connection, tables: Tables) -> None:
@@ -355,6 +366,11 @@ def _results_v6(connection: Connection, tables: Tables) -> None:
             )
 
 
+def _schedule_runs_v7(connection: Connection, tables: Tables) -> None:
+    """Version 7: the table of the fire times cron schedules handled (CRON-003)."""
+    build_tables(tables.prefix, version=7).schedule_runs.create(connection, checkfirst=True)
+
+
 # Each migration brings the schema from version (index) to version (index + 1). Add new
 # steps at the end; never edit a released one (a step builds the tables as of its own version).
 MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
@@ -364,6 +380,7 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _locks_v4,
     _delayed_jobs_v5,
     _results_v6,
+    _schedule_runs_v7,
 ]
 
 

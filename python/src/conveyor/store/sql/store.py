@@ -43,7 +43,15 @@ from sqlalchemy.orm import Session
 from ...clock import SystemClock, from_ms, to_ms
 from ...errors import ConfigurationError, StoreUnavailable
 from ...model import Batch, Job, replace
-from ..base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
+from ..base import (
+    SCHEDULE_RUNS_KEPT,
+    Backlog,
+    Candidate,
+    ClaimQuery,
+    JobFilter,
+    ScheduleRun,
+    StateSets,
+)
 from .claim import FACTS, IMPLIED_FACTS, ClaimStatements
 from .dialects import (
     Dialect,
@@ -580,6 +588,42 @@ class SqlTransaction:
                 total=batch.total,
                 finished_at=to_ms(batch.finished_at) if batch.finished_at else None,
             )
+        )
+
+    def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
+        runs = self.tables.schedule_runs
+        at = to_ms(fire_at)
+        try:
+            # A savepoint: a conflict with a run another process recorded (CRON-003) must
+            # leave the caller's transaction usable.
+            with self.connection.begin_nested():
+                self.connection.execute(
+                    insert(runs).values(name=name, fire_at=at, created_at=to_ms(now))
+                )
+        except IntegrityError:
+            return False
+        horizon = to_ms(fire_at - SCHEDULE_RUNS_KEPT)
+        self.connection.execute(delete(runs).where(runs.c.name == name, runs.c.fire_at < horizon))
+        return True
+
+    def set_schedule_run_job(self, name: str, fire_at: datetime, job_id: str) -> None:
+        runs = self.tables.schedule_runs
+        self.connection.execute(
+            update(runs)
+            .where(runs.c.name == name, runs.c.fire_at == to_ms(fire_at))
+            .values(job_id=int(job_id))
+        )
+
+    def last_schedule_run(self, name: str, with_job: bool = False) -> ScheduleRun | None:
+        runs = self.tables.schedule_runs
+        query = select(runs.c.fire_at, runs.c.job_id).where(runs.c.name == name)
+        if with_job:
+            query = query.where(runs.c.job_id.is_not(None))
+        row = self.connection.execute(query.order_by(runs.c.fire_at.desc()).limit(1)).first()
+        if row is None:
+            return None
+        return ScheduleRun(
+            name, from_ms(row.fire_at), None if row.job_id is None else str(row.job_id)
         )
 
     def unsettled_in_batch(self, batch_id: str) -> int:
