@@ -23,6 +23,7 @@ from fractions import Fraction
 from typing import Any
 
 from . import timefmt
+from .cron import Cron
 from .machine import Env, MachineModel, Refusal, Transition
 from .matching import is_matcher
 from .spec import Spec
@@ -317,6 +318,8 @@ class Model:
         self._why: dict[tuple[str, str], str] = {}
         self._created: list[str] = []
         self._new_ids: list[str] = []
+        # CRON-003: the fire times handled, by schedule name: (fire time, job id or None)
+        self.schedule_runs: dict[str, list[tuple[int, str | None]]] = {}
 
     def snapshot(self) -> Model:
         """A copy of the records and counters; the spec and machines are shared."""
@@ -326,6 +329,7 @@ class Model:
         clone.notifications = [dict(n) for n in self.notifications]
         clone.used_ids = set(self.used_ids)
         clone.handlers = dict(self.handlers)
+        clone.schedule_runs = {name: list(runs) for name, runs in self.schedule_runs.items()}
         return clone
 
     def _check_effects(self) -> None:
@@ -839,6 +843,57 @@ class Model:
         self._note(target.id, "progress", "PROGRESS-001")
         return {"job": self.doc(target)}, "PROGRESS-001"
 
+    def cmd_schedule_tick(self, schedules: list[dict[str, Any]]) -> Any:
+        """CRON-001..005: evaluate each schedule at now, as a process that starts does."""
+        if "cron" not in self.features:
+            raise Refusal("invalid_request", "VER-001", "feature cron is not claimed")
+        checked = []
+        for schedule in schedules:
+            cron = Cron(schedule["expression"], schedule.get("tz", "UTC"))
+            self._build(schedule["job"])  # a job the schedule cannot publish is refused now
+            checked.append((schedule, cron))
+        runs = []
+        for schedule, cron in checked:
+            run = self._evaluate(schedule, cron)
+            if run is not None:
+                runs.append(run)
+        return {"runs": runs}, "CRON-004"
+
+    def _evaluate(self, schedule: dict[str, Any], cron: Cron) -> dict[str, Any] | None:
+        name = schedule["name"]
+        recorded = self.schedule_runs.setdefault(name, [])
+        last = max((fire for fire, _ in recorded), default=None)
+        catch_up = schedule.get("missed", "skip") == "run_once" and last is not None
+        floor = self.now - (CRON_LOOKBACK_MS if catch_up else CRON_GRACE_MS)
+        if last is not None and last > floor:
+            floor = last
+        fire = cron.latest(floor, self.now)
+        if fire is None or (self.now - fire >= CRON_GRACE_MS and not catch_up):
+            return None
+        overlap = schedule.get("overlap", "allow")
+        document = copy.deepcopy(schedule["job"])
+        if overlap != "allow":
+            previous = [job_id for _, job_id in sorted(recorded) if job_id is not None]
+            before = self.jobs.get(previous[-1]) if previous else None
+            if (
+                overlap == "skip"
+                and before is not None
+                and before.state not in self.tags["terminal"]
+            ):
+                recorded.append((fire, None))
+                return {"name": name, "fire_at": timefmt.format_ms(fire), "job": None}
+            if overlap == "queue":
+                document["serial_group"] = f"schedule:{name}"
+        document["metadata"] = {
+            **document.get("metadata", {}),
+            "schedule": name,
+            "scheduled_for": timefmt.format_ms(fire),
+        }
+        (job,) = self._store_new([self._build(document)])
+        recorded.append((fire, job.id))
+        self._note(job.id, "metadata", "CRON-005")
+        return {"name": name, "fire_at": timefmt.format_ms(fire), "job": self.doc(job)}
+
     def cmd_heartbeat(self, job: str, lease_token: int, lease_ms: int) -> Any:
         target = self.job(job)
         params = {"lease_token": lease_token, "lease_ms": lease_ms}
@@ -1263,6 +1318,8 @@ def _error_doc(error: Any, brief: bool = False) -> Any:
 # -- publish validation: which rule a schema error breaks -----------------------------------------
 
 MAX_DEPTH = 64  # LIMIT-006
+CRON_GRACE_MS = 60_000  # CRON-004
+CRON_LOOKBACK_MS = 400 * 86_400_000  # how far back run_once looks (an implementation's bound)
 MAX_RESULT_BYTES = 65536  # RESULT-002
 _SURROGATE = re.compile("[\ud800-\udfff]")  # in a Python str, every one is unpaired
 

@@ -29,6 +29,7 @@ FEATURES = [
     "timeouts",
     "results",
     "progress",
+    "cron",
 ]
 CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
 

@@ -45,6 +45,7 @@ from .model import Batch, Job
 from .priority import PriorityRange
 from .publishing import Call, PublishOptions, validate_publish_request
 from .retry import resolve
+from .schedules import Schedule, Scheduler, make_schedule
 from .specfiles import wire_version
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ FEATURES = [
     "timeouts",
     "results",
     "progress",
+    "cron",
 ]
 CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
 OUTCOME_EVENTS = {
@@ -560,6 +562,43 @@ class Session:
         app = self.conveyor
         jobs = [self.build(document) for document in request["jobs"]]
         return {"jobs": [job.to_dict() for job in app._store_jobs(jobs)]}
+
+    def cmd_schedule_tick(self, request: Json) -> Json:
+        """Each schedule evaluated at now by a fresh scheduler, as a process that starts
+        (CRON-006): what earlier ticks recorded is in the store."""
+        app = self.conveyor
+        schedules = [self.schedule(document) for document in request["schedules"]]
+        scheduler = Scheduler(app, app._deliver)
+        runs = [scheduler.evaluate(schedule, app.now()) for schedule in schedules]
+        return {
+            "runs": [
+                {
+                    "name": run.name,
+                    "fire_at": format_timestamp(run.fire_at),
+                    "job": run.job.to_dict() if run.job is not None else None,
+                }
+                for run in runs
+                if run is not None
+            ]
+        }
+
+    def schedule(self, document: Json) -> Schedule:
+        calls, options, payloads, metadata = publish_options(document["job"])
+        if len(calls) != 1:
+            raise InvalidRequest("a schedule's job has exactly one request")
+        schedule = make_schedule(
+            document["name"],
+            document["expression"],
+            calls[0].type,
+            payloads[0],
+            document.get("tz", "UTC"),
+            document.get("overlap", "allow"),
+            document.get("missed", "skip"),
+            {},
+        )
+        schedule = replace(schedule, options=replace(options, metadata=metadata or {}))
+        self.build(document["job"])  # a job the schedule cannot publish is refused now
+        return schedule
 
     def cmd_claim(self, request: Json) -> Json:
         try:
