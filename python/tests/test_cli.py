@@ -48,6 +48,12 @@ def later() -> None:
     raise TemporaryError("not now", retry_after=3600)
 
 
+@app.handler("measured", pass_context=True, result_ttl=timedelta(hours=1))
+def measured(context) -> dict:
+    context.progress(75, "three quarters")
+    return {{"rows": 3}}
+
+
 def make_app() -> Conveyor:
     return app
 
@@ -296,6 +302,12 @@ def test_jobs_show_prints_every_field(runner: CliRunner, app_module: AppModule) 
     app_module.app.process()
     shown = run(runner, "--app", spec, "jobs", "show", failed.id).output
     for text in ("Traceback of the last error", "in boom", "PermanentError: kaboom"):
+        assert text in shown
+
+    measured = app_module.app.publish("measured")
+    app_module.app.process()
+    shown = run(runner, "--app", spec, "jobs", "show", measured.id).output
+    for text in ("75% three quarters", '{"rows": 3} (kept until', "progress", "result"):
         assert text in shown
 
     missing = run(runner, "--app", spec, "jobs", "show", "999", code=1)

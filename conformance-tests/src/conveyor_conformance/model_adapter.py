@@ -27,6 +27,9 @@ FEATURES = [
     "tags",
     "broker",
     "timeouts",
+    "results",
+    "progress",
+    "cron",
 ]
 CAPABILITIES = [
     "publish_bulk",

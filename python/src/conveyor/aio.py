@@ -263,7 +263,8 @@ class AsyncConveyor:
 
     async def get(self, job_id: str) -> Job:
         """The job, or :class:`~conveyor.JobNotFound`."""
-        return await self.run(self.app.operations.get(job_id))
+        job = await self.run(self.app.operations.get(job_id))
+        return job.result_read_at(self.app.now())
 
     async def jobs(
         self,
@@ -288,7 +289,9 @@ class AsyncConveyor:
             after_sequence=after_sequence,
             serial_group=serial_group,
         )
-        return await self.run(self.app.operations.find(query))
+        found = await self.run(self.app.operations.find(query))
+        now = self.app.now()
+        return [job.result_read_at(now) for job in found]
 
     async def unfinished_identifiers(self, identifiers: Iterable[str]) -> set[str]:
         return await self.run(self.app.operations.unfinished(list(identifiers)))

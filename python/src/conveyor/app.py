@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .clock import Clock, SystemClock, duration_ms
 from .engine import JobEngine
-from .errors import ConfigurationError, InvalidRequest, JobNotFound
+from .errors import ConfigurationError, InvalidRequest, JobNotFound, StaleLease, WaitTimeout
 from .eventloop import LoopThread
 from .handlers import Handler, HandlerRegistry
 from .heartbeat import Heartbeat
@@ -23,8 +24,16 @@ from .model import Batch, Job, WorkerRecord
 from .notify import LoggingNotifier, Notifier
 from .operations import Operations, job_filter, split_options, stored
 from .priority import PriorityRange
-from .publishing import Call, JobFactory, PublishOptions, handler_timeout_ms
+from .publishing import (
+    Call,
+    JobFactory,
+    PublishOptions,
+    handler_result_ttl_ms,
+    handler_timeout_ms,
+)
+from .results import progress_document
 from .retry import RetryPolicy, resolve
+from .schedules import Schedule, ScheduledRun, Scheduler, make_schedule
 from .source import Claimed, Rescue
 from .store.base import ClaimQuery, Store, Transaction
 from .urls import open_store, with_driver
@@ -53,6 +62,8 @@ def checked_queue(queue: object) -> str:
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = "sqlite:///conveyor.db"
+# app.wait() reads the job at least this often, also where the store announces ends.
+WAIT_POLL_SECONDS = 0.5
 
 
 class BulkPublisher:
@@ -139,6 +150,8 @@ class Conveyor:
         self._broker_mode: BrokerMode | None = None
         self.heartbeat_thread = Heartbeat(self.heartbeat)
         self.loop = LoopThread()
+        # Cron schedules declared with cron() / schedule(), run by this app's workers.
+        self.scheduler = Scheduler(self, self._deliver)
         if self.broker_url is not None:
             _ = self.broker  # a wrong URL or a missing pika fails here, not after a commit
 
@@ -209,6 +222,7 @@ class Conveyor:
         retry: str | RetryPolicy | None = None,
         pass_context: bool = False,
         timeout: timedelta | float | None = None,
+        result_ttl: timedelta | float | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function under ``type`` (default: its qualified name)."""
 
@@ -221,6 +235,7 @@ class Conveyor:
                 retry=retry,
                 pass_context=pass_context,
                 timeout=timeout,
+                result_ttl=result_ttl,
             )
             return function
 
@@ -236,9 +251,11 @@ class Conveyor:
         retry: str | RetryPolicy | None = None,
         pass_context: bool = False,
         timeout: timedelta | float | None = None,
+        result_ttl: timedelta | float | None = None,
     ) -> Handler:
         """Register ``function`` under ``type``, with the defaults of its jobs: queue,
-        priority, retry policy and ``timeout`` (how long one attempt may run)."""
+        priority, retry policy, ``timeout`` (how long one attempt may run) and ``result_ttl``
+        (how long the value it returns stays readable once the job finished)."""
         chosen = self.default_priority if priority is None else priority
         if self.priorities is not None and chosen not in self.priorities:
             raise ConfigurationError(
@@ -253,9 +270,65 @@ class Conveyor:
             retry_policy=resolve(retry) if retry is not None else self.default_retry,
             pass_context=pass_context,
             timeout_ms=None if timeout is None else handler_timeout_ms(type, timeout),
+            result_ttl_ms=None if result_ttl is None else handler_result_ttl_ms(type, result_ttl),
         )
         self.handlers.add(handler)
         return handler
+
+    # -- cron schedules -------------------------------------------------------------------
+
+    def schedule(
+        self,
+        name: str,
+        cron: str,
+        type: str,
+        payload: Any = None,
+        *,
+        tz: str = "UTC",
+        overlap: str = "allow",
+        missed: str = "skip",
+        **options: Any,
+    ) -> Schedule:
+        """Publish ``type(payload)`` at each time the five-field ``cron`` expression names in
+        the IANA time zone ``tz`` (spec.md#cron). Every worker of the app runs the schedule
+        and the store lets one publish each run, however many run it. ``overlap``: ``allow``,
+        ``skip`` (no run while the previous one is unfinished) or ``queue`` (runs wait for
+        each other); ``missed``: ``skip`` or ``run_once`` (one run after a downtime).
+        ``options`` are publish options (queue, priority, retry, tags, metadata, ...)."""
+        return self.scheduler.add(
+            make_schedule(name, cron, type, payload, tz, overlap, missed, options)
+        )
+
+    def cron(
+        self,
+        expression: str,
+        *,
+        name: str | None = None,
+        tz: str = "UTC",
+        overlap: str = "allow",
+        missed: str = "skip",
+        **options: Any,
+    ) -> Callable[[F], F]:
+        """Register the decorated function as a handler (under ``name``, its qualified name
+        by default) and run it on the schedule :meth:`schedule` describes."""
+
+        def register(function: F) -> F:
+            chosen = name or f"{function.__module__}.{function.__qualname__}"
+            handler_options = {
+                key: options[key] for key in ("queue", "priority", "retry") if key in options
+            }
+            self.register(chosen, function, **handler_options)
+            self.schedule(
+                chosen, expression, chosen, tz=tz, overlap=overlap, missed=missed, **options
+            )
+            return function
+
+        return register
+
+    def run_schedules(self) -> list[ScheduledRun]:
+        """Evaluate the schedules whose fire time has come (every one on the first call), as
+        workers do between jobs; returns the runs this call published or skipped."""
+        return self.scheduler.run_due()
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -376,7 +449,52 @@ class Conveyor:
 
     def get(self, job_id: str) -> Job:
         with self.store.transaction() as tx:
-            return self.operations.get(job_id)(tx)
+            job = self.operations.get(job_id)(tx)
+        return job.result_read_at(self.now())
+
+    def wait(self, job_id: str, timeout: timedelta | float, poll: float = WAIT_POLL_SECONDS) -> Job:
+        """Block until the job reaches a terminal state and return it, with its result
+        (RESULT-004); :class:`~conveyor.errors.WaitTimeout` after ``timeout`` (seconds or a
+        timedelta). On PostgreSQL the job's end wakes the caller at once (NOTIFY); other
+        stores read the job again every ``poll`` seconds (PostgreSQL does too, as a net)."""
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        deadline = time.monotonic() + seconds
+        terminal = self.lifecycle.states.terminal
+        with self.store.watch_end(str(job_id)) as woken:
+            while True:
+                job = self.get(job_id)
+                if job.state in terminal:
+                    return job
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(
+                        f"job {job_id} is still {job.state} after {seconds:g} s; wait longer, "
+                        "or read it later with app.get()"
+                    )
+                woken(min(left, poll))
+
+    def report_progress(
+        self,
+        job_id: str,
+        lease_token: int,
+        percent: float | None = None,
+        message: str | None = None,
+    ) -> Job:
+        """Store the progress of a job under its lease (PROGRESS-001): state, lease and
+        ``updated_at`` stay as they are. StaleLease when ``lease_token`` is not the job's
+        current lease's; JobNotFound when the job is not stored."""
+        progress = progress_document(percent, message, self.now())
+        with self.store.autocommit() as tx:
+            written = tx.write_progress(str(job_id), lease_token, progress)
+            job = tx.get_job(str(job_id))
+        if job is None:
+            raise JobNotFound(f"job {job_id} does not exist (it may have been pruned)")
+        if not written:
+            raise StaleLease(
+                f"job {job_id} is not leased under token {lease_token} (it is {job.state}); "
+                "progress is reported only by the worker running the job"
+            )
+        return job
 
     def jobs(
         self,
@@ -402,7 +520,9 @@ class Conveyor:
             serial_group=serial_group,
         )
         with self.store.transaction() as tx:
-            return self.operations.find(query)(tx)
+            found = self.operations.find(query)(tx)
+        now = self.now()
+        return [job.result_read_at(now) for job in found]
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]:
         """Which of ``identifiers`` still have work not done (spec.md#identifiers)."""
@@ -672,8 +792,9 @@ class Conveyor:
             )
         broker = self.broker
         if broker is None:
-            polling = StoreSource(self, source_options)
-            return Worker(polling, runner, settings, self.now, presence)
+            worker = Worker(StoreSource(self, source_options), runner, settings, self.now, presence)
+            worker.scheduler = self.scheduler if self.scheduler.schedules else None
+            return worker
         source = broker.source(
             self,
             source_options,
@@ -683,6 +804,7 @@ class Conveyor:
             draining=settings.stop_when_empty,
         )
         worker = Worker(source, runner, settings, self.now, presence)
+        worker.scheduler = self.scheduler if self.scheduler.schedules else None
         source.on_reload = worker.reload
         return worker
 

@@ -21,7 +21,8 @@ Tree::
     ├── BrokerUnavailable        the message broker cannot be reached (URL password masked)
     ├── AlreadyRunning           a command protected by a lock is already running
     ├── LockLost                 a command's lock went away while it ran (its connection was cut)
-    └── JobTimeout               an attempt ran longer than its timeout (recorded, not raised)
+    ├── JobTimeout               an attempt ran longer than its timeout (recorded, not raised)
+    └── WaitTimeout              app.wait() gave up: the job did not end in time
 
 Handler outcomes (``PermanentError``, ``Waiting``, ``Die``, ``TemporaryError``) live in
 :mod:`conveyor.outcomes`: they steer a job, they are not library failures.
@@ -134,6 +135,10 @@ class LockLost(ConveyorError):
 
 class JobTimeout(ConveyorError):
     """An attempt ran longer than its timeout; recorded as a temporary error (TIMEOUT-001)."""
+
+
+class WaitTimeout(ConveyorError, TimeoutError):
+    """:meth:`Conveyor.wait` ran out of time before the job reached a terminal state."""
 
 
 REFUSALS: dict[str, type[Refused]] = {

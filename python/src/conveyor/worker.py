@@ -38,6 +38,7 @@ from .model import Job
 from .presence import Presence
 from .priority import PriorityRange
 from .resilience import Backoff, describe, is_transient
+from .schedules import Scheduler
 from .source import Claimed, JobSource
 from .threads import DaemonThreads
 
@@ -230,6 +231,9 @@ class Worker(WorkerControl):
         self._pending_since = 0.0
         self._claimed = 0
         self._next_rescue: float | None = None
+        # The app's cron schedules (spec.md#cron), evaluated between jobs when one is due.
+        self.scheduler: Scheduler | None = None
+        self._next_schedule: datetime | None = None
         self._idle_since: float | None = None
         self._due_by: datetime | None = None
         self._threads: DaemonThreads | None = None
@@ -316,6 +320,7 @@ class Worker(WorkerControl):
         self._collect()
         self._collect_claim()
         self._maybe_rescue()
+        self._maybe_schedule()
         self._start_buffered()
         if self._stop.is_set():
             return
@@ -668,6 +673,8 @@ class Worker(WorkerControl):
             timeout = min(timeout, min(deadlines) - now)
         if self._next_rescue is not None:
             timeout = min(timeout, self._next_rescue - self.clock().timestamp())
+        if self._next_schedule is not None:
+            timeout = min(timeout, (self._next_schedule - self.clock()).total_seconds())
         if self._idle() and self._idle_since is None:
             self._idle_since = now
             if self.options.on_idle is not None:
@@ -725,6 +732,19 @@ class Worker(WorkerControl):
         if rescue.next_expiry is not None:
             next_at = min(next_at, rescue.next_expiry.timestamp())
         self._next_rescue = max(next_at, now + 0.01)
+
+    # -- schedules ------------------------------------------------------------------------
+
+    def _maybe_schedule(self) -> None:
+        """Evaluate the schedules at start and whenever a fire time comes (CRON-006); the
+        runs they publish are claimed like any job."""
+        if self.scheduler is None:
+            return
+        if self._next_schedule is not None and self.clock() < self._next_schedule:
+            return
+        if self.scheduler.run_due():
+            self._news = True
+        self._next_schedule = self.scheduler.next_due()
 
     # -- stopping -------------------------------------------------------------------------
 

@@ -159,6 +159,8 @@ def job_panel(job: Job) -> Panel:
         ),
         ("metadata", _json(job.metadata) if job.metadata else "-"),
         ("execution", _json(job.execution) if job.execution else "-"),
+        ("progress", progress_text(job)),
+        ("result", result_text(job)),
     ]
     for name, value in rows:
         fields.add_row(name, value)
@@ -199,6 +201,25 @@ def job_panel(job: Job) -> Panel:
             )
         )
     return Panel(Group(*parts), title=f"job {job.id}: {types_of(job)}", title_align="left")
+
+
+def progress_text(job: Job) -> str:
+    """``40% copied 4 of 10 (at ...)``, or ``-`` when none was reported (PROGRESS-001)."""
+    if job.progress is None:
+        return "-"
+    percent = job.progress.get("percent")
+    parts = [f"{percent:g}%" if percent is not None else "", job.progress.get("message") or ""]
+    shown = " ".join(part for part in parts if part)
+    return f"{shown} (at {when(job.progress['at'])})"
+
+
+def result_text(job: Job) -> str:
+    """The stored result as JSON (cut at 2000 characters), and when it expires."""
+    if job.result is None:
+        return "-"
+    expires = job.result_expires_at
+    text = short(_json(job.result), 2000)
+    return f"{text} (kept until {when(expires)})" if expires else text
 
 
 def _json(value: Any) -> str:

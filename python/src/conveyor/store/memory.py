@@ -15,7 +15,15 @@ from typing import Any, NoReturn
 
 from ..errors import NotSupported
 from ..model import Batch, Job, WorkerRecord
-from .base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
+from .base import (
+    SCHEDULE_RUNS_KEPT,
+    Backlog,
+    Candidate,
+    ClaimQuery,
+    JobFilter,
+    ScheduleRun,
+    StateSets,
+)
 from .locking import ExpiringLocks, process_lock
 
 
@@ -28,6 +36,8 @@ class _State:
         self.claimable: set[str] = set()  # ids of jobs in claimable states, for fast claims
         self.paused: dict[str, datetime] = {}  # paused queues and since when (PAUSE-001)
         self.workers: dict[str, WorkerRecord] = {}
+        # (schedule name, fire time) -> the job published, or None (CRON-003)
+        self.schedule_runs: dict[tuple[str, datetime], str | None] = {}
 
     def copy(self) -> _State:
         clone = _State()
@@ -38,6 +48,7 @@ class _State:
         clone.claimable = set(self.claimable)
         clone.paused = dict(self.paused)
         clone.workers = dict(self.workers)
+        clone.schedule_runs = dict(self.schedule_runs)
         return clone
 
 
@@ -76,7 +87,24 @@ class MemoryTransaction:
             or current.lease != before.lease
         ):
             return False
+        if after.progress is before.progress and current.progress is not before.progress:
+            # Progress is written on its own (write_progress); a writer whose copy predates
+            # it keeps it, as the SQL store writes only the columns a writer changed.
+            after = replace(after, progress=current.progress)
         self._put(after)
+        self.changed = True
+        return True
+
+    def write_progress(self, job_id: str, lease_token: int, progress: dict[str, Any]) -> bool:
+        current = self._data.jobs.get(job_id)
+        if (
+            current is None
+            or current.state not in self._states.leased
+            or current.lease is None
+            or current.lease.token != lease_token
+        ):
+            return False
+        self._put(replace(current, progress=progress))
         self.changed = True
         return True
 
@@ -290,6 +318,29 @@ class MemoryTransaction:
     def workers(self) -> list[WorkerRecord]:
         return [self._data.workers[i] for i in sorted(self._data.workers)]
 
+    def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
+        runs = self._data.schedule_runs
+        if (name, fire_at) in runs:
+            return False
+        runs[(name, fire_at)] = None
+        horizon = fire_at - SCHEDULE_RUNS_KEPT
+        for key in [k for k in runs if k[0] == name and k[1] < horizon]:
+            del runs[key]
+        self.changed = True
+        return True
+
+    def set_schedule_run_job(self, name: str, fire_at: datetime, job_id: str) -> None:
+        self._data.schedule_runs[(name, fire_at)] = job_id
+        self.changed = True
+
+    def last_schedule_run(self, name: str, with_job: bool = False) -> ScheduleRun | None:
+        found = [
+            ScheduleRun(name, key[1], job_id)
+            for key, job_id in self._data.schedule_runs.items()
+            if key[0] == name and (job_id is not None or not with_job)
+        ]
+        return max(found, key=lambda run: run.fire_at, default=None)
+
     def insert_batch(self, batch: Batch) -> Batch:
         saved = replace(batch, id=str(self._data.next_batch))
         self._data.next_batch += 1
@@ -347,6 +398,21 @@ class MemoryStore:
             if ready is not None:
                 ready()
             return self._work.wait_for(lambda: self._generation != seen, timeout)
+
+    @contextmanager
+    def watch_end(self, job_id: str) -> Iterator[Callable[[float], bool]]:
+        """Wakes at every committed change after the previous call (the store's own
+        condition), after which the caller reads the job again."""
+        with self._work:
+            seen = [self._generation]
+
+        def wait(timeout: float) -> bool:
+            with self._work:
+                woke = self._work.wait_for(lambda: self._generation != seen[0], timeout)
+                seen[0] = self._generation
+                return woke
+
+        yield wait
 
     def join(self, connection: Any) -> NoReturn:
         raise NotSupported(
