@@ -10,7 +10,7 @@ peers_venv := justfile_directory() / "bench/.peers-venv"
 
 # The conformance suite joins the lint and install steps once it has a package.
 conformance_pkg := justfile_directory() / "conformance-tests/pyproject.toml"
-lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks faults .ci" } else { "python docs/hooks faults .ci" }
+lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks docs/tools docs/tests faults examples .ci" } else { "python docs/hooks docs/tools docs/tests faults examples .ci" }
 
 # Backends the reference library's conformance adapter is run against (`+rabbitmq`: broker mode).
 adapters := "memory sqlite postgresql mariadb postgresql+rabbitmq sqlite+rabbitmq"
@@ -20,13 +20,35 @@ default:
     @"{{ just_executable() }}" --justfile "{{ justfile() }}" --list --unsorted
 
 # Create .venv (if missing) and install the library, its dev tools and the conformance suite
-setup:
+# (and, with apt-get, Graphviz and Chromium for the docs when they are missing)
+setup: system-packages
     if [ ! -x "{{ python }}" ]; then python3 -m venv "{{ venv }}"; fi
     "{{ python }}" -m pip install --quiet --upgrade pip
     # The library was distributed as `conveyor` before it took the free name `conveyor-queue`.
     if "{{ python }}" -m pip show --quiet conveyor >/dev/null 2>&1; then "{{ python }}" -m pip uninstall --quiet -y conveyor; fi
     "{{ python }}" -m pip install -c requirements/dev.lock -e "./python[dev]"
     if [ -f "{{ conformance_pkg }}" ]; then "{{ python }}" -m pip install -c requirements/dev.lock -e ./conformance-tests; fi
+
+# Debian packages the docs and the dashboard need: Graphviz (`dot`) draws the state diagrams at
+# build time; Chromium loads every page in `just docs-check` and runs the dashboard's browser
+# test (playwright drives it and downloads no browser). Installed only when missing.
+[private]
+system-packages:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=()
+    command -v dot >/dev/null || missing+=(graphviz)
+    [ -x /usr/bin/chromium ] || [ -n "${CONVEYOR_CHROMIUM:-}" ] || missing+=(chromium fonts-liberation)
+    if [ "${#missing[@]}" -eq 0 ]; then exit 0; fi
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then sudo=(sudo -n); fi
+    if ! command -v apt-get >/dev/null || { [ "${#sudo[@]}" -gt 0 ] && ! sudo -n true 2>/dev/null; }; then
+        echo "setup: the docs need ${missing[*]}; install them with your package manager." >&2
+        exit 0
+    fi
+    echo "setup: installing ${missing[*]} with apt-get"
+    install=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}")
+    "${sudo[@]}" "${install[@]}" >/dev/null || { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" "${install[@]}" >/dev/null; }
 
 [private]
 _ensure-setup:
@@ -124,6 +146,12 @@ lock:
 docs:
     "{{ bin }}/mkdocs" build --strict
 
+# Load every page of the built site in headless Chromium: console errors, requests to other
+# hosts, broken links and anchors, diagrams that did not render; screenshots in reports/docs-check
+docs-check: docs
+    "{{ python }}" -m pytest -q -p no:cacheprovider docs/tests
+    "{{ python }}" docs/tools/check_site.py
+
 # Serve the documentation with live reload on http://127.0.0.1:8000
 docs-serve:
     "{{ bin }}/mkdocs" serve
@@ -168,7 +196,7 @@ bench-io *args: _peers-venv
     "{{ peers_venv }}/bin/python" bench/peers/run.py --io "$@"
 
 # The full check run, in order, stopping at the first failure (sets up .venv if missing)
-test: _ensure-setup spec-check lint typecheck workflows-check unit faults-short conformance docs release-check
+test: _ensure-setup spec-check lint typecheck workflows-check unit faults-short conformance docs docs-check release-check
     @echo "All checks passed."
 
 [private]

@@ -74,7 +74,7 @@ def test_the_sdist_builds_a_wheel_carrying_the_spec(directory: str, tmp_path: Pa
         for path in spec.glob(pattern)
     }
     with zipfile.ZipFile(wheel) as archive:
-        names = archive.namelist()
+        names = set(archive.namelist())
         packaged = {
             name.removeprefix(f"{package}/_spec/"): archive.read(name)
             for name in names
@@ -91,6 +91,12 @@ def test_the_sdist_builds_a_wheel_carrying_the_spec(directory: str, tmp_path: Pa
     major_minor = ".".join(SPEC_VERSION.split(".")[:2])
     assert f"spec {major_minor})" in metadata["Summary"]
     assert "Typing :: Typed" in metadata.get_all("Classifier")
+    # The dashboard's templates and static files ship inside the wheel (no CDN at run time).
+    if package == "conveyor":
+        web = REPO / "python" / "src" / "conveyor" / "web"
+        for folder in ("templates", "static"):
+            for path in (web / folder).iterdir():
+                assert f"conveyor/web/{folder}/{path.name}" in names
 
 
 @pytest.mark.slow
@@ -146,6 +152,22 @@ def test_the_readme_renders_without_escaped_newlines(directory: str) -> None:
 
     assert "\\n" not in readme
     assert readme.startswith("# ")
+
+
+def test_the_versions_table_names_the_spec_of_the_current_versions() -> None:
+    """docs/project/versions.md: the row of this library's and suite's major.minor names the
+    spec major.minor in spec/VERSION (the written policy stays true)."""
+    from conveyor_conformance import __version__ as suite
+
+    from conveyor import __version__ as library
+
+    def minor(version: str) -> str:
+        return ".".join(version.split(".")[:2])
+
+    table = (REPO / "docs" / "project" / "versions.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+\.\d+)\.x \| (\d+\.\d+)\.x \| (\d+\.\d+) \|$", table, re.M)
+
+    assert (minor(library), minor(suite), minor(SPEC_VERSION)) in rows
 
 
 def test_library_loads_the_repository_spec_in_a_checkout() -> None:

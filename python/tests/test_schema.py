@@ -147,6 +147,7 @@ def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
             # below, so that the migration starts from the v1 layout with the data in it.
             for column in _LATER_COLUMNS:
                 connection.exec_driver_sql(f"ALTER TABLE {prefix}jobs ADD COLUMN {column} BIGINT")
+            build_tables(prefix).paused_queues.create(connection)  # read by every claim
         engine.dispose()
         old = SqlStore(url, STATES, prefix, create_schema=False)
         app = Conveyor(store=old)
@@ -161,6 +162,7 @@ def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
         with old.engine.begin() as connection:
             for column in _LATER_COLUMNS:
                 connection.exec_driver_sql(f"ALTER TABLE {prefix}jobs DROP COLUMN {column}")
+            build_tables(prefix).paused_queues.drop(connection)
         old.close()
 
         app = Conveyor(url, table_prefix=prefix)

@@ -309,6 +309,7 @@ class Model:
         self.placeholders = 0
         self.used_ids: set[str] = set()
         self.notifications: list[dict[str, Any]] = []
+        self.paused: dict[str, int] = {}  # paused queue -> when it was paused (PAUSE-001)
         self._why: dict[tuple[str, str], str] = {}
         self._created: list[str] = []
         self._new_ids: list[str] = []
@@ -320,6 +321,7 @@ class Model:
         clone.batches = {key: copy.copy(batch) for key, batch in self.batches.items()}
         clone.notifications = [dict(n) for n in self.notifications]
         clone.used_ids = set(self.used_ids)
+        clone.paused = dict(self.paused)
         clone.handlers = dict(self.handlers)
         return clone
 
@@ -699,6 +701,7 @@ class Model:
                 for j in self.jobs.values()
                 if j.state in self.tags["claimable"]
                 and (not queues or j.queue in queues)
+                and j.queue not in self.paused
                 and low <= j.priority <= high
                 and (job is None or j.id == job)
                 and j.available_at <= self.now
@@ -832,6 +835,23 @@ class Model:
         return {"jobs": {"$unordered": [self.doc(j) for j in rescued]}}, "LEASE-008"
 
     # -- reading ----------------------------------------------------------------------------
+
+    def cmd_pause_queue(self, queue: str) -> Any:
+        """PAUSE-001, PAUSE-003: idempotent; the first pause time is kept."""
+        changed = queue not in self.paused
+        self.paused.setdefault(queue, self.now)
+        return {"changed": changed}, "PAUSE-003"
+
+    def cmd_resume_queue(self, queue: str) -> Any:
+        changed = self.paused.pop(queue, None) is not None
+        return {"changed": changed}, "PAUSE-003"
+
+    def cmd_paused_queues(self) -> Any:
+        listed = [
+            {"queue": queue, "paused_at": timefmt.format_ms(at)}
+            for queue, at in sorted(self.paused.items())
+        ]
+        return {"queues": listed}, "PAUSE-005"
 
     def cmd_get(self, job: str) -> Any:
         return {"job": self.doc(self.job(job))}, "JOB-007"

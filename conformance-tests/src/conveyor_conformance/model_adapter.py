@@ -28,7 +28,14 @@ FEATURES = [
     "broker",
     "timeouts",
 ]
-CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
+CAPABILITIES = [
+    "publish_bulk",
+    "claim_by_id",
+    "fire",
+    "notifications",
+    "priorities",
+    "pause_queues",
+]
 
 
 def concrete(value: Any, key: str = "") -> Any:

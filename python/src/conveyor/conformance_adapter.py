@@ -76,7 +76,14 @@ FEATURES = [
     "tags",
     "timeouts",
 ]
-CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
+CAPABILITIES = [
+    "publish_bulk",
+    "claim_by_id",
+    "fire",
+    "notifications",
+    "priorities",
+    "pause_queues",
+]
 OUTCOME_EVENTS = {
     "success": "succeed",
     "temporary": "fail_temporarily",
@@ -214,7 +221,7 @@ def publish_document(job: Json) -> Json:
 
 
 class BrokerClaims:
-    """Claims as a broker consumer makes them (spec.md#BROKER-003, #BROKER-007, #BROKER-010).
+    """Claims as a broker consumer makes them (spec.md#BROKER-011, #BROKER-007, #BROKER-010).
 
     The store stays the source of truth and RabbitMQ carries only job ids: the app hands over
     every job a committed change made claimable (BROKER-001, BROKER-009). A ``claim`` request
@@ -647,6 +654,21 @@ class Session:
             after_sequence=after,
         )
         return {"jobs": [job.to_dict() for job in jobs]}
+
+    def cmd_pause_queue(self, request: Json) -> Json:
+        return {"changed": self.conveyor.pause_queue(request["queue"])}
+
+    def cmd_resume_queue(self, request: Json) -> Json:
+        return {"changed": self.conveyor.resume_queue(request["queue"])}
+
+    def cmd_paused_queues(self, request: Json) -> Json:
+        paused = self.conveyor.paused_queues()
+        return {
+            "queues": [
+                {"queue": queue, "paused_at": format_timestamp(moment)}
+                for queue, moment in paused.items()
+            ]
+        }
 
     def cmd_unfinished_identifiers(self, request: Json) -> Json:
         found = self.conveyor.unfinished_identifiers(request["identifiers"])

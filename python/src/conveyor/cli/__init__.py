@@ -19,6 +19,8 @@ from ..specfiles import spec_version
 from .commands.demo import demo
 from .commands.inspect import jobs, status
 from .commands.maintenance import clear_finished, update_schema
+from .commands.queues import queues
+from .commands.web import web
 from .commands.worker import consume, process, reload_consumers
 from .context import CliState, ConveyorGroup, err
 
@@ -97,6 +99,8 @@ for command in (
     update_schema,
     status,
     jobs,
+    queues,
+    web,
 ):
     cli.add_command(command)
 

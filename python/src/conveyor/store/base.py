@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..model import Batch, Job
+from ..model import Batch, Job, WorkerRecord
 from ..priority import PriorityRange
 
 
@@ -56,6 +56,7 @@ class JobFilter:
     batch_id: str | None = None
     limit: int = 100
     after_sequence: int = 0
+    serial_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,34 @@ class Transaction(Protocol):
     def save_batch(self, batch: Batch) -> None: ...
 
     def unsettled_in_batch(self, batch_id: str) -> int: ...
+
+    def pause_queue(self, queue: str, now: datetime) -> bool:
+        """Stop claims from ``queue`` (PAUSE-001); False when it was paused already (the first
+        pause time is kept)."""
+        ...
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let claims take jobs of ``queue`` again (PAUSE-003); False when it was not paused."""
+        ...
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        """(queue, paused since) of every paused queue, by queue name."""
+        ...
+
+    def save_worker(self, record: WorkerRecord) -> None:
+        """Insert or replace the record of a running worker (its presence beat)."""
+        ...
+
+    def delete_workers(
+        self, worker_ids: Collection[str] = (), seen_before: datetime | None = None
+    ) -> int:
+        """Delete the records of ``worker_ids``, and those last seen before ``seen_before``
+        (workers that died without saying so); return how many."""
+        ...
+
+    def workers(self) -> list[WorkerRecord]:
+        """Every worker record, by id."""
+        ...
 
 
 class Store(Protocol):

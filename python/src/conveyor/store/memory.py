@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from ..errors import NotSupported
-from ..model import Batch, Job
+from ..model import Batch, Job, WorkerRecord
 from .base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
 from .locking import ExpiringLocks, process_lock
 
@@ -26,6 +26,8 @@ class _State:
         self.next_sequence = 1
         self.next_batch = 1
         self.claimable: set[str] = set()  # ids of jobs in claimable states, for fast claims
+        self.paused: dict[str, datetime] = {}  # paused queues and since when (PAUSE-001)
+        self.workers: dict[str, WorkerRecord] = {}
 
     def copy(self) -> _State:
         clone = _State()
@@ -34,6 +36,8 @@ class _State:
         clone.next_sequence = self.next_sequence
         clone.next_batch = self.next_batch
         clone.claimable = set(self.claimable)
+        clone.paused = dict(self.paused)
+        clone.workers = dict(self.workers)
         return clone
 
 
@@ -125,6 +129,7 @@ class MemoryTransaction:
                 if job.state in self._states.claimable
                 and job.available_at <= now
                 and (not query.queues or job.queue in query.queues)
+                and job.queue not in self._data.paused
                 and job.priority in query.priorities
             ),
             key=lambda job: (job.priority, job.sequence),
@@ -169,6 +174,7 @@ class MemoryTransaction:
             and (query.tag is None or query.tag in job.tags)
             and (query.identifier is None or job.identifier == query.identifier)
             and (query.batch_id is None or job.batch_id == query.batch_id)
+            and (query.serial_group is None or job.serial_group == query.serial_group)
             and job.sequence > query.after_sequence
         ]
         return sorted(found, key=lambda job: job.sequence)[: query.limit]
@@ -251,6 +257,38 @@ class MemoryTransaction:
         for job in self._data.jobs.values():
             tally[(job.queue, job.state)] = tally.get((job.queue, job.state), 0) + 1
         return [(queue, state, count) for (queue, state), count in sorted(tally.items())]
+
+    def pause_queue(self, queue: str, now: datetime) -> bool:
+        if queue in self._data.paused:
+            return False
+        self._data.paused[queue] = now
+        self.changed = True
+        return True
+
+    def resume_queue(self, queue: str) -> bool:
+        if self._data.paused.pop(queue, None) is None:
+            return False
+        self.changed = True  # wakes waiting workers: the queue's jobs are claimable again
+        return True
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        return sorted(self._data.paused.items())
+
+    def save_worker(self, record: WorkerRecord) -> None:
+        self._data.workers[record.id] = record
+
+    def delete_workers(
+        self, worker_ids: Collection[str] = (), seen_before: datetime | None = None
+    ) -> int:
+        doomed = {i for i in worker_ids if i in self._data.workers}
+        if seen_before is not None:
+            doomed.update(i for i, w in self._data.workers.items() if w.heartbeat_at < seen_before)
+        for worker_id in doomed:
+            del self._data.workers[worker_id]
+        return len(doomed)
+
+    def workers(self) -> list[WorkerRecord]:
+        return [self._data.workers[i] for i in sorted(self._data.workers)]
 
     def insert_batch(self, batch: Batch) -> Batch:
         saved = replace(batch, id=str(self._data.next_batch))

@@ -14,9 +14,11 @@ from typing import Any
 
 import click
 
+from ...app import Conveyor
 from ...locks import DEFAULT_SINGLE_ID, command_lock
 from ...logs import job_record
 from ...model import Job
+from ...resilience import retry_while_unavailable
 from ...worker import WorkerControl, WorkerStats
 from ..context import ByteSize, CliState, PriorityRangeType, pass_state
 from ..render import summary, types_of
@@ -59,6 +61,26 @@ concurrency_option = click.option(
     help="Jobs run at once: sync handlers in N threads, async handlers as tasks on one event loop.",
 )
 quiet_option = click.option("--quiet", is_flag=True, help="Do not print a line per job.")
+startup_wait_option = click.option(
+    "--startup-wait",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to retry, at start, a database server that does not answer (a warning per "
+    "attempt) before exiting with its error.",
+)
+
+
+def _open_store(app: Conveyor, wait: float) -> None:
+    """Open the app's store, retrying while its database server is away.
+
+    A worker started together with its database (a deploy, a host reboot) or whose first
+    session is cut waits for it as a running worker does, rather than exiting at once. A
+    SQLite file or ``memory://`` is not retried: its errors do not pass by themselves.
+    """
+    server = not app.url.startswith(("sqlite", "memory:"))
+    retry_while_unavailable(lambda: app.store, give_up_after=wait if server else 0.0)
 
 
 def _job_line(job: Job) -> None:
@@ -201,6 +223,7 @@ def _stop_on_signals(worker: WorkerControl) -> Callable[[], None]:
     help="Refuse to start while another consumer with this id runs on the store (default: no "
     "such lock; any number of consumers may run).",
 )
+@startup_wait_option
 @quiet_option
 @pass_state
 def consume(
@@ -217,6 +240,7 @@ def consume(
     rescue_interval: float | None,
     prefetch: int | None,
     single_id: str | None,
+    startup_wait: float,
     quiet: bool,
 ) -> None:
     """Run a worker until stopped (SIGTERM/Ctrl+C: running jobs finish within the grace
@@ -228,6 +252,7 @@ def consume(
     """
     app = state.worker_app("consume")
     _setup_logging()
+    _open_store(app, startup_wait)
     worker = app.worker(
         queues=queues,
         priorities=priorities,
@@ -286,6 +311,7 @@ def consume(
 @batch_size_option
 @concurrency_option
 @single_id_option
+@startup_wait_option
 @quiet_option
 @pass_state
 def process(
@@ -296,6 +322,7 @@ def process(
     batch_size: int | None,
     concurrency: int,
     single_id: str,
+    startup_wait: float,
     quiet: bool,
 ) -> None:
     """Run every due job, then exit (for cron). Needs --app.
@@ -306,6 +333,7 @@ def process(
     """
     app = state.worker_app("process")
     _setup_logging()
+    _open_store(app, startup_wait)
     if app.broker is not None:
         with command_lock(app, "process", single_id):
             report = app.repair()

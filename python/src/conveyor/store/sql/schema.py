@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,12 @@ class Tables:
     # Named expiring locks (Store.acquire_lock). In the metadata from version 4 on; before,
     # the bus created the same table itself on first use (see _locks_v4).
     locks: Table
+    # Queues whose jobs no claim takes (PAUSE-001): one row per paused queue. In the
+    # metadata from version 6 on.
+    paused_queues: Table
+    # Running workers and their presence beats (docs/guide/workers.md#presence). In the
+    # metadata from version 6 on.
+    workers: Table
 
 
 def _only_where_set(column: Column[Any], partial: bool) -> dict[str, Any]:
@@ -183,7 +189,37 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         Column("owner", String(64), nullable=False),
         Column("expires_at", BigInteger, nullable=False),
     )
-    return Tables(prefix, metadata, jobs, dependencies, tags, batches, schema, locks)
+    paused_queues = Table(
+        f"{prefix}paused_queues",
+        metadata if version >= 6 else MetaData(),
+        Column("queue", String(64), primary_key=True),
+        Column("paused_at", BigInteger, nullable=False),
+    )
+    workers = Table(
+        f"{prefix}workers",
+        metadata if version >= 6 else MetaData(),
+        Column("id", String(255), primary_key=True),
+        Column("host", String(255), nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("started_at", BigInteger, nullable=False),
+        Column("heartbeat_at", BigInteger, nullable=False),
+        Column("queues", Json, nullable=False),
+        Column("concurrency", Integer, nullable=False),
+        Column("running", Json, nullable=False),
+        Column("memory_bytes", BigInteger),
+    )
+    return Tables(
+        prefix,
+        metadata,
+        jobs,
+        dependencies,
+        tags,
+        batches,
+        schema,
+        locks,
+        paused_queues,
+        workers,
+    )
 
 
 def _create_v1(connection: Connection, tables: Tables) -> None:
@@ -334,6 +370,15 @@ def _delayed_jobs_v5(connection: Connection, tables: Tables) -> None:
     _job_table_storage_v5(connection, jobs.name)
 
 
+def _operations_v6(connection: Connection, tables: Tables) -> None:
+    """Version 6: the tables of paused queues (PAUSE-001) and of running workers, new and
+    empty: no row moves, so processes of the previous version keep working while they exist
+    (they claim from every queue and announce nothing, which is what they did before)."""
+    v6 = build_tables(tables.prefix, version=6)
+    v6.paused_queues.create(connection, checkfirst=True)
+    v6.workers.create(connection, checkfirst=True)
+
+
 # Each migration brings the schema from version (index) to version (index + 1). Add new
 # steps at the end; never edit a released one (a step builds the tables as of its own version).
 MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
@@ -342,6 +387,7 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _timeouts_v3,
     _locks_v4,
     _delayed_jobs_v5,
+    _operations_v6,
 ]
 
 

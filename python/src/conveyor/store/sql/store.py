@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from ...clock import SystemClock, from_ms, to_ms
 from ...errors import ConfigurationError, StoreUnavailable
-from ...model import Batch, Job, replace
+from ...model import Batch, Job, WorkerRecord, replace
 from ..base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
 from .claim import FACTS, IMPLIED_FACTS, ClaimStatements
 from .dialects import (
@@ -123,6 +123,7 @@ class SqlTransaction:
         if (
             self.dialect.name == "postgresql"
             and self.connection.dialect.driver == "psycopg"  # psycopg 3 has cursor.copy()
+            and not self.connection.dialect.is_async  # (its blocking cursor, that is)
             and len(rows) >= COPY_THRESHOLD
         ):
             ids = self._copy_jobs(rows)
@@ -375,6 +376,8 @@ class SqlTransaction:
             statement = statement.where(t.c.queue == query.queue)
         if query.identifier is not None:
             statement = statement.where(t.c.identifier == query.identifier)
+        if query.serial_group is not None:
+            statement = statement.where(t.c.serial_group == query.serial_group)
         if query.batch_id is not None:
             statement = statement.where(t.c.batch_id == (row_id(query.batch_id) or -1))
         if query.tag is not None:
@@ -492,6 +495,88 @@ class SqlTransaction:
             .order_by(t.c.queue, t.c.state)
         )
         return [(queue, state, int(count)) for queue, state, count in rows]
+
+    # -- paused queues --------------------------------------------------------------------
+
+    def pause_queue(self, queue: str, now: datetime) -> bool:
+        p = self.tables.paused_queues
+        paused = self.connection.execute(select(p.c.queue).where(p.c.queue == queue)).first()
+        if paused is not None:
+            return False
+        try:
+            with self.connection.begin_nested():
+                self.connection.execute(insert(p).values(queue=queue, paused_at=to_ms(now)))
+        except IntegrityError:  # another operator paused it at the same moment
+            return False
+        return True
+
+    def resume_queue(self, queue: str) -> bool:
+        p = self.tables.paused_queues
+        resumed = bool(self.connection.execute(delete(p).where(p.c.queue == queue)).rowcount)
+        if resumed:
+            self._announce()  # waiting workers may claim the queue's jobs again
+        return resumed
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        p = self.tables.paused_queues
+        rows = self.connection.execute(select(p.c.queue, p.c.paused_at).order_by(p.c.queue))
+        return [(str(queue), from_ms(int(paused_at))) for queue, paused_at in rows]
+
+    # -- workers --------------------------------------------------------------------------
+
+    def save_worker(self, record: WorkerRecord) -> None:
+        w = self.tables.workers
+        values = {
+            "host": record.host,
+            "pid": record.pid,
+            "started_at": to_ms(record.started_at),
+            "heartbeat_at": to_ms(record.heartbeat_at),
+            "queues": json.dumps(list(record.queues)),
+            "concurrency": record.concurrency,
+            "running": json.dumps(list(record.running)),
+            "memory_bytes": record.memory_bytes,
+        }
+        updated = self.connection.execute(update(w).where(w.c.id == record.id).values(values))
+        if updated.rowcount:
+            return
+        try:
+            with self.connection.begin_nested():
+                self.connection.execute(insert(w).values(id=record.id, **values))
+        except IntegrityError:  # inserted meanwhile by the same worker's earlier beat
+            self.connection.execute(update(w).where(w.c.id == record.id).values(values))
+
+    def delete_workers(
+        self, worker_ids: Collection[str] = (), seen_before: datetime | None = None
+    ) -> int:
+        w = self.tables.workers
+        deleted = 0
+        if worker_ids:
+            deleted += self.connection.execute(
+                delete(w).where(w.c.id.in_(list(worker_ids)))
+            ).rowcount
+        if seen_before is not None:
+            deleted += self.connection.execute(
+                delete(w).where(w.c.heartbeat_at < to_ms(seen_before))
+            ).rowcount
+        return deleted
+
+    def workers(self) -> list[WorkerRecord]:
+        w = self.tables.workers
+        rows = self.connection.execute(select(w).order_by(w.c.id)).mappings()
+        return [
+            WorkerRecord(
+                id=row["id"],
+                host=row["host"],
+                pid=int(row["pid"]),
+                started_at=from_ms(int(row["started_at"])),
+                heartbeat_at=from_ms(int(row["heartbeat_at"])),
+                queues=tuple(json.loads(row["queues"])),
+                concurrency=int(row["concurrency"]),
+                running=tuple(json.loads(row["running"])),
+                memory_bytes=None if row["memory_bytes"] is None else int(row["memory_bytes"]),
+            )
+            for row in rows
+        ]
 
     # -- batches --------------------------------------------------------------------------
 
