@@ -110,7 +110,7 @@ class AsyncConveyor:
         except (ImportError, ValueError) as error:  # greenlet missing
             raise ConfigurationError(
                 f"the async API needs SQLAlchemy's asyncio extension ({error}); install it "
-                "with pip install 'conveyor[asyncio]'"
+                "with pip install 'conveyor-queue[asyncio]'"
             ) from None
         parsed = make_url(self.app.url)
         synchronous = str(parsed.query.get("synchronous", "FULL")).upper()
@@ -123,8 +123,8 @@ class AsyncConveyor:
             name = getattr(error, "name", None) or url.get_driver_name()
             raise ConfigurationError(
                 f"the async database driver {name!r} is not installed; install it with pip "
-                "install 'conveyor[asyncio]' (SQLite), 'conveyor[asyncio-postgresql]' or "
-                "'conveyor[asyncio-mysql]'"
+                "install 'conveyor-queue[asyncio]' (SQLite), 'conveyor-queue[asyncio-postgresql]' or "
+                "'conveyor-queue[asyncio-mysql]'"
             ) from None
         if url.get_backend_name() == "sqlite":
             from .store.sql.dialects import configure_sqlite

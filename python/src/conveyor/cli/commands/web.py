@@ -53,7 +53,7 @@ def web(
     except ImportError as error:
         raise CliError(
             f"conveyor web needs the web extra ({error.name} is missing): "
-            "pip install 'conveyor[web]'"
+            "pip install 'conveyor-queue[web]'"
         ) from None
     settings = WebSettings.from_env(
         read_only=read_only,
