@@ -123,8 +123,8 @@ class AsyncConveyor:
             name = getattr(error, "name", None) or url.get_driver_name()
             raise ConfigurationError(
                 f"the async database driver {name!r} is not installed; install it with pip "
-                "install 'conveyor-queue[asyncio]' (SQLite), 'conveyor-queue[asyncio-postgresql]' or "
-                "'conveyor-queue[asyncio-mysql]'"
+                "install 'conveyor-queue[asyncio]' (SQLite), "
+                "'conveyor-queue[asyncio-postgresql]' or 'conveyor-queue[asyncio-mysql]'"
             ) from None
         if url.get_backend_name() == "sqlite":
             from .store.sql.dialects import configure_sqlite
