@@ -23,10 +23,12 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import json
 import os
 import re
 import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +40,14 @@ ROOT = Path(__file__).resolve().parents[2]
 VIEWPORT = {"width": 1280, "height": 900}
 # Material's body text is 16 px at this width; diagram labels below this are hard to read.
 MIN_TEXT_PX = 9.0
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+# Debian's package first; Chrome as found on hosted CI runners (Ubuntu ships Chromium as a snap).
+CHROMIUM_CANDIDATES = (
+    "/usr/bin/chromium",
+    "/usr/bin/google-chrome",
+    "/usr/bin/google-chrome-stable",
+)
+# The version the site is served as, the way mike lays out the published site.
+VERSION_DIR = "dev"
 RAW_DIAGRAM_RE = re.compile(r"stateDiagram|```mermaid|class=\"mermaid\"")
 
 # Collected in the page: ids, links, stylesheets and scripts, and the size of diagram labels.
@@ -55,8 +64,9 @@ PAGE_FACTS_JS = """
     ids: [...document.querySelectorAll('[id]')].map((e) => e.id),
     names: [...document.querySelectorAll('a[name]')].map((e) => e.getAttribute('name')),
     links: [...document.querySelectorAll('a[href]')].map((a) => a.href),
-    assets: [...document.querySelectorAll('script[src], link[href]')]
-        .filter((e) => e.tagName === 'SCRIPT' || e.rel !== 'alternate')
+    assets: [...document.querySelectorAll(
+        'script[src], link[rel~="stylesheet"], link[rel~="preload"], ' +
+        'link[rel~="modulepreload"], link[rel~="icon"], link[rel~="manifest"]')]
         .map((e) => e.src || e.href),
     diagrams: diagrams,
     text: document.body.innerText,
@@ -78,7 +88,7 @@ class PageReport:
 def chromium_executable() -> str:
     """The system Chromium; the error names the package to install."""
     configured = os.environ.get("CONVEYOR_CHROMIUM")
-    for candidate in (configured, *CHROMIUM_CANDIDATES, shutil.which("chromium")):
+    for candidate in (configured, *CHROMIUM_CANDIDATES):
         if candidate and Path(candidate).is_file():
             return candidate
     raise SystemExit(
@@ -89,13 +99,13 @@ def chromium_executable() -> str:
 
 
 def site_pages(site: Path) -> list[str]:
-    """URL paths of every HTML page of the built site, e.g. ``guide/quickstart/``."""
+    """URL paths of every page of the built site, e.g. ``guide/quickstart/``."""
     pages = []
     for path in sorted(site.rglob("*.html")):
         relative = path.relative_to(site).as_posix()
-        if relative == "404.html":
-            pages.append(relative)
-        elif relative.endswith("index.html"):
+        # 404.html is left out: its links are absolute to site_url's root, and under mike's
+        # layout (/VERSION/) no server ever shows it.
+        if relative.endswith("index.html"):
             pages.append(relative[: -len("index.html")])
     return pages
 
@@ -107,22 +117,32 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @contextmanager
 def serve(site: Path) -> Iterator[str]:
-    """Serve ``site`` on a free loopback port for the duration of the block."""
-    handler = functools.partial(_QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    """Serve ``site`` as mike publishes it, under ``/dev/`` beside a ``versions.json``.
+
+    The theme's version selector fetches ``../versions.json``; laid out like the published
+    site, that request succeeds and the selector is exercised too. Yields the site's base URL.
+    """
+    with tempfile.TemporaryDirectory(prefix="docs-check-") as folder:
+        root = Path(folder)
+        (root / VERSION_DIR).symlink_to(site.resolve(), target_is_directory=True)
+        versions = [{"version": VERSION_DIR, "title": VERSION_DIR, "aliases": []}]
+        (root / "versions.json").write_text(json.dumps(versions), encoding="utf-8")
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/{VERSION_DIR}/"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
 
 
 def _is_local(url: str, base: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in {"data", "blob", "about"} or url.startswith(base)
+    """A URL of the local server (any path), or one that needs no request."""
+    parts, local = urlsplit(url), urlsplit(base)
+    return parts.scheme in {"data", "blob", "about"} or parts.netloc == local.netloc
 
 
 def check_page(page: object, base: str, path: str, shots: Path) -> PageReport:

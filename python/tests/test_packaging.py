@@ -91,8 +91,8 @@ def test_the_sdist_builds_a_wheel_carrying_the_spec(directory: str, tmp_path: Pa
     major_minor = ".".join(SPEC_VERSION.split(".")[:2])
     assert f"spec {major_minor})" in metadata["Summary"]
     assert "Typing :: Typed" in metadata.get_all("Classifier")
-    # The dashboard's templates and static files ship inside the wheel (no CDN at run time).
     if package == "conveyor":
+        # The dashboard's templates and static files ship inside the wheel (no CDN at run time).
         web = REPO / "python" / "src" / "conveyor" / "web"
         for folder in ("templates", "static"):
             for path in (web / folder).iterdir():

@@ -6,7 +6,7 @@ Mount it in FastAPI, Starlette or any ASGI server, or run it with ``conveyor web
     web = create_app(app, read_only=True)          # Starlette: Mount("/conveyor", app=web)
 
 It has no logic of its own: every figure and action goes through the app's public API, run in a
-worker thread. Needs the ``web`` extra (``pip install conveyor-queue[web]``).
+worker thread. Needs the ``web`` extra (``pip install 'conveyor-queue[web]'``).
 """
 
 from __future__ import annotations
