@@ -154,6 +154,22 @@ def test_the_readme_renders_without_escaped_newlines(directory: str) -> None:
     assert readme.startswith("# ")
 
 
+def test_the_versions_table_names_the_spec_of_the_current_versions() -> None:
+    """docs/project/versions.md: the row of this library's and suite's major.minor names the
+    spec major.minor in spec/VERSION (the written policy stays true)."""
+    from conveyor_conformance import __version__ as suite
+
+    from conveyor import __version__ as library
+
+    def minor(version: str) -> str:
+        return ".".join(version.split(".")[:2])
+
+    table = (REPO / "docs" / "project" / "versions.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+\.\d+)\.x \| (\d+\.\d+)\.x \| (\d+\.\d+) \|$", table, re.M)
+
+    assert (minor(library), minor(suite), minor(SPEC_VERSION)) in rows
+
+
 def test_library_loads_the_repository_spec_in_a_checkout() -> None:
     from conveyor.specfiles import spec_dir, spec_version
 
