@@ -583,7 +583,8 @@ class SqlTransaction:
         minute = func.floor(t.c.finished_at / 60_000).label("minute")
         rows = self.connection.execute(
             select(minute, t.c.state, func.count())
-            .where(t.c.finished_at >= to_ms(since))
+            # the states first: one range of the (state, finished_at) index per state
+            .where(t.c.state.in_(sorted(self.states.terminal)), t.c.finished_at >= to_ms(since))
             .group_by(minute, t.c.state)
             .order_by(minute, t.c.state)
         )
