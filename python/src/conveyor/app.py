@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .clock import Clock, SystemClock, duration_ms
+from .clock import Clock, SystemClock, duration_ms, from_ms
 from .engine import JobEngine
 from .errors import ConfigurationError, InvalidRequest, JobNotFound, StaleLease, WaitTimeout
 from .eventloop import LoopThread
@@ -533,6 +533,16 @@ class Conveyor:
         """(queue, state, count) for every non-empty combination."""
         with self.store.transaction() as tx:
             return self.operations.counts()(tx)
+
+    def ended_by_minute(self, minutes: int = 60) -> list[tuple[datetime, str, int]]:
+        """(minute, state, count) of the jobs that ended in the last ``minutes`` minutes: the
+        throughput and the failures over time, as the dashboard charts them."""
+        if minutes < 1:
+            raise InvalidRequest(f"minutes must be 1 or more, not {minutes}")
+        since = self.now() - timedelta(minutes=minutes)
+        with self.store.transaction() as tx:
+            rows = tx.ended_by_minute(since)
+        return [(from_ms(minute * 60_000), state, count) for minute, state, count in rows]
 
     # -- state changes --------------------------------------------------------------------
 

@@ -6,9 +6,11 @@ Spec: OPS-001..006, PAUSE-001..005 through HTTP.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from starlette.testclient import TestClient
 
-from conveyor import Conveyor
+from conveyor import Conveyor, ManualClock
 
 from .conftest import JSON
 
@@ -174,3 +176,33 @@ def test_workers_are_listed(client: TestClient, conveyor_app: Conveyor) -> None:
         assert 'href="/jobs/42"' in page
     finally:
         presence.stop()
+
+
+def test_throughput_per_minute(
+    client: TestClient, conveyor_app: Conveyor, clock: ManualClock
+) -> None:
+    app = conveyor_app
+    app.publish("mail.send")
+    app.publish("mail.send")
+    app.process(handle_signals=False)  # both finish at 00:00
+    clock.advance(timedelta(minutes=2, seconds=30))
+    app.publish("report.broken")
+    app.process(handle_signals=False)  # fails for good at 00:02:30
+    cancelled = app.publish("mail.send")
+    app.cancel(cancelled.id)
+    minutes = client.get("/api/throughput", params={"minutes": 4}).json()["minutes"]
+    assert [m["at"] for m in minutes] == [
+        "2025-12-31T23:59:00.000Z",
+        "2026-01-01T00:00:00.000Z",
+        "2026-01-01T00:01:00.000Z",
+        "2026-01-01T00:02:00.000Z",
+    ]
+    assert [(m["finished"], m["failed"], m["other"]) for m in minutes] == [
+        (0, 0, 0),
+        (2, 0, 0),
+        (0, 0, 0),
+        (0, 1, 1),
+    ]
+    overview = client.get("/").text
+    assert "2 finished, 1 failed for good" in overview
+    assert client.get("/api/throughput", params={"minutes": 0}).status_code == 400

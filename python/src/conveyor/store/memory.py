@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, NoReturn
 
+from ..clock import to_ms
 from ..errors import NotSupported
 from ..model import Batch, Job, WorkerRecord
 from .base import (
@@ -340,6 +341,14 @@ class MemoryTransaction:
             if key[0] == name and (job_id is not None or not with_job)
         ]
         return max(found, key=lambda run: run.fire_at, default=None)
+
+    def ended_by_minute(self, since: datetime) -> list[tuple[int, str, int]]:
+        tally: dict[tuple[int, str], int] = {}
+        for job in self._data.jobs.values():
+            if job.finished_at is not None and job.finished_at >= since:
+                key = (to_ms(job.finished_at) // 60_000, job.state)
+                tally[key] = tally.get(key, 0) + 1
+        return [(minute, state, count) for (minute, state), count in sorted(tally.items())]
 
     def insert_batch(self, batch: Batch) -> Batch:
         saved = replace(batch, id=str(self._data.next_batch))

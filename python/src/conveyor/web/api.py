@@ -140,6 +140,11 @@ async def resume(service: WebService, request: Request) -> Any:
     return await run_in_threadpool(service.resume, request.path_params["queue"])
 
 
+async def throughput(service: WebService, request: Request) -> Any:
+    minutes = _int(request, "minutes", 60)
+    return {"minutes": await run_in_threadpool(service.throughput, minutes)}
+
+
 async def workers(service: WebService, request: Request) -> Any:
     return {"workers": await run_in_threadpool(service.workers)}
 
@@ -287,6 +292,40 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         params=(QUEUE,),
         body=EMPTY_BODY,
         errors=(400, 403),
+    ),
+    Endpoint(
+        "GET",
+        "/api/throughput",
+        "getThroughput",
+        "Jobs that ended per minute (finished, failed for good, other ends), oldest first.",
+        throughput,
+        {
+            "type": "object",
+            "required": ["minutes"],
+            "properties": {
+                "minutes": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["at", "finished", "failed", "other"],
+                        "properties": {
+                            "at": {"type": "string", "format": "date-time"},
+                            "finished": {"type": "integer"},
+                            "failed": {"type": "integer"},
+                            "other": {"type": "integer"},
+                        },
+                    },
+                }
+            },
+        },
+        params=(
+            Param(
+                "minutes",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": 1440, "default": 60},
+                "How many minutes back, the current one included.",
+            ),
+        ),
     ),
     Endpoint(
         "GET",

@@ -32,6 +32,41 @@ def environment() -> Environment:
     )
 
 
+CHART_MINUTES = 60
+CHART_HEIGHT = 80
+BAR_WIDTH = 10
+
+
+def bar_chart(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stacked bars (finished below, failed above) of jobs ended per minute, as SVG
+    coordinates: drawn on the server, so the page needs no chart library and no script."""
+    peak = max((p["finished"] + p["failed"] for p in points), default=0) or 1
+    bars = []
+    for index, point in enumerate(points):
+        finished = round(point["finished"] / peak * CHART_HEIGHT, 1)
+        failed = round(point["failed"] / peak * CHART_HEIGHT, 1)
+        bars.append(
+            {
+                "x": index * BAR_WIDTH,
+                "finished_y": CHART_HEIGHT - finished,
+                "finished_h": finished,
+                "failed_y": CHART_HEIGHT - finished - failed,
+                "failed_h": failed,
+                "title": f"{point['at'][11:16]} UTC: {point['finished']} finished, "
+                f"{point['failed']} failed",
+            }
+        )
+    return {
+        "bars": bars,
+        "width": len(points) * BAR_WIDTH,
+        "height": CHART_HEIGHT,
+        "peak": peak,
+        "finished": sum(p["finished"] for p in points),
+        "failed": sum(p["failed"] for p in points),
+        "minutes": len(points),
+    }
+
+
 class Pages:
     def __init__(self, service: WebService) -> None:
         self.service = service
@@ -51,13 +86,20 @@ class Pages:
 
     async def overview(self, request: Request) -> Response:
         queues = await run_in_threadpool(self.service.queues)
+        chart = bar_chart(await run_in_threadpool(self.service.throughput, CHART_MINUTES))
         totals: dict[str, int] = {}
         for queue in queues:
             for state, count in queue["counts"].items():
                 totals[state] = totals.get(state, 0) + count
         states = [s for s in self.service.states if s in totals]
         return self.render(
-            request, "overview.html", queues=queues, states=states, totals=totals, title="Overview"
+            request,
+            "overview.html",
+            queues=queues,
+            states=states,
+            totals=totals,
+            chart=chart,
+            title="Overview",
         )
 
     async def queues(self, request: Request) -> Response:

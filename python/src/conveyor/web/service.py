@@ -8,6 +8,7 @@ on the database. Nothing here knows about HTTP; the same calls serve the API and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from ..app import Conveyor
@@ -19,6 +20,7 @@ from .masking import job_view, mask_urls
 from .settings import WebSettings
 
 LIST_LIMIT_MAX = 500
+THROUGHPUT_MINUTES_MAX = 24 * 60
 # A filter on request type is applied to the jobs read in publish order; one page reads at
 # most this many jobs, and the cursor moves past them all (keyset pagination stays exact).
 TYPE_SCAN_LIMIT = 5000
@@ -136,6 +138,28 @@ class WebService:
             }
             for queue, counts in sorted(by_queue.items())
         ]
+
+    def throughput(self, minutes: int = 60) -> list[dict[str, Any]]:
+        """Jobs that ended per minute over the last ``minutes`` minutes, oldest first, every
+        minute present: finished, failed for good, and the other ends (cancelled,
+        redundant)."""
+        if not 1 <= minutes <= THROUGHPUT_MINUTES_MAX:
+            raise InvalidRequest(
+                f"minutes must be between 1 and {THROUGHPUT_MINUTES_MAX}, not {minutes}"
+            )
+        now = self.app.now()
+        first = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+        slots = {
+            first + timedelta(minutes=i): {"finished": 0, "failed": 0, "other": 0}
+            for i in range(minutes)
+        }
+        for minute, state, count in self.app.ended_by_minute(minutes):
+            slot = slots.get(minute)
+            if slot is None:
+                continue
+            kind = {"finished": "finished", "permanently_failed": "failed"}.get(state, "other")
+            slot[kind] += count
+        return [{"at": format_timestamp(at), **counts} for at, counts in slots.items()]
 
     def workers(self) -> list[dict[str, Any]]:
         """Running workers, from their records (a record older than a few beats is stale)."""

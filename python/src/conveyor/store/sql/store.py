@@ -642,6 +642,19 @@ class SqlTransaction:
             for row in rows
         ]
 
+    def ended_by_minute(self, since: datetime) -> list[tuple[int, str, int]]:
+        t = self.tables.jobs
+        # FLOOR of a division: an integer on every database (MariaDB's / gives a decimal).
+        minute = func.floor(t.c.finished_at / 60_000).label("minute")
+        rows = self.connection.execute(
+            select(minute, t.c.state, func.count())
+            # the states first: one range of the (state, finished_at) index per state
+            .where(t.c.state.in_(sorted(self.states.terminal)), t.c.finished_at >= to_ms(since))
+            .group_by(minute, t.c.state)
+            .order_by(minute, t.c.state)
+        )
+        return [(int(m), state, int(count)) for m, state, count in rows]
+
     # -- batches --------------------------------------------------------------------------
 
     def insert_batch(self, batch: Batch) -> Batch:
