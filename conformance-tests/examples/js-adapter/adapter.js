@@ -419,6 +419,8 @@ const commands = {
   report: (r) => {
     const job = getJob(r.job);
     const outcome = r.outcome;
+    // VER-009: the features results and progress are not claimed.
+    if (outcome.result !== undefined && outcome.result !== null) refuse("invalid_request", "feature results is not claimed");
     const kind = outcome.kind === "die" ? (outcome.cause || "permanent") : outcome.kind;
     const params = { lease_token: r.lease_token };
     if (kind === "temporary" || kind === "permanent") params.error = outcome.error || { kind, message: `the handler reported a ${kind} error` };
@@ -426,6 +428,7 @@ const commands = {
     if (kind === "waiting" && outcome.delay_ms !== undefined) params.delay_ms = outcome.delay_ms;
     return { job: doc(fire(job, OUTCOMES[kind], params)) };
   },
+  progress: () => refuse("invalid_request", "feature progress is not claimed (VER-009)"),
   heartbeat: (r) => ({ job: doc(fire(getJob(r.job), "heartbeat", { lease_token: r.lease_token, lease_ms: r.lease_ms })) }),
   cancel: (r) => ({ job: doc(fire(getJob(r.job), "cancel", {})) }),
   requeue: (r) => ({ job: doc(fire(getJob(r.job), "requeue", {})) }),

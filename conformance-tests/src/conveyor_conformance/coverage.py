@@ -52,6 +52,15 @@ NOT_TESTABLE: dict[str, str] = {
         "the harness runs no handler and reports every outcome itself. The refusal of a late "
         "report is LEASE-007's, checked there."
     ),
+    "RESULT-004": (
+        "waiting blocks the caller until a job ends, and the protocol sends one request at a "
+        "time (PROTO-001): no other request could end the job meanwhile. The library's own "
+        "tests check it on every store."
+    ),
+    "CRON-006": (
+        "it governs when a process evaluates its schedules on its own; the harness evaluates "
+        "them with schedule_tick on the clock it controls."
+    ),
     "BROKER-005": (
         "no protocol command runs the repair loop, which requeues jobs on its own schedule; "
         "the harness decides every state change."
@@ -69,6 +78,21 @@ NOT_TESTABLE: dict[str, str] = {
 
 #: Requirements the checks observe only in part: what they leave out.
 PARTLY_TESTABLE: dict[str, str] = {
+    "PAUSE-004": (
+        "the checks see a claim that names a job of a paused queue (a consumer's) return "
+        "nothing; that a resumed queue's jobs are handed to the broker again happens between "
+        "the implementation and its broker (the library's own tests check it)."
+    ),
+    "CRON-003": (
+        "the checks evaluate a schedule again after a run was recorded, as a second process "
+        "or a restart would, and see nothing published twice; two processes recording one fire "
+        "time at the same moment need concurrent requests, which the protocol does not send "
+        "(the library's own tests race them on every store)."
+    ),
+    "RESULT-002": (
+        "the checks see results refused at the limits; that a worker reports a permanent error "
+        "in place of a result it cannot report happens in a worker, which the harness replaces."
+    ),
     "TIMEOUT-002": (
         "the checks report the outcome `timeout` and observe how it is recorded; when a worker "
         "decides that an attempt ran too long, and that it stops heart-beating, happens without "

@@ -14,6 +14,7 @@ implementation creates on its own (recurring copies, completion jobs) get placeh
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from fractions import Fraction
 from typing import Any
 
 from . import timefmt
+from .cron import Cron
 from .machine import Env, MachineModel, Refusal, Transition
 from .matching import is_matcher
 from .spec import Spec
@@ -63,6 +65,7 @@ FIXED_FIELDS = {
     "metadata": "JOB-008",
     "created_at": "JOB-001",
     "timeout_ms": "TIMEOUT-001",
+    "result_ttl_ms": "RESULT-003",
 }
 PRECEDENCE = {
     "invalid_request": 0,
@@ -209,6 +212,9 @@ class MJob:
     tags: list[str] = field(default_factory=list)
     metadata: Any = None  # None: unknown (a copy of a document the model did not build)
     timeout_ms: int | None = None
+    result: Any = None
+    result_ttl_ms: int | None = None
+    progress: dict[str, Any] | None = None
     lease_token: int = 0
     lease: dict[str, Any] | None = None
     last_error: Any = None
@@ -323,9 +329,12 @@ class Model:
         self.placeholders = 0
         self.used_ids: set[str] = set()
         self.notifications: list[dict[str, Any]] = []
+        self.paused: dict[str, int] = {}  # paused queue -> when it was paused (PAUSE-001)
         self._why: dict[tuple[str, str], str] = {}
         self._created: list[str] = []
         self._new_ids: list[str] = []
+        # CRON-003: the fire times handled, by schedule name: (fire time, job id or None)
+        self.schedule_runs: dict[str, list[tuple[int, str | None]]] = {}
 
     def snapshot(self) -> Model:
         """A copy of the records and counters; the spec and machines are shared."""
@@ -334,7 +343,9 @@ class Model:
         clone.batches = {key: copy.copy(batch) for key, batch in self.batches.items()}
         clone.notifications = [dict(n) for n in self.notifications]
         clone.used_ids = set(self.used_ids)
+        clone.paused = dict(self.paused)
         clone.handlers = dict(self.handlers)
+        clone.schedule_runs = {name: list(runs) for name, runs in self.schedule_runs.items()}
         return clone
 
     def _check_effects(self) -> None:
@@ -452,7 +463,24 @@ class Model:
             document["metadata"] = job.metadata
         if job.timeout_ms is not None:
             document["timeout_ms"] = job.timeout_ms
+        document.update(self._result_members(job))
+        if job.progress is not None:
+            document["progress"] = {**job.progress, "at": fmt(job.progress["at"])}
         return document
+
+    def _result_members(self, job: MJob) -> dict[str, Any]:
+        """RESULT-001 and RESULT-003: the result, null from its expiry on."""
+        members: dict[str, Any] = {}
+        if job.result_ttl_ms is not None:
+            members["result_ttl_ms"] = job.result_ttl_ms
+        if job.result is None:
+            return members
+        expires = None
+        if job.result_ttl_ms is not None and job.finished_at is not None:
+            expires = job.finished_at + job.result_ttl_ms
+            members["result_expires_at"] = timefmt.format_ms(expires)
+        members["result"] = job.result if expires is None or self.now < expires else None
+        return members
 
     def batch_doc(self, batch: MBatch) -> dict[str, Any]:
         return {
@@ -603,6 +631,7 @@ class Model:
             tags=list(document.get("tags", [])),
             metadata=document.get("metadata", {}),  # JOB-011
             timeout_ms=document.get("timeout_ms", defaults.get("timeout_ms")),
+            result_ttl_ms=document.get("result_ttl_ms", defaults.get("result_ttl_ms")),
         )
 
     def _check_features(self, document: dict[str, Any]) -> None:
@@ -616,10 +645,11 @@ class Model:
             "batches": document.get("batch_id") is not None,
             "tags": bool(document.get("tags")),
             "timeouts": document.get("timeout_ms") is not None,
+            "results": document.get("result_ttl_ms") is not None,
         }
         for feature, used in uses.items():
             if used and feature not in self.features:
-                rule = "VER-004" if feature == "timeouts" else "VER-001"
+                rule = {"timeouts": "VER-004", "results": "VER-009"}.get(feature, "VER-001")
                 raise Refusal("invalid_request", rule, f"feature {feature} is not claimed")
 
     def _resolve_policy(self, given: Any) -> dict[str, Any]:
@@ -718,6 +748,7 @@ class Model:
                 for j in self.jobs.values()
                 if j.state in self.tags["claimable"]
                 and (not queues or j.queue in queues)
+                and j.queue not in self.paused
                 and low <= j.priority <= high
                 and (job is None or j.id == job)
                 and j.available_at <= self.now
@@ -767,6 +798,9 @@ class Model:
         target = self.job(job)
         kind = outcome["kind"]
         params: dict[str, Any] = {"lease_token": lease_token}
+        result = outcome.get("result")
+        if result is not None:
+            self._check_result(target, result, lease_token, kind)
         if kind == "success":
             event = "succeed"
         elif kind == "waiting":
@@ -783,7 +817,104 @@ class Model:
             if event == "fail_temporarily" and outcome.get("retry_after_ms") is not None:
                 params["retry_after_ms"] = outcome["retry_after_ms"]
         transition = self._lease_holder_event(target, event, params)
+        if result is not None:
+            target.result = result
+            self._note(target.id, "result", "RESULT-001")
         return {"job": self.doc(target)}, transition.req
+
+    def _check_result(self, job: MJob, result: Any, lease_token: int, kind: str) -> None:
+        """VER-009, RESULT-001 and RESULT-002, before anything changes."""
+        if "results" not in self.features:
+            raise Refusal("invalid_request", "VER-009", "feature results is not claimed")
+        if kind != "success":
+            raise Refusal("invalid_request", "RESULT-001", f"a {kind} outcome with a result")
+        # A stale token is refused as LEASE-007 says, whatever the result.
+        if job.lease is None or job.lease["token"] != lease_token:
+            return
+        if _depth(result) > MAX_DEPTH:
+            raise Refusal(
+                "invalid_payload", "RESULT-002", f"the result nests deeper than {MAX_DEPTH}"
+            )
+        if any(_SURROGATE.search(text) for text in _strings(result)):
+            raise Refusal("invalid_payload", "RESULT-002", "the result has a lone surrogate")
+        encoded = json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(encoded) > MAX_RESULT_BYTES:
+            raise Refusal("payload_too_large", "RESULT-002", f"the result is {len(encoded)} bytes")
+        remaining = sum(1 for r in job.requests if r.state != "succeeded")
+        if job.state == "processing" and remaining > 1:
+            raise Refusal("invalid_request", "RESULT-001", "a result before the last request")
+
+    def cmd_progress(
+        self,
+        job: str,
+        lease_token: int,
+        percent: float | None = None,
+        message: str | None = None,
+    ) -> Any:
+        """PROGRESS-001: stored under the current lease; no event, nothing else changes."""
+        if "progress" not in self.features:
+            raise Refusal("invalid_request", "VER-009", "feature progress is not claimed")
+        if percent is not None and not 0 <= percent <= 100:
+            raise Refusal("invalid_request", "PROGRESS-001", f"percent {percent} out of 0..100")
+        if message is not None and (len(message) > 1024 or "\x00" in message):
+            raise Refusal("invalid_request", "PROGRESS-001", "message too long or with U+0000")
+        target = self.job(job)
+        if target.lease is None or target.lease["token"] != lease_token:
+            raise Refusal("stale_lease", "PROGRESS-001", f"job {job} is not leased under the token")
+        target.progress = {"percent": percent, "message": message, "at": self.now}
+        self._note(target.id, "progress", "PROGRESS-001")
+        return {"job": self.doc(target)}, "PROGRESS-001"
+
+    def cmd_schedule_tick(self, schedules: list[dict[str, Any]]) -> Any:
+        """CRON-001..005: evaluate each schedule at now, as a process that starts does."""
+        if "cron" not in self.features:
+            raise Refusal("invalid_request", "VER-001", "feature cron is not claimed")
+        checked = []
+        for schedule in schedules:
+            cron = Cron(schedule["expression"], schedule.get("tz", "UTC"))
+            self._build(schedule["job"])  # a job the schedule cannot publish is refused now
+            checked.append((schedule, cron))
+        runs = []
+        for schedule, cron in checked:
+            run = self._evaluate(schedule, cron)
+            if run is not None:
+                runs.append(run)
+        return {"runs": runs}, "CRON-004"
+
+    def _evaluate(self, schedule: dict[str, Any], cron: Cron) -> dict[str, Any] | None:
+        name = schedule["name"]
+        recorded = self.schedule_runs.setdefault(name, [])
+        last = max((fire for fire, _ in recorded), default=None)
+        catch_up = schedule.get("missed", "skip") == "run_once" and last is not None
+        floor = self.now - (CRON_LOOKBACK_MS if catch_up else CRON_GRACE_MS)
+        if last is not None and last > floor:
+            floor = last
+        fire = cron.latest(floor, self.now)
+        if fire is None or (self.now - fire >= CRON_GRACE_MS and not catch_up):
+            return None
+        overlap = schedule.get("overlap", "allow")
+        document = copy.deepcopy(schedule["job"])
+        if overlap != "allow":
+            previous = [job_id for _, job_id in sorted(recorded) if job_id is not None]
+            before = self.jobs.get(previous[-1]) if previous else None
+            if (
+                overlap == "skip"
+                and before is not None
+                and before.state not in self.tags["terminal"]
+            ):
+                recorded.append((fire, None))
+                return {"name": name, "fire_at": timefmt.format_ms(fire), "job": None}
+            if overlap == "queue":
+                document["serial_group"] = f"schedule:{name}"
+        document["metadata"] = {
+            **document.get("metadata", {}),
+            "schedule": name,
+            "scheduled_for": timefmt.format_ms(fire),
+        }
+        (job,) = self._store_new([self._build(document)])
+        recorded.append((fire, job.id))
+        self._note(job.id, "metadata", "CRON-005")
+        return {"name": name, "fire_at": timefmt.format_ms(fire), "job": self.doc(job)}
 
     def cmd_heartbeat(self, job: str, lease_token: int, lease_ms: int) -> Any:
         target = self.job(job)
@@ -851,6 +982,23 @@ class Model:
         return {"jobs": {"$unordered": [self.doc(j) for j in rescued]}}, "LEASE-008"
 
     # -- reading ----------------------------------------------------------------------------
+
+    def cmd_pause_queue(self, queue: str) -> Any:
+        """PAUSE-001, PAUSE-003: idempotent; the first pause time is kept."""
+        changed = queue not in self.paused
+        self.paused.setdefault(queue, self.now)
+        return {"changed": changed}, "PAUSE-003"
+
+    def cmd_resume_queue(self, queue: str) -> Any:
+        changed = self.paused.pop(queue, None) is not None
+        return {"changed": changed}, "PAUSE-003"
+
+    def cmd_paused_queues(self) -> Any:
+        listed = [
+            {"queue": queue, "paused_at": timefmt.format_ms(at)}
+            for queue, at in sorted(self.paused.items())
+        ]
+        return {"queues": listed}, "PAUSE-005"
 
     def cmd_get(self, job: str) -> Any:
         return {"job": self.doc(self.job(job))}, "JOB-007"
@@ -1214,6 +1362,9 @@ def _error_doc(error: Any, brief: bool = False) -> Any:
 # -- publish validation: which rule a schema error breaks -----------------------------------------
 
 MAX_DEPTH = 64  # LIMIT-006
+CRON_GRACE_MS = 60_000  # CRON-004
+CRON_LOOKBACK_MS = 400 * 86_400_000  # how far back run_once looks (an implementation's bound)
+MAX_RESULT_BYTES = 65536  # RESULT-002
 _SURROGATE = re.compile("[\ud800-\udfff]")  # in a Python str, every one is unpaired
 
 
@@ -1283,6 +1434,7 @@ def _publish_refusal(location: list[Any], validator: str, schema_path: list[Any]
         "available_at": "TIME-003",
         "recurring": "JOB-002",
         "retry_policy": "JOB-002",
+        "result_ttl_ms": "RESULT-003",
     }
     if head == "requests":
         req = "LIMIT-001" if "type" in location else "LIMIT-005"

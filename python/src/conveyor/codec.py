@@ -1,8 +1,9 @@
 """JSON payload codec: plain JSON plus tagged single-key objects for typed values.
 
 ``{"$bytes": ...}``, ``{"$datetime": ...}``, ``{"$date": ...}``, ``{"$decimal": ...}`` and
-``{"$uuid": ...}`` carry values JSON lacks, so any language can decode them. No pickle: a
-payload can never make a worker construct arbitrary objects.
+``{"$uuid": ...}`` carry values JSON lacks, so any language can decode them. A dataclass,
+attrs or pydantic instance travels as the object of its fields (a handler receives that
+object). No pickle: a payload can never make a worker construct arbitrary objects.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from . import structured
 from .errors import InvalidPayload, PayloadTooLarge, Refused
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -99,9 +101,12 @@ def encode(value: Any, path: str = "payload", depth: int = 0) -> Any:
         return encoded
     if isinstance(value, list | tuple):
         return [encode(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)]
+    if structured.is_model(value):  # a dataclass, attrs or pydantic instance: its fields
+        return encode(structured.values(value), path, depth)
     raise InvalidPayload(
         f"{path} is a {type(value).__name__}, which the JSON codec cannot carry; "
-        "send plain JSON types, bytes, date/datetime, Decimal or UUID"
+        "send plain JSON types, bytes, date/datetime, Decimal, UUID, or dataclass, attrs or "
+        "pydantic instances"
     )
 
 

@@ -34,6 +34,7 @@ class Limits:
     min_interval_ms: int
     known_keys: frozenset[str]
     max_timeout_ms: int
+    max_result_ttl_ms: int
 
 
 def _pattern(schema: dict[str, Any]) -> re.Pattern[str]:
@@ -60,6 +61,7 @@ def limits() -> Limits:
         min_interval_ms=publish["$defs"]["recurring"]["properties"]["interval_ms"]["minimum"],
         known_keys=frozenset(properties),
         max_timeout_ms=publish["$defs"]["timeout_ms"]["maximum"],
+        max_result_ttl_ms=publish["$defs"]["result_ttl_ms"]["maximum"],
     )
 
 
@@ -127,6 +129,10 @@ def surely_valid(document: dict[str, Any]) -> bool:
         ),
         ("retry_policy", _policy_ok),
         ("timeout_ms", lambda v: v is None or (type(v) is int and 1 <= v <= lim.max_timeout_ms)),
+        (
+            "result_ttl_ms",
+            lambda v: v is None or (type(v) is int and 1 <= v <= lim.max_result_ttl_ms),
+        ),
     )
     for key, check in checks:
         if key in document and not check(document[key]):

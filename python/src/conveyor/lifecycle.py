@@ -16,6 +16,7 @@ from typing import Any
 from .engine import Fired, Firing, JobEngine
 from .errors import (
     BatchClosed,
+    InvalidRequest,
     InvalidTransition,
     JobNotFound,
     Refused,
@@ -25,6 +26,7 @@ from .errors import (
 )
 from .machine import Environment, Machine
 from .model import Batch, Job, Request, replace
+from .results import check_result
 from .specfiles import machine_document
 from .store.base import Candidate, ClaimQuery, StateSets, Transaction
 
@@ -389,8 +391,21 @@ class Lifecycle:
     ) -> Fired:
         fired = self.engine.fire(job, self._firing(event, now, params or {}, {}))
         if update:
+            if update.get("result") is not None:
+                self._check_result(fired, update["result"])
             fired = replace(fired, job=replace(fired.job, **update))
         return fired
+
+    def _check_result(self, fired: Fired, result: Any) -> None:
+        """RESULT-001/002, after the machine accepted the event (a stale token is refused
+        as such first): only the success that finishes the job carries a result, within the
+        payload rules and 64 KiB."""
+        if fired.job.state not in self.states.succeeded or fired.transition.event != "succeed":
+            raise InvalidRequest(
+                f"job {fired.job.id}: only the success of its last request carries a result "
+                "(RESULT-001); report the others without one"
+            )
+        check_result(result)
 
     def rescue(self, tx: Transaction, now: datetime, limit: int) -> Outcome:
         """Fire lease_expired on processing jobs whose lease has run out."""

@@ -15,7 +15,7 @@ from .clock import duration_ms, format_timestamp, truncate_ms
 from .errors import ConfigurationError, InvalidPayload, InvalidRequest, PriorityNotAllowed
 from .fastcheck import surely_valid
 from .handlers import HandlerRegistry
-from .model import Job, Request
+from .model import Job, Request, replace
 from .retry import RetryPolicy, resolve
 
 
@@ -50,6 +50,9 @@ class PublishOptions:
     metadata: dict[str, Any] = field(default_factory=dict)
     # How long one attempt may run (a timedelta or seconds); None: the handler's timeout.
     timeout: timedelta | float | None = None
+    # How long the result stays readable after the job finished (a timedelta or seconds);
+    # None: the handler's, or as long as the job is stored (RESULT-003).
+    result_ttl: timedelta | float | None = None
 
     @classmethod
     def of(cls, options: Mapping[str, Any]) -> PublishOptions:
@@ -125,6 +128,32 @@ def timeout_ms(name: str, value: Any) -> int:
             "within them, or None for no limit"
         )
     return round(seconds * 1000)
+
+
+LONGEST_RESULT_TTL = timedelta(days=366)  # RESULT-003
+
+
+def result_ttl_ms(name: str, value: Any) -> int:
+    """A result's time to live (timedelta or seconds) in whole milliseconds, 1 ms to 366 days."""
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise InvalidRequest(
+            f"{name} must be a timedelta or a number of seconds, not {type(value).__name__}"
+        )
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if not (math.isfinite(seconds) and 0.001 <= seconds <= LONGEST_RESULT_TTL.total_seconds()):
+        raise InvalidRequest(
+            f"{name} of {value!r} is outside 1 ms to 366 days (RESULT-003); pass a duration "
+            "within them, or None to keep the result as long as the job"
+        )
+    return round(seconds * 1000)
+
+
+def handler_result_ttl_ms(handler_type: str, value: Any) -> int:
+    """A handler's default result time to live; a bad one is a configuration error."""
+    try:
+        return result_ttl_ms(f"the result_ttl of handler {handler_type!r}", value)
+    except InvalidRequest as error:
+        raise ConfigurationError(str(error)) from None
 
 
 def handler_timeout_ms(handler_type: str, value: Any) -> int:
@@ -289,6 +318,32 @@ class JobFactory:
             frozenset(allowed_priorities) if allowed_priorities is not None else None
         )
 
+    def build_many(
+        self, request_type: str, payloads: Iterable[Any], options: PublishOptions, now: datetime
+    ) -> list[Job]:
+        """One job of ``request_type`` per payload, all with the same options.
+
+        The first job is built (and checked) in full; the others differ from it by their
+        payload only, which goes through the codec: the codec refuses everything the schema
+        forbids in a payload (see fastcheck), so the options are checked once, not per job.
+        """
+        if isinstance(payloads, str | bytes | Mapping) or not isinstance(payloads, Iterable):
+            raise InvalidRequest(
+                f"publish_many takes an iterable of payloads, not {type(payloads).__name__}"
+            )
+        jobs: list[Job] = []
+        for index, payload in enumerate(payloads):
+            path = f"payloads[{index}]"
+            encoded = codec.encode(payload, path)
+            codec.check_size(encoded, path)
+            if not jobs:
+                jobs.append(self.build([Call(request_type, payload)], options, now))
+                continue
+            first = jobs[0]
+            request = replace(first.requests[0], payload=encoded)
+            jobs.append(replace(first, requests=(request,), metadata=dict(first.metadata)))
+        return jobs
+
     def build(self, calls: Sequence[Call], options: PublishOptions, now: datetime) -> Job:
         # ERR-001: schema and limit violations are reported before an unknown type or a
         # refused priority, so the handler's defaults stand in only once its type is known.
@@ -334,6 +389,10 @@ class JobFactory:
             document["timeout_ms"] = timeout_ms("timeout", options.timeout)
         elif first is not None and first.timeout_ms is not None:
             document["timeout_ms"] = first.timeout_ms
+        if options.result_ttl is not None:
+            document["result_ttl_ms"] = result_ttl_ms("result_ttl", options.result_ttl)
+        elif first is not None and first.result_ttl_ms is not None:
+            document["result_ttl_ms"] = first.result_ttl_ms
         for name, value in document.items():
             if name not in ("requests", "metadata"):  # encoded by the codec already
                 _check_plain(value, name)
@@ -371,4 +430,5 @@ class JobFactory:
             tags=tags,
             metadata=document["metadata"],
             timeout_ms=document.get("timeout_ms"),
+            result_ttl_ms=document.get("result_ttl_ms"),
         )

@@ -12,7 +12,15 @@ from __future__ import annotations
 import inspect
 from types import ModuleType
 
-from .. import test_ordering, test_retry, test_serial_groups, test_smoke, test_unique
+from .. import (
+    test_cron,
+    test_ordering,
+    test_results,
+    test_retry,
+    test_serial_groups,
+    test_smoke,
+    test_unique,
+)
 
 FIXTURES = {"app", "make_app", "clock", "backend"}
 
@@ -43,5 +51,13 @@ def _collect(module: ModuleType) -> dict[str, object]:
     return found
 
 
-for _module in (test_smoke, test_ordering, test_serial_groups, test_retry, test_unique):
+for _module in (
+    test_smoke,
+    test_ordering,
+    test_serial_groups,
+    test_retry,
+    test_unique,
+    test_results,
+    test_cron,
+):
     globals().update(_collect(_module))

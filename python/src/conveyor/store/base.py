@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from ..model import Batch, Job
+from ..model import Batch, Job, WorkerRecord
 from ..priority import PriorityRange
 
 
@@ -56,6 +56,7 @@ class JobFilter:
     batch_id: str | None = None
     limit: int = 100
     after_sequence: int = 0
+    serial_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,21 @@ class StateSets:
     performed: frozenset[str] = frozenset()
 
 
+# How long the runs of a schedule are kept behind its latest one (the scheduler reads only the
+# latest; the others remain to be looked at).
+SCHEDULE_RUNS_KEPT = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    """One fire time of a cron schedule, as recorded (spec.md#cron, CRON-003): the job it
+    published, or None (skipped by the overlap policy, or not yet published)."""
+
+    name: str
+    fire_at: datetime
+    job_id: str | None
+
+
 class Transaction(Protocol):
     def insert_jobs(self, jobs: Sequence[Job]) -> list[Job]:
         """Store new jobs; ids and sequences are assigned here, in order."""
@@ -104,6 +120,11 @@ class Transaction(Protocol):
 
         Returns False when another writer got there first; nothing is written then.
         """
+        ...
+
+    def write_progress(self, job_id: str, lease_token: int, progress: dict[str, Any]) -> bool:
+        """Set the progress of the job if it is leased under ``lease_token``, changing nothing
+        else (PROGRESS-002, not even ``updated_at``); False when it is not."""
         ...
 
     def save_jobs(self, changes: Sequence[tuple[Job, Job]]) -> bool:
@@ -156,6 +177,26 @@ class Transaction(Protocol):
         """(queue, state, count) rows."""
         ...
 
+    def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
+        """Record that schedule ``name`` handles ``fire_at`` (CRON-003); False, having written
+        nothing, when any process recorded it before. Also forgets the name's runs a week
+        older than this one (the latest run is all the scheduler reads)."""
+        ...
+
+    def set_schedule_run_job(self, name: str, fire_at: datetime, job_id: str) -> None:
+        """The job published for a recorded run."""
+        ...
+
+    def last_schedule_run(self, name: str, with_job: bool = False) -> ScheduleRun | None:
+        """The run of ``name`` with the latest fire time (``with_job``: among those that
+        published a job)."""
+        ...
+
+    def ended_by_minute(self, since: datetime) -> list[tuple[int, str, int]]:
+        """(minute, state, count) of the jobs that ended (``finished_at`` set) at or after
+        ``since``; ``minute`` counts whole minutes since the epoch."""
+        ...
+
     def insert_batch(self, batch: Batch) -> Batch: ...
 
     def get_batch(self, batch_id: str) -> Batch | None: ...
@@ -163,6 +204,34 @@ class Transaction(Protocol):
     def save_batch(self, batch: Batch) -> None: ...
 
     def unsettled_in_batch(self, batch_id: str) -> int: ...
+
+    def pause_queue(self, queue: str, now: datetime) -> bool:
+        """Stop claims from ``queue`` (PAUSE-001); False when it was paused already (the first
+        pause time is kept)."""
+        ...
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let claims take jobs of ``queue`` again (PAUSE-003); False when it was not paused."""
+        ...
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        """(queue, paused since) of every paused queue, by queue name."""
+        ...
+
+    def save_worker(self, record: WorkerRecord) -> None:
+        """Insert or replace the record of a running worker (its presence beat)."""
+        ...
+
+    def delete_workers(
+        self, worker_ids: Collection[str] = (), seen_before: datetime | None = None
+    ) -> int:
+        """Delete the records of ``worker_ids``, and those last seen before ``seen_before``
+        (workers that died without saying so); return how many."""
+        ...
+
+    def workers(self) -> list[WorkerRecord]:
+        """Every worker record, by id."""
+        ...
 
 
 class Store(Protocol):
@@ -189,6 +258,16 @@ class Store(Protocol):
         Stores that can be told about publishes (PostgreSQL LISTEN/NOTIFY, the memory store)
         wake at once; others simply wait and return False, which makes the worker poll.
         ``ready`` is called once the store is listening, so a publish after it is never missed.
+        """
+        ...
+
+    def watch_end(self, job_id: str) -> AbstractContextManager[Callable[[float], bool]]:
+        """Watch for the job reaching a terminal state while the block runs (RESULT-004).
+
+        The callable blocks up to its timeout in seconds and returns True early when the job
+        may have ended; the caller then reads it again. Watching starts on entry, before the
+        caller's first read, so an end in between is not missed. A store that cannot be told
+        simply waits, and the caller polls.
         """
         ...
 

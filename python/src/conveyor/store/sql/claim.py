@@ -360,5 +360,8 @@ class ClaimStatements:
             facts["serial_group_idle"],
             facts["serial_group_head"],
             ~facts["unique_sibling_processing"],
+            # PAUSE-001: a job of a paused queue is not claimable (a primary-key probe of a
+            # table that is empty unless an operator paused a queue)
+            ~exists(select(ONE).where(self.tables.paused_queues.c.queue == j.c.queue)),
         ]
         return facts, conditions

@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,19 @@ class Tables:
     # Named expiring locks (Store.acquire_lock). In the metadata from version 4 on; before,
     # the bus created the same table itself on first use (see _locks_v4).
     locks: Table
+    # Queues whose jobs no claim takes (PAUSE-001): one row per paused queue. In the
+    # metadata from version 6 on.
+    paused_queues: Table
+    # Running workers and their presence beats (docs/guide/workers.md#presence). In the
+    # metadata from version 6 on.
+    workers: Table
+    # Version 8: the fire times cron schedules handled, one row per (name, fire time): the
+    # primary key is the rule that no two processes publish one run (CRON-003).
+    schedule_runs: Table
+
+
+def _results_columns() -> list[Column[Any]]:
+    return [Column("result", Json), Column("result_ttl_ms", BigInteger), Column("progress", Json)]
 
 
 def _only_where_set(column: Column[Any], partial: bool) -> dict[str, Any]:
@@ -123,6 +136,9 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         # Version 5: available_at while the job is claimable but was not yet due when written,
         # NULL otherwise; the claim promotes such rows into claim_priority once due.
         *([Column("delay_until", BigInteger)] if version >= 5 else []),
+        # Version 6: the result of the success that finished the job and how long it stays
+        # readable (RESULT-001, RESULT-003), the progress last reported (PROGRESS-001).
+        *(_results_columns() if version >= 7 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -183,7 +199,46 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         Column("owner", String(64), nullable=False),
         Column("expires_at", BigInteger, nullable=False),
     )
-    return Tables(prefix, metadata, jobs, dependencies, tags, batches, schema, locks)
+    paused_queues = Table(
+        f"{prefix}paused_queues",
+        metadata if version >= 6 else MetaData(),
+        Column("queue", String(64), primary_key=True),
+        Column("paused_at", BigInteger, nullable=False),
+    )
+    workers = Table(
+        f"{prefix}workers",
+        metadata if version >= 6 else MetaData(),
+        Column("id", String(255), primary_key=True),
+        Column("host", String(255), nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("started_at", BigInteger, nullable=False),
+        Column("heartbeat_at", BigInteger, nullable=False),
+        Column("queues", Json, nullable=False),
+        Column("concurrency", Integer, nullable=False),
+        Column("running", Json, nullable=False),
+        Column("memory_bytes", BigInteger),
+    )
+    schedule_runs = Table(
+        f"{prefix}schedule_runs",
+        metadata if version >= 8 else MetaData(),
+        Column("name", Label(), primary_key=True),
+        Column("fire_at", BigInteger, primary_key=True, autoincrement=False),
+        Column("job_id", BigInteger),
+        Column("created_at", BigInteger, nullable=False),
+    )
+    return Tables(
+        prefix,
+        metadata,
+        jobs,
+        dependencies,
+        tags,
+        batches,
+        schema,
+        locks,
+        paused_queues,
+        workers,
+        schedule_runs,
+    )
 
 
 def _create_v1(connection: Connection, tables: Tables) -> None:
@@ -334,6 +389,34 @@ def _delayed_jobs_v5(connection: Connection, tables: Tables) -> None:
     _job_table_storage_v5(connection, jobs.name)
 
 
+def _operations_v6(connection: Connection, tables: Tables) -> None:
+    """Version 6: the tables of paused queues (PAUSE-001) and of running workers, new and
+    empty: no row moves, so processes of the previous version keep working while they exist
+    (they claim from every queue and announce nothing, which is what they did before)."""
+    v6 = build_tables(tables.prefix, version=6)
+    v6.paused_queues.create(connection, checkfirst=True)
+    v6.workers.create(connection, checkfirst=True)
+
+
+def _results_v7(connection: Connection, tables: Tables) -> None:
+    """Version 7: a job's result, its time to live and its progress (RESULT-001, RESULT-003,
+    PROGRESS-001): nullable columns, added in place without rewriting the table."""
+    jobs = build_tables(tables.prefix, version=7).jobs
+    present = {column["name"] for column in inspect(connection).get_columns(jobs.name)}
+    quote = connection.dialect.identifier_preparer.quote
+    for name in ("result", "result_ttl_ms", "progress"):
+        if name not in present:
+            kind = jobs.c[name].type.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(
+                f"ALTER TABLE {quote(jobs.name)} ADD COLUMN {quote(name)} {kind}"
+            )
+
+
+def _schedule_runs_v8(connection: Connection, tables: Tables) -> None:
+    """Version 8: the table of the fire times cron schedules handled (CRON-003)."""
+    build_tables(tables.prefix, version=8).schedule_runs.create(connection, checkfirst=True)
+
+
 # Each migration brings the schema from version (index) to version (index + 1). Add new
 # steps at the end; never edit a released one (a step builds the tables as of its own version).
 MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
@@ -342,6 +425,9 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _timeouts_v3,
     _locks_v4,
     _delayed_jobs_v5,
+    _operations_v6,
+    _results_v7,
+    _schedule_runs_v8,
 ]
 
 
