@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import SpecError
 from .machine import Environment, Machine, Transition
@@ -80,27 +80,52 @@ def _after(now: datetime, ms: int) -> datetime:
 
 
 class RequestEngine:
-    """The request machine; requests only move through job effects."""
+    """The request machine; requests only move through job effects.
+
+    Each effect returns the fields it changes, applied to one private copy per event.
+    """
 
     def __init__(self, machine: Machine | None = None) -> None:
         self.machine = machine or Machine(machine_document("request"))
-        self._effects: dict[str, Callable[[Request, Firing], Request]] = {
-            "count_attempt": lambda r, f: replace(r, attempts=r.attempts + 1),
-            "refund_attempt": lambda r, f: replace(r, attempts=max(r.attempts - 1, 0)),
-            "record_error": lambda r, f: replace(r, error=_error_of(f, r.attempts, r.index)),
-            "clear_error": lambda r, f: replace(r, error=None),
+        self._effects: dict[str, Callable[[Request, Firing], dict[str, Any]]] = {
+            "count_attempt": lambda r, f: {"attempts": r.attempts + 1},
+            "refund_attempt": lambda r, f: {"attempts": max(r.attempts - 1, 0)},
+            "record_error": lambda r, f: {"error": _error_of(f, r.attempts, r.index)},
+            "clear_error": lambda r, f: {"error": None},
         }
         self.machine.require_effects(set(self._effects))
         self._compiled = {
             t.id: tuple(self._effects[name] for name in t.effects) for t in self.machine.transitions
         }
+        # A machine without refusals or guards (the request machine) selects without reading
+        # anything: no environment is built for it.
+        self._needs_env = bool(self.machine.refusals) or any(
+            t.guard is not None for t in self.machine.transitions
+        )
 
     def fire(self, request: Request, event: str, firing: Firing) -> Request:
-        env = Environment({"now": firing.now, "job": request, "event": firing.params, "ctx": {}})
+        env = (
+            Environment({"now": firing.now, "job": request, "event": firing.params, "ctx": {}})
+            if self._needs_env
+            else None
+        )
         transition = self.machine.select(request.state, event, env)
+        changed = _copy(request)
+        values = changed.__dict__
         for effect in self._compiled[transition.id]:
-            request = effect(request, firing)
-        return replace(request, state=transition.target)
+            values.update(effect(changed, firing))
+        values["state"] = transition.target
+        return changed
+
+
+Record = TypeVar("Record")
+
+
+def _copy(record: Record) -> Record:
+    """A private copy of a frozen record, to be completed before anyone else sees it."""
+    copy: Record = object.__new__(type(record))
+    copy.__dict__.update(record.__dict__)
+    return copy
 
 
 def _error_of(firing: Firing, attempt: int, request: int | None) -> JobError | None:
@@ -192,7 +217,7 @@ class JobEngine:
         )
         transition = self.machine.select(job.state, firing.event, env)
         compiled = self._compiled[transition.id]
-        changed = replace(job, state=job.state)  # private until returned
+        changed = _copy(job)  # private until returned
         values = changed.__dict__
         for step in compiled.steps:
             values.update(step(changed, firing))

@@ -393,7 +393,10 @@ class Lifecycle:
     ) -> Fired:
         fired = self.engine.fire(job, self._firing(event, now, params or {}, {}))
         if update:
-            fields = fired.fields.union(update) if fired.fields else fired.fields
+            held = fired.job.__dict__
+            # a value that is the very object the job holds (unchanged metadata) writes nothing
+            replaced = [name for name, value in update.items() if held.get(name) is not value]
+            fields = fired.fields.union(replaced) if fired.fields else fired.fields
             fired = replace(fired, job=replace(fired.job, **update), fields=fields)
         return fired
 

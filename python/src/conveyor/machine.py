@@ -63,6 +63,7 @@ class Environment:
 
 
 Guard = Callable[[Environment], bool]
+_NOTHING = Environment({})
 Operand = Callable[[Environment], Any]
 
 
@@ -255,8 +256,13 @@ class Machine:
                 f"{sorted(missing)}; upgrade conveyor to a version that supports this spec"
             )
 
-    def select(self, state: str, event: str, env: Environment) -> Transition:
-        """The transition ``event`` fires from ``state``, or the refusal the spec demands."""
+    def select(self, state: str, event: str, env: Environment | None) -> Transition:
+        """The transition ``event`` fires from ``state``, or the refusal the spec demands.
+
+        ``env`` may be None for a machine with no refusals and no guards (nothing to read).
+        """
+        if env is None:
+            env = _NOTHING
         if event not in self.events:
             raise InvalidTransition(f"{self.name} machine has no event {event!r}")
         for refusal, refused in zip(self.refusals, self._refusal_guards, strict=True):
