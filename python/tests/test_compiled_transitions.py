@@ -54,7 +54,9 @@ def jobs(draw: st.DrawFn) -> Job:
         for i in range(count)
     )
     token = draw(st.integers(0, 3))
-    lease = draw(st.none() | st.builds(lambda at: Lease(max(token, 1), "w1", at), MOMENTS))
+    state = draw(st.sampled_from(sorted(JOB_MACHINE["states"])))
+    # A job holds a lease exactly while its state is a leased one (processing).
+    lease = Lease(max(token, 1), "w1", draw(MOMENTS)) if state in STATES.leased else None
     errors = tuple(
         JobError(kind="temporary", message=f"e{i}", attempt=i, at=T0)
         for i in range(draw(st.integers(0, 2)))
@@ -64,7 +66,7 @@ def jobs(draw: st.DrawFn) -> Job:
         sequence=7,
         queue=draw(st.sampled_from(["default", "mails"])),
         priority=draw(st.integers(-2, 2)),
-        state=draw(st.sampled_from(sorted(JOB_MACHINE["states"]))),
+        state=state,
         available_at=draw(MOMENTS),
         created_at=T0 - timedelta(minutes=1),
         updated_at=T0 - timedelta(seconds=30),
@@ -132,7 +134,14 @@ def test_the_compiled_transition_gives_the_generic_engines_job_and_row(
         with pytest.raises(refusal):
             ENGINE.fire(job, firing)
         return
-    compiled = ENGINE.fire(job, firing)
+    # A worker's outcome also sets plain fields; the same metadata object is no change.
+    update = data.draw(
+        st.sampled_from(
+            [{}, {"execution": {"pid": 1}}, {"execution": {"pid": 2}, "metadata": job.metadata}]
+        )
+    )
+    generic = replace(generic, job=replace(generic.job, **update))
+    compiled = ENGINE.fire(job, firing, update)
     assert compiled.transition == generic.transition
     assert compiled.job == generic.job
     assert compiled.system_effects == generic.system_effects

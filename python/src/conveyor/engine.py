@@ -7,6 +7,7 @@ reaching other jobs, batches or the notifier) are returned for the lifecycle to 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ class RequestEngine:
 
 
 Record = TypeVar("Record")
+_JOB_FIELDS = frozenset(field.name for field in dataclasses.fields(Job))
 
 
 def _copy(record: Record) -> Record:
@@ -206,11 +208,13 @@ class JobEngine:
     def _requests_step(self, scope: str, event: str, job: Job, firing: Firing) -> dict[str, Any]:
         return self._fire_requests(job, scope, event, firing)
 
-    def fire(self, job: Job, firing: Firing) -> Fired:
+    def fire(self, job: Job, firing: Firing, update: Mapping[str, Any] | None = None) -> Fired:
         """Apply one event, or raise the refusal the machine demands (nothing changes).
 
         The machine selects the transition; its effects run as compiled at load (the same
         effects, in the file's order, without looking each one up by name), on one copy.
+        ``update`` then sets plain fields (a worker's execution record and metadata); a value
+        that is the very object the job holds is no change, and adds no field to write.
         """
         env = Environment(
             {"now": firing.now, "job": job, "event": firing.params, "ctx": firing.facts}
@@ -223,7 +227,15 @@ class JobEngine:
             values.update(step(changed, firing))
         values["state"] = transition.target
         values["updated_at"] = firing.now
-        return Fired(job, changed, transition, compiled.system, compiled.fields)
+        fields = compiled.fields
+        if update:
+            if not _JOB_FIELDS.issuperset(update):
+                raise TypeError(f"Job has no field(s) {sorted(set(update) - _JOB_FIELDS)}")
+            fields = fields.union(
+                name for name, value in update.items() if values[name] is not value
+            )
+            values.update(update)
+        return Fired(job, changed, transition, compiled.system, fields)
 
     def fire_by_name(self, job: Job, firing: Firing) -> Fired:
         """:meth:`fire` looking each effect up by name as it goes, a new job per effect: the

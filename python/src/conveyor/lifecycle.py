@@ -391,14 +391,7 @@ class Lifecycle:
         params: Mapping[str, Any] | None,
         update: Mapping[str, Any] | None,
     ) -> Fired:
-        fired = self.engine.fire(job, self._firing(event, now, params or {}, {}))
-        if update:
-            held = fired.job.__dict__
-            # a value that is the very object the job holds (unchanged metadata) writes nothing
-            replaced = [name for name, value in update.items() if held.get(name) is not value]
-            fields = fired.fields.union(replaced) if fired.fields else fired.fields
-            fired = replace(fired, job=replace(fired.job, **update), fields=fields)
-        return fired
+        return self.engine.fire(job, self._firing(event, now, params or {}, {}), update)
 
     def rescue(self, tx: Transaction, now: datetime, limit: int) -> Outcome:
         """Fire lease_expired on processing jobs whose lease has run out."""

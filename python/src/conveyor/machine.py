@@ -240,6 +240,7 @@ class Machine:
             for state in self.states
         }
         self._refusal_guards = tuple(compile_guard(refusal.when) for refusal in self.refusals)
+        self._refusal_checks = tuple(zip(self.refusals, self._refusal_guards, strict=True))
         for refusal in self.refusals:
             if refusal.code not in REFUSALS:
                 raise SpecError(f"machine {self.name} refuses with unknown code {refusal.code!r}")
@@ -263,15 +264,16 @@ class Machine:
         """
         if env is None:
             env = _NOTHING
-        if event not in self.events:
+        candidates = self._candidates.get((state, event))
+        if candidates is None and event not in self.events:
             raise InvalidTransition(f"{self.name} machine has no event {event!r}")
-        for refusal, refused in zip(self.refusals, self._refusal_guards, strict=True):
+        for refusal, refused in self._refusal_checks:
             if refused(env):
                 raise REFUSALS[refusal.code](
                     f"{event} refused: {refusal.code} ({refusal.req}); the lease this report "
                     "belongs to is no longer current, so its result is discarded"
                 )
-        for transition, guard in self._candidates.get((state, event), ()):
+        for transition, guard in candidates or ():
             if guard is None or guard(env):
                 return transition
         raise InvalidTransition(
