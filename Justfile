@@ -177,6 +177,13 @@ bench *args: _ensure-setup
 bench-scale *args: _ensure-setup
     "{{ python }}" bench/scale.py "$@"
 
+# CPU time per job of the library's own process: publish, bulk publish, and claim + run + complete
+# by one worker at its defaults, on SQLite and PostgreSQL (args go to bench/cpu_per_job.py:
+# --jobs, --rounds, --backends, --against OTHER_CHECKOUT/python/src to compare two versions)
+[positional-arguments]
+bench-cpu *args: _ensure-setup
+    "{{ python }}" bench/cpu_per_job.py "$@"
+
 # The peers' virtualenv (bench/.peers-venv): pinned pgqueuer, Procrastinate, Dramatiq and Celery
 # from bench/requirements-peers.txt, and this Conveyor; reinstalled when the pins change
 [private]

@@ -115,10 +115,13 @@ class Transaction(Protocol):
 
     def get_jobs(self, job_ids: Collection[str]) -> list[Job]: ...
 
-    def save_job(self, before: Job, after: Job) -> bool:
+    def save_job(self, before: Job, after: Job, fields: frozenset[str] = frozenset()) -> bool:
         """Write ``after`` if the row still equals ``before`` (state and lease token).
 
-        Returns False when another writer got there first; nothing is written then.
+        ``fields``: the job fields the change may have written (a compiled transition's,
+        :attr:`conveyor.engine.Fired.fields`); empty when not known, and then the store
+        finds them by comparing the two versions. Returns False when another writer got
+        there first; nothing is written then.
         """
         ...
 
@@ -127,9 +130,14 @@ class Transaction(Protocol):
         else (PROGRESS-002, not even ``updated_at``); False when it is not."""
         ...
 
-    def save_jobs(self, changes: Sequence[tuple[Job, Job]]) -> bool:
-        """:meth:`save_job` for several (before, after) pairs at once, as few statements as
-        the store can; True when every row was written."""
+    def save_jobs(
+        self,
+        changes: Sequence[tuple[Job, Job]],
+        fields: Sequence[frozenset[str]] | None = None,
+    ) -> bool:
+        """:meth:`save_job` for several (before, after) pairs at once (``fields``: each
+        pair's, in order), as few statements as the store can; True when every row was
+        written."""
         ...
 
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:

@@ -76,10 +76,14 @@ class MemoryTransaction:
     def get_jobs(self, job_ids: Collection[str]) -> list[Job]:
         return [self._data.jobs[i] for i in job_ids if i in self._data.jobs]
 
-    def save_jobs(self, changes: Sequence[tuple[Job, Job]]) -> bool:
+    def save_jobs(
+        self,
+        changes: Sequence[tuple[Job, Job]],
+        fields: Sequence[frozenset[str]] | None = None,
+    ) -> bool:
         return all(self.save_job(before, after) for before, after in changes)
 
-    def save_job(self, before: Job, after: Job) -> bool:
+    def save_job(self, before: Job, after: Job, fields: frozenset[str] = frozenset()) -> bool:
         current = self._data.jobs.get(before.id)
         if (
             current is None

@@ -65,10 +65,19 @@ from .dialects import (
     notify_channel,
     schema_transaction,
 )
-from .direct import DirectStatements
+from .direct import Compiled, DirectStatements
 from .locks import acquire_named, command_lock, release_named
-from .rows import Flags, changed_values, job_from_row, progress_text, rows_of
+from .rows import (
+    Flags,
+    changed_values,
+    flags_of,
+    job_from_row,
+    progress_text,
+    rows_of,
+    written_values,
+)
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
+from .setwrites import SetWrites
 
 IDLE_PING_SECONDS = 1.0
 # From this many jobs in one insert, PostgreSQL gets them by COPY (see _copy_jobs).
@@ -117,8 +126,10 @@ class SqlTransaction:
         claims: ClaimStatements,
         direct: DirectStatements,
         announce: bool = True,
+        set_writes: SetWrites | None = None,
     ) -> None:
         self.connection = connection
+        self.set_writes = set_writes
         self.tables = tables
         self.states = states
         self.dialect = dialect
@@ -216,18 +227,7 @@ class SqlTransaction:
         }
 
     def _flags(self, job: Job) -> Flags:
-        """(leased, claimable and due, claimable but delayed, holds its unique lock): what the
-        lock and claim columns of a row depend on (rows.Encoder). Due means due at the
-        moment of the write; a delayed row is promoted by the first claim after it is due."""
-        leased = job.state in self.states.leased
-        claimable = job.state in self.states.claimable
-        delayed = claimable and job.available_at > job.updated_at
-        return (
-            leased,
-            claimable and not delayed,
-            delayed,
-            leased or job.state in self.states.performed,
-        )
+        return flags_of(job, self.states)
 
     def get_job(self, job_id: str) -> Job | None:
         key = row_id(job_id)
@@ -248,8 +248,8 @@ class SqlTransaction:
         rows = self.connection.execute(select(t).where(t.c.id.in_(wanted)).order_by(t.c.id))
         return [job_from_row(row) for row in rows.mappings()]
 
-    def save_job(self, before: Job, after: Job) -> bool:
-        return self._save(before, after, self._changes(before, after))
+    def save_job(self, before: Job, after: Job, fields: frozenset[str] = frozenset()) -> bool:
+        return self._save(before, after, self._changes(before, after, fields))
 
     def write_progress(self, job_id: str, lease_token: int, progress: dict[str, Any]) -> bool:
         key = row_id(job_id)
@@ -288,19 +288,33 @@ class SqlTransaction:
     def _write(self, statement: Update, parameters: dict[str, Any]) -> int:
         return self.direct.rowcount(self.connection, statement, parameters)
 
-    def save_jobs(self, changes: Sequence[tuple[Job, Job]]) -> bool:
-        pending = [(before, after, self._changes(before, after)) for before, after in changes]
+    def save_jobs(
+        self,
+        changes: Sequence[tuple[Job, Job]],
+        fields: Sequence[frozenset[str]] | None = None,
+    ) -> bool:
+        known = fields or [frozenset()] * len(changes)
+        pending = [
+            (before, after, self._changes(before, after, written))
+            for (before, after), written in zip(changes, known, strict=True)
+        ]
         if len(pending) == 1 or any(
             self._takes_locks(changed) or self._announces(after) for _, after, changed in pending
         ):  # one at a time: savepoints for the lock columns, wake-ups for claimable jobs
             return all(self._save(before, after, changed) for before, after, changed in pending)
-        # One executemany per statement shape: psycopg pipelines it into one round trip.
+        # One statement per shape: on PostgreSQL a set-based UPDATE (setwrites), elsewhere an
+        # executemany (psycopg would pipeline it into one round trip, still a statement each).
         groups: dict[tuple[frozenset[str], bool], list[dict[str, Any]]] = {}
         for before, _, changed in pending:
             key = (frozenset(changed), before.lease is None)
             groups.setdefault(key, []).append(self._where(before, changed))
         written = 0
         for (columns, unleased), parameters in groups.items():
+            if self.set_writes is not None and len(parameters) > 1:
+                sql, _ = self.set_writes.statement(columns, unleased)
+                rows = SetWrites.parameters(parameters)
+                written += self.direct.execute(self.connection, Compiled(sql, ()), rows)[0]
+                continue
             statement = self.claims.update_statement(columns, unleased)
             written += self.direct.rowcount(self.connection, statement, parameters)
         ended = [after.id for before, after, _ in pending if self._ends(before, after)]
@@ -335,8 +349,11 @@ class SqlTransaction:
             select(func.pg_notify(channel, func.unnest(texts))), {"payloads": payloads}
         )
 
-    def _changes(self, before: Job, after: Job) -> dict[str, Any]:
-        changed = changed_values(before, after, self._flags(before), self._flags(after))
+    def _changes(self, before: Job, after: Job, fields: frozenset[str]) -> dict[str, Any]:
+        if fields:  # what the transition writes, known from the machine file
+            changed = written_values(before, after, self._flags(before), self._flags(after), fields)
+        else:
+            changed = changed_values(before, after, self._flags(before), self._flags(after))
         # Nothing changed (a heartbeat at the instant of the claim): still check the row.
         return changed or {"updated_at": to_ms(after.updated_at)}
 
@@ -776,6 +793,12 @@ class SqlStore:
         # Only on engines Conveyor made: a caller's engine keeps every statement visible to
         # its own cursor events.
         self.direct = DirectStatements(engine.dialect, enabled=own_engine)
+        preparer = engine.dialect.identifier_preparer
+        self.set_writes = (
+            SetWrites(self.tables.jobs, preparer.quote, preparer.format_table(self.tables.jobs))
+            if self.direct.enabled and self.dialect.name == "postgresql"
+            else None
+        )
         self._listener = (
             PostgresListener(engine.url, notify_channel(self.tables.jobs.name))
             if self.dialect.name == "postgresql"
@@ -884,6 +907,7 @@ class SqlStore:
             self.claims,
             self.direct,
             self.announce,
+            self.set_writes,
         )
 
     @contextmanager
