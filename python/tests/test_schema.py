@@ -124,13 +124,16 @@ def test_concurrent_first_use_creates_the_schema_once(backend: str, tmp_path: Pa
         _drop(url, prefix)
 
 
-# Added after version 1 (versions 3, 5, 6), with their types.
+# Added after version 1 (versions 3, 5, 6, 8), with their types.
 _LATER_COLUMNS = {
     "timeout_ms": "BIGINT",
     "delay_until": "BIGINT",
     "result": "TEXT",
     "result_ttl_ms": "BIGINT",
     "progress": "TEXT",
+    "concurrency_key": "VARCHAR(255)",
+    "concurrency_limit": "INTEGER",
+    "concurrency_slot": "INTEGER",
 }
 
 

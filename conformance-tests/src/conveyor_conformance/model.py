@@ -201,6 +201,9 @@ class MJob:
     result: Any = None
     result_ttl_ms: int | None = None
     progress: dict[str, Any] | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    concurrency_slot: int | None = None  # CONC-002: held while leased
     lease_token: int = 0
     lease: dict[str, Any] | None = None
     last_error: Any = None
@@ -448,6 +451,9 @@ class Model:
         if job.timeout_ms is not None:
             document["timeout_ms"] = job.timeout_ms
         document.update(self._result_members(job))
+        if job.concurrency_key is not None:
+            document["concurrency_key"] = job.concurrency_key
+            document["concurrency_limit"] = job.concurrency_limit
         if job.progress is not None:
             document["progress"] = {**job.progress, "at": fmt(job.progress["at"])}
         return document
@@ -616,6 +622,8 @@ class Model:
             metadata=document.get("metadata"),
             timeout_ms=document.get("timeout_ms", defaults.get("timeout_ms")),
             result_ttl_ms=document.get("result_ttl_ms", defaults.get("result_ttl_ms")),
+            concurrency_key=document.get("concurrency_key"),
+            concurrency_limit=document.get("concurrency_limit"),
         )
 
     def _check_features(self, document: dict[str, Any]) -> None:
@@ -630,10 +638,13 @@ class Model:
             "tags": bool(document.get("tags")),
             "timeouts": document.get("timeout_ms") is not None,
             "results": document.get("result_ttl_ms") is not None,
+            "concurrency": document.get("concurrency_key") is not None,
         }
         for feature, used in uses.items():
             if used and feature not in self.features:
-                rule = {"timeouts": "VER-004", "results": "VER-005"}.get(feature, "VER-001")
+                rule = {"timeouts": "VER-004", "results": "VER-005", "concurrency": "VER-006"}.get(
+                    feature, "VER-001"
+                )
                 raise Refusal("invalid_request", rule, f"feature {feature} is not claimed")
 
     def _resolve_policy(self, given: Any) -> dict[str, Any]:
@@ -763,12 +774,31 @@ class Model:
                     continue
                 except Refusal:
                     pass
+                slot = self._free_slot(candidate)
+                if slot is None:  # CONC-002: passed over, as a guard that does not hold
+                    continue
                 try:
                     self._fire(candidate, "claim", params, facts)
                 except Refusal:
                     continue
+                if candidate.concurrency_key is not None and candidate.state in self.tags["leased"]:
+                    candidate.concurrency_slot = slot
+                    self._note(candidate.id, "state", "CONC-002")
                 claimed.append(candidate)
         return {"jobs": [self.doc(j) for j in claimed]}, "CLAIM-001"
+
+    def _free_slot(self, job: MJob) -> int | None:
+        """CONC-002: the lowest slot of the job's key below its limit no leased job holds;
+        -1 for a job without a key."""
+        if job.concurrency_key is None:
+            return -1
+        held = {
+            j.concurrency_slot
+            for j in self.jobs.values()
+            if j.concurrency_key == job.concurrency_key and j.state in self.tags["leased"]
+        }
+        free = [slot for slot in range(job.concurrency_limit or 0) if slot not in held]
+        return free[0] if free else None
 
     # -- reports and operations -------------------------------------------------------------
 
@@ -1391,6 +1421,8 @@ def _publish_refusal(location: list[Any], validator: str, schema_path: list[Any]
         "recurring": "JOB-002",
         "retry_policy": "JOB-002",
         "result_ttl_ms": "RESULT-003",
+        "concurrency_key": "CONC-001",
+        "concurrency_limit": "CONC-001",
     }
     if head == "requests":
         req = "LIMIT-001" if "type" in location else "LIMIT-005"

@@ -30,6 +30,7 @@ FEATURES = [
     "results",
     "progress",
     "cron",
+    "concurrency",
 ]
 CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
 

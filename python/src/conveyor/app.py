@@ -204,6 +204,8 @@ class Conveyor:
         pass_context: bool = False,
         timeout: timedelta | float | None = None,
         result_ttl: timedelta | float | None = None,
+        concurrency_key: str | Callable[[Any], str] | None = None,
+        concurrency_limit: int | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function under ``type`` (default: its qualified name)."""
 
@@ -217,6 +219,8 @@ class Conveyor:
                 pass_context=pass_context,
                 timeout=timeout,
                 result_ttl=result_ttl,
+                concurrency_key=concurrency_key,
+                concurrency_limit=concurrency_limit,
             )
             return function
 
@@ -233,10 +237,20 @@ class Conveyor:
         pass_context: bool = False,
         timeout: timedelta | float | None = None,
         result_ttl: timedelta | float | None = None,
+        concurrency_key: str | Callable[[Any], str] | None = None,
+        concurrency_limit: int | None = None,
     ) -> Handler:
         """Register ``function`` under ``type``, with the defaults of its jobs: queue,
         priority, retry policy, ``timeout`` (how long one attempt may run) and ``result_ttl``
-        (how long the value it returns stays readable once the job finished)."""
+        (how long the value it returns stays readable once the job finished), and a
+        concurrency limit: at most ``concurrency_limit`` of its jobs with one
+        ``concurrency_key`` (a string, or a function of the payload) run at once, across
+        every worker."""
+        if (concurrency_key is None) != (concurrency_limit is None):
+            raise ConfigurationError(
+                f"handler {type!r}: concurrency_key and concurrency_limit go together; give "
+                "both, or neither"
+            )
         chosen = self.default_priority if priority is None else priority
         if self.priorities is not None and chosen not in self.priorities:
             raise ConfigurationError(
@@ -252,6 +266,8 @@ class Conveyor:
             pass_context=pass_context,
             timeout_ms=None if timeout is None else handler_timeout_ms(type, timeout),
             result_ttl_ms=None if result_ttl is None else handler_result_ttl_ms(type, result_ttl),
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
         )
         self.handlers.add(handler)
         return handler

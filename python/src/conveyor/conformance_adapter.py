@@ -79,6 +79,7 @@ FEATURES = [
     "results",
     "progress",
     "cron",
+    "concurrency",
 ]
 CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
 OUTCOME_EVENTS = {
@@ -196,6 +197,8 @@ def publish_options(document: Json) -> tuple[list[Call], PublishOptions, list[An
         result_ttl=(
             _ms(document["result_ttl_ms"]) if document.get("result_ttl_ms") is not None else None
         ),
+        concurrency_key=document.get("concurrency_key"),
+        concurrency_limit=document.get("concurrency_limit"),
     )
     return calls, options, payloads, metadata
 
@@ -208,7 +211,15 @@ def publish_document(job: Json) -> Json:
         "priority": job["priority"],
         "retry_policy": job["retry_policy"],
     }
-    for name in ("serial_group", "identifier", "recurring", "timeout_ms", "result_ttl_ms"):
+    for name in (
+        "serial_group",
+        "identifier",
+        "recurring",
+        "timeout_ms",
+        "result_ttl_ms",
+        "concurrency_key",
+        "concurrency_limit",
+    ):
         if job.get(name) is not None:
             document[name] = job[name]
     if job.get("unique"):

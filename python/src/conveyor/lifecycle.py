@@ -177,6 +177,7 @@ class Lifecycle:
         # of a pass: the candidate rows are locked (SKIP LOCKED, or SQLite's single writer),
         # so their conditional writes cannot lose a race, and a batch costs one round trip.
         deferred: list[tuple[Job, Job]] = []
+        slots: dict[str, set[int]] = {}  # concurrency slots held, by key, as this claim goes
         while again and len(outcome.jobs) < limit:
             again = passed_over = claimed = False
             wanted = limit - len(outcome.jobs) + len(skip)
@@ -186,8 +187,10 @@ class Lifecycle:
                     continue
                 facts = self._facts(candidate, busy_groups, busy_identifiers)
                 event = "discard_redundant" if facts["unique_sibling_succeeded"] else "claim"
-                try:
-                    fired = self.engine.fire(job, self._firing(event, now, params, facts))
+                try:  # CONC-002: a job with no free slot is passed over like a failed guard
+                    fired = self._with_slot(
+                        tx, self.engine.fire(job, self._firing(event, now, params, facts)), slots
+                    )
                 except InvalidTransition:
                     passed_over = True
                     continue
@@ -227,7 +230,24 @@ class Lifecycle:
             and not fired.system_effects
             and job.serial_group is None
             and not job.unique
+            and job.concurrency_key is None
         )
+
+    def _with_slot(self, tx: Transaction, fired: Fired, held: dict[str, set[int]]) -> Fired:
+        """A claim of a job with a concurrency key takes the lowest slot of the key below its
+        limit that no leased job holds (CONC-002); InvalidTransition when none is free. The
+        store's unique index refuses the slot if a concurrent claim took it first."""
+        job = fired.job
+        key, limit = job.concurrency_key, job.concurrency_limit or 0
+        if key is None or job.state not in self.states.leased:
+            return fired
+        taken = held.setdefault(key, set())
+        taken |= tx.concurrency_slots(key)
+        for slot in range(limit):
+            if slot not in taken:
+                taken.add(slot)
+                return replace(fired, job=replace(job, concurrency_slot=slot))
+        raise InvalidTransition(f"job {job.id}: every slot of concurrency key {key!r} is held")
 
     @staticmethod
     def _write_claims(tx: Transaction, deferred: list[tuple[Job, Job]]) -> None:

@@ -14,7 +14,7 @@ from . import codec, schemacheck
 from .clock import duration_ms, format_timestamp, truncate_ms
 from .errors import ConfigurationError, InvalidPayload, InvalidRequest, PriorityNotAllowed
 from .fastcheck import surely_valid
-from .handlers import HandlerRegistry
+from .handlers import Handler, HandlerRegistry
 from .model import Job, Request
 from .retry import RetryPolicy, resolve
 
@@ -53,6 +53,10 @@ class PublishOptions:
     # How long the result stays readable after the job finished (a timedelta or seconds);
     # None: the handler's, or as long as the job is stored (RESULT-003).
     result_ttl: timedelta | float | None = None
+    # At most concurrency_limit jobs of concurrency_key run at once, across every worker
+    # (CONC-001, CONC-002); None: the handler's.
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
     @classmethod
     def of(cls, options: Mapping[str, Any]) -> PublishOptions:
@@ -154,6 +158,30 @@ def handler_result_ttl_ms(handler_type: str, value: Any) -> int:
         return result_ttl_ms(f"the result_ttl of handler {handler_type!r}", value)
     except InvalidRequest as error:
         raise ConfigurationError(str(error)) from None
+
+
+def _concurrency(
+    options: PublishOptions, handler: Handler | None, payload: Any
+) -> tuple[str | None, int | None]:
+    """The job's concurrency key and limit (CONC-001): the publish options', else the
+    handler's, whose key may be computed from the payload (``lambda p: f"customer:{p['id']}"``)."""
+    key: Any = options.concurrency_key
+    limit = options.concurrency_limit
+    if key is None and limit is None and handler is not None:
+        key, limit = handler.concurrency_key, handler.concurrency_limit
+        if callable(key):
+            try:
+                key = key(payload)
+            except Exception as error:
+                raise InvalidRequest(
+                    f"the concurrency key function of handler {handler.type!r} failed on this "
+                    f"payload: {error!r}; make it accept every payload the handler takes"
+                ) from None
+    if (key is None) != (limit is None):
+        raise InvalidRequest(
+            "concurrency_key and concurrency_limit go together (CONC-001): give both, or neither"
+        )
+    return key, limit
 
 
 def handler_timeout_ms(handler_type: str, value: Any) -> int:
@@ -367,6 +395,10 @@ class JobFactory:
             document["result_ttl_ms"] = result_ttl_ms("result_ttl", options.result_ttl)
         elif first is not None and first.result_ttl_ms is not None:
             document["result_ttl_ms"] = first.result_ttl_ms
+        key, limit = _concurrency(options, first, calls[0].payload)
+        if key is not None or limit is not None:
+            document["concurrency_key"] = key
+            document["concurrency_limit"] = limit
         for name, value in document.items():
             if name not in ("requests", "metadata"):  # encoded by the codec already
                 _check_plain(value, name)
@@ -405,4 +437,6 @@ class JobFactory:
             metadata=document["metadata"],
             timeout_ms=document.get("timeout_ms"),
             result_ttl_ms=document.get("result_ttl_ms"),
+            concurrency_key=key,
+            concurrency_limit=limit,
         )

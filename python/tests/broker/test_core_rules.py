@@ -13,6 +13,7 @@ import inspect
 from types import ModuleType
 
 from .. import (
+    test_concurrency_limits,
     test_cron,
     test_ordering,
     test_results,
@@ -59,5 +60,6 @@ for _module in (
     test_unique,
     test_results,
     test_cron,
+    test_concurrency_limits,
 ):
     globals().update(_collect(_module))

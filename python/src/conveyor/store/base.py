@@ -160,10 +160,11 @@ class Transaction(Protocol):
         identifiers: Collection[str],
         dependencies_of: Collection[str],
         limit: int,
+        concurrency_keys: Collection[str] = (),
     ) -> list[tuple[str, str, int]]:
         """(id, queue, priority) of due jobs in claimable states that are in one of the serial
-        groups, unique with one of the identifiers, or depend on one of the jobs; in
-        (priority, sequence) order. Reads only."""
+        groups, unique with one of the identifiers, depend on one of the jobs, or have one of
+        the concurrency keys (a slot was freed); in (priority, sequence) order. Reads only."""
         ...
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]: ...
@@ -174,6 +175,10 @@ class Transaction(Protocol):
 
     def counts(self) -> list[tuple[str, str, int]]:
         """(queue, state, count) rows."""
+        ...
+
+    def concurrency_slots(self, key: str) -> set[int]:
+        """The slots the leased jobs of concurrency ``key`` hold (CONC-002)."""
         ...
 
     def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:

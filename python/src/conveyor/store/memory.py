@@ -152,6 +152,7 @@ class MemoryTransaction:
                 for job in pool
                 if job.state in self._states.claimable
                 and job.available_at <= now
+                and self._slot_free(job)
                 and (not query.queues or job.queue in query.queues)
                 and job.priority in query.priorities
             ),
@@ -159,6 +160,12 @@ class MemoryTransaction:
         )
         for job in matching:
             yield self.facts(self._data.jobs[job.id])
+
+    def _slot_free(self, job: Job) -> bool:
+        """CONC-002/003: as the SQL claim, a full key's jobs are not candidates."""
+        if job.concurrency_key is None or job.concurrency_limit is None:
+            return True
+        return len(self.concurrency_slots(job.concurrency_key)) < job.concurrency_limit
 
     def dependents(self, job_id: str) -> list[Job]:
         return sorted(
@@ -225,8 +232,10 @@ class MemoryTransaction:
         identifiers: Collection[str],
         dependencies_of: Collection[str],
         limit: int,
+        concurrency_keys: Collection[str] = (),
     ) -> list[tuple[str, str, int]]:
         groups, names, targets = set(serial_groups), set(identifiers), set(dependencies_of)
+        keys = set(concurrency_keys)
         related = []
         for candidate in self.candidates(ClaimQuery(), now, len(self._data.claimable)):
             job = candidate.job
@@ -234,6 +243,7 @@ class MemoryTransaction:
                 job.serial_group in groups
                 or (job.unique and job.identifier in names)
                 or any(d in targets for d in job.depends_on)
+                or job.concurrency_key in keys
             ) and self._claimable_now(candidate):
                 related.append((job.id, job.queue, job.priority))
         return related[:limit]
@@ -279,6 +289,16 @@ class MemoryTransaction:
         for job in self._data.jobs.values():
             tally[(job.queue, job.state)] = tally.get((job.queue, job.state), 0) + 1
         return [(queue, state, count) for (queue, state), count in sorted(tally.items())]
+
+    def concurrency_slots(self, key: str) -> set[int]:
+        leased = self._states.leased
+        return {
+            job.concurrency_slot
+            for job in self._data.jobs.values()
+            if job.concurrency_key == key
+            and job.state in leased
+            and job.concurrency_slot is not None
+        }
 
     def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
         runs = self._data.schedule_runs

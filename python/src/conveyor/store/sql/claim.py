@@ -360,5 +360,18 @@ class ClaimStatements:
             facts["serial_group_idle"],
             facts["serial_group_head"],
             ~facts["unique_sibling_processing"],
+            self._slot_free(j),
         ]
         return facts, conditions
+
+    def _slot_free(self, j: Any) -> Any:
+        """CONC-002/003: a job with a concurrency key is fetched only while its key holds
+        fewer slots than its limit, so a full key never holds back other jobs. Which slot it
+        gets is decided at the write, under the unique index of the slots."""
+        c = self.tables.jobs.alias("c")
+        held = (
+            select(func.count())
+            .where(c.c.concurrency_key == j.c.concurrency_key, c.c.concurrency_slot.is_not(None))
+            .scalar_subquery()
+        )
+        return or_(j.c.concurrency_key.is_(None), held < j.c.concurrency_limit)

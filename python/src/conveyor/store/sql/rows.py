@@ -111,6 +111,12 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], Encoder]] = {
     ),
     "result_ttl_ms": (("result_ttl_ms",), lambda j, le, cl, dl, un: j.result_ttl_ms),
     "progress": (("progress",), lambda j, le, cl, dl, un: progress_text(j.progress)),
+    "concurrency_key": (("concurrency_key",), lambda j, le, cl, dl, un: j.concurrency_key),
+    "concurrency_limit": (("concurrency_limit",), lambda j, le, cl, dl, un: j.concurrency_limit),
+    "concurrency_slot": (
+        ("concurrency_slot", "state"),
+        lambda j, le, cl, dl, un: j.concurrency_slot if le else None,
+    ),
     "group_lock": (
         ("serial_group", "state"),
         lambda j, le, cl, dl, un: j.serial_group if le else None,
@@ -250,4 +256,7 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         result=json.loads(row["result"]) if row["result"] is not None else None,
         result_ttl_ms=row["result_ttl_ms"],
         progress=_progress_from_text(row["progress"]),
+        concurrency_key=row["concurrency_key"],
+        concurrency_limit=row["concurrency_limit"],
+        concurrency_slot=row["concurrency_slot"],
     )

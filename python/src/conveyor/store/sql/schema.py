@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,14 @@ class Tables:
 
 def _results_columns() -> list[Column[Any]]:
     return [Column("result", Json), Column("result_ttl_ms", BigInteger), Column("progress", Json)]
+
+
+def _concurrency_columns() -> list[Column[Any]]:
+    return [
+        Column("concurrency_key", Label()),
+        Column("concurrency_limit", Integer),
+        Column("concurrency_slot", Integer),
+    ]
 
 
 def _only_where_set(column: Column[Any], partial: bool) -> dict[str, Any]:
@@ -133,6 +141,9 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         # Version 6: the result of the success that finished the job and how long it stays
         # readable (RESULT-001, RESULT-003), the progress last reported (PROGRESS-001).
         *(_results_columns() if version >= 6 else []),
+        # Version 8: concurrency limits (CONC-001, CONC-002); the slot is set only while the
+        # job is leased, unique per key: no two claims can hold one slot.
+        *(_concurrency_columns() if version >= 8 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -150,6 +161,14 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
     Index(f"{prefix}ix_batch", c.batch_id, c.state, **_only_where_set(c.batch_id, partial))
     if version >= 5:
         Index(f"{prefix}ix_delayed", c.delay_until, **_only_where_set(c.delay_until, partial))
+    if version >= 8:
+        Index(
+            f"{prefix}ix_concurrency_slot",
+            c.concurrency_key,
+            c.concurrency_slot,
+            unique=True,
+            **_only_where_set(c.concurrency_slot, partial),
+        )
     if partial:
         # Set only while a job is leased: uniqueness here is serial-group and unique-mode
         # exclusion, a constraint no concurrent claim can break.
@@ -371,6 +390,23 @@ def _schedule_runs_v7(connection: Connection, tables: Tables) -> None:
     build_tables(tables.prefix, version=7).schedule_runs.create(connection, checkfirst=True)
 
 
+def _concurrency_v8(connection: Connection, tables: Tables) -> None:
+    """Version 8: the concurrency key, limit and slot of a job (CONC-001, CONC-002), nullable
+    columns added in place, and the unique index of the slots held."""
+    jobs = build_tables(tables.prefix, version=8).jobs
+    present = {column["name"] for column in inspect(connection).get_columns(jobs.name)}
+    quote = connection.dialect.identifier_preparer.quote
+    for name in ("concurrency_key", "concurrency_limit", "concurrency_slot"):
+        if name not in present:
+            kind = jobs.c[name].type.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(
+                f"ALTER TABLE {quote(jobs.name)} ADD COLUMN {quote(name)} {kind}"
+            )
+    for index in jobs.indexes:
+        if index.name == f"{tables.prefix}ix_concurrency_slot":
+            index.create(connection, checkfirst=True)
+
+
 # Each migration brings the schema from version (index) to version (index + 1). Add new
 # steps at the end; never edit a released one (a step builds the tables as of its own version).
 MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
@@ -381,6 +417,7 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _delayed_jobs_v5,
     _results_v6,
     _schedule_runs_v7,
+    _concurrency_v8,
 ]
 
 

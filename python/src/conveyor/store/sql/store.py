@@ -327,7 +327,11 @@ class SqlTransaction:
 
     @staticmethod
     def _takes_locks(changed: dict[str, Any]) -> bool:
-        return changed.get("group_lock") is not None or changed.get("unique_lock") is not None
+        return (
+            changed.get("group_lock") is not None
+            or changed.get("unique_lock") is not None
+            or changed.get("concurrency_slot") is not None
+        )
 
     def _announces(self, job: Job) -> bool:
         return (
@@ -455,6 +459,7 @@ class SqlTransaction:
         identifiers: Collection[str],
         dependencies_of: Collection[str],
         limit: int,
+        concurrency_keys: Collection[str] = (),
     ) -> list[tuple[str, str, int]]:
         # One small indexed lookup per relation, then the claim guard on those ids only: the
         # common case (no group, no dependents) costs one index probe on the dependencies.
@@ -477,6 +482,18 @@ class SqlTransaction:
                         t.c.is_unique,
                         t.c.state.in_(claimable),
                     )
+                ).scalars()
+            )
+        if concurrency_keys:  # the first ones by claim order: a freed slot takes one of them
+            ids.update(
+                self.connection.execute(
+                    select(t.c.id)
+                    .where(
+                        t.c.concurrency_key.in_(list(concurrency_keys)),
+                        t.c.state.in_(claimable),
+                    )
+                    .order_by(t.c.priority, t.c.id)
+                    .limit(limit)
                 ).scalars()
             )
         targets = [key for key in map(row_id, dependencies_of) if key is not None]
@@ -589,6 +606,15 @@ class SqlTransaction:
                 finished_at=to_ms(batch.finished_at) if batch.finished_at else None,
             )
         )
+
+    def concurrency_slots(self, key: str) -> set[int]:
+        t = self.tables.jobs
+        rows = self.connection.execute(
+            select(t.c.concurrency_slot).where(
+                t.c.concurrency_key == key, t.c.concurrency_slot.is_not(None)
+            )
+        )
+        return {int(slot) for slot in rows.scalars()}
 
     def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
         runs = self.tables.schedule_runs
