@@ -124,7 +124,7 @@ def test_concurrent_first_use_creates_the_schema_once(backend: str, tmp_path: Pa
         _drop(url, prefix)
 
 
-# Added after version 1 (versions 3, 5, 6, 8), with their types.
+# Added after version 1 (versions 3, 5, 6, 8, 9), with their types.
 _LATER_COLUMNS = {
     "timeout_ms": "BIGINT",
     "delay_until": "BIGINT",
@@ -134,6 +134,9 @@ _LATER_COLUMNS = {
     "concurrency_key": "VARCHAR(255)",
     "concurrency_limit": "INTEGER",
     "concurrency_slot": "INTEGER",
+    "rate_key": "VARCHAR(255)",
+    "rate_limit": "INTEGER",
+    "rate_period_ms": "BIGINT",
 }
 
 

@@ -204,6 +204,9 @@ class MJob:
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
     concurrency_slot: int | None = None  # CONC-002: held while leased
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
     lease_token: int = 0
     lease: dict[str, Any] | None = None
     last_error: Any = None
@@ -323,6 +326,8 @@ class Model:
         self._new_ids: list[str] = []
         # CRON-003: the fire times handled, by schedule name: (fire time, job id or None)
         self.schedule_runs: dict[str, list[tuple[int, str | None]]] = {}
+        # RATE-002: claims granted per (rate key, window start)
+        self.rate_claims: dict[tuple[str, int], int] = {}
 
     def snapshot(self) -> Model:
         """A copy of the records and counters; the spec and machines are shared."""
@@ -333,6 +338,7 @@ class Model:
         clone.used_ids = set(self.used_ids)
         clone.handlers = dict(self.handlers)
         clone.schedule_runs = {name: list(runs) for name, runs in self.schedule_runs.items()}
+        clone.rate_claims = dict(self.rate_claims)
         return clone
 
     def _check_effects(self) -> None:
@@ -454,6 +460,10 @@ class Model:
         if job.concurrency_key is not None:
             document["concurrency_key"] = job.concurrency_key
             document["concurrency_limit"] = job.concurrency_limit
+        if job.rate_key is not None:
+            document["rate_key"] = job.rate_key
+            document["rate_limit"] = job.rate_limit
+            document["rate_period_ms"] = job.rate_period_ms
         if job.progress is not None:
             document["progress"] = {**job.progress, "at": fmt(job.progress["at"])}
         return document
@@ -624,6 +634,9 @@ class Model:
             result_ttl_ms=document.get("result_ttl_ms", defaults.get("result_ttl_ms")),
             concurrency_key=document.get("concurrency_key"),
             concurrency_limit=document.get("concurrency_limit"),
+            rate_key=document.get("rate_key"),
+            rate_limit=document.get("rate_limit"),
+            rate_period_ms=document.get("rate_period_ms"),
         )
 
     def _check_features(self, document: dict[str, Any]) -> None:
@@ -639,12 +652,16 @@ class Model:
             "timeouts": document.get("timeout_ms") is not None,
             "results": document.get("result_ttl_ms") is not None,
             "concurrency": document.get("concurrency_key") is not None,
+            "rate_limits": document.get("rate_key") is not None,
         }
         for feature, used in uses.items():
             if used and feature not in self.features:
-                rule = {"timeouts": "VER-004", "results": "VER-005", "concurrency": "VER-006"}.get(
-                    feature, "VER-001"
-                )
+                rule = {
+                    "timeouts": "VER-004",
+                    "results": "VER-005",
+                    "concurrency": "VER-006",
+                    "rate_limits": "VER-007",
+                }.get(feature, "VER-001")
                 raise Refusal("invalid_request", rule, f"feature {feature} is not claimed")
 
     def _resolve_policy(self, given: Any) -> dict[str, Any]:
@@ -775,7 +792,7 @@ class Model:
                 except Refusal:
                     pass
                 slot = self._free_slot(candidate)
-                if slot is None:  # CONC-002: passed over, as a guard that does not hold
+                if slot is None or not self._rate_free(candidate):  # CONC-002, RATE-002
                     continue
                 try:
                     self._fire(candidate, "claim", params, facts)
@@ -784,8 +801,22 @@ class Model:
                 if candidate.concurrency_key is not None and candidate.state in self.tags["leased"]:
                     candidate.concurrency_slot = slot
                     self._note(candidate.id, "state", "CONC-002")
+                if candidate.rate_key is not None and candidate.state in self.tags["leased"]:
+                    window = self._rate_window(candidate)
+                    self.rate_claims[window] = self.rate_claims.get(window, 0) + 1
+                    self._note(candidate.id, "state", "RATE-002")
                 claimed.append(candidate)
         return {"jobs": [self.doc(j) for j in claimed]}, "CLAIM-001"
+
+    def _rate_window(self, job: MJob) -> tuple[str, int]:
+        period = job.rate_period_ms or 1
+        return (job.rate_key or "", self.now - self.now % period)
+
+    def _rate_free(self, job: MJob) -> bool:
+        """RATE-002: fewer claims of the key than its limit in the window of now."""
+        if job.rate_key is None:
+            return True
+        return self.rate_claims.get(self._rate_window(job), 0) < (job.rate_limit or 0)
 
     def _free_slot(self, job: MJob) -> int | None:
         """CONC-002: the lowest slot of the job's key below its limit no leased job holds;
@@ -1423,6 +1454,9 @@ def _publish_refusal(location: list[Any], validator: str, schema_path: list[Any]
         "result_ttl_ms": "RESULT-003",
         "concurrency_key": "CONC-001",
         "concurrency_limit": "CONC-001",
+        "rate_key": "RATE-001",
+        "rate_limit": "RATE-001",
+        "rate_period_ms": "RATE-001",
     }
     if head == "requests":
         req = "LIMIT-001" if "type" in location else "LIMIT-005"

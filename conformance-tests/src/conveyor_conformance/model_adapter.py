@@ -31,6 +31,7 @@ FEATURES = [
     "progress",
     "cron",
     "concurrency",
+    "rate_limits",
 ]
 CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
 

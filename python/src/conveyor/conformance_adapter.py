@@ -80,6 +80,7 @@ FEATURES = [
     "progress",
     "cron",
     "concurrency",
+    "rate_limits",
 ]
 CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
 OUTCOME_EVENTS = {
@@ -199,6 +200,11 @@ def publish_options(document: Json) -> tuple[list[Call], PublishOptions, list[An
         ),
         concurrency_key=document.get("concurrency_key"),
         concurrency_limit=document.get("concurrency_limit"),
+        rate_key=document.get("rate_key"),
+        rate_limit=document.get("rate_limit"),
+        rate_period=(
+            _ms(document["rate_period_ms"]) if document.get("rate_period_ms") is not None else None
+        ),
     )
     return calls, options, payloads, metadata
 
@@ -219,6 +225,9 @@ def publish_document(job: Json) -> Json:
         "result_ttl_ms",
         "concurrency_key",
         "concurrency_limit",
+        "rate_key",
+        "rate_limit",
+        "rate_period_ms",
     ):
         if job.get(name) is not None:
             document[name] = job[name]

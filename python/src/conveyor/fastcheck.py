@@ -137,6 +137,9 @@ def surely_valid(document: dict[str, Any]) -> bool:
             "concurrency_limit",
             lambda v: v is None or (type(v) is int and 1 <= v <= lim.max_concurrency_limit),
         ),
+        ("rate_key", lambda v: v is None or (isinstance(v, str) and lim.label.fullmatch(v))),
+        ("rate_limit", lambda v: v is None or (type(v) is int and 1 <= v <= 1_000_000)),
+        ("rate_period_ms", lambda v: v is None or (type(v) is int and 1 <= v <= 2_678_400_000)),
         (
             "result_ttl_ms",
             lambda v: v is None or (type(v) is int and 1 <= v <= lim.max_result_ttl_ms),

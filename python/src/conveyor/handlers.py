@@ -65,6 +65,10 @@ class Handler:
     # the limit (CONC-001).
     concurrency_key: str | Callable[[Any], str] | None = None
     concurrency_limit: int | None = None
+    # The default rate key (or a function of the payload), limit and period (RATE-001).
+    rate_key: str | Callable[[Any], str] | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
 
     @functools.cached_property
     def is_async(self) -> bool:

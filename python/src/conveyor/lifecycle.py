@@ -28,7 +28,7 @@ from .machine import Environment, Machine
 from .model import Batch, Job, Request, replace
 from .results import check_result
 from .specfiles import machine_document
-from .store.base import Candidate, ClaimQuery, StateSets, Transaction
+from .store.base import Candidate, ClaimQuery, StateSets, Transaction, rate_window
 
 
 @dataclass(frozen=True)
@@ -235,19 +235,29 @@ class Lifecycle:
 
     def _with_slot(self, tx: Transaction, fired: Fired, held: dict[str, set[int]]) -> Fired:
         """A claim of a job with a concurrency key takes the lowest slot of the key below its
-        limit that no leased job holds (CONC-002); InvalidTransition when none is free. The
-        store's unique index refuses the slot if a concurrent claim took it first."""
+        limit that no leased job holds (CONC-002), and one of a job with a rate key counts
+        against the window of now (RATE-002); InvalidTransition when either is full. The
+        store's uniqueness rules refuse a slot a concurrent claim took first."""
         job = fired.job
-        key, limit = job.concurrency_key, job.concurrency_limit or 0
-        if key is None or job.state not in self.states.leased:
+        if job.state not in self.states.leased:
             return fired
-        taken = held.setdefault(key, set())
-        taken |= tx.concurrency_slots(key)
-        for slot in range(limit):
-            if slot not in taken:
-                taken.add(slot)
-                return replace(fired, job=replace(job, concurrency_slot=slot))
-        raise InvalidTransition(f"job {job.id}: every slot of concurrency key {key!r} is held")
+        key = job.concurrency_key
+        if key is not None:
+            taken = held.setdefault(key, set())
+            taken |= tx.concurrency_slots(key)
+            free = [slot for slot in range(job.concurrency_limit or 0) if slot not in taken]
+            if not free:
+                raise InvalidTransition(f"job {job.id}: every slot of {key!r} is held")
+            taken.add(free[0])
+            fired = replace(fired, job=replace(job, concurrency_slot=free[0]))
+        if job.rate_key is not None and not tx.take_rate_slot(
+            job.rate_key,
+            rate_window(job.updated_at, job.rate_period_ms or 1),
+            job.rate_limit or 0,
+            job.id,
+        ):
+            raise InvalidTransition(f"job {job.id}: the window of {job.rate_key!r} is full")
+        return fired
 
     @staticmethod
     def _write_claims(tx: Transaction, deferred: list[tuple[Job, Job]]) -> None:

@@ -134,6 +134,10 @@ class Job:
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
     concurrency_slot: int | None = None
+    # RATE-001/002: at most rate_limit claims of rate_key's jobs per window of rate_period_ms.
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
 
     @property
     def result_expires_at(self) -> datetime | None:
@@ -232,6 +236,10 @@ class Job:
         if self.concurrency_key is not None:
             members["concurrency_key"] = self.concurrency_key
             members["concurrency_limit"] = self.concurrency_limit
+        if self.rate_key is not None:
+            members["rate_key"] = self.rate_key
+            members["rate_limit"] = self.rate_limit
+            members["rate_period_ms"] = self.rate_period_ms
         if self.progress is not None:
             members["progress"] = {
                 "percent": self.progress.get("percent"),

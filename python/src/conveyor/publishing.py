@@ -57,6 +57,11 @@ class PublishOptions:
     # (CONC-001, CONC-002); None: the handler's.
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
+    # At most rate_limit jobs of rate_key start per rate_period (a timedelta or seconds),
+    # across every worker (RATE-001, RATE-002); None: the handler's.
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_period: timedelta | float | None = None
 
     @classmethod
     def of(cls, options: Mapping[str, Any]) -> PublishOptions:
@@ -182,6 +187,60 @@ def _concurrency(
             "concurrency_key and concurrency_limit go together (CONC-001): give both, or neither"
         )
     return key, limit
+
+
+def _rate(
+    options: PublishOptions, handler: Handler | None, payload: Any
+) -> tuple[str, int, int] | None:
+    """The job's rate key, limit and period in ms (RATE-001): the publish options', else the
+    handler's, whose key may be computed from the payload."""
+    key: Any = options.rate_key
+    limit, period = options.rate_limit, options.rate_period
+    if key is None and limit is None and period is None and handler is not None:
+        key, limit = handler.rate_key, handler.rate_limit
+        period = None if handler.rate_period_ms is None else handler.rate_period_ms / 1000
+        if callable(key):
+            try:
+                key = key(payload)
+            except Exception as error:
+                raise InvalidRequest(
+                    f"the rate key function of handler {handler.type!r} failed on this "
+                    f"payload: {error!r}; make it accept every payload the handler takes"
+                ) from None
+    given = [value is not None for value in (key, limit, period)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise InvalidRequest(
+            "rate_key, rate_limit and rate_period go together (RATE-001): give all three, or none"
+        )
+    return key, limit, rate_period_ms("rate_period", period)  # type: ignore[return-value]
+
+
+LONGEST_RATE_PERIOD = timedelta(days=31)  # RATE-001
+
+
+def rate_period_ms(name: str, value: Any) -> int:
+    """A rate window's length (timedelta or seconds) in whole milliseconds, 1 ms to 31 days."""
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise InvalidRequest(
+            f"{name} must be a timedelta or a number of seconds, not {type(value).__name__}"
+        )
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if not (math.isfinite(seconds) and 0.001 <= seconds <= LONGEST_RATE_PERIOD.total_seconds()):
+        raise InvalidRequest(
+            f"{name} of {value!r} is outside 1 ms to 31 days (RATE-001); pass a duration "
+            "within them"
+        )
+    return round(seconds * 1000)
+
+
+def handler_rate_period_ms(handler_type: str, value: Any) -> int:
+    """A handler's rate period; a bad one is a configuration error, found at startup."""
+    try:
+        return rate_period_ms(f"the rate_period of handler {handler_type!r}", value)
+    except InvalidRequest as error:
+        raise ConfigurationError(str(error)) from None
 
 
 def handler_timeout_ms(handler_type: str, value: Any) -> int:
@@ -399,6 +458,9 @@ class JobFactory:
         if key is not None or limit is not None:
             document["concurrency_key"] = key
             document["concurrency_limit"] = limit
+        rate = _rate(options, first, calls[0].payload)
+        if rate is not None:
+            document["rate_key"], document["rate_limit"], document["rate_period_ms"] = rate
         for name, value in document.items():
             if name not in ("requests", "metadata"):  # encoded by the codec already
                 _check_plain(value, name)
@@ -439,4 +501,7 @@ class JobFactory:
             result_ttl_ms=document.get("result_ttl_ms"),
             concurrency_key=key,
             concurrency_limit=limit,
+            rate_key=rate[0] if rate else None,
+            rate_limit=rate[1] if rate else None,
+            rate_period_ms=rate[2] if rate else None,
         )

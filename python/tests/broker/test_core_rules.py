@@ -16,6 +16,7 @@ from .. import (
     test_concurrency_limits,
     test_cron,
     test_ordering,
+    test_rate_limits,
     test_results,
     test_retry,
     test_serial_groups,
@@ -61,5 +62,6 @@ for _module in (
     test_results,
     test_cron,
     test_concurrency_limits,
+    test_rate_limits,
 ):
     globals().update(_collect(_module))

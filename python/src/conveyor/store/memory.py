@@ -23,6 +23,7 @@ from .base import (
     JobFilter,
     ScheduleRun,
     StateSets,
+    rate_window,
 )
 from .locking import ExpiringLocks, process_lock
 
@@ -36,6 +37,8 @@ class _State:
         self.claimable: set[str] = set()  # ids of jobs in claimable states, for fast claims
         # (schedule name, fire time) -> the job published, or None (CRON-003)
         self.schedule_runs: dict[tuple[str, datetime], str | None] = {}
+        # (rate key, window start) -> claims counted (RATE-002)
+        self.rate_slots: dict[tuple[str, datetime], int] = {}
 
     def copy(self) -> _State:
         clone = _State()
@@ -45,6 +48,7 @@ class _State:
         clone.next_batch = self.next_batch
         clone.claimable = set(self.claimable)
         clone.schedule_runs = dict(self.schedule_runs)
+        clone.rate_slots = dict(self.rate_slots)
         return clone
 
 
@@ -153,6 +157,7 @@ class MemoryTransaction:
                 if job.state in self._states.claimable
                 and job.available_at <= now
                 and self._slot_free(job)
+                and self._rate_free(job, now)
                 and (not query.queues or job.queue in query.queues)
                 and job.priority in query.priorities
             ),
@@ -299,6 +304,21 @@ class MemoryTransaction:
             and job.state in leased
             and job.concurrency_slot is not None
         }
+
+    def take_rate_slot(self, key: str, window_start: datetime, limit: int, job_id: str) -> bool:
+        counted = self._data.rate_slots.get((key, window_start), 0)
+        if counted >= limit:
+            return False
+        self._data.rate_slots[(key, window_start)] = counted + 1
+        self.changed = True
+        return True
+
+    def _rate_free(self, job: Job, now: datetime) -> bool:
+        """RATE-002/003: as the SQL claim, a job whose window is full is not a candidate."""
+        if job.rate_key is None or job.rate_limit is None or job.rate_period_ms is None:
+            return True
+        window = rate_window(now, job.rate_period_ms)
+        return self._data.rate_slots.get((job.rate_key, window), 0) < job.rate_limit
 
     def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
         runs = self._data.schedule_runs

@@ -361,8 +361,23 @@ class ClaimStatements:
             facts["serial_group_head"],
             ~facts["unique_sibling_processing"],
             self._slot_free(j),
+            self._rate_free(j),
         ]
         return facts, conditions
+
+    def _rate_free(self, j: Any) -> Any:
+        """RATE-002/003: a job with a rate key is fetched only while the window of ``now`` for
+        its period has fewer claims of its key than its limit. Which slot of the window the
+        claim takes is decided at the write, under the primary key of the rate slots."""
+        r = self.tables.rate_slots.alias("r")
+        now = bindparam("now", type_=BigInteger())
+        window = now - now.op("%")(j.c.rate_period_ms)
+        taken = (
+            select(func.count())
+            .where(r.c.rate_key == j.c.rate_key, r.c.window_start == window)
+            .scalar_subquery()
+        )
+        return or_(j.c.rate_key.is_(None), taken < j.c.rate_limit)
 
     def _slot_free(self, j: Any) -> Any:
         """CONC-002/003: a job with a concurrency key is fetched only while its key holds

@@ -113,6 +113,9 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], Encoder]] = {
     "progress": (("progress",), lambda j, le, cl, dl, un: progress_text(j.progress)),
     "concurrency_key": (("concurrency_key",), lambda j, le, cl, dl, un: j.concurrency_key),
     "concurrency_limit": (("concurrency_limit",), lambda j, le, cl, dl, un: j.concurrency_limit),
+    "rate_key": (("rate_key",), lambda j, le, cl, dl, un: j.rate_key),
+    "rate_limit": (("rate_limit",), lambda j, le, cl, dl, un: j.rate_limit),
+    "rate_period_ms": (("rate_period_ms",), lambda j, le, cl, dl, un: j.rate_period_ms),
     "concurrency_slot": (
         ("concurrency_slot", "state"),
         lambda j, le, cl, dl, un: j.concurrency_slot if le else None,
@@ -259,4 +262,7 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         concurrency_key=row["concurrency_key"],
         concurrency_limit=row["concurrency_limit"],
         concurrency_slot=row["concurrency_slot"],
+        rate_key=row["rate_key"],
+        rate_limit=row["rate_limit"],
+        rate_period_ms=row["rate_period_ms"],
     )

@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ class Tables:
     # Named expiring locks (Store.acquire_lock). In the metadata from version 4 on; before,
     # the bus created the same table itself on first use (see _locks_v4).
     locks: Table
+    # Version 9: the claims counted by rate limits, one row per (key, window, slot): the
+    # primary key lets no two claims take one slot of a window (RATE-002).
+    rate_slots: Table
     # Version 7: the fire times cron schedules handled, one row per (name, fire time): the
     # primary key is the rule that no two processes publish one run (CRON-003).
     schedule_runs: Table
@@ -76,6 +79,14 @@ def _concurrency_columns() -> list[Column[Any]]:
         Column("concurrency_key", Label()),
         Column("concurrency_limit", Integer),
         Column("concurrency_slot", Integer),
+    ]
+
+
+def _rate_columns() -> list[Column[Any]]:
+    return [
+        Column("rate_key", Label()),
+        Column("rate_limit", Integer),
+        Column("rate_period_ms", BigInteger),
     ]
 
 
@@ -144,6 +155,8 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         # Version 8: concurrency limits (CONC-001, CONC-002); the slot is set only while the
         # job is leased, unique per key: no two claims can hold one slot.
         *(_concurrency_columns() if version >= 8 else []),
+        # Version 9: rate limits (RATE-001); the claims they count are in rate_slots.
+        *(_rate_columns() if version >= 9 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -220,7 +233,26 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         Column("job_id", BigInteger),
         Column("created_at", BigInteger, nullable=False),
     )
-    return Tables(prefix, metadata, jobs, dependencies, tags, batches, schema, locks, schedule_runs)
+    rate_slots = Table(
+        f"{prefix}rate_slots",
+        metadata if version >= 9 else MetaData(),
+        Column("rate_key", Label(), primary_key=True),
+        Column("window_start", BigInteger, primary_key=True, autoincrement=False),
+        Column("slot", Integer, primary_key=True, autoincrement=False),
+        Column("job_id", BigInteger, nullable=False),
+    )
+    return Tables(
+        prefix,
+        metadata,
+        jobs,
+        dependencies,
+        tags,
+        batches,
+        schema,
+        locks,
+        rate_slots,
+        schedule_runs,
+    )
 
 
 def _create_v1(connection: Connection, tables: Tables) -> None:
@@ -407,6 +439,22 @@ def _concurrency_v8(connection: Connection, tables: Tables) -> None:
             index.create(connection, checkfirst=True)
 
 
+def _rate_limits_v9(connection: Connection, tables: Tables) -> None:
+    """Version 9: a job's rate key, limit and period (RATE-001), nullable columns added in
+    place, and the table of the claims the limits count."""
+    built = build_tables(tables.prefix, version=9)
+    jobs = built.jobs
+    present = {column["name"] for column in inspect(connection).get_columns(jobs.name)}
+    quote = connection.dialect.identifier_preparer.quote
+    for name in ("rate_key", "rate_limit", "rate_period_ms"):
+        if name not in present:
+            kind = jobs.c[name].type.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(
+                f"ALTER TABLE {quote(jobs.name)} ADD COLUMN {quote(name)} {kind}"
+            )
+    built.rate_slots.create(connection, checkfirst=True)
+
+
 # Each migration brings the schema from version (index) to version (index + 1). Add new
 # steps at the end; never edit a released one (a step builds the tables as of its own version).
 MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
@@ -418,6 +466,7 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _results_v6,
     _schedule_runs_v7,
     _concurrency_v8,
+    _rate_limits_v9,
 ]
 
 

@@ -71,6 +71,7 @@ from .rows import Flags, changed_values, job_from_row, progress_text, rows_of
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
 
 IDLE_PING_SECONDS = 1.0
+RATE_SLOTS_KEPT_MS = 86_400_000  # windows a day older than the current one are forgotten
 # From this many jobs in one insert, PostgreSQL gets them by COPY (see _copy_jobs).
 COPY_THRESHOLD = 8
 # Delayed jobs moved into the claim index per claim, once due (see SqlTransaction._promote).
@@ -615,6 +616,35 @@ class SqlTransaction:
             )
         )
         return {int(slot) for slot in rows.scalars()}
+
+    def take_rate_slot(self, key: str, window_start: datetime, limit: int, job_id: str) -> bool:
+        slots = self.tables.rate_slots
+        start = to_ms(window_start)
+        taken = set(
+            self.connection.execute(
+                select(slots.c.slot).where(slots.c.rate_key == key, slots.c.window_start == start)
+            ).scalars()
+        )
+        for slot in range(limit):
+            if slot in taken:
+                continue
+            try:
+                with self.connection.begin_nested():  # a concurrent claim may take it first
+                    self.connection.execute(
+                        insert(slots).values(
+                            rate_key=key, window_start=start, slot=slot, job_id=int(job_id)
+                        )
+                    )
+            except IntegrityError:
+                continue
+            if slot == 0:  # once per window: forget the windows of the key long over
+                self.connection.execute(
+                    delete(slots).where(
+                        slots.c.rate_key == key, slots.c.window_start < start - RATE_SLOTS_KEPT_MS
+                    )
+                )
+            return True
+        return False
 
     def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
         runs = self.tables.schedule_runs
