@@ -160,7 +160,8 @@ def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
             # below, so that the migration starts from the v1 layout with the data in it.
             for column, kind in _LATER_COLUMNS.items():
                 connection.exec_driver_sql(f"ALTER TABLE {prefix}jobs ADD COLUMN {column} {kind}")
-            build_tables(prefix).rate_slots.create(connection)  # the claim reads it (v9)
+            build_tables(prefix).paused_queues.create(connection)  # read by every claim
+            build_tables(prefix).rate_slots.create(connection)  # the claim reads it (v10)
         engine.dispose()
         old = SqlStore(url, STATES, prefix, create_schema=False)
         app = Conveyor(store=old)
@@ -175,6 +176,7 @@ def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
         with old.engine.begin() as connection:
             for column in _LATER_COLUMNS:
                 connection.exec_driver_sql(f"ALTER TABLE {prefix}jobs DROP COLUMN {column}")
+            build_tables(prefix).paused_queues.drop(connection)
             build_tables(prefix).rate_slots.drop(connection)
         old.close()
 

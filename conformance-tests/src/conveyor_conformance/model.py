@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -76,7 +77,7 @@ PRECEDENCE = {
     "not_found": 2,
     "batch_closed": 2,
 }
-PRIORITY_RANGE = re.compile(r"^(?:(\d+)|(\d+)-(\d+)|(\d+)-|-(\d+))$")
+PRIORITY_RANGE = re.compile(r"(?:([0-9]+)|([0-9]+)-([0-9]+)|([0-9]+)-|-([0-9]+))")
 MAX_PRIORITY = 32767
 FEATURE_OF_FIELD = {
     "serial_group": "serial_groups",
@@ -113,7 +114,7 @@ def capped_delay(policy: dict[str, Any], attempt: int) -> int:
     elif backoff == "linear":
         delay = initial + Fraction(policy["increment_ms"]) * (attempt - 1)
     else:
-        multiplier = Fraction(str(policy["multiplier"]))
+        multiplier = Fraction(repr(policy["multiplier"]))
         delay = initial
         if initial > 0 and multiplier > 1:
             for _ in range(attempt - 1):
@@ -126,27 +127,32 @@ def capped_delay(policy: dict[str, Any], attempt: int) -> int:
 def delay_bounds(policy: dict[str, Any], attempt: int) -> tuple[int, int]:
     """RETRY-003: the inclusive range a delay with jitter falls in.
 
-    Both exact arithmetic and IEEE doubles are accepted readings of ``floor(c * (1 +- j))``,
-    so the range is the union of the two.
+    RETRY-008: computed exactly, with the jitter's decimal value.
     """
     capped = capped_delay(policy, attempt)
     jitter = full_policy(policy)["jitter"]
     if not jitter:
         return capped, capped
-    exact = Fraction(str(jitter))
-    low = min(math.floor(capped * (1 - exact)), math.floor(capped * (1 - float(jitter))))
-    high = max(math.floor(capped * (1 + exact)), math.floor(capped * (1 + float(jitter))))
-    return low, high
+    exact = Fraction(repr(jitter))
+    return math.floor(capped * (1 - exact)), math.floor(capped * (1 + exact))
+
+
+def _decimal_places(number: float) -> int:
+    """Digits after the point of the number as JSON wrote it (its shortest repr)."""
+    if isinstance(number, int) or not math.isfinite(number):
+        return 0
+    exponent = Decimal(repr(number)).as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
 def parse_priority_range(text: str | None) -> tuple[int, int]:
     """ORDER-004: ``N``, ``A-B``, ``A-`` or ``-B``; anything else is refused."""
     if text is None:
         return 0, MAX_PRIORITY
-    match = PRIORITY_RANGE.match(text)
+    match = PRIORITY_RANGE.fullmatch(text)  # ORDER-006: ASCII digits, nothing around them
     if not match:
         raise Refusal("invalid_request", "ORDER-004", f"priority range {text!r} is malformed")
-    exact, low, high, from_, to = match.groups()
+    exact, low, high, from_, to = (_range_bound(group) for group in match.groups())
     if exact is not None:
         bounds = (int(exact), int(exact))
     elif low is not None:
@@ -158,6 +164,14 @@ def parse_priority_range(text: str | None) -> tuple[int, int]:
     if bounds[0] > bounds[1] or bounds[1] > MAX_PRIORITY:
         raise Refusal("invalid_request", "ORDER-004", f"priority range {text!r} is empty")
     return bounds
+
+
+def _range_bound(digits: str | None) -> str | None:
+    """ORDER-006: leading zeros do not count; a bound too long for any priority stays too big."""
+    if digits is None:
+        return None
+    significant = digits.lstrip("0") or "0"
+    return significant if len(significant) <= 5 else str(MAX_PRIORITY + 1)
 
 
 # -- records --------------------------------------------------------------------------------------
@@ -196,7 +210,7 @@ class MJob:
     depends_on: list[str] = field(default_factory=list)
     batch_id: str | None = None
     tags: list[str] = field(default_factory=list)
-    metadata: Any = None  # None: not given, so not compared
+    metadata: Any = None  # None: unknown (a copy of a document the model did not build)
     timeout_ms: int | None = None
     result: Any = None
     result_ttl_ms: int | None = None
@@ -321,6 +335,7 @@ class Model:
         self.placeholders = 0
         self.used_ids: set[str] = set()
         self.notifications: list[dict[str, Any]] = []
+        self.paused: dict[str, int] = {}  # paused queue -> when it was paused (PAUSE-001)
         self._why: dict[tuple[str, str], str] = {}
         self._created: list[str] = []
         self._new_ids: list[str] = []
@@ -336,6 +351,7 @@ class Model:
         clone.batches = {key: copy.copy(batch) for key, batch in self.batches.items()}
         clone.notifications = [dict(n) for n in self.notifications]
         clone.used_ids = set(self.used_ids)
+        clone.paused = dict(self.paused)
         clone.handlers = dict(self.handlers)
         clone.schedule_runs = {name: list(runs) for name, runs in self.schedule_runs.items()}
         clone.rate_claims = dict(self.rate_claims)
@@ -629,7 +645,7 @@ class Model:
             depends_on=depends_on,
             batch_id=batch_id,
             tags=list(document.get("tags", [])),
-            metadata=document.get("metadata"),
+            metadata=document.get("metadata", {}),  # JOB-011
             timeout_ms=document.get("timeout_ms", defaults.get("timeout_ms")),
             result_ttl_ms=document.get("result_ttl_ms", defaults.get("result_ttl_ms")),
             concurrency_key=document.get("concurrency_key"),
@@ -658,9 +674,9 @@ class Model:
             if used and feature not in self.features:
                 rule = {
                     "timeouts": "VER-004",
-                    "results": "VER-005",
-                    "concurrency": "VER-006",
-                    "rate_limits": "VER-007",
+                    "results": "VER-009",
+                    "concurrency": "VER-010",
+                    "rate_limits": "VER-011",
                 }.get(feature, "VER-001")
                 raise Refusal("invalid_request", rule, f"feature {feature} is not claimed")
 
@@ -671,6 +687,11 @@ class Model:
             if given not in self.presets:
                 raise Refusal("invalid_request", "JOB-003", f"unknown retry preset {given!r}")
             return full_policy(dict(self.presets[given]))
+        multiplier = given.get("multiplier") if isinstance(given, dict) else None
+        if isinstance(multiplier, int | float) and _decimal_places(multiplier) > 3:
+            raise Refusal(
+                "invalid_request", "RETRY-008", f"multiplier {multiplier} has over three decimals"
+            )
         return full_policy(dict(given))
 
     def _next_id(self) -> str:
@@ -755,6 +776,7 @@ class Model:
                 for j in self.jobs.values()
                 if j.state in self.tags["claimable"]
                 and (not queues or j.queue in queues)
+                and j.queue not in self.paused
                 and low <= j.priority <= high
                 and (job is None or j.id == job)
                 and j.available_at <= self.now
@@ -862,9 +884,9 @@ class Model:
         return {"job": self.doc(target)}, transition.req
 
     def _check_result(self, job: MJob, result: Any, lease_token: int, kind: str) -> None:
-        """VER-005, RESULT-001 and RESULT-002, before anything changes."""
+        """VER-009, RESULT-001 and RESULT-002, before anything changes."""
         if "results" not in self.features:
-            raise Refusal("invalid_request", "VER-005", "feature results is not claimed")
+            raise Refusal("invalid_request", "VER-009", "feature results is not claimed")
         if kind != "success":
             raise Refusal("invalid_request", "RESULT-001", f"a {kind} outcome with a result")
         # A stale token is refused as LEASE-007 says, whatever the result.
@@ -892,7 +914,7 @@ class Model:
     ) -> Any:
         """PROGRESS-001: stored under the current lease; no event, nothing else changes."""
         if "progress" not in self.features:
-            raise Refusal("invalid_request", "VER-005", "feature progress is not claimed")
+            raise Refusal("invalid_request", "VER-009", "feature progress is not claimed")
         if percent is not None and not 0 <= percent <= 100:
             raise Refusal("invalid_request", "PROGRESS-001", f"percent {percent} out of 0..100")
         if message is not None and (len(message) > 1024 or "\x00" in message):
@@ -1022,6 +1044,23 @@ class Model:
 
     # -- reading ----------------------------------------------------------------------------
 
+    def cmd_pause_queue(self, queue: str) -> Any:
+        """PAUSE-001, PAUSE-003: idempotent; the first pause time is kept."""
+        changed = queue not in self.paused
+        self.paused.setdefault(queue, self.now)
+        return {"changed": changed}, "PAUSE-003"
+
+    def cmd_resume_queue(self, queue: str) -> Any:
+        changed = self.paused.pop(queue, None) is not None
+        return {"changed": changed}, "PAUSE-003"
+
+    def cmd_paused_queues(self) -> Any:
+        listed = [
+            {"queue": queue, "paused_at": timefmt.format_ms(at)}
+            for queue, at in sorted(self.paused.items())
+        ]
+        return {"queues": listed}, "PAUSE-005"
+
     def cmd_get(self, job: str) -> Any:
         return {"job": self.doc(self.job(job))}, "JOB-007"
 
@@ -1036,7 +1075,9 @@ class Model:
         limit: int = DEFAULT_LIST_LIMIT,
     ) -> Any:
         """OPS-006: ascending sequence, filtered, from after a given job on (``after``)."""
-        start = self.jobs[after].order if after is not None and after in self.jobs else 0
+        if after is not None and after not in self.jobs:
+            raise Refusal("not_found", "OPS-007", f"the job {after!r} after which to list is gone")
+        start = self.jobs[after].order if after is not None else 0
         found = [
             j
             for j in self.sorted_jobs()
@@ -1179,6 +1220,9 @@ class Model:
                 req = info.req or transition.req
                 if info.scope == "system":
                     system.append(name)
+                elif info.request_event == "abandon":  # LEASE-009: with the lease error
+                    lease_error = {"kind": "lease_expired", "message": ANY}
+                    self._fire_requests(job, info.scope, "abandon", {"error": lease_error})
                 elif info.request_event:
                     self._fire_requests(job, info.scope, info.request_event, params)
                     self._note(job.id, "requests", req)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .clock import Clock, SystemClock, duration_ms
+from .clock import Clock, SystemClock, duration_ms, from_ms
 from .engine import JobEngine
 from .errors import ConfigurationError, InvalidRequest, JobNotFound, StaleLease, WaitTimeout
 from .eventloop import LoopThread
@@ -19,8 +20,9 @@ from .handlers import Handler, HandlerRegistry
 from .heartbeat import Heartbeat
 from .hooks import Hooks
 from .lifecycle import Lifecycle, Outcome
-from .model import Batch, Job
+from .model import Batch, Job, WorkerRecord
 from .notify import LoggingNotifier, Notifier
+from .operations import Operations, job_filter, split_options, stored
 from .priority import PriorityRange
 from .publishing import (
     Call,
@@ -34,8 +36,8 @@ from .results import progress_document
 from .retry import RetryPolicy, resolve
 from .schedules import Schedule, ScheduledRun, Scheduler, make_schedule
 from .source import Claimed, Rescue
-from .store.base import ClaimQuery, JobFilter, Store, Transaction
-from .urls import open_store
+from .store.base import ClaimQuery, Store, Transaction
+from .urls import open_store, with_driver
 
 if TYPE_CHECKING:
     from .broker.mode import BrokerMode, RepairReport
@@ -44,6 +46,20 @@ if TYPE_CHECKING:
     from .worker import WorkerControl, WorkerStats
 
 log = logging.getLogger("conveyor")
+
+QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
+
+
+def checked_queue(queue: object) -> str:
+    """A queue name as LIMIT-001 allows it, or :class:`InvalidRequest` naming the rule."""
+    if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
+        raise InvalidRequest(
+            f"queue {queue!r} is not a queue name: use 1 to 64 lower-case letters, digits, "
+            "'_', '-', '.' or ':', starting with a letter or digit (LIMIT-001)"
+        )
+    return queue
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = "sqlite:///conveyor.db"
@@ -79,7 +95,9 @@ class Conveyor:
     """A Conveyor application.
 
     With no arguments it stores jobs in ``conveyor.db`` (SQLite) in the working directory,
-    or at ``CONVEYOR_URL`` when that is set. Nothing is opened until first use.
+    or at ``CONVEYOR_URL`` when that is set. Nothing is opened until first use. A URL without
+    a driver (``postgres://``, ``mysql://``) means the extras' driver
+    (:func:`~conveyor.urls.with_driver`).
 
     ``broker_url`` (or ``CONVEYOR_BROKER_URL``), an ``amqp://`` URL, turns on broker mode: job
     ids are handed to RabbitMQ after each commit, workers consume them, and :meth:`repair`
@@ -103,7 +121,7 @@ class Conveyor:
         broker_url: str | None = None,
         broker_settings: BrokerSettings | None = None,
     ) -> None:
-        self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
+        self.url = with_driver(url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL)
         self.broker_url = broker_url or os.environ.get("CONVEYOR_BROKER_URL") or None
         self.broker_settings = broker_settings
         self.clock: Clock = clock or SystemClock()
@@ -126,6 +144,7 @@ class Conveyor:
             self.engine.requests.machine.initial_state,
             self.priorities,
         )
+        self.operations = Operations(self.factory, self.lifecycle)
         self._store = store
         self._store_lock = threading.Lock()
         self._local = threading.local()
@@ -362,27 +381,39 @@ class Conveyor:
         publishes inside the caller's transaction: the job exists if and only if the
         caller's transaction commits.
         """
-        connection = options.pop("connection", None)
-        batch = options.pop("batch", None)
-        if batch is not None:
-            options["batch_id"] = batch.id if isinstance(batch, Batch) else str(batch)
-        job = self.factory.build(calls, PublishOptions.of(options), self.now())
+        publish_options, connection = split_options(options)
+        job = self.operations.build(calls, publish_options, self.now())
+        return self._publish_built([job], connection)[0]
+
+    def publish_many(self, type: str, payloads: Iterable[Any], **options: Any) -> list[Job]:
+        """Publish one job of ``type`` per payload, all with the same options, in one
+        transaction: every job is stored, or none (a bad payload raises before any is).
+
+        The fast way to enqueue many jobs at once: the options are checked once, not per job,
+        and the rows are written together. Takes the options of :meth:`publish`, including
+        ``connection=``; inside :meth:`bulk`, the jobs join its buffer instead.
+        """
+        publish_options, connection = split_options(options)
+        jobs = self.operations.build_many(type, payloads, publish_options, self.now())
+        return self._publish_built(jobs, connection) if jobs else []
+
+    def _publish_built(self, jobs: list[Job], connection: Any) -> list[Job]:
         bulk: BulkPublisher | None = getattr(self._local, "bulk", None)
         if bulk is not None and connection is None:
-            bulk.add(job)
-            return job
-        return self._store_jobs([job], connection)[0]
+            for job in jobs:
+                bulk.add(job)
+            return jobs
+        return self._store_jobs(jobs, connection)
 
     def _store_jobs(self, jobs: Sequence[Job], connection: Any = None) -> list[Job]:
-        now = self.now()
+        publish = self.operations.publish(jobs, self.now())
         if connection is not None:
-            outcome = self.lifecycle.publish(self._joined(connection), jobs, now)
+            outcome = publish(self._joined(connection))
         else:
             with self.store.transaction() as tx:
-                outcome = self.lifecycle.publish(tx, jobs, now)
+                outcome = publish(tx)
         changed = self._deliver(outcome, caller_transaction=connection)
-        # As stored: a job the broker did not take is broker_failed, not ready.
-        return [changed.get(job.id, job) for job in outcome.jobs[: len(jobs)]]
+        return stored(outcome, len(jobs), changed)
 
     def _joined(self, connection: Any) -> Transaction:
         return self.store.join(connection)
@@ -456,9 +487,7 @@ class Conveyor:
 
     def get(self, job_id: str) -> Job:
         with self.store.transaction() as tx:
-            job = tx.get_job(str(job_id))
-        if job is None:
-            raise JobNotFound(f"job {job_id} does not exist (it may have been pruned)")
+            job = self.operations.get(job_id)(tx)
         return job.result_read_at(self.now())
 
     def wait(self, job_id: str, timeout: timedelta | float, poll: float = WAIT_POLL_SECONDS) -> Job:
@@ -515,23 +544,43 @@ class Conveyor:
         batch: str | None = None,
         limit: int = 100,
         after_sequence: int = 0,
+        serial_group: str | None = None,
     ) -> list[Job]:
         """Jobs in publish order, filtered; ``tag`` finds every job about one entity."""
-        query = JobFilter(tuple(states), queue, tag, identifier, batch, limit, after_sequence)
+        query = job_filter(
+            states=states,
+            queue=queue,
+            tag=tag,
+            identifier=identifier,
+            batch=batch,
+            limit=limit,
+            after_sequence=after_sequence,
+            serial_group=serial_group,
+        )
         with self.store.transaction() as tx:
-            found = tx.find_jobs(query)
+            found = self.operations.find(query)(tx)
         now = self.now()
         return [job.result_read_at(now) for job in found]
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]:
         """Which of ``identifiers`` still have work not done (spec.md#identifiers)."""
         with self.store.transaction() as tx:
-            return tx.unfinished_identifiers(list(identifiers))
+            return self.operations.unfinished(identifiers)(tx)
 
     def status(self) -> list[tuple[str, str, int]]:
         """(queue, state, count) for every non-empty combination."""
         with self.store.transaction() as tx:
-            return tx.counts()
+            return self.operations.counts()(tx)
+
+    def ended_by_minute(self, minutes: int = 60) -> list[tuple[datetime, str, int]]:
+        """(minute, state, count) of the jobs that ended in the last ``minutes`` minutes: the
+        throughput and the failures over time, as the dashboard charts them."""
+        if minutes < 1:
+            raise InvalidRequest(f"minutes must be 1 or more, not {minutes}")
+        since = self.now() - timedelta(minutes=minutes)
+        with self.store.transaction() as tx:
+            rows = tx.ended_by_minute(since)
+        return [(from_ms(minute * 60_000), state, count) for minute, state, count in rows]
 
     # -- state changes --------------------------------------------------------------------
 
@@ -567,6 +616,37 @@ class Conveyor:
 
     def retry(self, job_id: str) -> Job:
         return self.report(job_id, "retry", {})
+
+    # -- paused queues --------------------------------------------------------------------
+
+    def pause_queue(self, queue: str) -> bool:
+        """Stop every worker from claiming jobs of ``queue`` (PAUSE-001); jobs keep being
+        published and running jobs finish. False when the queue was paused already."""
+        name = checked_queue(queue)
+        with self.store.transaction() as tx:
+            return tx.pause_queue(name, self.now())
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let workers claim jobs of ``queue`` again (PAUSE-003); False when it was not paused.
+
+        In broker mode the queue's claimable jobs are handed over again at once (their
+        messages were dropped by consumers while the queue was paused, PAUSE-004)."""
+        name = checked_queue(queue)
+        with self.store.transaction() as tx:
+            resumed = tx.resume_queue(name)
+        if resumed and self.broker is not None:
+            self.broker.repair(stale_after=timedelta(0))
+        return resumed
+
+    def paused_queues(self) -> dict[str, datetime]:
+        """Every paused queue and since when, by queue name (PAUSE-005)."""
+        with self.store.transaction() as tx:
+            return dict(tx.paused_queues())
+
+    def workers(self) -> list[WorkerRecord]:
+        """The running workers on this store, as their records say (presence.py), by id."""
+        with self.store.transaction() as tx:
+            return tx.workers()
 
     def heartbeat(self, job_id: str, token: int, lease_ms: int | None = None) -> Job:
         ms = lease_ms if lease_ms is not None else self.lease_ms
@@ -733,6 +813,7 @@ class Conveyor:
     def worker(self, **options: Any) -> WorkerControl:
         """A worker over :class:`WorkerOptions`; in broker mode a consumer of RabbitMQ that
         also takes ``prefetch`` (messages held per queue)."""
+        from .presence import Presence
         from .source import SourceOptions, StoreSource
         from .worker import Worker, WorkerOptions
 
@@ -747,9 +828,19 @@ class Conveyor:
             settings.idle_delay,
         )
         runner = self.runner(settings.worker_id, lease_ms)
+        presence = None
+        if settings.presence_every is not None and not settings.stop_when_empty:
+            presence = Presence(
+                self.store,
+                self.now,
+                settings.worker_id,
+                settings.queues,
+                settings.concurrency,
+                every=settings.presence_every,
+            )
         broker = self.broker
         if broker is None:
-            worker = Worker(StoreSource(self, source_options), runner, settings, self.now)
+            worker = Worker(StoreSource(self, source_options), runner, settings, self.now, presence)
             worker.scheduler = self.scheduler if self.scheduler.schedules else None
             return worker
         source = broker.source(
@@ -760,7 +851,7 @@ class Conveyor:
             prefetch=prefetch,
             draining=settings.stop_when_empty,
         )
-        worker = Worker(source, runner, settings, self.now)
+        worker = Worker(source, runner, settings, self.now, presence)
         worker.scheduler = self.scheduler if self.scheduler.schedules else None
         source.on_reload = worker.reload
         return worker

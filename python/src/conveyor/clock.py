@@ -51,9 +51,12 @@ class ManualClock:
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+_MILLISECOND = timedelta(milliseconds=1)
+
+
 def to_ms(moment: datetime) -> int:
     """Milliseconds since the Unix epoch (how the SQL store keeps time)."""
-    return (moment - EPOCH) // timedelta(milliseconds=1)
+    return (moment - EPOCH) // _MILLISECOND
 
 
 def duration_ms(value: timedelta | float) -> int:

@@ -82,7 +82,14 @@ FEATURES = [
     "concurrency",
     "rate_limits",
 ]
-CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
+CAPABILITIES = [
+    "publish_bulk",
+    "claim_by_id",
+    "fire",
+    "notifications",
+    "priorities",
+    "pause_queues",
+]
 OUTCOME_EVENTS = {
     "success": "succeed",
     "temporary": "fail_temporarily",
@@ -241,10 +248,10 @@ def publish_document(job: Json) -> Json:
 
 
 class BrokerClaims:
-    """Claims as a broker consumer makes them (spec.md#BROKER-003, #BROKER-007, #BROKER-010).
+    """Claims as a broker consumer makes them (spec.md#BROKER-011, #BROKER-007, #BROKER-010).
 
     The store stays the source of truth and RabbitMQ carries only job ids: the app hands over
-    every job a committed change made claimable (BROKER-001, BROKER-009). A ``claim`` request
+    every job a committed change made claimable (BROKER-012, BROKER-009). A ``claim`` request
     is one consumer of the AMQP queues of its queues and priority bands. It takes messages best
     band first and answers each as ``conveyor consume`` does: a wake-up for the message's band,
     answered with the store's conditional claim of one job, and a new message for the message's
@@ -722,6 +729,21 @@ class Session:
             after_sequence=after,
         )
         return {"jobs": [job.to_dict() for job in jobs]}
+
+    def cmd_pause_queue(self, request: Json) -> Json:
+        return {"changed": self.conveyor.pause_queue(request["queue"])}
+
+    def cmd_resume_queue(self, request: Json) -> Json:
+        return {"changed": self.conveyor.resume_queue(request["queue"])}
+
+    def cmd_paused_queues(self, request: Json) -> Json:
+        paused = self.conveyor.paused_queues()
+        return {
+            "queues": [
+                {"queue": queue, "paused_at": format_timestamp(moment)}
+                for queue, moment in paused.items()
+            ]
+        }
 
     def cmd_unfinished_identifiers(self, request: Json) -> Json:
         found = self.conveyor.unfinished_identifiers(request["identifiers"])

@@ -504,6 +504,7 @@ class JobRunner:
                 request_type,
                 job.attempts,
                 (recorded.get("traceback") or failures.log_text(error)).rstrip("\n"),
+                extra={"job_id": job.id, "type": request_type, "attempt": job.attempts},
             )
         return report
 

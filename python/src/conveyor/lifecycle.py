@@ -176,7 +176,7 @@ class Lifecycle:
         # Plain claims (no lock column, no system effect) are written together at the end
         # of a pass: the candidate rows are locked (SKIP LOCKED, or SQLite's single writer),
         # so their conditional writes cannot lose a race, and a batch costs one round trip.
-        deferred: list[tuple[Job, Job]] = []
+        deferred: list[tuple[Job, Fired]] = []
         slots: dict[str, set[int]] = {}  # concurrency slots held, by key, as this claim goes
         while again and len(outcome.jobs) < limit:
             again = passed_over = claimed = False
@@ -195,7 +195,7 @@ class Lifecycle:
                     passed_over = True
                     continue
                 if self._plain_claim(fired):
-                    deferred.append((job, fired.job))
+                    deferred.append((job, fired))
                     claimed = True
                     outcome.jobs.append(fired.job)
                     outcome.claimed_from[job.id] = job
@@ -203,7 +203,7 @@ class Lifecycle:
                         break
                     continue
                 self._write_claims(tx, deferred)
-                if not tx.save_job(job, fired.job):
+                if not tx.save_job(job, fired.job, fired.fields):
                     continue
                 self._after(tx, fired, now, side)
                 if fired.job.state not in self.states.leased:
@@ -260,8 +260,10 @@ class Lifecycle:
         return fired
 
     @staticmethod
-    def _write_claims(tx: Transaction, deferred: list[tuple[Job, Job]]) -> None:
-        if deferred and not tx.save_jobs(deferred):
+    def _write_claims(tx: Transaction, deferred: list[tuple[Job, Fired]]) -> None:
+        if deferred and not tx.save_jobs(
+            [(job, fired.job) for job, fired in deferred], [fired.fields for _, fired in deferred]
+        ):
             # Only a writer ignoring the row locks could get here; the transaction rolls
             # back, so nothing of this claim is recorded and the worker claims again.
             raise StaleLease(
@@ -306,14 +308,14 @@ class Lifecycle:
         fired = None
         if job is not None:
             fired = self._fire_one(job, event, now, params, update)
-            if not tx.save_job(job, fired.job):
+            if not tx.save_job(job, fired.job, fired.fields):
                 fired = None
         if fired is None:
             job = tx.get_job(job_id)
             if job is None:
                 raise JobNotFound(f"job {job_id} does not exist (it may have been pruned)")
             fired = self._fire_one(job, event, now, params, update)
-            if not tx.save_job(job, fired.job):
+            if not tx.save_job(job, fired.job, fired.fields):
                 raise StaleLease(
                     f"job {job_id} changed while {event} was applied; nothing was recorded"
                 )
@@ -339,7 +341,7 @@ class Lifecycle:
         on the copy); the caller then uses :meth:`fire`, which decides authoritatively.
         """
         fired = self._fire_in_row(known, event, now, params, update)
-        if fired is None or not tx.save_job(known, fired.job):
+        if fired is None or not tx.save_job(known, fired.job, fired.fields):
             return None
         outcome = Outcome(jobs=[fired.job])
         self._after(tx, fired, now, outcome)
@@ -371,7 +373,9 @@ class Lifecycle:
             finals.append(alone.jobs[0])
             outcome.jobs.extend(alone.jobs)
             outcome.notifications.extend(alone.notifications)
-        if plain and not tx.save_jobs([(known, fired.job) for _, known, fired in plain]):
+        if plain and not tx.save_jobs(
+            [(known, fired.job) for _, known, fired in plain], [fired.fields for *_, fired in plain]
+        ):
             raise StaleLease("a recorded job's row moved on (lease lost); nothing was recorded")
         for index, _, fired in plain:
             side = Outcome(jobs=[fired.job])
@@ -419,11 +423,9 @@ class Lifecycle:
         params: Mapping[str, Any] | None,
         update: Mapping[str, Any] | None,
     ) -> Fired:
-        fired = self.engine.fire(job, self._firing(event, now, params or {}, {}))
-        if update:
-            if update.get("result") is not None:
-                self._check_result(fired, update["result"])
-            fired = replace(fired, job=replace(fired.job, **update))
+        fired = self.engine.fire(job, self._firing(event, now, params or {}, {}), update)
+        if update and update.get("result") is not None:
+            self._check_result(fired, update["result"])
         return fired
 
     def _check_result(self, fired: Fired, result: Any) -> None:
@@ -442,7 +444,7 @@ class Lifecycle:
         outcome = Outcome()
         for job in tx.expired_leases(now, limit):
             fired = self.engine.fire(job, self._firing("lease_expired", now, {}, {}))
-            if tx.save_job(job, fired.job):
+            if tx.save_job(job, fired.job, fired.fields):
                 outcome.jobs.append(fired.job)
                 self._after(tx, fired, now, outcome)
         return outcome
@@ -477,7 +479,7 @@ class Lifecycle:
             fired = self.engine.fire(
                 dependent, self._firing("dependency_failed", now, {"error": error}, {})
             )
-            if tx.save_job(dependent, fired.job):
+            if tx.save_job(dependent, fired.job, fired.fields):
                 out.jobs.append(fired.job)
                 self._after(tx, fired, now, out)
 
@@ -493,7 +495,7 @@ class Lifecycle:
         fired = self.engine.fire(
             current, self._firing("dependency_failed", now, {"error": error}, {})
         )
-        if tx.save_job(current, fired.job):
+        if tx.save_job(current, fired.job, fired.fields):
             out.jobs.append(fired.job)
             self._after(tx, fired, now, out)
 

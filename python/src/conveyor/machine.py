@@ -63,6 +63,7 @@ class Environment:
 
 
 Guard = Callable[[Environment], bool]
+_NOTHING = Environment({})
 Operand = Callable[[Environment], Any]
 
 
@@ -77,12 +78,8 @@ def compile_guard(expr: Expr) -> Guard:
     the rest of the machine."""
     if isinstance(expr, dict) and "const" not in expr:
         ((op, argument),) = expr.items()
-        if op == "and":
-            parts = tuple(compile_guard(item) for item in argument)
-            return lambda env: all(part(env) for part in parts)
-        if op == "or":
-            parts = tuple(compile_guard(item) for item in argument)
-            return lambda env: any(part(env) for part in parts)
+        if op in ("and", "or"):
+            return _chain(op, [compile_guard(item) for item in argument])
         if op == "not":
             inner = compile_guard(argument)
             return lambda env: not inner(env)
@@ -112,6 +109,20 @@ def compile_guard(expr: Expr) -> Guard:
     return truthy
 
 
+def _chain(op: str, parts: list[Guard]) -> Guard:
+    """``and``/``or`` of parts as nested two-part closures (no generator per evaluation),
+    still short-circuiting left to right."""
+    if not parts:
+        return (lambda env: True) if op == "and" else (lambda env: False)
+    first = parts[0]
+    if len(parts) == 1:
+        return lambda env: bool(first(env))
+    rest = _chain(op, parts[1:])
+    if op == "and":
+        return lambda env: bool(first(env)) and rest(env)
+    return lambda env: bool(first(env)) or rest(env)
+
+
 def _compile_operand(operand: Any) -> Operand:
     """The resolver of one operand: a constant, ``now``, or a dotted path from a root."""
     if isinstance(operand, dict):
@@ -123,19 +134,51 @@ def _compile_operand(operand: Any) -> Operand:
         return lambda env: env.roots["now"]
     root, *path = operand.split(".")
 
+    if len(path) == 1:  # ``ctx.x``, ``event.x``, ``job.x``: the common case, unrolled
+        (name,) = path
+
+        def resolve_one(env: Environment) -> Any:
+            return _step(env.roots.get(root), name)
+
+        return resolve_one
+
     def resolve(env: Environment) -> Any:
         value = env.roots.get(root)
         for part in path:
-            if value is None:
-                return None
-            value = value.get(part) if isinstance(value, Mapping) else getattr(value, part, None)
+            value = _step(value, part)
         return value
 
     return resolve
 
 
+_MAPPING_TYPES: dict[type, bool] = {dict: True}
+
+
+def _step(value: Any, part: str) -> Any:
+    """``value.part``: a key of a mapping, else an attribute; None stays None."""
+    if value is None:
+        return None
+    kind = type(value)
+    mapping = _MAPPING_TYPES.get(kind)
+    if mapping is None:  # the ABC check costs more than the rest: once per type
+        mapping = _MAPPING_TYPES[kind] = isinstance(value, Mapping)
+    return value.get(part) if mapping else getattr(value, part, None)
+
+
+_KINDS: dict[type, str] = {
+    type(None): "null",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    datetime: "timestamp",
+}
+
+
 def _kind(value: Any) -> str:
     """The spec's kind of an operand value: values of different kinds never compare."""
+    kind = _KINDS.get(type(value))
+    if kind is not None:
+        return kind
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -185,7 +228,19 @@ class Machine:
         self._by_event: dict[str, tuple[Transition, ...]] = {
             event: tuple(t for t in self.transitions if t.event == event) for event in self.events
         }
+        # The transitions an event may fire from each state, in file order, with their guards:
+        # selecting one is a lookup and the guards of that state alone.
+        self._candidates: dict[tuple[str, str], tuple[tuple[Transition, Guard | None], ...]] = {
+            (state, event): tuple(
+                (t, None if t.guard is None else self._guards[t.guard])
+                for t in transitions
+                if state in t.sources
+            )
+            for event, transitions in self._by_event.items()
+            for state in self.states
+        }
         self._refusal_guards = tuple(compile_guard(refusal.when) for refusal in self.refusals)
+        self._refusal_checks = tuple(zip(self.refusals, self._refusal_guards, strict=True))
         for refusal in self.refusals:
             if refusal.code not in REFUSALS:
                 raise SpecError(f"machine {self.name} refuses with unknown code {refusal.code!r}")
@@ -202,20 +257,24 @@ class Machine:
                 f"{sorted(missing)}; upgrade conveyor to a version that supports this spec"
             )
 
-    def select(self, state: str, event: str, env: Environment) -> Transition:
-        """The transition ``event`` fires from ``state``, or the refusal the spec demands."""
-        if event not in self.events:
+    def select(self, state: str, event: str, env: Environment | None) -> Transition:
+        """The transition ``event`` fires from ``state``, or the refusal the spec demands.
+
+        ``env`` may be None for a machine with no refusals and no guards (nothing to read).
+        """
+        if env is None:
+            env = _NOTHING
+        candidates = self._candidates.get((state, event))
+        if candidates is None and event not in self.events:
             raise InvalidTransition(f"{self.name} machine has no event {event!r}")
-        for refusal, refused in zip(self.refusals, self._refusal_guards, strict=True):
+        for refusal, refused in self._refusal_checks:
             if refused(env):
                 raise REFUSALS[refusal.code](
                     f"{event} refused: {refusal.code} ({refusal.req}); the lease this report "
                     "belongs to is no longer current, so its result is discarded"
                 )
-        for transition in self._by_event[event]:
-            if state in transition.sources and (
-                transition.guard is None or self._guards[transition.guard](env)
-            ):
+        for transition, guard in candidates or ():
+            if guard is None or guard(env):
                 return transition
         raise InvalidTransition(
             f"event {event!r} is not allowed for a {self.name} in state {state!r} "

@@ -70,6 +70,8 @@ class JobError:
 
 @dataclass(frozen=True)
 class Lease:
+    """Who holds a processing job, until when, and the fencing token its reports must carry."""
+
     token: int
     worker_id: str
     expires_at: datetime
@@ -77,6 +79,8 @@ class Lease:
 
 @dataclass(frozen=True)
 class Request:
+    """One request of a job: its handler type, payload, state, attempts and last error."""
+
     index: int
     type: str
     payload: Any
@@ -251,9 +255,40 @@ class Job:
 
 @dataclass(frozen=True)
 class Batch:
+    """A group of jobs tracked together; its completion job is published once all settle."""
+
     id: str
     state: str
     total: int
     created_at: datetime
     completion: dict[str, Any] | None = None
     finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A running worker as it announces itself in the store (docs/guide/workers.md#presence):
+    written when it starts and at every presence beat, deleted when it stops."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    queues: tuple[str, ...] = ()
+    concurrency: int = 1
+    running: tuple[str, ...] = ()  # ids of the jobs it runs now
+    memory_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": format_timestamp(self.started_at),
+            "heartbeat_at": format_timestamp(self.heartbeat_at),
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "running": list(self.running),
+            "memory_bytes": self.memory_bytes,
+        }

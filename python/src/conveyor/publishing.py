@@ -15,7 +15,7 @@ from .clock import duration_ms, format_timestamp, truncate_ms
 from .errors import ConfigurationError, InvalidPayload, InvalidRequest, PriorityNotAllowed
 from .fastcheck import surely_valid
 from .handlers import Handler, HandlerRegistry
-from .model import Job, Request
+from .model import Job, Request, replace
 from .retry import RetryPolicy, resolve
 
 
@@ -404,6 +404,32 @@ class JobFactory:
         self.allowed_priorities = (
             frozenset(allowed_priorities) if allowed_priorities is not None else None
         )
+
+    def build_many(
+        self, request_type: str, payloads: Iterable[Any], options: PublishOptions, now: datetime
+    ) -> list[Job]:
+        """One job of ``request_type`` per payload, all with the same options.
+
+        The first job is built (and checked) in full; the others differ from it by their
+        payload only, which goes through the codec: the codec refuses everything the schema
+        forbids in a payload (see fastcheck), so the options are checked once, not per job.
+        """
+        if isinstance(payloads, str | bytes | Mapping) or not isinstance(payloads, Iterable):
+            raise InvalidRequest(
+                f"publish_many takes an iterable of payloads, not {type(payloads).__name__}"
+            )
+        jobs: list[Job] = []
+        for index, payload in enumerate(payloads):
+            path = f"payloads[{index}]"
+            encoded = codec.encode(payload, path)
+            codec.check_size(encoded, path)
+            if not jobs:
+                jobs.append(self.build([Call(request_type, payload)], options, now))
+                continue
+            first = jobs[0]
+            request = replace(first.requests[0], payload=encoded)
+            jobs.append(replace(first, requests=(request,), metadata=dict(first.metadata)))
+        return jobs
 
     def build(self, calls: Sequence[Call], options: PublishOptions, now: datetime) -> Job:
         # ERR-001: schema and limit violations are reported before an unknown type or a

@@ -65,6 +65,12 @@ def compact_table(title: str | None = None) -> Table:
     return Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 0))
 
 
+def text_column(table: Table, header: str) -> None:
+    """A column of words that wraps, and folds a word longer than the column, so that at any
+    width the table fits without cropping: a cropped line loses the words at its end."""
+    table.add_column(header, overflow="fold", min_width=6)
+
+
 def state_column(table: Table) -> None:
     table.add_column("State", no_wrap=True, min_width=len("permanently_failed"))
 
@@ -75,10 +81,10 @@ def jobs_table(jobs: Sequence[Job], title: str | None = None) -> Table:
     table.add_column("Queue", no_wrap=True)
     table.add_column("Prio", justify="right", no_wrap=True)
     state_column(table)
-    table.add_column("Type(s)", min_width=12)
+    text_column(table, "Type(s)")
     table.add_column("Att.", justify="right", no_wrap=True)
     table.add_column("Available", no_wrap=True)
-    table.add_column("Last error", min_width=12)
+    text_column(table, "Last error")
     for job in jobs:
         table.add_row(
             job.id,

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..clock import from_ms, to_ms
-from ..model import Batch, Job
+from ..model import Batch, Job, WorkerRecord
 from ..priority import PriorityRange
 
 
@@ -57,6 +57,7 @@ class JobFilter:
     batch_id: str | None = None
     limit: int = 100
     after_sequence: int = 0
+    serial_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,13 @@ class Transaction(Protocol):
 
     def get_jobs(self, job_ids: Collection[str]) -> list[Job]: ...
 
-    def save_job(self, before: Job, after: Job) -> bool:
+    def save_job(self, before: Job, after: Job, fields: frozenset[str] = frozenset()) -> bool:
         """Write ``after`` if the row still equals ``before`` (state and lease token).
 
-        Returns False when another writer got there first; nothing is written then.
+        ``fields``: the job fields the change may have written (a compiled transition's,
+        :attr:`conveyor.engine.Fired.fields`); empty when not known, and then the store
+        finds them by comparing the two versions. Returns False when another writer got
+        there first; nothing is written then.
         """
         ...
 
@@ -134,9 +138,14 @@ class Transaction(Protocol):
         else (PROGRESS-002, not even ``updated_at``); False when it is not."""
         ...
 
-    def save_jobs(self, changes: Sequence[tuple[Job, Job]]) -> bool:
-        """:meth:`save_job` for several (before, after) pairs at once, as few statements as
-        the store can; True when every row was written."""
+    def save_jobs(
+        self,
+        changes: Sequence[tuple[Job, Job]],
+        fields: Sequence[frozenset[str]] | None = None,
+    ) -> bool:
+        """:meth:`save_job` for several (before, after) pairs at once (``fields``: each
+        pair's, in order), as few statements as the store can; True when every row was
+        written."""
         ...
 
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
@@ -210,6 +219,11 @@ class Transaction(Protocol):
         published a job)."""
         ...
 
+    def ended_by_minute(self, since: datetime) -> list[tuple[int, str, int]]:
+        """(minute, state, count) of the jobs that ended (``finished_at`` set) at or after
+        ``since``; ``minute`` counts whole minutes since the epoch."""
+        ...
+
     def insert_batch(self, batch: Batch) -> Batch: ...
 
     def get_batch(self, batch_id: str) -> Batch | None: ...
@@ -217,6 +231,34 @@ class Transaction(Protocol):
     def save_batch(self, batch: Batch) -> None: ...
 
     def unsettled_in_batch(self, batch_id: str) -> int: ...
+
+    def pause_queue(self, queue: str, now: datetime) -> bool:
+        """Stop claims from ``queue`` (PAUSE-001); False when it was paused already (the first
+        pause time is kept)."""
+        ...
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let claims take jobs of ``queue`` again (PAUSE-003); False when it was not paused."""
+        ...
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        """(queue, paused since) of every paused queue, by queue name."""
+        ...
+
+    def save_worker(self, record: WorkerRecord) -> None:
+        """Insert or replace the record of a running worker (its presence beat)."""
+        ...
+
+    def delete_workers(
+        self, worker_ids: Collection[str] = (), seen_before: datetime | None = None
+    ) -> int:
+        """Delete the records of ``worker_ids``, and those last seen before ``seen_before``
+        (workers that died without saying so); return how many."""
+        ...
+
+    def workers(self) -> list[WorkerRecord]:
+        """Every worker record, by id."""
+        ...
 
 
 class Store(Protocol):

@@ -13,8 +13,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, NoReturn
 
+from ..clock import to_ms
 from ..errors import NotSupported
-from ..model import Batch, Job
+from ..model import Batch, Job, WorkerRecord
 from .base import (
     SCHEDULE_RUNS_KEPT,
     Backlog,
@@ -35,6 +36,8 @@ class _State:
         self.next_sequence = 1
         self.next_batch = 1
         self.claimable: set[str] = set()  # ids of jobs in claimable states, for fast claims
+        self.paused: dict[str, datetime] = {}  # paused queues and since when (PAUSE-001)
+        self.workers: dict[str, WorkerRecord] = {}
         # (schedule name, fire time) -> the job published, or None (CRON-003)
         self.schedule_runs: dict[tuple[str, datetime], str | None] = {}
         # (rate key, window start) -> claims counted (RATE-002)
@@ -47,6 +50,8 @@ class _State:
         clone.next_sequence = self.next_sequence
         clone.next_batch = self.next_batch
         clone.claimable = set(self.claimable)
+        clone.paused = dict(self.paused)
+        clone.workers = dict(self.workers)
         clone.schedule_runs = dict(self.schedule_runs)
         clone.rate_slots = dict(self.rate_slots)
         return clone
@@ -75,10 +80,14 @@ class MemoryTransaction:
     def get_jobs(self, job_ids: Collection[str]) -> list[Job]:
         return [self._data.jobs[i] for i in job_ids if i in self._data.jobs]
 
-    def save_jobs(self, changes: Sequence[tuple[Job, Job]]) -> bool:
+    def save_jobs(
+        self,
+        changes: Sequence[tuple[Job, Job]],
+        fields: Sequence[frozenset[str]] | None = None,
+    ) -> bool:
         return all(self.save_job(before, after) for before, after in changes)
 
-    def save_job(self, before: Job, after: Job) -> bool:
+    def save_job(self, before: Job, after: Job, fields: frozenset[str] = frozenset()) -> bool:
         current = self._data.jobs.get(before.id)
         if (
             current is None
@@ -159,6 +168,7 @@ class MemoryTransaction:
                 and self._slot_free(job)
                 and self._rate_free(job, now)
                 and (not query.queues or job.queue in query.queues)
+                and job.queue not in self._data.paused
                 and job.priority in query.priorities
             ),
             key=lambda job: (job.priority, job.sequence),
@@ -209,6 +219,7 @@ class MemoryTransaction:
             and (query.tag is None or query.tag in job.tags)
             and (query.identifier is None or job.identifier == query.identifier)
             and (query.batch_id is None or job.batch_id == query.batch_id)
+            and (query.serial_group is None or job.serial_group == query.serial_group)
             and job.sequence > query.after_sequence
         ]
         return sorted(found, key=lambda job: job.sequence)[: query.limit]
@@ -320,6 +331,38 @@ class MemoryTransaction:
         window = rate_window(now, job.rate_period_ms)
         return self._data.rate_slots.get((job.rate_key, window), 0) < job.rate_limit
 
+    def pause_queue(self, queue: str, now: datetime) -> bool:
+        if queue in self._data.paused:
+            return False
+        self._data.paused[queue] = now
+        self.changed = True
+        return True
+
+    def resume_queue(self, queue: str) -> bool:
+        if self._data.paused.pop(queue, None) is None:
+            return False
+        self.changed = True  # wakes waiting workers: the queue's jobs are claimable again
+        return True
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        return sorted(self._data.paused.items())
+
+    def save_worker(self, record: WorkerRecord) -> None:
+        self._data.workers[record.id] = record
+
+    def delete_workers(
+        self, worker_ids: Collection[str] = (), seen_before: datetime | None = None
+    ) -> int:
+        doomed = {i for i in worker_ids if i in self._data.workers}
+        if seen_before is not None:
+            doomed.update(i for i, w in self._data.workers.items() if w.heartbeat_at < seen_before)
+        for worker_id in doomed:
+            del self._data.workers[worker_id]
+        return len(doomed)
+
+    def workers(self) -> list[WorkerRecord]:
+        return [self._data.workers[i] for i in sorted(self._data.workers)]
+
     def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
         runs = self._data.schedule_runs
         if (name, fire_at) in runs:
@@ -342,6 +385,14 @@ class MemoryTransaction:
             if key[0] == name and (job_id is not None or not with_job)
         ]
         return max(found, key=lambda run: run.fire_at, default=None)
+
+    def ended_by_minute(self, since: datetime) -> list[tuple[int, str, int]]:
+        tally: dict[tuple[int, str], int] = {}
+        for job in self._data.jobs.values():
+            if job.finished_at is not None and job.finished_at >= since:
+                key = (to_ms(job.finished_at) // 60_000, job.state)
+                tally[key] = tally.get(key, 0) + 1
+        return [(minute, state, count) for (minute, state), count in sorted(tally.items())]
 
     def insert_batch(self, batch: Batch) -> Batch:
         saved = replace(batch, id=str(self._data.next_batch))

@@ -362,6 +362,9 @@ class ClaimStatements:
             ~facts["unique_sibling_processing"],
             self._slot_free(j),
             self._rate_free(j),
+            # PAUSE-001: a job of a paused queue is not claimable (a primary-key probe of a
+            # table that is empty unless an operator paused a queue)
+            ~exists(select(ONE).where(self.tables.paused_queues.c.queue == j.c.queue)),
         ]
         return facts, conditions
 

@@ -177,7 +177,7 @@ class EndWatch:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             for notice in self._connection.notifies(timeout=left, stop_after=1):
-                if notice.payload == self._job_id:
+                if self._job_id in notice.payload.split(","):
                     return True
         return False
 

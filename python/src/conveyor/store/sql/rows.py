@@ -9,9 +9,10 @@ from typing import Any
 
 from ...clock import from_ms, to_ms
 from ...codec import dumps as _dumps
-from ...model import Job, JobError, Lease
+from ...model import Job, JobError, Lease, Request
 from ...retry import RetryPolicy
 from ...serialization import error_from_dict, request_from_dict
+from ..base import StateSets
 
 
 @functools.lru_cache(maxsize=256)
@@ -140,6 +141,16 @@ _COLUMNS_OF: dict[str, tuple[str, ...]] = {
 Flags = tuple[bool, bool, bool, bool]  # (leased, claimable and due, delayed, unique lock held)
 
 
+def flags_of(job: Job, states: StateSets) -> Flags:
+    """(leased, claimable and due, claimable but delayed, holds its unique lock): what the
+    lock and claim columns of a row depend on (Encoder). Due means due at the moment of the
+    write; a delayed row is promoted by the first claim after it is due."""
+    leased = job.state in states.leased
+    claimable = job.state in states.claimable
+    delayed = claimable and job.available_at > job.updated_at
+    return (leased, claimable and not delayed, delayed, leased or job.state in states.performed)
+
+
 def job_values(job: Job, flags: Flags) -> dict[str, Any]:
     """Column values for ``job`` (without id); the flags fill the lock and claim columns."""
     return {name: encode(job, *flags) for name, (_, encode) in _COLUMNS.items()}
@@ -210,6 +221,41 @@ def changed_values(
     return changed
 
 
+# Columns that depend on the state through the flags: written as changed_values writes them.
+_STATE_COLUMNS = ("claim_priority", "delay_until", "group_lock", "unique_lock", "concurrency_slot")
+_CLAIM_COLUMNS = ("claim_priority", "delay_until")
+
+
+@functools.lru_cache(maxsize=128)
+def _written_columns(fields: frozenset[str]) -> tuple[str, ...]:
+    """The columns computed from ``fields``, except the state-dependent ones."""
+    return tuple(
+        name
+        for name, (sources, _) in _COLUMNS.items()
+        if name not in _STATE_COLUMNS and not fields.isdisjoint(sources)
+    )
+
+
+def written_values(
+    before: Job, after: Job, flags_before: Flags, flags_after: Flags, fields: frozenset[str]
+) -> dict[str, Any]:
+    """The columns a transition writes, from the fields its effects write (a compiled
+    transition's ``fields``, which always hold ``state``): each encoded once, from ``after``,
+    without comparing (a column written with the value it had leaves the row as it was).
+    The lock and claim columns are decided as :func:`changed_values` decides them, so a write
+    takes a lock only when the lock changes and clears what a new state no longer holds."""
+    changed = {name: _COLUMNS[name][1](after, *flags_after) for name in _written_columns(fields)}
+    state_changed = before.state != after.state
+    for name in _STATE_COLUMNS:
+        encode = _COLUMNS[name][1]
+        value = encode(after, *flags_after)
+        if state_changed and (value is None or name in _CLAIM_COLUMNS):
+            changed[name] = value  # what the new state implies, as changed_values writes it
+        elif value != encode(before, *flags_before):
+            changed[name] = value
+    return changed
+
+
 @functools.lru_cache(maxsize=256)
 def _policy_from_text(text: str) -> RetryPolicy:
     return RetryPolicy.from_dict(json.loads(text))
@@ -221,48 +267,75 @@ def _strings_from_text(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
+@functools.lru_cache(maxsize=1024)
+def _requests_from_cached_text(text: str) -> tuple[Request, ...]:
+    return _requests_from_text(text)
+
+
+def _requests_from_text(text: str) -> tuple[Request, ...]:
+    return tuple(request_from_dict(r) for r in json.loads(text))
+
+
+def _requests_of(text: str) -> tuple[Request, ...]:
+    """Requests are immutable, and jobs published together often carry the same ones (the
+    same call, the same payload): short texts are decoded once and the tuples shared."""
+    if len(text) <= _SHARED_REQUESTS_TEXT:
+        return _requests_from_cached_text(text)
+    return _requests_from_text(text)
+
+
+_SHARED_REQUESTS_TEXT = 512  # longer texts are decoded each time (the cache stays small)
+
+
 def job_from_row(row: Mapping[Any, Any]) -> Job:
+    """The job a row holds. Built without the frozen dataclass's ``__init__`` (which sets
+    its 26 fields one by one through ``object.__setattr__``): a worker builds one per claim."""
     lease = None
     if row["lease_worker"] is not None:
         lease = Lease(row["lease_token"], row["lease_worker"], from_ms(row["lease_expires_at"]))
-    return Job(
-        id=str(row["id"]),
-        sequence=int(row["id"]),
-        queue=row["queue"],
-        priority=row["priority"],
-        state=row["state"],
-        available_at=from_ms(row["available_at"]),
-        created_at=from_ms(row["created_at"]),
-        updated_at=from_ms(row["updated_at"]),
-        finished_at=from_ms(row["finished_at"]) if row["finished_at"] is not None else None,
-        retry_policy=_policy_from_text(row["retry_policy"]),
-        requests=tuple(request_from_dict(r) for r in json.loads(row["requests"])),
-        attempts=row["attempts"],
-        serial_group=row["serial_group"],
-        identifier=row["identifier"],
-        unique=bool(row["is_unique"]),
-        recurring_interval_ms=row["recurring_interval_ms"],
-        depends_on=_strings_from_text(row["depends_on"]),
-        batch_id=str(row["batch_id"]) if row["batch_id"] is not None else None,
-        tags=_strings_from_text(row["tags"]),
-        metadata=json.loads(row["metadata_json"]),
-        lease_token=row["lease_token"],
-        lease=lease,
-        last_error=error_from_dict(json.loads(row["last_error"])) if row["last_error"] else None,
-        errors=tuple(
+    metadata = row["metadata_json"]
+    job_id = row["id"]
+    values = {
+        "id": str(job_id),
+        "sequence": int(job_id),
+        "queue": row["queue"],
+        "priority": row["priority"],
+        "state": row["state"],
+        "available_at": from_ms(row["available_at"]),
+        "created_at": from_ms(row["created_at"]),
+        "updated_at": from_ms(row["updated_at"]),
+        "finished_at": from_ms(row["finished_at"]) if row["finished_at"] is not None else None,
+        "retry_policy": _policy_from_text(row["retry_policy"]),
+        "requests": _requests_of(row["requests"]),
+        "attempts": row["attempts"],
+        "serial_group": row["serial_group"],
+        "identifier": row["identifier"],
+        "unique": bool(row["is_unique"]),
+        "recurring_interval_ms": row["recurring_interval_ms"],
+        "depends_on": _strings_from_text(row["depends_on"]),
+        "batch_id": str(row["batch_id"]) if row["batch_id"] is not None else None,
+        "tags": _strings_from_text(row["tags"]),
+        "metadata": {} if metadata == "{}" else json.loads(metadata),
+        "lease_token": row["lease_token"],
+        "lease": lease,
+        "last_error": error_from_dict(json.loads(row["last_error"])) if row["last_error"] else None,
+        "errors": tuple(
             e for e in (error_from_dict(x) for x in json.loads(row["errors"])) if e is not None
         )
         if row["errors"] != "[]"
         else (),
-        execution=json.loads(row["execution"]) if row["execution"] else None,
-        timeout_ms=row["timeout_ms"],
-        result=json.loads(row["result"]) if row["result"] is not None else None,
-        result_ttl_ms=row["result_ttl_ms"],
-        progress=_progress_from_text(row["progress"]),
-        concurrency_key=row["concurrency_key"],
-        concurrency_limit=row["concurrency_limit"],
-        concurrency_slot=row["concurrency_slot"],
-        rate_key=row["rate_key"],
-        rate_limit=row["rate_limit"],
-        rate_period_ms=row["rate_period_ms"],
-    )
+        "execution": json.loads(row["execution"]) if row["execution"] else None,
+        "timeout_ms": row["timeout_ms"],
+        "result": json.loads(row["result"]) if row["result"] is not None else None,
+        "result_ttl_ms": row["result_ttl_ms"],
+        "progress": _progress_from_text(row["progress"]),
+        "concurrency_key": row["concurrency_key"],
+        "concurrency_limit": row["concurrency_limit"],
+        "concurrency_slot": row["concurrency_slot"],
+        "rate_key": row["rate_key"],
+        "rate_limit": row["rate_limit"],
+        "rate_period_ms": row["rate_period_ms"],
+    }
+    job: Job = object.__new__(Job)
+    job.__dict__.update(values)
+    return job

@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,16 @@ class Tables:
     # Named expiring locks (Store.acquire_lock). In the metadata from version 4 on; before,
     # the bus created the same table itself on first use (see _locks_v4).
     locks: Table
-    # Version 9: the claims counted by rate limits, one row per (key, window, slot): the
+    # Queues whose jobs no claim takes (PAUSE-001): one row per paused queue. In the
+    # metadata from version 6 on.
+    paused_queues: Table
+    # Running workers and their presence beats (docs/guide/workers.md#presence). In the
+    # metadata from version 6 on.
+    workers: Table
+    # Version 10: the claims counted by rate limits, one row per (key, window, slot): the
     # primary key lets no two claims take one slot of a window (RATE-002).
     rate_slots: Table
-    # Version 7: the fire times cron schedules handled, one row per (name, fire time): the
+    # Version 8: the fire times cron schedules handled, one row per (name, fire time): the
     # primary key is the rule that no two processes publish one run (CRON-003).
     schedule_runs: Table
 
@@ -151,12 +157,12 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         *([Column("delay_until", BigInteger)] if version >= 5 else []),
         # Version 6: the result of the success that finished the job and how long it stays
         # readable (RESULT-001, RESULT-003), the progress last reported (PROGRESS-001).
-        *(_results_columns() if version >= 6 else []),
-        # Version 8: concurrency limits (CONC-001, CONC-002); the slot is set only while the
+        *(_results_columns() if version >= 7 else []),
+        # Version 9: concurrency limits (CONC-001, CONC-002); the slot is set only while the
         # job is leased, unique per key: no two claims can hold one slot.
-        *(_concurrency_columns() if version >= 8 else []),
-        # Version 9: rate limits (RATE-001); the claims they count are in rate_slots.
-        *(_rate_columns() if version >= 9 else []),
+        *(_concurrency_columns() if version >= 9 else []),
+        # Version 10: rate limits (RATE-001); the claims they count are in rate_slots.
+        *(_rate_columns() if version >= 10 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -174,7 +180,7 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
     Index(f"{prefix}ix_batch", c.batch_id, c.state, **_only_where_set(c.batch_id, partial))
     if version >= 5:
         Index(f"{prefix}ix_delayed", c.delay_until, **_only_where_set(c.delay_until, partial))
-    if version >= 8:
+    if version >= 9:
         Index(
             f"{prefix}ix_concurrency_slot",
             c.concurrency_key,
@@ -225,9 +231,28 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         Column("owner", String(64), nullable=False),
         Column("expires_at", BigInteger, nullable=False),
     )
+    paused_queues = Table(
+        f"{prefix}paused_queues",
+        metadata if version >= 6 else MetaData(),
+        Column("queue", String(64), primary_key=True),
+        Column("paused_at", BigInteger, nullable=False),
+    )
+    workers = Table(
+        f"{prefix}workers",
+        metadata if version >= 6 else MetaData(),
+        Column("id", String(255), primary_key=True),
+        Column("host", String(255), nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("started_at", BigInteger, nullable=False),
+        Column("heartbeat_at", BigInteger, nullable=False),
+        Column("queues", Json, nullable=False),
+        Column("concurrency", Integer, nullable=False),
+        Column("running", Json, nullable=False),
+        Column("memory_bytes", BigInteger),
+    )
     schedule_runs = Table(
         f"{prefix}schedule_runs",
-        metadata if version >= 7 else MetaData(),
+        metadata if version >= 8 else MetaData(),
         Column("name", Label(), primary_key=True),
         Column("fire_at", BigInteger, primary_key=True, autoincrement=False),
         Column("job_id", BigInteger),
@@ -235,7 +260,7 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
     )
     rate_slots = Table(
         f"{prefix}rate_slots",
-        metadata if version >= 9 else MetaData(),
+        metadata if version >= 10 else MetaData(),
         Column("rate_key", Label(), primary_key=True),
         Column("window_start", BigInteger, primary_key=True, autoincrement=False),
         Column("slot", Integer, primary_key=True, autoincrement=False),
@@ -250,6 +275,8 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         batches,
         schema,
         locks,
+        paused_queues,
+        workers,
         rate_slots,
         schedule_runs,
     )
@@ -403,10 +430,19 @@ def _delayed_jobs_v5(connection: Connection, tables: Tables) -> None:
     _job_table_storage_v5(connection, jobs.name)
 
 
-def _results_v6(connection: Connection, tables: Tables) -> None:
-    """Version 6: a job's result, its time to live and its progress (RESULT-001, RESULT-003,
+def _operations_v6(connection: Connection, tables: Tables) -> None:
+    """Version 6: the tables of paused queues (PAUSE-001) and of running workers, new and
+    empty: no row moves, so processes of the previous version keep working while they exist
+    (they claim from every queue and announce nothing, which is what they did before)."""
+    v6 = build_tables(tables.prefix, version=6)
+    v6.paused_queues.create(connection, checkfirst=True)
+    v6.workers.create(connection, checkfirst=True)
+
+
+def _results_v7(connection: Connection, tables: Tables) -> None:
+    """Version 7: a job's result, its time to live and its progress (RESULT-001, RESULT-003,
     PROGRESS-001): nullable columns, added in place without rewriting the table."""
-    jobs = build_tables(tables.prefix, version=6).jobs
+    jobs = build_tables(tables.prefix, version=7).jobs
     present = {column["name"] for column in inspect(connection).get_columns(jobs.name)}
     quote = connection.dialect.identifier_preparer.quote
     for name in ("result", "result_ttl_ms", "progress"):
@@ -417,15 +453,15 @@ def _results_v6(connection: Connection, tables: Tables) -> None:
             )
 
 
-def _schedule_runs_v7(connection: Connection, tables: Tables) -> None:
-    """Version 7: the table of the fire times cron schedules handled (CRON-003)."""
-    build_tables(tables.prefix, version=7).schedule_runs.create(connection, checkfirst=True)
+def _schedule_runs_v8(connection: Connection, tables: Tables) -> None:
+    """Version 8: the table of the fire times cron schedules handled (CRON-003)."""
+    build_tables(tables.prefix, version=8).schedule_runs.create(connection, checkfirst=True)
 
 
-def _concurrency_v8(connection: Connection, tables: Tables) -> None:
-    """Version 8: the concurrency key, limit and slot of a job (CONC-001, CONC-002), nullable
+def _concurrency_v9(connection: Connection, tables: Tables) -> None:
+    """Version 9: the concurrency key, limit and slot of a job (CONC-001, CONC-002), nullable
     columns added in place, and the unique index of the slots held."""
-    jobs = build_tables(tables.prefix, version=8).jobs
+    jobs = build_tables(tables.prefix, version=9).jobs
     present = {column["name"] for column in inspect(connection).get_columns(jobs.name)}
     quote = connection.dialect.identifier_preparer.quote
     for name in ("concurrency_key", "concurrency_limit", "concurrency_slot"):
@@ -439,10 +475,10 @@ def _concurrency_v8(connection: Connection, tables: Tables) -> None:
             index.create(connection, checkfirst=True)
 
 
-def _rate_limits_v9(connection: Connection, tables: Tables) -> None:
-    """Version 9: a job's rate key, limit and period (RATE-001), nullable columns added in
+def _rate_limits_v10(connection: Connection, tables: Tables) -> None:
+    """Version 10: a job's rate key, limit and period (RATE-001), nullable columns added in
     place, and the table of the claims the limits count."""
-    built = build_tables(tables.prefix, version=9)
+    built = build_tables(tables.prefix, version=10)
     jobs = built.jobs
     present = {column["name"] for column in inspect(connection).get_columns(jobs.name)}
     quote = connection.dialect.identifier_preparer.quote
@@ -463,10 +499,11 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _timeouts_v3,
     _locks_v4,
     _delayed_jobs_v5,
-    _results_v6,
-    _schedule_runs_v7,
-    _concurrency_v8,
-    _rate_limits_v9,
+    _operations_v6,
+    _results_v7,
+    _schedule_runs_v8,
+    _concurrency_v9,
+    _rate_limits_v10,
 ]
 
 

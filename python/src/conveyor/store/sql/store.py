@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from ...clock import SystemClock, from_ms, to_ms
 from ...errors import ConfigurationError, StoreUnavailable
-from ...model import Batch, Job, replace
+from ...model import Batch, Job, WorkerRecord, replace
 from ..base import (
     SCHEDULE_RUNS_KEPT,
     Backlog,
@@ -65,10 +65,19 @@ from .dialects import (
     notify_channel,
     schema_transaction,
 )
-from .direct import DirectStatements
+from .direct import Compiled, DirectStatements
 from .locks import acquire_named, command_lock, release_named
-from .rows import Flags, changed_values, job_from_row, progress_text, rows_of
+from .rows import (
+    Flags,
+    changed_values,
+    flags_of,
+    job_from_row,
+    progress_text,
+    rows_of,
+    written_values,
+)
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
+from .setwrites import SetWrites
 
 IDLE_PING_SECONDS = 1.0
 RATE_SLOTS_KEPT_MS = 86_400_000  # windows a day older than the current one are forgotten
@@ -96,6 +105,10 @@ def row_id(text: object) -> int | None:
     return value if value <= _LARGEST_ID else None
 
 
+# Below PostgreSQL's 8000-byte limit of a NOTIFY payload (ids are ASCII digits).
+ENDS_PAYLOAD_BYTES = 7900
+
+
 @functools.lru_cache(maxsize=64)
 def _announced_insert(jobs: Table, columns: tuple[str, ...]) -> Select[Any]:
     """``INSERT ... RETURNING id`` of one row with its ``pg_notify``, built once per table."""
@@ -114,8 +127,10 @@ class SqlTransaction:
         claims: ClaimStatements,
         direct: DirectStatements,
         announce: bool = True,
+        set_writes: SetWrites | None = None,
     ) -> None:
         self.connection = connection
+        self.set_writes = set_writes
         self.tables = tables
         self.states = states
         self.dialect = dialect
@@ -136,6 +151,7 @@ class SqlTransaction:
         if (
             self.dialect.name == "postgresql"
             and self.connection.dialect.driver == "psycopg"  # psycopg 3 has cursor.copy()
+            and not self.connection.dialect.is_async  # (its blocking cursor, that is)
             and len(rows) >= COPY_THRESHOLD
         ):
             ids = self._copy_jobs(rows)
@@ -212,18 +228,7 @@ class SqlTransaction:
         }
 
     def _flags(self, job: Job) -> Flags:
-        """(leased, claimable and due, claimable but delayed, holds its unique lock): what the
-        lock and claim columns of a row depend on (rows.Encoder). Due means due at the
-        moment of the write; a delayed row is promoted by the first claim after it is due."""
-        leased = job.state in self.states.leased
-        claimable = job.state in self.states.claimable
-        delayed = claimable and job.available_at > job.updated_at
-        return (
-            leased,
-            claimable and not delayed,
-            delayed,
-            leased or job.state in self.states.performed,
-        )
+        return flags_of(job, self.states)
 
     def get_job(self, job_id: str) -> Job | None:
         key = row_id(job_id)
@@ -244,8 +249,8 @@ class SqlTransaction:
         rows = self.connection.execute(select(t).where(t.c.id.in_(wanted)).order_by(t.c.id))
         return [job_from_row(row) for row in rows.mappings()]
 
-    def save_job(self, before: Job, after: Job) -> bool:
-        return self._save(before, after, self._changes(before, after))
+    def save_job(self, before: Job, after: Job, fields: frozenset[str] = frozenset()) -> bool:
+        return self._save(before, after, self._changes(before, after, fields))
 
     def write_progress(self, job_id: str, lease_token: int, progress: dict[str, Any]) -> bool:
         key = row_id(job_id)
@@ -284,19 +289,33 @@ class SqlTransaction:
     def _write(self, statement: Update, parameters: dict[str, Any]) -> int:
         return self.direct.rowcount(self.connection, statement, parameters)
 
-    def save_jobs(self, changes: Sequence[tuple[Job, Job]]) -> bool:
-        pending = [(before, after, self._changes(before, after)) for before, after in changes]
+    def save_jobs(
+        self,
+        changes: Sequence[tuple[Job, Job]],
+        fields: Sequence[frozenset[str]] | None = None,
+    ) -> bool:
+        known = fields or [frozenset()] * len(changes)
+        pending = [
+            (before, after, self._changes(before, after, written))
+            for (before, after), written in zip(changes, known, strict=True)
+        ]
         if len(pending) == 1 or any(
             self._takes_locks(changed) or self._announces(after) for _, after, changed in pending
         ):  # one at a time: savepoints for the lock columns, wake-ups for claimable jobs
             return all(self._save(before, after, changed) for before, after, changed in pending)
-        # One executemany per statement shape: psycopg pipelines it into one round trip.
+        # One statement per shape: on PostgreSQL a set-based UPDATE (setwrites), elsewhere an
+        # executemany (psycopg would pipeline it into one round trip, still a statement each).
         groups: dict[tuple[frozenset[str], bool], list[dict[str, Any]]] = {}
         for before, _, changed in pending:
             key = (frozenset(changed), before.lease is None)
             groups.setdefault(key, []).append(self._where(before, changed))
         written = 0
         for (columns, unleased), parameters in groups.items():
+            if self.set_writes is not None and len(parameters) > 1:
+                sql, _ = self.set_writes.statement(columns, unleased)
+                rows = SetWrites.parameters(parameters)
+                written += self.direct.execute(self.connection, Compiled(sql, ()), rows)[0]
+                continue
             statement = self.claims.update_statement(columns, unleased)
             written += self.direct.rowcount(self.connection, statement, parameters)
         ended = [after.id for before, after, _ in pending if self._ends(before, after)]
@@ -315,14 +334,27 @@ class SqlTransaction:
         )
 
     def _announce_ends(self, job_ids: list[str]) -> None:
-        """One NOTIFY per ended job on the ends channel, sent when the transaction commits;
-        its payload is the job's id, so a waiter wakes only for its own job."""
+        """NOTIFY the ended jobs' ids on the ends channel, sent when the transaction commits,
+        so a waiter wakes only for its own job. The ids go comma-separated, as few
+        notifications as the 8000-byte payload limit allows (one per batch of outcomes as a
+        rule): each notification costs the server a queue entry, whoever listens."""
         channel = ended_channel(self.tables.jobs.name)
-        ids = bindparam("ids", type_=ARRAY(String))
-        self.connection.execute(select(func.pg_notify(channel, func.unnest(ids))), {"ids": job_ids})
+        payloads: list[str] = []
+        for job_id in job_ids:
+            if payloads and len(payloads[-1]) + len(job_id) < ENDS_PAYLOAD_BYTES:
+                payloads[-1] += f",{job_id}"
+            else:
+                payloads.append(job_id)
+        texts = bindparam("payloads", type_=ARRAY(String))
+        self.connection.execute(
+            select(func.pg_notify(channel, func.unnest(texts))), {"payloads": payloads}
+        )
 
-    def _changes(self, before: Job, after: Job) -> dict[str, Any]:
-        changed = changed_values(before, after, self._flags(before), self._flags(after))
+    def _changes(self, before: Job, after: Job, fields: frozenset[str]) -> dict[str, Any]:
+        if fields:  # what the transition writes, known from the machine file
+            changed = written_values(before, after, self._flags(before), self._flags(after), fields)
+        else:
+            changed = changed_values(before, after, self._flags(before), self._flags(after))
         # Nothing changed (a heartbeat at the instant of the claim): still check the row.
         return changed or {"updated_at": to_ms(after.updated_at)}
 
@@ -430,6 +462,8 @@ class SqlTransaction:
             statement = statement.where(t.c.queue == query.queue)
         if query.identifier is not None:
             statement = statement.where(t.c.identifier == query.identifier)
+        if query.serial_group is not None:
+            statement = statement.where(t.c.serial_group == query.serial_group)
         if query.batch_id is not None:
             statement = statement.where(t.c.batch_id == (row_id(query.batch_id) or -1))
         if query.tag is not None:
@@ -560,6 +594,101 @@ class SqlTransaction:
             .order_by(t.c.queue, t.c.state)
         )
         return [(queue, state, int(count)) for queue, state, count in rows]
+
+    # -- paused queues --------------------------------------------------------------------
+
+    def pause_queue(self, queue: str, now: datetime) -> bool:
+        p = self.tables.paused_queues
+        paused = self.connection.execute(select(p.c.queue).where(p.c.queue == queue)).first()
+        if paused is not None:
+            return False
+        try:
+            with self.connection.begin_nested():
+                self.connection.execute(insert(p).values(queue=queue, paused_at=to_ms(now)))
+        except IntegrityError:  # another operator paused it at the same moment
+            return False
+        return True
+
+    def resume_queue(self, queue: str) -> bool:
+        p = self.tables.paused_queues
+        resumed = bool(self.connection.execute(delete(p).where(p.c.queue == queue)).rowcount)
+        if resumed:
+            self._announce()  # waiting workers may claim the queue's jobs again
+        return resumed
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        p = self.tables.paused_queues
+        rows = self.connection.execute(select(p.c.queue, p.c.paused_at).order_by(p.c.queue))
+        return [(str(queue), from_ms(int(paused_at))) for queue, paused_at in rows]
+
+    # -- workers --------------------------------------------------------------------------
+
+    def save_worker(self, record: WorkerRecord) -> None:
+        w = self.tables.workers
+        values = {
+            "host": record.host,
+            "pid": record.pid,
+            "started_at": to_ms(record.started_at),
+            "heartbeat_at": to_ms(record.heartbeat_at),
+            "queues": json.dumps(list(record.queues)),
+            "concurrency": record.concurrency,
+            "running": json.dumps(list(record.running)),
+            "memory_bytes": record.memory_bytes,
+        }
+        updated = self.connection.execute(update(w).where(w.c.id == record.id).values(values))
+        if updated.rowcount:
+            return
+        try:
+            with self.connection.begin_nested():
+                self.connection.execute(insert(w).values(id=record.id, **values))
+        except IntegrityError:  # inserted meanwhile by the same worker's earlier beat
+            self.connection.execute(update(w).where(w.c.id == record.id).values(values))
+
+    def delete_workers(
+        self, worker_ids: Collection[str] = (), seen_before: datetime | None = None
+    ) -> int:
+        w = self.tables.workers
+        deleted = 0
+        if worker_ids:
+            deleted += self.connection.execute(
+                delete(w).where(w.c.id.in_(list(worker_ids)))
+            ).rowcount
+        if seen_before is not None:
+            deleted += self.connection.execute(
+                delete(w).where(w.c.heartbeat_at < to_ms(seen_before))
+            ).rowcount
+        return deleted
+
+    def workers(self) -> list[WorkerRecord]:
+        w = self.tables.workers
+        rows = self.connection.execute(select(w).order_by(w.c.id)).mappings()
+        return [
+            WorkerRecord(
+                id=row["id"],
+                host=row["host"],
+                pid=int(row["pid"]),
+                started_at=from_ms(int(row["started_at"])),
+                heartbeat_at=from_ms(int(row["heartbeat_at"])),
+                queues=tuple(json.loads(row["queues"])),
+                concurrency=int(row["concurrency"]),
+                running=tuple(json.loads(row["running"])),
+                memory_bytes=None if row["memory_bytes"] is None else int(row["memory_bytes"]),
+            )
+            for row in rows
+        ]
+
+    def ended_by_minute(self, since: datetime) -> list[tuple[int, str, int]]:
+        t = self.tables.jobs
+        # FLOOR of a division: an integer on every database (MariaDB's / gives a decimal).
+        minute = func.floor(t.c.finished_at / 60_000).label("minute")
+        rows = self.connection.execute(
+            select(minute, t.c.state, func.count())
+            # the states first: one range of the (state, finished_at) index per state
+            .where(t.c.state.in_(sorted(self.states.terminal)), t.c.finished_at >= to_ms(since))
+            .group_by(minute, t.c.state)
+            .order_by(minute, t.c.state)
+        )
+        return [(int(m), state, int(count)) for m, state, count in rows]
 
     # -- batches --------------------------------------------------------------------------
 
@@ -720,6 +849,12 @@ class SqlStore:
         # Only on engines Conveyor made: a caller's engine keeps every statement visible to
         # its own cursor events.
         self.direct = DirectStatements(engine.dialect, enabled=own_engine)
+        preparer = engine.dialect.identifier_preparer
+        self.set_writes = (
+            SetWrites(self.tables.jobs, preparer.quote, preparer.format_table(self.tables.jobs))
+            if self.direct.enabled and self.dialect.name == "postgresql"
+            else None
+        )
         self._listener = (
             PostgresListener(engine.url, notify_channel(self.tables.jobs.name))
             if self.dialect.name == "postgresql"
@@ -828,6 +963,7 @@ class SqlStore:
             self.claims,
             self.direct,
             self.announce,
+            self.set_writes,
         )
 
     @contextmanager
