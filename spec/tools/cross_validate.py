@@ -60,18 +60,14 @@ def schema_dirs(spec: Path) -> list[Path]:
     """The spec's schemas and, next to the spec in the repository, the conformance harness
     protocol's (they reference the spec's, and an implementer's harness compiles both)."""
     protocol = spec.resolve().parent / "conformance-tests" / "protocol"
-    extra = (
-        [protocol, protocol / "commands"] if (protocol / "commands").is_dir() else []
-    )
+    extra = [protocol, protocol / "commands"] if (protocol / "commands").is_dir() else []
     return [spec / "schemas", *extra]
 
 
 def ajv_results(spec: Path, items: list[dict[str, Any]]) -> dict[str, Any]:
     node = shutil.which("node")
     if node is None:
-        raise SystemExit(
-            "cross-validate: node is not installed; install Node.js 18 or newer"
-        )
+        raise SystemExit("cross-validate: node is not installed; install Node.js 18 or newer")
     if not (NODE_DIR / "node_modules" / "ajv").is_dir():
         raise SystemExit(
             "cross-validate: ajv is not installed in spec/tools/node; run `just setup` "
@@ -102,13 +98,9 @@ def python_results(spec: Path, items: list[dict[str, Any]]) -> dict[str, Any]:
     for item in items:
         try:
             instance = json.loads(item["json"])
-            results[item["id"]] = ecma.validator(item["schema"], registry).is_valid(
-                instance
-            )
+            results[item["id"]] = ecma.validator(item["schema"], registry).is_valid(instance)
         except Exception as error:  # reported as a difference, with its reason
-            results[item["id"]] = (
-                f"cannot validate: {type(error).__name__}: {str(error)[:200]}"
-            )
+            results[item["id"]] = f"cannot validate: {type(error).__name__}: {str(error)[:200]}"
     return results
 
 
@@ -125,13 +117,9 @@ def problems(spec: Path) -> tuple[list[str], int]:
     for item in items:
         js, py = from_ajv["results"].get(item["id"]), from_python[item["id"]]
         if js != py:
-            found.append(
-                f"{item['id']}: ajv says {js!r}, python-jsonschema says {py!r}"
-            )
+            found.append(f"{item['id']}: ajv says {js!r}, python-jsonschema says {py!r}")
         elif js != item["valid"]:
-            found.append(
-                f"{item['id']}: both validators say {js!r}, expected {item['valid']!r}"
-            )
+            found.append(f"{item['id']}: both validators say {js!r}, expected {item['valid']!r}")
     return found, len(items)
 
 
@@ -143,9 +131,7 @@ def main(argv: list[str]) -> int:
         for problem in found:
             print(f"  - {problem}")
         return 1
-    print(
-        f"cross-validate: OK - ajv (strict) and python-jsonschema agree on {count} cases"
-    )
+    print(f"cross-validate: OK - ajv (strict) and python-jsonschema agree on {count} cases")
     return 0
 
 

@@ -48,12 +48,8 @@ def ecma_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(translated), re.ASCII)
 
 
-def _pattern(
-    validator: Any, pattern: str, instance: Any, schema: Any
-) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(
-        instance
-    ):
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
@@ -93,6 +89,4 @@ def registry_without_dialect(schemas: dict[str, Any]) -> Registry:
 
 def validator(target_uri: str, registry: Registry) -> Any:
     """The validator of the schema at ``target_uri`` (an ``$id``, optionally with a pointer)."""
-    return EcmaValidator(
-        {"$ref": target_uri}, registry=registry, format_checker=FORMATS
-    )
+    return EcmaValidator({"$ref": target_uri}, registry=registry, format_checker=FORMATS)

@@ -70,9 +70,7 @@ def digest(text: str) -> str:
 
 
 def digests(spec_md: str) -> dict[str, str]:
-    return {
-        rid: digest(text) for rid, text in sorted(requirement_texts(spec_md).items())
-    }
+    return {rid: digest(text) for rid, text in sorted(requirement_texts(spec_md).items())}
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -83,9 +81,7 @@ def changelog_sections(changelog: str) -> dict[str, str]:
     """The text of each ``## [name]`` section, keyed by name (``Unreleased``, ``0.2.0``)."""
     marks = list(SECTION.finditer(changelog))
     return {
-        mark.group(1): changelog[
-            mark.end() : marks[i + 1].start() if i + 1 < len(marks) else None
-        ]
+        mark.group(1): changelog[mark.end() : marks[i + 1].start() if i + 1 < len(marks) else None]
         for i, mark in enumerate(marks)
     }
 
@@ -159,9 +155,7 @@ def check_changelog_accounts(
                     f"{count} requirements"
                 )
         else:
-            for kind, ids in differences(
-                previous.requirements, release.requirements
-            ).items():
+            for kind, ids in differences(previous.requirements, release.requirements).items():
                 for rid in ids:
                     if not named(section, rid):
                         problems.append(
@@ -176,9 +170,7 @@ def check_releases(spec: Path, version: str, spec_md: str, problems: list[str]) 
     """Compare spec.md and CHANGELOG.md with the release digests; return the number of releases."""
     releases = load_releases(spec, problems)
     changelog_path = spec / "CHANGELOG.md"
-    changelog = (
-        changelog_path.read_text(encoding="utf-8") if changelog_path.is_file() else ""
-    )
+    changelog = changelog_path.read_text(encoding="utf-8") if changelog_path.is_file() else ""
     sections = changelog_sections(changelog)
     check_changelog_accounts(releases, sections, problems)
     if not releases:
@@ -188,23 +180,17 @@ def check_releases(spec: Path, version: str, spec_md: str, problems: list[str]) 
         return 0
     latest = releases[-1]
     if version_key(version) < version_key(latest.version):
-        problems.append(
-            f"VERSION {version} is older than the latest release {latest.version}"
-        )
+        problems.append(f"VERSION {version} is older than the latest release {latest.version}")
     current = digests(spec_md)
     unreleased = sections.get("Unreleased", "")
     replaced = replaced_ids(spec_md)
     ever_released = {rid for release in releases for rid in release.requirements}
     for rid in sorted(replaced & set(current)):
-        problems.append(
-            f"spec.md: {rid} is listed as replaced but is still a requirement"
-        )
+        problems.append(f"spec.md: {rid} is listed as replaced but is still a requirement")
     for rid in sorted(replaced - ever_released):
         problems.append(f"spec.md: {rid} is listed as replaced but was never released")
     for rid in sorted(set(current) & (ever_released - set(latest.requirements))):
-        problems.append(
-            f"spec.md: {rid} was removed in an earlier release; IDs are never reused"
-        )
+        problems.append(f"spec.md: {rid} was removed in an earlier release; IDs are never reused")
     diff = differences(latest.requirements, current)
     where = f"since {latest.version} (releases/{latest.version}.json)"
     for rid in diff["changed"]:
@@ -217,9 +203,7 @@ def check_releases(spec: Path, version: str, spec_md: str, problems: list[str]) 
                 f"'{REPLACED_HEADING}' and name it in CHANGELOG.md under [Unreleased]"
             )
         elif not named(unreleased, rid):
-            problems.append(
-                f"CHANGELOG.md: {rid} was replaced {where}; name it under [Unreleased]"
-            )
+            problems.append(f"CHANGELOG.md: {rid} was replaced {where}; name it under [Unreleased]")
     for rid in diff["added"]:
         if rid not in ever_released and not named(unreleased, rid):
             problems.append(
@@ -235,9 +219,7 @@ def write_release(spec: Path, version: str, spec_md: str) -> list[str]:
     releases = [r for r in load_releases(spec, problems) if r.version != version]
     release = Release(version, digests(spec_md))
     changelog = (spec / "CHANGELOG.md").read_text(encoding="utf-8")
-    check_changelog_accounts(
-        [*releases, release], changelog_sections(changelog), problems
-    )
+    check_changelog_accounts([*releases, release], changelog_sections(changelog), problems)
     if problems:
         return problems
     path = spec / "releases" / f"{version}.json"

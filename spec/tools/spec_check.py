@@ -71,9 +71,7 @@ KEYWORD = re.compile(r"\b(MUST|SHOULD|MAY|SHALL|REQUIRED|RECOMMENDED|OPTIONAL)\b
 LOWER_KEYWORD = re.compile(r"\b(must|should)\b")
 CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
 LINK_TARGET = re.compile(r"\]\(#([A-Za-z0-9_-]+)\)")
-SEMVER = re.compile(
-    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:-[0-9A-Za-z.-]+)?$"
-)
+SEMVER = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:-[0-9A-Za-z.-]+)?$")
 
 
 @dataclass
@@ -104,9 +102,7 @@ def error_text(error: Any) -> str:
 # -- schemas -------------------------------------------------------------------------------
 
 
-def check_schemas(
-    spec: Path, version: str, result: Result
-) -> tuple[dict[str, Any], Registry]:
+def check_schemas(spec: Path, version: str, result: Result) -> tuple[dict[str, Any], Registry]:
     """Metaschema-validate every schema and build the offline registry keyed by $id."""
     schemas: dict[str, Any] = {}
     resources = []
@@ -123,9 +119,7 @@ def check_schemas(
         try:
             Draft202012Validator.check_schema(schema)
         except SchemaError as error:
-            result.add(
-                f"schemas/{name}: not a valid 2020-12 schema {error_text(error)}"
-            )
+            result.add(f"schemas/{name}: not a valid 2020-12 schema {error_text(error)}")
         if schema.get("$schema") != "https://json-schema.org/draft/2020-12/schema":
             result.add(f"schemas/{name}: $schema is not the 2020-12 metaschema")
         schema_id = schema.get("$id")
@@ -133,16 +127,11 @@ def check_schemas(
         if schema_id != expected:
             result.add(f"schemas/{name}: $id is {schema_id!r}, expected {expected!r}")
         if schema_id in seen_ids:
-            result.add(
-                f"schemas/{name}: $id {schema_id!r} already used by {seen_ids[schema_id]}"
-            )
+            result.add(f"schemas/{name}: $id {schema_id!r} already used by {seen_ids[schema_id]}")
         if isinstance(schema_id, str):
             seen_ids[schema_id] = name
             resources.append(
-                (
-                    schema_id,
-                    Resource.from_contents(schema, default_specification=DRAFT202012),
-                )
+                (schema_id, Resource.from_contents(schema, default_specification=DRAFT202012))
             )
         schemas[name] = schema
     registry: Registry = Registry().with_resources(resources)
@@ -152,9 +141,7 @@ def check_schemas(
                 resolver = registry.resolver(base_uri=schema.get("$id", ""))
                 resolver.lookup(ref)
             except Unresolvable as error:
-                result.add(
-                    f"schemas/{name}: $ref {ref!r} does not resolve offline ({error})"
-                )
+                result.add(f"schemas/{name}: $ref {ref!r} does not resolve offline ({error})")
     result.counts["schemas"] = len(schemas)
     return schemas, registry
 
@@ -176,9 +163,7 @@ def validator_for(target: str, registry: Registry, base: str) -> Draft202012Vali
     return Draft202012Validator({"$ref": base + target}, registry=registry)
 
 
-def validation_errors(
-    instance: Any, target: str, registry: Registry, base: str
-) -> list[str]:
+def validation_errors(instance: Any, target: str, registry: Registry, base: str) -> list[str]:
     try:
         errors = sorted(
             validator_for(target, registry, base).iter_errors(instance),
@@ -186,12 +171,8 @@ def validation_errors(
         )
     except Unresolvable as error:
         return [f"schema {target!r} does not resolve ({error})"]
-    except (
-        Exception
-    ) as error:  # an invalid schema (reported separately) cannot be applied
-        return [
-            f"schema {target!r} cannot be applied ({type(error).__name__}: {error})"
-        ]
+    except Exception as error:  # an invalid schema (reported separately) cannot be applied
+        return [f"schema {target!r} cannot be applied ({type(error).__name__}: {error})"]
     return [error_text(error) for error in errors]
 
 
@@ -215,9 +196,7 @@ def check_examples(spec: Path, registry: Registry, base: str, result: Result) ->
                 "description",
                 "instance",
             }:
-                result.add(
-                    f"{label}: must be an object with exactly schema, description, instance"
-                )
+                result.add(f"{label}: must be an object with exactly schema, description, instance")
                 continue
             target = example["schema"]
             if not isinstance(target, str) or not re.match(
@@ -227,18 +206,13 @@ def check_examples(spec: Path, registry: Registry, base: str, result: Result) ->
                     f"{label}: schema {target!r} is not a schema file name (optionally #/pointer)"
                 )
                 continue
-            if (
-                not isinstance(example["description"], str)
-                or not example["description"].strip()
-            ):
+            if not isinstance(example["description"], str) or not example["description"].strip():
                 result.add(f"{label}: description is empty")
             errors = validation_errors(example["instance"], target, registry, base)
             if errors and errors[0].startswith(f"schema {target!r} "):
                 result.add(f"{label}: {errors[0]}")
             elif kind == "valid" and errors:
-                result.add(
-                    f"{label}: valid example fails {target}: " + "; ".join(errors[:3])
-                )
+                result.add(f"{label}: valid example fails {target}: " + "; ".join(errors[:3]))
             elif kind == "invalid" and not errors:
                 result.add(f"{label}: invalid example passes {target} (it should fail)")
 
@@ -342,20 +316,13 @@ class MachineCheck:
     def check_unused(self) -> None:
         transitions = self.part("transitions")
         used = {
-            "event": {t.get("event") for t in transitions}
-            | {self.part("initial").get("event")},
+            "event": {t.get("event") for t in transitions} | {self.part("initial").get("event")},
             "guard": {t.get("guard") for t in transitions},
             "effect": {e for t in transitions for e in t.get("effects", [])},
         }
-        for kind, key in (
-            ("event", "events"),
-            ("guard", "guards"),
-            ("effect", "effects"),
-        ):
+        for kind, key in (("event", "events"), ("guard", "guards"), ("effect", "effects")):
             for item in sorted(set(self.part(key)) - used[kind]):
-                self.result.add(
-                    f"{self.where}: {kind} {item!r} is defined but never used"
-                )
+                self.result.add(f"{self.where}: {kind} {item!r} is defined but never used")
 
     def check_reachability(self) -> None:
         states = self.part("states")
@@ -383,18 +350,12 @@ class MachineCheck:
         for guard_name, guard in self.part("guards").items():
             guard_events = self.events_by_guard.get(guard_name, set())
             params: set[str] = (
-                set.intersection(
-                    *(set(events.get(e, {}).get("params", [])) for e in guard_events)
-                )
+                set.intersection(*(set(events.get(e, {}).get("params", [])) for e in guard_events))
                 if guard_events
                 else set()
             )
-            self.check_expr(
-                guard.get("expr"), f"{self.where}: guard {guard_name!r}", params
-            )
-        all_params = {
-            param for event in events.values() for param in event.get("params", [])
-        }
+            self.check_expr(guard.get("expr"), f"{self.where}: guard {guard_name!r}", params)
+        all_params = {param for event in events.values() for param in event.get("params", [])}
         for index, refusal in enumerate(self.part("refusals")):
             label = f"{self.where}: refusal {index}"
             if refusal.get("code") not in self.error_codes:
@@ -412,19 +373,13 @@ class MachineCheck:
                 continue
             match = OPERAND.match(operand)
             if not match:
-                self.result.add(
-                    f"{label}: operand {operand!r} is not now, job.*, event.*, ctx.*"
-                )
+                self.result.add(f"{label}: operand {operand!r} is not now, job.*, event.*, ctx.*")
                 continue
             root, first = match.group(2), match.group(3).split(".")[0]
             if root == "event" and first not in params:
-                self.result.add(
-                    f"{label}: operand {operand!r} names a parameter its event lacks"
-                )
+                self.result.add(f"{label}: operand {operand!r} names a parameter its event lacks")
             elif root in ("job", "batch") and root != expected_root:
-                self.result.add(
-                    f"{label}: operand {operand!r} does not belong to this machine"
-                )
+                self.result.add(f"{label}: operand {operand!r} does not belong to this machine")
             elif root in ("job", "batch") and first not in record_fields:
                 if f"`{root}.{first}`" not in self.spec_text:
                     self.result.add(
@@ -432,9 +387,7 @@ class MachineCheck:
                         "nor a derived field defined in spec.md"
                     )
             elif root == "ctx" and f"`ctx.{first}`" not in self.spec_text:
-                self.result.add(
-                    f"{label}: context fact {operand!r} is not defined in spec.md"
-                )
+                self.result.add(f"{label}: context fact {operand!r} is not defined in spec.md")
 
     def check_effects(self) -> None:
         request_events = set((self.request_machine or {}).get("events", {}))
@@ -442,15 +395,11 @@ class MachineCheck:
             label = f"{self.where}: effect {effect_name!r}"
             request_event = effect.get("request_event")
             if effect.get("scope", "job") == "all_unfinished" and request_event is None:
-                self.result.add(
-                    f"{label} has scope all_unfinished but no request_event"
-                )
+                self.result.add(f"{label} has scope all_unfinished but no request_event")
             if request_event is None:
                 continue
             if self.name != "job":
-                self.result.add(
-                    f"{label} fires a request event outside the job machine"
-                )
+                self.result.add(f"{label} fires a request event outside the job machine")
             elif request_event not in request_events:
                 self.result.add(
                     f"{label} fires request event {request_event!r}, "
@@ -499,9 +448,7 @@ def check_request_events_fired(
     fired.add(request.get("initial", {}).get("event"))
     for event in request.get("events", {}):
         if event not in fired:
-            result.add(
-                f"machines/request.json: event {event!r} is never fired by a job effect"
-            )
+            result.add(f"machines/request.json: event {event!r} is never fired by a job effect")
 
 
 # -- spec.md -------------------------------------------------------------------------------
@@ -592,13 +539,9 @@ def check_spec_md(spec: Path, result: Result) -> tuple[str, set[str]]:
                     f"{where}: requirement [{rid}] does not end with the anchor line {{: #{rid} }}"
                 )
             elif last_anchor.group(1) != rid:
-                result.add(
-                    f"{where}: requirement [{rid}] ends with anchor #{last_anchor.group(1)}"
-                )
+                result.add(f"{where}: requirement [{rid}] ends with anchor #{last_anchor.group(1)}")
             if not KEYWORD.search(prose):
-                result.add(
-                    f"{where}: requirement [{rid}] contains no upper-case key word"
-                )
+                result.add(f"{where}: requirement [{rid}] contains no upper-case key word")
         elif KEYWORD.search(prose):
             keyword = KEYWORD.search(prose).group(1)  # type: ignore[union-attr]
             result.add(
@@ -620,9 +563,7 @@ def check_spec_md(spec: Path, result: Result) -> tuple[str, set[str]]:
         seen.add(rid)
     for target in LINK_TARGET.findall(text):
         if target not in anchors and target not in heading_ids:
-            result.add(
-                f"spec.md: link to #{target}, which is neither a heading id nor an anchor"
-            )
+            result.add(f"spec.md: link to #{target}, which is neither a heading id nor an anchor")
     result.counts["requirements"] = len(requirement_ids)
     return text, {a for a in anchors if REQ_ID.match(a)}
 
@@ -645,14 +586,9 @@ def check(spec: Path) -> Result:
 
     schemas, registry = check_schemas(spec, version, result)
     spec_text, req_anchors = check_spec_md(spec, result)
-    result.counts["releases"] = releases.check_releases(
-        spec, version, spec_text, result.problems
-    )
+    result.counts["releases"] = releases.check_releases(spec, version, spec_text, result.problems)
     error_codes = set(
-        schemas.get("error.schema.json", {})
-        .get("$defs", {})
-        .get("error_code", {})
-        .get("enum", [])
+        schemas.get("error.schema.json", {}).get("$defs", {}).get("error_code", {}).get("enum", [])
     )
 
     machines: dict[str, dict[str, Any]] = {}
@@ -661,37 +597,22 @@ def check(spec: Path) -> Result:
         machine = load_json(path, result)
         if machine is None:
             continue
-        for problem in validation_errors(
-            machine, "machine.schema.json", registry, base
-        ):
-            result.add(
-                f"machines/{name}.json: does not match machine.schema.json {problem}"
-            )
+        for problem in validation_errors(machine, "machine.schema.json", registry, base):
+            result.add(f"machines/{name}.json: does not match machine.schema.json {problem}")
         if machine.get("specversion") != major_minor:
             result.add(
                 f"machines/{name}.json: specversion is {machine.get('specversion')!r}, "
                 f"expected {major_minor!r}"
             )
         if machine.get("$schema") != base + "machine.schema.json":
-            result.add(
-                f"machines/{name}.json: $schema is not {base}machine.schema.json"
-            )
+            result.add(f"machines/{name}.json: $schema is not {base}machine.schema.json")
         machines[name] = machine
     for name, machine in machines.items():
         try:
             MachineCheck(
-                name,
-                machine,
-                schemas,
-                machines.get("request"),
-                error_codes,
-                spec_text,
-                result,
+                name, machine, schemas, machines.get("request"), error_codes, spec_text, result
             ).run()
-        except (
-            AttributeError,
-            TypeError,
-        ) as error:  # shape problems already reported above
+        except (AttributeError, TypeError) as error:  # shape problems already reported above
             result.add(f"machines/{name}.json: cannot be checked further ({error})")
         for where, req in machine_reqs(machine):
             if req not in req_anchors:
@@ -703,18 +624,12 @@ def check(spec: Path) -> Result:
         check_request_events_fired(machines["job"], machines["request"], result)
     result.counts["machines"] = len(machines)
     result.counts["states"] = sum(len(m.get("states", {})) for m in machines.values())
-    result.counts["transitions"] = sum(
-        len(m.get("transitions", [])) for m in machines.values()
-    )
+    result.counts["transitions"] = sum(len(m.get("transitions", [])) for m in machines.values())
 
     presets = load_json(spec / "retry-presets.json", result)
     if presets is not None:
-        for problem in validation_errors(
-            presets, "retry-presets.schema.json", registry, base
-        ):
-            result.add(
-                f"retry-presets.json: does not match retry-presets.schema.json {problem}"
-            )
+        for problem in validation_errors(presets, "retry-presets.schema.json", registry, base):
+            result.add(f"retry-presets.json: does not match retry-presets.schema.json {problem}")
         if presets.get("default") not in presets.get("presets", {}):
             result.add(
                 f"retry-presets.json: default preset {presets.get('default')!r} is not defined"
@@ -759,9 +674,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         return 1
     if release:
         version = (spec / "VERSION").read_text(encoding="utf-8").strip()
-        problems = releases.write_release(
-            spec, version, (spec / "spec.md").read_text("utf-8")
-        )
+        problems = releases.write_release(spec, version, (spec / "spec.md").read_text("utf-8"))
         if problems:
             print(f"spec-check: cannot record release {version}:")
             for problem in problems:

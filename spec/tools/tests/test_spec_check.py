@@ -23,9 +23,7 @@ import spec_check  # noqa: E402
 def edit_json(path: Path, change: Callable[[Any], None]) -> None:
     document = json.loads(path.read_text(encoding="utf-8"))
     change(document)
-    path.write_text(
-        json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 @pytest.fixture
@@ -41,9 +39,7 @@ def problems_of(spec: Path) -> list[str]:
 
 
 def reported(problems: list[str], *fragments: str) -> bool:
-    return any(
-        all(fragment in problem for fragment in fragments) for problem in problems
-    )
+    return any(all(fragment in problem for fragment in fragments) for problem in problems)
 
 
 def test_real_spec_passes() -> None:
@@ -77,13 +73,7 @@ def test_unreachable_state_is_reported(broken: Path) -> None:
             "moved_by": [],
         }
         machine["transitions"].append(
-            {
-                "id": "J99",
-                "from": ["limbo"],
-                "event": "cancel",
-                "to": "cancelled",
-                "req": "OPS-001",
-            }
+            {"id": "J99", "from": ["limbo"], "event": "cancel", "to": "cancelled", "req": "OPS-001"}
         )
 
     edit_json(broken / "machines" / "job.json", add_state)
@@ -94,11 +84,7 @@ def test_unreachable_state_is_reported(broken: Path) -> None:
 def test_state_reached_only_from_unreachable_states_is_reported(broken: Path) -> None:
     def add_island(machine: dict[str, Any]) -> None:
         for name in ("island_a", "island_b"):
-            machine["states"][name] = {
-                "tags": ["active"],
-                "description": "Island.",
-                "moved_by": [],
-            }
+            machine["states"][name] = {"tags": ["active"], "description": "Island.", "moved_by": []}
         machine["transitions"].append(
             {
                 "id": "J98",
@@ -137,16 +123,13 @@ def test_mismatched_schema_enum_is_reported(broken: Path) -> None:
         broken / "schemas" / "job.schema.json",
         lambda schema: schema["properties"]["state"]["enum"].remove("waiting"),
     )
-    assert reported(
-        problems_of(broken), "job.schema.json", "state enum differs", "waiting"
-    )
+    assert reported(problems_of(broken), "job.schema.json", "state enum differs", "waiting")
 
 
 def test_lower_case_must_in_prose_is_reported(broken: Path) -> None:
     path = broken / "spec.md"
     path.write_text(
-        path.read_text(encoding="utf-8") + "\nWorkers must send heartbeats.\n",
-        encoding="utf-8",
+        path.read_text(encoding="utf-8") + "\nWorkers must send heartbeats.\n", encoding="utf-8"
     )
     assert reported(problems_of(broken), "lower-case 'must'")
 
@@ -154,8 +137,7 @@ def test_lower_case_must_in_prose_is_reported(broken: Path) -> None:
 def test_lower_case_must_in_code_span_is_allowed(broken: Path) -> None:
     path = broken / "spec.md"
     path.write_text(
-        path.read_text(encoding="utf-8")
-        + "\nThe option is named `must_run`, or `must`.\n",
+        path.read_text(encoding="utf-8") + "\nThe option is named `must_run`, or `must`.\n",
         encoding="utf-8",
     )
     assert problems_of(broken) == []
@@ -179,17 +161,14 @@ def test_valid_example_that_fails_is_reported(broken: Path) -> None:
         "description": "Actually invalid.",
         "instance": {"requests": [{"type": "note"}], "priority": -1},
     }
-    (broken / "examples" / "valid" / "oops.json").write_text(
-        json.dumps(example), encoding="utf-8"
-    )
+    (broken / "examples" / "valid" / "oops.json").write_text(json.dumps(example), encoding="utf-8")
     assert reported(problems_of(broken), "examples/valid/oops.json", "fails")
 
 
 def test_normative_paragraph_without_id_is_reported(broken: Path) -> None:
     path = broken / "spec.md"
     path.write_text(
-        path.read_text(encoding="utf-8") + "\nA worker MUST NOT sleep.\n",
-        encoding="utf-8",
+        path.read_text(encoding="utf-8") + "\nA worker MUST NOT sleep.\n", encoding="utf-8"
     )
     assert reported(problems_of(broken), "uses MUST", "**[ID]**")
 
@@ -208,8 +187,7 @@ def test_dead_guard_is_reported(broken: Path) -> None:
     edit_json(
         broken / "machines" / "job.json",
         lambda machine: machine["guards"].__setitem__(
-            "never_used",
-            {"description": "Dead.", "expr": {"le": ["job.available_at", "now"]}},
+            "never_used", {"description": "Dead.", "expr": {"le": ["job.available_at", "now"]}}
         ),
     )
     assert reported(problems_of(broken), "guard 'never_used'", "never used")
@@ -218,17 +196,14 @@ def test_dead_guard_is_reported(broken: Path) -> None:
 def test_unknown_request_event_is_reported(broken: Path) -> None:
     edit_json(
         broken / "machines" / "job.json",
-        lambda machine: machine["effects"]["pause_request"].__setitem__(
-            "request_event", "pause"
-        ),
+        lambda machine: machine["effects"]["pause_request"].__setitem__("request_event", "pause"),
     )
     assert reported(problems_of(broken), "request event 'pause'")
 
 
 def test_missing_default_preset_is_reported(broken: Path) -> None:
     edit_json(
-        broken / "retry-presets.json",
-        lambda presets: presets.__setitem__("default", "gentle"),
+        broken / "retry-presets.json", lambda presets: presets.__setitem__("default", "gentle")
     )
     assert reported(problems_of(broken), "default preset 'gentle'")
 
@@ -238,9 +213,7 @@ def test_invalid_schema_is_reported(broken: Path) -> None:
         broken / "schemas" / "retry-policy.schema.json",
         lambda schema: schema["properties"]["jitter"].__setitem__("minimum", "zero"),
     )
-    assert reported(
-        problems_of(broken), "retry-policy.schema.json", "not a valid 2020-12 schema"
-    )
+    assert reported(problems_of(broken), "retry-policy.schema.json", "not a valid 2020-12 schema")
 
 
 def test_command_line_fails_on_broken_copy(broken: Path) -> None:
@@ -329,25 +302,17 @@ def test_a_replaced_id_cannot_come_back(broken: Path) -> None:
 
 def test_release_section_must_name_what_it_added(broken: Path) -> None:
     edit_text(broken / "CHANGELOG.md", "BROKER-010", "the tenth broker rule")
-    assert reported(
-        problems_of(broken), "BROKER-010", "added in 0.2.0", "does not name it"
-    )
+    assert reported(problems_of(broken), "BROKER-010", "added in 0.2.0", "does not name it")
 
 
 def _without_unreleased(spec_dir: Path, released: set[str]) -> None:
     """Take out of a copy of the spec what is not released yet: the requirements no release
     digest holds, and the [Unreleased] section that names them."""
     text = (spec_dir / "spec.md").read_text(encoding="utf-8")
-    for found in re.findall(
-        r"^\*\*\[([A-Z]+-[0-9]{3})\]\*\*", text, flags=re.MULTILINE
-    ):
+    for found in re.findall(r"^\*\*\[([A-Z]+-[0-9]{3})\]\*\*", text, flags=re.MULTILINE):
         if found not in released:
-            text = re.sub(
-                rf"\*\*\[{found}\]\*\*.*?\{{: #{found} \}}\n\n?",
-                "",
-                text,
-                flags=re.DOTALL,
-            )
+            block = rf"\*\*\[{found}\]\*\*.*?\{{: #{found} \}}\n\n?"
+            text = re.sub(block, "", text, flags=re.DOTALL)
     (spec_dir / "spec.md").write_text(text, encoding="utf-8")
     log = (spec_dir / "CHANGELOG.md").read_text(encoding="utf-8")
     start = log.index("## [Unreleased]")
@@ -358,9 +323,7 @@ def _without_unreleased(spec_dir: Path, released: set[str]) -> None:
 
 
 def test_release_command_writes_the_digest(broken: Path) -> None:
-    committed_digest = json.loads(
-        (SPEC / "releases" / "0.2.0.json").read_text(encoding="utf-8")
-    )
+    committed_digest = json.loads((SPEC / "releases" / "0.2.0.json").read_text(encoding="utf-8"))
     _without_unreleased(broken, set(committed_digest["requirements"]))
     (broken / "releases" / "0.2.0.json").unlink()
     completed = subprocess.run(
@@ -370,12 +333,8 @@ def test_release_command_writes_the_digest(broken: Path) -> None:
         check=False,
     )
     assert completed.returncode == 0, completed.stdout
-    written = json.loads(
-        (broken / "releases" / "0.2.0.json").read_text(encoding="utf-8")
-    )
-    committed = json.loads(
-        (SPEC / "releases" / "0.2.0.json").read_text(encoding="utf-8")
-    )
+    written = json.loads((broken / "releases" / "0.2.0.json").read_text(encoding="utf-8"))
+    committed = json.loads((SPEC / "releases" / "0.2.0.json").read_text(encoding="utf-8"))
     assert written["requirements"] == committed["requirements"]
 
 
@@ -404,9 +363,7 @@ def test_cross_validator_reports_a_schema_strict_mode_refuses(broken: Path) -> N
 def test_cross_validator_reports_a_pattern_python_reads_otherwise(broken: Path) -> None:
     import cross_validate
 
-    def end_of_input(
-        schema: Any,
-    ) -> None:  # Python reads \Z; ECMA-262 has no such escape
+    def end_of_input(schema: Any) -> None:  # Python reads \Z; ECMA-262 has no such escape
         schema["$defs"]["queue"]["pattern"] = "^[a-z0-9][a-z0-9_.:-]{0,63}\\Z"
 
     edit_json(broken / "schemas" / "common.schema.json", end_of_input)
