@@ -48,6 +48,9 @@ def later() -> None:
     raise TemporaryError("not now", retry_after=3600)
 
 
+app.schedule("nightly-ok", "0 2 * * *", "ok", {{"n": 1}}, tz="Europe/Paris", overlap="skip")
+
+
 @app.handler("measured", pass_context=True, result_ttl=timedelta(hours=1))
 def measured(context) -> dict:
     context.progress(75, "three quarters")
@@ -312,6 +315,18 @@ def test_jobs_show_prints_every_field(runner: CliRunner, app_module: AppModule) 
 
     missing = run(runner, "--app", spec, "jobs", "show", "999", code=1)
     assert missing.output.strip() == "error: job 999 does not exist (it may have been pruned)"
+
+
+def test_schedules_lists_the_app_s_schedules(runner: CliRunner, app_module: AppModule) -> None:
+    spec = app_module.spec
+    (entry,) = json.loads(run(runner, "--app", spec, "schedules", "--json").output)
+    assert entry["name"] == "nightly-ok"
+    assert (entry["cron"], entry["tz"], entry["overlap"]) == ("0 2 * * *", "Europe/Paris", "skip")
+    assert entry["last_fire"] is None
+    assert entry["next_fire"].endswith(":00:00.000Z")
+    table = run(runner, "--app", spec, "schedules").output
+    for text in ("nightly-ok", "Europe/Paris", "0 2 * * *"):
+        assert text in table
 
 
 def test_jobs_retry_cancel_requeue(runner: CliRunner, app_module: AppModule) -> None:

@@ -78,16 +78,16 @@ def test_a_local_time_repeated_by_dst_fires_once() -> None:
         ("0 9 * * *", "Mars/Olympus", "IANA time zone"),
     ],
 )
-def test_a_bad_expression_or_zone_is_refused(
-    app: Conveyor, expression: str, tz: str, problem: str
-) -> None:
-    """CRON-001."""
+def test_a_bad_expression_or_zone_is_refused(expression: str, tz: str, problem: str) -> None:
+    """CRON-001, checked at declaration, before any store is touched."""
+    app = Conveyor("memory://")
     app.register("tick", lambda: None)
     with pytest.raises(InvalidRequest, match=problem):
         app.schedule("s", expression, "tick", tz=tz)
 
 
-def test_bad_policies_and_duplicate_names_are_refused(app: Conveyor) -> None:
+def test_bad_policies_and_duplicate_names_are_refused() -> None:
+    app = Conveyor("memory://")
     app.register("tick", lambda: None)
     with pytest.raises(InvalidRequest, match="overlap='never' is not a policy"):
         app.schedule("s", "* * * * *", "tick", overlap="never")

@@ -124,13 +124,19 @@ def test_concurrent_first_use_creates_the_schema_once(backend: str, tmp_path: Pa
         _drop(url, prefix)
 
 
-# Added after version 1 (versions 3, 5, 6), with their types.
+# Added after version 1 (versions 3, 5, 6, 8, 9), with their types.
 _LATER_COLUMNS = {
     "timeout_ms": "BIGINT",
     "delay_until": "BIGINT",
     "result": "TEXT",
     "result_ttl_ms": "BIGINT",
     "progress": "TEXT",
+    "concurrency_key": "VARCHAR(255)",
+    "concurrency_limit": "INTEGER",
+    "concurrency_slot": "INTEGER",
+    "rate_key": "VARCHAR(255)",
+    "rate_limit": "INTEGER",
+    "rate_period_ms": "BIGINT",
 }
 
 
@@ -155,6 +161,7 @@ def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
             for column, kind in _LATER_COLUMNS.items():
                 connection.exec_driver_sql(f"ALTER TABLE {prefix}jobs ADD COLUMN {column} {kind}")
             build_tables(prefix).paused_queues.create(connection)  # read by every claim
+            build_tables(prefix).rate_slots.create(connection)  # the claim reads it (v10)
         engine.dispose()
         old = SqlStore(url, STATES, prefix, create_schema=False)
         app = Conveyor(store=old)
@@ -170,6 +177,7 @@ def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
             for column in _LATER_COLUMNS:
                 connection.exec_driver_sql(f"ALTER TABLE {prefix}jobs DROP COLUMN {column}")
             build_tables(prefix).paused_queues.drop(connection)
+            build_tables(prefix).rate_slots.drop(connection)
         old.close()
 
         app = Conveyor(url, table_prefix=prefix)

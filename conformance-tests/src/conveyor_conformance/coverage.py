@@ -61,6 +61,9 @@ NOT_TESTABLE: dict[str, str] = {
         "it governs when a process evaluates its schedules on its own; the harness evaluates "
         "them with schedule_tick on the clock it controls."
     ),
+    "CONC-004": (
+        "the harness never sees broker messages; the checks see the claims the slots allow."
+    ),
     "BROKER-005": (
         "no protocol command runs the repair loop, which requeues jobs on its own schedule; "
         "the harness decides every state change."

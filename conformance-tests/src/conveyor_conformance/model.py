@@ -215,6 +215,12 @@ class MJob:
     result: Any = None
     result_ttl_ms: int | None = None
     progress: dict[str, Any] | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    concurrency_slot: int | None = None  # CONC-002: held while leased
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
     lease_token: int = 0
     lease: dict[str, Any] | None = None
     last_error: Any = None
@@ -335,6 +341,8 @@ class Model:
         self._new_ids: list[str] = []
         # CRON-003: the fire times handled, by schedule name: (fire time, job id or None)
         self.schedule_runs: dict[str, list[tuple[int, str | None]]] = {}
+        # RATE-002: claims granted per (rate key, window start)
+        self.rate_claims: dict[tuple[str, int], int] = {}
 
     def snapshot(self) -> Model:
         """A copy of the records and counters; the spec and machines are shared."""
@@ -346,6 +354,7 @@ class Model:
         clone.paused = dict(self.paused)
         clone.handlers = dict(self.handlers)
         clone.schedule_runs = {name: list(runs) for name, runs in self.schedule_runs.items()}
+        clone.rate_claims = dict(self.rate_claims)
         return clone
 
     def _check_effects(self) -> None:
@@ -464,6 +473,13 @@ class Model:
         if job.timeout_ms is not None:
             document["timeout_ms"] = job.timeout_ms
         document.update(self._result_members(job))
+        if job.concurrency_key is not None:
+            document["concurrency_key"] = job.concurrency_key
+            document["concurrency_limit"] = job.concurrency_limit
+        if job.rate_key is not None:
+            document["rate_key"] = job.rate_key
+            document["rate_limit"] = job.rate_limit
+            document["rate_period_ms"] = job.rate_period_ms
         if job.progress is not None:
             document["progress"] = {**job.progress, "at": fmt(job.progress["at"])}
         return document
@@ -632,6 +648,11 @@ class Model:
             metadata=document.get("metadata", {}),  # JOB-011
             timeout_ms=document.get("timeout_ms", defaults.get("timeout_ms")),
             result_ttl_ms=document.get("result_ttl_ms", defaults.get("result_ttl_ms")),
+            concurrency_key=document.get("concurrency_key"),
+            concurrency_limit=document.get("concurrency_limit"),
+            rate_key=document.get("rate_key"),
+            rate_limit=document.get("rate_limit"),
+            rate_period_ms=document.get("rate_period_ms"),
         )
 
     def _check_features(self, document: dict[str, Any]) -> None:
@@ -646,10 +667,17 @@ class Model:
             "tags": bool(document.get("tags")),
             "timeouts": document.get("timeout_ms") is not None,
             "results": document.get("result_ttl_ms") is not None,
+            "concurrency": document.get("concurrency_key") is not None,
+            "rate_limits": document.get("rate_key") is not None,
         }
         for feature, used in uses.items():
             if used and feature not in self.features:
-                rule = {"timeouts": "VER-004", "results": "VER-009"}.get(feature, "VER-001")
+                rule = {
+                    "timeouts": "VER-004",
+                    "results": "VER-009",
+                    "concurrency": "VER-010",
+                    "rate_limits": "VER-011",
+                }.get(feature, "VER-001")
                 raise Refusal("invalid_request", rule, f"feature {feature} is not claimed")
 
     def _resolve_policy(self, given: Any) -> dict[str, Any]:
@@ -785,12 +813,45 @@ class Model:
                     continue
                 except Refusal:
                     pass
+                slot = self._free_slot(candidate)
+                if slot is None or not self._rate_free(candidate):  # CONC-002, RATE-002
+                    continue
                 try:
                     self._fire(candidate, "claim", params, facts)
                 except Refusal:
                     continue
+                if candidate.concurrency_key is not None and candidate.state in self.tags["leased"]:
+                    candidate.concurrency_slot = slot
+                    self._note(candidate.id, "state", "CONC-002")
+                if candidate.rate_key is not None and candidate.state in self.tags["leased"]:
+                    window = self._rate_window(candidate)
+                    self.rate_claims[window] = self.rate_claims.get(window, 0) + 1
+                    self._note(candidate.id, "state", "RATE-002")
                 claimed.append(candidate)
         return {"jobs": [self.doc(j) for j in claimed]}, "CLAIM-001"
+
+    def _rate_window(self, job: MJob) -> tuple[str, int]:
+        period = job.rate_period_ms or 1
+        return (job.rate_key or "", self.now - self.now % period)
+
+    def _rate_free(self, job: MJob) -> bool:
+        """RATE-002: fewer claims of the key than its limit in the window of now."""
+        if job.rate_key is None:
+            return True
+        return self.rate_claims.get(self._rate_window(job), 0) < (job.rate_limit or 0)
+
+    def _free_slot(self, job: MJob) -> int | None:
+        """CONC-002: the lowest slot of the job's key below its limit no leased job holds;
+        -1 for a job without a key."""
+        if job.concurrency_key is None:
+            return -1
+        held = {
+            j.concurrency_slot
+            for j in self.jobs.values()
+            if j.concurrency_key == job.concurrency_key and j.state in self.tags["leased"]
+        }
+        free = [slot for slot in range(job.concurrency_limit or 0) if slot not in held]
+        return free[0] if free else None
 
     # -- reports and operations -------------------------------------------------------------
 
@@ -1435,6 +1496,11 @@ def _publish_refusal(location: list[Any], validator: str, schema_path: list[Any]
         "recurring": "JOB-002",
         "retry_policy": "JOB-002",
         "result_ttl_ms": "RESULT-003",
+        "concurrency_key": "CONC-001",
+        "concurrency_limit": "CONC-001",
+        "rate_key": "RATE-001",
+        "rate_limit": "RATE-001",
+        "rate_period_ms": "RATE-001",
     }
     if head == "requests":
         req = "LIMIT-001" if "type" in location else "LIMIT-005"

@@ -30,6 +30,8 @@ FEATURES = [
     "results",
     "progress",
     "cron",
+    "concurrency",
+    "rate_limits",
 ]
 CAPABILITIES = [
     "publish_bulk",

@@ -28,6 +28,7 @@ from .publishing import (
     Call,
     JobFactory,
     PublishOptions,
+    handler_rate_period_ms,
     handler_result_ttl_ms,
     handler_timeout_ms,
 )
@@ -223,6 +224,11 @@ class Conveyor:
         pass_context: bool = False,
         timeout: timedelta | float | None = None,
         result_ttl: timedelta | float | None = None,
+        concurrency_key: str | Callable[[Any], str] | None = None,
+        concurrency_limit: int | None = None,
+        rate_key: str | Callable[[Any], str] | None = None,
+        rate_limit: int | None = None,
+        rate_period: timedelta | float | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function under ``type`` (default: its qualified name)."""
 
@@ -236,6 +242,11 @@ class Conveyor:
                 pass_context=pass_context,
                 timeout=timeout,
                 result_ttl=result_ttl,
+                concurrency_key=concurrency_key,
+                concurrency_limit=concurrency_limit,
+                rate_key=rate_key,
+                rate_limit=rate_limit,
+                rate_period=rate_period,
             )
             return function
 
@@ -252,10 +263,30 @@ class Conveyor:
         pass_context: bool = False,
         timeout: timedelta | float | None = None,
         result_ttl: timedelta | float | None = None,
+        concurrency_key: str | Callable[[Any], str] | None = None,
+        concurrency_limit: int | None = None,
+        rate_key: str | Callable[[Any], str] | None = None,
+        rate_limit: int | None = None,
+        rate_period: timedelta | float | None = None,
     ) -> Handler:
         """Register ``function`` under ``type``, with the defaults of its jobs: queue,
         priority, retry policy, ``timeout`` (how long one attempt may run) and ``result_ttl``
-        (how long the value it returns stays readable once the job finished)."""
+        (how long the value it returns stays readable once the job finished), and a
+        concurrency limit: at most ``concurrency_limit`` of its jobs with one
+        ``concurrency_key`` (a string, or a function of the payload) run at once, across
+        every worker; and a rate limit: at most ``rate_limit`` of its jobs with one ``rate_key``
+        start per ``rate_period`` (seconds or a timedelta), across every worker."""
+        rate_given = [value is not None for value in (rate_key, rate_limit, rate_period)]
+        if any(rate_given) and not all(rate_given):
+            raise ConfigurationError(
+                f"handler {type!r}: rate_key, rate_limit and rate_period go together; give "
+                "all three, or none"
+            )
+        if (concurrency_key is None) != (concurrency_limit is None):
+            raise ConfigurationError(
+                f"handler {type!r}: concurrency_key and concurrency_limit go together; give "
+                "both, or neither"
+            )
         chosen = self.default_priority if priority is None else priority
         if self.priorities is not None and chosen not in self.priorities:
             raise ConfigurationError(
@@ -271,6 +302,13 @@ class Conveyor:
             pass_context=pass_context,
             timeout_ms=None if timeout is None else handler_timeout_ms(type, timeout),
             result_ttl_ms=None if result_ttl is None else handler_result_ttl_ms(type, result_ttl),
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+            rate_key=rate_key,
+            rate_limit=rate_limit,
+            rate_period_ms=None
+            if rate_period is None
+            else handler_rate_period_ms(type, rate_period),
         )
         self.handlers.add(handler)
         return handler

@@ -79,6 +79,8 @@ FEATURES = [
     "results",
     "progress",
     "cron",
+    "concurrency",
+    "rate_limits",
 ]
 CAPABILITIES = [
     "publish_bulk",
@@ -203,6 +205,13 @@ def publish_options(document: Json) -> tuple[list[Call], PublishOptions, list[An
         result_ttl=(
             _ms(document["result_ttl_ms"]) if document.get("result_ttl_ms") is not None else None
         ),
+        concurrency_key=document.get("concurrency_key"),
+        concurrency_limit=document.get("concurrency_limit"),
+        rate_key=document.get("rate_key"),
+        rate_limit=document.get("rate_limit"),
+        rate_period=(
+            _ms(document["rate_period_ms"]) if document.get("rate_period_ms") is not None else None
+        ),
     )
     return calls, options, payloads, metadata
 
@@ -215,7 +224,18 @@ def publish_document(job: Json) -> Json:
         "priority": job["priority"],
         "retry_policy": job["retry_policy"],
     }
-    for name in ("serial_group", "identifier", "recurring", "timeout_ms", "result_ttl_ms"):
+    for name in (
+        "serial_group",
+        "identifier",
+        "recurring",
+        "timeout_ms",
+        "result_ttl_ms",
+        "concurrency_key",
+        "concurrency_limit",
+        "rate_key",
+        "rate_limit",
+        "rate_period_ms",
+    ):
         if job.get(name) is not None:
             document[name] = job[name]
     if job.get("unique"):

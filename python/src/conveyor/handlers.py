@@ -61,6 +61,14 @@ class Handler:
     pass_context: bool = False
     timeout_ms: int | None = None  # the default timeout of its jobs (TIMEOUT-001)
     result_ttl_ms: int | None = None  # the default result time to live (RESULT-003)
+    # The default concurrency key of its jobs, or a function of the payload giving it, and
+    # the limit (CONC-001).
+    concurrency_key: str | Callable[[Any], str] | None = None
+    concurrency_limit: int | None = None
+    # The default rate key (or a function of the payload), limit and period (RATE-001).
+    rate_key: str | Callable[[Any], str] | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
 
     @functools.cached_property
     def is_async(self) -> bool:

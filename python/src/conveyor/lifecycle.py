@@ -28,7 +28,7 @@ from .machine import Environment, Machine
 from .model import Batch, Job, Request, replace
 from .results import check_result
 from .specfiles import machine_document
-from .store.base import Candidate, ClaimQuery, StateSets, Transaction
+from .store.base import Candidate, ClaimQuery, StateSets, Transaction, rate_window
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,7 @@ class Lifecycle:
         # of a pass: the candidate rows are locked (SKIP LOCKED, or SQLite's single writer),
         # so their conditional writes cannot lose a race, and a batch costs one round trip.
         deferred: list[tuple[Job, Fired]] = []
+        slots: dict[str, set[int]] = {}  # concurrency slots held, by key, as this claim goes
         while again and len(outcome.jobs) < limit:
             again = passed_over = claimed = False
             wanted = limit - len(outcome.jobs) + len(skip)
@@ -186,8 +187,10 @@ class Lifecycle:
                     continue
                 facts = self._facts(candidate, busy_groups, busy_identifiers)
                 event = "discard_redundant" if facts["unique_sibling_succeeded"] else "claim"
-                try:
-                    fired = self.engine.fire(job, self._firing(event, now, params, facts))
+                try:  # CONC-002: a job with no free slot is passed over like a failed guard
+                    fired = self._with_slot(
+                        tx, self.engine.fire(job, self._firing(event, now, params, facts)), slots
+                    )
                 except InvalidTransition:
                     passed_over = True
                     continue
@@ -227,7 +230,34 @@ class Lifecycle:
             and not fired.system_effects
             and job.serial_group is None
             and not job.unique
+            and job.concurrency_key is None
         )
+
+    def _with_slot(self, tx: Transaction, fired: Fired, held: dict[str, set[int]]) -> Fired:
+        """A claim of a job with a concurrency key takes the lowest slot of the key below its
+        limit that no leased job holds (CONC-002), and one of a job with a rate key counts
+        against the window of now (RATE-002); InvalidTransition when either is full. The
+        store's uniqueness rules refuse a slot a concurrent claim took first."""
+        job = fired.job
+        if job.state not in self.states.leased:
+            return fired
+        key = job.concurrency_key
+        if key is not None:
+            taken = held.setdefault(key, set())
+            taken |= tx.concurrency_slots(key)
+            free = [slot for slot in range(job.concurrency_limit or 0) if slot not in taken]
+            if not free:
+                raise InvalidTransition(f"job {job.id}: every slot of {key!r} is held")
+            taken.add(free[0])
+            fired = replace(fired, job=replace(job, concurrency_slot=free[0]))
+        if job.rate_key is not None and not tx.take_rate_slot(
+            job.rate_key,
+            rate_window(job.updated_at, job.rate_period_ms or 1),
+            job.rate_limit or 0,
+            job.id,
+        ):
+            raise InvalidTransition(f"job {job.id}: the window of {job.rate_key!r} is full")
+        return fired
 
     @staticmethod
     def _write_claims(tx: Transaction, deferred: list[tuple[Job, Fired]]) -> None:

@@ -133,6 +133,15 @@ class Job:
     result_ttl_ms: int | None = None  # how long the result stays readable (RESULT-003)
     # {"percent", "message", "at"} as last reported by a lease holder (PROGRESS-001)
     progress: dict[str, Any] | None = None
+    # CONC-001/002: the key whose limit the job counts against, and the slot it holds while
+    # leased (None otherwise; the store keeps it only while the job is leased).
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    concurrency_slot: int | None = None
+    # RATE-001/002: at most rate_limit claims of rate_key's jobs per window of rate_period_ms.
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
 
     @property
     def result_expires_at(self) -> datetime | None:
@@ -228,6 +237,13 @@ class Job:
         expires = self.result_expires_at
         if expires is not None:
             members["result_expires_at"] = format_timestamp(expires)
+        if self.concurrency_key is not None:
+            members["concurrency_key"] = self.concurrency_key
+            members["concurrency_limit"] = self.concurrency_limit
+        if self.rate_key is not None:
+            members["rate_key"] = self.rate_key
+            members["rate_limit"] = self.rate_limit
+            members["rate_period_ms"] = self.rate_period_ms
         if self.progress is not None:
             members["progress"] = {
                 "percent": self.progress.get("percent"),

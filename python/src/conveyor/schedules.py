@@ -24,7 +24,7 @@ from .errors import ConfigurationError, InvalidRequest
 from .lifecycle import Lifecycle, Outcome
 from .model import Job
 from .publishing import Call, JobFactory, PublishOptions
-from .store.base import Store
+from .store.base import ScheduleRun, Store
 
 log = logging.getLogger("conveyor.schedules")
 
@@ -61,6 +61,30 @@ class ScheduledRun:
     name: str
     fire_at: datetime
     job: Job | None
+
+
+@dataclass(frozen=True)
+class ScheduleStatus:
+    """A schedule as ``conveyor schedules`` shows it: its next fire time after now and the
+    latest run recorded for its name (by any process)."""
+
+    schedule: Schedule
+    next_fire: datetime
+    last_run: ScheduleRun | None
+
+    def to_dict(self) -> dict[str, Any]:
+        schedule, last = self.schedule, self.last_run
+        return {
+            "name": schedule.name,
+            "cron": schedule.expression,
+            "tz": schedule.tz.key,
+            "type": schedule.type,
+            "overlap": schedule.overlap,
+            "missed": schedule.missed,
+            "next_fire": format_timestamp(self.next_fire),
+            "last_fire": format_timestamp(last.fire_at) if last else None,
+            "last_job": last.job_id if last else None,
+        }
 
 
 class SchedulerHost(Protocol):
@@ -146,6 +170,16 @@ class Scheduler:
         self._build(schedule, now, now)  # a job the schedule cannot publish fails here, at once
         self.schedules[schedule.name] = schedule
         return schedule
+
+    def status(self) -> list[ScheduleStatus]:
+        """Every schedule of the app, by name, with what the store recorded of it."""
+        now = self.host.now()
+        with self.host.store.transaction() as tx:
+            last = {name: tx.last_schedule_run(name) for name in self.schedules}
+        return [
+            ScheduleStatus(schedule, schedule.next_fire(now), last[name])
+            for name, schedule in sorted(self.schedules.items())
+        ]
 
     def next_due(self) -> datetime | None:
         """When this process next has a schedule to evaluate (None: no schedule)."""

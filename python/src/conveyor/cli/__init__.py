@@ -17,7 +17,7 @@ from .. import __version__
 from ..app import DEFAULT_URL
 from ..specfiles import spec_version
 from .commands.demo import demo
-from .commands.inspect import jobs, status
+from .commands.inspect import jobs, schedules, status
 from .commands.maintenance import clear_finished, update_schema
 from .commands.queues import queues
 from .commands.web import web
@@ -99,6 +99,7 @@ for command in (
     update_schema,
     status,
     jobs,
+    schedules,
     queues,
     web,
 ):

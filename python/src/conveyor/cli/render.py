@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..model import Job, JobError
+from ..schedules import ScheduleStatus
 from ..worker import WorkerStats
 
 STATE_STYLES = {
@@ -220,6 +221,31 @@ def result_text(job: Job) -> str:
     expires = job.result_expires_at
     text = short(_json(job.result), 2000)
     return f"{text} (kept until {when(expires)})" if expires else text
+
+
+def schedules_table(found: Sequence[ScheduleStatus]) -> Table:
+    """One row per schedule: its expression and zone, policies, next fire time, latest run."""
+    table = compact_table("Schedules")
+    for column in ("Name", "Cron", "Time zone", "Type", "Overlap", "Missed", "Next (UTC)"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("Last run (UTC)")
+    for status in found:
+        schedule, last = status.schedule, status.last_run
+        last_text = "-"
+        if last is not None:
+            job = f"job {last.job_id}" if last.job_id else "skipped"
+            last_text = f"{when(last.fire_at)} ({job})"
+        table.add_row(
+            schedule.name,
+            schedule.expression,
+            schedule.tz.key,
+            schedule.type,
+            schedule.overlap,
+            schedule.missed,
+            when(status.next_fire),
+            last_text,
+        )
+    return table
 
 
 def _json(value: Any) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from ..clock import from_ms, to_ms
 from ..model import Batch, Job, WorkerRecord
 from ..priority import PriorityRange
 
@@ -89,6 +90,13 @@ class StateSets:
     # Succeeded states a worker reaches by running the job (``finished``, not ``redundant``):
     # ctx.unique_sibling_succeeded looks for a sibling in one of these (spec.md#context-facts).
     performed: frozenset[str] = frozenset()
+
+
+def rate_window(now: datetime, period_ms: int) -> datetime:
+    """The start of the rate window of ``now`` for a period (RATE-002): windows are aligned on
+    the epoch, so every worker and the store agree on them."""
+    ms = to_ms(now)
+    return from_ms(ms - ms % period_ms)
 
 
 # How long the runs of a schedule are kept behind its latest one (the scheduler reads only the
@@ -169,10 +177,11 @@ class Transaction(Protocol):
         identifiers: Collection[str],
         dependencies_of: Collection[str],
         limit: int,
+        concurrency_keys: Collection[str] = (),
     ) -> list[tuple[str, str, int]]:
         """(id, queue, priority) of due jobs in claimable states that are in one of the serial
-        groups, unique with one of the identifiers, or depend on one of the jobs; in
-        (priority, sequence) order. Reads only."""
+        groups, unique with one of the identifiers, depend on one of the jobs, or have one of
+        the concurrency keys (a slot was freed); in (priority, sequence) order. Reads only."""
         ...
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]: ...
@@ -183,6 +192,16 @@ class Transaction(Protocol):
 
     def counts(self) -> list[tuple[str, str, int]]:
         """(queue, state, count) rows."""
+        ...
+
+    def concurrency_slots(self, key: str) -> set[int]:
+        """The slots the leased jobs of concurrency ``key`` hold (CONC-002)."""
+        ...
+
+    def take_rate_slot(self, key: str, window_start: datetime, limit: int, job_id: str) -> bool:
+        """Count one claim of rate ``key`` in the window starting at ``window_start``: take a
+        free slot below ``limit`` under the store's uniqueness rule; False when every slot is
+        taken (RATE-002). Also forgets the key's windows that ended a day or more ago."""
         ...
 
     def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:

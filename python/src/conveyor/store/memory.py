@@ -24,6 +24,7 @@ from .base import (
     JobFilter,
     ScheduleRun,
     StateSets,
+    rate_window,
 )
 from .locking import ExpiringLocks, process_lock
 
@@ -39,6 +40,8 @@ class _State:
         self.workers: dict[str, WorkerRecord] = {}
         # (schedule name, fire time) -> the job published, or None (CRON-003)
         self.schedule_runs: dict[tuple[str, datetime], str | None] = {}
+        # (rate key, window start) -> claims counted (RATE-002)
+        self.rate_slots: dict[tuple[str, datetime], int] = {}
 
     def copy(self) -> _State:
         clone = _State()
@@ -50,6 +53,7 @@ class _State:
         clone.paused = dict(self.paused)
         clone.workers = dict(self.workers)
         clone.schedule_runs = dict(self.schedule_runs)
+        clone.rate_slots = dict(self.rate_slots)
         return clone
 
 
@@ -161,6 +165,8 @@ class MemoryTransaction:
                 for job in pool
                 if job.state in self._states.claimable
                 and job.available_at <= now
+                and self._slot_free(job)
+                and self._rate_free(job, now)
                 and (not query.queues or job.queue in query.queues)
                 and job.queue not in self._data.paused
                 and job.priority in query.priorities
@@ -169,6 +175,12 @@ class MemoryTransaction:
         )
         for job in matching:
             yield self.facts(self._data.jobs[job.id])
+
+    def _slot_free(self, job: Job) -> bool:
+        """CONC-002/003: as the SQL claim, a full key's jobs are not candidates."""
+        if job.concurrency_key is None or job.concurrency_limit is None:
+            return True
+        return len(self.concurrency_slots(job.concurrency_key)) < job.concurrency_limit
 
     def dependents(self, job_id: str) -> list[Job]:
         return sorted(
@@ -236,8 +248,10 @@ class MemoryTransaction:
         identifiers: Collection[str],
         dependencies_of: Collection[str],
         limit: int,
+        concurrency_keys: Collection[str] = (),
     ) -> list[tuple[str, str, int]]:
         groups, names, targets = set(serial_groups), set(identifiers), set(dependencies_of)
+        keys = set(concurrency_keys)
         related = []
         for candidate in self.candidates(ClaimQuery(), now, len(self._data.claimable)):
             job = candidate.job
@@ -245,6 +259,7 @@ class MemoryTransaction:
                 job.serial_group in groups
                 or (job.unique and job.identifier in names)
                 or any(d in targets for d in job.depends_on)
+                or job.concurrency_key in keys
             ) and self._claimable_now(candidate):
                 related.append((job.id, job.queue, job.priority))
         return related[:limit]
@@ -290,6 +305,31 @@ class MemoryTransaction:
         for job in self._data.jobs.values():
             tally[(job.queue, job.state)] = tally.get((job.queue, job.state), 0) + 1
         return [(queue, state, count) for (queue, state), count in sorted(tally.items())]
+
+    def concurrency_slots(self, key: str) -> set[int]:
+        leased = self._states.leased
+        return {
+            job.concurrency_slot
+            for job in self._data.jobs.values()
+            if job.concurrency_key == key
+            and job.state in leased
+            and job.concurrency_slot is not None
+        }
+
+    def take_rate_slot(self, key: str, window_start: datetime, limit: int, job_id: str) -> bool:
+        counted = self._data.rate_slots.get((key, window_start), 0)
+        if counted >= limit:
+            return False
+        self._data.rate_slots[(key, window_start)] = counted + 1
+        self.changed = True
+        return True
+
+    def _rate_free(self, job: Job, now: datetime) -> bool:
+        """RATE-002/003: as the SQL claim, a job whose window is full is not a candidate."""
+        if job.rate_key is None or job.rate_limit is None or job.rate_period_ms is None:
+            return True
+        window = rate_window(now, job.rate_period_ms)
+        return self._data.rate_slots.get((job.rate_key, window), 0) < job.rate_limit
 
     def pause_queue(self, queue: str, now: datetime) -> bool:
         if queue in self._data.paused:

@@ -112,6 +112,15 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], Encoder]] = {
     ),
     "result_ttl_ms": (("result_ttl_ms",), lambda j, le, cl, dl, un: j.result_ttl_ms),
     "progress": (("progress",), lambda j, le, cl, dl, un: progress_text(j.progress)),
+    "concurrency_key": (("concurrency_key",), lambda j, le, cl, dl, un: j.concurrency_key),
+    "concurrency_limit": (("concurrency_limit",), lambda j, le, cl, dl, un: j.concurrency_limit),
+    "rate_key": (("rate_key",), lambda j, le, cl, dl, un: j.rate_key),
+    "rate_limit": (("rate_limit",), lambda j, le, cl, dl, un: j.rate_limit),
+    "rate_period_ms": (("rate_period_ms",), lambda j, le, cl, dl, un: j.rate_period_ms),
+    "concurrency_slot": (
+        ("concurrency_slot", "state"),
+        lambda j, le, cl, dl, un: j.concurrency_slot if le else None,
+    ),
     "group_lock": (
         ("serial_group", "state"),
         lambda j, le, cl, dl, un: j.serial_group if le else None,
@@ -213,7 +222,7 @@ def changed_values(
 
 
 # Columns that depend on the state through the flags: written as changed_values writes them.
-_STATE_COLUMNS = ("claim_priority", "delay_until", "group_lock", "unique_lock")
+_STATE_COLUMNS = ("claim_priority", "delay_until", "group_lock", "unique_lock", "concurrency_slot")
 _CLAIM_COLUMNS = ("claim_priority", "delay_until")
 
 
@@ -320,6 +329,12 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         "result": json.loads(row["result"]) if row["result"] is not None else None,
         "result_ttl_ms": row["result_ttl_ms"],
         "progress": _progress_from_text(row["progress"]),
+        "concurrency_key": row["concurrency_key"],
+        "concurrency_limit": row["concurrency_limit"],
+        "concurrency_slot": row["concurrency_slot"],
+        "rate_key": row["rate_key"],
+        "rate_limit": row["rate_limit"],
+        "rate_period_ms": row["rate_period_ms"],
     }
     job: Job = object.__new__(Job)
     job.__dict__.update(values)

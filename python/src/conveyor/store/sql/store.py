@@ -80,6 +80,7 @@ from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_ve
 from .setwrites import SetWrites
 
 IDLE_PING_SECONDS = 1.0
+RATE_SLOTS_KEPT_MS = 86_400_000  # windows a day older than the current one are forgotten
 # From this many jobs in one insert, PostgreSQL gets them by COPY (see _copy_jobs).
 COPY_THRESHOLD = 8
 # Delayed jobs moved into the claim index per claim, once due (see SqlTransaction._promote).
@@ -359,7 +360,11 @@ class SqlTransaction:
 
     @staticmethod
     def _takes_locks(changed: dict[str, Any]) -> bool:
-        return changed.get("group_lock") is not None or changed.get("unique_lock") is not None
+        return (
+            changed.get("group_lock") is not None
+            or changed.get("unique_lock") is not None
+            or changed.get("concurrency_slot") is not None
+        )
 
     def _announces(self, job: Job) -> bool:
         return (
@@ -489,6 +494,7 @@ class SqlTransaction:
         identifiers: Collection[str],
         dependencies_of: Collection[str],
         limit: int,
+        concurrency_keys: Collection[str] = (),
     ) -> list[tuple[str, str, int]]:
         # One small indexed lookup per relation, then the claim guard on those ids only: the
         # common case (no group, no dependents) costs one index probe on the dependencies.
@@ -511,6 +517,18 @@ class SqlTransaction:
                         t.c.is_unique,
                         t.c.state.in_(claimable),
                     )
+                ).scalars()
+            )
+        if concurrency_keys:  # the first ones by claim order: a freed slot takes one of them
+            ids.update(
+                self.connection.execute(
+                    select(t.c.id)
+                    .where(
+                        t.c.concurrency_key.in_(list(concurrency_keys)),
+                        t.c.state.in_(claimable),
+                    )
+                    .order_by(t.c.priority, t.c.id)
+                    .limit(limit)
                 ).scalars()
             )
         targets = [key for key in map(row_id, dependencies_of) if key is not None]
@@ -718,6 +736,44 @@ class SqlTransaction:
                 finished_at=to_ms(batch.finished_at) if batch.finished_at else None,
             )
         )
+
+    def concurrency_slots(self, key: str) -> set[int]:
+        t = self.tables.jobs
+        rows = self.connection.execute(
+            select(t.c.concurrency_slot).where(
+                t.c.concurrency_key == key, t.c.concurrency_slot.is_not(None)
+            )
+        )
+        return {int(slot) for slot in rows.scalars()}
+
+    def take_rate_slot(self, key: str, window_start: datetime, limit: int, job_id: str) -> bool:
+        slots = self.tables.rate_slots
+        start = to_ms(window_start)
+        taken = set(
+            self.connection.execute(
+                select(slots.c.slot).where(slots.c.rate_key == key, slots.c.window_start == start)
+            ).scalars()
+        )
+        for slot in range(limit):
+            if slot in taken:
+                continue
+            try:
+                with self.connection.begin_nested():  # a concurrent claim may take it first
+                    self.connection.execute(
+                        insert(slots).values(
+                            rate_key=key, window_start=start, slot=slot, job_id=int(job_id)
+                        )
+                    )
+            except IntegrityError:
+                continue
+            if slot == 0:  # once per window: forget the windows of the key long over
+                self.connection.execute(
+                    delete(slots).where(
+                        slots.c.rate_key == key, slots.c.window_start < start - RATE_SLOTS_KEPT_MS
+                    )
+                )
+            return True
+        return False
 
     def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
         runs = self.tables.schedule_runs
