@@ -72,12 +72,13 @@ def test_workers_never_start_more_than_the_rate(
     a clock that stands still only 5 of 12 jobs ever start, then 5 more in the next minute."""
     clock.set(datetime(2026, 1, 10, 10, 0, 0, tzinfo=UTC))
     rate, total = 5, 12
-    lock = threading.Lock()
+    changed = threading.Condition()
     started: list[int] = []
 
     def call(n: int) -> None:
-        with lock:
+        with changed:
             started.append(n)
+            changed.notify_all()
 
     first = make_app()
     apps = [first] + [
@@ -89,7 +90,9 @@ def test_workers_never_start_more_than_the_rate(
     for n in range(total):
         first.publish("call", {"n": n})
 
-    def run_until_idle() -> None:
+    def run_until_idle(expected: int) -> None:
+        """Run the three workers until ``expected`` jobs started in all and each went idle
+        (in broker mode a consumer may go idle before its messages arrive: the count first)."""
         idle = [threading.Event() for _ in apps]
         workers: list[Any] = [
             each.worker(concurrency=4, handle_signals=False, idle_delay=0.02, on_idle=flag.set)
@@ -99,6 +102,8 @@ def test_workers_never_start_more_than_the_rate(
         for thread in threads:
             thread.start()
         try:
+            with changed:
+                changed.wait_for(lambda: len(started) >= expected, BOUND)
             for flag in idle:
                 assert flag.wait(BOUND), "a worker never went idle"
         finally:
@@ -107,12 +112,12 @@ def test_workers_never_start_more_than_the_rate(
             for thread in threads:
                 thread.join(BOUND)
 
-    run_until_idle()
+    run_until_idle(rate)
     assert len(started) == rate
     clock.advance(timedelta(seconds=60))
     if first.broker is not None:  # passed over, their messages are gone: the repair loop's
         first.repair(stale_after=timedelta(0))
-    run_until_idle()
+    run_until_idle(2 * rate)
     assert len(started) == 2 * rate
     states = sorted(job.state for job in first.jobs(limit=100))
     assert states.count("finished") == 2 * rate
