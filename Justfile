@@ -10,7 +10,7 @@ peers_venv := justfile_directory() / "bench/.peers-venv"
 
 # The conformance suite joins the lint and install steps once it has a package.
 conformance_pkg := justfile_directory() / "conformance-tests/pyproject.toml"
-lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks faults" } else { "python docs/hooks faults" }
+lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-tests docs/hooks docs/tools docs/tests faults examples .ci" } else { "python docs/hooks docs/tools docs/tests faults examples .ci" }
 
 # Backends the reference library's conformance adapter is run against (`+rabbitmq`: broker mode).
 adapters := "memory sqlite postgresql mariadb postgresql+rabbitmq sqlite+rabbitmq"
@@ -20,11 +20,42 @@ default:
     @"{{ just_executable() }}" --justfile "{{ justfile() }}" --list --unsorted
 
 # Create .venv (if missing) and install the library, its dev tools and the conformance suite
-setup:
+# (and, with apt-get, Graphviz and Chromium for the docs when they are missing)
+setup: system-packages
     if [ ! -x "{{ python }}" ]; then python3 -m venv "{{ venv }}"; fi
     "{{ python }}" -m pip install --quiet --upgrade pip
-    "{{ python }}" -m pip install -e "./python[dev]"
-    if [ -f "{{ conformance_pkg }}" ]; then "{{ python }}" -m pip install -e ./conformance-tests; fi
+    # The library was distributed as `conveyor` before it took the free name `conveyor-queue`.
+    if "{{ python }}" -m pip show --quiet conveyor >/dev/null 2>&1; then "{{ python }}" -m pip uninstall --quiet -y conveyor; fi
+    "{{ python }}" -m pip install -c requirements/dev.lock -e "./python[dev]"
+    if [ -f "{{ conformance_pkg }}" ]; then "{{ python }}" -m pip install -c requirements/dev.lock -e ./conformance-tests; fi
+    # ajv for the cross-validator of `just spec-check` (spec/tools/node, pinned by its lock file)
+    npm ci --prefix spec/tools/node --no-audit --no-fund --loglevel=error
+    # amqplib for the Node producer example the broker tests run (spec.md#amqp)
+    npm ci --prefix conformance-tests/examples/node-producer --no-audit --no-fund --loglevel=error
+
+# Debian packages the docs and the dashboard need: Graphviz (`dot`) draws the state diagrams at
+# build time; Chromium loads every page in `just docs-check` and runs the dashboard's browser
+# test (playwright drives it and downloads no browser). Installed only when missing.
+[private]
+system-packages:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=()
+    command -v dot >/dev/null || missing+=(graphviz)
+    # Any of the browsers docs/tools/check_site.py accepts will do (hosted runners have Chrome).
+    if [ ! -x /usr/bin/chromium ] && [ ! -x /usr/bin/google-chrome ] && [ ! -x /usr/bin/google-chrome-stable ] && [ -z "${CONVEYOR_CHROMIUM:-}" ]; then
+        missing+=(chromium fonts-liberation)
+    fi
+    if [ "${#missing[@]}" -eq 0 ]; then exit 0; fi
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then sudo=(sudo -n); fi
+    if ! command -v apt-get >/dev/null || { [ "${#sudo[@]}" -gt 0 ] && ! sudo -n true 2>/dev/null; }; then
+        echo "setup: the docs need ${missing[*]}; install them with your package manager." >&2
+        exit 0
+    fi
+    echo "setup: installing ${missing[*]} with apt-get"
+    install=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}")
+    "${sudo[@]}" "${install[@]}" >/dev/null || { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" "${install[@]}" >/dev/null; }
 
 [private]
 _ensure-setup:
@@ -34,9 +65,12 @@ _ensure-setup:
 demo *args:
     "{{ bin }}/conveyor" demo {{ args }}
 
-# Check the spec files for consistency, then test the checker itself
+# Check the spec files for consistency, compare ajv with python-jsonschema on them, then test the
+# checker itself
 spec-check:
     "{{ python }}" spec/tools/spec_check.py
+    if [ ! -d spec/tools/node/node_modules/ajv ]; then npm ci --prefix spec/tools/node --no-audit --no-fund --loglevel=error; fi
+    "{{ python }}" spec/tools/cross_validate.py
     "{{ python }}" -m pytest -q spec/tools/tests
 
 # Lint and check formatting (ruff); changes nothing
@@ -98,9 +132,35 @@ conformance *args:
     done
     exit "${status}"
 
+# Build the sdists and wheels of the library and the conformance suite into dist/ (each wheel from
+# its sdist), run twine check and check-wheel-contents, install the wheels into a fresh virtualenv
+# and run the demo and the conformance suite from there (offline; `--resolve` takes the wheels'
+# dependencies from the package index instead of .venv)
+[positional-arguments]
+release-check *args: _ensure-setup
+    "{{ python }}" .ci/release_check.py "$@"
+
+# Check every GitHub workflow offline: zizmor (pinned actions, least-privilege permissions,
+# template injection, credential persistence) and the workflow JSON Schema (check-jsonschema's
+# vendored copy of SchemaStore's github-workflow schema)
+workflows-check:
+    "{{ bin }}/zizmor" --offline .github/workflows
+    "{{ bin }}/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+# Pin the development environment (the dev extras of both packages) into requirements/dev.lock;
+# `just setup` and the release workflow install within these pins
+lock:
+    "{{ bin }}/uv" pip compile python/pyproject.toml conformance-tests/pyproject.toml --extra dev --python-version 3.11 --universal --quiet --custom-compile-command "just lock" -o requirements/dev.lock
+
 # Build the documentation site into ./site, failing on any warning
 docs:
     "{{ bin }}/mkdocs" build --strict
+
+# Load every page of the built site in headless Chromium: console errors, requests to other
+# hosts, broken links and anchors, diagrams that did not render; screenshots in reports/docs-check
+docs-check: docs
+    "{{ python }}" -m pytest -q -p no:cacheprovider docs/tests
+    "{{ python }}" docs/tools/check_site.py
 
 # Serve the documentation with live reload on http://127.0.0.1:8000
 docs-serve:
@@ -153,7 +213,7 @@ bench-io *args: _peers-venv
     "{{ peers_venv }}/bin/python" bench/peers/run.py --io "$@"
 
 # The full check run, in order, stopping at the first failure (sets up .venv if missing)
-test: _ensure-setup spec-check lint typecheck unit faults-short conformance docs
+test: _ensure-setup spec-check lint typecheck workflows-check unit faults-short conformance docs docs-check release-check
     @echo "All checks passed."
 
 [private]

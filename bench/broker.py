@@ -98,7 +98,7 @@ def raw_publish(queue: str, count: int, chunk: int, url: str | None = None) -> f
     channel._impl.confirm_delivery(ack_nack_callback=confirmed, callback=lambda _: None)
     connection.process_data_events(time_limit=0.2)
     properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
-    body = b'{"specversion":"0.1","job_id":"1","queue":"default","priority":100}'
+    body = b'{"specversion":"0.2","job_id":"1","queue":"default","priority":100}'
     database = raw.connect(url) if url else None
     cursor = database.cursor() if database is not None else None
     sqlite = url is not None and raw.backend_of(url) == "sqlite"

@@ -28,6 +28,9 @@ def test_protocol_schemas_are_valid() -> None:
 
 def test_every_command_has_a_schema_file() -> None:
     assert set(PROTOCOL.envelope["$defs"]["command"]["enum"]) == set(PROTOCOL.commands)
+    index = json.loads((PROTOCOL.root / "commands.json").read_text("utf-8"))["commands"]
+    assert set(index) == set(PROTOCOL.commands)
+    assert all(command.group != "other" for command in PROTOCOL.commands.values())
     for name, command in PROTOCOL.commands.items():
         assert command.schema["$id"].endswith(f"/commands/{name}.schema.json")
         assert {"request", "result"} <= set(command.schema["$defs"])

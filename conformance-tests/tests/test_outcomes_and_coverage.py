@@ -23,7 +23,7 @@ def _vectors(tmp_path: Path, *vectors: dict[str, Any]) -> Path:
     path = directory / "open.json"
     document = {
         "$schema": "./vector.schema.json",
-        "specversion": "0.1",
+        "specversion": "0.2",
         "title": "Open outcomes",
         "vectors": list(vectors),
     }

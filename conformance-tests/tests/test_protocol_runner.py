@@ -19,7 +19,7 @@ for line in sys.stdin:
     if cmd == "start":
         implementation = {{"name": "fake", "version": "0", "language": "python"}}
         result = {{"version": 1, "implementation": implementation,
-                  "specversion": "0.1", "features": [], "capabilities": []}}
+                  "specversion": "0.2", "features": [], "capabilities": []}}
         print(json.dumps({{"seq": seq, "result": result}}), flush=True)
         continue
     if cmd == "stop":

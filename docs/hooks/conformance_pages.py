@@ -150,8 +150,14 @@ def _members(schema: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
 
 def render_protocol(directory: Path) -> str:
     commands = {}
+    index = _load(directory / "commands.json")["commands"]
     for path in sorted((directory / "commands").glob("*.schema.json")):
         schema = _load(path)
+        # What a command needs is kept in commands.json (the schemas stay strict-clean).
+        schema = {
+            **{f"x-{key}": value for key, value in index.get(schema["title"], {}).items()},
+            **schema,
+        }
         commands[schema["title"]] = (schema, path.name)
     rank = {name: index for index, name in enumerate(ORDER)}
     commands = dict(sorted(commands.items(), key=lambda item: (rank.get(item[0], 99), item[0])))

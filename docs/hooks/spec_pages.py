@@ -5,8 +5,9 @@ normative source. Drawing their diagrams or copying their tables by hand would l
 from the spec, so every page that shows them carries a marker comment that this hook replaces at
 build time:
 
-- ``<!-- machines -->``: for each machine a Mermaid state diagram, the state, event, guard,
-  effect and transition tables, and the event x state validity matrix.
+- ``<!-- machines -->``: for each machine a placeholder for its state diagram (drawn as SVG by
+  the machine_diagrams hook), the state, event, guard, effect and transition tables, and the
+  event x state validity matrix.
 - ``<!-- retry-delays -->``: each preset's parameters and its first delays.
 
 A missing or malformed spec file fails the build with a message naming the file.
@@ -48,17 +49,9 @@ DELAYS_NOTE = (
     "`permanently_failed`."
 )
 
-# Words Mermaid's state diagrams treat as syntax; states with these names get an alias.
-MERMAID_RESERVED = {
-    "state",
-    "note",
-    "direction",
-    "class",
-    "classDef",
-    "end",
-    "as",
-    "style",
-}
+# Where a machine's diagram goes; the machine_diagrams hook replaces it with an SVG drawn by
+# Graphviz once the page is HTML (the placeholder must match that hook's PLACEHOLDER_RE).
+DIAGRAM_PLACEHOLDER = '<div class="machine-diagram" data-machine="{name}"></div>'
 
 
 def _spec_dir(config: Any) -> Path:
@@ -129,32 +122,6 @@ def render_expr(expr: Any, nested: bool = False) -> str:
 
 
 # --- machines -----------------------------------------------------------------------------------
-
-
-def _mermaid_id(state: str) -> str:
-    return f"{state}_state" if state in MERMAID_RESERVED else state
-
-
-def render_mermaid(machine: dict[str, Any]) -> str:
-    """A stateDiagram-v2: one arrow per (from state, transition), labelled `event [guard]`."""
-    states: dict[str, Any] = machine["states"]
-    lines = ["```mermaid", "stateDiagram-v2"]
-    for name in states:
-        if _mermaid_id(name) != name:
-            lines.append(f'    state "{name}" as {_mermaid_id(name)}')
-    initial = machine["initial"]
-    lines.append(f"    [*] --> {_mermaid_id(initial['to'])} : {initial['event']}")
-    for transition in machine["transitions"]:
-        label = transition["event"]
-        if transition.get("guard"):
-            label += f" [{transition['guard']}]"
-        for source in transition["from"]:
-            lines.append(f"    {_mermaid_id(source)} --> {_mermaid_id(transition['to'])} : {label}")
-    for name, state in states.items():
-        if "terminal" in state.get("tags", []):
-            lines.append(f"    {_mermaid_id(name)} --> [*]")
-    lines.append("```")
-    return "\n".join(lines)
 
 
 def _state_table(machine: dict[str, Any]) -> str:
@@ -278,7 +245,7 @@ def render_machine(machine: dict[str, Any], source: str) -> str:
         f"## The {name} machine {{#machine-{name}}}",
         f"Generated from `{source}` (spec version {machine.get('specversion', '?')}).",
         machine.get("description", ""),
-        render_mermaid(machine),
+        DIAGRAM_PLACEHOLDER.format(name=name),
         "### States",
         _state_table(machine),
         "### Events",

@@ -709,3 +709,15 @@ def test_an_option_nested_5000_deep_is_refused_with_a_named_error(option: str) -
     raised RecursionError instead of InvalidRequest."""
     app = memory_app()
     refused(app, lambda: app.publish("task", None, **{option: deep(5000)}), InvalidRequest, "")
+
+
+@pytest.mark.parametrize("raw", ["1.", ".5", " 1", "1e", "0x10", "Infinity", "NaN", "1_000"])
+def test_a_decimal_not_of_the_stated_form_is_not_decoded(raw: str) -> None:
+    """CODEC-006: Python's Decimal reads these; a handler must never be handed one."""
+    with pytest.raises(ValueError, match="CODEC-006"):
+        codec.decode({"$decimal": raw})
+
+
+@pytest.mark.parametrize("raw", ["1", "-1.50", "+007.50", "1e-3", "2E+10"])
+def test_a_decimal_of_the_stated_form_is_decoded(raw: str) -> None:
+    assert codec.decode({"$decimal": raw}) == Decimal(raw)

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conveyor import Conveyor
+import pytest
+
+from conveyor import Conveyor, InvalidPayload, InvalidRequest, PayloadTooLarge, UnknownType
+from conveyor.codec import MAX_PAYLOAD_BYTES
 
 FIELDS = (
     "queue",
@@ -91,3 +94,53 @@ def test_rows_of_many_jobs_equal_each_job_s_own_row() -> None:
         )
 
     assert rows_of(jobs, flags) == [job_values(job, flags(job)) for job in jobs]
+
+
+# -- publish_many ------------------------------------------------------------------------------
+
+
+def test_publish_many_stores_what_one_publish_per_payload_stores(app: Conveyor) -> None:
+    app.register("task", lambda n: None)
+    first = app.publish("task", {"n": -1}).id
+    shared = options(6, first) | {"metadata": {"source": "import"}}
+    singles = [app.publish("task", {"n": n}, **shared) for n in range(12)]
+    many = app.publish_many("task", ({"n": n} for n in range(12)), **shared)
+    assert len(many) == 12
+    assert int(many[0].id) > int(singles[-1].id)
+    assert [int(job.id) for job in many] == sorted(int(job.id) for job in many)
+    for n, (single, stored) in enumerate(zip(singles, many, strict=True)):
+        got = app.get(stored.id)
+        assert got == stored
+        assert got.requests[0].payload == {"n": n}
+        want = app.get(single.id)
+        assert {name: getattr(got, name) for name in FIELDS} == {
+            name: getattr(want, name) for name in FIELDS
+        }
+    # Each job has its own metadata: changing one job's copy leaves the others alone.
+    assert len({id(job.metadata) for job in many}) == len(many)
+
+
+def test_publish_many_is_all_or_nothing(app: Conveyor) -> None:
+    app.register("task", lambda n: None)
+    with pytest.raises(InvalidPayload, match=r"payloads\[2\] is a object"):
+        app.publish_many("task", [{"n": 0}, {"n": 1}, object()])
+    with pytest.raises(PayloadTooLarge, match=r"payloads\[1\]"):
+        app.publish_many("task", [1, "x" * (MAX_PAYLOAD_BYTES + 1)])
+    with pytest.raises(InvalidRequest, match="iterable of payloads, not dict"):
+        app.publish_many("task", {"n": 1})
+    with pytest.raises(UnknownType):
+        app.publish_many("nobody", [1, 2])
+    with pytest.raises(InvalidRequest, match="priority"):
+        app.publish_many("task", [1, 2], priority="high")
+    assert app.jobs() == []
+    assert app.publish_many("task", []) == []
+    assert app.jobs() == []
+
+
+def test_publish_many_joins_a_bulk_block(app: Conveyor) -> None:
+    app.register("task", lambda n: None)
+    with app.bulk(size=4) as bulk:
+        app.publish("task", 0)
+        app.publish_many("task", range(1, 6), queue="mail")
+    assert [job.requests[0].payload for job in bulk.jobs] == list(range(6))
+    assert [job.queue for job in app.jobs(limit=10)].count("mail") == 5

@@ -48,6 +48,15 @@ def later() -> None:
     raise TemporaryError("not now", retry_after=3600)
 
 
+app.schedule("nightly-ok", "0 2 * * *", "ok", {{"n": 1}}, tz="Europe/Paris", overlap="skip")
+
+
+@app.handler("measured", pass_context=True, result_ttl=timedelta(hours=1))
+def measured(context) -> dict:
+    context.progress(75, "three quarters")
+    return {{"rows": 3}}
+
+
 def make_app() -> Conveyor:
     return app
 
@@ -159,6 +168,67 @@ def test_demo_runs_through_the_real_entry_point(tmp_path: Path) -> None:
         app.close()
 
 
+def test_demo_refuses_to_replace_a_file_it_did_not_create(
+    runner: CliRunner, tmp_path: Path, app_module: AppModule
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    app_module.app.publish("ok")  # a real queue's SQLite file
+
+    for path, what in ((notes, "a file"), (app_module.db, "a SQLite database")):
+        before = path.read_bytes()
+        result = run(runner, "demo", "--db", str(path), code=1)
+        assert result.output.startswith("error: conveyor demo recreates its database")
+        assert f"{path} is {what} that conveyor demo did not create" in result.output
+        assert "pass --db with a new file name" in result.output
+        assert path.read_bytes() == before
+    assert len(app_module.app.jobs()) == 1
+
+
+def test_demo_recreates_its_own_file(tmp_path: Path) -> None:
+    from conveyor.demo import Demo
+
+    path = tmp_path / "demo.db"
+    first = Demo(path)
+    first.publish()
+    first.close()
+    (tmp_path / "empty.db").touch()
+
+    again = Demo(path)  # its own file: recreated, not refused
+    try:
+        assert again.app.jobs() == []
+    finally:
+        again.close()
+    Demo(tmp_path / "empty.db").close()  # an empty file holds nothing to lose
+
+
+def test_tables_at_80_columns_keep_every_word() -> None:
+    """A cropped cell loses the words at the end of its lines ("declined: not retry")."""
+    import dataclasses
+
+    from rich.console import Console
+
+    from conveyor.cli.render import jobs_table
+    from conveyor.model import JobError
+
+    app = Conveyor("memory://")
+    app.register("charge_card_with_a_long_type_name", lambda: None)
+    job = app.publish("charge_card_with_a_long_type_name", queue="payments")
+    app.close()
+    words = ["card", "0002", "declined:", "do", "not", "retry,", "ask", "for", "another"]
+    failed = dataclasses.replace(
+        job, last_error=JobError(kind="permanent", message=" ".join(words), attempt=1)
+    )
+    console = Console(width=80, record=True, color_system=None)
+    console.print(jobs_table([failed]))
+    lines = console.export_text().splitlines()
+
+    assert max(len(line) for line in lines) <= 80
+    cells = " ".join(line[-12:] for line in lines)  # the last column, read down
+    found = [word for word in cells.split() if word in words]
+    assert found == words
+
+
 # -- inspection and operations --------------------------------------------------------------
 
 
@@ -237,8 +307,26 @@ def test_jobs_show_prints_every_field(runner: CliRunner, app_module: AppModule) 
     for text in ("Traceback of the last error", "in boom", "PermanentError: kaboom"):
         assert text in shown
 
+    measured = app_module.app.publish("measured")
+    app_module.app.process()
+    shown = run(runner, "--app", spec, "jobs", "show", measured.id).output
+    for text in ("75% three quarters", '{"rows": 3} (kept until', "progress", "result"):
+        assert text in shown
+
     missing = run(runner, "--app", spec, "jobs", "show", "999", code=1)
     assert missing.output.strip() == "error: job 999 does not exist (it may have been pruned)"
+
+
+def test_schedules_lists_the_app_s_schedules(runner: CliRunner, app_module: AppModule) -> None:
+    spec = app_module.spec
+    (entry,) = json.loads(run(runner, "--app", spec, "schedules", "--json").output)
+    assert entry["name"] == "nightly-ok"
+    assert (entry["cron"], entry["tz"], entry["overlap"]) == ("0 2 * * *", "Europe/Paris", "skip")
+    assert entry["last_fire"] is None
+    assert entry["next_fire"].endswith(":00:00.000Z")
+    table = run(runner, "--app", spec, "schedules").output
+    for text in ("nightly-ok", "Europe/Paris", "0 2 * * *"):
+        assert text in table
 
 
 def test_jobs_retry_cancel_requeue(runner: CliRunner, app_module: AppModule) -> None:
@@ -353,9 +441,63 @@ def test_clear_finished_removes_finished_jobs(runner: CliRunner, app_module: App
     url = app_module.url
 
     assert "deleted 0 finished" in run(runner, "--url", url, "clear-finished", "7").output
-    result = run(runner, "--url", url, "clear-finished")
+    result = run(runner, "--url", url, "clear-finished", "--yes")
     assert "deleted 3 finished or redundant jobs (all of them)" in result.output
     assert [job.id for job in app.jobs()] == [failed.id]
+
+
+def _three_finished(app_module: AppModule) -> Conveyor:
+    app = app_module.app
+    for n in range(3):
+        app.publish("ok", {"n": n})
+    app.process()
+    return app
+
+
+def test_clear_finished_dry_run_counts_and_deletes_nothing(
+    runner: CliRunner, app_module: AppModule
+) -> None:
+    app = _three_finished(app_module)
+
+    result = run(runner, "--url", app_module.url, "clear-finished", "--dry-run")
+
+    assert "would delete 3 finished or redundant jobs (all of them)" in result.output
+    assert "nothing deleted" in result.output
+    assert len(app.jobs()) == 3
+
+
+def test_clear_finished_without_a_terminal_refuses_unless_yes(
+    runner: CliRunner, app_module: AppModule
+) -> None:
+    app = _three_finished(app_module)
+
+    result = run(runner, "--url", app_module.url, "clear-finished", code=1)
+
+    assert result.output.startswith("error: clear-finished would delete 3 finished")
+    assert "pass --yes" in result.output
+    assert "--dry-run" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert len(app.jobs()) == 3
+
+
+@pytest.mark.parametrize(("answer", "left", "code"), [("y\n", 0, 0), ("n\n", 3, 1)])
+def test_clear_finished_asks_on_a_terminal(
+    runner: CliRunner,
+    app_module: AppModule,
+    monkeypatch: pytest.MonkeyPatch,
+    answer: str,
+    left: int,
+    code: int,
+) -> None:
+    from conveyor.cli.commands import maintenance
+
+    app = _three_finished(app_module)
+    monkeypatch.setattr(maintenance, "_interactive", lambda: True)
+
+    result = run(runner, "--url", app_module.url, "clear-finished", input=answer, code=code)
+
+    assert "Delete 3 finished or redundant jobs (all of them)" in result.output
+    assert len(app.jobs()) == left
 
 
 def test_update_schema_prints_the_version(runner: CliRunner, tmp_path: Path) -> None:
@@ -399,6 +541,89 @@ def test_app_discovery_errors(
     result = run(runner, "--app", f"{app_module.name}:{attribute}", "status", code=1)
     assert message in result.output
     assert result.output.startswith("error: ")
+
+
+def test_app_given_as_a_file_path(
+    runner: CliRunner, app_module: AppModule, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    app_module.app.publish("ok")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    result = run(runner, "--app", f"../{app_module.name}.py:app", "jobs", "list", "--json")
+
+    assert len(json.loads(result.output)) == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("./no_such_file.py:app", "names the file ./no_such_file.py, which does not exist"),
+        ("..relative:app", "does not name a module"),
+        ("my app:app", "does not name a module"),
+    ],
+)
+def test_bad_app_paths_are_one_red_line(runner: CliRunner, spec: str, message: str) -> None:
+    result = run(runner, "--app", spec, "status", code=1)
+
+    assert result.output.startswith("error: ")
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_missing_app_file_through_the_real_entry_point_is_one_red_line(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "--app", "./myapp.py:app", "status"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: --app ./myapp.py:app names the file")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:pw@db/jobs", "postgresql+psycopg://u:pw@db/jobs"),
+        ("postgresql://u@db/jobs", "postgresql+psycopg://u@db/jobs"),
+        ("mysql://root@db/jobs", "mysql+pymysql://root@db/jobs"),
+        ("mariadb://root@db/jobs", "mysql+pymysql://root@db/jobs"),
+        ("postgresql+psycopg://u@db/jobs", "postgresql+psycopg://u@db/jobs"),
+        ("sqlite:///jobs.db", "sqlite:///jobs.db"),
+        ("memory://", "memory://"),
+    ],
+)
+def test_urls_without_a_driver_take_the_extras_driver(given: str, expected: str) -> None:
+    from conveyor.urls import with_driver
+
+    assert with_driver(given) == expected
+    assert Conveyor(given).url == expected
+
+
+@pytest.mark.parametrize(
+    ("backend", "scheme"), [("postgresql", "postgres://"), ("mariadb", "mysql://")]
+)
+def test_short_urls_reach_the_real_servers(backend: str, scheme: str) -> None:
+    from .conftest import SERVER_URLS, TEST_PREFIX, require_service
+
+    require_service(backend)
+    app = Conveyor(scheme + SERVER_URLS[backend].split("://", 1)[1], table_prefix=TEST_PREFIX)
+    try:
+        assert isinstance(app.jobs(limit=1), list)
+        assert app.url == SERVER_URLS[backend]
+    finally:
+        app.close()
 
 
 def test_missing_app_module(runner: CliRunner) -> None:

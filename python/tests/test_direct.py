@@ -40,6 +40,28 @@ def test_only_statements_that_need_no_conversion_run_directly(pg_app: Conveyor) 
     assert sqlite.compiled(plain) is None
 
 
+def test_direct_rows_have_sqlalchemy_s_keys_and_values(pg_app: Conveyor) -> None:
+    """The keys come from public API (exported_columns), and must equal SQLAlchemy's own."""
+    from sqlalchemy import select
+
+    store: Any = pg_app.store
+    direct: DirectStatements = store.direct
+    jobs = store.tables.jobs
+    pg_app.publish("noop", queue="mail", priority=20)
+    statements = [
+        select(jobs.c.id, jobs.c.queue, jobs.c.priority.label("job_priority")),
+        jobs.update().values(priority=jobs.c.priority).returning(jobs.c.id, jobs.c.priority),
+    ]
+    for statement in statements:
+        compiled = direct.compiled(statement)
+        assert compiled is not None
+        with store.engine.begin() as connection:
+            expected = [dict(row) for row in connection.execute(statement).mappings()]
+            rows = direct.rows(connection, statement, {})
+        assert [dict(row) for row in rows] == expected
+        assert list(compiled.keys) == list(expected[0])
+
+
 def test_a_claim_by_queue_runs_directly_and_filters(pg_app: Conveyor) -> None:
     wanted = pg_app.publish("noop", queue="mail")
     pg_app.publish("noop", queue="other")

@@ -71,9 +71,10 @@ def test_a_report_with_a_stale_token_changes_nothing(app: Conveyor) -> None:
         ("wait", {}),
         ("heartbeat", {"lease_ms": 1000}),
     ]:
-        with pytest.raises(StaleLease):
-            app.fire(claimed.id, event, {"lease_token": 2, **params})
-        assert app.get(claimed.id) == before
+        for token in (2, 0):  # 0 is never granted: stale too, not invalid_transition
+            with pytest.raises(StaleLease):
+                app.fire(claimed.id, event, {"lease_token": token, **params})
+            assert app.get(claimed.id) == before
 
 
 def test_an_expired_lease_is_rescued_and_the_old_holder_is_fenced_off(
@@ -93,6 +94,15 @@ def test_an_expired_lease_is_rescued_and_the_old_holder_is_fenced_off(
     assert got.last_error is not None
     assert got.last_error.kind == "lease_expired"
     assert "w1" in got.last_error.message
+    assert got.errors[-1] == got.last_error  # OUT-007: the entry itself
+    assert (got.last_error.attempt, got.last_error.request) == (1, 0)
+    abandoned = got.requests[0]
+    assert abandoned.state == "failed"
+    assert abandoned.error is not None  # LEASE-009: the request says why it failed
+    assert (abandoned.error.kind, abandoned.error.message) == (
+        "lease_expired",
+        got.last_error.message,
+    )
     with pytest.raises(StaleLease):
         report(app, first, "succeed")
     clock.advance(timedelta(minutes=1))

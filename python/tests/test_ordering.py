@@ -117,7 +117,9 @@ def test_one_claim_takes_several_jobs_in_order(app: Conveyor) -> None:
         ("25-", 25, None),
         ("-20", None, 20),
         ("0-32767", 0, 32767),
-        (" 7 ", 7, 7),
+        ("05", 5, 5),  # ORDER-006: leading zeros allowed, read as decimal
+        ("-0010", None, 10),
+        ("0" * 30 + "7-00032767", 7, 32767),
         (None, None, None),
         ("", None, None),
     ],
@@ -128,7 +130,11 @@ def test_priority_ranges_parse_the_four_forms(text: str | None, low: int, high: 
 
 
 @pytest.mark.parametrize(
-    "text", ["-", "abc", "10-5", "1-2-3", "1,2", "--3", "1.5", "x-", "40000", "0-99999", "-32768"]
+    "text",
+    [
+        *("-", "abc", "10-5", "1-2-3", "1,2", "--3", "1.5", "x-", "40000", "0-99999", "-32768"),
+        *(" 7 ", "+5", "\u0663", "1" * 5000, "0-" + "9" * 5000),  # ORDER-006
+    ],
 )
 def test_malformed_priority_ranges_are_configuration_errors(text: str) -> None:
     """ORDER-004: anything but N, A-B, A-, -B with 0 <= A <= B <= 32767 is refused."""

@@ -92,7 +92,7 @@ def test_the_schema_validators_refuse_a_trailing_newline() -> None:
 
 
 ENVELOPE = {
-    "specversion": "0.1",
+    "specversion": "0.2",
     "job_id": "9",
     "queue": "default",
     "priority": 100,
@@ -119,14 +119,38 @@ def test_an_envelope_with_a_trailing_newline_is_not_an_envelope(changes: dict[st
         Envelope.parse(body(**changes))
 
 
-@pytest.mark.parametrize("version", ["9.9", "1.0", "1.1", "0.2", "0.10", "1" * 5000 + ".1"])
-def test_an_envelope_of_another_major_or_a_higher_minor_version_is_refused(version: str) -> None:
-    """VER-003: a consumer does not process a document of a version it does not implement."""
-    with pytest.raises(InvalidEnvelope, match="VER-003"):
+@pytest.mark.parametrize("version", ["9.9", "1.0", "1.1", "01.0", "999999999.1"])
+def test_an_envelope_of_another_major_version_is_refused(version: str) -> None:
+    """VER-005: a consumer does not process a document of another major version."""
+    with pytest.raises(InvalidEnvelope, match="VER-005"):
         Envelope.parse(body(specversion=version))
 
 
-@pytest.mark.parametrize("version", ["0.1", "0.0", "00.01"])
+def test_an_overlong_version_is_not_an_envelope() -> None:
+    """LIMIT-009: a version part has at most nine digits."""
+    with pytest.raises(InvalidEnvelope, match="specversion"):
+        Envelope.parse(body(specversion="1" * 5000 + ".1"))
+
+
+@pytest.mark.parametrize("version", ["0.2", "0.1", "0.0", "00.02", "0.3", "0.10", "0.999999999"])
+def test_an_envelope_of_the_same_major_version_is_processed(version: str) -> None:
+    """VER-005: a higher minor version is read as this version (it only adds members)."""
+    assert Envelope.parse(body(specversion=version)).job_id == "9"
+
+
+def test_an_envelope_with_members_this_version_does_not_define_is_processed() -> None:
+    """VER-005: a consumer ignores unknown members instead of dropping the message."""
+    envelope = Envelope.parse(body(specversion="0.7", trace_id="4bf9", route={"x": [1]}))
+    assert (envelope.job_id, envelope.queue, envelope.priority) == ("9", "default", 100)
+
+
+def test_an_envelope_with_a_payload_is_not_an_envelope() -> None:
+    """BROKER-006: the envelope never carries the payload, even among unknown members."""
+    with pytest.raises(InvalidEnvelope, match="payload"):
+        Envelope.parse(body(payload={"to": "x"}))
+
+
+@pytest.mark.parametrize("version", ["0.2", "0.1", "0.0", "00.02"])
 def test_an_envelope_of_this_or_a_lower_minor_version_is_processed(version: str) -> None:
     assert Envelope.parse(body(specversion=version)).job_id == "9"
 

@@ -4,7 +4,10 @@ transaction that loses a conflict (deadlock, lock timeout) is run again, logged 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -229,3 +232,71 @@ def test_a_lost_connection_is_still_reported_as_the_database_unavailable() -> No
     assert is_connection_error(error)
     assert conflict(error) is None
     assert describe(error).startswith("database unavailable (StoreUnavailable")
+
+
+def test_consume_started_before_its_database_exists_waits_for_it(tmp_path: Path) -> None:
+    """`conveyor consume` whose database server refuses it at start retries (a warning per
+    attempt) instead of exiting, then runs the job published once the database is there."""
+    require_service("postgresql")
+    database = f"conveyor_startup_{uuid.uuid4().hex[:10]}"
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{database}"
+    module = f"startup_app_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(
+        "from conveyor import Conveyor\n"
+        f"app = Conveyor({url!r})\n"
+        "app.register('ping', lambda: None)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *sys.path])
+    consumer = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "--app", f"{module}:app", "consume", "--jobs", "1",
+         "--cycle-delay", "0.05", "--startup-wait", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    watchdog = threading.Timer(60, consumer.kill)
+    watchdog.start()
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        assert consumer.stderr is not None
+        first = consumer.stderr.readline()
+        assert "database unavailable" in first, first
+        assert "retrying in" in first, first
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{database}"'))
+        with Conveyor(url) as app:
+            app.register("ping", lambda: None)
+            job = app.publish("ping")
+            stdout, stderr = consumer.communicate(timeout=60)
+            assert consumer.returncode == 0, stdout + stderr
+            assert app.get(job.id).state == "finished"
+        assert "Traceback" not in stderr
+    finally:
+        watchdog.cancel()
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.wait()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_process_on_an_unreachable_database_exits_with_its_error_after_the_wait(
+    tmp_path: Path,
+) -> None:
+    require_service("postgresql")
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/conveyor_missing_{uuid.uuid4().hex[:10]}"
+    module = f"missing_app_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(
+        f"from conveyor import Conveyor\napp = Conveyor({url!r})\napp.register('ping', print)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *sys.path])
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor", "--app", f"{module}:app", "process",
+         "--startup-wait", "2"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "database unavailable" in result.stderr
+    assert "error: cannot reach the database" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conveyor import Conveyor, RetryPolicy, TemporaryError
+from conveyor.errors import ConfigurationError, InvalidRequest
 from conveyor.retry import presets, resolve
 
 from .core_support import RecordingNotifier, memory_app
@@ -78,10 +79,12 @@ def test_delay_without_jitter_never_decreases(policy: RetryPolicy, n: int, m: in
 def test_jittered_delay_stays_within_its_bounds(
     policy: RetryPolicy, jitter: float, n: int, seed: int
 ) -> None:
-    """RETRY-003: the delay lies in [floor(c(n)*(1-j)), floor(c(n)*(1+j))]."""
+    """RETRY-003: the delay lies in [floor(c(n)*(1-j)), floor(c(n)*(1+j))], computed exactly
+    (RETRY-008)."""
     jittered = RetryPolicy(**{**policy.to_dict(), "jitter": jitter})
     capped = expected_base(policy, n)
-    low, high = math.floor(capped * (1 - jitter)), math.floor(capped * (1 + jitter))
+    exact = Fraction(repr(jitter))
+    low, high = math.floor(capped * (1 - exact)), math.floor(capped * (1 + exact))
     rng = random.Random(seed)
     for _ in range(20):
         assert low <= jittered.delay_ms(n, rng) <= high
@@ -279,3 +282,26 @@ def test_a_policy_round_trips_through_its_dict(backoff: str) -> None:
     policy = RetryPolicy(backoff, 10, 100, 3, 5, 4, 2, 0.25)  # type: ignore[arg-type]
     assert RetryPolicy.from_dict(policy.to_dict()) == policy
     assert resolve(policy.to_dict()) == policy
+
+
+def test_the_delay_uses_the_multiplier_as_written_not_binary_floating_point() -> None:
+    """RETRY-008: 1000 * 1.7^2 is 2890 (binary floating point gives 2889.9999999999995)."""
+    policy = RetryPolicy("exponential", 1000, 10**9, multiplier=1.7)
+    assert [policy.base_delay_ms(n) for n in (1, 2, 3, 4)] == [1000, 1700, 2890, 4913]
+    jittered = RetryPolicy("constant", 2890, 10**9, jitter=0.3)
+    assert jittered.delay_bounds_ms(1) == (2023, 3757)  # 2890 * 0.7 is 2022.99... in floats
+
+
+@pytest.mark.parametrize("multiplier", [1.0001, 1.23456, 2.5e-4 + 1])
+def test_a_multiplier_with_more_than_three_decimals_is_refused(multiplier: float) -> None:
+    """RETRY-008: at most three digits after the point keep the exact power cheap."""
+    with pytest.raises(ConfigurationError, match="RETRY-008"):
+        RetryPolicy("exponential", 1000, 10**9, multiplier=multiplier)
+    app = memory_app()
+    app.register("work", lambda: None)
+    policy = {"backoff": "exponential", "initial_delay_ms": 1000, "max_delay_ms": 10**9}
+    with pytest.raises(InvalidRequest, match="RETRY-008"):
+        app.publish("work", retry={**policy, "multiplier": multiplier})
+    assert (
+        app.publish("work", retry={**policy, "multiplier": 1.125}).retry_policy.multiplier == 1.125
+    )

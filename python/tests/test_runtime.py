@@ -16,7 +16,7 @@ import pytest
 
 from conveyor import Conveyor, Waiting
 
-from .conftest import AppFactory, backend_url, require_service, wipe
+from .conftest import TEST_PREFIX, AppFactory, backend_url, require_service, wipe
 
 BOUND = 20.0  # seconds any wait below may take at most before the test fails
 
@@ -257,7 +257,7 @@ def test_a_dead_worker_s_job_is_rescued_when_its_lease_expires(
 ) -> None:
     """The rescue runs as soon as the earliest lease expires, not on a fixed 30 s timer."""
     require_service(backend)
-    app = Conveyor(backend_url(backend, tmp_path), table_prefix="rt_rescue_")
+    app = Conveyor(backend_url(backend, tmp_path), table_prefix=f"{TEST_PREFIX}rescue_")
     wipe(app)
     done = threading.Event()
     app.register("work", done.set, retry="progressive")  # the first retry has no delay

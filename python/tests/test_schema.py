@@ -124,7 +124,20 @@ def test_concurrent_first_use_creates_the_schema_once(backend: str, tmp_path: Pa
         _drop(url, prefix)
 
 
-_LATER_COLUMNS = ("timeout_ms", "delay_until")  # added after version 1 (versions 3, 5)
+# Added after version 1 (versions 3, 5, 6, 8, 9), with their types.
+_LATER_COLUMNS = {
+    "timeout_ms": "BIGINT",
+    "delay_until": "BIGINT",
+    "result": "TEXT",
+    "result_ttl_ms": "BIGINT",
+    "progress": "TEXT",
+    "concurrency_key": "VARCHAR(255)",
+    "concurrency_limit": "INTEGER",
+    "concurrency_slot": "INTEGER",
+    "rate_key": "VARCHAR(255)",
+    "rate_limit": "INTEGER",
+    "rate_period_ms": "BIGINT",
+}
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
@@ -145,8 +158,10 @@ def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
             )
             # Columns of later versions, for this library to write the v1 rows; dropped again
             # below, so that the migration starts from the v1 layout with the data in it.
-            for column in _LATER_COLUMNS:
-                connection.exec_driver_sql(f"ALTER TABLE {prefix}jobs ADD COLUMN {column} BIGINT")
+            for column, kind in _LATER_COLUMNS.items():
+                connection.exec_driver_sql(f"ALTER TABLE {prefix}jobs ADD COLUMN {column} {kind}")
+            build_tables(prefix).paused_queues.create(connection)  # read by every claim
+            build_tables(prefix).rate_slots.create(connection)  # the claim reads it (v10)
         engine.dispose()
         old = SqlStore(url, STATES, prefix, create_schema=False)
         app = Conveyor(store=old)
@@ -161,6 +176,8 @@ def test_version_2_keeps_the_jobs_and_the_id_sequence_of_a_version_1_database(
         with old.engine.begin() as connection:
             for column in _LATER_COLUMNS:
                 connection.exec_driver_sql(f"ALTER TABLE {prefix}jobs DROP COLUMN {column}")
+            build_tables(prefix).paused_queues.drop(connection)
+            build_tables(prefix).rate_slots.drop(connection)
         old.close()
 
         app = Conveyor(url, table_prefix=prefix)

@@ -65,3 +65,16 @@ def test_memory_store_refuses_connection_publish() -> None:
     app.register("ship", lambda order: None)
     with pytest.raises(NotSupported, match="needs an SQL store"):
         app.publish("ship", {"order": 3}, connection=object())
+
+
+def test_publish_many_in_a_rolled_back_transaction_leaves_no_job(sql_app: Conveyor) -> None:
+    engine = create_engine(sql_app.store.engine.url)  # type: ignore[attr-defined]
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        jobs = sql_app.publish_many("ship", [{"order": n} for n in range(5)], connection=connection)
+        assert len(jobs) == 5
+        transaction.rollback()
+    with engine.connect() as connection, connection.begin():
+        kept = sql_app.publish_many("ship", [{"order": n} for n in range(3)], connection=connection)
+    engine.dispose()
+    assert sorted(job.id for job in sql_app.jobs()) == sorted(job.id for job in kept)

@@ -302,3 +302,22 @@ def test_unfinished_identifiers_accepts_a_thousand_identifiers(app: Conveyor) ->
     app.publish("work", {"key": "x"}, identifier="id-999")
     asked = [f"id-{n}" for n in range(1000)]
     assert app.unfinished_identifiers(asked) == {"id-999"}
+
+
+def test_a_duplicate_that_is_not_due_is_discarded_only_once_due(
+    app: Conveyor, clock: ManualClock
+) -> None:
+    """CLAIM-006: a delayed unique duplicate stays ready until due, then ends redundant."""
+    runs = counting(app)
+    first = app.publish("work", {"key": "first"}, unique=True, identifier="invoice:9")
+    claimed = claim_one(app, first)
+    report(app, claimed, "succeed")
+    later = app.publish(
+        "work", {"key": "later"}, unique=True, identifier="invoice:9", delay=timedelta(minutes=1)
+    )
+    assert app.claim("w1") == []
+    assert app.get(later.id).state == "ready"
+    clock.advance(timedelta(minutes=1))
+    assert app.claim("w1") == []
+    assert app.get(later.id).state == "redundant"
+    assert runs == []

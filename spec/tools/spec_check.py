@@ -23,7 +23,13 @@ What is checked:
 * ``spec.md``: every state and event name appears in backticks, every requirement cited by a
   machine is an anchor, requirement IDs are unique, every paragraph using an upper-case BCP 14
   key word starts with a ``**[ID]**`` marker and ends with its ``{: #ID }`` anchor, lower-case
-  "must"/"should" does not appear in normative prose, and internal links resolve.
+  "must"/"should" does not appear in normative prose, and internal links resolve;
+* versions are kept honestly (``releases.py``): a released requirement whose text changed has a
+  new ID or is named in ``CHANGELOG.md``, and every release's changelog accounts for each
+  requirement it added, changed or removed.
+
+``--release`` records the digest of the version in ``VERSION`` as ``releases/<version>.json``
+(run it when a version is released, after moving its changelog entries under its heading).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from jsonschema.exceptions import SchemaError
 from referencing import Registry, Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
+
+import releases
 
 MACHINES = ("job", "request", "batch")
 STATE_ENUM_SCHEMAS = {
@@ -578,6 +586,7 @@ def check(spec: Path) -> Result:
 
     schemas, registry = check_schemas(spec, version, result)
     spec_text, req_anchors = check_spec_md(spec, result)
+    result.counts["releases"] = releases.check_releases(spec, version, spec_text, result.problems)
     error_codes = set(
         schemas.get("error.schema.json", {}).get("$defs", {}).get("error_code", {}).get("enum", [])
     )
@@ -644,12 +653,14 @@ def summary(result: Result) -> str:
         f"{c.get('machines', 0)} machines ({c.get('states', 0)} states, "
         f"{c.get('transitions', 0)} transitions), {c.get('retry presets', 0)} retry presets, "
         f"{c.get('valid examples', 0)} valid + {c.get('invalid examples', 0)} invalid examples, "
-        f"{c.get('requirements', 0)} requirements"
+        f"{c.get('requirements', 0)} requirements, {c.get('releases', 0)} release digests"
     )
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    release = "--release" in args
+    args = [arg for arg in args if arg != "--release"]
     if len(args) > 1 or (args and args[0] in ("-h", "--help")):
         print(__doc__)
         return 0 if args and args[0] in ("-h", "--help") else 2
@@ -661,6 +672,15 @@ def main(argv: Iterable[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if release:
+        version = (spec / "VERSION").read_text(encoding="utf-8").strip()
+        problems = releases.write_release(spec, version, (spec / "spec.md").read_text("utf-8"))
+        if problems:
+            print(f"spec-check: cannot record release {version}:")
+            for problem in problems:
+                print(f"  - {problem}")
+            return 1
+        print(f"spec-check: recorded releases/{version}.json")
     result = check(spec)
     if result.problems:
         print(f"spec-check: {len(result.problems)} problem(s) in {spec}:")

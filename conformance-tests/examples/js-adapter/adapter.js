@@ -103,16 +103,34 @@ let notifications = [];
 const fmt = (ms) => new Date(ms).toISOString();
 const parseTime = (text) => Date.parse(text);
 
+// A JSON number as the exact fraction its shortest decimal form writes (RETRY-008).
+function decimalFraction(x) {
+  const m = /^(\d+)(?:\.(\d+))?(?:e([+-]\d+))?$/.exec(String(x));
+  const fraction = m[2] || "";
+  const exponent = Number(m[3] || 0) - fraction.length;
+  const digits = BigInt(m[1] + fraction);
+  return exponent >= 0 ? [digits * 10n ** BigInt(exponent), 1n] : [digits, 10n ** BigInt(-exponent)];
+}
+const decimalPlaces = (x) => { const [, den] = decimalFraction(x); return den.toString().length - 1; };
+
 function delayBounds(policy, attempt) {
-  let d;
-  if (policy.backoff === "constant") d = policy.initial_delay_ms;
-  else if (policy.backoff === "linear") d = policy.initial_delay_ms + policy.increment_ms * (attempt - 1);
+  const cap = policy.max_delay_ms;
+  let c;
+  if (policy.backoff === "constant") c = Math.min(policy.initial_delay_ms, cap);
+  else if (policy.backoff === "linear") c = Math.min(policy.initial_delay_ms + policy.increment_ms * (attempt - 1), cap);
+  else if (policy.initial_delay_ms === 0 || cap === 0) c = 0;
+  else if ((attempt - 1) * Math.log(policy.multiplier) > Math.log(cap / policy.initial_delay_ms) + 1) c = cap;
   else {
-    d = policy.initial_delay_ms;
-    for (let i = 1; i < attempt && d > 0 && policy.multiplier > 1 && d <= policy.max_delay_ms; i++) d *= policy.multiplier;
+    // Exactly: the multiplier has at most three decimals, so it is scaled / 1000 (RETRY-008).
+    const k = BigInt(attempt - 1);
+    const scaled = BigInt(Math.round(policy.multiplier * 1000));
+    const d = (BigInt(policy.initial_delay_ms) * scaled ** k) / 1000n ** k;
+    c = d > BigInt(cap) ? cap : Number(d);
   }
-  const c = Math.floor(Math.min(d, policy.max_delay_ms));
-  return [Math.floor(c * (1 - policy.jitter)), Math.floor(c * (1 + policy.jitter))];
+  if (!policy.jitter) return [c, c];
+  const [num, den] = decimalFraction(policy.jitter);
+  const big = BigInt(c);
+  return [Number((big * (den - num)) / den), Number((big * (den + num)) / den)];
 }
 function retryDelay(policy, attempt) {
   const [low, high] = delayBounds(policy, attempt);
@@ -155,6 +173,8 @@ function fireRequest(request, event, params) {
   request.state = t.to;
 }
 
+const leaseError = (j) => ({ kind: "lease_expired", message: `the lease of ${j.lease ? j.lease.worker_id : "its worker"} expired` });
+
 function recordError(job, error) {
   const current = currentRequest(job);
   const entry = { kind: error.kind, message: error.message, type: error.type ?? null, attempt: job.attempts, request: current ? current.index : 0, at: fmt(now) };
@@ -171,7 +191,7 @@ const JOB_EFFECTS = {
   extend_lease: (j, p) => { j.lease.expires_at = now + p.lease_ms; },
   release_lease: (j) => { j.lease = null; },
   record_error: (j, p) => { if (p.error) recordError(j, p.error); },
-  record_lease_error: (j) => recordError(j, { kind: "lease_expired", message: `the lease of ${j.lease ? j.lease.worker_id : "its worker"} expired` }),
+  record_lease_error: (j) => recordError(j, leaseError(j)),
   schedule_retry: (j, p) => { j.available_at = now + (p.retry_after_ms ?? retryDelay(j.retry_policy, j.attempts)); },
   schedule_wait: (j, p) => { j.available_at = now + (p.delay_ms ?? WAITING_DELAY_MS); },
   make_due: (j) => { j.available_at = now; },
@@ -216,7 +236,9 @@ function fire(job, event, params, ctx) {
         }
       } else if (effect.request_event) {
         const r = currentRequest(job);
-        if (r) fireRequest(r, effect.request_event, params);
+        // LEASE-009: the abandoned request records the job's lease_expired error.
+        const given = effect.request_event === "abandon" ? { error: leaseError(job) } : params;
+        if (r) fireRequest(r, effect.request_event, given);
       } else JOB_EFFECTS[name](job, params);
     }
   } catch (error) {
@@ -263,7 +285,7 @@ function resolvePolicy(given) {
   const ok = p && typeof p === "object" && !Array.isArray(p) && Object.keys(p).every((k) => allowed.includes(k))
     && ["constant", "linear", "exponential"].includes(p.backoff) && isInt(p.initial_delay_ms) && p.initial_delay_ms >= 0
     && isInt(p.max_delay_ms) && p.max_delay_ms >= 0
-    && (p.multiplier === undefined || (typeof p.multiplier === "number" && p.multiplier >= 1 && p.multiplier <= 100))
+    && (p.multiplier === undefined || (typeof p.multiplier === "number" && p.multiplier >= 1 && p.multiplier <= 100 && decimalPlaces(p.multiplier) <= 3))
     && (p.increment_ms === undefined || (isInt(p.increment_ms) && p.increment_ms >= 0))
     && (p.max_attempts === undefined || p.max_attempts === null || (isInt(p.max_attempts) && p.max_attempts >= 1))
     && (p.notify_after === undefined || p.notify_after === null || (isInt(p.notify_after) && p.notify_after >= 1))
@@ -397,6 +419,8 @@ const commands = {
   report: (r) => {
     const job = getJob(r.job);
     const outcome = r.outcome;
+    // VER-009: the features results and progress are not claimed.
+    if (outcome.result !== undefined && outcome.result !== null) refuse("invalid_request", "feature results is not claimed");
     const kind = outcome.kind === "die" ? (outcome.cause || "permanent") : outcome.kind;
     const params = { lease_token: r.lease_token };
     if (kind === "temporary" || kind === "permanent") params.error = outcome.error || { kind, message: `the handler reported a ${kind} error` };
@@ -404,6 +428,7 @@ const commands = {
     if (kind === "waiting" && outcome.delay_ms !== undefined) params.delay_ms = outcome.delay_ms;
     return { job: doc(fire(job, OUTCOMES[kind], params)) };
   },
+  progress: () => refuse("invalid_request", "feature progress is not claimed (VER-009)"),
   heartbeat: (r) => ({ job: doc(fire(getJob(r.job), "heartbeat", { lease_token: r.lease_token, lease_ms: r.lease_ms })) }),
   cancel: (r) => ({ job: doc(fire(getJob(r.job), "cancel", {})) }),
   requeue: (r) => ({ job: doc(fire(getJob(r.job), "requeue", {})) }),

@@ -16,7 +16,15 @@ from __future__ import annotations
 
 #: Requirements no check through the protocol can observe, and why.
 NOT_TESTABLE: dict[str, str] = {
-    "VER-003": (
+    **{
+        f"AMQP-00{n}": (
+            "it governs the messages on an AMQP broker (exchange, queue names, properties, "
+            "acknowledgements), which the harness never sees; the reference library's broker "
+            "tests check it against RabbitMQ."
+        )
+        for n in range(1, 7)
+    },
+    "VER-007": (
         "the documents it governs (machine files, retry presets) ship with the implementation; "
         "the harness cannot hand it one. The start handshake compares spec versions (VER-002)."
     ),
@@ -44,6 +52,18 @@ NOT_TESTABLE: dict[str, str] = {
         "the harness runs no handler and reports every outcome itself. The refusal of a late "
         "report is LEASE-007's, checked there."
     ),
+    "RESULT-004": (
+        "waiting blocks the caller until a job ends, and the protocol sends one request at a "
+        "time (PROTO-001): no other request could end the job meanwhile. The library's own "
+        "tests check it on every store."
+    ),
+    "CRON-006": (
+        "it governs when a process evaluates its schedules on its own; the harness evaluates "
+        "them with schedule_tick on the clock it controls."
+    ),
+    "CONC-004": (
+        "the harness never sees broker messages; the checks see the claims the slots allow."
+    ),
     "BROKER-005": (
         "no protocol command runs the repair loop, which requeues jobs on its own schedule; "
         "the harness decides every state change."
@@ -61,6 +81,21 @@ NOT_TESTABLE: dict[str, str] = {
 
 #: Requirements the checks observe only in part: what they leave out.
 PARTLY_TESTABLE: dict[str, str] = {
+    "PAUSE-004": (
+        "the checks see a claim that names a job of a paused queue (a consumer's) return "
+        "nothing; that a resumed queue's jobs are handed to the broker again happens between "
+        "the implementation and its broker (the library's own tests check it)."
+    ),
+    "CRON-003": (
+        "the checks evaluate a schedule again after a run was recorded, as a second process "
+        "or a restart would, and see nothing published twice; two processes recording one fire "
+        "time at the same moment need concurrent requests, which the protocol does not send "
+        "(the library's own tests race them on every store)."
+    ),
+    "RESULT-002": (
+        "the checks see results refused at the limits; that a worker reports a permanent error "
+        "in place of a result it cannot report happens in a worker, which the harness replaces."
+    ),
     "TIMEOUT-002": (
         "the checks report the outcome `timeout` and observe how it is recorded; when a worker "
         "decides that an attempt ran too long, and that it stops heart-beating, happens without "
@@ -76,7 +111,7 @@ PARTLY_TESTABLE: dict[str, str] = {
         "recommended outcome) or stored unchanged; what a handler would be handed and the "
         "permanent error of its request happen in a worker, which the harness replaces."
     ),
-    "BROKER-001": (
+    "BROKER-012": (
         "the checks see the store answer for a job whatever its messages say; what travels "
         "through the broker, and when, is invisible to the harness."
     ),
@@ -84,7 +119,7 @@ PARTLY_TESTABLE: dict[str, str] = {
         "the checks fire broker_publish_failed through the fire command; a hand-over the broker "
         "does not confirm needs a broker fault the protocol cannot inject."
     ),
-    "BROKER-003": (
+    "BROKER-011": (
         "the checks claim one job twice by id, as a message delivered twice does; when a "
         "consumer acknowledges its message is invisible to the harness."
     ),

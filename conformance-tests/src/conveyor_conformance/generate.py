@@ -232,9 +232,9 @@ def build(spec: Spec) -> dict[str, Any]:
                     outcome = "takes nothing and changes nothing"
                     requirements = [
                         "CLAIM-001",
-                        "BROKER-003" if "broker" in features else "MACH-006",
+                        "BROKER-011" if "broker" in features else "MACH-006",
                     ]
-                    if requirements[1] == "BROKER-003":
+                    if requirements[1] == "BROKER-011":
                         requirements = ["CLAIM-001"]
             else:
                 assert prediction.result is not None

@@ -14,14 +14,17 @@ implementation creates on its own (recurring copies, completion jobs) get placeh
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 from . import timefmt
+from .cron import Cron
 from .machine import Env, MachineModel, Refusal, Transition
 from .matching import is_matcher
 from .spec import Spec
@@ -62,6 +65,7 @@ FIXED_FIELDS = {
     "metadata": "JOB-008",
     "created_at": "JOB-001",
     "timeout_ms": "TIMEOUT-001",
+    "result_ttl_ms": "RESULT-003",
 }
 PRECEDENCE = {
     "invalid_request": 0,
@@ -73,7 +77,7 @@ PRECEDENCE = {
     "not_found": 2,
     "batch_closed": 2,
 }
-PRIORITY_RANGE = re.compile(r"^(?:(\d+)|(\d+)-(\d+)|(\d+)-|-(\d+))$")
+PRIORITY_RANGE = re.compile(r"(?:([0-9]+)|([0-9]+)-([0-9]+)|([0-9]+)-|-([0-9]+))")
 MAX_PRIORITY = 32767
 FEATURE_OF_FIELD = {
     "serial_group": "serial_groups",
@@ -110,7 +114,7 @@ def capped_delay(policy: dict[str, Any], attempt: int) -> int:
     elif backoff == "linear":
         delay = initial + Fraction(policy["increment_ms"]) * (attempt - 1)
     else:
-        multiplier = Fraction(str(policy["multiplier"]))
+        multiplier = Fraction(repr(policy["multiplier"]))
         delay = initial
         if initial > 0 and multiplier > 1:
             for _ in range(attempt - 1):
@@ -123,27 +127,32 @@ def capped_delay(policy: dict[str, Any], attempt: int) -> int:
 def delay_bounds(policy: dict[str, Any], attempt: int) -> tuple[int, int]:
     """RETRY-003: the inclusive range a delay with jitter falls in.
 
-    Both exact arithmetic and IEEE doubles are accepted readings of ``floor(c * (1 +- j))``,
-    so the range is the union of the two.
+    RETRY-008: computed exactly, with the jitter's decimal value.
     """
     capped = capped_delay(policy, attempt)
     jitter = full_policy(policy)["jitter"]
     if not jitter:
         return capped, capped
-    exact = Fraction(str(jitter))
-    low = min(math.floor(capped * (1 - exact)), math.floor(capped * (1 - float(jitter))))
-    high = max(math.floor(capped * (1 + exact)), math.floor(capped * (1 + float(jitter))))
-    return low, high
+    exact = Fraction(repr(jitter))
+    return math.floor(capped * (1 - exact)), math.floor(capped * (1 + exact))
+
+
+def _decimal_places(number: float) -> int:
+    """Digits after the point of the number as JSON wrote it (its shortest repr)."""
+    if isinstance(number, int) or not math.isfinite(number):
+        return 0
+    exponent = Decimal(repr(number)).as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
 def parse_priority_range(text: str | None) -> tuple[int, int]:
     """ORDER-004: ``N``, ``A-B``, ``A-`` or ``-B``; anything else is refused."""
     if text is None:
         return 0, MAX_PRIORITY
-    match = PRIORITY_RANGE.match(text)
+    match = PRIORITY_RANGE.fullmatch(text)  # ORDER-006: ASCII digits, nothing around them
     if not match:
         raise Refusal("invalid_request", "ORDER-004", f"priority range {text!r} is malformed")
-    exact, low, high, from_, to = match.groups()
+    exact, low, high, from_, to = (_range_bound(group) for group in match.groups())
     if exact is not None:
         bounds = (int(exact), int(exact))
     elif low is not None:
@@ -155,6 +164,14 @@ def parse_priority_range(text: str | None) -> tuple[int, int]:
     if bounds[0] > bounds[1] or bounds[1] > MAX_PRIORITY:
         raise Refusal("invalid_request", "ORDER-004", f"priority range {text!r} is empty")
     return bounds
+
+
+def _range_bound(digits: str | None) -> str | None:
+    """ORDER-006: leading zeros do not count; a bound too long for any priority stays too big."""
+    if digits is None:
+        return None
+    significant = digits.lstrip("0") or "0"
+    return significant if len(significant) <= 5 else str(MAX_PRIORITY + 1)
 
 
 # -- records --------------------------------------------------------------------------------------
@@ -193,8 +210,17 @@ class MJob:
     depends_on: list[str] = field(default_factory=list)
     batch_id: str | None = None
     tags: list[str] = field(default_factory=list)
-    metadata: Any = None  # None: not given, so not compared
+    metadata: Any = None  # None: unknown (a copy of a document the model did not build)
     timeout_ms: int | None = None
+    result: Any = None
+    result_ttl_ms: int | None = None
+    progress: dict[str, Any] | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    concurrency_slot: int | None = None  # CONC-002: held while leased
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
     lease_token: int = 0
     lease: dict[str, Any] | None = None
     last_error: Any = None
@@ -309,9 +335,14 @@ class Model:
         self.placeholders = 0
         self.used_ids: set[str] = set()
         self.notifications: list[dict[str, Any]] = []
+        self.paused: dict[str, int] = {}  # paused queue -> when it was paused (PAUSE-001)
         self._why: dict[tuple[str, str], str] = {}
         self._created: list[str] = []
         self._new_ids: list[str] = []
+        # CRON-003: the fire times handled, by schedule name: (fire time, job id or None)
+        self.schedule_runs: dict[str, list[tuple[int, str | None]]] = {}
+        # RATE-002: claims granted per (rate key, window start)
+        self.rate_claims: dict[tuple[str, int], int] = {}
 
     def snapshot(self) -> Model:
         """A copy of the records and counters; the spec and machines are shared."""
@@ -320,7 +351,10 @@ class Model:
         clone.batches = {key: copy.copy(batch) for key, batch in self.batches.items()}
         clone.notifications = [dict(n) for n in self.notifications]
         clone.used_ids = set(self.used_ids)
+        clone.paused = dict(self.paused)
         clone.handlers = dict(self.handlers)
+        clone.schedule_runs = {name: list(runs) for name, runs in self.schedule_runs.items()}
+        clone.rate_claims = dict(self.rate_claims)
         return clone
 
     def _check_effects(self) -> None:
@@ -438,7 +472,31 @@ class Model:
             document["metadata"] = job.metadata
         if job.timeout_ms is not None:
             document["timeout_ms"] = job.timeout_ms
+        document.update(self._result_members(job))
+        if job.concurrency_key is not None:
+            document["concurrency_key"] = job.concurrency_key
+            document["concurrency_limit"] = job.concurrency_limit
+        if job.rate_key is not None:
+            document["rate_key"] = job.rate_key
+            document["rate_limit"] = job.rate_limit
+            document["rate_period_ms"] = job.rate_period_ms
+        if job.progress is not None:
+            document["progress"] = {**job.progress, "at": fmt(job.progress["at"])}
         return document
+
+    def _result_members(self, job: MJob) -> dict[str, Any]:
+        """RESULT-001 and RESULT-003: the result, null from its expiry on."""
+        members: dict[str, Any] = {}
+        if job.result_ttl_ms is not None:
+            members["result_ttl_ms"] = job.result_ttl_ms
+        if job.result is None:
+            return members
+        expires = None
+        if job.result_ttl_ms is not None and job.finished_at is not None:
+            expires = job.finished_at + job.result_ttl_ms
+            members["result_expires_at"] = timefmt.format_ms(expires)
+        members["result"] = job.result if expires is None or self.now < expires else None
+        return members
 
     def batch_doc(self, batch: MBatch) -> dict[str, Any]:
         return {
@@ -587,8 +645,14 @@ class Model:
             depends_on=depends_on,
             batch_id=batch_id,
             tags=list(document.get("tags", [])),
-            metadata=document.get("metadata"),
+            metadata=document.get("metadata", {}),  # JOB-011
             timeout_ms=document.get("timeout_ms", defaults.get("timeout_ms")),
+            result_ttl_ms=document.get("result_ttl_ms", defaults.get("result_ttl_ms")),
+            concurrency_key=document.get("concurrency_key"),
+            concurrency_limit=document.get("concurrency_limit"),
+            rate_key=document.get("rate_key"),
+            rate_limit=document.get("rate_limit"),
+            rate_period_ms=document.get("rate_period_ms"),
         )
 
     def _check_features(self, document: dict[str, Any]) -> None:
@@ -602,10 +666,18 @@ class Model:
             "batches": document.get("batch_id") is not None,
             "tags": bool(document.get("tags")),
             "timeouts": document.get("timeout_ms") is not None,
+            "results": document.get("result_ttl_ms") is not None,
+            "concurrency": document.get("concurrency_key") is not None,
+            "rate_limits": document.get("rate_key") is not None,
         }
         for feature, used in uses.items():
             if used and feature not in self.features:
-                rule = "VER-004" if feature == "timeouts" else "VER-001"
+                rule = {
+                    "timeouts": "VER-004",
+                    "results": "VER-009",
+                    "concurrency": "VER-010",
+                    "rate_limits": "VER-011",
+                }.get(feature, "VER-001")
                 raise Refusal("invalid_request", rule, f"feature {feature} is not claimed")
 
     def _resolve_policy(self, given: Any) -> dict[str, Any]:
@@ -615,6 +687,11 @@ class Model:
             if given not in self.presets:
                 raise Refusal("invalid_request", "JOB-003", f"unknown retry preset {given!r}")
             return full_policy(dict(self.presets[given]))
+        multiplier = given.get("multiplier") if isinstance(given, dict) else None
+        if isinstance(multiplier, int | float) and _decimal_places(multiplier) > 3:
+            raise Refusal(
+                "invalid_request", "RETRY-008", f"multiplier {multiplier} has over three decimals"
+            )
         return full_policy(dict(given))
 
     def _next_id(self) -> str:
@@ -699,6 +776,7 @@ class Model:
                 for j in self.jobs.values()
                 if j.state in self.tags["claimable"]
                 and (not queues or j.queue in queues)
+                and j.queue not in self.paused
                 and low <= j.priority <= high
                 and (job is None or j.id == job)
                 and j.available_at <= self.now
@@ -735,12 +813,45 @@ class Model:
                     continue
                 except Refusal:
                     pass
+                slot = self._free_slot(candidate)
+                if slot is None or not self._rate_free(candidate):  # CONC-002, RATE-002
+                    continue
                 try:
                     self._fire(candidate, "claim", params, facts)
                 except Refusal:
                     continue
+                if candidate.concurrency_key is not None and candidate.state in self.tags["leased"]:
+                    candidate.concurrency_slot = slot
+                    self._note(candidate.id, "state", "CONC-002")
+                if candidate.rate_key is not None and candidate.state in self.tags["leased"]:
+                    window = self._rate_window(candidate)
+                    self.rate_claims[window] = self.rate_claims.get(window, 0) + 1
+                    self._note(candidate.id, "state", "RATE-002")
                 claimed.append(candidate)
         return {"jobs": [self.doc(j) for j in claimed]}, "CLAIM-001"
+
+    def _rate_window(self, job: MJob) -> tuple[str, int]:
+        period = job.rate_period_ms or 1
+        return (job.rate_key or "", self.now - self.now % period)
+
+    def _rate_free(self, job: MJob) -> bool:
+        """RATE-002: fewer claims of the key than its limit in the window of now."""
+        if job.rate_key is None:
+            return True
+        return self.rate_claims.get(self._rate_window(job), 0) < (job.rate_limit or 0)
+
+    def _free_slot(self, job: MJob) -> int | None:
+        """CONC-002: the lowest slot of the job's key below its limit no leased job holds;
+        -1 for a job without a key."""
+        if job.concurrency_key is None:
+            return -1
+        held = {
+            j.concurrency_slot
+            for j in self.jobs.values()
+            if j.concurrency_key == job.concurrency_key and j.state in self.tags["leased"]
+        }
+        free = [slot for slot in range(job.concurrency_limit or 0) if slot not in held]
+        return free[0] if free else None
 
     # -- reports and operations -------------------------------------------------------------
 
@@ -748,6 +859,9 @@ class Model:
         target = self.job(job)
         kind = outcome["kind"]
         params: dict[str, Any] = {"lease_token": lease_token}
+        result = outcome.get("result")
+        if result is not None:
+            self._check_result(target, result, lease_token, kind)
         if kind == "success":
             event = "succeed"
         elif kind == "waiting":
@@ -764,7 +878,104 @@ class Model:
             if event == "fail_temporarily" and outcome.get("retry_after_ms") is not None:
                 params["retry_after_ms"] = outcome["retry_after_ms"]
         transition = self._lease_holder_event(target, event, params)
+        if result is not None:
+            target.result = result
+            self._note(target.id, "result", "RESULT-001")
         return {"job": self.doc(target)}, transition.req
+
+    def _check_result(self, job: MJob, result: Any, lease_token: int, kind: str) -> None:
+        """VER-009, RESULT-001 and RESULT-002, before anything changes."""
+        if "results" not in self.features:
+            raise Refusal("invalid_request", "VER-009", "feature results is not claimed")
+        if kind != "success":
+            raise Refusal("invalid_request", "RESULT-001", f"a {kind} outcome with a result")
+        # A stale token is refused as LEASE-007 says, whatever the result.
+        if job.lease is None or job.lease["token"] != lease_token:
+            return
+        if _depth(result) > MAX_DEPTH:
+            raise Refusal(
+                "invalid_payload", "RESULT-002", f"the result nests deeper than {MAX_DEPTH}"
+            )
+        if any(_SURROGATE.search(text) for text in _strings(result)):
+            raise Refusal("invalid_payload", "RESULT-002", "the result has a lone surrogate")
+        encoded = json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(encoded) > MAX_RESULT_BYTES:
+            raise Refusal("payload_too_large", "RESULT-002", f"the result is {len(encoded)} bytes")
+        remaining = sum(1 for r in job.requests if r.state != "succeeded")
+        if job.state == "processing" and remaining > 1:
+            raise Refusal("invalid_request", "RESULT-001", "a result before the last request")
+
+    def cmd_progress(
+        self,
+        job: str,
+        lease_token: int,
+        percent: float | None = None,
+        message: str | None = None,
+    ) -> Any:
+        """PROGRESS-001: stored under the current lease; no event, nothing else changes."""
+        if "progress" not in self.features:
+            raise Refusal("invalid_request", "VER-009", "feature progress is not claimed")
+        if percent is not None and not 0 <= percent <= 100:
+            raise Refusal("invalid_request", "PROGRESS-001", f"percent {percent} out of 0..100")
+        if message is not None and (len(message) > 1024 or "\x00" in message):
+            raise Refusal("invalid_request", "PROGRESS-001", "message too long or with U+0000")
+        target = self.job(job)
+        if target.lease is None or target.lease["token"] != lease_token:
+            raise Refusal("stale_lease", "PROGRESS-001", f"job {job} is not leased under the token")
+        target.progress = {"percent": percent, "message": message, "at": self.now}
+        self._note(target.id, "progress", "PROGRESS-001")
+        return {"job": self.doc(target)}, "PROGRESS-001"
+
+    def cmd_schedule_tick(self, schedules: list[dict[str, Any]]) -> Any:
+        """CRON-001..005: evaluate each schedule at now, as a process that starts does."""
+        if "cron" not in self.features:
+            raise Refusal("invalid_request", "VER-001", "feature cron is not claimed")
+        checked = []
+        for schedule in schedules:
+            cron = Cron(schedule["expression"], schedule.get("tz", "UTC"))
+            self._build(schedule["job"])  # a job the schedule cannot publish is refused now
+            checked.append((schedule, cron))
+        runs = []
+        for schedule, cron in checked:
+            run = self._evaluate(schedule, cron)
+            if run is not None:
+                runs.append(run)
+        return {"runs": runs}, "CRON-004"
+
+    def _evaluate(self, schedule: dict[str, Any], cron: Cron) -> dict[str, Any] | None:
+        name = schedule["name"]
+        recorded = self.schedule_runs.setdefault(name, [])
+        last = max((fire for fire, _ in recorded), default=None)
+        catch_up = schedule.get("missed", "skip") == "run_once" and last is not None
+        floor = self.now - (CRON_LOOKBACK_MS if catch_up else CRON_GRACE_MS)
+        if last is not None and last > floor:
+            floor = last
+        fire = cron.latest(floor, self.now)
+        if fire is None or (self.now - fire >= CRON_GRACE_MS and not catch_up):
+            return None
+        overlap = schedule.get("overlap", "allow")
+        document = copy.deepcopy(schedule["job"])
+        if overlap != "allow":
+            previous = [job_id for _, job_id in sorted(recorded) if job_id is not None]
+            before = self.jobs.get(previous[-1]) if previous else None
+            if (
+                overlap == "skip"
+                and before is not None
+                and before.state not in self.tags["terminal"]
+            ):
+                recorded.append((fire, None))
+                return {"name": name, "fire_at": timefmt.format_ms(fire), "job": None}
+            if overlap == "queue":
+                document["serial_group"] = f"schedule:{name}"
+        document["metadata"] = {
+            **document.get("metadata", {}),
+            "schedule": name,
+            "scheduled_for": timefmt.format_ms(fire),
+        }
+        (job,) = self._store_new([self._build(document)])
+        recorded.append((fire, job.id))
+        self._note(job.id, "metadata", "CRON-005")
+        return {"name": name, "fire_at": timefmt.format_ms(fire), "job": self.doc(job)}
 
     def cmd_heartbeat(self, job: str, lease_token: int, lease_ms: int) -> Any:
         target = self.job(job)
@@ -833,6 +1044,23 @@ class Model:
 
     # -- reading ----------------------------------------------------------------------------
 
+    def cmd_pause_queue(self, queue: str) -> Any:
+        """PAUSE-001, PAUSE-003: idempotent; the first pause time is kept."""
+        changed = queue not in self.paused
+        self.paused.setdefault(queue, self.now)
+        return {"changed": changed}, "PAUSE-003"
+
+    def cmd_resume_queue(self, queue: str) -> Any:
+        changed = self.paused.pop(queue, None) is not None
+        return {"changed": changed}, "PAUSE-003"
+
+    def cmd_paused_queues(self) -> Any:
+        listed = [
+            {"queue": queue, "paused_at": timefmt.format_ms(at)}
+            for queue, at in sorted(self.paused.items())
+        ]
+        return {"queues": listed}, "PAUSE-005"
+
     def cmd_get(self, job: str) -> Any:
         return {"job": self.doc(self.job(job))}, "JOB-007"
 
@@ -847,7 +1075,9 @@ class Model:
         limit: int = DEFAULT_LIST_LIMIT,
     ) -> Any:
         """OPS-006: ascending sequence, filtered, from after a given job on (``after``)."""
-        start = self.jobs[after].order if after is not None and after in self.jobs else 0
+        if after is not None and after not in self.jobs:
+            raise Refusal("not_found", "OPS-007", f"the job {after!r} after which to list is gone")
+        start = self.jobs[after].order if after is not None else 0
         found = [
             j
             for j in self.sorted_jobs()
@@ -990,6 +1220,9 @@ class Model:
                 req = info.req or transition.req
                 if info.scope == "system":
                     system.append(name)
+                elif info.request_event == "abandon":  # LEASE-009: with the lease error
+                    lease_error = {"kind": "lease_expired", "message": ANY}
+                    self._fire_requests(job, info.scope, "abandon", {"error": lease_error})
                 elif info.request_event:
                     self._fire_requests(job, info.scope, info.request_event, params)
                     self._note(job.id, "requests", req)
@@ -1190,6 +1423,9 @@ def _error_doc(error: Any, brief: bool = False) -> Any:
 # -- publish validation: which rule a schema error breaks -----------------------------------------
 
 MAX_DEPTH = 64  # LIMIT-006
+CRON_GRACE_MS = 60_000  # CRON-004
+CRON_LOOKBACK_MS = 400 * 86_400_000  # how far back run_once looks (an implementation's bound)
+MAX_RESULT_BYTES = 65536  # RESULT-002
 _SURROGATE = re.compile("[\ud800-\udfff]")  # in a Python str, every one is unpaired
 
 
@@ -1259,6 +1495,12 @@ def _publish_refusal(location: list[Any], validator: str, schema_path: list[Any]
         "available_at": "TIME-003",
         "recurring": "JOB-002",
         "retry_policy": "JOB-002",
+        "result_ttl_ms": "RESULT-003",
+        "concurrency_key": "CONC-001",
+        "concurrency_limit": "CONC-001",
+        "rate_key": "RATE-001",
+        "rate_limit": "RATE-001",
+        "rate_period_ms": "RATE-001",
     }
     if head == "requests":
         req = "LIMIT-001" if "type" in location else "LIMIT-005"

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from . import PROTOCOL_VERSION
+from . import PROTOCOL_VERSION, __version__
 from .matching import is_matcher
 from .model import Model
 from .spec import Spec
@@ -27,8 +27,20 @@ FEATURES = [
     "tags",
     "broker",
     "timeouts",
+    "results",
+    "progress",
+    "cron",
+    "concurrency",
+    "rate_limits",
 ]
-CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
+CAPABILITIES = [
+    "publish_bulk",
+    "claim_by_id",
+    "fire",
+    "notifications",
+    "priorities",
+    "pause_queues",
+]
 
 
 def concrete(value: Any, key: str = "") -> Any:
@@ -71,7 +83,7 @@ class ModelAdapter:
                     "version": PROTOCOL_VERSION,
                     "implementation": {
                         "name": "conveyor-model",
-                        "version": "0.1.0",
+                        "version": __version__,
                         "language": "python",
                     },
                     "specversion": self.spec.wire_version,

@@ -11,7 +11,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from . import paths
+from . import ecma, paths
 from .spec import Spec
 
 #: Rules of the protocol itself, cited like spec requirements in reports (protocol.md).
@@ -43,15 +43,18 @@ class Protocol:
         self.spec = spec
         self.envelope = json.loads((self.root / "envelope.schema.json").read_text("utf-8"))
         self.commands: dict[str, Command] = {}
+        # What each command needs lives beside the schemas, which stay strict-clean (no x-*).
+        index = json.loads((self.root / "commands.json").read_text("utf-8"))["commands"]
         for path in sorted((self.root / "commands").glob("*.schema.json")):
             schema = json.loads(path.read_text("utf-8"))
             name = schema["title"]
+            meta = index.get(name, {})
             self.commands[name] = Command(
                 name,
                 schema["description"],
-                schema.get("x-group", "other"),
-                schema.get("x-capability"),
-                schema.get("x-feature"),
+                meta.get("group", "other"),
+                meta.get("capability"),
+                meta.get("feature"),
                 schema,
             )
 
@@ -64,10 +67,19 @@ class Protocol:
         registry: Registry[Any] = self.spec.registry.with_resources(resources)
         return registry
 
+    @cached_property
+    def ecma_registry(self) -> Registry[Any]:
+        """The spec's and the protocol's schemas for ECMA-262 validation (VER-008)."""
+        documents = {c.name: c.schema for c in self.commands.values()}
+        documents["envelope"] = self.envelope
+        protocol: Registry[Any] = ecma.registry_without_dialect(documents)
+        return self.spec.ecma_registry.combine(protocol)
+
     def _validator(self, ref: str) -> Draft202012Validator:
         cache: dict[str, Draft202012Validator] = self.__dict__.setdefault("_validators", {})
         if ref not in cache:
-            cache[ref] = Draft202012Validator({"$ref": ref}, registry=self.registry)
+            # VER-008: "$" ends the string, as in the adapters' own languages' validators.
+            cache[ref] = ecma.validator(ref, self.ecma_registry)
         return cache[ref]
 
     def _errors(self, ref: str, document: Any) -> list[str]:

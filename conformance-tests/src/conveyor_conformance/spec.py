@@ -16,7 +16,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from . import paths
+from . import ecma, paths
 
 REQUIREMENT = re.compile(r"^\*\*\[(?P<id>[A-Z]+-\d{3})\]\*\*(?P<text>.*)$")
 FEATURE_ROW = re.compile(r"^\|\s*`(?P<feature>[a-z_]+)`\s*\|\s*(?P<prefix>[A-Z]+)\s*\|")
@@ -63,7 +63,7 @@ class Spec:
 
     @property
     def features(self) -> list[str]:
-        return sorted(self.feature_prefixes.values())
+        return sorted(set(self.feature_prefixes.values()))
 
     def feature_of(self, requirement_id: str) -> str:
         prefix = requirement_id.split("-", 1)[0]
@@ -121,5 +121,14 @@ class Spec:
         )
         if key not in cache:
             ref = self.schema_id(name) + (f"#{pointer}" if pointer else "")
-            cache[key] = Draft202012Validator({"$ref": ref}, registry=self.registry)
+            # VER-008: ECMA-262 patterns ("9\n" is no job id) and asserted date-time formats.
+            cache[key] = ecma.validator(ref, self.ecma_registry)
         return cache[key]
+
+    @cached_property
+    def ecma_registry(self) -> Registry[Any]:
+        schemas = {
+            path.name: json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted((self.root / "schemas").glob("*.schema.json"))
+        }
+        return ecma.registry_without_dialect(schemas)

@@ -1173,7 +1173,7 @@ def trace_vector(failure: dict[str, Any], options: StatefulOptions) -> dict[str,
     digest = hashlib.sha1(json.dumps(steps, sort_keys=True).encode()).hexdigest()[:8]
     return {
         "$schema": "./vector.schema.json",
-        "specversion": "0.1",
+        "specversion": "0.2",
         "title": "Regression found by the stateful suite",
         "description": failure["message"][:2000],
         "origin": "hypothesis",

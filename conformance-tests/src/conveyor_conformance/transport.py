@@ -61,7 +61,7 @@ class Client:
         timeout: float = 30.0,
         protocol: Protocol | None = None,
         validate: bool = False,
-        specversion: str = "0.1",
+        specversion: str = "0.2",
         env: dict[str, str] | None = None,
     ) -> None:
         self.command = command

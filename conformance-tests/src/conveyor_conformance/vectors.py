@@ -41,7 +41,15 @@ STEP_KEYS = {"cmd", "expect", "should", "bind", "unchanged", "req", "note"}
 
 #: Commands before which the runner sends ``barrier``, so that an implementation with
 #: asynchronous parts shows every effect of the earlier steps (a no-op for the others).
-BARRIER_BEFORE = {"claim", "get", "list", "rescue", "unfinished_identifiers", "clear_finished"}
+BARRIER_BEFORE = {
+    "claim",
+    "get",
+    "list",
+    "rescue",
+    "unfinished_identifiers",
+    "clear_finished",
+    "paused_queues",
+}
 
 #: Handlers registered by every vector and stateful example that names none.
 DEFAULT_HANDLERS: list[dict[str, Any]] = [

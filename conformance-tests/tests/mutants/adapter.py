@@ -49,6 +49,7 @@ MUTANTS: dict[str, tuple[str, str]] = {
         "LIMIT-006",
     ),
     "priority-set-ignored": ("a configured priority set does not restrict publishing", "ORDER-003"),
+    "pause-ignored": ("claims take jobs of paused queues", "PAUSE-001"),
 }
 
 
@@ -226,6 +227,19 @@ def apply(mutant: str) -> None:
             return patched
 
         _wrap(publishing.JobFactory, "__init__", factory)
+    elif mutant == "pause-ignored":
+
+        def candidates(original: Any) -> Any:
+            def patched(self: Any, *args: Any) -> Any:
+                paused, self._data.paused = self._data.paused, {}
+                try:
+                    yield from original(self, *args)
+                finally:
+                    self._data.paused = paused
+
+            return patched
+
+        _wrap(memory.MemoryTransaction, "candidates", candidates)
     else:
         raise SystemExit(f"unknown mutant {mutant!r}; one of {', '.join(MUTANTS)}")
 

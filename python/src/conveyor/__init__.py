@@ -25,6 +25,7 @@ from .errors import (
     StoreUnavailable,
     UnknownDependency,
     UnknownType,
+    WaitTimeout,
 )
 from .handlers import JobContext
 from .model import Batch, Job, JobError, Lease, Request
@@ -76,6 +77,7 @@ __all__ = [
     "TemporaryError",
     "UnknownDependency",
     "UnknownType",
+    "WaitTimeout",
     "Waiting",
     "Worker",
     "WorkerOptions",

@@ -4,28 +4,40 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .clock import Clock, SystemClock, duration_ms
+from .clock import Clock, SystemClock, duration_ms, from_ms
 from .engine import JobEngine
-from .errors import ConfigurationError, InvalidRequest, JobNotFound
+from .errors import ConfigurationError, InvalidRequest, JobNotFound, StaleLease, WaitTimeout
 from .eventloop import LoopThread
 from .handlers import Handler, HandlerRegistry
 from .heartbeat import Heartbeat
 from .hooks import Hooks
 from .lifecycle import Lifecycle, Outcome
-from .model import Batch, Job
+from .model import Batch, Job, WorkerRecord
 from .notify import LoggingNotifier, Notifier
+from .operations import Operations, job_filter, split_options, stored
 from .priority import PriorityRange
-from .publishing import Call, JobFactory, PublishOptions, handler_timeout_ms
+from .publishing import (
+    Call,
+    JobFactory,
+    PublishOptions,
+    handler_rate_period_ms,
+    handler_result_ttl_ms,
+    handler_timeout_ms,
+)
+from .results import progress_document
 from .retry import RetryPolicy, resolve
+from .schedules import Schedule, ScheduledRun, Scheduler, make_schedule
 from .source import Claimed, Rescue
-from .store.base import ClaimQuery, JobFilter, Store, Transaction
-from .urls import open_store
+from .store.base import ClaimQuery, Store, Transaction
+from .urls import open_store, with_driver
 
 if TYPE_CHECKING:
     from .broker.mode import BrokerMode, RepairReport
@@ -34,9 +46,25 @@ if TYPE_CHECKING:
     from .worker import WorkerControl, WorkerStats
 
 log = logging.getLogger("conveyor")
+
+QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
+
+
+def checked_queue(queue: object) -> str:
+    """A queue name as LIMIT-001 allows it, or :class:`InvalidRequest` naming the rule."""
+    if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
+        raise InvalidRequest(
+            f"queue {queue!r} is not a queue name: use 1 to 64 lower-case letters, digits, "
+            "'_', '-', '.' or ':', starting with a letter or digit (LIMIT-001)"
+        )
+    return queue
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = "sqlite:///conveyor.db"
+# app.wait() reads the job at least this often, also where the store announces ends.
+WAIT_POLL_SECONDS = 0.5
 
 
 class BulkPublisher:
@@ -67,7 +95,9 @@ class Conveyor:
     """A Conveyor application.
 
     With no arguments it stores jobs in ``conveyor.db`` (SQLite) in the working directory,
-    or at ``CONVEYOR_URL`` when that is set. Nothing is opened until first use.
+    or at ``CONVEYOR_URL`` when that is set. Nothing is opened until first use. A URL without
+    a driver (``postgres://``, ``mysql://``) means the extras' driver
+    (:func:`~conveyor.urls.with_driver`).
 
     ``broker_url`` (or ``CONVEYOR_BROKER_URL``), an ``amqp://`` URL, turns on broker mode: job
     ids are handed to RabbitMQ after each commit, workers consume them, and :meth:`repair`
@@ -91,7 +121,7 @@ class Conveyor:
         broker_url: str | None = None,
         broker_settings: BrokerSettings | None = None,
     ) -> None:
-        self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
+        self.url = with_driver(url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL)
         self.broker_url = broker_url or os.environ.get("CONVEYOR_BROKER_URL") or None
         self.broker_settings = broker_settings
         self.clock: Clock = clock or SystemClock()
@@ -114,12 +144,15 @@ class Conveyor:
             self.engine.requests.machine.initial_state,
             self.priorities,
         )
+        self.operations = Operations(self.factory, self.lifecycle)
         self._store = store
         self._store_lock = threading.Lock()
         self._local = threading.local()
         self._broker_mode: BrokerMode | None = None
         self.heartbeat_thread = Heartbeat(self.heartbeat)
         self.loop = LoopThread()
+        # Cron schedules declared with cron() / schedule(), run by this app's workers.
+        self.scheduler = Scheduler(self, self._deliver)
         if self.broker_url is not None:
             _ = self.broker  # a wrong URL or a missing pika fails here, not after a commit
 
@@ -190,6 +223,12 @@ class Conveyor:
         retry: str | RetryPolicy | None = None,
         pass_context: bool = False,
         timeout: timedelta | float | None = None,
+        result_ttl: timedelta | float | None = None,
+        concurrency_key: str | Callable[[Any], str] | None = None,
+        concurrency_limit: int | None = None,
+        rate_key: str | Callable[[Any], str] | None = None,
+        rate_limit: int | None = None,
+        rate_period: timedelta | float | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function under ``type`` (default: its qualified name)."""
 
@@ -202,6 +241,12 @@ class Conveyor:
                 retry=retry,
                 pass_context=pass_context,
                 timeout=timeout,
+                result_ttl=result_ttl,
+                concurrency_key=concurrency_key,
+                concurrency_limit=concurrency_limit,
+                rate_key=rate_key,
+                rate_limit=rate_limit,
+                rate_period=rate_period,
             )
             return function
 
@@ -217,9 +262,31 @@ class Conveyor:
         retry: str | RetryPolicy | None = None,
         pass_context: bool = False,
         timeout: timedelta | float | None = None,
+        result_ttl: timedelta | float | None = None,
+        concurrency_key: str | Callable[[Any], str] | None = None,
+        concurrency_limit: int | None = None,
+        rate_key: str | Callable[[Any], str] | None = None,
+        rate_limit: int | None = None,
+        rate_period: timedelta | float | None = None,
     ) -> Handler:
         """Register ``function`` under ``type``, with the defaults of its jobs: queue,
-        priority, retry policy and ``timeout`` (how long one attempt may run)."""
+        priority, retry policy, ``timeout`` (how long one attempt may run) and ``result_ttl``
+        (how long the value it returns stays readable once the job finished), and a
+        concurrency limit: at most ``concurrency_limit`` of its jobs with one
+        ``concurrency_key`` (a string, or a function of the payload) run at once, across
+        every worker; and a rate limit: at most ``rate_limit`` of its jobs with one ``rate_key``
+        start per ``rate_period`` (seconds or a timedelta), across every worker."""
+        rate_given = [value is not None for value in (rate_key, rate_limit, rate_period)]
+        if any(rate_given) and not all(rate_given):
+            raise ConfigurationError(
+                f"handler {type!r}: rate_key, rate_limit and rate_period go together; give "
+                "all three, or none"
+            )
+        if (concurrency_key is None) != (concurrency_limit is None):
+            raise ConfigurationError(
+                f"handler {type!r}: concurrency_key and concurrency_limit go together; give "
+                "both, or neither"
+            )
         chosen = self.default_priority if priority is None else priority
         if self.priorities is not None and chosen not in self.priorities:
             raise ConfigurationError(
@@ -234,9 +301,72 @@ class Conveyor:
             retry_policy=resolve(retry) if retry is not None else self.default_retry,
             pass_context=pass_context,
             timeout_ms=None if timeout is None else handler_timeout_ms(type, timeout),
+            result_ttl_ms=None if result_ttl is None else handler_result_ttl_ms(type, result_ttl),
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+            rate_key=rate_key,
+            rate_limit=rate_limit,
+            rate_period_ms=None
+            if rate_period is None
+            else handler_rate_period_ms(type, rate_period),
         )
         self.handlers.add(handler)
         return handler
+
+    # -- cron schedules -------------------------------------------------------------------
+
+    def schedule(
+        self,
+        name: str,
+        cron: str,
+        type: str,
+        payload: Any = None,
+        *,
+        tz: str = "UTC",
+        overlap: str = "allow",
+        missed: str = "skip",
+        **options: Any,
+    ) -> Schedule:
+        """Publish ``type(payload)`` at each time the five-field ``cron`` expression names in
+        the IANA time zone ``tz`` (spec.md#cron). Every worker of the app runs the schedule
+        and the store lets one publish each run, however many run it. ``overlap``: ``allow``,
+        ``skip`` (no run while the previous one is unfinished) or ``queue`` (runs wait for
+        each other); ``missed``: ``skip`` or ``run_once`` (one run after a downtime).
+        ``options`` are publish options (queue, priority, retry, tags, metadata, ...)."""
+        return self.scheduler.add(
+            make_schedule(name, cron, type, payload, tz, overlap, missed, options)
+        )
+
+    def cron(
+        self,
+        expression: str,
+        *,
+        name: str | None = None,
+        tz: str = "UTC",
+        overlap: str = "allow",
+        missed: str = "skip",
+        **options: Any,
+    ) -> Callable[[F], F]:
+        """Register the decorated function as a handler (under ``name``, its qualified name
+        by default) and run it on the schedule :meth:`schedule` describes."""
+
+        def register(function: F) -> F:
+            chosen = name or f"{function.__module__}.{function.__qualname__}"
+            handler_options = {
+                key: options[key] for key in ("queue", "priority", "retry") if key in options
+            }
+            self.register(chosen, function, **handler_options)
+            self.schedule(
+                chosen, expression, chosen, tz=tz, overlap=overlap, missed=missed, **options
+            )
+            return function
+
+        return register
+
+    def run_schedules(self) -> list[ScheduledRun]:
+        """Evaluate the schedules whose fire time has come (every one on the first call), as
+        workers do between jobs; returns the runs this call published or skipped."""
+        return self.scheduler.run_due()
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -251,27 +381,39 @@ class Conveyor:
         publishes inside the caller's transaction: the job exists if and only if the
         caller's transaction commits.
         """
-        connection = options.pop("connection", None)
-        batch = options.pop("batch", None)
-        if batch is not None:
-            options["batch_id"] = batch.id if isinstance(batch, Batch) else str(batch)
-        job = self.factory.build(calls, PublishOptions.of(options), self.now())
+        publish_options, connection = split_options(options)
+        job = self.operations.build(calls, publish_options, self.now())
+        return self._publish_built([job], connection)[0]
+
+    def publish_many(self, type: str, payloads: Iterable[Any], **options: Any) -> list[Job]:
+        """Publish one job of ``type`` per payload, all with the same options, in one
+        transaction: every job is stored, or none (a bad payload raises before any is).
+
+        The fast way to enqueue many jobs at once: the options are checked once, not per job,
+        and the rows are written together. Takes the options of :meth:`publish`, including
+        ``connection=``; inside :meth:`bulk`, the jobs join its buffer instead.
+        """
+        publish_options, connection = split_options(options)
+        jobs = self.operations.build_many(type, payloads, publish_options, self.now())
+        return self._publish_built(jobs, connection) if jobs else []
+
+    def _publish_built(self, jobs: list[Job], connection: Any) -> list[Job]:
         bulk: BulkPublisher | None = getattr(self._local, "bulk", None)
         if bulk is not None and connection is None:
-            bulk.add(job)
-            return job
-        return self._store_jobs([job], connection)[0]
+            for job in jobs:
+                bulk.add(job)
+            return jobs
+        return self._store_jobs(jobs, connection)
 
     def _store_jobs(self, jobs: Sequence[Job], connection: Any = None) -> list[Job]:
-        now = self.now()
+        publish = self.operations.publish(jobs, self.now())
         if connection is not None:
-            outcome = self.lifecycle.publish(self._joined(connection), jobs, now)
+            outcome = publish(self._joined(connection))
         else:
             with self.store.transaction() as tx:
-                outcome = self.lifecycle.publish(tx, jobs, now)
+                outcome = publish(tx)
         changed = self._deliver(outcome, caller_transaction=connection)
-        # As stored: a job the broker did not take is broker_failed, not ready.
-        return [changed.get(job.id, job) for job in outcome.jobs[: len(jobs)]]
+        return stored(outcome, len(jobs), changed)
 
     def _joined(self, connection: Any) -> Transaction:
         return self.store.join(connection)
@@ -345,9 +487,51 @@ class Conveyor:
 
     def get(self, job_id: str) -> Job:
         with self.store.transaction() as tx:
+            job = self.operations.get(job_id)(tx)
+        return job.result_read_at(self.now())
+
+    def wait(self, job_id: str, timeout: timedelta | float, poll: float = WAIT_POLL_SECONDS) -> Job:
+        """Block until the job reaches a terminal state and return it, with its result
+        (RESULT-004); :class:`~conveyor.errors.WaitTimeout` after ``timeout`` (seconds or a
+        timedelta). On PostgreSQL the job's end wakes the caller at once (NOTIFY); other
+        stores read the job again every ``poll`` seconds (PostgreSQL does too, as a net)."""
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        deadline = time.monotonic() + seconds
+        terminal = self.lifecycle.states.terminal
+        with self.store.watch_end(str(job_id)) as woken:
+            while True:
+                job = self.get(job_id)
+                if job.state in terminal:
+                    return job
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(
+                        f"job {job_id} is still {job.state} after {seconds:g} s; wait longer, "
+                        "or read it later with app.get()"
+                    )
+                woken(min(left, poll))
+
+    def report_progress(
+        self,
+        job_id: str,
+        lease_token: int,
+        percent: float | None = None,
+        message: str | None = None,
+    ) -> Job:
+        """Store the progress of a job under its lease (PROGRESS-001): state, lease and
+        ``updated_at`` stay as they are. StaleLease when ``lease_token`` is not the job's
+        current lease's; JobNotFound when the job is not stored."""
+        progress = progress_document(percent, message, self.now())
+        with self.store.autocommit() as tx:
+            written = tx.write_progress(str(job_id), lease_token, progress)
             job = tx.get_job(str(job_id))
         if job is None:
             raise JobNotFound(f"job {job_id} does not exist (it may have been pruned)")
+        if not written:
+            raise StaleLease(
+                f"job {job_id} is not leased under token {lease_token} (it is {job.state}); "
+                "progress is reported only by the worker running the job"
+            )
         return job
 
     def jobs(
@@ -360,21 +544,43 @@ class Conveyor:
         batch: str | None = None,
         limit: int = 100,
         after_sequence: int = 0,
+        serial_group: str | None = None,
     ) -> list[Job]:
         """Jobs in publish order, filtered; ``tag`` finds every job about one entity."""
-        query = JobFilter(tuple(states), queue, tag, identifier, batch, limit, after_sequence)
+        query = job_filter(
+            states=states,
+            queue=queue,
+            tag=tag,
+            identifier=identifier,
+            batch=batch,
+            limit=limit,
+            after_sequence=after_sequence,
+            serial_group=serial_group,
+        )
         with self.store.transaction() as tx:
-            return tx.find_jobs(query)
+            found = self.operations.find(query)(tx)
+        now = self.now()
+        return [job.result_read_at(now) for job in found]
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]:
         """Which of ``identifiers`` still have work not done (spec.md#identifiers)."""
         with self.store.transaction() as tx:
-            return tx.unfinished_identifiers(list(identifiers))
+            return self.operations.unfinished(identifiers)(tx)
 
     def status(self) -> list[tuple[str, str, int]]:
         """(queue, state, count) for every non-empty combination."""
         with self.store.transaction() as tx:
-            return tx.counts()
+            return self.operations.counts()(tx)
+
+    def ended_by_minute(self, minutes: int = 60) -> list[tuple[datetime, str, int]]:
+        """(minute, state, count) of the jobs that ended in the last ``minutes`` minutes: the
+        throughput and the failures over time, as the dashboard charts them."""
+        if minutes < 1:
+            raise InvalidRequest(f"minutes must be 1 or more, not {minutes}")
+        since = self.now() - timedelta(minutes=minutes)
+        with self.store.transaction() as tx:
+            rows = tx.ended_by_minute(since)
+        return [(from_ms(minute * 60_000), state, count) for minute, state, count in rows]
 
     # -- state changes --------------------------------------------------------------------
 
@@ -410,6 +616,37 @@ class Conveyor:
 
     def retry(self, job_id: str) -> Job:
         return self.report(job_id, "retry", {})
+
+    # -- paused queues --------------------------------------------------------------------
+
+    def pause_queue(self, queue: str) -> bool:
+        """Stop every worker from claiming jobs of ``queue`` (PAUSE-001); jobs keep being
+        published and running jobs finish. False when the queue was paused already."""
+        name = checked_queue(queue)
+        with self.store.transaction() as tx:
+            return tx.pause_queue(name, self.now())
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let workers claim jobs of ``queue`` again (PAUSE-003); False when it was not paused.
+
+        In broker mode the queue's claimable jobs are handed over again at once (their
+        messages were dropped by consumers while the queue was paused, PAUSE-004)."""
+        name = checked_queue(queue)
+        with self.store.transaction() as tx:
+            resumed = tx.resume_queue(name)
+        if resumed and self.broker is not None:
+            self.broker.repair(stale_after=timedelta(0))
+        return resumed
+
+    def paused_queues(self) -> dict[str, datetime]:
+        """Every paused queue and since when, by queue name (PAUSE-005)."""
+        with self.store.transaction() as tx:
+            return dict(tx.paused_queues())
+
+    def workers(self) -> list[WorkerRecord]:
+        """The running workers on this store, as their records say (presence.py), by id."""
+        with self.store.transaction() as tx:
+            return tx.workers()
 
     def heartbeat(self, job_id: str, token: int, lease_ms: int | None = None) -> Job:
         ms = lease_ms if lease_ms is not None else self.lease_ms
@@ -576,6 +813,7 @@ class Conveyor:
     def worker(self, **options: Any) -> WorkerControl:
         """A worker over :class:`WorkerOptions`; in broker mode a consumer of RabbitMQ that
         also takes ``prefetch`` (messages held per queue)."""
+        from .presence import Presence
         from .source import SourceOptions, StoreSource
         from .worker import Worker, WorkerOptions
 
@@ -590,9 +828,21 @@ class Conveyor:
             settings.idle_delay,
         )
         runner = self.runner(settings.worker_id, lease_ms)
+        presence = None
+        if settings.presence_every is not None and not settings.stop_when_empty:
+            presence = Presence(
+                self.store,
+                self.now,
+                settings.worker_id,
+                settings.queues,
+                settings.concurrency,
+                every=settings.presence_every,
+            )
         broker = self.broker
         if broker is None:
-            return Worker(StoreSource(self, source_options), runner, settings, self.now)
+            worker = Worker(StoreSource(self, source_options), runner, settings, self.now, presence)
+            worker.scheduler = self.scheduler if self.scheduler.schedules else None
+            return worker
         source = broker.source(
             self,
             source_options,
@@ -601,7 +851,8 @@ class Conveyor:
             prefetch=prefetch,
             draining=settings.stop_when_empty,
         )
-        worker = Worker(source, runner, settings, self.now)
+        worker = Worker(source, runner, settings, self.now, presence)
+        worker.scheduler = self.scheduler if self.scheduler.schedules else None
         source.on_reload = worker.reload
         return worker
 

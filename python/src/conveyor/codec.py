@@ -1,8 +1,9 @@
 """JSON payload codec: plain JSON plus tagged single-key objects for typed values.
 
 ``{"$bytes": ...}``, ``{"$datetime": ...}``, ``{"$date": ...}``, ``{"$decimal": ...}`` and
-``{"$uuid": ...}`` carry values JSON lacks, so any language can decode them. No pickle: a
-payload can never make a worker construct arbitrary objects.
+``{"$uuid": ...}`` carry values JSON lacks, so any language can decode them. A dataclass,
+attrs or pydantic instance travels as the object of its fields (a handler receives that
+object). No pickle: a payload can never make a worker construct arbitrary objects.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from . import structured
 from .errors import InvalidPayload, PayloadTooLarge, Refused
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -99,9 +101,12 @@ def encode(value: Any, path: str = "payload", depth: int = 0) -> Any:
         return encoded
     if isinstance(value, list | tuple):
         return [encode(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)]
+    if structured.is_model(value):  # a dataclass, attrs or pydantic instance: its fields
+        return encode(structured.values(value), path, depth)
     raise InvalidPayload(
         f"{path} is a {type(value).__name__}, which the JSON codec cannot carry; "
-        "send plain JSON types, bytes, date/datetime, Decimal or UUID"
+        "send plain JSON types, bytes, date/datetime, Decimal, UUID, or dataclass, attrs or "
+        "pydantic instances"
     )
 
 
@@ -136,11 +141,22 @@ def decode(value: Any) -> Any:
             if tag == "$date":
                 return date.fromisoformat(raw)
             if tag == "$decimal":
-                return Decimal(raw)
+                return _decimal(raw)
             if tag == "$uuid":
                 return uuid.UUID(raw)
         return {key: decode(item) for key, item in value.items()}
     return value
+
+
+_DECIMAL = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def _decimal(raw: Any) -> Decimal:
+    """spec.md#CODEC-006: ``1.``, ``.5``, `` 1`` and ``Infinity`` are malformed, although
+    Python's Decimal reads them; a malformed typed value never reaches a handler."""
+    if not isinstance(raw, str) or _DECIMAL.fullmatch(raw) is None:
+        raise ValueError(f"{str(raw)[:40]!r} is not a decimal of the form spec.md#CODEC-006 states")
+    return Decimal(raw)
 
 
 # One encoder for every call: json.dumps with options builds a new encoder each time.

@@ -45,6 +45,7 @@ from .model import Batch, Job
 from .priority import PriorityRange
 from .publishing import Call, PublishOptions, validate_publish_request
 from .retry import resolve
+from .schedules import Schedule, Scheduler, make_schedule
 from .specfiles import wire_version
 
 if TYPE_CHECKING:
@@ -75,8 +76,20 @@ FEATURES = [
     "batches",
     "tags",
     "timeouts",
+    "results",
+    "progress",
+    "cron",
+    "concurrency",
+    "rate_limits",
 ]
-CAPABILITIES = ["publish_bulk", "claim_by_id", "fire", "notifications", "priorities"]
+CAPABILITIES = [
+    "publish_bulk",
+    "claim_by_id",
+    "fire",
+    "notifications",
+    "priorities",
+    "pause_queues",
+]
 OUTCOME_EVENTS = {
     "success": "succeed",
     "temporary": "fail_temporarily",
@@ -189,6 +202,16 @@ def publish_options(document: Json) -> tuple[list[Call], PublishOptions, list[An
         retry=document.get("retry_policy"),
         tags=tuple(document.get("tags", ())),
         timeout=_ms(document["timeout_ms"]) if document.get("timeout_ms") is not None else None,
+        result_ttl=(
+            _ms(document["result_ttl_ms"]) if document.get("result_ttl_ms") is not None else None
+        ),
+        concurrency_key=document.get("concurrency_key"),
+        concurrency_limit=document.get("concurrency_limit"),
+        rate_key=document.get("rate_key"),
+        rate_limit=document.get("rate_limit"),
+        rate_period=(
+            _ms(document["rate_period_ms"]) if document.get("rate_period_ms") is not None else None
+        ),
     )
     return calls, options, payloads, metadata
 
@@ -201,7 +224,18 @@ def publish_document(job: Json) -> Json:
         "priority": job["priority"],
         "retry_policy": job["retry_policy"],
     }
-    for name in ("serial_group", "identifier", "recurring", "timeout_ms"):
+    for name in (
+        "serial_group",
+        "identifier",
+        "recurring",
+        "timeout_ms",
+        "result_ttl_ms",
+        "concurrency_key",
+        "concurrency_limit",
+        "rate_key",
+        "rate_limit",
+        "rate_period_ms",
+    ):
         if job.get(name) is not None:
             document[name] = job[name]
     if job.get("unique"):
@@ -214,10 +248,10 @@ def publish_document(job: Json) -> Json:
 
 
 class BrokerClaims:
-    """Claims as a broker consumer makes them (spec.md#BROKER-003, #BROKER-007, #BROKER-010).
+    """Claims as a broker consumer makes them (spec.md#BROKER-011, #BROKER-007, #BROKER-010).
 
     The store stays the source of truth and RabbitMQ carries only job ids: the app hands over
-    every job a committed change made claimable (BROKER-001, BROKER-009). A ``claim`` request
+    every job a committed change made claimable (BROKER-012, BROKER-009). A ``claim`` request
     is one consumer of the AMQP queues of its queues and priority bands. It takes messages best
     band first and answers each as ``conveyor consume`` does: a wake-up for the message's band,
     answered with the store's conditional claim of one job, and a new message for the message's
@@ -556,6 +590,43 @@ class Session:
         jobs = [self.build(document) for document in request["jobs"]]
         return {"jobs": [job.to_dict() for job in app._store_jobs(jobs)]}
 
+    def cmd_schedule_tick(self, request: Json) -> Json:
+        """Each schedule evaluated at now by a fresh scheduler, as a process that starts
+        (CRON-006): what earlier ticks recorded is in the store."""
+        app = self.conveyor
+        schedules = [self.schedule(document) for document in request["schedules"]]
+        scheduler = Scheduler(app, app._deliver)
+        runs = [scheduler.evaluate(schedule, app.now()) for schedule in schedules]
+        return {
+            "runs": [
+                {
+                    "name": run.name,
+                    "fire_at": format_timestamp(run.fire_at),
+                    "job": run.job.to_dict() if run.job is not None else None,
+                }
+                for run in runs
+                if run is not None
+            ]
+        }
+
+    def schedule(self, document: Json) -> Schedule:
+        calls, options, payloads, metadata = publish_options(document["job"])
+        if len(calls) != 1:
+            raise InvalidRequest("a schedule's job has exactly one request")
+        schedule = make_schedule(
+            document["name"],
+            document["expression"],
+            calls[0].type,
+            payloads[0],
+            document.get("tz", "UTC"),
+            document.get("overlap", "allow"),
+            document.get("missed", "skip"),
+            {},
+        )
+        schedule = replace(schedule, options=replace(options, metadata=metadata or {}))
+        self.build(document["job"])  # a job the schedule cannot publish is refused now
+        return schedule
+
     def cmd_claim(self, request: Json) -> Json:
         try:
             span = PriorityRange.parse(request.get("priorities"))
@@ -595,7 +666,18 @@ class Session:
             params["retry_after_ms"] = outcome["retry_after_ms"]
         if kind == "waiting" and outcome.get("delay_ms") is not None:
             params["delay_ms"] = outcome["delay_ms"]
-        return self.job_result(self.conveyor.report(request["job"], event, params))
+        update: Json = {}
+        if outcome.get("result") is not None:
+            if outcome["kind"] != "success":
+                raise InvalidRequest("only a success outcome carries a result (RESULT-001)")
+            update["result"] = outcome["result"]
+        return self.job_result(self.conveyor.report(request["job"], event, params, update))
+
+    def cmd_progress(self, request: Json) -> Json:
+        job = self.conveyor.report_progress(
+            request["job"], request["lease_token"], request.get("percent"), request.get("message")
+        )
+        return self.job_result(job)
 
     def cmd_heartbeat(self, request: Json) -> Json:
         job = self.conveyor.heartbeat(request["job"], request["lease_token"], request["lease_ms"])
@@ -647,6 +729,21 @@ class Session:
             after_sequence=after,
         )
         return {"jobs": [job.to_dict() for job in jobs]}
+
+    def cmd_pause_queue(self, request: Json) -> Json:
+        return {"changed": self.conveyor.pause_queue(request["queue"])}
+
+    def cmd_resume_queue(self, request: Json) -> Json:
+        return {"changed": self.conveyor.resume_queue(request["queue"])}
+
+    def cmd_paused_queues(self, request: Json) -> Json:
+        paused = self.conveyor.paused_queues()
+        return {
+            "queues": [
+                {"queue": queue, "paused_at": format_timestamp(moment)}
+                for queue, moment in paused.items()
+            ]
+        }
 
     def cmd_unfinished_identifiers(self, request: Json) -> Json:
         found = self.conveyor.unfinished_identifiers(request["identifiers"])

@@ -9,6 +9,7 @@ duplicate, a waiting job and a dependency pair. Nothing but Python and this pack
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from .app import Conveyor
+from .errors import ConfigurationError
 from .handlers import JobContext
 from .model import Job
 from .notify import describe
@@ -25,6 +27,40 @@ from .publishing import Call
 from .worker import WorkerControl, WorkerStats
 
 DEFAULT_PATH = "conveyor-demo.db"
+# Written into the SQLite header of every demo file (PRAGMA application_id, "CvDm"), so that
+# a later run recreates only its own files, never a real queue or anything else at that path.
+DEMO_APPLICATION_ID = 0x4376446D
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _refuse_unless_demo(path: Path) -> None:
+    """Raise ConfigurationError unless ``path`` is missing, empty or a demo database."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise ConfigurationError(
+            f"conveyor demo cannot use {path}: it is not a file; pass --db with a new file name"
+        )
+    with path.open("rb") as file:
+        header = file.read(len(_SQLITE_HEADER))
+    if not header:
+        return
+    found = None
+    if header == _SQLITE_HEADER:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            found = connection.execute("PRAGMA application_id").fetchone()[0]
+        except sqlite3.DatabaseError:
+            found = None
+        finally:
+            connection.close()
+    if found != DEMO_APPLICATION_ID:
+        what = "a SQLite database" if header == _SQLITE_HEADER else "a file"
+        raise ConfigurationError(
+            f"conveyor demo recreates its database on every run, and {path} is {what} that "
+            "conveyor demo did not create: pass --db with a new file name, or delete the file "
+            "yourself if you no longer need it"
+        )
 
 
 @dataclass(frozen=True)
@@ -73,8 +109,15 @@ class Demo:
 
     def __init__(self, path: str | Path = DEFAULT_PATH) -> None:
         self.path = Path(path)
+        _refuse_unless_demo(self.path)
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        stamp = sqlite3.connect(self.path)
+        try:
+            stamp.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
+            stamp.commit()
+        finally:
+            stamp.close()
         self.recorder = _Recorder()
         self.app = Conveyor(
             f"sqlite:///{self.path}",

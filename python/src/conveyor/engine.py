@@ -195,6 +195,9 @@ class JobEngine:
             effect = self.machine.effects[name]
             if effect.scope == "system":
                 system.append(name)
+            elif effect.request_event == "abandon":
+                steps.append(functools.partial(self._abandon_step, effect.scope))
+                fields.add("requests")
             elif effect.request_event:
                 steps.append(
                     functools.partial(self._requests_step, effect.scope, effect.request_event)
@@ -207,6 +210,11 @@ class JobEngine:
 
     def _requests_step(self, scope: str, event: str, job: Job, firing: Firing) -> dict[str, Any]:
         return self._fire_requests(job, scope, event, firing)
+
+    def _abandon_step(self, scope: str, job: Job, firing: Firing) -> dict[str, Any]:
+        """LEASE-009: the abandoned request records the job's lease_expired error."""
+        lease_error = replace(firing, params={"error": self._lease_error(job)})
+        return self._fire_requests(job, scope, "abandon", lease_error)
 
     def fire(self, job: Job, firing: Firing, update: Mapping[str, Any] | None = None) -> Fired:
         """Apply one event, or raise the refusal the machine demands (nothing changes).
@@ -251,6 +259,8 @@ class JobEngine:
             effect = self.machine.effects[name]
             if effect.scope == "system":
                 system.append(name)
+            elif effect.request_event == "abandon":
+                changed = replace(changed, **self._abandon_step(effect.scope, changed, firing))
             elif effect.request_event:
                 changes = self._fire_requests(changed, effect.scope, effect.request_event, firing)
                 changed = replace(changed, **changes)
@@ -296,13 +306,16 @@ class JobEngine:
             return {}
         return {"last_error": error, "errors": (*job.errors, error)}
 
-    def _record_lease_error(self, job: Job, firing: Firing) -> dict[str, Any]:
+    @staticmethod
+    def _lease_error(job: Job) -> dict[str, Any]:
         holder = job.lease.worker_id if job.lease else "unknown"
-        lease_error = {
+        return {
             "kind": "lease_expired",
             "message": f"the lease of worker {holder} expired; the worker is presumed dead",
         }
-        return self._record_error(job, replace(firing, params={"error": lease_error}))
+
+    def _record_lease_error(self, job: Job, firing: Firing) -> dict[str, Any]:
+        return self._record_error(job, replace(firing, params={"error": self._lease_error(job)}))
 
     @staticmethod
     def _schedule_retry(job: Job, firing: Firing) -> dict[str, Any]:

@@ -21,7 +21,8 @@ Tree::
     ├── BrokerUnavailable        the message broker cannot be reached (URL password masked)
     ├── AlreadyRunning           a command protected by a lock is already running
     ├── LockLost                 a command's lock went away while it ran (its connection was cut)
-    └── JobTimeout               an attempt ran longer than its timeout (recorded, not raised)
+    ├── JobTimeout               an attempt ran longer than its timeout (recorded, not raised)
+    └── WaitTimeout              app.wait() gave up: the job did not end in time
 
 Handler outcomes (``PermanentError``, ``Waiting``, ``Die``, ``TemporaryError``) live in
 :mod:`conveyor.outcomes`: they steer a job, they are not library failures.
@@ -45,42 +46,62 @@ class Refused(ConveyorError):
 
 
 class InvalidTransition(Refused):
+    """The job's machine allows no transition for its state and this event."""
+
     code = "invalid_transition"
 
 
 class StaleLease(Refused):
+    """A report carried a lease token that is no longer current: another worker owns the job now."""
+
     code = "stale_lease"
 
 
 class JobNotFound(Refused):
+    """No job (or batch) has this id; it may have been pruned by ``clear_finished``."""
+
     code = "not_found"
 
 
 class InvalidPayload(Refused):
+    """A payload the codec cannot encode or the request schema rejects."""
+
     code = "invalid_payload"
 
 
 class InvalidRequest(Refused):
+    """Publish options that break a schema or a spec rule; the message names the option."""
+
     code = "invalid_request"
 
 
 class UnknownType(Refused):
+    """No handler is registered under the request type; the message lists those that are."""
+
     code = "unknown_type"
 
 
 class UnknownDependency(Refused):
+    """A job names a dependency id that does not exist."""
+
     code = "unknown_dependency"
 
 
 class PriorityNotAllowed(Refused):
+    """A priority outside the set the app is configured with."""
+
     code = "priority_not_allowed"
 
 
 class PayloadTooLarge(Refused):
+    """A payload larger than the spec's limit once encoded; pass a reference to the data instead."""
+
     code = "payload_too_large"
 
 
 class BatchClosed(Refused):
+    """A job was added to a batch that is already sealed or finished."""
+
     code = "batch_closed"
 
 
@@ -114,6 +135,10 @@ class LockLost(ConveyorError):
 
 class JobTimeout(ConveyorError):
     """An attempt ran longer than its timeout; recorded as a temporary error (TIMEOUT-001)."""
+
+
+class WaitTimeout(ConveyorError, TimeoutError):
+    """:meth:`Conveyor.wait` ran out of time before the job reached a terminal state."""
 
 
 REFUSALS: dict[str, type[Refused]] = {

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import codec, failures
-from .errors import ConveyorError, JobTimeout, StaleLease, UnknownType
+from .errors import (
+    ConveyorError,
+    InvalidPayload,
+    JobTimeout,
+    PayloadTooLarge,
+    StaleLease,
+    UnknownType,
+)
 from .eventloop import LoopThread
 from .handlers import HandlerRegistry, JobContext
 from .heartbeat import Heartbeat
@@ -22,6 +29,7 @@ from .hooks import Hooks
 from .model import Job
 from .outcomes import Die, PermanentError, TemporaryError, Waiting
 from .resilience import retry_while_unavailable
+from .results import encode_result
 from .threads import DaemonThreads
 
 log = logging.getLogger("conveyor.worker")
@@ -34,6 +42,7 @@ class Report:
     event: str
     params: dict[str, Any]
     die: bool = False
+    result: Any = None  # encoded: the return value of the last request (RESULT-001)
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,10 @@ class RunnerHost(Protocol):
     ) -> Job: ...
 
     def get(self, job_id: str) -> Job: ...
+
+    def report_progress(
+        self, job_id: str, lease_token: int, percent: float | None, message: str | None
+    ) -> Job: ...
 
     def release_thread(self) -> None:
         """Return the calling thread's database connections (the thread is ending)."""
@@ -274,12 +287,15 @@ class JobRunner:
             metadata = dict(metadata)
             for provider in self.host.hooks.metadata:
                 metadata.update(codec.encode(provider(job) or {}, "job metadata"))
+        update = {"execution": execution, "metadata": metadata}
+        if report.result is not None:
+            update["result"] = report.result
         return Performed(
             job=job,
             current=current,
             event=report.event,
             params={**report.params, "lease_token": job.lease.token},
-            update={"execution": execution, "metadata": metadata},
+            update=update,
             die=report.die,
         )
 
@@ -359,10 +375,10 @@ class JobRunner:
                 report = call
             else:
                 try:
-                    result = call.function(*call.args, **call.kwargs)
-                    if inspect.isawaitable(result):  # a callable returning a coroutine
-                        self.loop.run(_awaited(result))
-                    report = SUCCEEDED
+                    value = call.function(*call.args, **call.kwargs)
+                    if inspect.isawaitable(value):  # a callable returning a coroutine
+                        value = self.loop.run(_awaited(value))
+                    report = succeeded(current, value)
                 except Exception as error:
                     report = self._failure(current, index, error)
             if report.event != "succeed" or current.requests_remaining == 1:
@@ -389,12 +405,12 @@ class JobRunner:
             else:
                 try:
                     if call.is_async:
-                        await call.function(*call.args, **call.kwargs)
+                        value = await call.function(*call.args, **call.kwargs)
                     else:
-                        result = await asyncio.to_thread(call.function, *call.args, **call.kwargs)
-                        if inspect.isawaitable(result):
-                            await result
-                    report = SUCCEEDED
+                        value = await asyncio.to_thread(call.function, *call.args, **call.kwargs)
+                        if inspect.isawaitable(value):
+                            value = await value
+                    report = succeeded(current, value)
                 except Exception as error:
                     report = self._failure(current, index, error)
             if report.event != "succeed" or current.requests_remaining == 1:
@@ -423,6 +439,7 @@ class JobRunner:
             identifier=job.identifier,
             serial_group=job.serial_group,
             worker_id=self.worker_id,
+            reporter=self._reporter(job),
         )
         # OUT-003: a payload that cannot be decoded, or does not fit the handler, is a
         # programming error: permanent, never retried.
@@ -446,6 +463,15 @@ class JobRunner:
                 "as keyword arguments, any other value as the one positional argument)",
             )
         return _Call(handler.function, bound.args, bound.kwargs, handler.is_async)
+
+    def _reporter(self, job: Job) -> Callable[[float | None, str | None], None]:
+        assert job.lease is not None
+        job_id, token = job.id, job.lease.token
+
+        def report(percent: float | None, message: str | None) -> None:
+            self.host.report_progress(job_id, token, percent, message)
+
+        return report
 
     def _failure(self, job: Job, index: int, error: Exception) -> Report:
         """The report of a handler that raised ``error``, after the on_error hooks."""
@@ -478,6 +504,7 @@ class JobRunner:
                 request_type,
                 job.attempts,
                 (recorded.get("traceback") or failures.log_text(error)).rstrip("\n"),
+                extra={"job_id": job.id, "type": request_type, "attempt": job.attempts},
             )
         return report
 
@@ -499,6 +526,20 @@ class JobRunner:
             raise
         except Exception:
             log.exception("hook %r raised; ignored", hook)
+
+
+def succeeded(job: Job, value: Any) -> Report:
+    """The report of a request whose handler returned ``value``. The last request's value is
+    the job's result (RESULT-001); one that cannot be stored makes the outcome a permanent
+    error naming the limit it broke (RESULT-002). Earlier requests' values are not kept."""
+    if value is None or job.requests_remaining != 1:
+        return SUCCEEDED
+    try:
+        return Report("succeed", {}, result=encode_result(value))
+    except (InvalidPayload, PayloadTooLarge) as error:
+        problem = PermanentError(f"the handler's result cannot be stored: {error.message}")
+        log.warning("job %s: %s", job.id, problem)
+        return Report("fail_permanently", {"error": _error("permanent", problem)})
 
 
 def timeout_of(job: Job) -> float | None:

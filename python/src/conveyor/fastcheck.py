@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,8 @@ class Limits:
     min_interval_ms: int
     known_keys: frozenset[str]
     max_timeout_ms: int
+    max_result_ttl_ms: int
+    max_concurrency_limit: int
 
 
 def _pattern(schema: dict[str, Any]) -> re.Pattern[str]:
@@ -60,6 +63,8 @@ def limits() -> Limits:
         min_interval_ms=publish["$defs"]["recurring"]["properties"]["interval_ms"]["minimum"],
         known_keys=frozenset(properties),
         max_timeout_ms=publish["$defs"]["timeout_ms"]["maximum"],
+        max_result_ttl_ms=publish["$defs"]["result_ttl_ms"]["maximum"],
+        max_concurrency_limit=publish["$defs"]["concurrency_limit"]["maximum"],
     )
 
 
@@ -101,7 +106,7 @@ def surely_valid(document: dict[str, Any]) -> bool:
         kind = request.get("type")
         if not isinstance(kind, str) or not lim.request_type.fullmatch(kind):
             return False
-    checks = (
+    checks: tuple[tuple[str, Callable[[Any], Any]], ...] = (
         ("queue", lambda v: isinstance(v, str) and lim.queue.fullmatch(v)),
         (
             "priority",
@@ -127,6 +132,18 @@ def surely_valid(document: dict[str, Any]) -> bool:
         ),
         ("retry_policy", _policy_ok),
         ("timeout_ms", lambda v: v is None or (type(v) is int and 1 <= v <= lim.max_timeout_ms)),
+        ("concurrency_key", lambda v: v is None or (isinstance(v, str) and lim.label.fullmatch(v))),
+        (
+            "concurrency_limit",
+            lambda v: v is None or (type(v) is int and 1 <= v <= lim.max_concurrency_limit),
+        ),
+        ("rate_key", lambda v: v is None or (isinstance(v, str) and lim.label.fullmatch(v))),
+        ("rate_limit", lambda v: v is None or (type(v) is int and 1 <= v <= 1_000_000)),
+        ("rate_period_ms", lambda v: v is None or (type(v) is int and 1 <= v <= 2_678_400_000)),
+        (
+            "result_ttl_ms",
+            lambda v: v is None or (type(v) is int and 1 <= v <= lim.max_result_ttl_ms),
+        ),
     )
     for key, check in checks:
         if key in document and not check(document[key]):

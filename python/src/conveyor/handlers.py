@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError, UnknownType
@@ -27,6 +28,27 @@ class JobContext:
     identifier: str | None
     serial_group: str | None
     worker_id: str
+    # Writes progress under this attempt's lease (PROGRESS-001); None outside a worker.
+    reporter: Callable[[float | None, str | None], None] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def progress(self, percent: float | None = None, message: str | None = None) -> None:
+        """Record how far the job got (0 to 100 percent, a short message), shown by
+        ``conveyor jobs show`` and the job's ``progress``. One short write to the store;
+        StaleLease when this attempt no longer holds the job's lease."""
+        if self.reporter is None:
+            raise ConfigurationError(
+                "this context reports no progress: it was not made by a worker running the job"
+            )
+        self.reporter(percent, message)
+
+    async def progress_async(
+        self, percent: float | None = None, message: str | None = None
+    ) -> None:
+        """:meth:`progress` for ``async def`` handlers: the write runs in a thread, so the
+        event loop keeps running the other jobs."""
+        await asyncio.to_thread(self.progress, percent, message)
 
 
 @dataclass(frozen=True)
@@ -38,6 +60,15 @@ class Handler:
     retry_policy: RetryPolicy
     pass_context: bool = False
     timeout_ms: int | None = None  # the default timeout of its jobs (TIMEOUT-001)
+    result_ttl_ms: int | None = None  # the default result time to live (RESULT-003)
+    # The default concurrency key of its jobs, or a function of the payload giving it, and
+    # the limit (CONC-001).
+    concurrency_key: str | Callable[[Any], str] | None = None
+    concurrency_limit: int | None = None
+    # The default rate key (or a function of the payload), limit and period (RATE-001).
+    rate_key: str | Callable[[Any], str] | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
 
     @functools.cached_property
     def is_async(self) -> bool:

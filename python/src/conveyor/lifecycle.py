@@ -16,6 +16,7 @@ from typing import Any
 from .engine import Fired, Firing, JobEngine
 from .errors import (
     BatchClosed,
+    InvalidRequest,
     InvalidTransition,
     JobNotFound,
     Refused,
@@ -25,8 +26,9 @@ from .errors import (
 )
 from .machine import Environment, Machine
 from .model import Batch, Job, Request, replace
+from .results import check_result
 from .specfiles import machine_document
-from .store.base import Candidate, ClaimQuery, StateSets, Transaction
+from .store.base import Candidate, ClaimQuery, StateSets, Transaction, rate_window
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ class Lifecycle:
         # of a pass: the candidate rows are locked (SKIP LOCKED, or SQLite's single writer),
         # so their conditional writes cannot lose a race, and a batch costs one round trip.
         deferred: list[tuple[Job, Fired]] = []
+        slots: dict[str, set[int]] = {}  # concurrency slots held, by key, as this claim goes
         while again and len(outcome.jobs) < limit:
             again = passed_over = claimed = False
             wanted = limit - len(outcome.jobs) + len(skip)
@@ -184,8 +187,10 @@ class Lifecycle:
                     continue
                 facts = self._facts(candidate, busy_groups, busy_identifiers)
                 event = "discard_redundant" if facts["unique_sibling_succeeded"] else "claim"
-                try:
-                    fired = self.engine.fire(job, self._firing(event, now, params, facts))
+                try:  # CONC-002: a job with no free slot is passed over like a failed guard
+                    fired = self._with_slot(
+                        tx, self.engine.fire(job, self._firing(event, now, params, facts)), slots
+                    )
                 except InvalidTransition:
                     passed_over = True
                     continue
@@ -225,7 +230,34 @@ class Lifecycle:
             and not fired.system_effects
             and job.serial_group is None
             and not job.unique
+            and job.concurrency_key is None
         )
+
+    def _with_slot(self, tx: Transaction, fired: Fired, held: dict[str, set[int]]) -> Fired:
+        """A claim of a job with a concurrency key takes the lowest slot of the key below its
+        limit that no leased job holds (CONC-002), and one of a job with a rate key counts
+        against the window of now (RATE-002); InvalidTransition when either is full. The
+        store's uniqueness rules refuse a slot a concurrent claim took first."""
+        job = fired.job
+        if job.state not in self.states.leased:
+            return fired
+        key = job.concurrency_key
+        if key is not None:
+            taken = held.setdefault(key, set())
+            taken |= tx.concurrency_slots(key)
+            free = [slot for slot in range(job.concurrency_limit or 0) if slot not in taken]
+            if not free:
+                raise InvalidTransition(f"job {job.id}: every slot of {key!r} is held")
+            taken.add(free[0])
+            fired = replace(fired, job=replace(job, concurrency_slot=free[0]))
+        if job.rate_key is not None and not tx.take_rate_slot(
+            job.rate_key,
+            rate_window(job.updated_at, job.rate_period_ms or 1),
+            job.rate_limit or 0,
+            job.id,
+        ):
+            raise InvalidTransition(f"job {job.id}: the window of {job.rate_key!r} is full")
+        return fired
 
     @staticmethod
     def _write_claims(tx: Transaction, deferred: list[tuple[Job, Fired]]) -> None:
@@ -391,7 +423,21 @@ class Lifecycle:
         params: Mapping[str, Any] | None,
         update: Mapping[str, Any] | None,
     ) -> Fired:
-        return self.engine.fire(job, self._firing(event, now, params or {}, {}), update)
+        fired = self.engine.fire(job, self._firing(event, now, params or {}, {}), update)
+        if update and update.get("result") is not None:
+            self._check_result(fired, update["result"])
+        return fired
+
+    def _check_result(self, fired: Fired, result: Any) -> None:
+        """RESULT-001/002, after the machine accepted the event (a stale token is refused
+        as such first): only the success that finishes the job carries a result, within the
+        payload rules and 64 KiB."""
+        if fired.job.state not in self.states.succeeded or fired.transition.event != "succeed":
+            raise InvalidRequest(
+                f"job {fired.job.id}: only the success of its last request carries a result "
+                "(RESULT-001); report the others without one"
+            )
+        check_result(result)
 
     def rescue(self, tx: Transaction, now: datetime, limit: int) -> Outcome:
         """Fire lease_expired on processing jobs whose lease has run out."""

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from . import codec
 from .clock import format_timestamp
 from .retry import RetryPolicy
 
@@ -69,6 +70,8 @@ class JobError:
 
 @dataclass(frozen=True)
 class Lease:
+    """Who holds a processing job, until when, and the fencing token its reports must carry."""
+
     token: int
     worker_id: str
     expires_at: datetime
@@ -76,6 +79,8 @@ class Lease:
 
 @dataclass(frozen=True)
 class Request:
+    """One request of a job: its handler type, payload, state, attempts and last error."""
+
     index: int
     type: str
     payload: Any
@@ -124,6 +129,38 @@ class Job:
     errors: tuple[JobError, ...] = ()
     execution: dict[str, Any] | None = None
     timeout_ms: int | None = None  # how long one attempt may run (TIMEOUT-001)
+    result: Any = None  # codec-encoded JSON of the success that finished the job (RESULT-001)
+    result_ttl_ms: int | None = None  # how long the result stays readable (RESULT-003)
+    # {"percent", "message", "at"} as last reported by a lease holder (PROGRESS-001)
+    progress: dict[str, Any] | None = None
+    # CONC-001/002: the key whose limit the job counts against, and the slot it holds while
+    # leased (None otherwise; the store keeps it only while the job is leased).
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    concurrency_slot: int | None = None
+    # RATE-001/002: at most rate_limit claims of rate_key's jobs per window of rate_period_ms.
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
+
+    @property
+    def result_expires_at(self) -> datetime | None:
+        """finished_at plus result_ttl_ms, for a job that has a result (RESULT-003)."""
+        if self.result is None or self.result_ttl_ms is None or self.finished_at is None:
+            return None
+        return self.finished_at + timedelta(milliseconds=self.result_ttl_ms)
+
+    @property
+    def result_value(self) -> Any:
+        """The result decoded by the codec (bytes, dates, decimals back as Python values)."""
+        return codec.decode(self.result)
+
+    def result_read_at(self, now: datetime) -> Job:
+        """The job as read at ``now``: without its result once it expired (RESULT-003)."""
+        expires = self.result_expires_at
+        if expires is None or now < expires:
+            return self
+        return replace(self, result=None)
 
     @property
     def max_attempts(self) -> int | None:
@@ -185,14 +222,73 @@ class Job:
             "last_error": self.last_error.to_dict() if self.last_error else None,
             "errors": [error.to_dict() for error in self.errors],
             "execution": self.execution,
-        } | ({"timeout_ms": self.timeout_ms} if self.timeout_ms is not None else {})
+        } | self._optional_members()
+
+    def _optional_members(self) -> dict[str, Any]:
+        """Members of optional features, left out when null (TIMEOUT-001, RESULT-001..003,
+        PROGRESS-002)."""
+        members: dict[str, Any] = {}
+        if self.timeout_ms is not None:
+            members["timeout_ms"] = self.timeout_ms
+        if self.result is not None:
+            members["result"] = self.result
+        if self.result_ttl_ms is not None:
+            members["result_ttl_ms"] = self.result_ttl_ms
+        expires = self.result_expires_at
+        if expires is not None:
+            members["result_expires_at"] = format_timestamp(expires)
+        if self.concurrency_key is not None:
+            members["concurrency_key"] = self.concurrency_key
+            members["concurrency_limit"] = self.concurrency_limit
+        if self.rate_key is not None:
+            members["rate_key"] = self.rate_key
+            members["rate_limit"] = self.rate_limit
+            members["rate_period_ms"] = self.rate_period_ms
+        if self.progress is not None:
+            members["progress"] = {
+                "percent": self.progress.get("percent"),
+                "message": self.progress.get("message"),
+                "at": format_timestamp(self.progress["at"]),
+            }
+        return members
 
 
 @dataclass(frozen=True)
 class Batch:
+    """A group of jobs tracked together; its completion job is published once all settle."""
+
     id: str
     state: str
     total: int
     created_at: datetime
     completion: dict[str, Any] | None = None
     finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A running worker as it announces itself in the store (docs/guide/workers.md#presence):
+    written when it starts and at every presence beat, deleted when it stops."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    queues: tuple[str, ...] = ()
+    concurrency: int = 1
+    running: tuple[str, ...] = ()  # ids of the jobs it runs now
+    memory_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": format_timestamp(self.started_at),
+            "heartbeat_at": format_timestamp(self.heartbeat_at),
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "running": list(self.running),
+            "memory_bytes": self.memory_bytes,
+        }

@@ -14,8 +14,8 @@ from . import codec, schemacheck
 from .clock import duration_ms, format_timestamp, truncate_ms
 from .errors import ConfigurationError, InvalidPayload, InvalidRequest, PriorityNotAllowed
 from .fastcheck import surely_valid
-from .handlers import HandlerRegistry
-from .model import Job, Request
+from .handlers import Handler, HandlerRegistry
+from .model import Job, Request, replace
 from .retry import RetryPolicy, resolve
 
 
@@ -50,6 +50,18 @@ class PublishOptions:
     metadata: dict[str, Any] = field(default_factory=dict)
     # How long one attempt may run (a timedelta or seconds); None: the handler's timeout.
     timeout: timedelta | float | None = None
+    # How long the result stays readable after the job finished (a timedelta or seconds);
+    # None: the handler's, or as long as the job is stored (RESULT-003).
+    result_ttl: timedelta | float | None = None
+    # At most concurrency_limit jobs of concurrency_key run at once, across every worker
+    # (CONC-001, CONC-002); None: the handler's.
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    # At most rate_limit jobs of rate_key start per rate_period (a timedelta or seconds),
+    # across every worker (RATE-001, RATE-002); None: the handler's.
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_period: timedelta | float | None = None
 
     @classmethod
     def of(cls, options: Mapping[str, Any]) -> PublishOptions:
@@ -125,6 +137,110 @@ def timeout_ms(name: str, value: Any) -> int:
             "within them, or None for no limit"
         )
     return round(seconds * 1000)
+
+
+LONGEST_RESULT_TTL = timedelta(days=366)  # RESULT-003
+
+
+def result_ttl_ms(name: str, value: Any) -> int:
+    """A result's time to live (timedelta or seconds) in whole milliseconds, 1 ms to 366 days."""
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise InvalidRequest(
+            f"{name} must be a timedelta or a number of seconds, not {type(value).__name__}"
+        )
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if not (math.isfinite(seconds) and 0.001 <= seconds <= LONGEST_RESULT_TTL.total_seconds()):
+        raise InvalidRequest(
+            f"{name} of {value!r} is outside 1 ms to 366 days (RESULT-003); pass a duration "
+            "within them, or None to keep the result as long as the job"
+        )
+    return round(seconds * 1000)
+
+
+def handler_result_ttl_ms(handler_type: str, value: Any) -> int:
+    """A handler's default result time to live; a bad one is a configuration error."""
+    try:
+        return result_ttl_ms(f"the result_ttl of handler {handler_type!r}", value)
+    except InvalidRequest as error:
+        raise ConfigurationError(str(error)) from None
+
+
+def _concurrency(
+    options: PublishOptions, handler: Handler | None, payload: Any
+) -> tuple[str | None, int | None]:
+    """The job's concurrency key and limit (CONC-001): the publish options', else the
+    handler's, whose key may be computed from the payload (``lambda p: f"customer:{p['id']}"``)."""
+    key: Any = options.concurrency_key
+    limit = options.concurrency_limit
+    if key is None and limit is None and handler is not None:
+        key, limit = handler.concurrency_key, handler.concurrency_limit
+        if callable(key):
+            try:
+                key = key(payload)
+            except Exception as error:
+                raise InvalidRequest(
+                    f"the concurrency key function of handler {handler.type!r} failed on this "
+                    f"payload: {error!r}; make it accept every payload the handler takes"
+                ) from None
+    if (key is None) != (limit is None):
+        raise InvalidRequest(
+            "concurrency_key and concurrency_limit go together (CONC-001): give both, or neither"
+        )
+    return key, limit
+
+
+def _rate(
+    options: PublishOptions, handler: Handler | None, payload: Any
+) -> tuple[str, int, int] | None:
+    """The job's rate key, limit and period in ms (RATE-001): the publish options', else the
+    handler's, whose key may be computed from the payload."""
+    key: Any = options.rate_key
+    limit, period = options.rate_limit, options.rate_period
+    if key is None and limit is None and period is None and handler is not None:
+        key, limit = handler.rate_key, handler.rate_limit
+        period = None if handler.rate_period_ms is None else handler.rate_period_ms / 1000
+        if callable(key):
+            try:
+                key = key(payload)
+            except Exception as error:
+                raise InvalidRequest(
+                    f"the rate key function of handler {handler.type!r} failed on this "
+                    f"payload: {error!r}; make it accept every payload the handler takes"
+                ) from None
+    given = [value is not None for value in (key, limit, period)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise InvalidRequest(
+            "rate_key, rate_limit and rate_period go together (RATE-001): give all three, or none"
+        )
+    return key, limit, rate_period_ms("rate_period", period)  # type: ignore[return-value]
+
+
+LONGEST_RATE_PERIOD = timedelta(days=31)  # RATE-001
+
+
+def rate_period_ms(name: str, value: Any) -> int:
+    """A rate window's length (timedelta or seconds) in whole milliseconds, 1 ms to 31 days."""
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise InvalidRequest(
+            f"{name} must be a timedelta or a number of seconds, not {type(value).__name__}"
+        )
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if not (math.isfinite(seconds) and 0.001 <= seconds <= LONGEST_RATE_PERIOD.total_seconds()):
+        raise InvalidRequest(
+            f"{name} of {value!r} is outside 1 ms to 31 days (RATE-001); pass a duration "
+            "within them"
+        )
+    return round(seconds * 1000)
+
+
+def handler_rate_period_ms(handler_type: str, value: Any) -> int:
+    """A handler's rate period; a bad one is a configuration error, found at startup."""
+    try:
+        return rate_period_ms(f"the rate_period of handler {handler_type!r}", value)
+    except InvalidRequest as error:
+        raise ConfigurationError(str(error)) from None
 
 
 def handler_timeout_ms(handler_type: str, value: Any) -> int:
@@ -289,6 +405,32 @@ class JobFactory:
             frozenset(allowed_priorities) if allowed_priorities is not None else None
         )
 
+    def build_many(
+        self, request_type: str, payloads: Iterable[Any], options: PublishOptions, now: datetime
+    ) -> list[Job]:
+        """One job of ``request_type`` per payload, all with the same options.
+
+        The first job is built (and checked) in full; the others differ from it by their
+        payload only, which goes through the codec: the codec refuses everything the schema
+        forbids in a payload (see fastcheck), so the options are checked once, not per job.
+        """
+        if isinstance(payloads, str | bytes | Mapping) or not isinstance(payloads, Iterable):
+            raise InvalidRequest(
+                f"publish_many takes an iterable of payloads, not {type(payloads).__name__}"
+            )
+        jobs: list[Job] = []
+        for index, payload in enumerate(payloads):
+            path = f"payloads[{index}]"
+            encoded = codec.encode(payload, path)
+            codec.check_size(encoded, path)
+            if not jobs:
+                jobs.append(self.build([Call(request_type, payload)], options, now))
+                continue
+            first = jobs[0]
+            request = replace(first.requests[0], payload=encoded)
+            jobs.append(replace(first, requests=(request,), metadata=dict(first.metadata)))
+        return jobs
+
     def build(self, calls: Sequence[Call], options: PublishOptions, now: datetime) -> Job:
         # ERR-001: schema and limit violations are reported before an unknown type or a
         # refused priority, so the handler's defaults stand in only once its type is known.
@@ -334,6 +476,17 @@ class JobFactory:
             document["timeout_ms"] = timeout_ms("timeout", options.timeout)
         elif first is not None and first.timeout_ms is not None:
             document["timeout_ms"] = first.timeout_ms
+        if options.result_ttl is not None:
+            document["result_ttl_ms"] = result_ttl_ms("result_ttl", options.result_ttl)
+        elif first is not None and first.result_ttl_ms is not None:
+            document["result_ttl_ms"] = first.result_ttl_ms
+        key, limit = _concurrency(options, first, calls[0].payload)
+        if key is not None or limit is not None:
+            document["concurrency_key"] = key
+            document["concurrency_limit"] = limit
+        rate = _rate(options, first, calls[0].payload)
+        if rate is not None:
+            document["rate_key"], document["rate_limit"], document["rate_period_ms"] = rate
         for name, value in document.items():
             if name not in ("requests", "metadata"):  # encoded by the codec already
                 _check_plain(value, name)
@@ -371,4 +524,10 @@ class JobFactory:
             tags=tags,
             metadata=document["metadata"],
             timeout_ms=document.get("timeout_ms"),
+            result_ttl_ms=document.get("result_ttl_ms"),
+            concurrency_key=key,
+            concurrency_limit=limit,
+            rate_key=rate[0] if rate else None,
+            rate_limit=rate[1] if rate else None,
+            rate_period_ms=rate[2] if rate else None,
         )

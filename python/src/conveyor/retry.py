@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, fields
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Literal
 
 from .errors import ConfigurationError
@@ -24,6 +26,13 @@ class RetryPolicy:
     notify_after: int | None = None
     jitter: float = 0
 
+    def __post_init__(self) -> None:
+        if _decimal_places(self.multiplier) > 3:
+            raise ConfigurationError(
+                f"retry policy multiplier {self.multiplier!r} has more than three digits after "
+                "the decimal point; round it (spec.md#RETRY-008)"
+            )
+
     def base_delay_ms(self, attempt: int) -> int:
         """The capped delay after failed attempt ``attempt`` (1-based), before jitter."""
         if attempt < 1:
@@ -40,13 +49,18 @@ class RetryPolicy:
         ):
             raw = self.max_delay_ms
         else:
-            raw = self.initial_delay_ms * self.multiplier ** (attempt - 1)
+            return _exact_exponential(
+                self.initial_delay_ms, self.multiplier, attempt, self.max_delay_ms
+            )
         return math.floor(min(raw, self.max_delay_ms))
 
     def delay_bounds_ms(self, attempt: int) -> tuple[int, int]:
         """Inclusive bounds any conforming delay falls in."""
         capped = self.base_delay_ms(attempt)
-        return math.floor(capped * (1 - self.jitter)), math.floor(capped * (1 + self.jitter))
+        if not self.jitter:
+            return capped, capped
+        jitter = Fraction(repr(float(self.jitter)))  # exact, as RETRY-008 asks
+        return math.floor(capped * (1 - jitter)), math.floor(capped * (1 + jitter))
 
     def delay_ms(self, attempt: int, rng: random.Random | None = None) -> int:
         low, high = self.delay_bounds_ms(attempt)
@@ -63,6 +77,27 @@ class RetryPolicy:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RetryPolicy:
         return cls(**data)
+
+
+def _decimal_places(number: float) -> int:
+    """Digits after the point of the shortest decimal that reads back as ``number``, which
+    is the number as a policy's JSON wrote it."""
+    if isinstance(number, int) or not math.isfinite(number):
+        return 0
+    exponent = Decimal(repr(number)).as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def _exact_exponential(initial: int, multiplier: float, attempt: int, cap: int) -> int:
+    """floor(min(initial * multiplier^(attempt-1), cap)) with the multiplier's decimal value
+    (spec.md#RETRY-008): 1000 * 1.7^2 is 2890, where binary floating point gives 2889.99...
+
+    The multiplier has at most three decimals, so it is the integer ``scaled`` / 10^3 and
+    the power is one integer power; the caller's logarithm check has bounded the exponent."""
+    scaled = int(Decimal(repr(float(multiplier))) * 1000)
+    exponent = attempt - 1
+    value: int = initial * scaled**exponent // 1000**exponent
+    return min(value, cap)
 
 
 _FIELDS = tuple(field.name for field in fields(RetryPolicy))

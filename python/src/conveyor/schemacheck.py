@@ -4,7 +4,9 @@ JSON Schema patterns are ECMA-262 regular expressions. Python's ``re`` reads mos
 the same way, with one dangerous difference: ``$`` also matches before a final newline, so
 the stock validator accepts ``"9\\n"`` as a job id or ``"mail\\n"`` as a queue name. Every
 schema check of the library goes through :func:`validator`, whose ``pattern`` keyword
-matches ``$`` at the end of the input only.
+matches ``$`` at the end of the input only, and which asserts ``format: date-time`` (a
+timestamp names an instant that exists: no 30 February, spec.md#TIME-004), as ajv with
+ajv-formats does (spec.md#VER-008).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError, validators
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
@@ -55,6 +58,25 @@ def _pattern_keyword(
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})",
+    re.ASCII,
+)
+_FORMATS = FormatChecker(formats=())
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _is_date_time(instance: object) -> bool:
+    """RFC 3339 date-time of an instant that exists; other types pass (JSON Schema)."""
+    if not isinstance(instance, str):
+        return True
+    if _DATE_TIME.fullmatch(instance) is None:
+        return False
+    datetime.fromisoformat(instance.upper())  # Python 3.11 reads "Z"
+    return True
+
+
 _EcmaValidator = validators.extend(  # type: ignore[no-untyped-call]
     Draft202012Validator, {"pattern": _pattern_keyword}
 )
@@ -78,5 +100,5 @@ def _registry() -> Registry[Any]:
 def validator(name: str) -> Draft202012Validator:
     """The validator of ``schemas/<name>.schema.json`` (built once per schema)."""
     return _EcmaValidator(  # type: ignore[no-any-return]
-        {"$ref": schema_id(name)}, registry=_registry()
+        {"$ref": schema_id(name)}, registry=_registry(), format_checker=_FORMATS
     )

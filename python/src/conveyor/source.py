@@ -18,6 +18,7 @@ from typing import Protocol
 from .execution import Performed
 from .model import Job
 from .priority import PriorityRange
+from .resilience import describe, is_transient
 
 log = logging.getLogger("conveyor.worker")
 
@@ -150,8 +151,14 @@ class StoreSource:
             timeout = min(self.SLICE, max(self.options.idle_delay - waited, 0.001))
             try:
                 news = self.operations.wait_for_work(timeout, listening.set)
-            except Exception:
-                log.warning("waiting for new jobs failed; polling instead", exc_info=True)
+            except Exception as error:
+                # The database away is the worker's to report (one line); anything else is a
+                # fault here, worth its traceback.
+                log.warning(
+                    "waiting for new jobs failed (%s); polling instead",
+                    describe(error),
+                    exc_info=not is_transient(error),
+                )
                 listening.set()
                 news = False
                 self._closed.wait(timeout)

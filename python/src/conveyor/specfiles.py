@@ -23,7 +23,7 @@ def spec_dir() -> Path:
     if (repository / "VERSION").is_file():
         return repository
     raise FileNotFoundError(
-        "Conveyor's spec files are missing: reinstall the package (pip install conveyor) "
+        "Conveyor's spec files are missing: reinstall the package (pip install conveyor-queue) "
         "so that conveyor/_spec is present."
     )
 

@@ -5,6 +5,24 @@ from __future__ import annotations
 from .errors import ConfigurationError
 from .store.base import StateSets, Store
 
+# URLs without a driver, as hosting platforms and other tools write them, mapped to the
+# drivers of the extras (SQLAlchemy would pick psycopg2 or mysqlclient, which are not installed).
+_DRIVER_FORMS = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+}
+
+
+def with_driver(url: str) -> str:
+    """``url`` in its driver form: ``postgres://`` and ``postgresql://`` become
+    ``postgresql+psycopg://``, ``mysql://`` and ``mariadb://`` become ``mysql+pymysql://``;
+    any other URL is returned as it is."""
+    scheme, separator, rest = url.partition("://")
+    driver = _DRIVER_FORMS.get(scheme.lower()) if separator else None
+    return f"{driver}://{rest}" if driver else url
+
 
 def masked_url(url: str) -> str:
     """The URL with its password hidden: safe for logs, errors and command output."""
@@ -47,5 +65,5 @@ def open_store(
     except ModuleNotFoundError as error:
         raise ConfigurationError(
             f"the database driver {error.name!r} for {masked_url(url)} is not installed; "
-            "install it with pip install 'conveyor[postgresql]' or 'conveyor[mysql]'"
+            "install it with pip install 'conveyor-queue[postgresql]' or 'conveyor-queue[mysql]'"
         ) from None

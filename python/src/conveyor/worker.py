@@ -35,8 +35,10 @@ from .execution import (
 )
 from .inline import Alarm, Interrupted
 from .model import Job
+from .presence import Presence
 from .priority import PriorityRange
 from .resilience import Backoff, describe, is_transient
+from .schedules import Scheduler
 from .source import Claimed, JobSource
 from .threads import DaemonThreads
 
@@ -57,6 +59,8 @@ def default_worker_id() -> str:
 
 @dataclass
 class WorkerOptions:
+    """How a worker claims and runs jobs; ``app.worker(**options)`` and the CLI build one."""
+
     queues: tuple[str, ...] = ()
     priorities: PriorityRange | str | None = None
     # Jobs running at once: sync handlers in a pool of this many threads, async handlers as
@@ -84,6 +88,9 @@ class WorkerOptions:
     on_idle: Callable[[], None] | None = None
     # Outcomes wait to be recorded together, with the next claim, for at most this long.
     record_delay: float = 0.1
+    # Seconds between the beats of the worker's record in the store (presence.py); None: no
+    # record. A draining worker (stop_when_empty, process()) writes none.
+    presence_every: float | None = 10.0
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "batch_size"):
@@ -93,12 +100,16 @@ class WorkerOptions:
         for name in ("idle_delay", "grace_period", "record_delay"):
             if not getattr(self, name) >= 0:
                 raise ConfigurationError(f"{name} must be 0 or more seconds")
+        if self.presence_every is not None and not self.presence_every > 0:
+            raise ConfigurationError("presence_every must be more than 0 seconds, or None")
         if self.rescue_interval is not None and not self.rescue_interval > 0:
             raise ConfigurationError("rescue_interval must be more than 0 seconds")
 
 
 @dataclass
 class WorkerStats:
+    """What a worker did: jobs run, claim cycles, rescued leases, outcomes, why it stopped."""
+
     jobs: int = 0
     cycles: int = 0
     rescued: int = 0
@@ -201,8 +212,10 @@ class Worker(WorkerControl):
         runner: JobRunner,
         options: WorkerOptions,
         clock: Callable[[], datetime],
+        presence: Presence | None = None,
     ) -> None:
         super().__init__(options)
+        self.presence = presence  # the worker's record in the store (presence.py)
         self.source = source
         self.runner = runner
         self.clock = clock
@@ -218,6 +231,9 @@ class Worker(WorkerControl):
         self._pending_since = 0.0
         self._claimed = 0
         self._next_rescue: float | None = None
+        # The app's cron schedules (spec.md#cron), evaluated between jobs when one is due.
+        self.scheduler: Scheduler | None = None
+        self._next_schedule: datetime | None = None
         self._idle_since: float | None = None
         self._due_by: datetime | None = None
         self._threads: DaemonThreads | None = None
@@ -256,12 +272,16 @@ class Worker(WorkerControl):
                 1, "conveyor-claim", on_exit=self.runner.host.release_thread
             )
         try:
+            if self.presence is not None:
+                self.presence.start(self._running_ids)
             self.source.open(self._wake)
             try:
                 self._serve()
             finally:
                 self._shutdown()
         finally:
+            if self.presence is not None:
+                self.presence.stop()
             try:
                 self.source.close()
             finally:
@@ -278,6 +298,10 @@ class Worker(WorkerControl):
                 restore()
         self.stats.stop_reason = self._stop_reason
         return self.stats
+
+    def _running_ids(self) -> list[str]:
+        """The jobs this worker runs now (read by the presence thread)."""
+        return list(self._running) + ([self._inline.id] if self._inline is not None else [])
 
     def _serve(self) -> None:
         backoff = Backoff()
@@ -296,6 +320,7 @@ class Worker(WorkerControl):
         self._collect()
         self._collect_claim()
         self._maybe_rescue()
+        self._maybe_schedule()
         self._start_buffered()
         if self._stop.is_set():
             return
@@ -648,6 +673,8 @@ class Worker(WorkerControl):
             timeout = min(timeout, min(deadlines) - now)
         if self._next_rescue is not None:
             timeout = min(timeout, self._next_rescue - self.clock().timestamp())
+        if self._next_schedule is not None:
+            timeout = min(timeout, (self._next_schedule - self.clock()).total_seconds())
         if self._idle() and self._idle_since is None:
             self._idle_since = now
             if self.options.on_idle is not None:
@@ -705,6 +732,19 @@ class Worker(WorkerControl):
         if rescue.next_expiry is not None:
             next_at = min(next_at, rescue.next_expiry.timestamp())
         self._next_rescue = max(next_at, now + 0.01)
+
+    # -- schedules ------------------------------------------------------------------------
+
+    def _maybe_schedule(self) -> None:
+        """Evaluate the schedules at start and whenever a fire time comes (CRON-006); the
+        runs they publish are claimed like any job."""
+        if self.scheduler is None:
+            return
+        if self._next_schedule is not None and self.clock() < self._next_schedule:
+            return
+        if self.scheduler.run_due():
+            self._news = True
+        self._next_schedule = self.scheduler.next_due()
 
     # -- stopping -------------------------------------------------------------------------
 

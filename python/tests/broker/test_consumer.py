@@ -1,6 +1,6 @@
 """The consumer: claims through the store, never twice; heartbeats; hand-back; wake-ups; reload.
 
-Spec: BROKER-003, BROKER-007, BROKER-009.
+Spec: BROKER-011, BROKER-007, BROKER-009.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Gate:
 
 
 def test_a_duplicate_message_for_a_running_job_never_starts_it_again(app: Conveyor) -> None:
-    """BROKER-003: the claim is conditional; the duplicate is acknowledged and changes nothing."""
+    """BROKER-011: the claim is conditional; the duplicate is acknowledged and changes nothing."""
     gate = Gate()
     app.register("slow", gate)
     job = app.publish("slow", 1)

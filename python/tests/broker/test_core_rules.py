@@ -12,7 +12,17 @@ from __future__ import annotations
 import inspect
 from types import ModuleType
 
-from .. import test_ordering, test_retry, test_serial_groups, test_smoke, test_unique
+from .. import (
+    test_concurrency_limits,
+    test_cron,
+    test_ordering,
+    test_rate_limits,
+    test_results,
+    test_retry,
+    test_serial_groups,
+    test_smoke,
+    test_unique,
+)
 
 FIXTURES = {"app", "make_app", "clock", "backend"}
 
@@ -43,5 +53,32 @@ def _collect(module: ModuleType) -> dict[str, object]:
     return found
 
 
-for _module in (test_smoke, test_ordering, test_serial_groups, test_retry, test_unique):
+# Of the modules of features built on the claim and the store, the tests whose path crosses the
+# broker: workers consuming, hand-overs after a job ends, waiting on a job run by a consumer.
+_BROKER_PATHS = {
+    test_results: (
+        "test_the_last_request_s_return_value_is_the_job_s_result",
+        "test_a_handler_reports_progress_that_outlives_the_attempt",
+        "test_wait_returns_the_finished_job_with_its_result",
+    ),
+    test_cron: (
+        "test_workers_run_the_schedules_of_a_cron_handler",
+        "test_each_fire_time_is_published_once_across_apps",
+    ),
+    test_concurrency_limits: ("test_workers_never_run_more_than_the_limit",),
+    test_rate_limits: ("test_workers_never_start_more_than_the_rate",),
+}
+for _feature, _names in _BROKER_PATHS.items():
+    _short = _feature.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    globals().update(
+        {f"test_{_short}__{name.removeprefix('test_')}": getattr(_feature, name) for name in _names}
+    )
+
+for _module in (
+    test_smoke,
+    test_ordering,
+    test_serial_groups,
+    test_retry,
+    test_unique,
+):
     globals().update(_collect(_module))

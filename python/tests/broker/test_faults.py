@@ -3,7 +3,7 @@ publish, a consumer killed mid-job. The module starts a private node (own name, 
 data directory; never the machine's shared broker), stops its app for a few seconds at most and
 ends the node by pid when the module is done.
 
-Spec: BROKER-002, BROKER-003, BROKER-005, LEASE-003/005.
+Spec: BROKER-002, BROKER-011, BROKER-005, LEASE-003/005.
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ from .processes import Environment, processes
 from .test_consumer import consumer
 
 # How long an idle consumer may take to return from run() once asked to stop: the time to
-# cancel its subscriptions and close its connection, far below the idle wait it was in.
-PROMPT = 0.3
+# cancel its subscriptions, close its connection and delete its worker record, far below the
+# idle wait it was in (30 s). A loaded machine takes about 0.8 s, a quiet one under 0.1 s.
+PROMPT = 3.0
 
 
 def run_in_thread(worker: object, timeout: float) -> WorkerStats:

@@ -3,12 +3,13 @@
 Consumers run on the same Worker as polling workers, through the broker's JobSource; these
 tests drive them fast, in one process, over the memory store and ``memory://`` brokers.
 
-Spec: BROKER-003, BROKER-006, BROKER-009, GROUP-001..003, UNIQ rules.
+Spec: BROKER-011, BROKER-006, BROKER-009, GROUP-001..003, UNIQ rules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -352,3 +353,29 @@ def test_repair_every_none_leaves_handing_over_to_the_schedule(
         app.publish("work", 1)
         wait_until(lambda: worker.stats.jobs == 1, what="the job to run")
     assert calls == []
+
+
+def test_an_envelope_of_a_later_minor_version_with_unknown_members_runs_its_job(
+    make_app: Callable[..., Conveyor],
+) -> None:
+    """VER-005: a consumer ignores members it does not know and never drops such a message.
+
+    The job has no message of its own (handing over failed) and no repair loop runs, so only
+    the later version's message can start it."""
+    app = make_app(broker_settings=BrokerSettings(prefix="t.", repair_every=None))
+    ran: list[int] = []
+    app.register("work", ran.append)
+    broker = broker_of(app)
+    broker.failing = "down"
+    job = app.publish("work", 1)
+    broker.failing = None
+    assert app.get(job.id).state == "broker_failed"
+    mode = app.broker
+    assert mode is not None
+    envelope = Envelope.of(job, app.now())
+    later = {**envelope.to_dict(), "specversion": "0.9", "trace_id": "4bf9", "route": {"x": [1]}}
+    broker.put(mode.route(envelope, mode.bands()), json.dumps(later).encode())
+    worker = consumer(app)
+    with running(worker):
+        wait_until(lambda: worker.stats.jobs == 1, what="the job to run")
+    assert ran == [1]

@@ -22,7 +22,7 @@ from .test_publish import depth
 
 DEEP = 100_000
 ENVELOPE = {
-    "specversion": "0.1",
+    "specversion": "0.2",
     "job_id": "1",
     "queue": "default",
     "priority": 100,

@@ -71,3 +71,10 @@ class Rich(Command):
     note: str | None = None
     mode: Literal["fast", "slow"] = "fast"
     extra: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Notify(QueueJob):
+    """A queue job a command handler queues (transactional queueing)."""
+
+    user_id: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -229,3 +230,142 @@ def test_command_line_fails_on_broken_copy(broken: Path) -> None:
     assert completed.returncode == 1
     assert "request.schema.json" in completed.stdout
     assert "paused" in completed.stdout
+
+
+# -- versions kept honestly (releases.py) ------------------------------------------------------
+
+
+def edit_text(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_changed_text_of_a_released_requirement_is_reported(broken: Path) -> None:
+    edit_text(
+        broken / "spec.md",
+        "**[LEASE-004]** A `heartbeat`",
+        "**[LEASE-004]** A new `heartbeat`",
+    )
+    problems = problems_of(broken)
+    assert reported(problems, "LEASE-004", "changed since 0.2.0", "new ID")
+
+
+def test_changed_text_named_in_the_changelog_passes(broken: Path) -> None:
+    edit_text(
+        broken / "spec.md",
+        "**[LEASE-004]** A `heartbeat`",
+        "**[LEASE-004]** A new `heartbeat`",
+    )
+    edit_text(
+        broken / "CHANGELOG.md",
+        "## [Unreleased]\n",
+        "## [Unreleased]\n\n- LEASE-004: wording.\n",
+    )
+    assert problems_of(broken) == []
+
+
+def test_whitespace_only_change_is_not_a_change(broken: Path) -> None:
+    edit_text(
+        broken / "spec.md",
+        "**[LEASE-004]** A `heartbeat` of",
+        "**[LEASE-004]** A `heartbeat`\nof",
+    )
+    assert problems_of(broken) == []
+
+
+def test_removed_requirement_must_be_listed_as_replaced(broken: Path) -> None:
+    text = (broken / "spec.md").read_text(encoding="utf-8")
+    start = text.index("**[LEASE-004]**")
+    end = text.index("{: #LEASE-004 }") + len("{: #LEASE-004 }")
+    (broken / "spec.md").write_text(text[:start] + text[end:], encoding="utf-8")
+    assert reported(problems_of(broken), "LEASE-004", "is gone", "Replaced and removed")
+
+
+def test_new_requirement_must_be_in_the_changelog(broken: Path) -> None:
+    edit_text(
+        broken / "spec.md",
+        "## Clock {#clock}\n",
+        "## Clock {#clock}\n\n**[TIME-099]** A clock MUST tick.\n{: #TIME-099 }\n",
+    )
+    assert reported(problems_of(broken), "TIME-099", "[Unreleased]")
+
+
+def test_a_replaced_id_cannot_come_back(broken: Path) -> None:
+    edit_text(
+        broken / "spec.md",
+        "## Clock {#clock}\n",
+        "## Clock {#clock}\n\n**[LIMIT-004]** A limit MUST hold.\n{: #LIMIT-004 }\n",
+    )
+    assert reported(problems_of(broken), "LIMIT-004", "listed as replaced but is still")
+
+
+def test_release_section_must_name_what_it_added(broken: Path) -> None:
+    edit_text(broken / "CHANGELOG.md", "BROKER-010", "the tenth broker rule")
+    assert reported(problems_of(broken), "BROKER-010", "added in 0.2.0", "does not name it")
+
+
+def _without_unreleased(spec_dir: Path, released: set[str]) -> None:
+    """Take out of a copy of the spec what is not released yet: the requirements no release
+    digest holds, and the [Unreleased] section that names them."""
+    text = (spec_dir / "spec.md").read_text(encoding="utf-8")
+    for found in re.findall(r"^\*\*\[([A-Z]+-[0-9]{3})\]\*\*", text, flags=re.MULTILINE):
+        if found not in released:
+            block = rf"\*\*\[{found}\]\*\*.*?\{{: #{found} \}}\n\n?"
+            text = re.sub(block, "", text, flags=re.DOTALL)
+    (spec_dir / "spec.md").write_text(text, encoding="utf-8")
+    log = (spec_dir / "CHANGELOG.md").read_text(encoding="utf-8")
+    start = log.index("## [Unreleased]")
+    end = log.index("\n## [", start + 1)
+    (spec_dir / "CHANGELOG.md").write_text(
+        log[:start] + "## [Unreleased]\n" + log[end:], encoding="utf-8"
+    )
+
+
+def test_release_command_writes_the_digest(broken: Path) -> None:
+    committed_digest = json.loads((SPEC / "releases" / "0.2.0.json").read_text(encoding="utf-8"))
+    _without_unreleased(broken, set(committed_digest["requirements"]))
+    (broken / "releases" / "0.2.0.json").unlink()
+    completed = subprocess.run(
+        [sys.executable, str(TOOLS / "spec_check.py"), "--release", str(broken)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout
+    written = json.loads((broken / "releases" / "0.2.0.json").read_text(encoding="utf-8"))
+    committed = json.loads((SPEC / "releases" / "0.2.0.json").read_text(encoding="utf-8"))
+    assert written["requirements"] == committed["requirements"]
+
+
+# -- ajv against python-jsonschema (cross_validate.py) -----------------------------------------
+
+
+def test_cross_validator_agrees_on_the_real_spec() -> None:
+    import cross_validate
+
+    problems, count = cross_validate.problems(SPEC)
+    assert problems == []
+    assert count > 50
+
+
+def test_cross_validator_reports_a_schema_strict_mode_refuses(broken: Path) -> None:
+    import cross_validate
+
+    def union(schema: Any) -> None:
+        schema["$defs"]["priority"]["type"] = ["integer", "string"]
+
+    edit_json(broken / "schemas" / "common.schema.json", union)
+    problems, _ = cross_validate.problems(broken)
+    assert reported(problems, "ajv (strict) refuses", "common.schema.json", "union")
+
+
+def test_cross_validator_reports_a_pattern_python_reads_otherwise(broken: Path) -> None:
+    import cross_validate
+
+    def end_of_input(schema: Any) -> None:  # Python reads \Z; ECMA-262 has no such escape
+        schema["$defs"]["queue"]["pattern"] = "^[a-z0-9][a-z0-9_.:-]{0,63}\\Z"
+
+    edit_json(broken / "schemas" / "common.schema.json", end_of_input)
+    problems, _ = cross_validate.problems(broken)
+    assert reported(problems, "ajv says", "python-jsonschema says")

@@ -14,6 +14,11 @@ After a connection failure the broker is *open-circuited* for a back-off delay (
 to 5 s): publishes fail at once instead of waiting for a connect timeout in the caller's request.
 The repair loop (``force=True``) always tries.
 
+Driving the channel under ``BlockingChannel`` uses pika's ``BlockingChannel._impl``: pika has no
+public way to publish a batch and then wait for its confirms. The ``amqp`` extra therefore bounds
+pika to the tested range (1.3 and 1.4, ``<1.5``), and a pika without the attribute is refused with
+that range instead of failing mid-publish (docs/operations/dependencies.md).
+
 Every message this module produces masks the password of the URL.
 """
 
@@ -67,6 +72,19 @@ def _secrets(url: str) -> list[str]:
 
 class _Timeout(Exception):
     pass
+
+
+def _async_channel(channel: Any) -> Any:
+    """The async channel under pika's BlockingChannel (module docstring: why, and the range)."""
+    impl = getattr(channel, "_impl", None)
+    if impl is None or not hasattr(impl, "confirm_delivery"):
+        import pika
+
+        raise ConfigurationError(
+            f"pika {getattr(pika, '__version__', '?')} is outside the range Conveyor's publisher "
+            "is tested with (pika >=1.3,<1.5): install it with pip install 'conveyor-queue[amqp]'"
+        )
+    return impl
 
 
 def _nothing() -> None:
@@ -125,7 +143,7 @@ class _Session:
                 # without this wake-up every new connection waited a whole _wait slice.
                 self.connection.add_callback_threadsafe(_nothing)
 
-            impl = self.channel._impl  # the async channel under BlockingChannel (module docstring)
+            impl = _async_channel(self.channel)
             impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=on_selected)
             self._wait(lambda: bool(selected), settings.confirm_timeout)
             impl.add_on_return_callback(self._on_return)
@@ -198,23 +216,35 @@ class _Session:
         timeout: float,
         arguments: Mapping[str, Any] | None = None,
         properties: Any = None,
+        message_ids: Sequence[str] | None = None,
     ) -> list[str | None]:
         """Publish ``(queue name, body)`` pairs to queues declared with ``arguments`` (the job
-        queues' by default); per message, None when confirmed, else why not."""
+        queues' by default); per message, None when confirmed, else why not. Job messages
+        carry their job's id as ``message_id`` (spec.md#AMQP-004)."""
+        import pika
+
         for name in {name for name, _ in messages} - self.declared:
             self.declare(name, self.settings.queue_arguments if arguments is None else arguments)
-        impl = self.channel._impl
+        impl = _async_channel(self.channel)
         tags = []
         self._returned.clear()
-        for name, body in messages:
+        for index, (name, body) in enumerate(messages):
             tag = self._next_tag
             self._next_tag += 1
             self._pending.add(tag)
+            chosen = properties or self._properties
+            if properties is None and message_ids is not None:
+                chosen = pika.BasicProperties(
+                    content_type="application/json",
+                    delivery_mode=2,
+                    type="conveyor.job",
+                    message_id=message_ids[index],
+                )
             impl.basic_publish(
                 exchange="",
                 routing_key=name,
                 body=body,
-                properties=properties or self._properties,
+                properties=chosen,
                 mandatory=True,
             )
             tags.append(tag)
@@ -295,7 +325,7 @@ class AmqpBroker:
             import pika  # noqa: F401 - fail early, with the fix, when pika is missing
         except ModuleNotFoundError:
             raise ConfigurationError(
-                "broker mode needs pika: pip install 'conveyor[amqp]'"
+                "broker mode needs pika: pip install 'conveyor-queue[amqp]'"
             ) from None
         if urlsplit(url).scheme not in ("amqp", "amqps"):
             raise ConfigurationError(
@@ -430,10 +460,11 @@ class AmqpBroker:
         for start in range(0, len(messages), chunk):
             part = messages[start : start + chunk]
             bodies = [(name, envelope.to_bytes()) for name, envelope in part]
+            ids = [envelope.job_id for _, envelope in part]
             try:
                 results: list[str | None] = self._with_session(
-                    lambda session, bodies=bodies: session.publish(  # type: ignore[misc]
-                        bodies, self.settings.confirm_timeout
+                    lambda session, bodies=bodies, ids=ids: session.publish(  # type: ignore[misc]
+                        bodies, self.settings.confirm_timeout, message_ids=ids
                     ),
                     force,
                 )

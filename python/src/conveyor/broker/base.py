@@ -69,7 +69,7 @@ class Consumption(Protocol):
 
 
 class Broker(Protocol):
-    """Carries job ids; the store stays the source of truth (spec.md#BROKER-001)."""
+    """Carries job ids; the store stays the source of truth (spec.md#BROKER-012)."""
 
     display_url: str
     declared: set[str]  # every queue this broker declared (for tear-down)

@@ -45,15 +45,16 @@ def _surely_valid(document: Any) -> bool:
 
 
 def _check_version(specversion: str) -> None:
-    """VER-003: another major version, or a higher minor one, is not processed."""
+    """VER-005: another major version is not processed; a higher minor one is, reading the
+    members this version defines (a later minor version only adds optional members)."""
     # Leading zeros go first, and overlong numbers never reach int() (Python refuses
     # thousands of digits, and no version has them).
-    major, minor = (part.lstrip("0") or "0" for part in specversion.split("."))
-    ours_major, ours_minor = (int(part) for part in wire_version().split("."))
-    if len(major) > 9 or int(major) != ours_major or len(minor) > 9 or int(minor) > ours_minor:
+    major = specversion.split(".", maxsplit=1)[0].lstrip("0") or "0"
+    ours_major = int(wire_version().split(".")[0])
+    if len(major) > 9 or int(major) != ours_major:
         raise InvalidEnvelope(
             f"specversion {specversion[:20]!r} is not one this consumer processes (major "
-            f"{ours_major}, minor up to {ours_minor}); upgrade the consumer to read it (VER-003)"
+            f"{ours_major}); run a consumer of that major version to read it (VER-005)"
         )
 
 
@@ -88,7 +89,8 @@ class Envelope:
     def parse(cls, body: bytes) -> Envelope:
         """Decode and validate a message body; raise :class:`InvalidEnvelope`, and nothing
         else, for any body that is not an envelope (spec.md#BROKER-006: a consumer
-        acknowledges and ignores it)."""
+        acknowledges and ignores it). Members this version does not define are ignored
+        (spec.md#VER-005), so a message of a later minor version is processed."""
         document = json_document(body, InvalidEnvelope)
         if not isinstance(document, dict):
             raise InvalidEnvelope(f"the envelope is a JSON {json_type(document)}, not an object")

@@ -148,6 +148,7 @@ class BrokerMode:
         envelopes: dict[str, Envelope] = {}
         groups: set[str] = set()
         identifiers: set[str] = set()
+        keys: set[str] = set()  # concurrency keys whose slot this job freed (CONC-002)
         finished: list[str] = []
         for job in jobs:
             if job.state in self._claimable and job.available_at <= now:
@@ -157,12 +158,14 @@ class BrokerMode:
                     groups.add(job.serial_group)
                 if job.unique and job.identifier is not None:
                     identifiers.add(job.identifier)
+                if job.concurrency_key is not None:
+                    keys.add(job.concurrency_key)
                 if job.state in self._succeeded:
                     finished.append(job.id)
-        if groups or identifiers or finished:
+        if groups or identifiers or finished or keys:
             with self.app.store.autocommit() as tx:
                 related = tx.related_claimable(
-                    now, groups, identifiers, finished, self.settings.publish_chunk
+                    now, groups, identifiers, finished, self.settings.publish_chunk, keys
                 )
             for job_id, queue, priority in related:
                 envelopes.setdefault(job_id, Envelope(job_id, queue, priority, now))

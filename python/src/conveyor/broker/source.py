@@ -11,7 +11,7 @@ connection thread, which settles them together (``multiple`` acks where the tags
 
 A message whose job is not claimable (finished, leased by another worker, its serial group or
 unique sibling busy, not due, out of this consumer's priorities) is acknowledged with the
-others: the claim changes nothing for it (spec.md#BROKER-003), and the job gets a message
+others: the claim changes nothing for it (spec.md#BROKER-011), and the job gets a message
 again when it becomes claimable (spec.md#BROKER-009, and the repair loop, #BROKER-008).
 
 While the worker is busy, prefetched messages wait in the buffer; once they have waited
@@ -195,7 +195,7 @@ class BrokerSource:
                 ids_claimed = {job.id for job in claimed.jobs}
                 settled = [d for d in taken if d.job_id in ids_claimed]
                 self._put_back([d for d in taken if d.job_id not in ids_claimed])
-            self._settle(settled)  # committed: acknowledge (spec.md#BROKER-003)
+            self._settle(settled)  # committed: acknowledge (spec.md#BROKER-011)
             if len(claimed.jobs) >= limit:
                 break
             if self.settings.draining and not jobs:

@@ -10,12 +10,13 @@ and job runs. See docs/guide/bus.md.
 """
 
 from .containers import Handler, HandlerContainer, Middleware, PipeContainer
-from .context import current_job
+from .context import current_job, queue_inside
 from .conveyor_queue import ConveyorQueue, Route
 from .dispatchers import CommandBus, Dispatcher, QueueJobDispatcher
 from .errors import (
     BusError,
     HandlerNotFound,
+    InvalidBinding,
     InvalidMessage,
     InvalidResult,
     MessageNotRegistered,
@@ -55,6 +56,7 @@ __all__ = [
     "HandlerContainer",
     "HandlerNotFound",
     "InTransaction",
+    "InvalidBinding",
     "InvalidMessage",
     "InvalidResult",
     "Locks",
@@ -82,4 +84,5 @@ __all__ = [
     "UnknownMessageVersion",
     "WithoutOverlapping",
     "current_job",
+    "queue_inside",
 ]

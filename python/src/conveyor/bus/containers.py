@@ -7,11 +7,12 @@ application can bind every handler at start-up for free.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Generic, TypeAlias, TypeVar
 
-from .errors import HandlerNotFound, MiddlewareNotFound
+from .errors import HandlerNotFound, InvalidBinding, MiddlewareNotFound
 from .messages import kind_of
 from .result import Result
 
@@ -33,6 +34,24 @@ def describe(key: object) -> str:
     return key.__qualname__ if isinstance(key, type) else repr(key)
 
 
+def _name(value: object) -> str:
+    return str(getattr(value, "__qualname__", None) or type(value).__qualname__)
+
+
+def _required_parameters(factory: Callable[..., Any]) -> list[str]:
+    """The parameters a call without arguments would lack (none when unknowable)."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins and C callables: taken as they come
+        return []
+    return [
+        name
+        for name, parameter in signature.parameters.items()
+        if parameter.default is inspect.Parameter.empty
+        and parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
+
+
 class LazyContainer(Generic[K, V]):
     """Factories by key, each called at most once (thread-safe), instances cached."""
 
@@ -42,11 +61,23 @@ class LazyContainer(Generic[K, V]):
         self._lock = threading.Lock()
 
     def bind(self, key: K, factory: Callable[[], V]) -> None:
-        """Bind ``key`` to ``factory``; a later binding replaces an earlier one."""
+        """Bind ``key`` to ``factory``; a later binding replaces an earlier one.
+
+        A factory is called with no arguments; anything that needs one (the handler
+        function itself, a class whose constructor takes dependencies) is refused here,
+        where the mistake is made, not on a worker where it would fail every attempt."""
         if not callable(factory):
-            raise TypeError(
+            raise InvalidBinding(
                 f"the binding for {describe(key)} must be a factory (a zero-argument callable), "
                 f"not {factory!r}; wrap an instance as `lambda: instance`"
+            )
+        required = _required_parameters(factory)
+        if required:
+            raise InvalidBinding(
+                f"the binding for {describe(key)} is {_name(factory)}, which needs the "
+                f"argument(s) {', '.join(required)}: that is the thing to build, not a factory "
+                f"of it; bind `lambda: {_name(factory)}` (or a function building it with its "
+                "dependencies), which the container calls once, with no arguments"
             )
         with self._lock:
             self._factories[key] = factory

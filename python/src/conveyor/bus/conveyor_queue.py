@@ -10,7 +10,7 @@ result into the job's outcome.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -21,7 +21,7 @@ from ..handlers import JobContext
 from ..outcomes import PermanentError, TemporaryError
 from ..retry import RetryPolicy
 from .containers import PipeContainer, describe
-from .context import _current_job
+from .context import _caller_transaction, _current_job
 from .dispatchers import Dispatcher
 from .errors import (
     BusError,
@@ -38,8 +38,9 @@ from .result import Result
 from .serialization import Envelope, MessageSerializer, Registration, Upgrade
 
 if TYPE_CHECKING:
+    from ..aio import AsyncConveyor
     from ..app import Conveyor
-    from ..model import Job
+    from ..model import Batch, Job
 
 M = TypeVar("M")
 
@@ -95,6 +96,7 @@ class ConveyorQueue:
         self._routes: dict[type, Route] = {}
         self._commands: Dispatcher | None = None
         self._jobs: Dispatcher | None = None
+        self._async_app: AsyncConveyor | None = None
 
     # -- configuration --------------------------------------------------------------------
 
@@ -242,10 +244,20 @@ class ConveyorQueue:
         serial_group: str | None = None,
         identifier: str | None = None,
         unique: bool | None = None,
+        tags: Sequence[str] | str = (),
+        depends_on: Sequence[str] | str = (),
+        batch: Batch | str | None = None,
+        retry: str | RetryPolicy | dict[str, Any] | None = None,
+        connection: Any = None,
     ) -> Job:
         """Queue ``message`` through the queue middleware; returns the stored Conveyor job.
 
-        Keyword arguments override the type's registered settings for this push.
+        Keyword arguments override the type's registered settings for this push; ``tags``,
+        ``depends_on`` (job ids), ``batch`` and ``retry`` (a policy for this job only) are
+        :meth:`Conveyor.publish`'s. ``connection=`` (a SQLAlchemy ``Connection`` or
+        ``Session`` on the store's database) writes the job in the caller's transaction, as
+        does an enclosing :func:`queue_inside` block: the job exists if and only if that
+        transaction commits.
         """
         checked = self.check(message)
         overrides: dict[str, Any] = {
@@ -256,6 +268,11 @@ class ConveyorQueue:
             "serial_group": serial_group,
             "identifier": identifier,
             "unique": unique,
+            "tags": tags,
+            "depends_on": depends_on,
+            "batch": batch,
+            "retry": retry,
+            "connection": connection if connection is not None else _caller_transaction.get(),
         }
 
         def publish(passed: Any) -> Job:
@@ -274,6 +291,34 @@ class ConveyorQueue:
         job = self.push(message, **overrides)
         return self.app.execute(job.id)
 
+    async def push_async(
+        self, message: Command | QueueJob, *, connection: Any = None, **overrides: Any
+    ) -> Job:
+        """:meth:`push` from async code, with the same middleware, checks and options;
+        ``connection=`` takes an ``AsyncConnection`` or ``AsyncSession``.
+
+        The push runs through the async app (``conveyor.aio``): the same synchronous code as
+        :meth:`push`, over an async driver, in the caller's transaction or in one of its own.
+        """
+        self.check(message)
+        return await self.async_app.call(
+            lambda sync: self.push(message, connection=sync, **overrides), connection
+        )
+
+    @property
+    def async_app(self) -> AsyncConveyor:
+        """The async app :meth:`push_async` runs on, made from the queue's app on first use
+        (or set it to the application's own ``AsyncConveyor``)."""
+        if self._async_app is None:
+            from ..aio import AsyncConveyor
+
+            self._async_app = AsyncConveyor(self.app)
+        return self._async_app
+
+    @async_app.setter
+    def async_app(self, value: AsyncConveyor) -> None:
+        self._async_app = value
+
     def _publish(self, message: Any, envelope: Envelope, overrides: Mapping[str, Any]) -> Job:
         route = self._routes[type(message)]
         options: dict[str, Any] = {
@@ -281,8 +326,11 @@ class ConveyorQueue:
             "identifier": overrides["identifier"] or _per_message(route.identifier, message),
             "unique": route.unique if overrides["unique"] is None else overrides["unique"],
         }
-        for key in ("queue", "priority", "available_at"):
+        for key in ("queue", "priority", "available_at", "batch", "retry", "connection"):
             if overrides[key] is not None:
+                options[key] = overrides[key]
+        for key in ("tags", "depends_on"):
+            if overrides[key]:
                 options[key] = overrides[key]
         delay = overrides["delay"] if overrides["delay"] is not None else route.delay
         if delay is not None and overrides["available_at"] is None:

@@ -50,12 +50,15 @@ class _MessageDispatcher:
         return message_type in self.handlers
 
     def check(self, message: object) -> None:
-        """Raise a BusError unless ``message`` is of the accepted kind and has a handler."""
+        """Raise a BusError unless ``message`` is of the accepted kind and has a handler.
+
+        The handler is not built: a web process that only queues never constructs it."""
         if not isinstance(message, self.accepts):
             raise BusError(
                 f"{describe(type(message))} is not a {self.accepts.__name__}: {self.refusal}"
             )
-        self.handlers.get(type(message))  # HandlerNotFound names the fix
+        if type(message) not in self.handlers:
+            self.handlers.get(type(message))  # HandlerNotFound names the fix
 
     def dispatch(self, message: Any) -> Result[Any]:
         """Run the message's handler through the middleware, now, and return its result."""
@@ -109,13 +112,33 @@ class CommandBus(_MessageDispatcher):
         self._queue: Queue | None = None
         self._queue_lock = threading.Lock()
 
-    def queue(self, command: Command) -> None:
+    def queue(self, command: Command, **options: Any) -> Any:
         """Push ``command`` onto the queue; a worker dispatches it to this bus later.
 
-        Refused here, before anything is pushed, when the command has no handler.
+        Returns what the queue's push returned: the stored :class:`~conveyor.Job` for a
+        :class:`~conveyor.bus.ConveyorQueue` (its id makes a ``Location`` header).
+        ``options`` go to the push (``connection=``, ``tags=``, ``depends_on=``, ...).
+        Refused here, before anything is pushed, when the command has no handler; the
+        handler itself is not built.
         """
         self.check(command)
-        self._get_queue().push(command)
+        queue: Any = self._get_queue()
+        return queue.push(command, **options) if options else queue.push(command)
+
+    async def queue_async(self, command: Command, **options: Any) -> Any:
+        """:meth:`queue` from async code: awaits the queue's ``push_async`` (a
+        :class:`~conveyor.bus.ConveyorQueue` has one; ``connection=`` then takes an
+        ``AsyncConnection`` or ``AsyncSession``)."""
+        self.check(command)
+        queue = self._get_queue()
+        push_async = getattr(queue, "push_async", None)
+        if push_async is None:
+            raise BusError(
+                f"this bus's queue ({type(queue).__name__}) has no push_async, so it cannot "
+                "queue from async code; give the bus a ConveyorQueue, or call queue() in a "
+                "thread"
+            )
+        return await push_async(command, **options)
 
     @property
     def queue_created(self) -> bool:

@@ -10,6 +10,7 @@ Tree::
         │                         decode into its message type
         ├── UnknownMessageVersion a payload written by a newer release than this one knows
         ├── MiddlewareNotFound    a middleware name that no pipe container binds
+        ├── InvalidBinding        a container binding that is not a zero-argument factory
         └── InvalidResult         a handler returned something that is not a Result
 
 :class:`~conveyor.bus.ResultFailed` is not among them: it carries an application's failed
@@ -47,3 +48,8 @@ class MiddlewareNotFound(BusError):
 
 class InvalidResult(BusError):
     """A handler returned something other than a :class:`~conveyor.bus.Result`."""
+
+
+class InvalidBinding(BusError, TypeError):
+    """A container was given something other than a zero-argument factory (typically the
+    handler itself instead of ``lambda: handler``); refused at bind time."""

@@ -19,7 +19,8 @@ from typing import Any
 
 from ..outcomes import Waiting
 from .containers import describe
-from .context import current_job
+from .context import current_job, queue_inside
+from .errors import BusError
 from .locks import Locks
 from .messages import kind_of
 from .result import Result
@@ -147,18 +148,50 @@ class InTransaction:
     back on an exception (``engine.begin``, ``session.begin``, a ``sqlite3`` connection):
     when the result failed, the middleware rolls back by raising inside the block, then
     returns the failed result. Exceptions roll back and propagate.
+
+    With ``queue_inside=True`` the unit of work must yield a SQLAlchemy ``Connection`` or
+    ``Session`` (``engine.begin``, ``session.begin``) on the store's database, and every job
+    the handler queues is written in it (:func:`~conveyor.bus.queue_inside`): a handler
+    that changed a row, queued a job and then failed leaves neither.
     """
 
-    def __init__(self, unit_of_work: Callable[[], AbstractContextManager[Any]]) -> None:
+    def __init__(
+        self,
+        unit_of_work: Callable[[], AbstractContextManager[Any]],
+        *,
+        queue_inside: bool = False,
+    ) -> None:
         self.unit_of_work = unit_of_work
+        self.queue_inside = queue_inside
 
     def __call__(self, message: Any, next: Next) -> Any:
         try:
-            with self.unit_of_work():
-                answer = _roll_back_failure(next(message))
+            with self.unit_of_work() as unit:
+                if self.queue_inside:
+                    with queue_inside(_connection_of(unit)):
+                        answer = _roll_back_failure(next(message))
+                else:
+                    answer = _roll_back_failure(next(message))
         except _Rollback as rollback:
             return rollback.answer
         return answer
+
+
+def _connection_of(unit: Any) -> Any:
+    """The Connection or Session a unit of work yielded (``session.begin()`` yields its
+    SessionTransaction, whose ``session`` it is)."""
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session, SessionTransaction
+
+    if isinstance(unit, SessionTransaction):
+        unit = unit.session
+    if not isinstance(unit, Connection | Session):
+        raise BusError(
+            f"InTransaction(queue_inside=True) needs a unit of work that yields a SQLAlchemy "
+            f"Connection or Session (engine.begin, session.begin), not "
+            f"{type(unit).__name__}; pass queue_inside=False for other units of work"
+        )
+    return unit
 
 
 class WithoutOverlapping:

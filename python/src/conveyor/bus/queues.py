@@ -23,7 +23,10 @@ M = TypeVar("M")
 
 
 class Queue(Protocol):
-    """Anything that takes a command or queue job for later execution."""
+    """Anything that takes a command or queue job for later execution.
+
+    A queue that also takes keyword options (``connection=``, ``tags=``, ...) gets them
+    when a caller passes some; without options only ``push(message)`` is ever called."""
 
     def push(self, message: Any) -> object: ...
 
@@ -68,13 +71,14 @@ class ClosureQueue:
         self.pipeline.through(pipes)
         return self
 
-    def push(self, message: Any) -> object:
-        return self.pipeline.run(message, self._push)
+    def push(self, message: Any, **options: Any) -> object:
+        """Push through the middleware; ``options`` (if any) go to the function too."""
+        return self.pipeline.run(message, lambda passed: self._push(passed, options))
 
-    def _push(self, message: Any) -> object:
+    def _push(self, message: Any, options: dict[str, Any]) -> object:
         bound = _lookup(self._bindings, type(message))
-        fn = self._bindings[bound] if bound is not None else self.default
-        return fn(message)
+        fn: Callable[..., object] = self._bindings[bound] if bound is not None else self.default
+        return fn(message, **options) if options else fn(message)
 
 
 class EnqueuerContainer(LazyContainer[type, Enqueuer]):
@@ -113,8 +117,10 @@ class ComponentQueue:
         self.pipeline.through(pipes)
         return self
 
-    def push(self, message: Any) -> object:
-        return self.pipeline.run(message, self._push)
+    def push(self, message: Any, **options: Any) -> object:
+        """Push through the middleware; ``options`` (if any) go to the enqueuer too."""
+        return self.pipeline.run(message, lambda passed: self._push(passed, options))
 
-    def _push(self, message: Any) -> object:
-        return self.enqueuers.get(type(message)).push(message)
+    def _push(self, message: Any, options: dict[str, Any]) -> object:
+        enqueuer: Any = self.enqueuers.get(type(message))
+        return enqueuer.push(message, **options) if options else enqueuer.push(message)

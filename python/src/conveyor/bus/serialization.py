@@ -1,16 +1,17 @@
 """Messages to JSON and back: registered types, stable names, versions; never pickle.
 
 A message type is registered under a stable name (``"sales.recalculate_at_event"``) and
-a version. :meth:`MessageSerializer.encode` turns a dataclass into plain values the
+a version. Messages are dataclasses, attrs classes or pydantic v2 models
+(``conveyor.structured``). :meth:`MessageSerializer.encode` turns one into plain values the
 Conveyor codec carries (JSON plus bytes, dates, datetimes, decimals and UUIDs);
-:meth:`MessageSerializer.decode` rebuilds the dataclass from its field annotations and
+:meth:`MessageSerializer.decode` rebuilds the message from its field annotations and
 refuses anything that does not fit, naming the field. Only registered classes are ever
 built, so a payload can never make a worker construct arbitrary objects.
 
 Supported field types: ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``,
 ``date``, ``datetime`` (timezone-aware), ``Decimal``, ``UUID``, enums (by value), nested
-dataclasses, ``list[X]``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, X]``,
-``X | None``, unions, ``Literal[...]`` and ``Any``.
+dataclasses, attrs classes and pydantic models, ``list[X]``, ``tuple[X, ...]``,
+``tuple[X, Y]``, ``dict[str, X]``, ``X | None``, unions, ``Literal[...]`` and ``Any``.
 
 Versions: bump the version whenever the fields change. A payload of an older version is
 decoded after the ``upgrades`` registered for each step (``{1: fn}`` turns version-1 data
@@ -21,10 +22,8 @@ right for added fields with defaults. A payload of a newer version raises
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import types
-import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, Literal, Union, get_args, get_origin
 
+from .. import structured as models
+from ..errors import InvalidPayload
 from .containers import describe
 from .errors import InvalidMessage, MessageNotRegistered, UnknownMessageVersion
 
@@ -76,11 +77,12 @@ class MessageSerializer:
         version: int = 1,
         upgrades: Mapping[int, Upgrade] | None = None,
     ) -> Registration:
-        """Register a dataclass under ``name`` at ``version``; returns the registration."""
-        if not (isinstance(message_type, type) and dataclasses.is_dataclass(message_type)):
+        """Register a message class under ``name`` at ``version``; returns the registration."""
+        if models.kind(message_type) is None:
             raise InvalidMessage(
-                f"{message_type!r} is not a dataclass; messages are @dataclass(frozen=True) "
-                "classes, so their fields can be encoded and checked"
+                f"{message_type!r} is not a dataclass, an attrs class or a pydantic model; "
+                "messages are one of those (e.g. @dataclass(frozen=True)), so their fields "
+                "can be encoded and checked"
             )
         if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             raise InvalidMessage(
@@ -173,13 +175,9 @@ def _suggest(message_type: type) -> str:
 
 def _hints(message_type: type) -> dict[str, Any]:
     try:
-        hints = typing.get_type_hints(message_type)
-    except Exception as error:
-        raise InvalidMessage(
-            f"the field annotations of {describe(message_type)} cannot be resolved ({error}); "
-            "define the message at module level and import the types it names"
-        ) from None
-    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(message_type) if f.init}
+        return {field.name: field.hint for field in models.fields(message_type)}
+    except InvalidPayload as error:
+        raise InvalidMessage(str(error)) from None
 
 
 _PLAIN = (bool, int, float, str, bytes, datetime, date, Decimal, uuid.UUID)
@@ -192,11 +190,9 @@ def _encode(value: Any, path: str) -> Any:
         return _encode(value.value, path)
     if isinstance(value, _PLAIN):
         return value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if models.is_model(value):
         return {
-            f.name: _encode(getattr(value, f.name), f"{path}.{f.name}")
-            for f in dataclasses.fields(value)
-            if f.init
+            name: _encode(item, f"{path}.{name}") for name, item in models.values(value).items()
         }
     if isinstance(value, list | tuple):
         return [_encode(item, f"{path}[{index}]") for index, item in enumerate(value)]
@@ -227,18 +223,14 @@ def _decode_dataclass(cls: type, hints: Mapping[str, Any], data: Any, path: str)
             f"{path} has fields {cls.__name__} does not know: {', '.join(unknown)}; bump the "
             "message version and register an upgrade when fields are renamed or removed"
         )
-    required = {
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }
+    required = {field.name for field in models.fields(cls) if field.required}
     missing = sorted(required - set(data))
     if missing:
         raise InvalidMessage(f"{path} lacks the fields {', '.join(missing)} of {cls.__name__}")
     values = {key: _decode(item, hints[key], f"{path}.{key}") for key, item in data.items()}
     try:
-        return cls(**values)
-    except (TypeError, ValueError) as error:
+        return models.build(cls, values)
+    except (TypeError, ValueError) as error:  # pydantic's ValidationError is a ValueError
         raise InvalidMessage(f"{path}: {cls.__name__} refused the data: {error}") from None
 
 
@@ -287,7 +279,7 @@ def _decode(value: Any, hint: Any, path: str) -> Any:
         return value  # other generics (Annotated and the like): taken as they come
     if not isinstance(hint, type):
         return value
-    if dataclasses.is_dataclass(hint):
+    if models.kind(hint) is not None:
         return _decode_dataclass(hint, _hints(hint), value, path)
     if issubclass(hint, Enum):
         try:

@@ -17,8 +17,10 @@ from .. import __version__
 from ..app import DEFAULT_URL
 from ..specfiles import spec_version
 from .commands.demo import demo
-from .commands.inspect import jobs, status
+from .commands.inspect import jobs, schedules, status
 from .commands.maintenance import clear_finished, update_schema
+from .commands.queues import queues
+from .commands.web import web
 from .commands.worker import consume, process, reload_consumers
 from .context import CliState, ConveyorGroup, err
 
@@ -52,13 +54,29 @@ EPILOG = (
     help=f"Store to work on when no --app is given (default {DEFAULT_URL}).",
 )
 @click.option("-v", "--verbose", count=True, help="Log more: -v for info, -vv for debug.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="CONVEYOR_LOG_FORMAT",
+    show_envvar=True,
+    help="json: logs and the per-job lines of consume/process as JSON lines on stderr "
+    "(job_id, type, attempt, duration_ms, outcome).",
+)
 @click.version_option(
     __version__, "--version", message=f"conveyor %(version)s (spec {spec_version()})"
 )
 @click.pass_context
-def cli(ctx: click.Context, app_spec: str | None, url: str | None, verbose: int) -> None:
+def cli(
+    ctx: click.Context, app_spec: str | None, url: str | None, verbose: int, log_format: str
+) -> None:
     """Conveyor: background jobs. Run workers, look at jobs, keep the store tidy."""
-    if verbose:
+    if log_format == "json":
+        from ..logs import use_json_logs
+
+        use_json_logs({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
+    elif verbose:
         logging.basicConfig(
             level=logging.INFO if verbose == 1 else logging.DEBUG,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -69,7 +87,7 @@ def cli(ctx: click.Context, app_spec: str | None, url: str | None, verbose: int)
         and ctx.get_parameter_source("url") == click.core.ParameterSource.COMMANDLINE
     ):
         err().print("note: --url is ignored: the app named by --app has its own store")
-    ctx.obj = CliState(app_spec=app_spec or None, url=url or None)
+    ctx.obj = CliState(app_spec=app_spec or None, url=url or None, log_format=log_format)
 
 
 for command in (
@@ -81,6 +99,9 @@ for command in (
     update_schema,
     status,
     jobs,
+    schedules,
+    queues,
+    web,
 ):
     cli.add_command(command)
 

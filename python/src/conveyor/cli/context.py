@@ -47,6 +47,7 @@ class CliState:
 
     app_spec: str | None
     url: str | None
+    log_format: str = "text"
     _app: Conveyor | None = field(default=None, repr=False)
 
     @property

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..model import Job, JobError
+from ..schedules import ScheduleStatus
 from ..worker import WorkerStats
 
 STATE_STYLES = {
@@ -64,6 +65,12 @@ def compact_table(title: str | None = None) -> Table:
     return Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 0))
 
 
+def text_column(table: Table, header: str) -> None:
+    """A column of words that wraps, and folds a word longer than the column, so that at any
+    width the table fits without cropping: a cropped line loses the words at its end."""
+    table.add_column(header, overflow="fold", min_width=6)
+
+
 def state_column(table: Table) -> None:
     table.add_column("State", no_wrap=True, min_width=len("permanently_failed"))
 
@@ -74,10 +81,10 @@ def jobs_table(jobs: Sequence[Job], title: str | None = None) -> Table:
     table.add_column("Queue", no_wrap=True)
     table.add_column("Prio", justify="right", no_wrap=True)
     state_column(table)
-    table.add_column("Type(s)", min_width=12)
+    text_column(table, "Type(s)")
     table.add_column("Att.", justify="right", no_wrap=True)
     table.add_column("Available", no_wrap=True)
-    table.add_column("Last error", min_width=12)
+    text_column(table, "Last error")
     for job in jobs:
         table.add_row(
             job.id,
@@ -153,6 +160,8 @@ def job_panel(job: Job) -> Panel:
         ),
         ("metadata", _json(job.metadata) if job.metadata else "-"),
         ("execution", _json(job.execution) if job.execution else "-"),
+        ("progress", progress_text(job)),
+        ("result", result_text(job)),
     ]
     for name, value in rows:
         fields.add_row(name, value)
@@ -193,6 +202,50 @@ def job_panel(job: Job) -> Panel:
             )
         )
     return Panel(Group(*parts), title=f"job {job.id}: {types_of(job)}", title_align="left")
+
+
+def progress_text(job: Job) -> str:
+    """``40% copied 4 of 10 (at ...)``, or ``-`` when none was reported (PROGRESS-001)."""
+    if job.progress is None:
+        return "-"
+    percent = job.progress.get("percent")
+    parts = [f"{percent:g}%" if percent is not None else "", job.progress.get("message") or ""]
+    shown = " ".join(part for part in parts if part)
+    return f"{shown} (at {when(job.progress['at'])})"
+
+
+def result_text(job: Job) -> str:
+    """The stored result as JSON (cut at 2000 characters), and when it expires."""
+    if job.result is None:
+        return "-"
+    expires = job.result_expires_at
+    text = short(_json(job.result), 2000)
+    return f"{text} (kept until {when(expires)})" if expires else text
+
+
+def schedules_table(found: Sequence[ScheduleStatus]) -> Table:
+    """One row per schedule: its expression and zone, policies, next fire time, latest run."""
+    table = compact_table("Schedules")
+    for column in ("Name", "Cron", "Time zone", "Type", "Overlap", "Missed", "Next (UTC)"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("Last run (UTC)")
+    for status in found:
+        schedule, last = status.schedule, status.last_run
+        last_text = "-"
+        if last is not None:
+            job = f"job {last.job_id}" if last.job_id else "skipped"
+            last_text = f"{when(last.fire_at)} ({job})"
+        table.add_row(
+            schedule.name,
+            schedule.expression,
+            schedule.tz.key,
+            schedule.type,
+            schedule.overlap,
+            schedule.missed,
+            when(status.next_fire),
+            last_text,
+        )
+    return table
 
 
 def _json(value: Any) -> str:

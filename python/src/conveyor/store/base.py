@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from ..model import Batch, Job
+from ..clock import from_ms, to_ms
+from ..model import Batch, Job, WorkerRecord
 from ..priority import PriorityRange
 
 
@@ -56,6 +57,7 @@ class JobFilter:
     batch_id: str | None = None
     limit: int = 100
     after_sequence: int = 0
+    serial_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,28 @@ class StateSets:
     performed: frozenset[str] = frozenset()
 
 
+def rate_window(now: datetime, period_ms: int) -> datetime:
+    """The start of the rate window of ``now`` for a period (RATE-002): windows are aligned on
+    the epoch, so every worker and the store agree on them."""
+    ms = to_ms(now)
+    return from_ms(ms - ms % period_ms)
+
+
+# How long the runs of a schedule are kept behind its latest one (the scheduler reads only the
+# latest; the others remain to be looked at).
+SCHEDULE_RUNS_KEPT = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    """One fire time of a cron schedule, as recorded (spec.md#cron, CRON-003): the job it
+    published, or None (skipped by the overlap policy, or not yet published)."""
+
+    name: str
+    fire_at: datetime
+    job_id: str | None
+
+
 class Transaction(Protocol):
     def insert_jobs(self, jobs: Sequence[Job]) -> list[Job]:
         """Store new jobs; ids and sequences are assigned here, in order."""
@@ -107,6 +131,11 @@ class Transaction(Protocol):
         finds them by comparing the two versions. Returns False when another writer got
         there first; nothing is written then.
         """
+        ...
+
+    def write_progress(self, job_id: str, lease_token: int, progress: dict[str, Any]) -> bool:
+        """Set the progress of the job if it is leased under ``lease_token``, changing nothing
+        else (PROGRESS-002, not even ``updated_at``); False when it is not."""
         ...
 
     def save_jobs(
@@ -148,10 +177,11 @@ class Transaction(Protocol):
         identifiers: Collection[str],
         dependencies_of: Collection[str],
         limit: int,
+        concurrency_keys: Collection[str] = (),
     ) -> list[tuple[str, str, int]]:
         """(id, queue, priority) of due jobs in claimable states that are in one of the serial
-        groups, unique with one of the identifiers, or depend on one of the jobs; in
-        (priority, sequence) order. Reads only."""
+        groups, unique with one of the identifiers, depend on one of the jobs, or have one of
+        the concurrency keys (a slot was freed); in (priority, sequence) order. Reads only."""
         ...
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]: ...
@@ -164,6 +194,36 @@ class Transaction(Protocol):
         """(queue, state, count) rows."""
         ...
 
+    def concurrency_slots(self, key: str) -> set[int]:
+        """The slots the leased jobs of concurrency ``key`` hold (CONC-002)."""
+        ...
+
+    def take_rate_slot(self, key: str, window_start: datetime, limit: int, job_id: str) -> bool:
+        """Count one claim of rate ``key`` in the window starting at ``window_start``: take a
+        free slot below ``limit`` under the store's uniqueness rule; False when every slot is
+        taken (RATE-002). Also forgets the key's windows that ended a day or more ago."""
+        ...
+
+    def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
+        """Record that schedule ``name`` handles ``fire_at`` (CRON-003); False, having written
+        nothing, when any process recorded it before. Also forgets the name's runs a week
+        older than this one (the latest run is all the scheduler reads)."""
+        ...
+
+    def set_schedule_run_job(self, name: str, fire_at: datetime, job_id: str) -> None:
+        """The job published for a recorded run."""
+        ...
+
+    def last_schedule_run(self, name: str, with_job: bool = False) -> ScheduleRun | None:
+        """The run of ``name`` with the latest fire time (``with_job``: among those that
+        published a job)."""
+        ...
+
+    def ended_by_minute(self, since: datetime) -> list[tuple[int, str, int]]:
+        """(minute, state, count) of the jobs that ended (``finished_at`` set) at or after
+        ``since``; ``minute`` counts whole minutes since the epoch."""
+        ...
+
     def insert_batch(self, batch: Batch) -> Batch: ...
 
     def get_batch(self, batch_id: str) -> Batch | None: ...
@@ -171,6 +231,34 @@ class Transaction(Protocol):
     def save_batch(self, batch: Batch) -> None: ...
 
     def unsettled_in_batch(self, batch_id: str) -> int: ...
+
+    def pause_queue(self, queue: str, now: datetime) -> bool:
+        """Stop claims from ``queue`` (PAUSE-001); False when it was paused already (the first
+        pause time is kept)."""
+        ...
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let claims take jobs of ``queue`` again (PAUSE-003); False when it was not paused."""
+        ...
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        """(queue, paused since) of every paused queue, by queue name."""
+        ...
+
+    def save_worker(self, record: WorkerRecord) -> None:
+        """Insert or replace the record of a running worker (its presence beat)."""
+        ...
+
+    def delete_workers(
+        self, worker_ids: Collection[str] = (), seen_before: datetime | None = None
+    ) -> int:
+        """Delete the records of ``worker_ids``, and those last seen before ``seen_before``
+        (workers that died without saying so); return how many."""
+        ...
+
+    def workers(self) -> list[WorkerRecord]:
+        """Every worker record, by id."""
+        ...
 
 
 class Store(Protocol):
@@ -197,6 +285,16 @@ class Store(Protocol):
         Stores that can be told about publishes (PostgreSQL LISTEN/NOTIFY, the memory store)
         wake at once; others simply wait and return False, which makes the worker poll.
         ``ready`` is called once the store is listening, so a publish after it is never missed.
+        """
+        ...
+
+    def watch_end(self, job_id: str) -> AbstractContextManager[Callable[[float], bool]]:
+        """Watch for the job reaching a terminal state while the block runs (RESULT-004).
+
+        The callable blocks up to its timeout in seconds and returns True early when the job
+        may have ended; the caller then reads it again. Watching starts on entry, before the
+        caller's first read, so an end in between is not missed. A store that cannot be told
+        simply waits, and the caller polls.
         """
         ...
 

@@ -13,9 +13,19 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, NoReturn
 
+from ..clock import to_ms
 from ..errors import NotSupported
-from ..model import Batch, Job
-from .base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
+from ..model import Batch, Job, WorkerRecord
+from .base import (
+    SCHEDULE_RUNS_KEPT,
+    Backlog,
+    Candidate,
+    ClaimQuery,
+    JobFilter,
+    ScheduleRun,
+    StateSets,
+    rate_window,
+)
 from .locking import ExpiringLocks, process_lock
 
 
@@ -26,6 +36,12 @@ class _State:
         self.next_sequence = 1
         self.next_batch = 1
         self.claimable: set[str] = set()  # ids of jobs in claimable states, for fast claims
+        self.paused: dict[str, datetime] = {}  # paused queues and since when (PAUSE-001)
+        self.workers: dict[str, WorkerRecord] = {}
+        # (schedule name, fire time) -> the job published, or None (CRON-003)
+        self.schedule_runs: dict[tuple[str, datetime], str | None] = {}
+        # (rate key, window start) -> claims counted (RATE-002)
+        self.rate_slots: dict[tuple[str, datetime], int] = {}
 
     def copy(self) -> _State:
         clone = _State()
@@ -34,6 +50,10 @@ class _State:
         clone.next_sequence = self.next_sequence
         clone.next_batch = self.next_batch
         clone.claimable = set(self.claimable)
+        clone.paused = dict(self.paused)
+        clone.workers = dict(self.workers)
+        clone.schedule_runs = dict(self.schedule_runs)
+        clone.rate_slots = dict(self.rate_slots)
         return clone
 
 
@@ -76,7 +96,24 @@ class MemoryTransaction:
             or current.lease != before.lease
         ):
             return False
+        if after.progress is before.progress and current.progress is not before.progress:
+            # Progress is written on its own (write_progress); a writer whose copy predates
+            # it keeps it, as the SQL store writes only the columns a writer changed.
+            after = replace(after, progress=current.progress)
         self._put(after)
+        self.changed = True
+        return True
+
+    def write_progress(self, job_id: str, lease_token: int, progress: dict[str, Any]) -> bool:
+        current = self._data.jobs.get(job_id)
+        if (
+            current is None
+            or current.state not in self._states.leased
+            or current.lease is None
+            or current.lease.token != lease_token
+        ):
+            return False
+        self._put(replace(current, progress=progress))
         self.changed = True
         return True
 
@@ -128,13 +165,22 @@ class MemoryTransaction:
                 for job in pool
                 if job.state in self._states.claimable
                 and job.available_at <= now
+                and self._slot_free(job)
+                and self._rate_free(job, now)
                 and (not query.queues or job.queue in query.queues)
+                and job.queue not in self._data.paused
                 and job.priority in query.priorities
             ),
             key=lambda job: (job.priority, job.sequence),
         )
         for job in matching:
             yield self.facts(self._data.jobs[job.id])
+
+    def _slot_free(self, job: Job) -> bool:
+        """CONC-002/003: as the SQL claim, a full key's jobs are not candidates."""
+        if job.concurrency_key is None or job.concurrency_limit is None:
+            return True
+        return len(self.concurrency_slots(job.concurrency_key)) < job.concurrency_limit
 
     def dependents(self, job_id: str) -> list[Job]:
         return sorted(
@@ -173,6 +219,7 @@ class MemoryTransaction:
             and (query.tag is None or query.tag in job.tags)
             and (query.identifier is None or job.identifier == query.identifier)
             and (query.batch_id is None or job.batch_id == query.batch_id)
+            and (query.serial_group is None or job.serial_group == query.serial_group)
             and job.sequence > query.after_sequence
         ]
         return sorted(found, key=lambda job: job.sequence)[: query.limit]
@@ -201,8 +248,10 @@ class MemoryTransaction:
         identifiers: Collection[str],
         dependencies_of: Collection[str],
         limit: int,
+        concurrency_keys: Collection[str] = (),
     ) -> list[tuple[str, str, int]]:
         groups, names, targets = set(serial_groups), set(identifiers), set(dependencies_of)
+        keys = set(concurrency_keys)
         related = []
         for candidate in self.candidates(ClaimQuery(), now, len(self._data.claimable)):
             job = candidate.job
@@ -210,6 +259,7 @@ class MemoryTransaction:
                 job.serial_group in groups
                 or (job.unique and job.identifier in names)
                 or any(d in targets for d in job.depends_on)
+                or job.concurrency_key in keys
             ) and self._claimable_now(candidate):
                 related.append((job.id, job.queue, job.priority))
         return related[:limit]
@@ -255,6 +305,94 @@ class MemoryTransaction:
         for job in self._data.jobs.values():
             tally[(job.queue, job.state)] = tally.get((job.queue, job.state), 0) + 1
         return [(queue, state, count) for (queue, state), count in sorted(tally.items())]
+
+    def concurrency_slots(self, key: str) -> set[int]:
+        leased = self._states.leased
+        return {
+            job.concurrency_slot
+            for job in self._data.jobs.values()
+            if job.concurrency_key == key
+            and job.state in leased
+            and job.concurrency_slot is not None
+        }
+
+    def take_rate_slot(self, key: str, window_start: datetime, limit: int, job_id: str) -> bool:
+        counted = self._data.rate_slots.get((key, window_start), 0)
+        if counted >= limit:
+            return False
+        self._data.rate_slots[(key, window_start)] = counted + 1
+        self.changed = True
+        return True
+
+    def _rate_free(self, job: Job, now: datetime) -> bool:
+        """RATE-002/003: as the SQL claim, a job whose window is full is not a candidate."""
+        if job.rate_key is None or job.rate_limit is None or job.rate_period_ms is None:
+            return True
+        window = rate_window(now, job.rate_period_ms)
+        return self._data.rate_slots.get((job.rate_key, window), 0) < job.rate_limit
+
+    def pause_queue(self, queue: str, now: datetime) -> bool:
+        if queue in self._data.paused:
+            return False
+        self._data.paused[queue] = now
+        self.changed = True
+        return True
+
+    def resume_queue(self, queue: str) -> bool:
+        if self._data.paused.pop(queue, None) is None:
+            return False
+        self.changed = True  # wakes waiting workers: the queue's jobs are claimable again
+        return True
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        return sorted(self._data.paused.items())
+
+    def save_worker(self, record: WorkerRecord) -> None:
+        self._data.workers[record.id] = record
+
+    def delete_workers(
+        self, worker_ids: Collection[str] = (), seen_before: datetime | None = None
+    ) -> int:
+        doomed = {i for i in worker_ids if i in self._data.workers}
+        if seen_before is not None:
+            doomed.update(i for i, w in self._data.workers.items() if w.heartbeat_at < seen_before)
+        for worker_id in doomed:
+            del self._data.workers[worker_id]
+        return len(doomed)
+
+    def workers(self) -> list[WorkerRecord]:
+        return [self._data.workers[i] for i in sorted(self._data.workers)]
+
+    def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
+        runs = self._data.schedule_runs
+        if (name, fire_at) in runs:
+            return False
+        runs[(name, fire_at)] = None
+        horizon = fire_at - SCHEDULE_RUNS_KEPT
+        for key in [k for k in runs if k[0] == name and k[1] < horizon]:
+            del runs[key]
+        self.changed = True
+        return True
+
+    def set_schedule_run_job(self, name: str, fire_at: datetime, job_id: str) -> None:
+        self._data.schedule_runs[(name, fire_at)] = job_id
+        self.changed = True
+
+    def last_schedule_run(self, name: str, with_job: bool = False) -> ScheduleRun | None:
+        found = [
+            ScheduleRun(name, key[1], job_id)
+            for key, job_id in self._data.schedule_runs.items()
+            if key[0] == name and (job_id is not None or not with_job)
+        ]
+        return max(found, key=lambda run: run.fire_at, default=None)
+
+    def ended_by_minute(self, since: datetime) -> list[tuple[int, str, int]]:
+        tally: dict[tuple[int, str], int] = {}
+        for job in self._data.jobs.values():
+            if job.finished_at is not None and job.finished_at >= since:
+                key = (to_ms(job.finished_at) // 60_000, job.state)
+                tally[key] = tally.get(key, 0) + 1
+        return [(minute, state, count) for (minute, state), count in sorted(tally.items())]
 
     def insert_batch(self, batch: Batch) -> Batch:
         saved = replace(batch, id=str(self._data.next_batch))
@@ -313,6 +451,21 @@ class MemoryStore:
             if ready is not None:
                 ready()
             return self._work.wait_for(lambda: self._generation != seen, timeout)
+
+    @contextmanager
+    def watch_end(self, job_id: str) -> Iterator[Callable[[float], bool]]:
+        """Wakes at every committed change after the previous call (the store's own
+        condition), after which the caller reads the job again."""
+        with self._work:
+            seen = [self._generation]
+
+        def wait(timeout: float) -> bool:
+            with self._work:
+                woke = self._work.wait_for(lambda: self._generation != seen[0], timeout)
+                seen[0] = self._generation
+                return woke
+
+        yield wait
 
     def join(self, connection: Any) -> NoReturn:
         raise NotSupported(

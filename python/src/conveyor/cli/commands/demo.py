@@ -12,20 +12,28 @@ from rich.text import Text
 from ...demo import DEFAULT_PATH, Demo, Outcome
 from ...model import Job
 from ..context import CliError, out
-from ..render import attempts_of, compact_table, error_text, state_column, state_text, types_of
+from ..render import (
+    attempts_of,
+    compact_table,
+    error_text,
+    state_column,
+    state_text,
+    text_column,
+    types_of,
+)
 
 
 def outcomes_table(outcomes: list[Outcome]) -> Table:
     """One row per job; the scenario it shows is under its type."""
     table = compact_table("Outcomes")
     table.add_column("Job", justify="right", no_wrap=True)
-    table.add_column("Type(s) / scenario", min_width=16)
+    text_column(table, "Type(s) / scenario")
     table.add_column("Prio", justify="right", no_wrap=True)
     table.add_column("Group", no_wrap=True)
     table.add_column("Ran", justify="right", no_wrap=True)
     table.add_column("Att.", justify="right", no_wrap=True)
     state_column(table)
-    table.add_column("Last error", min_width=12)
+    text_column(table, "Last error")
     for outcome in outcomes:
         job = outcome.job
         table.add_row(
@@ -48,7 +56,8 @@ def outcomes_table(outcomes: list[Outcome]) -> Table:
     type=click.Path(dir_okay=False, path_type=Path),
     default=DEFAULT_PATH,
     show_default=True,
-    help="SQLite file to use; it is recreated on every run.",
+    help="SQLite file to use; recreated on every run (a file that conveyor demo did not "
+    "create is refused).",
 )
 def demo(path: Path) -> None:
     """Run a demo: retries, failures, groups, priorities... in a few seconds."""

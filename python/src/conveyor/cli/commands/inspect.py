@@ -11,7 +11,7 @@ from ...app import Conveyor
 from ...errors import InvalidTransition
 from ...model import Job
 from ..context import CliError, CliState, out, pass_state
-from ..render import counts_table, job_panel, jobs_table, plural
+from ..render import counts_table, job_panel, jobs_table, plural, schedules_table
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
@@ -44,6 +44,21 @@ def status(state: CliState, as_json: bool) -> None:
         click.echo(f"no jobs in {state.location}")
         return
     out().print(counts_table(counts, list(app.engine.machine.states), state.location))
+
+
+@click.command()
+@json_option
+@pass_state
+def schedules(state: CliState, as_json: bool) -> None:
+    """List the app's cron schedules: next fire time and latest run."""
+    found = state.app.scheduler.status()
+    if as_json:
+        _print_json([status.to_dict() for status in found])
+        return
+    if not found:
+        click.echo("the app declares no schedules (app.cron() or app.schedule())")
+        return
+    out().print(schedules_table(found))
 
 
 @click.group()

@@ -4,15 +4,21 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from types import FrameType
+from typing import Any
 
 import click
 
+from ...app import Conveyor
 from ...locks import DEFAULT_SINGLE_ID, command_lock
+from ...logs import job_record
 from ...model import Job
+from ...resilience import retry_while_unavailable
 from ...worker import WorkerControl, WorkerStats
 from ..context import ByteSize, CliState, PriorityRangeType, pass_state
 from ..render import summary, types_of
@@ -55,6 +61,26 @@ concurrency_option = click.option(
     help="Jobs run at once: sync handlers in N threads, async handlers as tasks on one event loop.",
 )
 quiet_option = click.option("--quiet", is_flag=True, help="Do not print a line per job.")
+startup_wait_option = click.option(
+    "--startup-wait",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to retry, at start, a database server that does not answer (a warning per "
+    "attempt) before exiting with its error.",
+)
+
+
+def _open_store(app: Conveyor, wait: float) -> None:
+    """Open the app's store, retrying while its database server is away.
+
+    A worker started together with its database (a deploy, a host reboot) or whose first
+    session is cut waits for it as a running worker does, rather than exiting at once. A
+    SQLite file or ``memory://`` is not retried: its errors do not pass by themselves.
+    """
+    server = not app.url.startswith(("sqlite", "memory:"))
+    retry_while_unavailable(lambda: app.store, give_up_after=wait if server else 0.0)
 
 
 def _job_line(job: Job) -> None:
@@ -62,6 +88,31 @@ def _job_line(job: Job) -> None:
     click.echo(
         f"job {job.id} {types_of(job)} -> {job.state} (attempt {job.attempts}){error}", err=True
     )
+
+
+def _job_json(job: Job) -> None:
+    _json_line("info", job_record(job), f"job {job.id} {types_of(job)} -> {job.state}")
+
+
+def _json_line(level: str, fields: dict[str, Any], message: str) -> None:
+    """One JSON line on stderr, shaped as conveyor.logs.JsonFormatter shapes log records."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    line = {"ts": now, "level": level, "logger": "conveyor.cli", "message": message, **fields}
+    click.echo(json.dumps(line, ensure_ascii=False, default=str), err=True)
+
+
+def _on_job(state: CliState, quiet: bool) -> Callable[[Job], None] | None:
+    if quiet:
+        return None
+    return _job_json if state.log_format == "json" else _job_line
+
+
+def _note(state: CliState, message: str, **fields: Any) -> None:
+    """A line for the operator on stderr: text, or a JSON line with ``fields``."""
+    if state.log_format == "json":
+        _json_line("info", fields, message)
+    else:
+        click.echo(message, err=True)
 
 
 def _setup_logging() -> None:
@@ -172,6 +223,7 @@ def _stop_on_signals(worker: WorkerControl) -> Callable[[], None]:
     help="Refuse to start while another consumer with this id runs on the store (default: no "
     "such lock; any number of consumers may run).",
 )
+@startup_wait_option
 @quiet_option
 @pass_state
 def consume(
@@ -188,6 +240,7 @@ def consume(
     rescue_interval: float | None,
     prefetch: int | None,
     single_id: str | None,
+    startup_wait: float,
     quiet: bool,
 ) -> None:
     """Run a worker until stopped (SIGTERM/Ctrl+C: running jobs finish within the grace
@@ -199,6 +252,7 @@ def consume(
     """
     app = state.worker_app("consume")
     _setup_logging()
+    _open_store(app, startup_wait)
     worker = app.worker(
         queues=queues,
         priorities=priorities,
@@ -211,7 +265,7 @@ def consume(
         memory_limit=memory_limit,
         idle_delay=cycle_delay,
         handle_signals=False,
-        on_job=None if quiet else _job_line,
+        on_job=_on_job(state, quiet),
         prefetch=prefetch,
     )
     broker = app.broker
@@ -226,11 +280,13 @@ def consume(
         restore = _stop_on_signals(worker)
         try:
             instance = f"single-id {single_id}, " if single_id else ""
-            click.echo(
+            _note(
+                state,
                 f"consuming {_describe(queues, priorities)} on {state.location}{via} "
                 f"({instance}worker {worker.options.worker_id}, concurrency {concurrency}); "
                 "SIGTERM or Ctrl+C stops after the running jobs",
-                err=True,
+                event="consume_started",
+                worker_id=worker.options.worker_id,
             )
             stats = worker.run()
         finally:
@@ -255,6 +311,7 @@ def consume(
 @batch_size_option
 @concurrency_option
 @single_id_option
+@startup_wait_option
 @quiet_option
 @pass_state
 def process(
@@ -265,6 +322,7 @@ def process(
     batch_size: int | None,
     concurrency: int,
     single_id: str,
+    startup_wait: float,
     quiet: bool,
 ) -> None:
     """Run every due job, then exit (for cron). Needs --app.
@@ -275,6 +333,7 @@ def process(
     """
     app = state.worker_app("process")
     _setup_logging()
+    _open_store(app, startup_wait)
     if app.broker is not None:
         with command_lock(app, "process", single_id):
             report = app.repair()
@@ -289,7 +348,7 @@ def process(
         concurrency=concurrency,
         max_jobs=limit,
         stop_when_empty=True,
-        on_job=None if quiet else _job_line,
+        on_job=_on_job(state, quiet),
     )
     lost = _LostLock(worker)
     with command_lock(app, "process", single_id, on_lost=lost):

@@ -360,5 +360,36 @@ class ClaimStatements:
             facts["serial_group_idle"],
             facts["serial_group_head"],
             ~facts["unique_sibling_processing"],
+            self._slot_free(j),
+            self._rate_free(j),
+            # PAUSE-001: a job of a paused queue is not claimable (a primary-key probe of a
+            # table that is empty unless an operator paused a queue)
+            ~exists(select(ONE).where(self.tables.paused_queues.c.queue == j.c.queue)),
         ]
         return facts, conditions
+
+    def _rate_free(self, j: Any) -> Any:
+        """RATE-002/003: a job with a rate key is fetched only while the window of ``now`` for
+        its period has fewer claims of its key than its limit. Which slot of the window the
+        claim takes is decided at the write, under the primary key of the rate slots."""
+        r = self.tables.rate_slots.alias("r")
+        now = bindparam("now", type_=BigInteger())
+        window = now - now.op("%")(j.c.rate_period_ms)
+        taken = (
+            select(func.count())
+            .where(r.c.rate_key == j.c.rate_key, r.c.window_start == window)
+            .scalar_subquery()
+        )
+        return or_(j.c.rate_key.is_(None), taken < j.c.rate_limit)
+
+    def _slot_free(self, j: Any) -> Any:
+        """CONC-002/003: a job with a concurrency key is fetched only while its key holds
+        fewer slots than its limit, so a full key never holds back other jobs. Which slot it
+        gets is decided at the write, under the unique index of the slots."""
+        c = self.tables.jobs.alias("c")
+        held = (
+            select(func.count())
+            .where(c.c.concurrency_key == j.c.concurrency_key, c.c.concurrency_slot.is_not(None))
+            .scalar_subquery()
+        )
+        return or_(j.c.concurrency_key.is_(None), held < j.c.concurrency_limit)

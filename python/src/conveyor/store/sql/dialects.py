@@ -152,6 +152,39 @@ def notify_channel(prefix_table: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in prefix_table)[:63]
 
 
+def ended_channel(prefix_table: str) -> str:
+    """The channel on which PostgreSQL announces jobs that reached a terminal state."""
+    return notify_channel(f"{prefix_table[:50]}_ended")
+
+
+class EndWatch:
+    """LISTEN on the ends channel for one job, on a connection of its own for the watch.
+
+    Listening starts before the caller first reads the job, so an end committed in between
+    is never missed: the caller reads, then waits, then reads again.
+    """
+
+    def __init__(self, url: URL, channel: str, job_id: str) -> None:
+        import psycopg
+
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._connection = psycopg.connect(conninfo, autocommit=True)
+        self._connection.execute(f'LISTEN "{channel}"')
+        self._job_id = job_id
+
+    def wait(self, timeout: float) -> bool:
+        """True as soon as the job's end is announced within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            for notice in self._connection.notifies(timeout=left, stop_after=1):
+                if self._job_id in notice.payload.split(","):
+                    return True
+        return False
+
+    def close(self) -> None:
+        self._connection.close()
+
+
 def masked(url: URL) -> str:
     """The URL with its password hidden: safe for logs and error messages."""
     return url.render_as_string(hide_password=True)

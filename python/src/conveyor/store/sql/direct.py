@@ -47,31 +47,38 @@ class DirectStatements:
         return found[1]
 
     def _compile(self, statement: Executable) -> Compiled | None:
+        # Public API only (SQLCompiler's documented attributes, TypeEngine.dialect_impl and its
+        # processors, the statement's exported_columns), so a SQLAlchemy upgrade within the
+        # bounds of pyproject.toml cannot change what this decides silently.
         compiled: Any = statement.compile(dialect=self.dialect)  # type: ignore[attr-defined]
         if (
             compiled.literal_execute_params
             or compiled.post_compile_params
             or compiled.positional
             or any(
-                processor and not self._plain_array(compiled.binds[key].type)
-                for key, processor in compiled._bind_processors.items()
+                self._bind_processor(bind.type) and not self._plain_array(bind.type)
+                for bind in compiled.binds.values()
             )
         ):
             return None
-        keys: tuple[str, ...] = ()
-        if compiled._result_columns:
-            if any(
-                entry.type._cached_result_processor(self.dialect, None)
-                for entry in compiled._result_columns
-            ):
-                return None
-            keys = tuple(entry.keyname for entry in compiled._result_columns)
+        columns = list(getattr(statement, "exported_columns", ()))
+        if any(self._result_processor(column.type) for column in columns):
+            return None
+        keys = tuple(str(column.key) for column in columns)
+        if len(set(keys)) != len(keys):
+            return None  # SQLAlchemy would disambiguate the names; let it
         return Compiled(compiled.string, keys)
+
+    def _bind_processor(self, type_: Any) -> Any:
+        return type_.dialect_impl(self.dialect).bind_processor(self.dialect)
+
+    def _result_processor(self, type_: Any) -> Any:
+        return type_.dialect_impl(self.dialect).result_processor(self.dialect, None)
 
     def _plain_array(self, type_: Any) -> bool:
         """An array of values that need no conversion: psycopg adapts a list as it is."""
         item = getattr(type_, "item_type", None)
-        return item is not None and item._cached_bind_processor(self.dialect) is None
+        return item is not None and self._bind_processor(item) is None
 
     def rows(
         self, connection: Connection, statement: Executable, parameters: Mapping[str, Any]

@@ -29,6 +29,21 @@ def _error(error: JobError | None) -> str | None:
     return _dumps(error.to_dict()) if error else None
 
 
+def progress_text(progress: Mapping[str, Any] | None) -> str | None:
+    """The progress column: its time in epoch milliseconds, like every time of the store."""
+    if progress is None:
+        return None
+    return _dumps({**progress, "at": to_ms(progress["at"])})
+
+
+def _progress_from_text(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    progress: dict[str, Any] = json.loads(text)
+    progress["at"] = from_ms(progress["at"])
+    return progress
+
+
 Encoder = Callable[[Job, bool, bool, bool, bool], Any]
 
 # Each column: the Job fields it is computed from, and how (job, leased, claimable and due,
@@ -91,6 +106,21 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], Encoder]] = {
         lambda j, le, cl, dl, un: _dumps(j.execution) if j.execution is not None else None,
     ),
     "timeout_ms": (("timeout_ms",), lambda j, le, cl, dl, un: j.timeout_ms),
+    "result": (
+        ("result",),
+        lambda j, le, cl, dl, un: _dumps(j.result) if j.result is not None else None,
+    ),
+    "result_ttl_ms": (("result_ttl_ms",), lambda j, le, cl, dl, un: j.result_ttl_ms),
+    "progress": (("progress",), lambda j, le, cl, dl, un: progress_text(j.progress)),
+    "concurrency_key": (("concurrency_key",), lambda j, le, cl, dl, un: j.concurrency_key),
+    "concurrency_limit": (("concurrency_limit",), lambda j, le, cl, dl, un: j.concurrency_limit),
+    "rate_key": (("rate_key",), lambda j, le, cl, dl, un: j.rate_key),
+    "rate_limit": (("rate_limit",), lambda j, le, cl, dl, un: j.rate_limit),
+    "rate_period_ms": (("rate_period_ms",), lambda j, le, cl, dl, un: j.rate_period_ms),
+    "concurrency_slot": (
+        ("concurrency_slot", "state"),
+        lambda j, le, cl, dl, un: j.concurrency_slot if le else None,
+    ),
     "group_lock": (
         ("serial_group", "state"),
         lambda j, le, cl, dl, un: j.serial_group if le else None,
@@ -192,7 +222,7 @@ def changed_values(
 
 
 # Columns that depend on the state through the flags: written as changed_values writes them.
-_STATE_COLUMNS = ("claim_priority", "delay_until", "group_lock", "unique_lock")
+_STATE_COLUMNS = ("claim_priority", "delay_until", "group_lock", "unique_lock", "concurrency_slot")
 _CLAIM_COLUMNS = ("claim_priority", "delay_until")
 
 
@@ -296,6 +326,15 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         else (),
         "execution": json.loads(row["execution"]) if row["execution"] else None,
         "timeout_ms": row["timeout_ms"],
+        "result": json.loads(row["result"]) if row["result"] is not None else None,
+        "result_ttl_ms": row["result_ttl_ms"],
+        "progress": _progress_from_text(row["progress"]),
+        "concurrency_key": row["concurrency_key"],
+        "concurrency_limit": row["concurrency_limit"],
+        "concurrency_slot": row["concurrency_slot"],
+        "rate_key": row["rate_key"],
+        "rate_limit": row["rate_limit"],
+        "rate_period_ms": row["rate_period_ms"],
     }
     job: Job = object.__new__(Job)
     job.__dict__.update(values)

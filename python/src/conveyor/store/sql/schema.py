@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 10
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,38 @@ class Tables:
     # Named expiring locks (Store.acquire_lock). In the metadata from version 4 on; before,
     # the bus created the same table itself on first use (see _locks_v4).
     locks: Table
+    # Queues whose jobs no claim takes (PAUSE-001): one row per paused queue. In the
+    # metadata from version 6 on.
+    paused_queues: Table
+    # Running workers and their presence beats (docs/guide/workers.md#presence). In the
+    # metadata from version 6 on.
+    workers: Table
+    # Version 10: the claims counted by rate limits, one row per (key, window, slot): the
+    # primary key lets no two claims take one slot of a window (RATE-002).
+    rate_slots: Table
+    # Version 8: the fire times cron schedules handled, one row per (name, fire time): the
+    # primary key is the rule that no two processes publish one run (CRON-003).
+    schedule_runs: Table
+
+
+def _results_columns() -> list[Column[Any]]:
+    return [Column("result", Json), Column("result_ttl_ms", BigInteger), Column("progress", Json)]
+
+
+def _concurrency_columns() -> list[Column[Any]]:
+    return [
+        Column("concurrency_key", Label()),
+        Column("concurrency_limit", Integer),
+        Column("concurrency_slot", Integer),
+    ]
+
+
+def _rate_columns() -> list[Column[Any]]:
+    return [
+        Column("rate_key", Label()),
+        Column("rate_limit", Integer),
+        Column("rate_period_ms", BigInteger),
+    ]
 
 
 def _only_where_set(column: Column[Any], partial: bool) -> dict[str, Any]:
@@ -123,6 +155,14 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         # Version 5: available_at while the job is claimable but was not yet due when written,
         # NULL otherwise; the claim promotes such rows into claim_priority once due.
         *([Column("delay_until", BigInteger)] if version >= 5 else []),
+        # Version 6: the result of the success that finished the job and how long it stays
+        # readable (RESULT-001, RESULT-003), the progress last reported (PROGRESS-001).
+        *(_results_columns() if version >= 7 else []),
+        # Version 9: concurrency limits (CONC-001, CONC-002); the slot is set only while the
+        # job is leased, unique per key: no two claims can hold one slot.
+        *(_concurrency_columns() if version >= 9 else []),
+        # Version 10: rate limits (RATE-001); the claims they count are in rate_slots.
+        *(_rate_columns() if version >= 10 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -140,6 +180,14 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
     Index(f"{prefix}ix_batch", c.batch_id, c.state, **_only_where_set(c.batch_id, partial))
     if version >= 5:
         Index(f"{prefix}ix_delayed", c.delay_until, **_only_where_set(c.delay_until, partial))
+    if version >= 9:
+        Index(
+            f"{prefix}ix_concurrency_slot",
+            c.concurrency_key,
+            c.concurrency_slot,
+            unique=True,
+            **_only_where_set(c.concurrency_slot, partial),
+        )
     if partial:
         # Set only while a job is leased: uniqueness here is serial-group and unique-mode
         # exclusion, a constraint no concurrent claim can break.
@@ -183,7 +231,55 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         Column("owner", String(64), nullable=False),
         Column("expires_at", BigInteger, nullable=False),
     )
-    return Tables(prefix, metadata, jobs, dependencies, tags, batches, schema, locks)
+    paused_queues = Table(
+        f"{prefix}paused_queues",
+        metadata if version >= 6 else MetaData(),
+        Column("queue", String(64), primary_key=True),
+        Column("paused_at", BigInteger, nullable=False),
+    )
+    workers = Table(
+        f"{prefix}workers",
+        metadata if version >= 6 else MetaData(),
+        Column("id", String(255), primary_key=True),
+        Column("host", String(255), nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("started_at", BigInteger, nullable=False),
+        Column("heartbeat_at", BigInteger, nullable=False),
+        Column("queues", Json, nullable=False),
+        Column("concurrency", Integer, nullable=False),
+        Column("running", Json, nullable=False),
+        Column("memory_bytes", BigInteger),
+    )
+    schedule_runs = Table(
+        f"{prefix}schedule_runs",
+        metadata if version >= 8 else MetaData(),
+        Column("name", Label(), primary_key=True),
+        Column("fire_at", BigInteger, primary_key=True, autoincrement=False),
+        Column("job_id", BigInteger),
+        Column("created_at", BigInteger, nullable=False),
+    )
+    rate_slots = Table(
+        f"{prefix}rate_slots",
+        metadata if version >= 10 else MetaData(),
+        Column("rate_key", Label(), primary_key=True),
+        Column("window_start", BigInteger, primary_key=True, autoincrement=False),
+        Column("slot", Integer, primary_key=True, autoincrement=False),
+        Column("job_id", BigInteger, nullable=False),
+    )
+    return Tables(
+        prefix,
+        metadata,
+        jobs,
+        dependencies,
+        tags,
+        batches,
+        schema,
+        locks,
+        paused_queues,
+        workers,
+        rate_slots,
+        schedule_runs,
+    )
 
 
 def _create_v1(connection: Connection, tables: Tables) -> None:
@@ -334,6 +430,67 @@ def _delayed_jobs_v5(connection: Connection, tables: Tables) -> None:
     _job_table_storage_v5(connection, jobs.name)
 
 
+def _operations_v6(connection: Connection, tables: Tables) -> None:
+    """Version 6: the tables of paused queues (PAUSE-001) and of running workers, new and
+    empty: no row moves, so processes of the previous version keep working while they exist
+    (they claim from every queue and announce nothing, which is what they did before)."""
+    v6 = build_tables(tables.prefix, version=6)
+    v6.paused_queues.create(connection, checkfirst=True)
+    v6.workers.create(connection, checkfirst=True)
+
+
+def _results_v7(connection: Connection, tables: Tables) -> None:
+    """Version 7: a job's result, its time to live and its progress (RESULT-001, RESULT-003,
+    PROGRESS-001): nullable columns, added in place without rewriting the table."""
+    jobs = build_tables(tables.prefix, version=7).jobs
+    present = {column["name"] for column in inspect(connection).get_columns(jobs.name)}
+    quote = connection.dialect.identifier_preparer.quote
+    for name in ("result", "result_ttl_ms", "progress"):
+        if name not in present:
+            kind = jobs.c[name].type.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(
+                f"ALTER TABLE {quote(jobs.name)} ADD COLUMN {quote(name)} {kind}"
+            )
+
+
+def _schedule_runs_v8(connection: Connection, tables: Tables) -> None:
+    """Version 8: the table of the fire times cron schedules handled (CRON-003)."""
+    build_tables(tables.prefix, version=8).schedule_runs.create(connection, checkfirst=True)
+
+
+def _concurrency_v9(connection: Connection, tables: Tables) -> None:
+    """Version 9: the concurrency key, limit and slot of a job (CONC-001, CONC-002), nullable
+    columns added in place, and the unique index of the slots held."""
+    jobs = build_tables(tables.prefix, version=9).jobs
+    present = {column["name"] for column in inspect(connection).get_columns(jobs.name)}
+    quote = connection.dialect.identifier_preparer.quote
+    for name in ("concurrency_key", "concurrency_limit", "concurrency_slot"):
+        if name not in present:
+            kind = jobs.c[name].type.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(
+                f"ALTER TABLE {quote(jobs.name)} ADD COLUMN {quote(name)} {kind}"
+            )
+    for index in jobs.indexes:
+        if index.name == f"{tables.prefix}ix_concurrency_slot":
+            index.create(connection, checkfirst=True)
+
+
+def _rate_limits_v10(connection: Connection, tables: Tables) -> None:
+    """Version 10: a job's rate key, limit and period (RATE-001), nullable columns added in
+    place, and the table of the claims the limits count."""
+    built = build_tables(tables.prefix, version=10)
+    jobs = built.jobs
+    present = {column["name"] for column in inspect(connection).get_columns(jobs.name)}
+    quote = connection.dialect.identifier_preparer.quote
+    for name in ("rate_key", "rate_limit", "rate_period_ms"):
+        if name not in present:
+            kind = jobs.c[name].type.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(
+                f"ALTER TABLE {quote(jobs.name)} ADD COLUMN {quote(name)} {kind}"
+            )
+    built.rate_slots.create(connection, checkfirst=True)
+
+
 # Each migration brings the schema from version (index) to version (index + 1). Add new
 # steps at the end; never edit a released one (a step builds the tables as of its own version).
 MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
@@ -342,6 +499,11 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _timeouts_v3,
     _locks_v4,
     _delayed_jobs_v5,
+    _operations_v6,
+    _results_v7,
+    _schedule_runs_v8,
+    _concurrency_v9,
+    _rate_limits_v10,
 ]
 
 

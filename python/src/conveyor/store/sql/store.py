@@ -22,6 +22,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Select,
+    String,
     Table,
     Update,
     bindparam,
@@ -34,20 +35,31 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from ...clock import SystemClock, from_ms, to_ms
 from ...errors import ConfigurationError, StoreUnavailable
-from ...model import Batch, Job, replace
-from ..base import Backlog, Candidate, ClaimQuery, JobFilter, StateSets
+from ...model import Batch, Job, WorkerRecord, replace
+from ..base import (
+    SCHEDULE_RUNS_KEPT,
+    Backlog,
+    Candidate,
+    ClaimQuery,
+    JobFilter,
+    ScheduleRun,
+    StateSets,
+)
 from .claim import FACTS, IMPLIED_FACTS, ClaimStatements
 from .dialects import (
     Dialect,
+    EndWatch,
     PostgresListener,
     configure_postgresql,
     configure_sqlite,
+    ended_channel,
     local_settings,
     masked,
     notify_channel,
@@ -55,11 +67,20 @@ from .dialects import (
 )
 from .direct import Compiled, DirectStatements
 from .locks import acquire_named, command_lock, release_named
-from .rows import Flags, changed_values, flags_of, job_from_row, rows_of, written_values
+from .rows import (
+    Flags,
+    changed_values,
+    flags_of,
+    job_from_row,
+    progress_text,
+    rows_of,
+    written_values,
+)
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
 from .setwrites import SetWrites
 
 IDLE_PING_SECONDS = 1.0
+RATE_SLOTS_KEPT_MS = 86_400_000  # windows a day older than the current one are forgotten
 # From this many jobs in one insert, PostgreSQL gets them by COPY (see _copy_jobs).
 COPY_THRESHOLD = 8
 # Delayed jobs moved into the claim index per claim, once due (see SqlTransaction._promote).
@@ -82,6 +103,10 @@ def row_id(text: object) -> int | None:
         return None
     value = int(text)
     return value if value <= _LARGEST_ID else None
+
+
+# Below PostgreSQL's 8000-byte limit of a NOTIFY payload (ids are ASCII digits).
+ENDS_PAYLOAD_BYTES = 7900
 
 
 @functools.lru_cache(maxsize=64)
@@ -126,6 +151,7 @@ class SqlTransaction:
         if (
             self.dialect.name == "postgresql"
             and self.connection.dialect.driver == "psycopg"  # psycopg 3 has cursor.copy()
+            and not self.connection.dialect.is_async  # (its blocking cursor, that is)
             and len(rows) >= COPY_THRESHOLD
         ):
             ids = self._copy_jobs(rows)
@@ -226,6 +252,22 @@ class SqlTransaction:
     def save_job(self, before: Job, after: Job, fields: frozenset[str] = frozenset()) -> bool:
         return self._save(before, after, self._changes(before, after, fields))
 
+    def write_progress(self, job_id: str, lease_token: int, progress: dict[str, Any]) -> bool:
+        key = row_id(job_id)
+        if key is None:
+            return False
+        t = self.tables.jobs
+        statement = (
+            update(t)
+            .where(
+                t.c.id == key,
+                t.c.lease_token == lease_token,
+                t.c.state.in_(sorted(self.states.leased)),
+            )
+            .values(progress=progress_text(progress))
+        )
+        return self.connection.execute(statement).rowcount == 1
+
     def _save(self, before: Job, after: Job, changed: dict[str, Any]) -> bool:
         statement = self.claims.update_statement(frozenset(changed), before.lease is None)
         parameters = self._where(before, changed)
@@ -240,6 +282,8 @@ class SqlTransaction:
             written = self._write(statement, parameters)
         if self._announces(after):
             self._announce()
+        if written == 1 and self._ends(before, after):
+            self._announce_ends([after.id])
         return written == 1
 
     def _write(self, statement: Update, parameters: dict[str, Any]) -> int:
@@ -274,7 +318,37 @@ class SqlTransaction:
                 continue
             statement = self.claims.update_statement(columns, unleased)
             written += self.direct.rowcount(self.connection, statement, parameters)
+        ended = [after.id for before, after, _ in pending if self._ends(before, after)]
+        if ended and written == len(pending):
+            self._announce_ends(ended)
         return written == len(pending)
+
+    def _ends(self, before: Job, after: Job) -> bool:
+        """A job that reaches a terminal state, on PostgreSQL: callers waiting for it
+        (RESULT-004) are told by NOTIFY."""
+        terminal = self.states.terminal
+        return (
+            self.dialect.name == "postgresql"
+            and after.state in terminal
+            and before.state not in terminal
+        )
+
+    def _announce_ends(self, job_ids: list[str]) -> None:
+        """NOTIFY the ended jobs' ids on the ends channel, sent when the transaction commits,
+        so a waiter wakes only for its own job. The ids go comma-separated, as few
+        notifications as the 8000-byte payload limit allows (one per batch of outcomes as a
+        rule): each notification costs the server a queue entry, whoever listens."""
+        channel = ended_channel(self.tables.jobs.name)
+        payloads: list[str] = []
+        for job_id in job_ids:
+            if payloads and len(payloads[-1]) + len(job_id) < ENDS_PAYLOAD_BYTES:
+                payloads[-1] += f",{job_id}"
+            else:
+                payloads.append(job_id)
+        texts = bindparam("payloads", type_=ARRAY(String))
+        self.connection.execute(
+            select(func.pg_notify(channel, func.unnest(texts))), {"payloads": payloads}
+        )
 
     def _changes(self, before: Job, after: Job, fields: frozenset[str]) -> dict[str, Any]:
         if fields:  # what the transition writes, known from the machine file
@@ -286,7 +360,11 @@ class SqlTransaction:
 
     @staticmethod
     def _takes_locks(changed: dict[str, Any]) -> bool:
-        return changed.get("group_lock") is not None or changed.get("unique_lock") is not None
+        return (
+            changed.get("group_lock") is not None
+            or changed.get("unique_lock") is not None
+            or changed.get("concurrency_slot") is not None
+        )
 
     def _announces(self, job: Job) -> bool:
         return (
@@ -384,6 +462,8 @@ class SqlTransaction:
             statement = statement.where(t.c.queue == query.queue)
         if query.identifier is not None:
             statement = statement.where(t.c.identifier == query.identifier)
+        if query.serial_group is not None:
+            statement = statement.where(t.c.serial_group == query.serial_group)
         if query.batch_id is not None:
             statement = statement.where(t.c.batch_id == (row_id(query.batch_id) or -1))
         if query.tag is not None:
@@ -414,6 +494,7 @@ class SqlTransaction:
         identifiers: Collection[str],
         dependencies_of: Collection[str],
         limit: int,
+        concurrency_keys: Collection[str] = (),
     ) -> list[tuple[str, str, int]]:
         # One small indexed lookup per relation, then the claim guard on those ids only: the
         # common case (no group, no dependents) costs one index probe on the dependencies.
@@ -436,6 +517,18 @@ class SqlTransaction:
                         t.c.is_unique,
                         t.c.state.in_(claimable),
                     )
+                ).scalars()
+            )
+        if concurrency_keys:  # the first ones by claim order: a freed slot takes one of them
+            ids.update(
+                self.connection.execute(
+                    select(t.c.id)
+                    .where(
+                        t.c.concurrency_key.in_(list(concurrency_keys)),
+                        t.c.state.in_(claimable),
+                    )
+                    .order_by(t.c.priority, t.c.id)
+                    .limit(limit)
                 ).scalars()
             )
         targets = [key for key in map(row_id, dependencies_of) if key is not None]
@@ -502,6 +595,101 @@ class SqlTransaction:
         )
         return [(queue, state, int(count)) for queue, state, count in rows]
 
+    # -- paused queues --------------------------------------------------------------------
+
+    def pause_queue(self, queue: str, now: datetime) -> bool:
+        p = self.tables.paused_queues
+        paused = self.connection.execute(select(p.c.queue).where(p.c.queue == queue)).first()
+        if paused is not None:
+            return False
+        try:
+            with self.connection.begin_nested():
+                self.connection.execute(insert(p).values(queue=queue, paused_at=to_ms(now)))
+        except IntegrityError:  # another operator paused it at the same moment
+            return False
+        return True
+
+    def resume_queue(self, queue: str) -> bool:
+        p = self.tables.paused_queues
+        resumed = bool(self.connection.execute(delete(p).where(p.c.queue == queue)).rowcount)
+        if resumed:
+            self._announce()  # waiting workers may claim the queue's jobs again
+        return resumed
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        p = self.tables.paused_queues
+        rows = self.connection.execute(select(p.c.queue, p.c.paused_at).order_by(p.c.queue))
+        return [(str(queue), from_ms(int(paused_at))) for queue, paused_at in rows]
+
+    # -- workers --------------------------------------------------------------------------
+
+    def save_worker(self, record: WorkerRecord) -> None:
+        w = self.tables.workers
+        values = {
+            "host": record.host,
+            "pid": record.pid,
+            "started_at": to_ms(record.started_at),
+            "heartbeat_at": to_ms(record.heartbeat_at),
+            "queues": json.dumps(list(record.queues)),
+            "concurrency": record.concurrency,
+            "running": json.dumps(list(record.running)),
+            "memory_bytes": record.memory_bytes,
+        }
+        updated = self.connection.execute(update(w).where(w.c.id == record.id).values(values))
+        if updated.rowcount:
+            return
+        try:
+            with self.connection.begin_nested():
+                self.connection.execute(insert(w).values(id=record.id, **values))
+        except IntegrityError:  # inserted meanwhile by the same worker's earlier beat
+            self.connection.execute(update(w).where(w.c.id == record.id).values(values))
+
+    def delete_workers(
+        self, worker_ids: Collection[str] = (), seen_before: datetime | None = None
+    ) -> int:
+        w = self.tables.workers
+        deleted = 0
+        if worker_ids:
+            deleted += self.connection.execute(
+                delete(w).where(w.c.id.in_(list(worker_ids)))
+            ).rowcount
+        if seen_before is not None:
+            deleted += self.connection.execute(
+                delete(w).where(w.c.heartbeat_at < to_ms(seen_before))
+            ).rowcount
+        return deleted
+
+    def workers(self) -> list[WorkerRecord]:
+        w = self.tables.workers
+        rows = self.connection.execute(select(w).order_by(w.c.id)).mappings()
+        return [
+            WorkerRecord(
+                id=row["id"],
+                host=row["host"],
+                pid=int(row["pid"]),
+                started_at=from_ms(int(row["started_at"])),
+                heartbeat_at=from_ms(int(row["heartbeat_at"])),
+                queues=tuple(json.loads(row["queues"])),
+                concurrency=int(row["concurrency"]),
+                running=tuple(json.loads(row["running"])),
+                memory_bytes=None if row["memory_bytes"] is None else int(row["memory_bytes"]),
+            )
+            for row in rows
+        ]
+
+    def ended_by_minute(self, since: datetime) -> list[tuple[int, str, int]]:
+        t = self.tables.jobs
+        # FLOOR of a division: an integer on every database (MariaDB's / gives a decimal).
+        minute = func.floor(t.c.finished_at / 60_000).label("minute")
+        rows = self.connection.execute(
+            select(minute, t.c.state, func.count())
+            # the states first: one range of the (state, finished_at) index per state
+            .where(t.c.state.in_(sorted(self.states.terminal)), t.c.finished_at >= to_ms(since))
+            .group_by(minute, t.c.state)
+            .order_by(minute, t.c.state)
+        )
+        return [(int(m), state, int(count)) for m, state, count in rows]
+
     # -- batches --------------------------------------------------------------------------
 
     def insert_batch(self, batch: Batch) -> Batch:
@@ -547,6 +735,80 @@ class SqlTransaction:
                 total=batch.total,
                 finished_at=to_ms(batch.finished_at) if batch.finished_at else None,
             )
+        )
+
+    def concurrency_slots(self, key: str) -> set[int]:
+        t = self.tables.jobs
+        rows = self.connection.execute(
+            select(t.c.concurrency_slot).where(
+                t.c.concurrency_key == key, t.c.concurrency_slot.is_not(None)
+            )
+        )
+        return {int(slot) for slot in rows.scalars()}
+
+    def take_rate_slot(self, key: str, window_start: datetime, limit: int, job_id: str) -> bool:
+        slots = self.tables.rate_slots
+        start = to_ms(window_start)
+        taken = set(
+            self.connection.execute(
+                select(slots.c.slot).where(slots.c.rate_key == key, slots.c.window_start == start)
+            ).scalars()
+        )
+        for slot in range(limit):
+            if slot in taken:
+                continue
+            try:
+                with self.connection.begin_nested():  # a concurrent claim may take it first
+                    self.connection.execute(
+                        insert(slots).values(
+                            rate_key=key, window_start=start, slot=slot, job_id=int(job_id)
+                        )
+                    )
+            except IntegrityError:
+                continue
+            if slot == 0:  # once per window: forget the windows of the key long over
+                self.connection.execute(
+                    delete(slots).where(
+                        slots.c.rate_key == key, slots.c.window_start < start - RATE_SLOTS_KEPT_MS
+                    )
+                )
+            return True
+        return False
+
+    def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
+        runs = self.tables.schedule_runs
+        at = to_ms(fire_at)
+        try:
+            # A savepoint: a conflict with a run another process recorded (CRON-003) must
+            # leave the caller's transaction usable.
+            with self.connection.begin_nested():
+                self.connection.execute(
+                    insert(runs).values(name=name, fire_at=at, created_at=to_ms(now))
+                )
+        except IntegrityError:
+            return False
+        horizon = to_ms(fire_at - SCHEDULE_RUNS_KEPT)
+        self.connection.execute(delete(runs).where(runs.c.name == name, runs.c.fire_at < horizon))
+        return True
+
+    def set_schedule_run_job(self, name: str, fire_at: datetime, job_id: str) -> None:
+        runs = self.tables.schedule_runs
+        self.connection.execute(
+            update(runs)
+            .where(runs.c.name == name, runs.c.fire_at == to_ms(fire_at))
+            .values(job_id=int(job_id))
+        )
+
+    def last_schedule_run(self, name: str, with_job: bool = False) -> ScheduleRun | None:
+        runs = self.tables.schedule_runs
+        query = select(runs.c.fire_at, runs.c.job_id).where(runs.c.name == name)
+        if with_job:
+            query = query.where(runs.c.job_id.is_not(None))
+        row = self.connection.execute(query.order_by(runs.c.fire_at.desc()).limit(1)).first()
+        if row is None:
+            return None
+        return ScheduleRun(
+            name, from_ms(row.fire_at), None if row.job_id is None else str(row.job_id)
         )
 
     def unsettled_in_batch(self, batch_id: str) -> int:
@@ -797,6 +1059,23 @@ class SqlStore:
             self._listener.reset()
             self._idle.wait(timeout)
             return False
+
+    @contextmanager
+    def watch_end(self, job_id: str) -> Iterator[Callable[[float], bool]]:
+        """On PostgreSQL, a LISTEN for the job's end (EndWatch); elsewhere a plain wait,
+        after which the caller reads the job again (polling)."""
+        if self.dialect.name != "postgresql":
+            yield self._idle.wait
+            return
+        try:
+            watch = EndWatch(self.engine.url, ended_channel(self.tables.jobs.name), job_id)
+        except Exception:  # no listening connection: poll rather than fail the wait
+            yield self._idle.wait
+            return
+        try:
+            yield watch.wait
+        finally:
+            watch.close()
 
     def release_thread(self) -> None:
         """Close this thread's connections (they go back to the engine's pool)."""

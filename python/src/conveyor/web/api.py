@@ -1,0 +1,380 @@
+"""The JSON HTTP API: one table of endpoints, from which the routes and the OpenAPI document
+are both built, so the document cannot drift from the code (tests/web compares it with the
+committed ``openapi.json``).
+
+Errors are the spec's refusal documents (``{"error": {"code", "message"}}``, error.schema.json)
+with an HTTP status per code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import ConveyorError, InvalidRequest, Refused, StoreUnavailable
+from .masking import mask_urls
+from .service import LIST_LIMIT_MAX, WebService
+
+STATUS_OF_CODE = {
+    "not_found": 404,
+    "invalid_transition": 409,
+    "stale_lease": 409,
+    "batch_closed": 409,
+    "payload_too_large": 413,
+}
+
+Handler = Callable[[WebService, Request], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # "path" or "query"
+    schema: dict[str, Any]
+    description: str
+    repeat: bool = False
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    operation: str
+    summary: str
+    handler: Handler
+    response: dict[str, Any]
+    action: bool = False  # changes state: refused in read-only mode, CSRF-checked
+    status: int = 200
+    params: tuple[Param, ...] = ()
+    body: dict[str, Any] | None = None
+    errors: tuple[int, ...] = field(default=(400,))
+
+
+def refusal(code: str, message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+async def _json_body(request: Request) -> Any:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        # A cross-site HTML form cannot send JSON: this is a second line against CSRF.
+        raise InvalidRequest("send the body as JSON with Content-Type: application/json")
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise InvalidRequest(f"the body is not JSON: {error}") from None
+
+
+def _int(request: Request, name: str, default: int) -> int:
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be a whole number, not {text!r}") from None
+
+
+def _text(request: Request, name: str) -> str | None:
+    return request.query_params.get(name) or None
+
+
+async def list_jobs(service: WebService, request: Request) -> Any:
+    page = await run_in_threadpool(
+        partial(
+            service.list_jobs,
+            states=tuple(s for s in request.query_params.getlist("state") if s),
+            queue=_text(request, "queue"),
+            type=_text(request, "type"),
+            tag=_text(request, "tag"),
+            identifier=_text(request, "identifier"),
+            batch=_text(request, "batch"),
+            serial_group=_text(request, "serial_group"),
+            after=_int(request, "after", 0),
+            limit=_int(request, "limit", 50),
+        )
+    )
+    return {"jobs": page.jobs, "next_after": page.next_after}
+
+
+async def get_job(service: WebService, request: Request) -> Any:
+    return {"job": await run_in_threadpool(service.get, request.path_params["job_id"])}
+
+
+async def publish(service: WebService, request: Request) -> Any:
+    document = await _json_body(request)
+    return {"job": await run_in_threadpool(service.publish, document)}
+
+
+def _operation(name: str) -> Handler:
+    async def operate(service: WebService, request: Request) -> Any:
+        await _json_body(request)
+        job = await run_in_threadpool(service.operate, request.path_params["job_id"], name)
+        return {"job": job}
+
+    return operate
+
+
+async def queues(service: WebService, request: Request) -> Any:
+    return {"queues": await run_in_threadpool(service.queues)}
+
+
+async def pause(service: WebService, request: Request) -> Any:
+    await _json_body(request)
+    return await run_in_threadpool(service.pause, request.path_params["queue"])
+
+
+async def resume(service: WebService, request: Request) -> Any:
+    await _json_body(request)
+    return await run_in_threadpool(service.resume, request.path_params["queue"])
+
+
+async def throughput(service: WebService, request: Request) -> Any:
+    minutes = _int(request, "minutes", 60)
+    return {"minutes": await run_in_threadpool(service.throughput, minutes)}
+
+
+async def workers(service: WebService, request: Request) -> Any:
+    return {"workers": await run_in_threadpool(service.workers)}
+
+
+async def get_batch(service: WebService, request: Request) -> Any:
+    return {"batch": await run_in_threadpool(service.batch, request.path_params["batch_id"])}
+
+
+JOB = {"$ref": "#/components/schemas/Job"}
+JOB_RESULT = {"type": "object", "required": ["job"], "properties": {"job": JOB}}
+JOB_ID = Param("job_id", "path", {"type": "string"}, "The job's id.")
+QUEUE = Param(
+    "queue",
+    "path",
+    {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.:-]{0,63}$"},
+    "The queue's name (LIMIT-001).",
+)
+PAUSE_RESULT = {
+    "type": "object",
+    "required": ["queue", "paused", "changed"],
+    "properties": {
+        "queue": {"type": "string"},
+        "paused": {"type": "boolean"},
+        "changed": {"type": "boolean", "description": "False when nothing changed (PAUSE-003)."},
+    },
+}
+EMPTY_BODY = {"type": "object", "description": "Empty object; the body must be JSON (CSRF)."}
+
+
+def _filter(name: str, description: str, repeat: bool = False) -> Param:
+    return Param(name, "query", {"type": "string"}, description, repeat)
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/api/jobs",
+        "listJobs",
+        "Jobs in publish order, filtered, a page at a time (OPS-006).",
+        list_jobs,
+        {
+            "type": "object",
+            "required": ["jobs", "next_after"],
+            "properties": {
+                "jobs": {"type": "array", "items": JOB},
+                "next_after": {
+                    "type": ["integer", "null"],
+                    "description": "Pass as `after` for the next page; null on the last page.",
+                },
+            },
+        },
+        params=(
+            _filter("state", "Only jobs in this state; repeat for several.", repeat=True),
+            _filter("queue", "Only jobs of this queue."),
+            _filter("type", "Only jobs with a request of this type."),
+            _filter("tag", "Only jobs carrying this tag."),
+            _filter("identifier", "Only jobs with this identifier."),
+            _filter("batch", "Only jobs of this batch."),
+            _filter("serial_group", "Only jobs of this serial group."),
+            Param("after", "query", {"type": "integer", "minimum": 0}, "Jobs after sequence."),
+            Param(
+                "limit",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": 50},
+                "At most this many jobs.",
+            ),
+        ),
+    ),
+    Endpoint(
+        "POST",
+        "/api/jobs",
+        "publishJob",
+        "Publish a job from a publish request (spec/schemas/publish.schema.json).",
+        publish,
+        JOB_RESULT,
+        action=True,
+        status=201,
+        body={"$ref": "#/components/schemas/PublishRequest"},
+        errors=(400, 403, 413),
+    ),
+    Endpoint(
+        "GET",
+        "/api/jobs/{job_id}",
+        "getJob",
+        "One job: requests, attempts, errors, lease, dependencies, batch.",
+        get_job,
+        JOB_RESULT,
+        params=(JOB_ID,),
+        errors=(404,),
+    ),
+    *(
+        Endpoint(
+            "POST",
+            f"/api/jobs/{{job_id}}/{name}",
+            f"{name}Job",
+            summary,
+            _operation(name),
+            JOB_RESULT,
+            action=True,
+            params=(JOB_ID,),
+            body=EMPTY_BODY,
+            errors=(400, 403, 404, 409),
+        )
+        for name, summary in (
+            ("cancel", "Cancel a job that is not running (OPS-001)."),
+            ("retry", "Run a failed or cancelled job again (OPS-004)."),
+            ("requeue", "Make a waiting or temporarily failed job due now (OPS-003)."),
+        )
+    ),
+    Endpoint(
+        "GET",
+        "/api/queues",
+        "listQueues",
+        "Every queue with jobs or a pause: job counts by state, and whether it is paused.",
+        queues,
+        {
+            "type": "object",
+            "required": ["queues"],
+            "properties": {
+                "queues": {"type": "array", "items": {"$ref": "#/components/schemas/Queue"}}
+            },
+        },
+        errors=(),
+    ),
+    Endpoint(
+        "POST",
+        "/api/queues/{queue}/pause",
+        "pauseQueue",
+        "Stop claims from a queue (PAUSE-001).",
+        pause,
+        PAUSE_RESULT,
+        action=True,
+        params=(QUEUE,),
+        body=EMPTY_BODY,
+        errors=(400, 403),
+    ),
+    Endpoint(
+        "POST",
+        "/api/queues/{queue}/resume",
+        "resumeQueue",
+        "Let claims take a queue's jobs again (PAUSE-003).",
+        resume,
+        PAUSE_RESULT,
+        action=True,
+        params=(QUEUE,),
+        body=EMPTY_BODY,
+        errors=(400, 403),
+    ),
+    Endpoint(
+        "GET",
+        "/api/throughput",
+        "getThroughput",
+        "Jobs that ended per minute (finished, failed for good, other ends), oldest first.",
+        throughput,
+        {
+            "type": "object",
+            "required": ["minutes"],
+            "properties": {
+                "minutes": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["at", "finished", "failed", "other"],
+                        "properties": {
+                            "at": {"type": "string", "format": "date-time"},
+                            "finished": {"type": "integer"},
+                            "failed": {"type": "integer"},
+                            "other": {"type": "integer"},
+                        },
+                    },
+                }
+            },
+        },
+        params=(
+            Param(
+                "minutes",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": 1440, "default": 60},
+                "How many minutes back, the current one included.",
+            ),
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/api/workers",
+        "listWorkers",
+        "Running workers: host, pid, queues, current jobs, memory, last heartbeat.",
+        workers,
+        {
+            "type": "object",
+            "required": ["workers"],
+            "properties": {
+                "workers": {"type": "array", "items": {"$ref": "#/components/schemas/Worker"}}
+            },
+        },
+        errors=(),
+    ),
+    Endpoint(
+        "GET",
+        "/api/batches/{batch_id}",
+        "getBatch",
+        "One batch: state and size (BATCH-001).",
+        get_batch,
+        {"type": "object", "required": ["batch"], "properties": {"batch": {"type": "object"}}},
+        params=(Param("batch_id", "path", {"type": "string"}, "The batch's id."),),
+        errors=(404,),
+    ),
+)
+
+
+def _endpoint(service: WebService, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    async def respond(request: Request) -> Response:
+        if endpoint.action and service.settings.read_only:
+            return refusal("read_only", "this interface is read-only (--read-only)", 403)
+        try:
+            result = await endpoint.handler(service, request)
+        except Refused as error:
+            status = STATUS_OF_CODE.get(error.code, 400)
+            return refusal(error.code, mask_urls(error.message), status)
+        except StoreUnavailable as error:
+            return refusal("store_unavailable", mask_urls(str(error)), 503)
+        except ConveyorError as error:
+            return refusal("error", mask_urls(str(error)), 500)
+        return JSONResponse(result, status_code=endpoint.status)
+
+    return respond
+
+
+def api_routes(service: WebService) -> list[Route]:
+    return [
+        Route(e.path, _endpoint(service, e), methods=[e.method], name=e.operation)
+        for e in ENDPOINTS
+    ]

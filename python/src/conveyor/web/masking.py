@@ -1,0 +1,39 @@
+"""Hide what a page must never show: passwords inside URLs, and payloads unless allowed."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# scheme://user:password@host: the password part, whatever the scheme (database, broker,
+# HTTP endpoints quoted in error messages and tracebacks).
+_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^@\s/]+)@")
+
+
+def mask_urls(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _CREDENTIALS.sub(lambda m: f"{m.group('head')}***@", text)
+
+
+def masked(value: Any) -> Any:
+    """A JSON value with every string's URL passwords masked."""
+    if isinstance(value, str):
+        return mask_urls(value)
+    if isinstance(value, list):
+        return [masked(item) for item in value]
+    if isinstance(value, dict):
+        return {key: masked(item) for key, item in value.items()}
+    return value
+
+
+def job_view(job: dict[str, Any], show_payloads: bool) -> dict[str, Any]:
+    """A job document (job.schema.json) as the web shows it: URL passwords masked
+    everywhere, payloads and metadata replaced by null unless ``show_payloads``."""
+    shown = masked(job)
+    if not show_payloads:
+        for request in shown["requests"]:
+            request["payload"] = None
+            request["payload_hidden"] = True
+        shown["metadata"] = None
+        shown["payload_hidden"] = True
+    return dict(shown)

@@ -1,0 +1,175 @@
+"""The dashboard's HTML pages, rendered on the server from the same service the API uses.
+
+No page changes anything: actions are buttons whose script asks for confirmation and then
+calls the JSON API (so the CSRF and read-only rules of the API cover the dashboard too).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from ..errors import Refused
+from .service import WebService
+
+OPERATIONS = ("retry", "requeue", "cancel")
+FILTERS = ("queue", "type", "tag", "identifier", "batch", "serial_group")
+
+
+def environment() -> Environment:
+    return Environment(
+        loader=PackageLoader("conveyor.web", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+CHART_MINUTES = 60
+CHART_HEIGHT = 80
+BAR_WIDTH = 10
+
+
+def bar_chart(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stacked bars (finished below, failed above) of jobs ended per minute, as SVG
+    coordinates: drawn on the server, so the page needs no chart library and no script."""
+    peak = max((p["finished"] + p["failed"] for p in points), default=0) or 1
+    bars = []
+    for index, point in enumerate(points):
+        finished = round(point["finished"] / peak * CHART_HEIGHT, 1)
+        failed = round(point["failed"] / peak * CHART_HEIGHT, 1)
+        bars.append(
+            {
+                "x": index * BAR_WIDTH,
+                "finished_y": CHART_HEIGHT - finished,
+                "finished_h": finished,
+                "failed_y": CHART_HEIGHT - finished - failed,
+                "failed_h": failed,
+                "title": f"{point['at'][11:16]} UTC: {point['finished']} finished, "
+                f"{point['failed']} failed",
+            }
+        )
+    return {
+        "bars": bars,
+        "width": len(points) * BAR_WIDTH,
+        "height": CHART_HEIGHT,
+        "peak": peak,
+        "finished": sum(p["finished"] for p in points),
+        "failed": sum(p["failed"] for p in points),
+        "minutes": len(points),
+    }
+
+
+class Pages:
+    def __init__(self, service: WebService) -> None:
+        self.service = service
+        self.env = environment()
+
+    def render(self, request: Request, template: str, status: int = 200, **values: Any) -> Response:
+        settings = self.service.settings
+        page = self.env.get_template(template).render(
+            base=request.scope.get("root_path", ""),
+            read_only=settings.read_only,
+            refresh_ms=int(settings.refresh_seconds * 1000),
+            store=self.service.store_location(),
+            path=request.url.path,
+            **values,
+        )
+        return HTMLResponse(page, status_code=status)
+
+    async def overview(self, request: Request) -> Response:
+        queues = await run_in_threadpool(self.service.queues)
+        chart = bar_chart(await run_in_threadpool(self.service.throughput, CHART_MINUTES))
+        totals: dict[str, int] = {}
+        for queue in queues:
+            for state, count in queue["counts"].items():
+                totals[state] = totals.get(state, 0) + count
+        states = [s for s in self.service.states if s in totals]
+        return self.render(
+            request,
+            "overview.html",
+            queues=queues,
+            states=states,
+            totals=totals,
+            chart=chart,
+            title="Overview",
+        )
+
+    async def queues(self, request: Request) -> Response:
+        queues = await run_in_threadpool(self.service.queues)
+        return self.render(request, "queues.html", queues=queues, title="Queues")
+
+    async def workers(self, request: Request) -> Response:
+        workers = await run_in_threadpool(self.service.workers)
+        return self.render(request, "workers.html", workers=workers, title="Workers")
+
+    async def jobs(self, request: Request) -> Response:
+        query = request.query_params
+        chosen = {name: query.get(name) or "" for name in FILTERS}
+        states = [s for s in query.getlist("state") if s]
+        error = None
+        try:
+            page = await run_in_threadpool(
+                partial(
+                    self.service.list_jobs,
+                    states=tuple(states),
+                    after=int(query.get("after") or 0),
+                    limit=50,
+                    **{name: value or None for name, value in chosen.items()},
+                )
+            )
+            found, next_after = page.jobs, page.next_after
+        except (Refused, ValueError) as refused:
+            found, next_after, error = [], None, str(refused)
+        next_query = None
+        if next_after is not None:
+            pairs = [(k, v) for k, v in query.multi_items() if k != "after"]
+            pairs.append(("after", str(next_after)))
+            next_query = urlencode(pairs)
+        return self.render(
+            request,
+            "jobs.html",
+            jobs=found,
+            chosen=chosen,
+            chosen_states=states,
+            all_states=self.service.states,
+            next_query=next_query,
+            error=error,
+            title="Jobs",
+        )
+
+    async def job(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        try:
+            job = await run_in_threadpool(self.service.get, job_id)
+        except Refused as refused:
+            return self.render(
+                request, "missing.html", status=404, message=str(refused), title="Not found"
+            )
+        machine = self.service.app.engine.machine
+        allowed = [
+            name
+            for name in OPERATIONS
+            if any(t.event == name and job["state"] in t.sources for t in machine.transitions)
+        ]
+        return self.render(
+            request, "job.html", job=job, operations=allowed, title=f"Job {job['id']}"
+        )
+
+
+def page_routes(service: WebService) -> list[Route]:
+    pages = Pages(service)
+    return [
+        Route("/", pages.overview, name="overview"),
+        Route("/jobs", pages.jobs, name="jobs"),
+        Route("/jobs/{job_id}", pages.job, name="job"),
+        Route("/queues", pages.queues, name="queues"),
+        Route("/workers", pages.workers, name="workers"),
+    ]

@@ -1,0 +1,217 @@
+"""What the web asks of the app, as plain synchronous calls returning JSON-ready values.
+
+The HTTP layer runs these in a worker thread (Starlette's ``run_in_threadpool``): the app's
+API is synchronous and the store's connections are per thread, so the event loop never waits
+on the database. Nothing here knows about HTTP; the same calls serve the API and the pages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from ..app import Conveyor
+from ..clock import format_timestamp, parse_timestamp
+from ..errors import InvalidRequest
+from ..model import Job
+from ..publishing import Call, validate_publish_request
+from .masking import job_view, mask_urls
+from .settings import WebSettings
+
+LIST_LIMIT_MAX = 500
+THROUGHPUT_MINUTES_MAX = 24 * 60
+# A filter on request type is applied to the jobs read in publish order; one page reads at
+# most this many jobs, and the cursor moves past them all (keyset pagination stays exact).
+TYPE_SCAN_LIMIT = 5000
+
+_PUBLISH_OPTIONS = {
+    "queue": "queue",
+    "priority": "priority",
+    "serial_group": "serial_group",
+    "identifier": "identifier",
+    "unique": "unique",
+    "depends_on": "depends_on",
+    "batch_id": "batch_id",
+    "retry_policy": "retry",
+    "tags": "tags",
+    "metadata": "metadata",
+}
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[dict[str, Any]]
+    next_after: int | None
+
+
+class WebService:
+    """The app's operations for the web interface, with its settings applied."""
+
+    def __init__(self, app: Conveyor, settings: WebSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    @property
+    def states(self) -> list[str]:
+        return list(self.app.engine.machine.states)
+
+    def view(self, job: Job) -> dict[str, Any]:
+        return job_view(job.to_dict(), self.settings.show_payloads)
+
+    def store_location(self) -> str:
+        return mask_urls(self.app.store.display_url)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return self.view(self.app.get(job_id))
+
+    def list_jobs(
+        self,
+        *,
+        states: tuple[str, ...] = (),
+        queue: str | None = None,
+        type: str | None = None,
+        tag: str | None = None,
+        identifier: str | None = None,
+        batch: str | None = None,
+        serial_group: str | None = None,
+        after: int = 0,
+        limit: int = 50,
+    ) -> JobPage:
+        """Jobs in publish order after sequence ``after``; ``next_after`` reads the next page
+        (None: there is none)."""
+        unknown = [state for state in states if state not in self.states]
+        if unknown:
+            raise InvalidRequest(
+                f"unknown state {', '.join(unknown)}; states are {', '.join(self.states)}"
+            )
+        if not 1 <= limit <= LIST_LIMIT_MAX:
+            raise InvalidRequest(f"limit must be between 1 and {LIST_LIMIT_MAX}, not {limit}")
+        if after < 0:
+            raise InvalidRequest(f"after must be a sequence number (0 or more), not {after}")
+        options = {
+            "states": states,
+            "queue": queue,
+            "tag": tag,
+            "identifier": identifier,
+            "batch": batch,
+            "serial_group": serial_group,
+        }
+        if type is None:
+            found = self.app.jobs(limit=limit + 1, after_sequence=after, **options)  # type: ignore[arg-type]
+            more = len(found) > limit
+            page = found[:limit]
+            next_after = page[-1].sequence if more and page else None
+            return JobPage([self.view(job) for job in page], next_after)
+        matched: list[Job] = []
+        cursor, scanned = after, 0
+        while len(matched) < limit and scanned < TYPE_SCAN_LIMIT:
+            chunk = self.app.jobs(limit=500, after_sequence=cursor, **options)  # type: ignore[arg-type]
+            if not chunk:
+                return JobPage([self.view(job) for job in matched], None)
+            for job in chunk:
+                cursor = job.sequence
+                scanned += 1
+                if any(request.type == type for request in job.requests):
+                    matched.append(job)
+                    if len(matched) == limit:
+                        break
+        return JobPage([self.view(job) for job in matched], cursor)
+
+    def queues(self) -> list[dict[str, Any]]:
+        """Every queue with jobs or a pause: counts by state, total, whether paused."""
+        paused = self.app.paused_queues()
+        by_queue: dict[str, dict[str, int]] = {}
+        for queue, state, count in self.app.status():
+            by_queue.setdefault(queue, {})[state] = count
+        for queue in paused:
+            by_queue.setdefault(queue, {})
+        return [
+            {
+                "queue": queue,
+                "counts": counts,
+                "total": sum(counts.values()),
+                "paused": queue in paused,
+                "paused_at": format_timestamp(paused[queue]) if queue in paused else None,
+            }
+            for queue, counts in sorted(by_queue.items())
+        ]
+
+    def throughput(self, minutes: int = 60) -> list[dict[str, Any]]:
+        """Jobs that ended per minute over the last ``minutes`` minutes, oldest first, every
+        minute present: finished, failed for good, and the other ends (cancelled,
+        redundant)."""
+        if not 1 <= minutes <= THROUGHPUT_MINUTES_MAX:
+            raise InvalidRequest(
+                f"minutes must be between 1 and {THROUGHPUT_MINUTES_MAX}, not {minutes}"
+            )
+        now = self.app.now()
+        first = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+        slots = {
+            first + timedelta(minutes=i): {"finished": 0, "failed": 0, "other": 0}
+            for i in range(minutes)
+        }
+        for minute, state, count in self.app.ended_by_minute(minutes):
+            slot = slots.get(minute)
+            if slot is None:
+                continue
+            kind = {"finished": "finished", "permanently_failed": "failed"}.get(state, "other")
+            slot[kind] += count
+        return [{"at": format_timestamp(at), **counts} for at, counts in slots.items()]
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Running workers, from their records (a record older than a few beats is stale)."""
+        now = self.app.now()
+        found = []
+        for record in self.app.workers():
+            shown = record.to_dict()
+            shown["seconds_since_heartbeat"] = max(
+                0.0, round((now - record.heartbeat_at).total_seconds(), 1)
+            )
+            found.append(shown)
+        return found
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        batch = self.app.get_batch(batch_id)
+        return {
+            "id": batch.id,
+            "state": batch.state,
+            "total": batch.total,
+            "created_at": format_timestamp(batch.created_at),
+            "finished_at": format_timestamp(batch.finished_at) if batch.finished_at else None,
+        }
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def publish(self, document: Any) -> dict[str, Any]:
+        """Publish a job from a publish request (spec/schemas/publish.schema.json)."""
+        if not isinstance(document, dict):
+            raise InvalidRequest("send a publish request: a JSON object with 'requests'")
+        validate_publish_request(document)
+        calls = [Call(r["type"], r.get("payload")) for r in document["requests"]]
+        options: dict[str, Any] = {
+            option: document[name] for name, option in _PUBLISH_OPTIONS.items() if name in document
+        }
+        if "delay_ms" in document:
+            options["delay"] = document["delay_ms"] / 1000
+        if document.get("recurring"):
+            options["recurring"] = document["recurring"]["interval_ms"] / 1000
+        if document.get("timeout_ms") is not None:
+            options["timeout"] = document["timeout_ms"] / 1000
+        if "available_at" in document:
+            options["available_at"] = parse_timestamp(document["available_at"])
+        return self.view(self.app.publish_job(calls, **options))
+
+    def operate(self, job_id: str, operation: str) -> dict[str, Any]:
+        act = {"cancel": self.app.cancel, "retry": self.app.retry, "requeue": self.app.requeue}
+        return self.view(act[operation](job_id))
+
+    def pause(self, queue: str) -> dict[str, Any]:
+        changed = self.app.pause_queue(queue)
+        return {"queue": queue, "paused": True, "changed": changed}
+
+    def resume(self, queue: str) -> dict[str, Any]:
+        changed = self.app.resume_queue(queue)
+        return {"queue": queue, "paused": False, "changed": changed}

@@ -1,0 +1,208 @@
+"""The JSON API on every backend: publish, get, list with filters and pages, operations,
+queue figures, pause and resume.
+
+Spec: OPS-001..006, PAUSE-001..005 through HTTP.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from starlette.testclient import TestClient
+
+from conveyor import Conveyor, ManualClock
+
+from .conftest import JSON
+
+
+def publish(client: TestClient, type: str, payload: object = None, **options: object) -> dict:
+    response = client.post(
+        "/api/jobs", json={"requests": [{"type": type, "payload": payload}], **options}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["job"]
+
+
+def test_publish_then_get(client: TestClient, conveyor_app: Conveyor) -> None:
+    job = publish(client, "mail.send", {"to": "a@example.com"}, tags=["customer:42"])
+    assert job["state"] == "ready"
+    assert job["queue"] == "mail"  # the handler's queue
+    stored = conveyor_app.get(job["id"])
+    assert stored.requests[0].payload == {"to": "a@example.com"}
+    assert stored.tags == ("customer:42",)
+    got = client.get(f"/api/jobs/{job['id']}").json()["job"]
+    assert got["id"] == job["id"]
+    assert got["requests"][0]["payload"] is None  # hidden by default
+    assert got["payload_hidden"] is True
+
+
+def test_list_filters(client: TestClient, conveyor_app: Conveyor) -> None:
+    mail = publish(client, "mail.send", tags=["customer:1"])
+    invoice = publish(client, "invoice.build", tags=["customer:1"])
+    other = publish(client, "mail.send", tags=["customer:2"])
+    conveyor_app.cancel(other["id"])
+
+    def ids(**query: object) -> list[str]:
+        response = client.get("/api/jobs", params=query)
+        assert response.status_code == 200, response.text
+        return [job["id"] for job in response.json()["jobs"]]
+
+    assert ids() == [mail["id"], invoice["id"], other["id"]]
+    assert ids(queue="billing") == [invoice["id"]]
+    assert ids(type="mail.send") == [mail["id"], other["id"]]
+    assert ids(tag="customer:1") == [mail["id"], invoice["id"]]
+    assert ids(state="cancelled") == [other["id"]]
+    assert ids(state=["cancelled", "ready"]) == [mail["id"], invoice["id"], other["id"]]
+    assert ids(type="mail.send", state="ready") == [mail["id"]]
+    grouped = publish(client, "invoice.build", serial_group="account 7 & co")
+    assert ids(serial_group="account 7 & co") == [grouped["id"]]
+    page = client.get("/jobs", params={"serial_group": "account 7 & co"}).text
+    assert f'href="/jobs/{grouped["id"]}"' in page
+    detail = client.get(f"/jobs/{grouped['id']}").text
+    assert "/jobs?serial_group=account%207%20%26%20co" in detail
+
+
+def test_keyset_pages(client: TestClient) -> None:
+    published = [publish(client, "mail.send", {"n": n})["id"] for n in range(5)]
+    seen: list[str] = []
+    after = 0
+    while True:
+        page = client.get("/api/jobs", params={"limit": 2, "after": after}).json()
+        seen.extend(job["id"] for job in page["jobs"])
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    assert seen == published
+    first = client.get("/jobs", params={"tag": "x y", "after": 0}).text  # no match, no link
+    assert 'rel="next"' not in first
+    by_type = client.get("/api/jobs", params={"limit": 2, "type": "mail.send"}).json()
+    assert [job["id"] for job in by_type["jobs"]] == published[:2]
+    rest = client.get(
+        "/api/jobs", params={"type": "mail.send", "after": by_type["next_after"]}
+    ).json()
+    assert [job["id"] for job in rest["jobs"]] == published[2:]
+
+
+def test_cancel_retry_requeue(client: TestClient, conveyor_app: Conveyor) -> None:
+    job = publish(client, "mail.send")
+    cancelled = client.post(f"/api/jobs/{job['id']}/cancel", json={})
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["job"]["state"] == "cancelled"
+    again = client.post(f"/api/jobs/{job['id']}/cancel", json={})
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "invalid_transition"
+    retried = client.post(f"/api/jobs/{job['id']}/retry", json={})
+    assert retried.json()["job"]["state"] == "ready"
+    assert conveyor_app.get(job["id"]).state == "ready"
+    requeue = client.post(f"/api/jobs/{job['id']}/requeue", json={})
+    assert requeue.status_code == 409  # a ready job is due already
+
+
+def test_a_failed_job_shows_its_error(client: TestClient, conveyor_app: Conveyor) -> None:
+    job = publish(client, "report.broken")
+    conveyor_app.process(handle_signals=False)
+    got = client.get(f"/api/jobs/{job['id']}").json()["job"]
+    assert got["state"] == "permanently_failed"
+    assert got["last_error"]["message"] == "the customer does not exist"
+    assert "traceback" in got["errors"][0]
+    assert client.post(f"/api/jobs/{job['id']}/retry", json={}).json()["job"]["state"] == "ready"
+
+
+def test_unknown_job_and_bad_input(client: TestClient) -> None:
+    missing = client.get("/api/jobs/999999")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert client.post("/api/jobs/999999/cancel", json={}).status_code == 404
+    bad_state = client.get("/api/jobs", params={"state": "done"})
+    assert bad_state.status_code == 400
+    assert "states are" in bad_state.json()["error"]["message"]
+    assert client.get("/api/jobs", params={"limit": "many"}).status_code == 400
+    no_requests = client.post("/api/jobs", json={"queue": "mail"})
+    assert no_requests.status_code == 400
+    assert no_requests.json()["error"]["code"] == "invalid_request"
+    unknown = client.post("/api/jobs", json={"requests": [{"type": "nobody.handles"}]})
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["code"] == "unknown_type"
+
+
+def test_queues_pause_and_resume(client: TestClient, conveyor_app: Conveyor) -> None:
+    publish(client, "mail.send")
+    invoice = publish(client, "invoice.build")
+    paused = client.post("/api/queues/mail/pause", json={})
+    assert paused.json() == {"queue": "mail", "paused": True, "changed": True}
+    assert client.post("/api/queues/mail/pause", json={}).json()["changed"] is False
+    assert list(conveyor_app.paused_queues()) == ["mail"]
+    assert [job.id for job in conveyor_app.claim("w", limit=5)] == [invoice["id"]]
+    queues = {q["queue"]: q for q in client.get("/api/queues").json()["queues"]}
+    assert queues["mail"]["paused"] is True
+    assert queues["mail"]["counts"] == {"ready": 1}
+    assert queues["billing"]["counts"] == {"processing": 1}
+    assert queues["billing"]["paused"] is False
+    resumed = client.post("/api/queues/mail/resume", json={})
+    assert resumed.json() == {"queue": "mail", "paused": False, "changed": True}
+    assert conveyor_app.paused_queues() == {}
+    bad = client.post("/api/queues/Not%20A%20Queue/pause", json={})
+    assert bad.status_code == 400
+    assert "LIMIT-001" in bad.json()["error"]["message"]
+
+
+def test_actions_take_json_only(client: TestClient, conveyor_app: Conveyor) -> None:
+    job = publish(client, "mail.send")
+    form = client.post(
+        f"/api/jobs/{job['id']}/cancel",
+        content="x=1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert form.status_code == 400
+    assert "application/json" in form.json()["error"]["message"]
+    assert conveyor_app.get(job["id"]).state == "ready"
+    assert client.post(f"/api/jobs/{job['id']}/cancel", headers=JSON).status_code == 200
+
+
+def test_workers_are_listed(client: TestClient, conveyor_app: Conveyor) -> None:
+    from conveyor.presence import Presence
+
+    assert client.get("/api/workers").json() == {"workers": []}
+    presence = Presence(conveyor_app.store, conveyor_app.now, "host:1:abc", ["mail"], 2)
+    presence.start(lambda: ["42"])
+    try:
+        (worker,) = client.get("/api/workers").json()["workers"]
+        assert worker["id"] == "host:1:abc"
+        assert worker["running"] == ["42"]
+        assert worker["queues"] == ["mail"]
+        assert worker["seconds_since_heartbeat"] == 0
+        page = client.get("/workers").text
+        assert "host:1:abc" in page
+        assert 'href="/jobs/42"' in page
+    finally:
+        presence.stop()
+
+
+def test_throughput_per_minute(
+    client: TestClient, conveyor_app: Conveyor, clock: ManualClock
+) -> None:
+    app = conveyor_app
+    app.publish("mail.send")
+    app.publish("mail.send")
+    app.process(handle_signals=False)  # both finish at 00:00
+    clock.advance(timedelta(minutes=2, seconds=30))
+    app.publish("report.broken")
+    app.process(handle_signals=False)  # fails for good at 00:02:30
+    cancelled = app.publish("mail.send")
+    app.cancel(cancelled.id)
+    minutes = client.get("/api/throughput", params={"minutes": 4}).json()["minutes"]
+    assert [m["at"] for m in minutes] == [
+        "2025-12-31T23:59:00.000Z",
+        "2026-01-01T00:00:00.000Z",
+        "2026-01-01T00:01:00.000Z",
+        "2026-01-01T00:02:00.000Z",
+    ]
+    assert [(m["finished"], m["failed"], m["other"]) for m in minutes] == [
+        (0, 0, 0),
+        (2, 0, 0),
+        (0, 0, 0),
+        (0, 1, 1),
+    ]
+    overview = client.get("/").text
+    assert "2 finished, 1 failed for good" in overview
+    assert client.get("/api/throughput", params={"minutes": 0}).status_code == 400
