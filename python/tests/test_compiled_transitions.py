@@ -10,7 +10,9 @@ set-based write of many outcomes (PostgreSQL) leaves the rows the single writes 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +20,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conveyor import Conveyor, ManualClock
+from conveyor.clock import to_ms
 from conveyor.engine import EFFECT_FIELDS, Firing, JobEngine
 from conveyor.errors import ConveyorError
 from conveyor.lifecycle import state_sets
 from conveyor.model import Job, JobError, Lease, Request, replace
 from conveyor.retry import RetryPolicy
 from conveyor.store.sql.rows import changed_values, flags_of, job_values, written_values
+from conveyor.store.sql.setwrites import SetWrites
 
+from .conftest import _factory, require_service
 from .core_support import JOB_MACHINE, REQUEST_MACHINE, report
 
 ENGINE = JobEngine()
@@ -201,3 +206,55 @@ def test_many_outcomes_written_in_one_statement_leave_the_rows_single_writes_lea
     stale = [(job, replace(job, attempts=9)) for job in claimed[3:]]
     with app.store.transaction() as tx:
         assert not tx.save_jobs(stale, [frozenset({"attempts"})] * len(stale))
+
+
+def test_postgresql_set_based_write_finds_each_row_by_its_primary_key(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The batched write probes no index but the primary key: not the lease index by expiry
+    (every job of a claim has one expiry) nor a state index, whatever the planner estimates."""
+    require_service("postgresql")
+    factory = _factory("postgresql", tmp_path, clock)
+    app = next(factory)()
+    try:
+        app.register("task", lambda: None)
+        with app.bulk():
+            for _ in range(300):
+                app.publish("task")
+        store: Any = app.store
+        with store.engine.begin() as connection:  # statistics of a table with no lease held
+            connection.exec_driver_sql(f"ANALYZE {store.tables.jobs.name}")
+        claimed = app.claim("w1", limit=100, lease_ms=10_000)
+        outcomes = [
+            {
+                "w_id": int(job.id),
+                "w_state": job.state,
+                "w_token": job.lease_token,
+                "w_expires": job.lease and to_ms(job.lease.expires_at),
+                "set_state": "finished",
+            }
+            for job in claimed
+        ]
+        sql, _ = store.set_writes.statement(frozenset({"state"}), False)
+        with store.transaction() as tx:
+            cursor = tx.connection.connection.dbapi_connection.cursor()
+            cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            # on this small table a scan would do; the question is which index a probe takes
+            for method in ("seqscan", "hashjoin", "mergejoin"):
+                cursor.execute(f"SET LOCAL enable_{method} = off")
+            cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", SetWrites.parameters(outcomes))
+            (document,) = cursor.fetchone()
+            tx.connection.rollback()
+        indexes = {
+            node["Index Name"] for node in _nodes(document[0]["Plan"]) if "Index Name" in node
+        }
+        assert indexes <= {f"{store.tables.jobs.name}_pkey"}, document
+    finally:
+        for _ in factory:
+            pass
+
+
+def _nodes(plan: Any) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)

@@ -66,12 +66,15 @@ class SetWrites:
         sets = ", ".join(f"{q(name)} = v.{q('set_' + name)}" for name in sorted(columns))
         where = [
             f"{t}.{q('id')} = v.{q('w_id')}",
-            # as in the single write: ``state || ''`` keeps the state indexes out of the plan
+            # as in the single write: ``state || ''`` keeps the state indexes out of the plan,
+            # so each record is found by the primary key
             f"{t}.{q('state')} || '' = v.{q('w_state')}",
             f"{t}.{q('lease_token')} = v.{q('w_token')}",
             f"{t}.{q('lease_expires_at')} IS NULL"
             if unleased
-            else f"{t}.{q('lease_expires_at')} = v.{q('w_expires')}",
+            # ``+ 0`` likewise: joined to the records, a probe of the lease index by expiry
+            # would match every job of a batch (claimed at one moment, one expiry)
+            else f"{t}.{q('lease_expires_at')} + 0 = v.{q('w_expires')}",
         ]
         sql = (
             f"UPDATE {t} SET {sets} FROM json_to_recordset(%(rows)s::json) AS v({record}) "
