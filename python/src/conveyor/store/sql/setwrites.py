@@ -65,6 +65,11 @@ class SetWrites:
         record = ", ".join(f"{q(key)} {kind}" for key, kind in zip(keys, types, strict=True))
         sets = ", ".join(f"{q(name)} = v.{q('set_' + name)}" for name in sorted(columns))
         where = [
+            # The ids again, as an array: the planner then reaches the rows through the
+            # primary key whatever it estimates of the table. Without it, a table with no
+            # statistics yet (new, or truncated) looks nearly empty once the lease condition
+            # is applied, and a generic plan made then scans the whole table per batch.
+            f"{t}.{q('id')} = ANY(%(ids)s::bigint[])",
             f"{t}.{q('id')} = v.{q('w_id')}",
             # as in the single write: ``state || ''`` keeps the state indexes out of the plan,
             # so each record is found by the primary key
@@ -84,6 +89,9 @@ class SetWrites:
 
     @staticmethod
     def parameters(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-        """The one parameter: the rows' parameters (plain numbers, strings, booleans and
-        nulls) as a JSON array of objects."""
-        return {"rows": json.dumps(rows, ensure_ascii=False, separators=(",", ":"))}
+        """The parameters: the rows' parameters (plain numbers, strings, booleans and nulls)
+        as a JSON array of objects, and their ids as the text of an array."""
+        return {
+            "rows": json.dumps(rows, ensure_ascii=False, separators=(",", ":")),
+            "ids": "{" + ",".join(str(int(row["w_id"])) for row in rows) + "}",
+        }
