@@ -10,7 +10,8 @@ in patterns, numbers too large for a double, dates that do not exist, keywords s
 refuses. Every schema of ``spec/schemas`` must compile under ajv's Ajv2020 with
 ``strict: true``, and every example and probe (``probes.json``: instances written as JSON text,
 so that ``1e400`` stays ``1e400``) must get the same verdict from ajv (with ajv-formats) and from
-python-jsonschema with ECMA-262 patterns and asserted formats (``ecma.py``), and the verdict the
+python-jsonschema with ECMA-262 patterns and asserted formats (the conformance suite's
+``conveyor_conformance.ecma``, which its checks use), and the verdict the
 example or probe expects. ajv comes from ``spec/tools/node`` (``just setup`` installs it).
 """
 
@@ -23,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import ecma
+from conveyor_conformance import ecma
 
 TOOLS = Path(__file__).resolve().parent
 NODE_DIR = TOOLS / "node"

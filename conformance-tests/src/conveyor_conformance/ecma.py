@@ -9,9 +9,9 @@ assert ``format``. Two differences between Python and JavaScript validators matt
 * ``format: date-time`` is asserted (the spec's timestamps are real instants: no 30 February),
   as ajv-formats asserts it.
 
-A copy of ``spec/tools/ecma.py``: the suite imports neither the reference library nor the
-spec's tools, so that a bug shared with them cannot hide (spec/tools/cross_validate.py checks
-these rules against ajv).
+The suite does not import the reference library (which applies the same two rules in
+``conveyor/schemacheck.py``), so that a bug shared with it cannot hide;
+``spec/tools/cross_validate.py`` checks these rules against ajv.
 """
 
 from __future__ import annotations

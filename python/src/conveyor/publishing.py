@@ -122,8 +122,9 @@ _TOO_LONG = 2**63  # longer than any timedelta: refused by the bound check
 LONGEST_TIMEOUT = timedelta(days=7)  # TIMEOUT-001
 
 
-def timeout_ms(name: str, value: Any) -> int:
-    """A timeout (timedelta or seconds) in whole milliseconds, from 1 ms to 7 days."""
+def bounded_ms(name: str, value: Any, longest: timedelta, rule: str, otherwise: str = "") -> int:
+    """A duration (timedelta or seconds) in whole milliseconds, from 1 ms to ``longest``;
+    ``rule`` names the requirement that bounds it, ``otherwise`` what else may be passed."""
     if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
         raise InvalidRequest(
             f"{name} must be a timedelta or a number of seconds, not {type(value).__name__}"
@@ -131,12 +132,17 @@ def timeout_ms(name: str, value: Any) -> int:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidRequest(f"{name} is {value!r}; pass a finite number of seconds or a timedelta")
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if not 0.001 <= seconds <= LONGEST_TIMEOUT.total_seconds():
+    if not 0.001 <= seconds <= longest.total_seconds():
         raise InvalidRequest(
-            f"{name} of {value!r} is outside 1 ms to 7 days (TIMEOUT-001); pass a duration "
-            "within them, or None for no limit"
+            f"{name} of {value!r} is outside 1 ms to {longest.days} days ({rule}); pass a "
+            f"duration within them{otherwise}"
         )
     return round(seconds * 1000)
+
+
+def timeout_ms(name: str, value: Any) -> int:
+    """A timeout (timedelta or seconds) in whole milliseconds, from 1 ms to 7 days."""
+    return bounded_ms(name, value, LONGEST_TIMEOUT, "TIMEOUT-001", ", or None for no limit")
 
 
 LONGEST_RESULT_TTL = timedelta(days=366)  # RESULT-003
@@ -144,17 +150,13 @@ LONGEST_RESULT_TTL = timedelta(days=366)  # RESULT-003
 
 def result_ttl_ms(name: str, value: Any) -> int:
     """A result's time to live (timedelta or seconds) in whole milliseconds, 1 ms to 366 days."""
-    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
-        raise InvalidRequest(
-            f"{name} must be a timedelta or a number of seconds, not {type(value).__name__}"
-        )
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if not (math.isfinite(seconds) and 0.001 <= seconds <= LONGEST_RESULT_TTL.total_seconds()):
-        raise InvalidRequest(
-            f"{name} of {value!r} is outside 1 ms to 366 days (RESULT-003); pass a duration "
-            "within them, or None to keep the result as long as the job"
-        )
-    return round(seconds * 1000)
+    return bounded_ms(
+        name,
+        value,
+        LONGEST_RESULT_TTL,
+        "RESULT-003",
+        ", or None to keep the result as long as the job",
+    )
 
 
 def handler_result_ttl_ms(handler_type: str, value: Any) -> int:
@@ -222,17 +224,7 @@ LONGEST_RATE_PERIOD = timedelta(days=31)  # RATE-001
 
 def rate_period_ms(name: str, value: Any) -> int:
     """A rate window's length (timedelta or seconds) in whole milliseconds, 1 ms to 31 days."""
-    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
-        raise InvalidRequest(
-            f"{name} must be a timedelta or a number of seconds, not {type(value).__name__}"
-        )
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if not (math.isfinite(seconds) and 0.001 <= seconds <= LONGEST_RATE_PERIOD.total_seconds()):
-        raise InvalidRequest(
-            f"{name} of {value!r} is outside 1 ms to 31 days (RATE-001); pass a duration "
-            "within them"
-        )
-    return round(seconds * 1000)
+    return bounded_ms(name, value, LONGEST_RATE_PERIOD, "RATE-001")
 
 
 def handler_rate_period_ms(handler_type: str, value: Any) -> int:
