@@ -252,3 +252,27 @@ def test_wait_returns_at_once_for_a_job_that_already_ended(app: Conveyor) -> Non
     assert app.wait(job.id, timeout=timedelta(seconds=1)).state == "cancelled"
     with pytest.raises(PayloadTooLarge):
         check_result("y" * MAX_RESULT_BYTES)
+
+
+def test_wait_is_woken_by_a_job_that_ends_in_a_batch_of_outcomes(
+    app: Conveyor, backend: str
+) -> None:
+    """RESULT-004 when the job's end is written with others (one set-based write carrying the
+    notice on PostgreSQL): every waiter wakes, without polling (the poll is 60 s)."""
+    if backend not in ("postgresql", "memory"):
+        pytest.skip("only PostgreSQL and memory wake waiters without polling")
+    app.register("quick", lambda n: n)
+    jobs = app.publish_many("quick", range(40))
+    woken: dict[str, Any] = {}
+
+    def wait_for(job_id: str) -> None:
+        woken[job_id] = app.wait(job_id, timeout=BOUND, poll=60.0)
+
+    waiters = [threading.Thread(target=wait_for, args=(job.id,)) for job in jobs[-3:]]
+    for waiter in waiters:
+        waiter.start()
+    stats = app.worker(stop_when_empty=True, handle_signals=False).run()
+    for waiter in waiters:
+        waiter.join(BOUND)
+    assert stats.jobs == 40
+    assert [woken[job.id].result for job in jobs[-3:]] == [37, 38, 39]

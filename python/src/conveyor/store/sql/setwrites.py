@@ -87,6 +87,16 @@ class SetWrites:
         )
         return sql, tuple(keys)
 
+    def statement_with_notice(self, columns: frozenset[str], unleased: bool) -> str:
+        """:meth:`statement` that also sends one NOTIFY (``%(channel)s``, ``%(notice)s``) and
+        answers the number of rows written: the notice of the jobs a batch ended costs no
+        statement of its own. Its one row is (rows written, the notify's empty result)."""
+        sql, _ = self.statement(columns, unleased)
+        return (
+            f"WITH written AS ({sql} RETURNING 1) SELECT (SELECT count(*) FROM written), "
+            "pg_notify(%(channel)s, %(notice)s)"
+        )
+
     @staticmethod
     def parameters(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         """The parameters: the rows' parameters (plain numbers, strings, booleans and nulls)

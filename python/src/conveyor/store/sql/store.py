@@ -309,18 +309,30 @@ class SqlTransaction:
         for before, _, changed in pending:
             key = (frozenset(changed), before.lease is None)
             groups.setdefault(key, []).append(self._where(before, changed))
+        ended = [after.id for before, after, _ in pending if self._ends(before, after)]
+        notices = self._end_notices(ended)
         written = 0
         for (columns, unleased), parameters in groups.items():
             if self.set_writes is not None and len(parameters) > 1:
-                sql, _ = self.set_writes.statement(columns, unleased)
                 rows = SetWrites.parameters(parameters)
+                if len(notices) == 1:  # the notice rides on this write: no statement of its own
+                    sql = self.set_writes.statement_with_notice(columns, unleased)
+                    notice = {
+                        "channel": ended_channel(self.tables.jobs.name),
+                        "notice": notices.pop(),
+                    }
+                    result = self.direct.execute(
+                        self.connection, Compiled(sql, ("written", "notified")), rows | notice
+                    )
+                    written += int(result[1][0]["written"])
+                    continue
+                sql, _ = self.set_writes.statement(columns, unleased)
                 written += self.direct.execute(self.connection, Compiled(sql, ()), rows)[0]
                 continue
             statement = self.claims.update_statement(columns, unleased)
             written += self.direct.rowcount(self.connection, statement, parameters)
-        ended = [after.id for before, after, _ in pending if self._ends(before, after)]
-        if ended and written == len(pending):
-            self._announce_ends(ended)
+        if notices and written == len(pending):
+            self._notify_ends(notices)
         return written == len(pending)
 
     def _ends(self, before: Job, after: Job) -> bool:
@@ -335,19 +347,27 @@ class SqlTransaction:
 
     def _announce_ends(self, job_ids: list[str]) -> None:
         """NOTIFY the ended jobs' ids on the ends channel, sent when the transaction commits,
-        so a waiter wakes only for its own job. The ids go comma-separated, as few
-        notifications as the 8000-byte payload limit allows (one per batch of outcomes as a
-        rule): each notification costs the server a queue entry, whoever listens."""
-        channel = ended_channel(self.tables.jobs.name)
-        payloads: list[str] = []
+        so a waiter wakes only for its own job."""
+        self._notify_ends(self._end_notices(job_ids))
+
+    @staticmethod
+    def _end_notices(job_ids: list[str]) -> list[str]:
+        """The ids comma-separated, in as few notices as the 8000-byte payload limit allows
+        (one per batch of outcomes as a rule): each costs the server a queue entry, whoever
+        listens."""
+        notices: list[str] = []
         for job_id in job_ids:
-            if payloads and len(payloads[-1]) + len(job_id) < ENDS_PAYLOAD_BYTES:
-                payloads[-1] += f",{job_id}"
+            if notices and len(notices[-1]) + len(job_id) < ENDS_PAYLOAD_BYTES:
+                notices[-1] += f",{job_id}"
             else:
-                payloads.append(job_id)
+                notices.append(job_id)
+        return notices
+
+    def _notify_ends(self, notices: list[str]) -> None:
+        channel = ended_channel(self.tables.jobs.name)
         texts = bindparam("payloads", type_=ARRAY(String))
         self.connection.execute(
-            select(func.pg_notify(channel, func.unnest(texts))), {"payloads": payloads}
+            select(func.pg_notify(channel, func.unnest(texts))), {"payloads": notices}
         )
 
     def _changes(self, before: Job, after: Job, fields: frozenset[str]) -> dict[str, Any]:
