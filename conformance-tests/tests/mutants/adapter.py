@@ -123,18 +123,22 @@ def apply(mutant: str) -> None:
         def init(original: Any) -> Any:
             def patched(self: Any, *args: Any, **kwargs: Any) -> None:
                 original(self, *args, **kwargs)
+                # An effect returns the fields it changes; the transitions are compiled from
+                # the effects at load, so they are compiled again with the mutant's effect.
                 effects = self._job_effects
                 if mutant == "waiting-counts-attempt":
-                    effects["refund_attempt"] = lambda job, firing: job
+                    effects["refund_attempt"] = lambda job, firing: {}
                 elif mutant == "finished-at-not-stamped":
-                    effects["stamp_finished"] = lambda job, firing: job
+                    effects["stamp_finished"] = lambda job, firing: {}
                 elif mutant == "heartbeat-ignored":
-                    effects["extend_lease"] = lambda job, firing: job
+                    effects["extend_lease"] = lambda job, firing: {}
                 else:
                     grant = effects["grant_lease"]
-                    effects["grant_lease"] = lambda job, firing: replace(
-                        grant(job, firing), lease_token=job.lease_token
-                    )
+                    effects["grant_lease"] = lambda job, firing: {
+                        **grant(job, firing),
+                        "lease_token": job.lease_token,
+                    }
+                self._compiled = {t.id: self._compile(t) for t in self.machine.transitions}
 
             return patched
 
