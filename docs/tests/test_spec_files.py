@@ -54,7 +54,7 @@ def test_an_id_outside_the_version_directory_fails_the_build(tmp_path: Path) -> 
     spec = _write_spec(
         tmp_path,
         "0.2.0",
-        {"job.schema.json": "https://conveyor.dev/spec/0.2/schemas/job.schema.json"},
+        {"job.schema.json": "https://conveyor.dev/spec/0.1/schemas/job.schema.json"},
     )
     with pytest.raises(PluginError, match=r"outside /spec/0\.2/"):
         spec_files.spec_files(spec, SITE_URL)
