@@ -666,7 +666,7 @@ class Worker(WorkerControl):
         """Sleep until a job ends, new work may be claimable, a stop, or the next timer."""
         now = time.monotonic()
         timeout = self.options.idle_delay
-        if self._pending:
+        if self._pending and self._claiming is None:  # (with a claim in flight, its end)
             timeout = min(timeout, self._pending_since + self.options.record_delay - now)
         deadlines = [r.deadline for r in self._running.values() if r.deadline and not r.given_up]
         if deadlines:
@@ -683,7 +683,11 @@ class Worker(WorkerControl):
             woken = (
                 self._done
                 or self._stop.is_set()
-                or (self._news and self._free() > 0)
+                # news only matters while this thread could claim: with a claim in flight,
+                # or the job limit reached, waking on news would spin until they end
+                or (
+                    self._news and self._free() > 0 and self._claiming is None and self._may_claim()
+                )
                 or (self._claiming is not None and self._claiming.done())
             )
             if not woken and timeout > 0:
