@@ -439,18 +439,24 @@ def _operations_v6(connection: Connection, tables: Tables) -> None:
     v6.workers.create(connection, checkfirst=True)
 
 
-def _results_v7(connection: Connection, tables: Tables) -> None:
-    """Version 7: a job's result, its time to live and its progress (RESULT-001, RESULT-003,
-    PROGRESS-001): nullable columns, added in place without rewriting the table."""
-    jobs = build_tables(tables.prefix, version=7).jobs
+def _add_columns(connection: Connection, jobs: Table, names: tuple[str, ...]) -> None:
+    """Add the nullable columns ``names`` of ``jobs`` (as of its version) that the table lacks,
+    in place: no rewrite of the table, and a step that ran halfway runs again safely."""
     present = {column["name"] for column in inspect(connection).get_columns(jobs.name)}
     quote = connection.dialect.identifier_preparer.quote
-    for name in ("result", "result_ttl_ms", "progress"):
+    for name in names:
         if name not in present:
             kind = jobs.c[name].type.compile(dialect=connection.dialect)
             connection.exec_driver_sql(
                 f"ALTER TABLE {quote(jobs.name)} ADD COLUMN {quote(name)} {kind}"
             )
+
+
+def _results_v7(connection: Connection, tables: Tables) -> None:
+    """Version 7: a job's result, its time to live and its progress (RESULT-001, RESULT-003,
+    PROGRESS-001): nullable columns, added in place without rewriting the table."""
+    jobs = build_tables(tables.prefix, version=7).jobs
+    _add_columns(connection, jobs, ("result", "result_ttl_ms", "progress"))
 
 
 def _schedule_runs_v8(connection: Connection, tables: Tables) -> None:
@@ -462,14 +468,7 @@ def _concurrency_v9(connection: Connection, tables: Tables) -> None:
     """Version 9: the concurrency key, limit and slot of a job (CONC-001, CONC-002), nullable
     columns added in place, and the unique index of the slots held."""
     jobs = build_tables(tables.prefix, version=9).jobs
-    present = {column["name"] for column in inspect(connection).get_columns(jobs.name)}
-    quote = connection.dialect.identifier_preparer.quote
-    for name in ("concurrency_key", "concurrency_limit", "concurrency_slot"):
-        if name not in present:
-            kind = jobs.c[name].type.compile(dialect=connection.dialect)
-            connection.exec_driver_sql(
-                f"ALTER TABLE {quote(jobs.name)} ADD COLUMN {quote(name)} {kind}"
-            )
+    _add_columns(connection, jobs, ("concurrency_key", "concurrency_limit", "concurrency_slot"))
     for index in jobs.indexes:
         if index.name == f"{tables.prefix}ix_concurrency_slot":
             index.create(connection, checkfirst=True)
@@ -480,14 +479,7 @@ def _rate_limits_v10(connection: Connection, tables: Tables) -> None:
     place, and the table of the claims the limits count."""
     built = build_tables(tables.prefix, version=10)
     jobs = built.jobs
-    present = {column["name"] for column in inspect(connection).get_columns(jobs.name)}
-    quote = connection.dialect.identifier_preparer.quote
-    for name in ("rate_key", "rate_limit", "rate_period_ms"):
-        if name not in present:
-            kind = jobs.c[name].type.compile(dialect=connection.dialect)
-            connection.exec_driver_sql(
-                f"ALTER TABLE {quote(jobs.name)} ADD COLUMN {quote(name)} {kind}"
-            )
+    _add_columns(connection, jobs, ("rate_key", "rate_limit", "rate_period_ms"))
     built.rate_slots.create(connection, checkfirst=True)
 
 
