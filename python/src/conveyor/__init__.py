@@ -35,6 +35,7 @@ from .priority import PriorityRange
 from .publishing import Call
 from .retry import RetryPolicy
 from .specfiles import spec_version, wire_version
+from .uniqueness import Unique
 from .worker import Worker, WorkerOptions, WorkerStats
 
 __version__ = "0.1.0"
@@ -75,6 +76,7 @@ __all__ = [
     "StoreUnavailable",
     "SystemClock",
     "TemporaryError",
+    "Unique",
     "UnknownDependency",
     "UnknownType",
     "WaitTimeout",

@@ -7,7 +7,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,6 +37,7 @@ from .retry import RetryPolicy, resolve
 from .schedules import Schedule, ScheduledRun, Scheduler, make_schedule
 from .source import Claimed, Rescue
 from .store.base import ClaimQuery, Store, Transaction
+from .uniqueness import Unique, as_unique
 from .urls import open_store, with_driver
 
 if TYPE_CHECKING:
@@ -229,6 +230,7 @@ class Conveyor:
         rate_key: str | Callable[[Any], str] | None = None,
         rate_limit: int | None = None,
         rate_period: timedelta | float | None = None,
+        unique: Unique | Mapping[str, Any] | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function under ``type`` (default: its qualified name)."""
 
@@ -247,6 +249,7 @@ class Conveyor:
                 rate_key=rate_key,
                 rate_limit=rate_limit,
                 rate_period=rate_period,
+                unique=unique,
             )
             return function
 
@@ -268,6 +271,7 @@ class Conveyor:
         rate_key: str | Callable[[Any], str] | None = None,
         rate_limit: int | None = None,
         rate_period: timedelta | float | None = None,
+        unique: Unique | Mapping[str, Any] | None = None,
     ) -> Handler:
         """Register ``function`` under ``type``, with the defaults of its jobs: queue,
         priority, retry policy, ``timeout`` (how long one attempt may run) and ``result_ttl``
@@ -275,7 +279,14 @@ class Conveyor:
         concurrency limit: at most ``concurrency_limit`` of its jobs with one
         ``concurrency_key`` (a string, or a function of the payload) run at once, across
         every worker; and a rate limit: at most ``rate_limit`` of its jobs with one ``rate_key``
-        start per ``rate_period`` (seconds or a timedelta), across every worker."""
+        start per ``rate_period`` (seconds or a timedelta), across every worker; and a
+        unique key (:class:`~conveyor.uniqueness.Unique`, or a mapping of its fields): a job
+        published while another with the same key holds it is not stored."""
+        uniqueness = None if unique is None else as_unique(unique)
+        if unique is not None and uniqueness is None:
+            raise ConfigurationError(
+                f"handler {type!r}: unique takes a Unique or a mapping of its fields"
+            )
         rate_given = [value is not None for value in (rate_key, rate_limit, rate_period)]
         if any(rate_given) and not all(rate_given):
             raise ConfigurationError(
@@ -309,6 +320,7 @@ class Conveyor:
             rate_period_ms=None
             if rate_period is None
             else handler_rate_period_ms(type, rate_period),
+            uniqueness=uniqueness,
         )
         self.handlers.add(handler)
         return handler
@@ -919,9 +931,11 @@ class Conveyor:
             except Exception:
                 log.exception("notifier failed for job %s", notification.job.id)
         broker = self._broker_mode
-        if broker is None or not outcome.jobs:
+        # UKEY-007: a holder a unique-key conflict returned unchanged gets no new message.
+        jobs = [job for job in outcome.jobs if job.conflict != "discarded"]
+        if broker is None or not jobs:
             return {}
         if caller_transaction is None:
-            return broker.after_commit(outcome.jobs)
-        broker.after_caller_commit(caller_transaction, outcome.jobs)
+            return broker.after_commit(jobs)
+        broker.after_caller_commit(caller_transaction, jobs)
         return {}

@@ -144,6 +144,7 @@ def surely_valid(document: dict[str, Any]) -> bool:
             "result_ttl_ms",
             lambda v: v is None or (type(v) is int and 1 <= v <= lim.max_result_ttl_ms),
         ),
+        ("uniqueness", lambda v: v is None),  # unique keys: the schema checks them
     )
     for key, check in checks:
         if key in document and not check(document[key]):

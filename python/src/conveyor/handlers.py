@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import ConfigurationError, UnknownType
 from .retry import RetryPolicy
+from .uniqueness import Unique
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class Handler:
     rate_key: str | Callable[[Any], str] | None = None
     rate_limit: int | None = None
     rate_period_ms: int | None = None
+    # The default unique key of its jobs (UKEY-001).
+    uniqueness: Unique | None = None
 
     @functools.cached_property
     def is_async(self) -> bool:

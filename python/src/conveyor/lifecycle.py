@@ -28,7 +28,18 @@ from .machine import Environment, Machine
 from .model import Batch, Job, Request, replace
 from .results import check_result
 from .specfiles import machine_document
-from .store.base import Candidate, ClaimQuery, StateSets, Transaction, rate_window
+from .store.base import (
+    Candidate,
+    ClaimQuery,
+    StateSets,
+    Transaction,
+    UniqueClaim,
+    claim_expiry,
+    rate_window,
+)
+
+# What a `replace` conflict changes on the holder (UKEY-005).
+_REPLACED_FIELDS = frozenset({"requests", "priority", "available_at", "updated_at"})
 
 
 @dataclass(frozen=True)
@@ -129,23 +140,79 @@ class Lifecycle:
                 f"depends_on names jobs that do not exist: {sorted(unknown)}; publish those "
                 "first, and pass the ids publish returned"
             )
+        for batch_id in {job.batch_id for job in jobs if job.batch_id is not None}:
+            self._get_batch(tx, batch_id)  # not_found before anything is stored
+        stored = self._insert(tx, jobs, now) if any(j.unique_key for j in jobs) else None
+        if stored is None:
+            stored = tx.insert_jobs(jobs)
+        outcome.jobs.extend(stored)
         batch_counts: dict[str, int] = {}
-        for job in jobs:
-            if job.batch_id is not None:
+        for job in stored:
+            if job.batch_id is not None and job.conflict is None:
                 batch_counts[job.batch_id] = batch_counts.get(job.batch_id, 0) + 1
         for batch_id, count in batch_counts.items():
             batch = self._get_batch(tx, batch_id)
             changed, _ = self.batches.fire(batch, "add", now, unsettled=1, count=count)
             tx.save_batch(changed)
-        stored = tx.insert_jobs(jobs)
-        outcome.jobs.extend(stored)
         for job in stored:
+            if job.conflict is not None:
+                continue
             if any(known[d].state in self.failed for d in job.depends_on):
                 self._recheck_dependencies(tx, job, now, outcome)
         # DEP-005: return each job as stored, cancelled when a dependency had failed.
-        latest = {job.id: job for job in outcome.jobs}
-        outcome.jobs[: len(stored)] = [latest[job.id] for job in stored]
+        latest = {job.id: job for job in outcome.jobs[len(stored) :]}
+        outcome.jobs[: len(stored)] = [
+            job if job.conflict is not None else latest.get(job.id, job) for job in stored
+        ]
         return outcome
+
+    def _insert(self, tx: Transaction, jobs: Sequence[Job], now: datetime) -> list[Job]:
+        """Insert jobs in order, each job with a unique key only when its key's claim is not
+        held (UKEY-004, UKEY-006); in place of a conflicting job, its key's holder."""
+        result: list[Job] = []
+        plain: list[Job] = []
+        for job in jobs:
+            if job.unique_key is None:
+                plain.append(job)
+                continue
+            result.extend(tx.insert_jobs(plain))
+            plain.clear()
+            result.append(self._publish_unique(tx, job, now))
+        result.extend(tx.insert_jobs(plain))
+        return result
+
+    def _publish_unique(self, tx: Transaction, job: Job, now: datetime) -> Job:
+        uniqueness = job.uniqueness or {}
+        claim = tx.lock_unique_claim(job.unique_key or "")
+        holder = tx.get_job(claim.job_id) if claim.job_id is not None else None
+        if claim.held(now, holder.state if holder else None):
+            if holder is None:  # pruned: it counts as finished (UKEY-003)
+                return replace(job, id=claim.job_id, state="finished", conflict="discarded")
+            if (
+                uniqueness.get("conflict") == "replace"
+                and holder.state == self.engine.machine.initial_state
+                and holder.attempts == 0
+            ):  # UKEY-005
+                changed = replace(
+                    holder,
+                    requests=job.requests,
+                    priority=job.priority,
+                    available_at=job.available_at,
+                    updated_at=now,
+                )
+                if tx.save_job(holder, changed, _REPLACED_FIELDS):
+                    return replace(changed, conflict="replaced")
+            return replace(holder, conflict="discarded")
+        [stored] = tx.insert_jobs([job])
+        tx.hold_unique_claim(
+            UniqueClaim(
+                key=claim.key,
+                job_id=stored.id,
+                expires_at=claim_expiry(now, uniqueness.get("period_ms")),
+                states=frozenset(uniqueness.get("states", ())),
+            )
+        )
+        return stored
 
     # -- claiming -------------------------------------------------------------------------
 

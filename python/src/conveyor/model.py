@@ -142,6 +142,13 @@ class Job:
     rate_key: str | None = None
     rate_limit: int | None = None
     rate_period_ms: int | None = None
+    # UKEY-001/002: the resolved uniqueness ({key, fields, period_ms, states, conflict}) and
+    # the digest of the key computed from it.
+    uniqueness: dict[str, Any] | None = None
+    unique_key: str | None = None
+    # Not stored: set on the job a publish returned because of a unique-key conflict
+    # (UKEY-004); "discarded" or "replaced".
+    conflict: str | None = field(default=None, compare=False)
 
     @property
     def result_expires_at(self) -> datetime | None:
@@ -244,6 +251,9 @@ class Job:
             members["rate_key"] = self.rate_key
             members["rate_limit"] = self.rate_limit
             members["rate_period_ms"] = self.rate_period_ms
+        if self.unique_key is not None:
+            members["uniqueness"] = self.uniqueness
+            members["unique_key"] = self.unique_key
         if self.progress is not None:
             members["progress"] = {
                 "percent": self.progress.get("percent"),

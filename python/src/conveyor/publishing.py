@@ -17,6 +17,8 @@ from .fastcheck import surely_valid
 from .handlers import Handler, HandlerRegistry
 from .model import Job, Request, replace
 from .retry import RetryPolicy, resolve
+from .uniqueness import Unique, as_unique, unique_key
+from .uniqueness import resolve as resolve_uniqueness
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,9 @@ class PublishOptions:
     delay: timedelta | float | None = None
     serial_group: str | None = None
     identifier: str | None = None
-    unique: bool = False
+    # True: unique mode (spec.md#unique); a Unique or a mapping of its fields: a unique key
+    # (spec.md#unique-keys); None: the handler's unique key, if any.
+    unique: bool | Unique | Mapping[str, Any] | None = None
     recurring: timedelta | float | None = None
     depends_on: Sequence[str] | str = ()
     batch_id: str | None = None
@@ -220,6 +224,23 @@ def _rate(
 
 
 LONGEST_RATE_PERIOD = timedelta(days=31)  # RATE-001
+
+
+def _uniqueness(options: PublishOptions, handler: Handler | None) -> Unique | None:
+    """The unique key the job is published with (UKEY-001): the publish option's, or the
+    handler's when the option is not given."""
+    given = options.unique
+    if given is None:
+        return handler.uniqueness if handler is not None else None
+    if isinstance(given, bool):
+        return None
+    unique = as_unique(given)
+    if unique is None:
+        raise InvalidRequest(
+            f"unique must be True (unique mode), a Unique or a mapping of its fields, "
+            f"not {type(given).__name__}"
+        )
+    return unique
 
 
 def rate_period_ms(name: str, value: Any) -> int:
@@ -420,7 +441,15 @@ class JobFactory:
                 continue
             first = jobs[0]
             request = replace(first.requests[0], payload=encoded)
-            jobs.append(replace(first, requests=(request,), metadata=dict(first.metadata)))
+            job = replace(first, requests=(request,), metadata=dict(first.metadata))
+            if first.uniqueness is not None:  # the key may read the payload (UKEY-002)
+                document = {
+                    "requests": [{"type": request_type, "payload": encoded}],
+                    "queue": first.queue,
+                    "identifier": first.identifier,
+                }
+                job = replace(job, unique_key=unique_key(first.uniqueness, document))
+            jobs.append(job)
         return jobs
 
     def build(self, calls: Sequence[Call], options: PublishOptions, now: datetime) -> Job:
@@ -452,7 +481,7 @@ class JobFactory:
             "queue": queue,
             "priority": priority,
             "available_at": format_timestamp(available_at),
-            "unique": options.unique,
+            "unique": options.unique is True,
             "depends_on": list(depends_on),
             "retry_policy": _policy_document(policy),
             "tags": list(tags),
@@ -479,12 +508,16 @@ class JobFactory:
         rate = _rate(options, first, calls[0].payload)
         if rate is not None:
             document["rate_key"], document["rate_limit"], document["rate_period_ms"] = rate
+        uniqueness = _uniqueness(options, first)
+        if uniqueness is not None:
+            document["uniqueness"] = uniqueness.document()
         for name, value in document.items():
             if name not in ("requests", "metadata"):  # encoded by the codec already
                 _check_plain(value, name)
         _check_labels(document)
         validate_publish_request(document)
-        if options.unique and options.recurring is not None:
+        resolved = resolve_uniqueness(document["uniqueness"]) if uniqueness is not None else None
+        if options.unique is True and options.recurring is not None:
             raise InvalidRequest("a job cannot be both unique and recurring (spec UNIQ rules)")
         for call in calls:
             self.handlers.get(call.type)  # UnknownType names the registered ones
@@ -509,7 +542,7 @@ class JobFactory:
             ),
             serial_group=options.serial_group,
             identifier=options.identifier,
-            unique=options.unique,
+            unique=options.unique is True,
             recurring_interval_ms=document.get("recurring", {}).get("interval_ms"),
             depends_on=depends_on,
             batch_id=options.batch_id,
@@ -522,4 +555,6 @@ class JobFactory:
             rate_key=rate[0] if rate else None,
             rate_limit=rate[1] if rate else None,
             rate_period_ms=rate[2] if rate else None,
+            uniqueness=resolved,
+            unique_key=unique_key(resolved, document) if resolved is not None else None,
         )

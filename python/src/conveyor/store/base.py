@@ -99,6 +99,32 @@ def rate_window(now: datetime, period_ms: int) -> datetime:
     return from_ms(ms - ms % period_ms)
 
 
+@dataclass(frozen=True)
+class UniqueClaim:
+    """The holder of a unique key (UKEY-003): a job (None: free), when its claim expires
+    (None: never) and the states in which it holds the key."""
+
+    key: str
+    job_id: str | None
+    expires_at: datetime | None
+    states: frozenset[str]
+
+    def held(self, now: datetime, holder_state: str | None) -> bool:
+        """Held at ``now``, the holder being in ``holder_state`` (None: no longer stored,
+        which counts as ``finished``)."""
+        return (
+            self.job_id is not None
+            and (self.expires_at is None or now < self.expires_at)
+            and (holder_state or "finished") in self.states
+        )
+
+
+def claim_expiry(created_at: datetime, period_ms: int | None) -> datetime | None:
+    """When a holder's claim of a unique key expires: its publish plus the period; None:
+    never (UKEY-003)."""
+    return None if period_ms is None else from_ms(to_ms(created_at) + period_ms)
+
+
 # How long the runs of a schedule are kept behind its latest one (the scheduler reads only the
 # latest; the others remain to be looked at).
 SCHEDULE_RUNS_KEPT = timedelta(days=7)
@@ -202,6 +228,16 @@ class Transaction(Protocol):
         """Count one claim of rate ``key`` in the window starting at ``window_start``: take a
         free slot below ``limit`` under the store's uniqueness rule; False when every slot is
         taken (RATE-002). Also forgets the key's windows that ended a day or more ago."""
+        ...
+
+    def lock_unique_claim(self, key: str) -> UniqueClaim:
+        """The claim of unique ``key`` (free when none was recorded), locked until the end
+        of the transaction so that concurrent publishes of the key decide one after the
+        other (UKEY-004)."""
+        ...
+
+    def hold_unique_claim(self, claim: UniqueClaim) -> None:
+        """Record ``claim`` as the key's holder (its lock taken by lock_unique_claim)."""
         ...
 
     def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:

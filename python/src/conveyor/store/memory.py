@@ -24,6 +24,7 @@ from .base import (
     JobFilter,
     ScheduleRun,
     StateSets,
+    UniqueClaim,
     rate_window,
 )
 from .locking import ExpiringLocks, process_lock
@@ -42,6 +43,8 @@ class _State:
         self.schedule_runs: dict[tuple[str, datetime], str | None] = {}
         # (rate key, window start) -> claims counted (RATE-002)
         self.rate_slots: dict[tuple[str, datetime], int] = {}
+        # unique key -> its holder (UKEY-003)
+        self.unique_claims: dict[str, UniqueClaim] = {}
 
     def copy(self) -> _State:
         clone = _State()
@@ -54,6 +57,7 @@ class _State:
         clone.workers = dict(self.workers)
         clone.schedule_runs = dict(self.schedule_runs)
         clone.rate_slots = dict(self.rate_slots)
+        clone.unique_claims = dict(self.unique_claims)
         return clone
 
 
@@ -315,6 +319,14 @@ class MemoryTransaction:
             and job.state in leased
             and job.concurrency_slot is not None
         }
+
+    def lock_unique_claim(self, key: str) -> UniqueClaim:
+        # The store's lock serialises transactions: nothing else to lock.
+        return self._data.unique_claims.get(key) or UniqueClaim(key, None, None, frozenset())
+
+    def hold_unique_claim(self, claim: UniqueClaim) -> None:
+        self._data.unique_claims[claim.key] = claim
+        self.changed = True
 
     def take_rate_slot(self, key: str, window_start: datetime, limit: int, job_id: str) -> bool:
         counted = self._data.rate_slots.get((key, window_start), 0)

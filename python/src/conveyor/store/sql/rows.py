@@ -117,6 +117,11 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], Encoder]] = {
     "rate_key": (("rate_key",), lambda j, le, cl, dl, un: j.rate_key),
     "rate_limit": (("rate_limit",), lambda j, le, cl, dl, un: j.rate_limit),
     "rate_period_ms": (("rate_period_ms",), lambda j, le, cl, dl, un: j.rate_period_ms),
+    "uniqueness": (
+        ("uniqueness",),
+        lambda j, le, cl, dl, un: _dumps(j.uniqueness) if j.uniqueness is not None else None,
+    ),
+    "unique_key": (("unique_key",), lambda j, le, cl, dl, un: j.unique_key),
     "concurrency_slot": (
         ("concurrency_slot", "state"),
         lambda j, le, cl, dl, un: j.concurrency_slot if le else None,
@@ -335,6 +340,9 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         "rate_key": row["rate_key"],
         "rate_limit": row["rate_limit"],
         "rate_period_ms": row["rate_period_ms"],
+        "uniqueness": json.loads(row["uniqueness"]) if row["uniqueness"] else None,
+        "unique_key": row["unique_key"],
+        "conflict": None,
     }
     job: Job = object.__new__(Job)
     job.__dict__.update(values)

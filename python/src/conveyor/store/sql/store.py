@@ -51,6 +51,7 @@ from ..base import (
     JobFilter,
     ScheduleRun,
     StateSets,
+    UniqueClaim,
 )
 from .claim import FACTS, IMPLIED_FACTS, ClaimStatements
 from .dialects import (
@@ -78,6 +79,7 @@ from .rows import (
 )
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
 from .setwrites import SetWrites
+from .uniqueclaims import hold_claim, lock_claim
 
 IDLE_PING_SECONDS = 1.0
 RATE_SLOTS_KEPT_MS = 86_400_000  # windows a day older than the current one are forgotten
@@ -765,6 +767,12 @@ class SqlTransaction:
             )
         )
         return {int(slot) for slot in rows.scalars()}
+
+    def lock_unique_claim(self, key: str) -> UniqueClaim:
+        return lock_claim(self.connection, self.tables.unique_claims, self.dialect.name, key)
+
+    def hold_unique_claim(self, claim: UniqueClaim) -> None:
+        hold_claim(self.connection, self.tables.unique_claims, claim)
 
     def take_rate_slot(self, key: str, window_start: datetime, limit: int, job_id: str) -> bool:
         slots = self.tables.rate_slots
