@@ -14,6 +14,7 @@ implementation creates on its own (recurring copies, completion jobs) get placeh
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import re
@@ -221,6 +222,8 @@ class MJob:
     rate_key: str | None = None
     rate_limit: int | None = None
     rate_period_ms: int | None = None
+    uniqueness: dict[str, Any] | None = None  # UKEY-001: resolved
+    unique_key: str | None = None  # UKEY-002
     lease_token: int = 0
     lease: dict[str, Any] | None = None
     last_error: Any = None
@@ -343,6 +346,10 @@ class Model:
         self.schedule_runs: dict[str, list[tuple[int, str | None]]] = {}
         # RATE-002: claims granted per (rate key, window start)
         self.rate_claims: dict[tuple[str, int], int] = {}
+        # UKEY-003: unique key -> (holder id, expiry or None, covered states)
+        self.unique_claims: dict[str, tuple[str, int | None, frozenset[str]]] = {}
+        # UKEY-004: per job of the latest publish, the holder it conflicted with, or None
+        self._conflicts: list[str | None] = []
 
     def snapshot(self) -> Model:
         """A copy of the records and counters; the spec and machines are shared."""
@@ -355,6 +362,7 @@ class Model:
         clone.handlers = dict(self.handlers)
         clone.schedule_runs = {name: list(runs) for name, runs in self.schedule_runs.items()}
         clone.rate_claims = dict(self.rate_claims)
+        clone.unique_claims = dict(self.unique_claims)
         return clone
 
     def _check_effects(self) -> None:
@@ -480,6 +488,9 @@ class Model:
             document["rate_key"] = job.rate_key
             document["rate_limit"] = job.rate_limit
             document["rate_period_ms"] = job.rate_period_ms
+        if job.unique_key is not None:
+            document["uniqueness"] = job.uniqueness
+            document["unique_key"] = job.unique_key
         if job.progress is not None:
             document["progress"] = {**job.progress, "at": fmt(job.progress["at"])}
         return document
@@ -565,7 +576,13 @@ class Model:
     def cmd_publish(self, job: dict[str, Any]) -> Any:
         built = self._build(job)
         stored = self._store_new([built])
-        return {"job": self.doc(stored[0])}, "JOB-001"
+        holder = self._conflicts[0]
+        if holder is None:
+            return {"job": self.doc(stored[0])}, "JOB-001"
+        result: dict[str, Any] = {"conflict": True, "holder_id": holder}
+        if holder in self.jobs:
+            result["job"] = self.doc(self.jobs[holder])
+        return result, "UKEY-004"
 
     def cmd_publish_bulk(self, jobs: list[dict[str, Any]]) -> Any:
         built = []
@@ -581,7 +598,11 @@ class Model:
             codes = frozenset(r.code for r in refusals)
             raise Refusal(first.code, first.req, first.message, codes)
         stored = self._store_new(built)
-        return {"jobs": [self.doc(j) for j in stored]}, "JOB-006"
+        result: dict[str, Any] = {"jobs": [self.doc(j) for j in stored]}
+        if any(holder is not None for holder in self._conflicts):
+            result["conflicts"] = [holder is not None for holder in self._conflicts]
+            return result, "UKEY-006"
+        return result, "JOB-006"
 
     def _validate_publish(self, document: dict[str, Any]) -> None:
         errors = list(self.spec.validator("publish").iter_errors(document))
@@ -599,6 +620,8 @@ class Model:
         self._check_features(document)
         if document.get("unique") and document.get("recurring") is not None:
             raise Refusal("invalid_request", "UNIQ-001", "a unique job cannot be recurring")
+        if document.get("uniqueness") is not None and document.get("recurring") is not None:
+            raise Refusal("invalid_request", "UKEY-001", "a job with a unique key cannot recur")
         requests = document["requests"]
         defaults = self.handlers.get(requests[0]["type"], {})
         policy_given = document.get("retry_policy", defaults.get("retry_policy"))
@@ -653,7 +676,65 @@ class Model:
             rate_key=document.get("rate_key"),
             rate_limit=document.get("rate_limit"),
             rate_period_ms=document.get("rate_period_ms"),
+            **self._unique_members(document, document.get("queue", defaults.get("queue"))),
         )
+
+    def _unique_members(self, document: dict[str, Any], queue: str) -> dict[str, Any]:
+        """UKEY-001, UKEY-002: the resolved uniqueness and the digest of its key."""
+        member = document.get("uniqueness")
+        if member is None:
+            return {}
+        key = member.get("key")
+        fields = member.get("fields", ["type", "payload"] if key is None else [])
+        resolved = {
+            "key": key,
+            "fields": fields,
+            "period_ms": member.get("period_ms"),
+            "states": member.get(
+                "states",
+                [
+                    s
+                    for s in self.jobs_machine.states
+                    if s not in ("permanently_failed", "cancelled")
+                ],
+            ),
+            "conflict": member.get("conflict", "discard"),
+        }
+        first = document["requests"][0]
+        stored = {**document, "queue": queue}
+        values = [_field_value(path, stored, first) for path in fields]
+        text = json.dumps(
+            [key, fields, values], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        return {"uniqueness": resolved, "unique_key": hashlib.sha256(text.encode()).hexdigest()}
+
+    def _unique_holder(self, job: MJob) -> str | None:
+        """UKEY-003: the holder of the job's key while its claim is held, else None."""
+        claim = self.unique_claims.get(job.unique_key or "")
+        if claim is None:
+            return None
+        holder_id, expires, states = claim
+        holder = self.jobs.get(holder_id)
+        state = holder.state if holder is not None else "finished"
+        if (expires is not None and self.now >= expires) or state not in states:
+            return None
+        return holder_id
+
+    def _replace_holder(self, job: MJob, holder_id: str) -> None:
+        """UKEY-005: a replace conflict with a holder that has not started."""
+        holder = self.jobs.get(holder_id)
+        if (
+            holder is None
+            or (job.uniqueness or {}).get("conflict") != "replace"
+            or holder.state != self.jobs_machine.initial_state
+            or holder.attempts != 0
+        ):
+            return
+        holder.requests = job.requests
+        holder.priority = job.priority
+        holder.available_at = job.available_at
+        holder.available_range = job.available_range
+        self._note(holder.id, "requests", "UKEY-005")
 
     def _check_features(self, document: dict[str, Any]) -> None:
         """VER-001: a request that uses a feature the implementation does not claim."""
@@ -669,6 +750,7 @@ class Model:
             "results": document.get("result_ttl_ms") is not None,
             "concurrency": document.get("concurrency_key") is not None,
             "rate_limits": document.get("rate_key") is not None,
+            "unique_keys": document.get("uniqueness") is not None,
         }
         for feature, used in uses.items():
             if used and feature not in self.features:
@@ -677,6 +759,7 @@ class Model:
                     "results": "VER-009",
                     "concurrency": "VER-010",
                     "rate_limits": "VER-011",
+                    "unique_keys": "VER-012",
                 }.get(feature, "VER-001")
                 raise Refusal("invalid_request", rule, f"feature {feature} is not claimed")
 
@@ -704,22 +787,38 @@ class Model:
         return new
 
     def _store_new(self, jobs: list[MJob], *, system: bool = False) -> list[MJob]:
-        """Insert validated jobs, then apply the publish-time rules that involve other records."""
-        counts: dict[str, int] = {}
-        for job in jobs:
-            if job.batch_id is not None:
-                counts[job.batch_id] = counts.get(job.batch_id, 0) + 1
-        for batch_id, count in counts.items():
-            self._fire_batch(self.batches[batch_id], "add", {"count": count})
+        """Insert validated jobs, then apply the publish-time rules that involve other records.
+        A job whose unique key is held is not stored: its holder stands in its place
+        (UKEY-004), and ``_conflicts`` names it."""
         stored = []
+        self._conflicts = []
+        fresh = []
         for job in jobs:
+            holder = self._unique_holder(job) if job.unique_key is not None else None
+            self._conflicts.append(holder)
+            if holder is not None:
+                self._replace_holder(job, holder)
+                stored.append(self.jobs.get(holder, job))
+                continue
             self.order += 1
             job.order = self.order
             job.id = self._next_id() if not system else self._placeholder()
             self.jobs[job.id] = job
             self._created.append(job.id)
             stored.append(job)
-        for job in stored:
+            fresh.append(job)
+            if job.unique_key is not None and job.uniqueness is not None:
+                period = job.uniqueness["period_ms"]
+                expires = None if period is None else job.created_at + period
+                states = frozenset(job.uniqueness["states"])
+                self.unique_claims[job.unique_key] = (job.id, expires, states)
+        counts: dict[str, int] = {}
+        for job in fresh:
+            if job.batch_id is not None:
+                counts[job.batch_id] = counts.get(job.batch_id, 0) + 1
+        for batch_id, count in counts.items():
+            self._fire_batch(self.batches[batch_id], "add", {"count": count})
+        for job in fresh:
             failed = [d for d in job.depends_on if self.jobs[d].state in self.tags["failed"]]
             if failed:
                 self._fire(job, "dependency_failed", self._dependency_error(failed[0]))
@@ -1475,6 +1574,22 @@ def _check_strings_and_depth(document: dict[str, Any]) -> None:
         raise Refusal("invalid_request", "LIMIT-007", "a label or name has a lone surrogate")
 
 
+# UKEY-001: the states a unique key's claim does not cover unless the request names them.
+_UNCOVERED = ("permanently_failed", "cancelled")
+
+
+def _field_value(path: str, document: dict[str, Any], first: dict[str, Any]) -> Any:
+    """UKEY-002: the value a field path names; null for a missing member."""
+    if path == "type":
+        return first["type"]
+    if path in ("queue", "identifier"):
+        return document.get(path)
+    value = first.get("payload")
+    for name in path.split(".")[1:]:
+        value = value.get(name) if isinstance(value, dict) else None
+    return value
+
+
 def _publish_refusal(location: list[Any], validator: str, schema_path: list[Any]) -> Refusal:
     head = location[0] if location else None
     in_payload = (head == "requests" and "payload" in location) or head == "metadata"
@@ -1501,6 +1616,7 @@ def _publish_refusal(location: list[Any], validator: str, schema_path: list[Any]
         "rate_key": "RATE-001",
         "rate_limit": "RATE-001",
         "rate_period_ms": "RATE-001",
+        "uniqueness": "UKEY-001",
     }
     if head == "requests":
         req = "LIMIT-001" if "type" in location else "LIMIT-005"

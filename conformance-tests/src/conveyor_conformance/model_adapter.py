@@ -32,6 +32,7 @@ FEATURES = [
     "cron",
     "concurrency",
     "rate_limits",
+    "unique_keys",
 ]
 CAPABILITIES = [
     "publish_bulk",

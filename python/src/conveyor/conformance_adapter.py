@@ -47,6 +47,8 @@ from .publishing import Call, PublishOptions, validate_publish_request
 from .retry import resolve
 from .schedules import Schedule, Scheduler, make_schedule
 from .specfiles import wire_version
+from .uniqueness import Unique, rekeyed
+from .uniqueness import resolve as resolve_uniqueness
 
 if TYPE_CHECKING:
     from .broker.mode import BrokerMode
@@ -81,6 +83,7 @@ FEATURES = [
     "cron",
     "concurrency",
     "rate_limits",
+    "unique_keys",
 ]
 CAPABILITIES = [
     "publish_bulk",
@@ -193,7 +196,7 @@ def publish_options(document: Json) -> tuple[list[Call], PublishOptions, list[An
         delay=_ms(document["delay_ms"]) if "delay_ms" in document else None,
         serial_group=document.get("serial_group"),
         identifier=document.get("identifier"),
-        unique=bool(document.get("unique", False)),
+        unique=_unique_option(document),
         recurring=(
             _ms(document["recurring"]["interval_ms"]) if document.get("recurring") else None
         ),
@@ -214,6 +217,22 @@ def publish_options(document: Json) -> tuple[list[Call], PublishOptions, list[An
         ),
     )
     return calls, options, payloads, metadata
+
+
+def _unique_option(document: Json) -> bool | Unique:
+    """Unique mode, or else the unique key of ``uniqueness``; a request with both gets its
+    uniqueness from :meth:`Adapter.build`."""
+    member = document.get("uniqueness")
+    if document.get("unique") or member is None:
+        return bool(document.get("unique", False))
+    period = member.get("period_ms")
+    return Unique(
+        key=member.get("key"),
+        fields=member.get("fields"),
+        period=None if period is None else _ms(period),
+        states=member.get("states"),
+        conflict=member.get("conflict", "discard"),
+    )
 
 
 def publish_document(job: Json) -> Json:
@@ -528,7 +547,10 @@ class Session:
             replace(request, payload=payload)
             for request, payload in zip(job.requests, payloads, strict=True)
         )
-        return replace(job, requests=requests, metadata=metadata if metadata is not None else {})
+        job = replace(job, requests=requests, metadata=metadata if metadata is not None else {})
+        if document.get("unique") and document.get("uniqueness") is not None:
+            job = replace(job, uniqueness=resolve_uniqueness(document["uniqueness"]))
+        return rekeyed(job)  # of the payloads as given (UKEY-002)
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -583,12 +605,24 @@ class Session:
     def cmd_publish(self, request: Json) -> Json:
         app = self.conveyor
         job = self.build(request["job"])
-        return self.job_result(app._store_jobs([job])[0])
+        stored = app._store_jobs([job])[0]
+        if stored.conflict is None:
+            return self.job_result(stored)
+        result: Json = {"conflict": True, "holder_id": stored.id}  # UKEY-004
+        with app.store.transaction() as tx:
+            holder = tx.get_job(stored.id)
+        if holder is not None:
+            result["job"] = stored.to_dict()
+        return result
 
     def cmd_publish_bulk(self, request: Json) -> Json:
         app = self.conveyor
         jobs = [self.build(document) for document in request["jobs"]]
-        return {"jobs": [job.to_dict() for job in app._store_jobs(jobs)]}
+        stored = app._store_jobs(jobs)
+        result: Json = {"jobs": [job.to_dict() for job in stored]}
+        if any(job.conflict is not None for job in stored):  # UKEY-006
+            result["conflicts"] = [job.conflict is not None for job in stored]
+        return result
 
     def cmd_schedule_tick(self, request: Json) -> Json:
         """Each schedule evaluated at now by a fresh scheduler, as a process that starts

@@ -17,7 +17,7 @@ from .fastcheck import surely_valid
 from .handlers import Handler, HandlerRegistry
 from .model import Job, Request, replace
 from .retry import RetryPolicy, resolve
-from .uniqueness import Unique, as_unique, unique_key
+from .uniqueness import Unique, as_unique, rekeyed, unique_key
 from .uniqueness import resolve as resolve_uniqueness
 
 
@@ -442,14 +442,7 @@ class JobFactory:
             first = jobs[0]
             request = replace(first.requests[0], payload=encoded)
             job = replace(first, requests=(request,), metadata=dict(first.metadata))
-            if first.uniqueness is not None:  # the key may read the payload (UKEY-002)
-                document = {
-                    "requests": [{"type": request_type, "payload": encoded}],
-                    "queue": first.queue,
-                    "identifier": first.identifier,
-                }
-                job = replace(job, unique_key=unique_key(first.uniqueness, document))
-            jobs.append(job)
+            jobs.append(rekeyed(job))  # the key may read the payload (UKEY-002)
         return jobs
 
     def build(self, calls: Sequence[Call], options: PublishOptions, now: datetime) -> Job:
@@ -517,6 +510,8 @@ class JobFactory:
         _check_labels(document)
         validate_publish_request(document)
         resolved = resolve_uniqueness(document["uniqueness"]) if uniqueness is not None else None
+        if resolved is not None and options.recurring is not None:
+            raise InvalidRequest("a job with a unique key cannot be recurring (UKEY-001)")
         if options.unique is True and options.recurring is not None:
             raise InvalidRequest("a job cannot be both unique and recurring (spec UNIQ rules)")
         for call in calls:

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from .errors import InvalidRequest
+from .model import Job, replace
 from .specfiles import machine_document
 
 CONFLICTS = ("discard", "replace")
@@ -126,6 +127,18 @@ def unique_key(resolved: Mapping[str, Any], job: Mapping[str, Any]) -> str:
     values = [field_value(path, job) for path in fields]
     text = canonical_json([resolved["key"], fields, values])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def rekeyed(job: Job) -> Job:
+    """The job with its unique key computed again from its fields (its payloads changed)."""
+    if job.uniqueness is None:
+        return job
+    document = {
+        "requests": [{"type": r.type, "payload": r.payload} for r in job.requests],
+        "queue": job.queue,
+        "identifier": job.identifier,
+    }
+    return replace(job, unique_key=unique_key(job.uniqueness, document))
 
 
 def canonical_json(value: Any) -> str:
