@@ -22,6 +22,7 @@ from .. import (
     test_serial_groups,
     test_smoke,
     test_unique,
+    test_unique_keys,
 )
 
 FIXTURES = {"app", "make_app", "clock", "backend"}
@@ -80,5 +81,6 @@ for _module in (
     test_serial_groups,
     test_retry,
     test_unique,
+    test_unique_keys,
 ):
     globals().update(_collect(_module))
