@@ -35,7 +35,8 @@ def test_a_duplicate_within_the_period_returns_the_holder(
     app.register("send", lambda customer, n: None, unique=BY_CUSTOMER)
     first = app.publish("send", {"customer": 7, "n": 1})
     assert first.conflict is None
-    assert first.uniqueness is not None and first.uniqueness["period_ms"] == 3_600_000
+    assert first.uniqueness is not None
+    assert first.uniqueness["period_ms"] == 3_600_000
     assert first.to_dict()["unique_key"] == first.unique_key
     clock.advance(timedelta(minutes=59))
     again = app.publish("send", {"customer": 7, "n": 2})
@@ -45,7 +46,8 @@ def test_a_duplicate_within_the_period_returns_the_holder(
     assert other.conflict is None
     clock.advance(timedelta(minutes=1))
     later = app.publish("send", {"customer": 7, "n": 3})
-    assert later.conflict is None and later.id not in (first.id, other.id)
+    assert later.conflict is None
+    assert later.id not in (first.id, other.id)
     assert {job.id for job in app.jobs()} == {first.id, other.id, later.id}
 
 
@@ -159,7 +161,7 @@ def test_concurrent_publishers_store_one_job_per_key(
 
     def publish(index: int) -> None:
         try:
-            for round_ in range(rounds):
+            for _ in range(rounds):
                 start.wait(BOUND)
                 job = apps[index].publish(
                     "charge", {"order": 1}, unique={"fields": ["payload.order"], "period": HOUR}
