@@ -53,6 +53,17 @@ async def test_publish_job_and_identifiers(aconveyor: AsyncConveyor) -> None:
     assert await aconveyor.unfinished_identifiers(["order-7", "order-8"]) == {"order-7"}
 
 
+async def test_a_unique_key_conflict_returns_the_holder(aconveyor: AsyncConveyor) -> None:
+    """UKEY-004 from asyncio code: a duplicate within the period is not stored."""
+    unique = {"fields": ["payload.name"], "period": 60}
+    first = await aconveyor.publish("greet", {"name": "ada"}, unique=unique)
+    again = await aconveyor.publish("greet", {"name": "ada"}, unique=unique)
+    assert (again.id, again.conflict) == (first.id, "discarded")
+    many = await aconveyor.publish_many("greet", [{"name": "bob"}, {"name": "ada"}], unique=unique)
+    assert [job.conflict for job in many] == [None, "discarded"]
+    assert len(await aconveyor.jobs()) == 2
+
+
 async def test_bulk_publish_stores_every_job_in_order(aconveyor: AsyncConveyor) -> None:
     payloads = [{"name": str(i)} for i in range(11)]
     jobs = await aconveyor.publish_many("greet", payloads, size=4, tags="bulk")

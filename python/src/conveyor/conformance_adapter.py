@@ -225,14 +225,7 @@ def _unique_option(document: Json) -> bool | Unique:
     member = document.get("uniqueness")
     if document.get("unique") or member is None:
         return bool(document.get("unique", False))
-    period = member.get("period_ms")
-    return Unique(
-        key=member.get("key"),
-        fields=member.get("fields"),
-        period=None if period is None else _ms(period),
-        states=member.get("states"),
-        conflict=member.get("conflict", "discard"),
-    )
+    return Unique.from_member(member)
 
 
 def publish_document(job: Json) -> Json:

@@ -44,6 +44,18 @@ class Unique:
     states: Sequence[str] | None = None
     conflict: str = "discard"
 
+    @classmethod
+    def from_member(cls, member: Mapping[str, Any]) -> Unique:
+        """The ``uniqueness`` member of a publish request (validated) as a Unique."""
+        period = member.get("period_ms")
+        return cls(
+            key=member.get("key"),
+            fields=member.get("fields"),
+            period=None if period is None else timedelta(milliseconds=period),
+            states=member.get("states"),
+            conflict=member.get("conflict", "discard"),
+        )
+
     def document(self) -> dict[str, Any]:
         """The ``uniqueness`` member of a publish request (only the members given)."""
         member: dict[str, Any] = {"conflict": self.conflict}

@@ -36,6 +36,26 @@ def test_publish_then_get(client: TestClient, conveyor_app: Conveyor) -> None:
     assert got["payload_hidden"] is True
 
 
+def test_publish_with_a_unique_key(client: TestClient, conveyor_app: Conveyor) -> None:
+    """UKEY-004 over the API: the duplicate answers with the holder; nothing else is stored."""
+    uniqueness = {"fields": ["payload.to"], "period_ms": 60_000}
+    first = publish(client, "mail.send", {"to": "a@example.com"}, uniqueness=uniqueness)
+    again = publish(client, "mail.send", {"to": "a@example.com"}, uniqueness=uniqueness)
+    assert again["id"] == first["id"]
+    assert len(conveyor_app.jobs()) == 1
+    both = client.post(
+        "/api/jobs",
+        json={
+            "requests": [{"type": "mail.send"}],
+            "uniqueness": uniqueness,
+            "unique": True,
+            "identifier": "x",
+        },
+    )
+    assert both.status_code == 400
+    assert "not both" in both.text
+
+
 def test_list_filters(client: TestClient, conveyor_app: Conveyor) -> None:
     mail = publish(client, "mail.send", tags=["customer:1"])
     invoice = publish(client, "invoice.build", tags=["customer:1"])

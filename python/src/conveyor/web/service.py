@@ -16,6 +16,7 @@ from ..clock import format_timestamp, parse_timestamp
 from ..errors import InvalidRequest
 from ..model import Job
 from ..publishing import Call, validate_publish_request
+from ..uniqueness import Unique
 from .masking import job_view, mask_urls
 from .settings import WebSettings
 
@@ -202,6 +203,12 @@ class WebService:
             options["timeout"] = document["timeout_ms"] / 1000
         if "available_at" in document:
             options["available_at"] = parse_timestamp(document["available_at"])
+        if document.get("uniqueness") is not None:
+            if document.get("unique"):
+                raise InvalidRequest(
+                    "this API publishes a job with unique mode or a unique key, not both"
+                )
+            options["unique"] = Unique.from_member(document["uniqueness"])
         return self.view(self.app.publish_job(calls, **options))
 
     def operate(self, job_id: str, operation: str) -> dict[str, Any]:
