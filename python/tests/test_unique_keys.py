@@ -110,6 +110,16 @@ def test_one_call_takes_its_jobs_in_order(app: Conveyor) -> None:
     assert len(app.jobs()) == 2
 
 
+def test_a_batch_counts_only_the_jobs_stored(app: Conveyor) -> None:
+    """UKEY-004 and BATCH: a duplicate that was not stored is not a job of the batch."""
+    app.register("part", lambda n: None)
+    batch = app.open_batch()
+    unique = {"fields": ["payload.n"]}
+    parts = [app.publish("part", {"n": n % 2}, batch=batch, unique=unique) for n in range(3)]
+    assert [job.conflict for job in parts] == [None, None, "discarded"]
+    assert app.get_batch(batch.id).total == 2
+
+
 def test_options_are_checked(app: Conveyor) -> None:
     app.register("work", lambda: None)
     with pytest.raises(InvalidRequest):
