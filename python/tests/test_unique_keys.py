@@ -66,6 +66,18 @@ def test_pruning_the_holder_does_not_end_the_period(app: Conveyor, clock: Manual
     assert app.publish("report", unique={"key": "nightly", "period": 3600}).conflict is None
 
 
+def test_clear_finished_forgets_expired_claims(app: Conveyor, clock: ManualClock) -> None:
+    """UKEY-003: an expired claim holds nothing, and pruning deletes its record."""
+    app.register("ping", lambda: None)
+    lasting = app.publish("ping", unique={"key": "forever"})
+    brief = app.publish("ping", unique={"key": "hourly", "period": HOUR})
+    clock.advance(HOUR)
+    app.clear_finished()
+    with app.store.transaction() as tx:
+        assert tx.lock_unique_claim(brief.unique_key or "").job_id is None
+        assert tx.lock_unique_claim(lasting.unique_key or "").job_id == lasting.id
+
+
 def test_uncovered_states_let_a_new_job_in(app: Conveyor) -> None:
     """UKEY-001/003: a cancelled holder holds nothing by default; states=["ready"] ends the
     claim when the holder leaves ready."""

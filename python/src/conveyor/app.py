@@ -792,15 +792,21 @@ class Conveyor:
         return self.store.wait_for_work(timeout, ready)
 
     def clear_finished(self, older_than: timedelta = timedelta(0), chunk: int = 1000) -> int:
-        """Delete finished and redundant jobs older than ``older_than``, ``chunk`` per commit."""
-        cutoff = self.now() - older_than
+        """Delete finished and redundant jobs older than ``older_than``, ``chunk`` per commit,
+        and the unique-key claims that expired."""
+        now = self.now()
+        cutoff = now - older_than
         deleted = 0
         while True:
             with self.store.transaction() as tx:
                 count = tx.delete_prunable(cutoff, chunk)
             deleted += count
             if count < chunk:
-                return deleted
+                break
+        while True:  # expired unique-key claims hold nothing: forget them too (UKEY-003)
+            with self.store.transaction() as tx:
+                if tx.forget_unique_claims(now, chunk) < chunk:
+                    return deleted
 
     # -- running --------------------------------------------------------------------------
 

@@ -240,6 +240,10 @@ class Transaction(Protocol):
         """Record ``claim`` as the key's holder (its lock taken by lock_unique_claim)."""
         ...
 
+    def forget_unique_claims(self, now: datetime, limit: int) -> int:
+        """Delete up to ``limit`` claims expired by ``now`` (they hold nothing)."""
+        ...
+
     def insert_schedule_run(self, name: str, fire_at: datetime, now: datetime) -> bool:
         """Record that schedule ``name`` handles ``fire_at`` (CRON-003); False, having written
         nothing, when any process recorded it before. Also forgets the name's runs a week

@@ -328,6 +328,17 @@ class MemoryTransaction:
         self._data.unique_claims[claim.key] = claim
         self.changed = True
 
+    def forget_unique_claims(self, now: datetime, limit: int) -> int:
+        claims = self._data.unique_claims
+        expired = [
+            key
+            for key, claim in claims.items()
+            if claim.expires_at is not None and claim.expires_at <= now
+        ][:limit]
+        for key in expired:
+            del claims[key]
+        return len(expired)
+
     def take_rate_slot(self, key: str, window_start: datetime, limit: int, job_id: str) -> bool:
         counted = self._data.rate_slots.get((key, window_start), 0)
         if counted >= limit:

@@ -282,6 +282,8 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         Column("job_id", BigInteger),  # NULL: free (a row is created before the decision)
         Column("expires_at", BigInteger),  # NULL: never
         Column("states", Json, nullable=False),
+        # clear_finished forgets the expired claims (an expired claim holds nothing)
+        Index(f"{prefix}ix_unique_expiry", "expires_at"),
     )
     return Tables(
         prefix,

@@ -79,7 +79,7 @@ from .rows import (
 )
 from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
 from .setwrites import SetWrites
-from .uniqueclaims import hold_claim, lock_claim
+from .uniqueclaims import forget_expired, hold_claim, lock_claim
 
 IDLE_PING_SECONDS = 1.0
 RATE_SLOTS_KEPT_MS = 86_400_000  # windows a day older than the current one are forgotten
@@ -773,6 +773,9 @@ class SqlTransaction:
 
     def hold_unique_claim(self, claim: UniqueClaim) -> None:
         hold_claim(self.connection, self.tables.unique_claims, claim)
+
+    def forget_unique_claims(self, now: datetime, limit: int) -> int:
+        return forget_expired(self.connection, self.tables.unique_claims, now, limit)
 
     def take_rate_slot(self, key: str, window_start: datetime, limit: int, job_id: str) -> bool:
         slots = self.tables.rate_slots

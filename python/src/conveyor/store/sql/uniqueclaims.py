@@ -11,8 +11,9 @@ publishes would deadlock upgrading it. SQLite has one writer at a time and needs
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, Table, delete, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from ...clock import from_ms, to_ms
@@ -59,3 +60,15 @@ def hold_claim(connection: Connection, table: Table, claim: UniqueClaim) -> None
             states=json.dumps(sorted(claim.states)),
         )
     )
+
+
+def forget_expired(connection: Connection, table: Table, now: datetime, limit: int) -> int:
+    """Delete up to ``limit`` claims expired by ``now``; a publish holding one's row lock
+    makes the delete wait and look again, so a claim just taken over stays."""
+    expired = table.c.expires_at <= to_ms(now)
+    keys = connection.execute(select(table.c.unique_key).where(expired).limit(limit)).scalars()
+    found = list(keys)
+    if not found:
+        return 0
+    statement = delete(table).where(table.c.unique_key.in_(found), expired)
+    return int(connection.execute(statement).rowcount)
