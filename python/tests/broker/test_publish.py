@@ -90,6 +90,19 @@ def test_a_published_job_is_handed_over_once_committed(app: Conveyor) -> None:
     assert app.get(job.id).state == "ready"
 
 
+def test_a_unique_key_conflict_hands_over_only_a_replaced_holder(app: Conveyor) -> None:
+    """UKEY-007: a discarded duplicate sends no message; a replaced holder is handed over."""
+    app.register("task", lambda n: None)
+    unique = {"key": "k"}
+    holder = app.publish("task", {"n": 1}, unique=unique)
+    assert len(take_bodies(app)) == 1
+    assert app.publish("task", {"n": 2}, unique=unique).conflict == "discarded"
+    assert take_bodies(app) == []
+    replaced = app.publish("task", {"n": 3}, unique={**unique, "conflict": "replace"})
+    assert (replaced.id, replaced.conflict) == (holder.id, "replaced")
+    assert [json.loads(body)["job_id"] for body in take_bodies(app)] == [holder.id]
+
+
 def test_the_queues_are_durable_quorum_queues(app: Conveyor) -> None:
     app.register("task", lambda: None)
     app.publish("task")
