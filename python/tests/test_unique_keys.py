@@ -111,6 +111,26 @@ def test_replace_updates_a_holder_that_has_not_started(app: Conveyor, clock: Man
     assert app.get(holder.id).requests[0].payload == {"doc": 1, "rev": 2}
 
 
+def test_keep_stores_the_duplicate_and_unique_mode_decides(app: Conveyor) -> None:
+    """UKEY-008: the kept job is stored beside the holder; once the holder finished, the
+    claim discards it as redundant (UNIQ-002)."""
+    app.register("refresh", lambda: None)
+    options: dict[str, Any] = {"identifier": "feed:1", "unique": {"key": "r", "conflict": "keep"}}
+    holder = app.publish("refresh", **options)
+    kept = app.publish("refresh", **options)
+    assert kept.conflict == "kept"
+    assert kept.id != holder.id
+    assert kept.unique
+    if app.broker is not None:
+        app.process()
+    else:
+        _finish(app, holder.id)
+        assert app.claim("w1") == []
+    assert (app.get(holder.id).state, app.get(kept.id).state) == ("finished", "redundant")
+    with pytest.raises(InvalidRequest, match="identifier"):
+        app.publish("refresh", unique={"key": "r", "conflict": "keep"})
+
+
 def test_one_call_takes_its_jobs_in_order(app: Conveyor) -> None:
     """UKEY-006 and publish_many: the key reads each job's own payload."""
     app.register("mail", lambda to: None)
@@ -137,7 +157,7 @@ def test_options_are_checked(app: Conveyor) -> None:
     with pytest.raises(InvalidRequest):
         app.publish("work", unique={"fields": ["size"]})
     with pytest.raises(InvalidRequest):
-        app.publish("work", unique={"conflict": "keep"})
+        app.publish("work", unique={"conflict": "drop"})
     with pytest.raises(InvalidRequest, match="unknown unique option"):
         app.publish("work", unique={"ttl": 3})
     with pytest.raises(InvalidRequest, match="cannot be recurring"):

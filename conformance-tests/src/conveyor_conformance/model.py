@@ -580,8 +580,8 @@ class Model:
         if holder is None:
             return {"job": self.doc(stored[0])}, "JOB-001"
         result: dict[str, Any] = {"conflict": True, "holder_id": holder}
-        if holder in self.jobs:
-            result["job"] = self.doc(self.jobs[holder])
+        if stored[0].id in self.jobs:  # the holder, or the new job with keep (UKEY-008)
+            result["job"] = self.doc(stored[0])
         return result, "UKEY-004"
 
     def cmd_publish_bulk(self, jobs: list[dict[str, Any]]) -> Any:
@@ -622,6 +622,9 @@ class Model:
             raise Refusal("invalid_request", "UNIQ-001", "a unique job cannot be recurring")
         if document.get("uniqueness") is not None and document.get("recurring") is not None:
             raise Refusal("invalid_request", "UKEY-001", "a job with a unique key cannot recur")
+        keep = (document.get("uniqueness") or {}).get("conflict") == "keep"
+        if keep and not document.get("unique"):
+            raise Refusal("invalid_request", "UKEY-001", "keep needs unique mode")
         requests = document["requests"]
         defaults = self.handlers.get(requests[0]["type"], {})
         policy_given = document.get("retry_policy", defaults.get("retry_policy"))
@@ -796,7 +799,8 @@ class Model:
         for job in jobs:
             holder = self._unique_holder(job) if job.unique_key is not None else None
             self._conflicts.append(holder)
-            if holder is not None:
+            kept = holder is not None and (job.uniqueness or {}).get("conflict") == "keep"
+            if holder is not None and not kept:
                 self._replace_holder(job, holder)
                 stored.append(self.jobs.get(holder, job))
                 continue
@@ -807,7 +811,7 @@ class Model:
             self._created.append(job.id)
             stored.append(job)
             fresh.append(job)
-            if job.unique_key is not None and job.uniqueness is not None:
+            if job.unique_key is not None and job.uniqueness is not None and not kept:
                 period = job.uniqueness["period_ms"]
                 expires = None if period is None else job.created_at + period
                 states = frozenset(job.uniqueness["states"])

@@ -48,6 +48,7 @@ from .retry import resolve
 from .schedules import Schedule, Scheduler, make_schedule
 from .specfiles import wire_version
 from .uniqueness import Unique, rekeyed
+from .uniqueness import check_request as check_unique_request
 from .uniqueness import resolve as resolve_uniqueness
 
 if TYPE_CHECKING:
@@ -177,6 +178,7 @@ def publish_options(document: Json) -> tuple[list[Call], PublishOptions, list[An
     if not isinstance(document, dict):
         raise InvalidRequest("a publish request is a JSON object (schemas/publish.schema.json)")
     validate_publish_request(document)
+    check_unique_request(document)
     payloads = [request.get("payload") for request in document["requests"]]
     for index, payload in enumerate(payloads):
         codec.check_json(payload, f"requests[{index}].payload")
@@ -601,6 +603,10 @@ class Session:
         stored = app._store_jobs([job])[0]
         if stored.conflict is None:
             return self.job_result(stored)
+        if stored.conflict == "kept":  # UKEY-008: the new job, stored beside the holder
+            with app.store.transaction() as tx:
+                holder_id = tx.lock_unique_claim(stored.unique_key or "").job_id
+            return {"conflict": True, "holder_id": holder_id, "job": stored.to_dict()}
         result: Json = {"conflict": True, "holder_id": stored.id}  # UKEY-004
         with app.store.transaction() as tx:
             holder = tx.get_job(stored.id)

@@ -38,6 +38,8 @@ from .store.base import (
     rate_window,
 )
 
+# The conflicts of publishes that stored their job (UKEY-008), besides no conflict.
+_STORED = (None, "kept")
 # What a `replace` conflict changes on the holder (UKEY-005).
 _REPLACED_FIELDS = frozenset({"requests", "priority", "available_at", "updated_at"})
 
@@ -148,21 +150,21 @@ class Lifecycle:
         outcome.jobs.extend(stored)
         batch_counts: dict[str, int] = {}
         for job in stored:
-            if job.batch_id is not None and job.conflict is None:
+            if job.batch_id is not None and job.conflict in _STORED:
                 batch_counts[job.batch_id] = batch_counts.get(job.batch_id, 0) + 1
         for batch_id, count in batch_counts.items():
             batch = self._get_batch(tx, batch_id)
             changed, _ = self.batches.fire(batch, "add", now, unsettled=1, count=count)
             tx.save_batch(changed)
         for job in stored:
-            if job.conflict is not None:
+            if job.conflict not in _STORED:
                 continue
             if any(known[d].state in self.failed for d in job.depends_on):
                 self._recheck_dependencies(tx, job, now, outcome)
         # DEP-005: return each job as stored, cancelled when a dependency had failed.
         latest = {job.id: job for job in outcome.jobs[len(stored) :]}
         outcome.jobs[: len(stored)] = [
-            job if job.conflict is not None else latest.get(job.id, job) for job in stored
+            latest.get(job.id, job) if job.conflict in _STORED else job for job in stored
         ]
         return outcome
 
@@ -186,6 +188,9 @@ class Lifecycle:
         claim = tx.lock_unique_claim(job.unique_key or "")
         holder = tx.get_job(claim.job_id) if claim.job_id is not None else None
         if claim.held(now, holder.state if holder else None):
+            if uniqueness.get("conflict") == "keep":  # UKEY-008: unique mode decides at claim
+                [kept] = tx.insert_jobs([job])
+                return replace(kept, conflict="kept")
             if holder is None:  # pruned: it counts as finished (UKEY-003)
                 return replace(job, id=claim.job_id, state="finished", conflict="discarded")
             if (

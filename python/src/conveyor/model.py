@@ -147,7 +147,7 @@ class Job:
     uniqueness: dict[str, Any] | None = None
     unique_key: str | None = None
     # Not stored: set on the job a publish returned because of a unique-key conflict
-    # (UKEY-004); "discarded" or "replaced".
+    # (UKEY-004); "discarded" or "replaced" (the holder), or "kept" (the new job, UKEY-008).
     conflict: str | None = field(default=None, compare=False)
 
     @property

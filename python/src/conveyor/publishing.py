@@ -243,6 +243,19 @@ def _uniqueness(options: PublishOptions, handler: Handler | None) -> Unique | No
     return unique
 
 
+def _unique_members(uniqueness: Unique, options: PublishOptions) -> dict[str, Any]:
+    """The publish request's ``uniqueness``; with ``keep``, also unique mode (UKEY-008)."""
+    members: dict[str, Any] = {"uniqueness": uniqueness.document()}
+    if uniqueness.conflict == "keep":
+        if options.identifier is None:
+            raise InvalidRequest(
+                "unique conflict 'keep' runs the jobs in unique mode, which needs an "
+                "identifier: give identifier="
+            )
+        members["unique"] = True
+    return members
+
+
 def rate_period_ms(name: str, value: Any) -> int:
     """A rate window's length (timedelta or seconds) in whole milliseconds, 1 ms to 31 days."""
     return bounded_ms(name, value, LONGEST_RATE_PERIOD, "RATE-001")
@@ -503,7 +516,7 @@ class JobFactory:
             document["rate_key"], document["rate_limit"], document["rate_period_ms"] = rate
         uniqueness = _uniqueness(options, first)
         if uniqueness is not None:
-            document["uniqueness"] = uniqueness.document()
+            document.update(_unique_members(uniqueness, options))
         for name, value in document.items():
             if name not in ("requests", "metadata"):  # encoded by the codec already
                 _check_plain(value, name)
@@ -537,7 +550,7 @@ class JobFactory:
             ),
             serial_group=options.serial_group,
             identifier=options.identifier,
-            unique=options.unique is True,
+            unique=document["unique"],
             recurring_interval_ms=document.get("recurring", {}).get("interval_ms"),
             depends_on=depends_on,
             batch_id=options.batch_id,

@@ -19,7 +19,7 @@ from .errors import InvalidRequest
 from .model import Job, replace
 from .specfiles import machine_document
 
-CONFLICTS = ("discard", "replace")
+CONFLICTS = ("discard", "replace", "keep")
 # The states a claim covers when the request names none (UKEY-001): every state but the two
 # in which the work was not performed and will not be unless an operator acts.
 UNCOVERED_BY_DEFAULT = frozenset({"permanently_failed", "cancelled"})
@@ -35,7 +35,9 @@ class Unique:
     ``key`` is the caller's label; ``fields`` the paths whose values make the key (``type``,
     ``queue``, ``identifier``, ``payload``, ``payload.customer_id``); with neither, the key is
     made of the type and the whole payload. ``conflict``: ``discard`` returns the holder,
-    ``replace`` also gives it the new payload, priority and run time while it has not started.
+    ``replace`` also gives it the new payload, priority and run time while it has not started,
+    ``keep`` stores the new job too, in unique mode (it needs an ``identifier``): the claim
+    decides which one runs, and the other ends ``redundant``.
     """
 
     key: str | None = None
@@ -68,6 +70,17 @@ class Unique:
         if self.states is not None:
             member["states"] = list(self.states)
         return member
+
+
+def check_request(document: Mapping[str, Any]) -> None:
+    """UKEY-001: ``keep`` leaves the decision to unique mode, so the request must use it."""
+    member = document.get("uniqueness")
+    keep = isinstance(member, Mapping) and member.get("conflict") == "keep"
+    if keep and not document.get("unique"):
+        raise InvalidRequest(
+            "uniqueness with conflict 'keep' needs unique true (and an identifier): unique "
+            "mode decides at claim which of the kept jobs runs"
+        )
 
 
 def period_ms(value: timedelta | float) -> int:

@@ -17,6 +17,7 @@ from ..errors import InvalidRequest
 from ..model import Job
 from ..publishing import Call, validate_publish_request
 from ..uniqueness import Unique
+from ..uniqueness import check_request as check_unique_request
 from .masking import job_view, mask_urls
 from .settings import WebSettings
 
@@ -203,6 +204,7 @@ class WebService:
             options["timeout"] = document["timeout_ms"] / 1000
         if "available_at" in document:
             options["available_at"] = parse_timestamp(document["available_at"])
+        check_unique_request(document)
         if document.get("uniqueness") is not None:
             if document.get("unique"):
                 raise InvalidRequest(
