@@ -10,11 +10,12 @@ Verdicts, as exit codes of ``conveyor-conformance run``:
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import PROTOCOL_VERSION, __version__
+from . import PROTOCOL_VERSION, __version__, tracefmt
 from .coverage import NOT_TESTABLE, PARTLY_TESTABLE
 from .protocol import PROTOCOL_RULES
 from .spec import Spec
@@ -105,10 +106,7 @@ def build(
         )
     features: dict[str, Any] = {}
     for feature in ["core", *spec.features]:
-        if feature == "core":
-            in_feature = [c for c in checks if not c.features or c.kind != "vector"]
-        else:
-            in_feature = [c for c in checks if feature in c.features]
+        in_feature = [c for c in checks if feature in filed_under(c, spec)]
         counts = {
             s: sum(1 for c in in_feature if c.status == s)
             for s in ("pass", "fail", "skip", "error")
@@ -161,6 +159,24 @@ def build(
         "requirements": requirements,
         "checks": [_check_dict(c) for c in checks],
     }
+
+
+def filed_under(check: CheckResult, spec: Spec) -> set[str]:
+    """The features whose counts a check joins.
+
+    A check that ran counts for what it covers: a vector for its features (the core when it names
+    none), the stateful suite and the protocol check for the core and every feature they ran with.
+    A failing check counts only where the requirements it broke belong, within what it covers:
+    the stateful suite stops at its first failure, which says nothing against the other features.
+    When none of its broken requirements lies there (a protocol rule), it counts for all of them.
+    """
+    covered = set(check.features) if check.kind == "vector" and check.features else {"core"}
+    if check.kind != "vector":
+        covered |= set(check.features)
+    if check.status not in ("fail", "error"):
+        return covered
+    broken = {spec.feature_of(r) for r in check.failed_requirements} & covered
+    return broken or covered
 
 
 def _check_dict(check: CheckResult) -> dict[str, Any]:
@@ -256,12 +272,7 @@ def summary(report: dict[str, Any], *, verbose: bool = False) -> str:
     if failures:
         lines += ["", "Failures:"]
         for check in failures[:20]:
-            reqs = ", ".join(check.get("failed_requirements") or check["requirements"])
-            lines.append(f"  {check['id']} [{reqs}]")
-            lines.append(f"      {check['message'][:1000]}")
-            saved = (check.get("detail") or {}).get("saved_trace")
-            if saved:
-                lines.append(f"      minimal trace saved as {saved}")
+            lines += failure_lines(check)
         if len(failures) > 20:
             lines.append(f"  ... and {len(failures) - 20} more in the JSON report")
     if report.get("adapter_skips"):
@@ -281,6 +292,29 @@ def summary(report: dict[str, Any], *, verbose: bool = False) -> str:
     }[report["verdict"]]
     lines.append(f"Verdict: {verdict}")
     return "\n".join(lines)
+
+
+def failure_lines(check: dict[str, Any], limit: int | None = None) -> list[str]:
+    """A failing check: its id and broken requirements, what differed, and a minimal trace.
+
+    Every line fits the console (:func:`tracefmt.width`); the JSON report keeps the whole message
+    and the saved file the whole trace.
+    """
+    limit = limit or tracefmt.width()
+    reqs = ", ".join(check.get("failed_requirements") or check["requirements"])
+    lines = [tracefmt.cut(f"  {check['id']} [{reqs}]", limit)]
+    message = check["message"]
+    for part in textwrap.wrap(message[:1000], limit - 6, break_on_hyphens=False)[:8] or [""]:
+        lines.append(f"      {part}")
+    trace = check.get("trace") or {}
+    if trace.get("origin") == "hypothesis" and trace.get("vectors"):
+        steps = trace["vectors"][0]["steps"]
+        lines.append(f"      minimal trace, {len(steps)} steps:")
+        lines += tracefmt.format_trace(steps, limit, indent="    ")
+    saved = (check.get("detail") or {}).get("saved_trace")
+    if saved:
+        lines.append(tracefmt.cut(f"      saved as {saved} (replay it with --vectors-dir)", limit))
+    return lines
 
 
 def export(report: dict[str, Any], name: str | None = None) -> dict[str, Any]:

@@ -529,6 +529,10 @@ class Lifecycle:
             last_error=None,
             errors=(),
             execution=None,
+            # The copy has not run: the result and progress of the run that ended stay with it
+            # (REC-002, RESULT-001, PROGRESS-002).
+            result=None,
+            progress=None,
         )
         out.jobs.extend(tx.insert_jobs([copy]))
 
