@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, report, vectors
+from .progress import MODES, Progress
 from .protocol import Protocol
 from .spec import Spec
 from .transport import AdapterError, Client
@@ -76,7 +77,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-vectors", action="store_true", help="skip the vectors")
     run.add_argument("--no-stateful", action="store_true", help="skip the stateful suite")
     run.add_argument("--verbose", action="store_true", help="list every requirement")
-    run.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    run.add_argument(
+        "--quiet", action="store_true", help="print only the verdict line, and no progress"
+    )
+    run.add_argument(
+        "--progress",
+        choices=MODES,
+        default="auto",
+        help="progress on stderr: a live counter on a terminal, a line per part of the run "
+        "elsewhere (auto, the default), or none (off)",
+    )
 
     generate = sub.add_parser("generate", help="regenerate the generated vector files")
     generate.add_argument("--out", help="directory to write to (default: the vectors directory)")
@@ -174,6 +184,7 @@ def run(arguments: argparse.Namespace) -> int:
         client.start()
         return client
 
+    progress = Progress("off" if arguments.quiet else arguments.progress)
     checks: list[CheckResult] = []
     fatal: str | None = None
     handshake: dict[str, Any] = {}
@@ -211,9 +222,12 @@ def run(arguments: argparse.Namespace) -> int:
             if not arguments.no_vectors:
                 directory = Path(arguments.vectors_dir) if arguments.vectors_dir else None
                 broken = 0
-                for vector in vectors.select(vectors.load(directory), arguments.select):
+                chosen = vectors.select(vectors.load(directory), arguments.select)
+                progress.vectors_start(len(chosen))
+                for vector in chosen:
                     result = vectors.run_vector(client, vector, claimed, capabilities, selected)
                     checks.append(result)
+                    progress.vector_done(vector.file, result.status)
                     if result.status != "error":
                         broken = 0
                         continue
@@ -232,6 +246,7 @@ def run(arguments: argparse.Namespace) -> int:
                         fatal = f"the adapter could not be restarted: {error}"
                         client = None
                         break
+                progress.vectors_end()
             if not arguments.no_stateful and fatal is None:
                 from .stateful import StatefulOptions, run_stateful
 
@@ -249,10 +264,13 @@ def run(arguments: argparse.Namespace) -> int:
                     failures_dir=failures_dir,
                     label=_label(handshake),
                     shrink=not arguments.no_shrink,
+                    on_example=progress.example,
                 )
+                progress.stateful_start(examples, steps, arguments.seed)
                 started_stateful = time.monotonic()
                 result = run_stateful(client, spec, stateful_options, reconnect=connect)
                 result.duration_ms = int((time.monotonic() - started_stateful) * 1000)
+                progress.stateful_end(result.status)
                 checks.append(result)
         if fatal is None and checks and not any(c.status == "error" for c in checks):
             checks.append(_protocol_check(checks, arguments.validate_protocol))

@@ -47,12 +47,27 @@ class Mismatch:
 
     def describe(self, names: IdNames | None = None) -> str:
         """The mismatch in one line; with ``names``, ids as the trace names its jobs."""
-        expected, actual = self.expected, self.actual
+        expected, actual = self.expected, _brief_jobs(self.actual)
         if names is not None:
             expected = names.show_at(expected, self.path)
             actual = actual if actual is MISSING else names.show_at(actual, self.path)
         shown = "(missing)" if actual is MISSING else short(actual)
-        return f"{self.path or '(result)'}: expected {short(expected)}, got {shown}"
+        where = self.path or "(result)"
+        if isinstance(expected, list) and isinstance(actual, list) and len(expected) != len(actual):
+            return (
+                f"{where}: expected {len(expected)} items {short(expected)}, "
+                f"got {len(actual)} {shown}"
+            )
+        return f"{where}: expected {short(expected)}, got {shown}"
+
+
+def _brief_jobs(value: Any) -> Any:
+    """Whole job documents in a mismatch cut to their id and state: the rest is noise there."""
+    if isinstance(value, list):
+        return [_brief_jobs(v) for v in value]
+    if isinstance(value, dict) and {"id", "state", "requests"} <= set(value):
+        return {"id": value["id"], "state": value["state"]}
+    return value
 
 
 MATCHERS = frozenset(

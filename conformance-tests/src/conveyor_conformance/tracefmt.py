@@ -25,7 +25,8 @@ def width() -> int:
 
 
 def compact(value: Any) -> str:
-    """Compact JSON in which id references are written as bare names (``j1``, ``new ~1``)."""
+    """Compact JSON for the eye: id references as bare names (``j1``, ``new ~1``), member names
+    unquoted, and a request of a type and a payload as ``work`` or ``work({"n":1})``."""
     if isinstance(value, dict):
         if len(value) == 1:
             ((key, argument),) = value.items()
@@ -33,13 +34,18 @@ def compact(value: Any) -> str:
                 return argument
             if key == "$new" and isinstance(argument, str):
                 return f"new {argument}"
-        inner = ",".join(
-            f"{json.dumps(k, ensure_ascii=False)}:{compact(v)}" for k, v in value.items()
-        )
+        if set(value) <= {"type", "payload"} and isinstance(value.get("type"), str):
+            payload = value.get("payload")
+            return value["type"] + (f"({compact(payload)})" if payload is not None else "")
+        inner = ",".join(f"{_key(k)}:{compact(v)}" for k, v in value.items())
         return "{" + inner + "}"
     if isinstance(value, list):
         return "[" + ",".join(compact(v) for v in value) + "]"
     return json.dumps(value, ensure_ascii=False)
+
+
+def _key(name: str) -> str:
+    return name if name.isidentifier() else json.dumps(name, ensure_ascii=False)
 
 
 def cut(line: str, limit: int) -> str:

@@ -316,16 +316,20 @@ def run_steps(
                 f"{response.value.get('message')}",
                 reqs,
             )
+        unbound: StepFailure | None = None
         if response.kind == "result":
             try:
                 _bind(step, response.value, aliases)
             except StepFailure as failure:
                 if "result" in step.get("expect", {"result": None}):
-                    raise StepFailure(
-                        index, f"step {index} ({step['cmd']}): {failure}", reqs
-                    ) from None
+                    unbound = failure
         expect = step.get("expect", {})
-        problem = expectation_problem(expect, response, aliases.resolve, aliases.names)
+        try:
+            problem = expectation_problem(expect, response, aliases.resolve, aliases.names)
+        except StepFailure:  # it names the alias the step failed to bind
+            problem = None
+        # What differed says more than the alias that could not be bound for lack of a job.
+        problem = problem or (str(unbound) if unbound is not None else None)
         if problem is not None:
             raise StepFailure(index, f"step {index} ({step['cmd']}): {problem}", reqs)
         pattern = _matched_result(expect, response, aliases.resolve)

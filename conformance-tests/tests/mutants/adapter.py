@@ -50,6 +50,15 @@ MUTANTS: dict[str, tuple[str, str]] = {
     ),
     "priority-set-ignored": ("a configured priority set does not restrict publishing", "ORDER-003"),
     "pause-ignored": ("claims take jobs of paused queues", "PAUSE-001"),
+    "recurring-copy-lost": ("a recurring job that ends publishes no copy", "REC-001"),
+    "recurring-copy-keeps-result": (
+        "a recurring copy carries the result and progress of the run that ended",
+        "REC-002",
+    ),
+    "bulk-publish-partial": (
+        "a bulk publish stores the jobs before the one it refuses",
+        "JOB-006",
+    ),
 }
 
 
@@ -149,6 +158,37 @@ def apply(mutant: str) -> None:
             "rescue",
             lambda f: lambda self, tx, now, limit: lifecycle.Outcome(),
         )
+    elif mutant == "recurring-copy-lost":
+        _wrap(
+            lifecycle.Lifecycle,
+            "_republish_recurring",
+            lambda f: lambda self, tx, job, now, out: None,
+        )
+    elif mutant == "recurring-copy-keeps-result":
+
+        def republish(original: Any) -> Any:
+            def patched(self: Any, tx: Any, job: Any, now: Any, out: Any) -> None:
+                kept = len(out.jobs)
+                original(self, tx, job, now, out)
+                for copy in out.jobs[kept:]:
+                    tx.save_job(
+                        copy,
+                        replace(copy, result=job.result, progress=job.progress),
+                        {"result", "progress"},
+                    )
+
+            return patched
+
+        _wrap(lifecycle.Lifecycle, "_republish_recurring", republish)
+    elif mutant == "bulk-publish-partial":
+
+        def bulk(self: Any, request: Any) -> Any:
+            stored = []
+            for document in request["jobs"]:  # one transaction per job
+                stored += self.conveyor._store_jobs([self.build(document)])
+            return {"jobs": [job.to_dict() for job in stored]}
+
+        conformance_adapter.Session.cmd_publish_bulk = bulk  # type: ignore[method-assign]
     elif mutant == "dependents-not-cancelled":
         _wrap(
             lifecycle.Lifecycle,
