@@ -1214,8 +1214,8 @@ def diagnose_claim(
         # Apply the claim so the next job is judged as the spec says: counting this one.
         model._fire(job, "claim", {"worker_id": args["worker_id"], "lease_ms": args["lease_ms"]})
     if len(got) < len(expected):
-        passed = ", ".join(map(name, expected[len(got) :]))
-        return "CLAIM-004", f"claimable jobs [{passed}] were passed over"
+        over = ", ".join(map(name, expected[len(got) :]))
+        return "CLAIM-004", f"claimable jobs [{over}] were passed over"
     return "ORDER-002", "the claim differs from the order of ORDER-002"
 
 

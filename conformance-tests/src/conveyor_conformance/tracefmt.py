@@ -34,9 +34,10 @@ def compact(value: Any) -> str:
                 return argument
             if key == "$new" and isinstance(argument, str):
                 return f"new {argument}"
-        if set(value) <= {"type", "payload"} and isinstance(value.get("type"), str):
+        kind = value.get("type")
+        if set(value) <= {"type", "payload"} and isinstance(kind, str):
             payload = value.get("payload")
-            return value["type"] + (f"({compact(payload)})" if payload is not None else "")
+            return kind + (f"({compact(payload)})" if payload is not None else "")
         inner = ",".join(f"{_key(k)}:{compact(v)}" for k, v in value.items())
         return "{" + inner + "}"
     if isinstance(value, list):
