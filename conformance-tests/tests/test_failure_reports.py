@@ -182,7 +182,7 @@ def test_progress_is_a_live_counter_on_a_terminal() -> None:
 
 
 def test_progress_in_a_log_is_a_few_lines_and_quiet_silences_it(suite) -> None:
-    run = suite(REFERENCE, "--max-examples", "2", "--steps", "5", "--features", "core")
+    run = suite(REFERENCE, "--max-examples", "2", "--steps", "5", "--select", "core")
     assert run.code == 0, run.output
     progress = [
         line for line in run.output.splitlines() if line.startswith(("vectors", "stateful"))
