@@ -62,8 +62,10 @@ def build(
     claimed = set(handshake.get("features", []))
     selected = options.get("features")
     requirements: dict[str, Any] = {}
-    for req in [*spec.requirements.values()]:
-        requirements[req.id] = _entry(req.feature, req.level, req.summary)
+    for requirement in spec.requirements.values():
+        requirements[requirement.id] = _entry(
+            requirement.feature, requirement.level, requirement.summary
+        )
     for rule, text in PROTOCOL_RULES.items():
         requirements[rule] = _entry("protocol", "must", text)
     store_side: dict[str, int] = {}
