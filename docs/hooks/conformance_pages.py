@@ -60,7 +60,7 @@ GROUPS = (
     ("clock", "Clock and barrier"),
     ("publishing", "Publishing"),
     ("workers", "Workers"),
-    ("worker", "Worker mode"),
+    ("worker", "Worker mode commands"),
     ("operations", "Operations"),
     ("reading", "Reading"),
     ("batches", "Batches"),

@@ -10,6 +10,9 @@ Time comes only from a :class:`~conveyor.clock.ManualClock` the harness sets and
 Server backends (PostgreSQL, MariaDB) get tables with a prefix unique to this process, which
 ``reset`` empties and ``stop`` drops, so several runs can share one database.
 
+Every handler ``reset`` registers follows the harness's script, for worker mode: ``run_worker``
+runs the library's own worker over them (:mod:`conveyor.conformance_worker`).
+
 Broker backends (``postgresql+rabbitmq``, ``sqlite+rabbitmq``) run the app in broker mode: every
 committed change hands job ids to RabbitMQ, and ``claim`` is answered as a broker consumer
 answers a message (:class:`BrokerClaims`). Their AMQP queues carry a prefix unique to this
