@@ -80,6 +80,7 @@ class ScriptedWorker:
         claim: Json = {"worker_id": request["worker_id"], "lease_ms": request["lease_ms"]}
         if request.get("queues"):
             claim["queues"] = request["queues"]
+        self.call("rescue", {})  # a worker looks for expired leases as it starts (LEASE-008)
         ran: list[Json] = []
         limit = request.get("max_jobs")
         taken = 0
