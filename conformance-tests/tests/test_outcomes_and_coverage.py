@@ -125,21 +125,22 @@ def test_untestable_requirements_are_named_and_explained() -> None:
 
 
 def _check(check_id: str, status: str, requires: list[str]) -> CheckResult:
-    return CheckResult(check_id, "vector", status, ["OUT-006"], requires=requires)
+    check = CheckResult(check_id, "vector", status, ["OUT-006"], requires=requires)
+    if status == "fail":
+        check.failed_requirements = ["OUT-006"]
+    return check
+
+
+def _requirements(*checks: CheckResult) -> dict[str, Any]:
+    return report.build(SPEC, {"features": []}, list(checks), {}, "start", "end")
 
 
 def test_worker_side_requirements_pass_only_in_worker_mode() -> None:
     """A check that reports outcomes in place of a worker never makes OUT-006 pass."""
     assert set(WORKER_SIDE) <= set(SPEC.requirements)
     assert not set(WORKER_SIDE) & set(NOT_TESTABLE)
-    handshake = {"features": []}
-    store_only = report.build(
-        SPEC,
-        handshake,
-        [_check("outcome-die", "pass", []), _check("worker-die", "skip", ["worker"])],
-        {},
-        "start",
-        "end",
+    store_only = _requirements(
+        _check("outcome-die", "pass", []), _check("worker-die", "skip", ["worker"])
     )
     entry = store_only["requirements"]["OUT-006"]
     assert entry["status"] == "untested"
@@ -152,19 +153,12 @@ def test_worker_side_requirements_pass_only_in_worker_mode() -> None:
         if store_only["requirements"][req]["feature"] == "core":
             assert store_only["requirements"][req]["status"] == "untested", req
 
-    worker = report.build(
-        SPEC,
-        handshake,
-        [_check("outcome-die", "pass", []), _check("worker-die", "pass", ["worker"])],
-        {},
-        "start",
-        "end",
+    worker = _requirements(
+        _check("outcome-die", "pass", []), _check("worker-die", "pass", ["worker"])
     )
     assert worker["requirements"]["OUT-006"]["status"] == "pass"
     assert worker["requirements"]["OUT-006"]["passed"] == 1
 
     # A store-side failure is still a failure.
-    failed = _check("outcome-die", "fail", [])
-    failed.failed_requirements = ["OUT-006"]
-    broken = report.build(SPEC, handshake, [failed], {}, "start", "end")
+    broken = _requirements(_check("outcome-die", "fail", []))
     assert broken["requirements"]["OUT-006"]["status"] == "fail"
