@@ -62,6 +62,10 @@ MUTANTS: dict[str, tuple[str, str]] = {
         "the worker retries a request type it has no handler for",
         "OUT-003",
     ),
+    "worker-ignores-timeout": (
+        "the worker lets a handler run past its job's timeout",
+        "TIMEOUT-002",
+    ),
 }
 
 
@@ -284,6 +288,10 @@ def apply(mutant: str) -> None:
             return patched
 
         _wrap(execution.JobRunner, "_prepare", prepare)
+    elif mutant == "worker-ignores-timeout":
+        from conveyor import execution, worker
+
+        worker.timeout_of = execution.timeout_of = lambda job: None
     else:
         raise SystemExit(f"unknown mutant {mutant!r}; one of {', '.join(MUTANTS)}")
 
