@@ -28,12 +28,12 @@ def masked(value: Any) -> Any:
 
 def job_view(job: dict[str, Any], show_payloads: bool) -> dict[str, Any]:
     """A job document (job.schema.json) as the web shows it: URL passwords masked
-    everywhere, payloads and metadata replaced by null unless ``show_payloads``."""
+    everywhere, and unless ``show_payloads`` the payloads withheld (null) and the metadata
+    empty, as the HTTP binding allows (spec.md#HTTP-012); the responses then carry the header
+    ``Conveyor-Withheld`` instead of a member the job schema does not define."""
     shown = masked(job)
     if not show_payloads:
         for request in shown["requests"]:
             request["payload"] = None
-            request["payload_hidden"] = True
-        shown["metadata"] = None
-        shown["payload_hidden"] = True
+        shown["metadata"] = {}
     return dict(shown)
