@@ -38,6 +38,7 @@ from .app import Conveyor
 from .broker.envelope import Envelope, InvalidEnvelope
 from .broker.settings import BrokerSettings
 from .clock import ManualClock, format_timestamp, parse_timestamp
+from .conformance_http import TOKEN_VARIABLE, URL_VARIABLE, BindingServer
 from .errors import ConfigurationError, InvalidRequest, Refused
 from .model import Batch, Job
 from .priority import PriorityRange
@@ -298,6 +299,7 @@ class Session:
     broker_url: str | None = None
     broker_settings: BrokerSettings | None = None
     broker_claims: BrokerClaims | None = None
+    http: BindingServer | None = None  # HTTP mode: conveyor web on this app (conformance_http)
 
     @classmethod
     def open(cls, backend: str, url: str | None, broker_url: str | None = None) -> Session:
@@ -380,6 +382,8 @@ class Session:
             self.broker_claims.purge(self.app.broker)
 
     def close(self) -> None:
+        if self.http is not None:
+            self.http.stop()
         if self.app is not None:
             if self.broker_claims is not None:
                 try:
@@ -457,6 +461,8 @@ class Session:
         self.wipe()
         self.notifier.seen.clear()
         self.app = self.new_app(request.get("handlers", []), request.get("priorities"))
+        if self.http is not None:
+            self.http.serve(self.app)
         return {}
 
     def cmd_clock_set(self, request: Json) -> Json:
@@ -758,6 +764,11 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
     session = Session.open(arguments.backend, arguments.url, arguments.broker_url)
+    http_url = os.environ.get(URL_VARIABLE)
+    if http_url:
+        # HTTP mode: the harness sends the binding's commands to this URL (spec.md#http).
+        token = os.environ.get(TOKEN_VARIABLE) or None
+        session.http = BindingServer(http_url, token).start()
     # Anything the library might print must not reach the protocol stream.
     protocol_out = sys.stdout
     sys.stdout = sys.stderr

@@ -79,9 +79,11 @@ class UnsupportedMediaType(Exception):
 
 
 async def _json_body(request: Request) -> Any:
+    """The JSON body of a POST (HTTP-002); an empty body with the JSON media type reads as
+    ``{}``."""
     raw = await request.body()
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/json" and (raw or request.method == "POST"):
+    if kind != "application/json":
         # A cross-site HTML form cannot send JSON: this is a second line against CSRF.
         raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json")
     if not raw:
@@ -93,7 +95,7 @@ async def _json_body(request: Request) -> Any:
 
 
 async def _empty_body(request: Request) -> None:
-    """The body of an operation: ``{}`` or none (HTTP-006)."""
+    """The body of an operation: ``{}`` (HTTP-006)."""
     if await _json_body(request) != {}:
         raise InvalidRequest("send an empty JSON object ({}) as the body of this operation")
 

@@ -7,7 +7,11 @@ from typing import Any
 
 # scheme://user:password@host: the password part, whatever the scheme (database, broker,
 # HTTP endpoints quoted in error messages and tracebacks).
-_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^@\s/]+)@")
+# The scheme starts a word and is at most 32 characters long, so that a long string without
+# any URL (a payload of a megabyte) is scanned in linear time, not tried at every position.
+_CREDENTIALS = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://[^/\s:@]*:)(?P<secret>[^@\s/]+)@"
+)
 
 
 def mask_urls(text: str) -> str:
