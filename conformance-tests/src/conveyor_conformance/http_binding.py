@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from .protocol import Protocol
 from .spec import Spec
 from .transport import AdapterError, Client, Response
 
@@ -214,21 +213,14 @@ class HttpClient(Client):
         spec: Spec,
         page_size: int = DEFAULT_PAGE_SIZE,
         traffic: Traffic | None = None,
-        timeout: float = 30.0,
-        protocol: Protocol | None = None,
-        validate: bool = False,
-        specversion: str = "0.2",
         env: dict[str, str] | None = None,
+        **settings: Any,
     ) -> None:
+        """``settings`` are those of :class:`Client` (timeout, protocol, validate, ...)."""
         super().__init__(
-            command,
-            timeout=timeout,
-            protocol=protocol,
-            validate=validate,
-            specversion=specversion,
-            env={**(env or {}), **adapter_env(http_url, http_token)},
+            command, env={**(env or {}), **adapter_env(http_url, http_token)}, **settings
         )
-        self.http = Http(http_url, http_token, timeout)
+        self.http = Http(http_url, http_token, self.timeout)
         self.spec = spec
         self.page_size = page_size
         self.traffic = traffic if traffic is not None else Traffic()
