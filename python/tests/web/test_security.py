@@ -116,6 +116,15 @@ def test_basic_authentication(make_client: ClientFactory) -> None:
     assert client.get("/", headers=basic("ops", "correct horse")).status_code == 200
 
 
+def test_both_credentials_challenge_both_schemes(make_client: ClientFactory) -> None:
+    """HTTP-010: a token configured beside basic credentials is named in the challenge."""
+    client = make_client(token=TOKEN, username="ops", password="correct horse")
+    challenge = client.get("/api/jobs").headers["www-authenticate"]
+    assert challenge.startswith("Basic")  # a browser asks for the password
+    assert 'Bearer realm="Conveyor"' in challenge
+    assert client.get("/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
 # -- CSRF -------------------------------------------------------------------------------------
 
 
