@@ -15,6 +15,8 @@ HTTP = ("--http", "auto", "--http-token", TOKEN, "--no-stateful")
 # requeue, the paused queues; errors and payloads for the statuses and bodies.
 SELECT = ("--select", "ops-,paused,errors.json,publishing.json")
 HTTP_MUTANT = f"{PYTHON} {HERE / 'mutants' / 'http_adapter.py'}"
+# The binding's own checks catch every mutant; one vector that lists across pages is enough.
+MUTANT_SELECT = ("--select", "ops-list")
 
 
 def test_reference_conforms_through_http(suite) -> None:
@@ -50,6 +52,6 @@ def test_without_http_the_binding_is_not_claimed(suite) -> None:
 def test_http_mode_rejects_each_mutant(suite, mutant: str) -> None:
     from .mutants.http_adapter import MUTANTS
 
-    run = suite(f"{HTTP_MUTANT} {mutant} --backend memory", *HTTP, *SELECT)
+    run = suite(f"{HTTP_MUTANT} {mutant} --backend memory", *HTTP, *MUTANT_SELECT)
     assert run.code != 0, run.output
     assert MUTANTS[mutant][1] in run.failed_requirements, (mutant, run.failed_requirements)
