@@ -13,6 +13,7 @@ import functools
 import json
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -842,6 +843,10 @@ class SqlTransaction:
         )
 
 
+class _ThreadEnd:
+    """Lives in a thread's locals only: collected when the thread ends (see SqlStore._hold)."""
+
+
 class SqlStore:
     """Jobs in a relational database; the schema is created or upgraded on first use."""
 
@@ -947,9 +952,26 @@ class SqlStore:
                 return held
         connection = self.engine.connect()
         self._local.connection = connection
+        self._hold(connection, "connection")
+        return connection
+
+    def _hold(self, connection: Connection, name: str) -> None:
+        """Track this thread's ``connection`` and give it back to the pool when the thread
+        ends: a thread of a pool that comes and goes (a web server's, anyio's) would otherwise
+        keep it checked out for ever, and after the pool's size such threads wait for one."""
         with self._connections_lock:
             self._connections.add(connection)
-        return connection
+        ended = _ThreadEnd()
+        setattr(self._local, f"{name}_end", ended)  # dropped with the thread's locals
+        weakref.finalize(ended, self._release, connection)
+
+    def _release(self, connection: Connection) -> None:
+        with self._connections_lock:
+            if connection not in self._connections:
+                return  # forgotten or closed already
+            self._connections.discard(connection)
+        with contextlib.suppress(DBAPIError):
+            connection.close()
 
     def _forget(self, connection: Connection) -> None:
         self._local.connection = None
@@ -992,8 +1014,7 @@ class SqlStore:
         if connection is None or connection.invalidated or connection.closed:
             connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             self._local.autocommit = connection
-            with self._connections_lock:
-                self._connections.add(connection)
+            self._hold(connection, "autocommit")
         try:
             yield self._transaction_on(connection)
         except DBAPIError as error:
