@@ -18,7 +18,7 @@ from .errors import ConfigurationError, InvalidRequest, JobNotFound, StaleLease,
 from .eventloop import LoopThread
 from .handlers import Handler, HandlerRegistry
 from .heartbeat import Heartbeat
-from .hooks import Hooks
+from .hooks import AroundAttempt, AroundPublish, Hooks, Publishing, around
 from .lifecycle import Lifecycle, Outcome
 from .model import Batch, Job, WorkerRecord
 from .notify import LoggingNotifier, Notifier
@@ -406,14 +406,16 @@ class Conveyor:
         return self._store_jobs(jobs, connection)
 
     def _store_jobs(self, jobs: Sequence[Job], connection: Any = None) -> list[Job]:
-        publish = self.operations.publish(jobs, self.now())
-        if connection is not None:
-            outcome = publish(self._joined(connection))
-        else:
-            with self.store.transaction() as tx:
-                outcome = publish(tx)
-        changed = self._deliver(outcome, caller_transaction=connection)
-        return stored(outcome, len(jobs), changed)
+        with around(self.hooks.around_publish, Publishing(list(jobs))) as publishing:
+            publish = self.operations.publish(publishing.jobs, self.now())
+            if connection is not None:
+                outcome = publish(self._joined(connection))
+            else:
+                with self.store.transaction() as tx:
+                    outcome = publish(tx)
+            changed = self._deliver(outcome, caller_transaction=connection)
+            publishing.stored = stored(outcome, len(publishing.jobs), changed)
+        return publishing.stored
 
     def _joined(self, connection: Any) -> Transaction:
         return self.store.join(connection)
@@ -908,6 +910,18 @@ class Conveyor:
         self, hook: Callable[[Job], dict[str, Any] | None]
     ) -> Callable[[Job], dict[str, Any] | None]:
         self.hooks.metadata.append(hook)
+        return hook
+
+    def around_publish(self, hook: AroundPublish) -> AroundPublish:
+        """Enter ``hook(publishing)``, a context manager, around each write of published jobs
+        (:class:`~conveyor.hooks.Publishing`); it may change the jobs before they are stored."""
+        self.hooks.around_publish.append(hook)
+        return hook
+
+    def around_attempt(self, hook: AroundAttempt) -> AroundAttempt:
+        """Enter ``hook(attempt)``, a context manager, around each attempt of a job, in the
+        thread (or task) that runs its handlers (:class:`~conveyor.hooks.Attempt`)."""
+        self.hooks.around_attempt.append(hook)
         return hook
 
     def _deliver(self, outcome: Outcome, caller_transaction: Any = None) -> dict[str, Job]:

@@ -25,7 +25,7 @@ from .errors import (
 from .eventloop import LoopThread
 from .handlers import HandlerRegistry, JobContext
 from .heartbeat import Heartbeat
-from .hooks import Hooks
+from .hooks import Attempt, Hooks, around
 from .model import Job
 from .outcomes import Die, PermanentError, TemporaryError, Waiting
 from .resilience import retry_while_unavailable
@@ -240,7 +240,9 @@ class JobRunner:
             return self.loop.run(self.perform_async(job, timeout_of(job)))
         token, started, memory_before = self._start(job)
         try:
-            report, current = self._run_requests(job, token)
+            with around(self.host.hooks.around_attempt, Attempt(job)) as attempt:
+                report, current = self._run_requests(job, token)
+                attempt.event, attempt.error = report.event, report.params.get("error")
         except BaseException:
             self.heartbeat.release(job.id)
             raise
@@ -252,12 +254,14 @@ class JobRunner:
         token, started, memory_before = self._start(job)
         progress = _Progress(job)
         try:
-            try:
-                report, current = await asyncio.wait_for(
-                    self._run_requests_async(job, token, progress), timeout
-                )
-            except TimeoutError:
-                report, current = timed_out(timeout or 0), progress.current
+            with around(self.host.hooks.around_attempt, Attempt(job)) as attempt:
+                try:
+                    report, current = await asyncio.wait_for(
+                        self._run_requests_async(job, token, progress), timeout
+                    )
+                except TimeoutError:
+                    report, current = timed_out(timeout or 0), progress.current
+                attempt.event, attempt.error = report.event, report.params.get("error")
         except BaseException:
             self.heartbeat.release(job.id)
             raise
