@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .clock import Clock, SystemClock, duration_ms, from_ms
+from .counting import Counts, PendingCounts
 from .engine import JobEngine
 from .errors import ConfigurationError, InvalidRequest, JobNotFound, StaleLease, WaitTimeout
 from .eventloop import LoopThread
@@ -136,6 +137,8 @@ class Conveyor:
         self.table_prefix = table_prefix
         self.handlers = HandlerRegistry()
         self.hooks = Hooks()
+        # Failed attempts, added to the store's totals at most once a second (counting.py).
+        self.event_counts = PendingCounts(self.add_to_counters)
         self.engine = JobEngine()
         self.lifecycle = Lifecycle(self.engine, duration_ms(waiting_delay))
         self.factory = JobFactory(
@@ -196,6 +199,8 @@ class Conveyor:
 
     def close(self) -> None:
         """Stop the app's heartbeat and event loop, and close the broker and the store."""
+        if self._store is not None:
+            self.event_counts.flush()
         self.heartbeat_thread.close()
         self.loop.close()
         if self._broker_mode is not None:
@@ -583,6 +588,25 @@ class Conveyor:
         with self.store.transaction() as tx:
             rows = tx.ended_by_minute(since)
         return [(from_ms(minute * 60_000), state, count) for minute, state, count in rows]
+
+    def ended_executions(
+        self, window: timedelta, limit: int = 10_000
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(queue, execution record) of the latest ``limit`` jobs that ended within
+        ``window``: what the metrics' histograms are computed from."""
+        with self.store.transaction() as tx:
+            return tx.ended_executions(self.now() - window, limit)
+
+    def add_to_counters(self, counts: Counts) -> None:
+        """Add to the store's event totals (counting.py), by (name, queue)."""
+        with self.store.transaction() as tx:
+            tx.add_to_counters(counts)
+
+    def counters(self) -> list[tuple[str, str, int]]:
+        """(name, queue, total) of the events counted in the store: failed attempts, lease
+        rescues and broker repairs (docs/operations/metrics.md#counters)."""
+        with self.store.transaction() as tx:
+            return tx.counters()
 
     # -- state changes --------------------------------------------------------------------
 
