@@ -938,13 +938,13 @@ class Conveyor:
 
     def around_publish(self, hook: AroundPublish) -> AroundPublish:
         """Enter ``hook(publishing)``, a context manager, around each write of published jobs
-        (:class:`~conveyor.hooks.Publishing`); it may change the jobs before they are stored."""
+        (``conveyor.hooks.Publishing``); it may change the jobs before they are stored."""
         self.hooks.around_publish.append(hook)
         return hook
 
     def around_attempt(self, hook: AroundAttempt) -> AroundAttempt:
         """Enter ``hook(attempt)``, a context manager, around each attempt of a job, in the
-        thread (or task) that runs its handlers (:class:`~conveyor.hooks.Attempt`)."""
+        thread (or task) that runs its handlers (``conveyor.hooks.Attempt``)."""
         self.hooks.around_attempt.append(hook)
         return hook
 
