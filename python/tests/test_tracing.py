@@ -7,6 +7,7 @@ the attempt span can only find its parent through the stored job, as in another 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -137,6 +138,38 @@ def test_each_job_of_a_publish_many_has_its_own_span(traced: tuple[Traced, Trace
     assert all(span.parent is None for span in published.values())
 
 
+def test_spans_a_handler_starts_are_children_of_its_attempt(
+    traced: tuple[Traced, Traced],
+) -> None:
+    publisher, worker = traced
+    inner = worker.provider.get_tracer("handler")
+
+    def sync_task() -> None:
+        with inner.start_as_current_span("sync work"):
+            pass
+
+    async def async_task() -> None:
+        with inner.start_as_current_span("async work"):
+            await asyncio.sleep(0)
+
+    for traced_app in traced:
+        traced_app.app.register("sync", sync_task)
+        traced_app.app.register("async", async_task)
+    publisher.app.publish("sync")
+    publisher.app.publish("async")
+    worker.app.process()
+
+    by_name = {span.name: span for span in worker.spans}
+    assert set(by_name) == {"sync work", "async work", "process default"}
+    attempts = [span for span in worker.spans if span.name == "process default"]
+    assert len(attempts) == 2
+    attempt_ids = {span.context.span_id for span in attempts}  # type: ignore[union-attr]
+    for name in ("sync work", "async work"):
+        parent = by_name[name].parent
+        assert parent is not None
+        assert parent.span_id in attempt_ids
+
+
 def test_instrument_needs_opentelemetry(app: Conveyor, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tracing, "available", lambda: False)
 
@@ -144,3 +177,25 @@ def test_instrument_needs_opentelemetry(app: Conveyor, monkeypatch: pytest.Monke
     with pytest.raises(ConfigurationError, match=r"conveyor-queue\[otel\]"):
         tracing.instrument(app)
     assert app.hooks.around_publish == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_async_app_traces_its_publishes(
+    traced: tuple[Traced, Traced], anyio_backend: str
+) -> None:
+    from conveyor.aio import AsyncConveyor
+
+    publisher, worker = traced
+    for traced_app in traced:
+        traced_app.app.register("echo", lambda text: text)
+    async with AsyncConveyor(publisher.app) as conveyor:
+        job = await conveyor.publish("echo", {"text": "hi"})
+    worker.app.process()
+
+    (published,) = publisher.spans
+    (processed,) = worker.spans
+    assert published.attributes is not None
+    assert published.attributes["messaging.message.id"] == job.id
+    assert processed.parent is not None
+    assert processed.parent.span_id == published.context.span_id  # type: ignore[union-attr]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -60,12 +60,18 @@ class Hooks:
     around_attempt: list[AroundAttempt] = field(default_factory=list)
 
 
+def around(
+    hooks: Sequence[Callable[[T], AbstractContextManager[Any]]], subject: T
+) -> AbstractContextManager[T]:
+    """Enter every hook's context manager around the block, the first one outermost (nothing
+    but a null context when there is none: this runs for every job)."""
+    return _entered(hooks, subject) if hooks else nullcontext(subject)
+
+
 @contextmanager
-def around(hooks: Sequence[Callable[[T], AbstractContextManager[Any]]], subject: T) -> Iterator[T]:
-    """Enter every hook's context manager around the block, the first one outermost."""
-    if not hooks:
-        yield subject
-        return
+def _entered(
+    hooks: Sequence[Callable[[T], AbstractContextManager[Any]]], subject: T
+) -> Iterator[T]:
     with ExitStack() as stack:
         for hook in hooks:
             stack.enter_context(hook(subject))
