@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from .model import Job
 
@@ -21,8 +22,8 @@ log = logging.getLogger("conveyor.metrics")
 FAILURES = "failures"  # failed attempts, by queue and error kind: failures.<kind>
 LEASE_RESCUES = "lease_rescues"
 BROKER_REPAIRS = "broker_repairs"  # jobs the repair loop handed over again: broker_repairs.<why>
-# The end states of an attempt that failed (a rescue counts as a lease rescue instead).
-FAILED_STATES = frozenset({"temporarily_failed", "permanently_failed"})
+# The outcomes of an attempt that failed (a rescue counts as a lease rescue instead).
+FAILED_EVENTS = frozenset({"fail_temporarily", "fail_permanently"})
 
 Counts = Mapping[tuple[str, str], int]
 
@@ -49,11 +50,12 @@ class PendingCounts:
         self._counts: Counter[tuple[str, str]] = Counter()
         self._next_write = monotonic() + every
 
-    def failed(self, job: Job) -> None:
-        """Count the attempt that left ``job`` as it is now, when it failed."""
-        if job.state not in FAILED_STATES:
+    def attempted(self, job: Job, event: str, error: Mapping[str, Any] | None) -> None:
+        """Count an attempt of ``job`` whose outcome was ``event``, when it failed: by the
+        kind of ``error``, whether or not the outcome could be recorded (a lost lease)."""
+        if event not in FAILED_EVENTS:
             return
-        kind = job.last_error.kind if job.last_error is not None else "temporary"
+        kind = (error or {}).get("kind") or event.removeprefix("fail_")
         self.add(f"{FAILURES}.{kind}", job.queue)
 
     def add(self, name: str, queue: str, count: int = 1) -> None:

@@ -357,7 +357,9 @@ class JobRunner:
     def finish(self, performed: Performed, final: Job) -> Executed:
         """After the outcome is recorded: the metrics' count of failures, the after-job
         hooks."""
-        self.host.event_counts.failed(final)
+        self.host.event_counts.attempted(
+            performed.job, performed.event, performed.params.get("error")
+        )
         for hook in self.host.hooks.after:
             self._call_hook(hook, final)
         return Executed(final, performed.die)
