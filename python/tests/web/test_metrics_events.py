@@ -6,24 +6,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from conveyor import Conveyor, ManualClock
 from conveyor.counting import PendingCounts
 from conveyor.web.metrics import WINDOW, histogram
 
+from .test_metrics import samples
+
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def samples(client: TestClient) -> Samples:
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
 
 
 def bucket(found: Samples, name: str, queue: str, le: str) -> float:
