@@ -170,6 +170,28 @@ def test_spans_a_handler_starts_are_children_of_its_attempt(
         assert parent.span_id in attempt_ids
 
 
+def test_a_trace_context_passed_in_the_metadata_is_continued(
+    traced: tuple[Traced, Traced],
+) -> None:
+    publisher, worker = traced
+    for traced_app in traced:
+        traced_app.app.register("echo", lambda text: text)
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    carrier = {"traceparent": f"00-{trace_id}-{span_id}-01"}
+
+    publisher.app.publish("echo", {"text": "hi"}, metadata={"trace_context": carrier})
+    worker.app.process()
+
+    (published,) = publisher.spans
+    (processed,) = worker.spans
+    assert published.parent is not None
+    assert published.parent.span_id == int(span_id, 16)
+    assert published.context is not None
+    assert published.context.trace_id == int(trace_id, 16)
+    assert processed.parent is not None
+    assert processed.parent.span_id == published.context.span_id
+
+
 def test_instrument_needs_opentelemetry(app: Conveyor, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tracing, "available", lambda: False)
 

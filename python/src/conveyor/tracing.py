@@ -17,6 +17,7 @@ from .hooks import Attempt, Publishing
 from .model import Job, replace
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
     from .app import Conveyor
@@ -89,6 +90,7 @@ class Tracing:
         for job in publishing.jobs:
             span = self.tracer.start_span(
                 f"publish {job.queue}",
+                context=_carried(job),  # a context the publisher passed in the metadata
                 kind=trace.SpanKind.PRODUCER,
                 attributes=_attributes(job, "publish", "send"),
             )
@@ -122,12 +124,11 @@ class Tracing:
     @contextmanager
     def attempt(self, attempt: Attempt) -> Iterator[None]:
         """A consumer span around the attempt, the child of the job's publish span."""
-        from opentelemetry import propagate, trace
+        from opentelemetry import trace
         from opentelemetry.trace import Status, StatusCode
 
         job = attempt.job
-        carrier = job.metadata.get(CARRIER_KEY)
-        parent = propagate.extract(carrier) if isinstance(carrier, dict) else None
+        parent = _carried(job)
         attributes = _attributes(job, "process", "process")
         attributes["messaging.message.id"] = job.id
         attributes["conveyor.job.attempt"] = job.attempts
@@ -154,6 +155,14 @@ class Tracing:
         from opentelemetry import trace
 
         trace.get_current_span().record_exception(error)
+
+
+def _carried(job: Job) -> Context | None:
+    """The trace context in the job's metadata, if any (None: the current context)."""
+    from opentelemetry import propagate
+
+    carrier = job.metadata.get(CARRIER_KEY)
+    return propagate.extract(carrier) if isinstance(carrier, dict) else None
 
 
 def _attributes(job: Job, operation: str, kind: str) -> dict[str, Any]:
