@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -76,6 +77,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--select", help="run only vectors whose id or file contains one of these")
     run.add_argument("--no-vectors", action="store_true", help="skip the vectors")
     run.add_argument("--no-stateful", action="store_true", help="skip the stateful suite")
+    run.add_argument(
+        "--http",
+        metavar="URL",
+        help="HTTP mode: send publish, get, list, cancel, retry, requeue and the queue commands "
+        "to the implementation's HTTP binding at this base URL (spec.md#http), the rest to the "
+        "adapter, and run the binding's checks; 'auto' picks a free loopback port for an "
+        "adapter that serves the binding itself (docs: conformance, HTTP mode)",
+    )
+    run.add_argument(
+        "--http-token",
+        default=os.environ.get("CONVEYOR_CONFORMANCE_HTTP_TOKEN"),
+        help="the bearer token of the binding (default: $CONVEYOR_CONFORMANCE_HTTP_TOKEN)",
+    )
     run.add_argument("--verbose", action="store_true", help="list every requirement")
     run.add_argument(
         "--quiet", action="store_true", help="print only the verdict line, and no progress"
@@ -173,13 +187,24 @@ def run(arguments: argparse.Namespace) -> int:
         "shrink": not arguments.no_shrink,
     }
 
+    http_mode = None
+    if arguments.http:
+        from .http_binding import HttpMode
+
+        http_mode = HttpMode.of(arguments.http, arguments.http_token, spec)
+        options["http"] = http_mode.url
+
     def connect() -> Client:
-        client = Client(
-            arguments.adapter,
-            timeout=arguments.timeout,
-            protocol=protocol,
-            validate=arguments.validate_protocol,
-            specversion=spec.wire_version,
+        settings: dict[str, Any] = {
+            "timeout": arguments.timeout,
+            "protocol": protocol,
+            "validate": arguments.validate_protocol,
+            "specversion": spec.wire_version,
+        }
+        client = (
+            http_mode.client(arguments.adapter, **settings)
+            if http_mode is not None
+            else Client(arguments.adapter, **settings)
         )
         client.start()
         return client
@@ -201,6 +226,8 @@ def run(arguments: argparse.Namespace) -> int:
         problems = protocol.check_response("start", {"seq": 0, "result": handshake})
         if problems:
             fatal = f"the start handshake breaks the protocol schema: {problems} (PROTO-003)"
+        elif http_mode is not None:
+            handshake = http_mode.claim(handshake)
     if client is not None and fatal is None:
         checks.append(
             CheckResult(
@@ -247,6 +274,8 @@ def run(arguments: argparse.Namespace) -> int:
                         client = None
                         break
                 progress.vectors_end()
+            if http_mode is not None and client is not None and fatal is None:
+                checks.extend(http_mode.checks(client))
             if not arguments.no_stateful and fatal is None:
                 from .stateful import StatefulOptions, run_stateful
 

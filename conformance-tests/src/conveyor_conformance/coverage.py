@@ -126,6 +126,19 @@ PARTLY_TESTABLE: dict[str, str] = {
         "the checks see an unblocked job claimed at once; whether its message came when the "
         "blocking job ended or from the repair loop is invisible to the harness."
     ),
+    "HTTP-009": (
+        "HTTP mode sees the answers to missing and wrong credentials; read-only servers, "
+        "requests from other sites and an unavailable store are configurations and faults the "
+        "harness does not set up (the library's web tests check them)."
+    ),
+    "HTTP-010": (
+        "HTTP mode checks that a configured token is required (with --http-token); on which "
+        "addresses a server without credentials listens is outside what it sees."
+    ),
+    "HTTP-011": (
+        "HTTP mode repeats requests one after the other; requests repeated at the same moment "
+        "need concurrent requests, which it does not send."
+    ),
 }
 
 #: Requirements on what a worker does with its handlers: only a passing check of worker mode

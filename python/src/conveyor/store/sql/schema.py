@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,9 @@ class Tables:
     # Version 8: the fire times cron schedules handled, one row per (name, fire time): the
     # primary key is the rule that no two processes publish one run (CRON-003).
     schedule_runs: Table
+    # Version 11: totals of events the metrics count (failed attempts, lease rescues, broker
+    # repairs), one row per (name, queue), added to by whichever process counted them.
+    counters: Table
 
 
 def _results_columns() -> list[Column[Any]]:
@@ -266,6 +269,13 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         Column("slot", Integer, primary_key=True, autoincrement=False),
         Column("job_id", BigInteger, nullable=False),
     )
+    counters = Table(
+        f"{prefix}counters",
+        metadata if version >= 11 else MetaData(),
+        Column("name", String(64), primary_key=True),
+        Column("queue", String(64), primary_key=True),
+        Column("value", BigInteger, nullable=False),
+    )
     return Tables(
         prefix,
         metadata,
@@ -279,6 +289,7 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         workers,
         rate_slots,
         schedule_runs,
+        counters,
     )
 
 
@@ -483,6 +494,11 @@ def _rate_limits_v10(connection: Connection, tables: Tables) -> None:
     built.rate_slots.create(connection, checkfirst=True)
 
 
+def _counters_v11(connection: Connection, tables: Tables) -> None:
+    """Version 11: the table of the metrics' event totals (docs/operations/metrics.md)."""
+    build_tables(tables.prefix, version=11).counters.create(connection, checkfirst=True)
+
+
 # Each migration brings the schema from version (index) to version (index + 1). Add new
 # steps at the end; never edit a released one (a step builds the tables as of its own version).
 MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
@@ -496,6 +512,7 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _schedule_runs_v8,
     _concurrency_v9,
     _rate_limits_v10,
+    _counters_v11,
 ]
 
 
