@@ -43,6 +43,8 @@ def test_ids_are_shown_by_alias_and_unbound_ones_numbered() -> None:
     assert names.ids() == {"a": "17", "~1": "99", "~2": "98"}
     mismatch = Mismatch("jobs[0].id", {"$job": "b"}, "17")
     assert mismatch.describe(names) == 'jobs[0].id: expected {"$job": "b"}, got {"$job": "a"}'
+    assert names.show({"batch": {"id": "B2", "total": 1}}) == {"batch": {"id": "B2", "total": 1}}
+    assert names.show({"batch": {"id": "B1"}}) == {"batch": {"id": {"$batch": "b"}}}
     # A payload that happens to equal an id is data, not a job.
     assert names.show({"payload": "17"}) == {"payload": "17"}
 

@@ -55,7 +55,10 @@ class IdNames:
                 return self.ref(value)
             return value
         if isinstance(value, dict):
-            return {k: self.show(v, k) for k, v in value.items()}
+            batch = key == "batch"  # a batch document: its id is a batch's
+            return {
+                k: self.show(v, "batch_id" if batch and k == "id" else k) for k, v in value.items()
+            }
         if isinstance(value, list):
             return [self.show(v, key if key == "depends_on" else None) for v in value]
         return value
