@@ -14,6 +14,9 @@ lint_paths := if path_exists(conformance_pkg) == "true" { "python conformance-te
 
 # Backends the reference library's conformance adapter is run against (`+rabbitmq`: broker mode).
 adapters := "memory sqlite postgresql mariadb postgresql+rabbitmq sqlite+rabbitmq"
+# Backends whose vectors also run through the HTTP binding of `conveyor web` (spec.md#http);
+# about twice a direct vector run each, so one backend by default (add postgresql at will)
+http_adapters := "sqlite"
 
 # List the recipes
 default:
@@ -103,8 +106,9 @@ faults *args: _ensure-setup
 services:
     bash .ci/services.sh
 
-# Run the conformance suite: its own tests, then every backend adapter of the reference library
-# (extra arguments go to each run, e.g. `just conformance --thorough`)
+# Run the conformance suite: its own tests, then every backend adapter of the reference library,
+# then the vectors through the HTTP binding on SQLite (extra arguments go to each run, e.g.
+# `just conformance --thorough`)
 conformance *args:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -128,6 +132,21 @@ conformance *args:
         if [ -f "reports/conformance-${backend}.json" ]; then
             "{{ bin }}/conveyor-conformance" export "reports/conformance-${backend}.json" \
                 --out "docs/conformance/reports/${backend}.json"
+        fi
+    done
+    # HTTP mode: the vectors' publish, get, list and operations go through the binding, which
+    # the adapter serves with conveyor web on its own app; then the binding's own checks. The
+    # stateful suite already ran above, directly, on the same backends.
+    token="$("{{ python }}" -c 'import secrets; print(secrets.token_urlsafe(24))')"
+    for backend in {{ http_adapters }}; do
+        echo "== conformance: ${backend} through HTTP"
+        CONVEYOR_CONFORMANCE_HTTP_TOKEN="${token}" "{{ bin }}/conveyor-conformance" run \
+            --adapter "{{ python }} -m conveyor.conformance_adapter --backend ${backend}" \
+            --http auto --no-stateful --report "reports/conformance-${backend}+http.json" \
+            {{ args }} || status=$?
+        if [ -f "reports/conformance-${backend}+http.json" ]; then
+            "{{ bin }}/conveyor-conformance" export "reports/conformance-${backend}+http.json" \
+                --out "docs/conformance/reports/${backend}+http.json"
         fi
     done
     exit "${status}"

@@ -6,7 +6,10 @@ import importlib.util
 
 import pytest
 
+from conveyor_conformance import report
+
 from .conftest import HERE, MUTANT
+from .test_failure_reports import RAW_ID
 
 _spec = importlib.util.spec_from_file_location("mutant_adapter", HERE / "mutants" / "adapter.py")
 assert _spec is not None
@@ -22,6 +25,8 @@ STATEFUL_CATCHES = {
     "stale-report-accepted": "LEASE-007",
     "priority-ignored": "ORDER-002",
     "finished-at-not-stamped": "JOB-010",
+    # a long-running job of low priority holds its group (the stateful rule hold_group)
+    "group-ignores-lower-priority": "GROUP-001",
 }
 
 
@@ -38,6 +43,12 @@ def test_vectors_reject_the_mutant(suite, mutant: str) -> None:
     assert requirement in run.failed_requirements, (
         f"{mutant} was rejected for {sorted(run.failed_requirements)}, not {requirement}"
     )
+    # The rejection reads: each failure names its jobs by alias, within the console's width.
+    for check in run.report["checks"]:
+        if check["status"] == "fail":
+            assert not RAW_ID.search(check["message"]), check["message"]
+            lines = report.failure_lines(check, 100)
+            assert all(len(line) <= 100 for line in lines), lines
 
 
 @pytest.mark.parametrize("mutant", sorted(STATEFUL_CATCHES))
@@ -48,3 +59,4 @@ def test_stateful_suite_rejects_the_mutant(suite, mutant: str) -> None:
     assert STATEFUL_CATCHES[mutant] in stateful["failed_requirements"], stateful["message"]
     # The failure comes as a vector, ready to be saved as a regression.
     assert stateful["trace"]["origin"] == "hypothesis"
+    assert not RAW_ID.search(stateful["message"]), stateful["message"]

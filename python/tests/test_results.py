@@ -174,6 +174,22 @@ def test_a_handler_reports_progress_that_outlives_the_attempt(app: Conveyor) -> 
     assert done.to_dict()["progress"]["message"] == "copied 4 of 10"
 
 
+def test_a_recurring_copy_starts_without_the_result_and_progress(app: Conveyor) -> None:
+    """REC-002 with RESULT-001 and PROGRESS-002: the copy has not run, so it has neither."""
+
+    def tick(context: JobContext) -> dict[str, int]:
+        context.progress(50, "half way")
+        return {"sent": 3}
+
+    app.register("tick", tick, pass_context=True)
+    job = app.publish("tick", recurring=60)
+    app.process()
+    done, copy = app.jobs(limit=10)
+    assert (done.id, done.result, done.progress is not None) == (job.id, {"sent": 3}, True)
+    assert (copy.state, copy.result, copy.progress) == ("ready", None, None)
+    assert app.get(copy.id).to_dict().get("result") is None
+
+
 def test_an_async_handler_reports_progress(app: Conveyor) -> None:
     async def long(context: JobContext) -> None:
         await context.progress_async(message="started")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, report, vectors
+from .progress import MODES, Progress
 from .protocol import Protocol
 from .spec import Spec
 from .transport import AdapterError, Client
@@ -75,8 +77,30 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--select", help="run only vectors whose id or file contains one of these")
     run.add_argument("--no-vectors", action="store_true", help="skip the vectors")
     run.add_argument("--no-stateful", action="store_true", help="skip the stateful suite")
+    run.add_argument(
+        "--http",
+        metavar="URL",
+        help="HTTP mode: send publish, get, list, cancel, retry, requeue and the queue commands "
+        "to the implementation's HTTP binding at this base URL (spec.md#http), the rest to the "
+        "adapter, and run the binding's checks; 'auto' picks a free loopback port for an "
+        "adapter that serves the binding itself (docs: conformance, HTTP mode)",
+    )
+    run.add_argument(
+        "--http-token",
+        default=os.environ.get("CONVEYOR_CONFORMANCE_HTTP_TOKEN"),
+        help="the bearer token of the binding (default: $CONVEYOR_CONFORMANCE_HTTP_TOKEN)",
+    )
     run.add_argument("--verbose", action="store_true", help="list every requirement")
-    run.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    run.add_argument(
+        "--quiet", action="store_true", help="print only the verdict line, and no progress"
+    )
+    run.add_argument(
+        "--progress",
+        choices=MODES,
+        default="auto",
+        help="progress on stderr: a live counter on a terminal, a line per part of the run "
+        "elsewhere (auto, the default), or none (off)",
+    )
 
     generate = sub.add_parser("generate", help="regenerate the generated vector files")
     generate.add_argument("--out", help="directory to write to (default: the vectors directory)")
@@ -163,17 +187,29 @@ def run(arguments: argparse.Namespace) -> int:
         "shrink": not arguments.no_shrink,
     }
 
+    http_mode = None
+    if arguments.http:
+        from .http_binding import HttpMode
+
+        http_mode = HttpMode.of(arguments.http, arguments.http_token, spec)
+        options["http"] = http_mode.url
+
     def connect() -> Client:
-        client = Client(
-            arguments.adapter,
-            timeout=arguments.timeout,
-            protocol=protocol,
-            validate=arguments.validate_protocol,
-            specversion=spec.wire_version,
+        settings: dict[str, Any] = {
+            "timeout": arguments.timeout,
+            "protocol": protocol,
+            "validate": arguments.validate_protocol,
+            "specversion": spec.wire_version,
+        }
+        client = (
+            http_mode.client(arguments.adapter, **settings)
+            if http_mode is not None
+            else Client(arguments.adapter, **settings)
         )
         client.start()
         return client
 
+    progress = Progress("off" if arguments.quiet else arguments.progress)
     checks: list[CheckResult] = []
     fatal: str | None = None
     handshake: dict[str, Any] = {}
@@ -190,6 +226,8 @@ def run(arguments: argparse.Namespace) -> int:
         problems = protocol.check_response("start", {"seq": 0, "result": handshake})
         if problems:
             fatal = f"the start handshake breaks the protocol schema: {problems} (PROTO-003)"
+        elif http_mode is not None:
+            handshake = http_mode.claim(handshake)
     if client is not None and fatal is None:
         checks.append(
             CheckResult(
@@ -211,9 +249,12 @@ def run(arguments: argparse.Namespace) -> int:
             if not arguments.no_vectors:
                 directory = Path(arguments.vectors_dir) if arguments.vectors_dir else None
                 broken = 0
-                for vector in vectors.select(vectors.load(directory), arguments.select):
+                chosen = vectors.select(vectors.load(directory), arguments.select)
+                progress.vectors_start(len(chosen))
+                for vector in chosen:
                     result = vectors.run_vector(client, vector, claimed, capabilities, selected)
                     checks.append(result)
+                    progress.vector_done(vector.file, result.status)
                     if result.status != "error":
                         broken = 0
                         continue
@@ -232,6 +273,9 @@ def run(arguments: argparse.Namespace) -> int:
                         fatal = f"the adapter could not be restarted: {error}"
                         client = None
                         break
+                progress.vectors_end()
+            if http_mode is not None and client is not None and fatal is None:
+                checks.extend(http_mode.checks(client))
             if not arguments.no_stateful and fatal is None:
                 from .stateful import StatefulOptions, run_stateful
 
@@ -249,10 +293,13 @@ def run(arguments: argparse.Namespace) -> int:
                     failures_dir=failures_dir,
                     label=_label(handshake),
                     shrink=not arguments.no_shrink,
+                    on_example=progress.example,
                 )
+                progress.stateful_start(examples, steps, arguments.seed)
                 started_stateful = time.monotonic()
                 result = run_stateful(client, spec, stateful_options, reconnect=connect)
                 result.duration_ms = int((time.monotonic() - started_stateful) * 1000)
+                progress.stateful_end(result.status)
                 checks.append(result)
         if fatal is None and checks and not any(c.status == "error" for c in checks):
             checks.append(_protocol_check(checks, arguments.validate_protocol))

@@ -18,6 +18,8 @@ An expectation is a JSON value compared with the actual value:
   ``{"$len": n}``               an array (or string) of length n
   ``{"$nest": [x, n]}``         x inside n arrays of one item each (``[[x]]`` for n = 2)
   ``{"$not": x}``               anything that does not match x
+  ``{"$new": "c"}``             an id no alias names yet (a job the implementation created by
+                                itself); the vector runner then binds ``c`` to it
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import timefmt
+from .naming import IdNames, short
 
 MISSING: Any = object()
 
@@ -40,18 +43,31 @@ class Mismatch:
     actual: Any
 
     def __str__(self) -> str:
-        actual = "(missing)" if self.actual is MISSING else _short(self.actual)
-        return f"{self.path or '(result)'}: expected {_short(self.expected)}, got {actual}"
+        return self.describe()
+
+    def describe(self, names: IdNames | None = None) -> str:
+        """The mismatch in one line; with ``names``, ids as the trace names its jobs."""
+        expected, actual = self.expected, _brief_jobs(self.actual)
+        if names is not None:
+            expected = names.show_at(expected, self.path)
+            actual = actual if actual is MISSING else names.show_at(actual, self.path)
+        shown = "(missing)" if actual is MISSING else short(actual)
+        where = self.path or "(result)"
+        if isinstance(expected, list) and isinstance(actual, list) and len(expected) != len(actual):
+            return (
+                f"{where}: expected {len(expected)} items {short(expected)}, "
+                f"got {len(actual)} {shown}"
+            )
+        return f"{where}: expected {short(expected)}, got {shown}"
 
 
-def _short(value: Any, limit: int = 300) -> str:
-    import json
-
-    try:
-        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _brief_jobs(value: Any) -> Any:
+    """Whole job documents in a mismatch cut to their id and state: the rest is noise there."""
+    if isinstance(value, list):
+        return [_brief_jobs(v) for v in value]
+    if isinstance(value, dict) and {"id", "state", "requests"} <= set(value):
+        return {"id": value["id"], "state": value["state"]}
+    return value
 
 
 MATCHERS = frozenset(
@@ -66,6 +82,7 @@ MATCHERS = frozenset(
         "$len",
         "$nest",
         "$not",
+        "$new",
     }
 )
 
@@ -129,6 +146,12 @@ def _match_matcher(expected: dict[str, Any], actual: Any, path: str, resolve: Re
         return [] if actual == resolve("job", argument) else fail
     if name == "$batch":
         return [] if actual == resolve("batch", argument) else fail
+    if name == "$new":
+        # The resolver answers the id bound to the name, or the ids every alias names.
+        taken = resolve("new", argument)
+        if isinstance(taken, str):
+            return [] if actual == taken else fail
+        return [] if isinstance(actual, str) and actual not in taken else fail
     if name == "$range":
         low, high = argument
         ok = isinstance(actual, int | float) and not isinstance(actual, bool)
@@ -164,3 +187,31 @@ def _match_matcher(expected: dict[str, Any], actual: Any, path: str, resolve: Re
                 return fail
         return []
     raise ValueError(f"unknown matcher {name} at {path or '(result)'}")
+
+
+def bindings(expected: Any, actual: Any, resolve: Resolver = _no_alias) -> dict[str, Any]:
+    """The ids ``{"$new": name}`` matchers met in a matching ``actual``: name -> id."""
+    if is_matcher(expected):
+        ((name, argument),) = expected.items()
+        if name == "$new":
+            return {argument: actual} if isinstance(actual, str) else {}
+        if name in ("$unordered", "$contains") and isinstance(actual, list):
+            found: dict[str, Any] = {}
+            remaining = list(actual)
+            for want in argument:  # the same pairing as _match_matcher
+                for index, got in enumerate(remaining):
+                    if not match(want, got, "", resolve):
+                        found.update(bindings(want, got, resolve))
+                        del remaining[index]
+                        break
+            return found
+        return {}
+    found = {}
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key, value in expected.items():
+            if key in actual:
+                found.update(bindings(value, actual[key], resolve))
+    elif isinstance(expected, list) and isinstance(actual, list):
+        for want, got in zip(expected, actual, strict=False):
+            found.update(bindings(want, got, resolve))
+    return found

@@ -10,12 +10,13 @@ Verdicts, as exit codes of ``conveyor-conformance run``:
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import PROTOCOL_VERSION, __version__
-from .coverage import NOT_TESTABLE, PARTLY_TESTABLE
+from . import PROTOCOL_VERSION, __version__, tracefmt
+from .coverage import NOT_TESTABLE, PARTLY_TESTABLE, WORKER, WORKER_SIDE
 from .protocol import PROTOCOL_RULES
 from .spec import Spec
 from .vectors import CheckResult
@@ -62,10 +63,13 @@ def build(
     claimed = set(handshake.get("features", []))
     selected = options.get("features")
     requirements: dict[str, Any] = {}
-    for req in [*spec.requirements.values()]:
-        requirements[req.id] = _entry(req.feature, req.level, req.summary)
+    for requirement in spec.requirements.values():
+        requirements[requirement.id] = _entry(
+            requirement.feature, requirement.level, requirement.summary
+        )
     for rule, text in PROTOCOL_RULES.items():
         requirements[rule] = _entry("protocol", "must", text)
+    store_side: dict[str, int] = {}
     for check in checks:
         cited = set(check.requirements)
         if check.status in ("fail", "error"):
@@ -74,7 +78,9 @@ def build(
             entry = requirements.setdefault(
                 req, _entry(spec.feature_of(req), "unknown", "(not in spec.md)")
             )
-            if check.status == "pass":
+            if check.status == "pass" and req in WORKER_SIDE and WORKER not in check.requires:
+                store_side[req] = store_side.get(req, 0) + 1  # its worker side not exercised
+            elif check.status == "pass":
                 entry["passed"] += 1
             elif check.status == "skip":
                 entry["skipped"] += 1
@@ -99,16 +105,17 @@ def build(
                 entry["status"] = "not_testable"
         elif req in PARTLY_TESTABLE:
             entry["note"] = PARTLY_TESTABLE[req]
+        if req in WORKER_SIDE and entry["status"] in ("skip", "untested"):
+            # Never passed by checks in which the harness stood in for the worker.
+            entry["status"] = "untested"
+            entry["note"] = _worker_note(req, store_side.get(req, 0))
     if checks and not options.get("validate_protocol"):
         requirements["PROTO-004"]["note"] = (
             "the traffic is validated against the protocol schemas only with --validate-protocol"
         )
     features: dict[str, Any] = {}
     for feature in ["core", *spec.features]:
-        if feature == "core":
-            in_feature = [c for c in checks if not c.features or c.kind != "vector"]
-        else:
-            in_feature = [c for c in checks if feature in c.features]
+        in_feature = [c for c in checks if feature in filed_under(c, spec)]
         counts = {
             s: sum(1 for c in in_feature if c.status == s)
             for s in ("pass", "fail", "skip", "error")
@@ -161,6 +168,31 @@ def build(
         "requirements": requirements,
         "checks": [_check_dict(c) for c in checks],
     }
+
+
+def filed_under(check: CheckResult, spec: Spec) -> set[str]:
+    """The features whose counts a check joins.
+
+    A check that ran counts for what it covers: a vector for its features (the core when it names
+    none), the stateful suite and the protocol check for the core and every feature they ran with.
+    A failing check counts only where the requirements it broke belong, within what it covers:
+    the stateful suite stops at its first failure, which says nothing against the other features.
+    When none of its broken requirements lies there (a protocol rule), it counts for all of them.
+    """
+    covered = set(check.features) if check.kind == "vector" and check.features else {"core"}
+    if check.kind != "vector":
+        covered |= set(check.features)
+    if check.status not in ("fail", "error"):
+        return covered
+    broken = {spec.feature_of(r) for r in check.failed_requirements} & covered
+    return broken or covered
+
+
+def _worker_note(req: str, store_checks: int) -> str:
+    note = f"not tested: no check of worker mode (capability `{WORKER}`) ran; {WORKER_SIDE[req]}"
+    if store_checks:
+        note += f" {store_checks} check(s) passed its store side, which alone is not a pass."
+    return note
 
 
 def _check_dict(check: CheckResult) -> dict[str, Any]:
@@ -243,6 +275,16 @@ def summary(report: dict[str, Any], *, verbose: bool = False) -> str:
         lines.append(
             f"  n/t (not testable through the harness; --verbose says why): {', '.join(untestable)}"
         )
+    unexercised = [
+        r
+        for r, i in report["requirements"].items()
+        if i["status"] == "untested" and r in WORKER_SIDE
+    ]
+    if unexercised and not verbose:
+        lines.append(
+            f"    -  (not tested: no check of worker mode, capability `{WORKER}`, ran): "
+            + ", ".join(unexercised)
+        )
     by_check: dict[str, list[dict[str, Any]]] = {}
     for departure in report.get("departures", []):
         by_check.setdefault(departure["id"], []).append(departure)
@@ -256,12 +298,7 @@ def summary(report: dict[str, Any], *, verbose: bool = False) -> str:
     if failures:
         lines += ["", "Failures:"]
         for check in failures[:20]:
-            reqs = ", ".join(check.get("failed_requirements") or check["requirements"])
-            lines.append(f"  {check['id']} [{reqs}]")
-            lines.append(f"      {check['message'][:1000]}")
-            saved = (check.get("detail") or {}).get("saved_trace")
-            if saved:
-                lines.append(f"      minimal trace saved as {saved}")
+            lines += failure_lines(check)
         if len(failures) > 20:
             lines.append(f"  ... and {len(failures) - 20} more in the JSON report")
     if report.get("adapter_skips"):
@@ -281,6 +318,29 @@ def summary(report: dict[str, Any], *, verbose: bool = False) -> str:
     }[report["verdict"]]
     lines.append(f"Verdict: {verdict}")
     return "\n".join(lines)
+
+
+def failure_lines(check: dict[str, Any], limit: int | None = None) -> list[str]:
+    """A failing check: its id and broken requirements, what differed, and a minimal trace.
+
+    Every line fits the console (:func:`tracefmt.width`); the JSON report keeps the whole message
+    and the saved file the whole trace.
+    """
+    limit = limit or tracefmt.width()
+    reqs = ", ".join(check.get("failed_requirements") or check["requirements"])
+    lines = [tracefmt.cut(f"  {check['id']} [{reqs}]", limit)]
+    message = check["message"]
+    for part in textwrap.wrap(message[:1000], limit - 6, break_on_hyphens=False)[:8] or [""]:
+        lines.append(f"      {part}")
+    trace = check.get("trace") or {}
+    if trace.get("origin") == "hypothesis" and trace.get("vectors"):
+        steps = trace["vectors"][0]["steps"]
+        lines.append(f"      minimal trace, {len(steps)} steps:")
+        lines += tracefmt.format_trace(steps, limit, indent="    ")
+    saved = (check.get("detail") or {}).get("saved_trace")
+    if saved:
+        lines.append(tracefmt.cut(f"      saved as {saved} (replay it with --vectors-dir)", limit))
+    return lines
 
 
 def export(report: dict[str, Any], name: str | None = None) -> dict[str, Any]:

@@ -11,6 +11,8 @@ written flat (``{"cmd": "claim", "worker_id": "w1", "lease_ms": 30000}``) plus t
 - ``bind``: names the ids a step returns: ``"a"`` (the job or batch it returns, or the first job
   of a list), ``["a", "b"]`` (the jobs of a list, in order) or ``{"a": "jobs.1.id"}`` (a path);
 - ``unchanged``: aliases of jobs the step must leave exactly as they were (ERR-002, MACH-006);
+- ``if_bound``: an alias; the step runs only when an earlier step bound it (a job the spec allows
+  an implementation to refuse, such as one of an unregistered type, JOB-009);
 - ``req``: the requirement IDs this step checks, when narrower than the vector's;
 - ``note``: a sentence for the human reader.
 
@@ -18,7 +20,10 @@ Ids are never written literally: ``{"$job": "a"}`` stands for the id bound to ``
 ``{"$batch": "b"}`` for a batch), in requests and in expectations alike. In requests,
 ``{"$repeat": ["ab", 3]}`` stands for the string ``"ababab"``, so that large payloads stay small
 in the file, and ``{"$nest": [1, 3]}`` for ``[[[1]]]``, so that deep ones stay readable (in
-expectations, ``$nest`` is a matcher). Each vector starts with ``reset`` (its ``handlers``, or the
+expectations, ``$nest`` is a matcher). ``{"$new": "c"}`` in an expectation matches an id no alias
+names yet, a job the implementation published by itself, and binds ``c`` to it. A failure names
+jobs by their aliases, never by the implementation's ids (:mod:`conveyor_conformance.naming`).
+Each vector starts with ``reset`` (its ``handlers``, or the
 default ones, and its ``priorities`` when it restricts them) and the clock at ``start``.
 """
 
@@ -34,10 +39,11 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from . import paths, timefmt
-from .matching import match
+from .matching import bindings, match
+from .naming import IdNames
 from .transport import AdapterError, Client, Response
 
-STEP_KEYS = {"cmd", "expect", "should", "bind", "unchanged", "req", "note"}
+STEP_KEYS = {"cmd", "expect", "should", "bind", "unchanged", "req", "note", "if_bound"}
 
 #: Commands before which the runner sends ``barrier``, so that an implementation with
 #: asynchronous parts shows every effect of the earlier steps (a no-op for the others).
@@ -84,6 +90,7 @@ class CheckResult:
     requirements: list[str]
     failed_requirements: list[str] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
+    requires: list[str] = field(default_factory=list)  # capabilities the check used
     message: str = ""
     file: str = ""
     duration_ms: int = 0
@@ -150,8 +157,15 @@ def load(directory: Path | None = None) -> list[Vector]:
 class Aliases:
     def __init__(self) -> None:
         self.ids: dict[str, dict[str, str]] = {"job": {}, "batch": {}}
+        self.names = IdNames()
 
-    def resolve(self, kind: str, name: str) -> str:
+    def set(self, kind: str, name: str, value: Any) -> None:
+        self.ids[kind][name] = value
+        self.names.bind(kind, name, value)
+
+    def resolve(self, kind: str, name: str) -> Any:
+        if kind == "new":  # the id bound to the name, or else every id an alias names
+            return self.ids["job"].get(name) or frozenset(self.ids["job"].values())
         try:
             return self.ids[kind][name]
         except KeyError:
@@ -201,11 +215,11 @@ def _bind(step: dict[str, Any], result: dict[str, Any], aliases: Aliases) -> Non
     kind = "batch" if step["cmd"].startswith("batch_") else "job"
     if isinstance(bind, str):
         if "job" in result:
-            aliases.ids["job"][bind] = result["job"]["id"]
+            aliases.set("job", bind, result["job"]["id"])
         elif "batch" in result:
-            aliases.ids["batch"][bind] = result["batch"]["id"]
+            aliases.set("batch", bind, result["batch"]["id"])
         elif result.get("jobs"):
-            aliases.ids["job"][bind] = result["jobs"][0]["id"]
+            aliases.set("job", bind, result["jobs"][0]["id"])
         else:
             raise StepFailure(-1, f"nothing to bind to {bind!r}: the result has no job", [])
     elif isinstance(bind, list):
@@ -213,44 +227,60 @@ def _bind(step: dict[str, Any], result: dict[str, Any], aliases: Aliases) -> Non
         if len(jobs) < len(bind):
             raise StepFailure(-1, f"cannot bind {bind}: the result has {len(jobs)} jobs", [])
         for name, job in zip(bind, jobs, strict=False):
-            aliases.ids["job"][name] = job["id"]
+            aliases.set("job", name, job["id"])
     else:
         for name, path in bind.items():
             try:
-                aliases.ids[kind][name] = _path(result, path)
+                aliases.set(kind, name, _path(result, path))
             except (KeyError, IndexError, TypeError):
                 raise StepFailure(
                     -1, f"cannot bind {name!r}: the result has no {path}", []
                 ) from None
 
 
-def describe(response: Response) -> str:
-    text = json.dumps({response.kind: response.value}, sort_keys=True)
+def describe(response: Response, names: IdNames | None = None) -> str:
+    value = names.show(response.value) if names is not None else response.value
+    text = json.dumps({response.kind: value}, sort_keys=True)
     return text if len(text) < 600 else text[:597] + "..."
 
 
-def expectation_problem(expect: dict[str, Any], response: Response, resolve: Any) -> str | None:
-    """Why ``response`` does not meet ``expect`` (a result, an error or any_of), or None."""
+def expectation_problem(
+    expect: dict[str, Any], response: Response, resolve: Any, names: IdNames | None = None
+) -> str | None:
+    """Why ``response`` does not meet ``expect`` (a result, an error or any_of), or None.
+
+    With ``names``, the implementation's ids in the answer are shown as the vector names them.
+    """
     if "any_of" in expect:
-        problems = [expectation_problem(e, response, resolve) for e in expect["any_of"]]
+        problems = [expectation_problem(e, response, resolve, names) for e in expect["any_of"]]
         if all(problems):
             return (
                 "expected one of "
                 + " | ".join(json.dumps(e, sort_keys=True)[:200] for e in expect["any_of"])
-                + f", got {describe(response)}"
+                + f", got {describe(response, names)}"
             )
         return None
     if "error" in expect:
         if response.kind != "error" or response.code != expect["error"]:
-            return f"expected the error {expect['error']}, got {describe(response)}"
+            return f"expected the error {expect['error']}, got {describe(response, names)}"
         return None
     if response.kind != "result":
-        return f"expected a result, got {describe(response)}"
+        return f"expected a result, got {describe(response, names)}"
     if "result" in expect:
         mismatches = match(expect["result"], response.value, "", resolve)
         if mismatches:
-            return "; ".join(str(m) for m in mismatches[:6])
+            return "; ".join(m.describe(names) for m in mismatches[:6])
     return None
+
+
+def _matched_result(expect: dict[str, Any], response: Response, resolve: Any) -> Any:
+    """The result pattern ``response`` met (the alternative of an any_of), or None."""
+    if "any_of" in expect:
+        for alternative in expect["any_of"]:
+            if expectation_problem(alternative, response, resolve) is None:
+                return _matched_result(alternative, response, resolve)
+        return None
+    return expect.get("result")
 
 
 def run_steps(
@@ -266,6 +296,8 @@ def run_steps(
     A step that meets its ``expect`` but not its ``should`` is appended to ``departures``.
     """
     for index, step in enumerate(steps):
+        if "if_bound" in step and step["if_bound"] not in aliases.ids["job"]:
+            continue
         reqs = step.get("req") or requirements
         args = aliases.substitute({k: v for k, v in step.items() if k not in STEP_KEYS})
         if step["cmd"] in BARRIER_BEFORE or step.get("unchanged"):
@@ -285,17 +317,26 @@ def run_steps(
                 f"{response.value.get('message')}",
                 reqs,
             )
+        unbound: StepFailure | None = None
         if response.kind == "result":
             try:
                 _bind(step, response.value, aliases)
             except StepFailure as failure:
                 if "result" in step.get("expect", {"result": None}):
-                    raise StepFailure(
-                        index, f"step {index} ({step['cmd']}): {failure}", reqs
-                    ) from None
-        problem = expectation_problem(step.get("expect", {}), response, aliases.resolve)
+                    unbound = failure
+        expect = step.get("expect", {})
+        try:
+            problem = expectation_problem(expect, response, aliases.resolve, aliases.names)
+        except StepFailure:  # it names the alias the step failed to bind
+            problem = None
+        # What differed says more than the alias that could not be bound for lack of a job.
+        problem = problem or (str(unbound) if unbound is not None else None)
         if problem is not None:
             raise StepFailure(index, f"step {index} ({step['cmd']}): {problem}", reqs)
+        pattern = _matched_result(expect, response, aliases.resolve)
+        if pattern is not None:
+            for name, value in bindings(pattern, response.value, aliases.resolve).items():
+                aliases.set("job", name, value)
         if "should" in step and departures is not None:
             departed = expectation_problem(step["should"], response, aliases.resolve)
             if departed is not None:
@@ -314,7 +355,9 @@ def run_steps(
             new = client.call("get", job=aliases.resolve("job", name))
             if new != old:
                 changes = match(old.value, new.value)
-                detail = "; ".join(str(m) for m in changes[:4]) or describe(new)
+                detail = "; ".join(m.describe(aliases.names) for m in changes[:4]) or describe(
+                    new, aliases.names
+                )
                 raise StepFailure(
                     index,
                     f"step {index} ({step['cmd']}): job {name} changed although the step "
@@ -374,6 +417,7 @@ def run_vector(
         status="pass",
         requirements=vector.requirements,
         features=vector.features,
+        requires=vector.requires,
         file=vector.file,
     )
     reason = skip_reason(vector, claimed, selected, capabilities)
@@ -395,7 +439,11 @@ def run_vector(
         result.status = "fail"
         result.message = failure.message
         result.failed_requirements = failure.requirements or vector.requirements
-        result.trace = {"failed_step": failure.index, "responses": record[-3:]}
+        result.trace = {
+            "failed_step": failure.index,
+            "responses": record[-3:],
+            "ids": aliases.names.ids(),
+        }
     except AdapterSkipped as skipped:
         result.status = "skip"
         result.message = f"the adapter skipped {skipped}"

@@ -50,6 +50,31 @@ MUTANTS: dict[str, tuple[str, str]] = {
     ),
     "priority-set-ignored": ("a configured priority set does not restrict publishing", "ORDER-003"),
     "pause-ignored": ("claims take jobs of paused queues", "PAUSE-001"),
+    "recurring-copy-lost": ("a recurring job that ends publishes no copy", "REC-001"),
+    "recurring-copy-keeps-result": (
+        "a recurring copy carries the result and progress of the run that ended",
+        "REC-002",
+    ),
+    "bulk-publish-partial": (
+        "a bulk publish stores the jobs before the one it refuses",
+        "JOB-006",
+    ),
+    "worker-claims-after-die": (
+        "the worker records a die's outcome but keeps claiming jobs",
+        "OUT-006",
+    ),
+    "worker-drops-waiting-delay": (
+        "the worker records waiting without the delay its handler gave",
+        "OUT-004",
+    ),
+    "worker-retries-missing-handler": (
+        "the worker retries a request type it has no handler for",
+        "OUT-003",
+    ),
+    "worker-ignores-timeout": (
+        "the worker lets a handler run past its job's timeout",
+        "TIMEOUT-002",
+    ),
 }
 
 
@@ -149,6 +174,37 @@ def apply(mutant: str) -> None:
             "rescue",
             lambda f: lambda self, tx, now, limit: lifecycle.Outcome(),
         )
+    elif mutant == "recurring-copy-lost":
+        _wrap(
+            lifecycle.Lifecycle,
+            "_republish_recurring",
+            lambda f: lambda self, tx, job, now, out: None,
+        )
+    elif mutant == "recurring-copy-keeps-result":
+
+        def republish(original: Any) -> Any:
+            def patched(self: Any, tx: Any, job: Any, now: Any, out: Any) -> None:
+                kept = len(out.jobs)
+                original(self, tx, job, now, out)
+                for copy in out.jobs[kept:]:
+                    tx.save_job(
+                        copy,
+                        replace(copy, result=job.result, progress=job.progress),
+                        {"result", "progress"},
+                    )
+
+            return patched
+
+        _wrap(lifecycle.Lifecycle, "_republish_recurring", republish)
+    elif mutant == "bulk-publish-partial":
+
+        def bulk(self: Any, request: Any) -> Any:
+            stored = []
+            for document in request["jobs"]:  # one transaction per job
+                stored += self.conveyor._store_jobs([self.build(document)])
+            return {"jobs": [job.to_dict() for job in stored]}
+
+        conformance_adapter.Session.cmd_publish_bulk = bulk  # type: ignore[method-assign]
     elif mutant == "dependents-not-cancelled":
         _wrap(
             lifecycle.Lifecycle,
@@ -244,6 +300,38 @@ def apply(mutant: str) -> None:
             return patched
 
         _wrap(memory.MemoryTransaction, "candidates", candidates)
+    elif mutant in ("worker-claims-after-die", "worker-drops-waiting-delay"):
+        from conveyor import execution
+
+        def classify(original: Any) -> Any:
+            def patched(error: BaseException) -> Any:
+                report = original(error)
+                if mutant == "worker-claims-after-die":
+                    return replace(report, die=False)
+                if report.event == "wait":
+                    return replace(report, params={})
+                return report
+
+            return patched
+
+        _wrap(execution, "classify", classify)
+    elif mutant == "worker-retries-missing-handler":
+        from conveyor import execution
+
+        def prepare(original: Any) -> Any:
+            def patched(self: Any, job: Any, index: int) -> Any:
+                found = original(self, job, index)
+                if job.requests[index].type not in self.host.handlers:
+                    return execution.Report("fail_temporarily", found.params)
+                return found
+
+            return patched
+
+        _wrap(execution.JobRunner, "_prepare", prepare)
+    elif mutant == "worker-ignores-timeout":
+        from conveyor import execution, worker
+
+        worker.timeout_of = execution.timeout_of = lambda job: None
     else:
         raise SystemExit(f"unknown mutant {mutant!r}; one of {', '.join(MUTANTS)}")
 

@@ -10,6 +10,9 @@ Time comes only from a :class:`~conveyor.clock.ManualClock` the harness sets and
 Server backends (PostgreSQL, MariaDB) get tables with a prefix unique to this process, which
 ``reset`` empties and ``stop`` drops, so several runs can share one database.
 
+Every handler ``reset`` registers follows the harness's script, for worker mode: ``run_worker``
+runs the library's own worker over them (:mod:`conveyor.conformance_worker`).
+
 Broker backends (``postgresql+rabbitmq``, ``sqlite+rabbitmq``) run the app in broker mode: every
 committed change hands job ids to RabbitMQ, and ``claim`` is answered as a broker consumer
 answers a message (:class:`BrokerClaims`). Their AMQP queues carry a prefix unique to this
@@ -19,12 +22,10 @@ process; ``reset`` purges them and ``stop`` deletes them.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import logging
 import os
 import random
-import re
 import secrets
 import shutil
 import sys
@@ -32,7 +33,7 @@ import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__, codec
@@ -40,16 +41,16 @@ from .app import Conveyor
 from .broker.envelope import Envelope, InvalidEnvelope
 from .broker.settings import BrokerSettings
 from .clock import ManualClock, format_timestamp, parse_timestamp
-from .errors import ConfigurationError, InvalidPayload, InvalidRequest, Refused
+from .conformance_http import TOKEN_VARIABLE, URL_VARIABLE, BindingServer
+from .conformance_worker import Script, run_worker
+from .errors import ConfigurationError, InvalidRequest, Refused
 from .model import Batch, Job
 from .priority import PriorityRange
-from .publishing import Call, PublishOptions, validate_publish_request
+from .publishing import Call, PublishOptions
 from .retry import resolve
 from .schedules import Schedule, Scheduler, make_schedule
 from .specfiles import wire_version
-from .uniqueness import Unique, rekeyed
-from .uniqueness import check_request as check_unique_request
-from .uniqueness import resolve as resolve_uniqueness
+from .wire import build_job, ms, publish_options
 
 if TYPE_CHECKING:
     from .broker.mode import BrokerMode
@@ -93,6 +94,7 @@ CAPABILITIES = [
     "notifications",
     "priorities",
     "pause_queues",
+    "worker",
 ]
 OUTCOME_EVENTS = {
     "success": "succeed",
@@ -117,117 +119,6 @@ class RecordingNotifier:
 
     def notify(self, kind: str, job: Job) -> None:
         self.seen.append({"kind": kind, "job": job.id})
-
-
-def _check_typed_values(value: Any, path: str) -> None:
-    """CODEC-004 for a payload that arrives already encoded as JSON: a typed value must have
-    the stated form. (:func:`codec.check_json` checks its strings and depth first.)
-    """
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_typed_values(item, f"{path}[{index}]")
-        return
-    if not isinstance(value, dict):
-        return
-    if len(value) == 1:
-        ((tag, raw),) = value.items()
-        if tag in codec.TAGS:
-            if not isinstance(raw, str):
-                raise InvalidPayload(f"{path}: the typed value {tag} needs a string")
-            try:
-                _parse_typed(tag, raw)
-            except (ValueError, TypeError) as error:
-                raise InvalidPayload(f"{path}: {raw!r} is not a valid {tag}: {error}") from None
-            return
-    for key, item in value.items():
-        _check_typed_values(item, f"{path}.{key}")
-
-
-# The forms of the codec's table (spec.md#codec), exactly: Python's parsers alone accept more
-# (basic ISO 8601 forms, digit separators, "Infinity").
-TYPED_FORMS = {
-    "$bytes": re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"),
-    "$datetime": re.compile(
-        r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
-        r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
-    ),
-    "$date": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"),
-    "$decimal": re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"),
-    "$uuid": re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
-}
-
-
-def _parse_typed(tag: str, raw: str) -> None:
-    if TYPED_FORMS[tag].fullmatch(raw) is None:
-        raise ValueError(f"not of the form spec.md#codec states for {tag}")
-    if tag == "$bytes":
-        base64.b64decode(raw, validate=True)
-    elif tag == "$datetime":
-        # A real instant: months, days, hours and offsets in range.
-        datetime.fromisoformat(re.sub(r"\.[0-9]+", "", raw.upper()).replace("Z", "+00:00"))
-    elif tag == "$date":
-        date.fromisoformat(raw)
-
-
-def _ms(value: Any) -> timedelta:
-    return timedelta(milliseconds=int(value))
-
-
-def publish_options(document: Json) -> tuple[list[Call], PublishOptions, list[Any], Any]:
-    """A publish request as the library's calls and options, plus its raw payloads."""
-    if not isinstance(document, dict):
-        raise InvalidRequest("a publish request is a JSON object (schemas/publish.schema.json)")
-    validate_publish_request(document)
-    check_unique_request(document)
-    payloads = [request.get("payload") for request in document["requests"]]
-    for index, payload in enumerate(payloads):
-        codec.check_json(payload, f"requests[{index}].payload")
-        _check_typed_values(payload, f"requests[{index}].payload")
-        codec.check_size(payload, f"requests[{index}].payload")
-    metadata = document.get("metadata")
-    if metadata is not None:
-        codec.check_json(metadata, "metadata")
-        _check_typed_values(metadata, "metadata")
-    calls = [Call(request["type"], None) for request in document["requests"]]
-    options = PublishOptions(
-        queue=document.get("queue"),
-        priority=document.get("priority"),
-        available_at=(
-            parse_timestamp(document["available_at"]) if "available_at" in document else None
-        ),
-        delay=_ms(document["delay_ms"]) if "delay_ms" in document else None,
-        serial_group=document.get("serial_group"),
-        identifier=document.get("identifier"),
-        unique=_unique_option(document),
-        recurring=(
-            _ms(document["recurring"]["interval_ms"]) if document.get("recurring") else None
-        ),
-        depends_on=tuple(document.get("depends_on", ())),
-        batch_id=document.get("batch_id"),
-        retry=document.get("retry_policy"),
-        tags=tuple(document.get("tags", ())),
-        timeout=_ms(document["timeout_ms"]) if document.get("timeout_ms") is not None else None,
-        result_ttl=(
-            _ms(document["result_ttl_ms"]) if document.get("result_ttl_ms") is not None else None
-        ),
-        concurrency_key=document.get("concurrency_key"),
-        concurrency_limit=document.get("concurrency_limit"),
-        rate_key=document.get("rate_key"),
-        rate_limit=document.get("rate_limit"),
-        rate_period=(
-            _ms(document["rate_period_ms"]) if document.get("rate_period_ms") is not None else None
-        ),
-    )
-    return calls, options, payloads, metadata
-
-
-def _unique_option(document: Json) -> bool | Unique:
-    """Unique mode, or else the unique key of ``uniqueness``; a request with both gets its
-    uniqueness from :meth:`Adapter.build`."""
-    member = document.get("uniqueness")
-    if document.get("unique") or member is None:
-        return bool(document.get("unique", False))
-    return Unique.from_member(member)
 
 
 def publish_document(job: Json) -> Json:
@@ -408,12 +299,14 @@ class Session:
     table_prefix: str
     clock: ManualClock = field(default_factory=ManualClock)
     notifier: RecordingNotifier = field(default_factory=RecordingNotifier)
+    script: Script = field(default_factory=Script)
     rng: random.Random = field(default_factory=random.Random)
     app: Conveyor | None = None
     temporary: str | None = None
     broker_url: str | None = None
     broker_settings: BrokerSettings | None = None
     broker_claims: BrokerClaims | None = None
+    http: BindingServer | None = None  # HTTP mode: conveyor web on this app (conformance_http)
 
     @classmethod
     def open(cls, backend: str, url: str | None, broker_url: str | None = None) -> Session:
@@ -476,9 +369,11 @@ class Session:
         )
         for handler in handlers:
             try:
+                # Worker mode runs these; the harness's own reports never call them.
                 app.register(
                     handler["type"],
-                    _never_called,
+                    self.script.handler(),
+                    pass_context=True,
                     queue=handler["queue"],
                     priority=handler["priority"],
                     retry=resolve(handler["retry_policy"]),
@@ -496,6 +391,8 @@ class Session:
             self.broker_claims.purge(self.app.broker)
 
     def close(self) -> None:
+        if self.http is not None:
+            self.http.stop()
         if self.app is not None:
             if self.broker_claims is not None:
                 try:
@@ -535,17 +432,7 @@ class Session:
         }
 
     def build(self, document: Json) -> Job:
-        calls, options, payloads, metadata = publish_options(document)
-        app = self.conveyor
-        job = app.factory.build(calls, options, app.now())
-        requests = tuple(
-            replace(request, payload=payload)
-            for request, payload in zip(job.requests, payloads, strict=True)
-        )
-        job = replace(job, requests=requests, metadata=metadata if metadata is not None else {})
-        if document.get("unique") and document.get("uniqueness") is not None:
-            job = replace(job, uniqueness=resolve_uniqueness(document["uniqueness"]))
-        return rekeyed(job)  # of the payloads as given (UKEY-002)
+        return build_job(self.conveyor, document)
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -582,7 +469,10 @@ class Session:
         random.seed(request.get("seed", 0))
         self.wipe()
         self.notifier.seen.clear()
+        self.script.clear()
         self.app = self.new_app(request.get("handlers", []), request.get("priorities"))
+        if self.http is not None:
+            self.http.serve(self.app)
         return {}
 
     def cmd_clock_set(self, request: Json) -> Json:
@@ -590,7 +480,7 @@ class Session:
         return {"now": format_timestamp(self.clock.now())}
 
     def cmd_clock_advance(self, request: Json) -> Json:
-        return {"now": format_timestamp(self.clock.advance(_ms(request["ms"])))}
+        return {"now": format_timestamp(self.clock.advance(ms(request["ms"])))}
 
     def cmd_barrier(self, request: Json) -> Json:
         # Nothing runs in the background: even in broker mode every command waits for
@@ -783,7 +673,7 @@ class Session:
         return {"identifiers": sorted(found)}
 
     def cmd_clear_finished(self, request: Json) -> Json:
-        return {"deleted": self.conveyor.clear_finished(older_than=_ms(request["older_than_ms"]))}
+        return {"deleted": self.conveyor.clear_finished(older_than=ms(request["older_than_ms"]))}
 
     def cmd_retry_delay(self, request: Json) -> Json:
         policy = request["policy"]
@@ -796,6 +686,13 @@ class Session:
     def cmd_notifications(self, request: Json) -> Json:
         seen, self.notifier.seen = self.notifier.seen, []
         return {"notifications": seen}
+
+    def cmd_script_handlers(self, request: Json) -> Json:
+        self.script.set(request["scripts"])
+        return {}
+
+    def cmd_run_worker(self, request: Json) -> Json:
+        return run_worker(self.conveyor, self.script, request)
 
     def cmd_batch_open(self, request: Json) -> Json:
         app = self.conveyor
@@ -823,10 +720,6 @@ def _kwargs(options: PublishOptions) -> Json:
         for name in PublishOptions.__dataclass_fields__
         if name != "metadata" and getattr(options, name) not in (None, (), False)
     }
-
-
-def _never_called(*args: Any, **kwargs: Any) -> None:
-    raise RuntimeError("the conformance adapter never runs handlers; the harness reports outcomes")
 
 
 def respond(session: Session, request: Json) -> Json:
@@ -900,6 +793,11 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
     session = Session.open(arguments.backend, arguments.url, arguments.broker_url)
+    http_url = os.environ.get(URL_VARIABLE)
+    if http_url:
+        # HTTP mode: the harness sends the binding's commands to this URL (spec.md#http).
+        token = os.environ.get(TOKEN_VARIABLE) or None
+        session.http = BindingServer(http_url, token).start()
     # Anything the library might print must not reach the protocol stream.
     protocol_out = sys.stdout
     sys.stdout = sys.stderr

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from .counting import LEASE_RESCUES, by_queue
 from .engine import Fired, Firing, JobEngine
 from .errors import (
     BatchClosed,
@@ -514,11 +515,15 @@ class Lifecycle:
     def rescue(self, tx: Transaction, now: datetime, limit: int) -> Outcome:
         """Fire lease_expired on processing jobs whose lease has run out."""
         outcome = Outcome()
+        rescued: list[Job] = []
         for job in tx.expired_leases(now, limit):
             fired = self.engine.fire(job, self._firing("lease_expired", now, {}, {}))
             if tx.save_job(job, fired.job, fired.fields):
+                rescued.append(fired.job)
                 outcome.jobs.append(fired.job)
                 self._after(tx, fired, now, outcome)
+        if rescued:  # the metrics' total, in the same transaction (counting.py)
+            tx.add_to_counters(by_queue(LEASE_RESCUES, rescued))
         return outcome
 
     # -- system effects -------------------------------------------------------------------
@@ -601,6 +606,10 @@ class Lifecycle:
             last_error=None,
             errors=(),
             execution=None,
+            # The copy has not run: the result and progress of the run that ended stay with it
+            # (REC-002, RESULT-001, PROGRESS-002).
+            result=None,
+            progress=None,
         )
         out.jobs.extend(tx.insert_jobs([copy]))
 

@@ -1,7 +1,8 @@
 """The JSON API on every backend: publish, get, list with filters and pages, operations,
 queue figures, pause and resume.
 
-Spec: OPS-001..006, PAUSE-001..005 through HTTP.
+Spec: OPS-001..007, PAUSE-001..005 through the HTTP binding (HTTP-001..012). The
+conformance suite runs its vectors through the same routes (`just conformance`, HTTP mode).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from starlette.testclient import TestClient
 
 from conveyor import Conveyor, ManualClock
 
-from .conftest import JSON
+from .conftest import JSON, ClientFactory
 
 
 def publish(client: TestClient, type: str, payload: object = None, **options: object) -> dict:
@@ -20,7 +21,9 @@ def publish(client: TestClient, type: str, payload: object = None, **options: ob
         "/api/jobs", json={"requests": [{"type": type, "payload": payload}], **options}
     )
     assert response.status_code == 201, response.text
-    return response.json()["job"]
+    job: dict = response.json()["job"]
+    assert response.headers["location"] == f"http://testserver/api/jobs/{job['id']}"
+    return job
 
 
 def test_publish_then_get(client: TestClient, conveyor_app: Conveyor) -> None:
@@ -30,10 +33,27 @@ def test_publish_then_get(client: TestClient, conveyor_app: Conveyor) -> None:
     stored = conveyor_app.get(job["id"])
     assert stored.requests[0].payload == {"to": "a@example.com"}
     assert stored.tags == ("customer:42",)
-    got = client.get(f"/api/jobs/{job['id']}").json()["job"]
+    response = client.get(f"/api/jobs/{job['id']}")
+    got = response.json()["job"]
     assert got["id"] == job["id"]
-    assert got["requests"][0]["payload"] is None  # hidden by default
-    assert got["payload_hidden"] is True
+    assert got["requests"][0]["payload"] is None  # withheld by default (HTTP-012)
+    assert got["metadata"] == {}
+    assert response.headers["conveyor-withheld"] == "payload, metadata"
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_payloads_are_stored_and_shown_as_sent(make_client: ClientFactory) -> None:
+    """HTTP-003, HTTP-012: the wire form of the codec is stored as given, typed values too."""
+    client = make_client(show_payloads=True)
+    payload = {"blob": {"$bytes": "AAE="}, "at": {"$date": "2026-01-02"}, "n": 1.5}
+    job = publish(client, "mail.send", payload, metadata={"trace": "t-1"})
+    response = client.get(f"/api/jobs/{job['id']}")
+    assert "conveyor-withheld" not in response.headers
+    got = response.json()["job"]
+    assert got["requests"][0]["payload"] == payload
+    assert got["metadata"] == {"trace": "t-1"}
+    bad = client.post("/api/jobs", json={"requests": [{"type": "mail.send"}], "colour": "red"})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_request")
 
 
 def test_publish_with_a_unique_key(client: TestClient, conveyor_app: Conveyor) -> None:
@@ -43,17 +63,16 @@ def test_publish_with_a_unique_key(client: TestClient, conveyor_app: Conveyor) -
     again = publish(client, "mail.send", {"to": "a@example.com"}, uniqueness=uniqueness)
     assert again["id"] == first["id"]
     assert len(conveyor_app.jobs()) == 1
-    both = client.post(
-        "/api/jobs",
-        json={
-            "requests": [{"type": "mail.send"}],
-            "uniqueness": uniqueness,
-            "unique": True,
-            "identifier": "x",
-        },
+    keep = {**uniqueness, "conflict": "keep"}
+    refused = client.post(
+        "/api/jobs", json={"requests": [{"type": "mail.send"}], "uniqueness": keep}
     )
-    assert both.status_code == 400
-    assert "not both" in both.text
+    assert refused.status_code == 400  # keep needs unique mode (UKEY-001)
+    kept = publish(
+        client, "mail.send", {"to": "a@example.com"}, uniqueness=keep, unique=True, identifier="a"
+    )
+    assert kept["id"] != first["id"]
+    assert len(conveyor_app.jobs()) == 2
 
 
 def test_list_filters(client: TestClient, conveyor_app: Conveyor) -> None:
@@ -85,15 +104,16 @@ def test_list_filters(client: TestClient, conveyor_app: Conveyor) -> None:
 def test_keyset_pages(client: TestClient) -> None:
     published = [publish(client, "mail.send", {"n": n})["id"] for n in range(5)]
     seen: list[str] = []
-    after = 0
+    params: dict[str, object] = {"limit": 2}
     while True:
-        page = client.get("/api/jobs", params={"limit": 2, "after": after}).json()
+        page = client.get("/api/jobs", params=params).json()
         seen.extend(job["id"] for job in page["jobs"])
         if page["next_after"] is None:
             break
-        after = page["next_after"]
+        assert page["next_after"] == seen[-1]  # the cursor is the last job's id (HTTP-005)
+        params["after"] = page["next_after"]
     assert seen == published
-    first = client.get("/jobs", params={"tag": "x y", "after": 0}).text  # no match, no link
+    first = client.get("/jobs", params={"tag": "x y"}).text  # no match, no link
     assert 'rel="next"' not in first
     by_type = client.get("/api/jobs", params={"limit": 2, "type": "mail.send"}).json()
     assert [job["id"] for job in by_type["jobs"]] == published[:2]
@@ -137,6 +157,11 @@ def test_unknown_job_and_bad_input(client: TestClient) -> None:
     assert bad_state.status_code == 400
     assert "states are" in bad_state.json()["error"]["message"]
     assert client.get("/api/jobs", params={"limit": "many"}).status_code == 400
+    unknown_filter = client.get("/api/jobs", params={"colour": "red"})
+    assert unknown_filter.status_code == 400
+    assert "colour" in unknown_filter.json()["error"]["message"]
+    gone = client.get("/api/jobs", params={"after": "999999"})  # OPS-007
+    assert (gone.status_code, gone.json()["error"]["code"]) == (404, "not_found")
     no_requests = client.post("/api/jobs", json={"queue": "mail"})
     assert no_requests.status_code == 400
     assert no_requests.json()["error"]["code"] == "invalid_request"
@@ -173,8 +198,11 @@ def test_actions_take_json_only(client: TestClient, conveyor_app: Conveyor) -> N
         content="x=1",
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    assert form.status_code == 400
+    assert form.status_code == 415  # HTTP-002
+    assert form.json()["error"]["code"] == "unsupported_media_type"
     assert "application/json" in form.json()["error"]["message"]
+    extra = client.post(f"/api/jobs/{job['id']}/cancel", json={"reason": "x"})  # HTTP-006
+    assert (extra.status_code, extra.json()["error"]["code"]) == (400, "invalid_request")
     assert conveyor_app.get(job["id"]).state == "ready"
     assert client.post(f"/api/jobs/{job['id']}/cancel", headers=JSON).status_code == 200
 

@@ -4,6 +4,7 @@ payloads, masked URLs and security headers. One test (at least) for each."""
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -116,6 +117,15 @@ def test_basic_authentication(make_client: ClientFactory) -> None:
     assert client.get("/", headers=basic("ops", "correct horse")).status_code == 200
 
 
+def test_both_credentials_challenge_both_schemes(make_client: ClientFactory) -> None:
+    """HTTP-010: a token configured beside basic credentials is named in the challenge."""
+    client = make_client(token=TOKEN, username="ops", password="correct horse")
+    challenge = client.get("/api/jobs").headers["www-authenticate"]
+    assert challenge.startswith("Basic")  # a browser asks for the password
+    assert 'Bearer realm="Conveyor"' in challenge
+    assert client.get("/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
 # -- CSRF -------------------------------------------------------------------------------------
 
 
@@ -192,6 +202,15 @@ def test_payloads_are_hidden_unless_allowed(
     assert got["requests"][0]["payload"] == {"to": "alice@example.com"}
     assert got["metadata"] == {"k": "v"}
     assert "alice@example.com" in shown.get(f"/jobs/{job.id}").text
+
+
+def test_masking_a_long_string_takes_linear_time() -> None:
+    """A 1 MiB payload without a URL took minutes when every position was tried as a scheme."""
+    started = time.monotonic()
+    for text in ("a" * 2**20, "x://" + "a" * 2**20, "ab:" * 350_000):
+        assert mask_urls(text) == text
+    assert time.monotonic() - started < 5  # about 0.2 s; quadratic, it is minutes
+    assert mask_urls("db=postgresql://app:pw@h/x") == "db=postgresql://app:***@h/x"
 
 
 def test_passwords_in_urls_are_masked(client: TestClient, conveyor_app: Conveyor) -> None:

@@ -2,8 +2,10 @@
 are both built, so the document cannot drift from the code (tests/web compares it with the
 committed ``openapi.json``).
 
-Errors are the spec's refusal documents (``{"error": {"code", "message"}}``, error.schema.json)
-with an HTTP status per code.
+The routes follow the spec's HTTP binding (spec.md#http, HTTP-001..012): publish, read, list,
+cancel, retry, requeue, pause, resume and the queues under ``/api``, with the response documents
+of spec/schemas/http.schema.json. Errors are the spec's refusal documents
+(``{"error": {"code", "message"}}``) with an HTTP status per code (HTTP-008).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..errors import ConveyorError, InvalidRequest, Refused, StoreUnavailable
 from .masking import mask_urls
 from .service import LIST_LIMIT_MAX, WebService
 
+# HTTP-008: every other spec error code is answered with 400.
 STATUS_OF_CODE = {
     "not_found": 404,
     "invalid_transition": 409,
@@ -32,6 +35,15 @@ STATUS_OF_CODE = {
 }
 
 Handler = Callable[[WebService, Request], Awaitable[Any]]
+WITHHELD = "payload, metadata"  # the Conveyor-Withheld header (HTTP-012)
+
+
+@dataclass(frozen=True)
+class Created:
+    """A handler's result that answers 201 with a ``Location`` header."""
+
+    document: dict[str, Any]
+    location: str
 
 
 @dataclass(frozen=True)
@@ -62,18 +74,39 @@ def refusal(code: str, message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
+class UnsupportedMediaType(Exception):
+    """A body that is not ``application/json`` (HTTP-002): answered with 415."""
+
+
 async def _json_body(request: Request) -> Any:
+    """The JSON body of a POST (HTTP-002); an empty body with the JSON media type reads as
+    ``{}``."""
+    raw = await request.body()
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
         # A cross-site HTML form cannot send JSON: this is a second line against CSRF.
-        raise InvalidRequest("send the body as JSON with Content-Type: application/json")
-    raw = await request.body()
+        raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json")
     if not raw:
         return {}
     try:
         return json.loads(raw)
     except ValueError as error:
         raise InvalidRequest(f"the body is not JSON: {error}") from None
+
+
+async def _empty_body(request: Request) -> None:
+    """The body of an operation: ``{}`` (HTTP-006)."""
+    if await _json_body(request) != {}:
+        raise InvalidRequest("send an empty JSON object ({}) as the body of this operation")
+
+
+def _known_params(request: Request, endpoint: Endpoint) -> None:
+    """Refuse a query parameter the route does not define (HTTP-005)."""
+    known = [param.name for param in endpoint.params if param.where == "query"]
+    unknown = sorted(set(request.query_params) - set(known))
+    if unknown:
+        takes = f"this route takes {', '.join(known)}" if known else "this route takes none"
+        raise InvalidRequest(f"unknown query parameter {', '.join(unknown)}; {takes}")
 
 
 def _int(request: Request, name: str, default: int) -> int:
@@ -101,7 +134,7 @@ async def list_jobs(service: WebService, request: Request) -> Any:
             identifier=_text(request, "identifier"),
             batch=_text(request, "batch"),
             serial_group=_text(request, "serial_group"),
-            after=_int(request, "after", 0),
+            after=_text(request, "after"),
             limit=_int(request, "limit", 50),
         )
     )
@@ -114,12 +147,15 @@ async def get_job(service: WebService, request: Request) -> Any:
 
 async def publish(service: WebService, request: Request) -> Any:
     document = await _json_body(request)
-    return {"job": await run_in_threadpool(service.publish, document)}
+    job = await run_in_threadpool(service.publish, document)
+    # HTTP-003: where the stored job is read from, as an absolute URL.
+    location = str(request.url.replace(query="", fragment="")).rstrip("/") + f"/{job['id']}"
+    return Created({"job": job}, location)
 
 
 def _operation(name: str) -> Handler:
     async def operate(service: WebService, request: Request) -> Any:
-        await _json_body(request)
+        await _empty_body(request)
         job = await run_in_threadpool(service.operate, request.path_params["job_id"], name)
         return {"job": job}
 
@@ -131,12 +167,12 @@ async def queues(service: WebService, request: Request) -> Any:
 
 
 async def pause(service: WebService, request: Request) -> Any:
-    await _json_body(request)
+    await _empty_body(request)
     return await run_in_threadpool(service.pause, request.path_params["queue"])
 
 
 async def resume(service: WebService, request: Request) -> Any:
-    await _json_body(request)
+    await _empty_body(request)
     return await run_in_threadpool(service.resume, request.path_params["queue"])
 
 
@@ -191,8 +227,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "properties": {
                 "jobs": {"type": "array", "items": JOB},
                 "next_after": {
-                    "type": ["integer", "null"],
-                    "description": "Pass as `after` for the next page; null on the last page.",
+                    "type": ["string", "null"],
+                    "description": "The id of the page's last job: pass as `after` for the next "
+                    "page; null on the last page.",
                 },
             },
         },
@@ -204,7 +241,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             _filter("identifier", "Only jobs with this identifier."),
             _filter("batch", "Only jobs of this batch."),
             _filter("serial_group", "Only jobs of this serial group."),
-            Param("after", "query", {"type": "integer", "minimum": 0}, "Jobs after sequence."),
+            Param(
+                "after",
+                "query",
+                {"type": "string"},
+                "Jobs after this job (an id, `next_after` of the previous page); a job no "
+                "longer stored is refused with not_found (OPS-007).",
+            ),
             Param(
                 "limit",
                 "query",
@@ -212,6 +255,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "At most this many jobs.",
             ),
         ),
+        errors=(400, 404),
     ),
     Endpoint(
         "POST",
@@ -223,7 +267,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         action=True,
         status=201,
         body={"$ref": "#/components/schemas/PublishRequest"},
-        errors=(400, 403, 413),
+        errors=(400, 403, 413, 415),
     ),
     Endpoint(
         "GET",
@@ -246,7 +290,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             action=True,
             params=(JOB_ID,),
             body=EMPTY_BODY,
-            errors=(400, 403, 404, 409),
+            errors=(400, 403, 404, 409, 415),
         )
         for name, summary in (
             ("cancel", "Cancel a job that is not running (OPS-001)."),
@@ -279,7 +323,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         action=True,
         params=(QUEUE,),
         body=EMPTY_BODY,
-        errors=(400, 403),
+        errors=(400, 403, 415),
     ),
     Endpoint(
         "POST",
@@ -291,7 +335,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         action=True,
         params=(QUEUE,),
         body=EMPTY_BODY,
-        errors=(400, 403),
+        errors=(400, 403, 415),
     ),
     Endpoint(
         "GET",
@@ -360,7 +404,10 @@ def _endpoint(service: WebService, endpoint: Endpoint) -> Callable[[Request], Aw
         if endpoint.action and service.settings.read_only:
             return refusal("read_only", "this interface is read-only (--read-only)", 403)
         try:
+            _known_params(request, endpoint)
             result = await endpoint.handler(service, request)
+        except UnsupportedMediaType as error:
+            return refusal("unsupported_media_type", str(error), 415)
         except Refused as error:
             status = STATUS_OF_CODE.get(error.code, 400)
             return refusal(error.code, mask_urls(error.message), status)
@@ -368,7 +415,13 @@ def _endpoint(service: WebService, endpoint: Endpoint) -> Callable[[Request], Aw
             return refusal("store_unavailable", mask_urls(str(error)), 503)
         except ConveyorError as error:
             return refusal("error", mask_urls(str(error)), 500)
-        return JSONResponse(result, status_code=endpoint.status)
+        headers = {}
+        if isinstance(result, Created):
+            headers["location"] = result.location
+            result = result.document
+        if not service.settings.show_payloads and ("job" in result or "jobs" in result):
+            headers["conveyor-withheld"] = WITHHELD
+        return JSONResponse(result, status_code=endpoint.status, headers=headers)
 
     return respond
 

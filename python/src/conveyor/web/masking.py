@@ -7,7 +7,11 @@ from typing import Any
 
 # scheme://user:password@host: the password part, whatever the scheme (database, broker,
 # HTTP endpoints quoted in error messages and tracebacks).
-_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^@\s/]+)@")
+# The scheme starts a word and is at most 32 characters long, so that a long string without
+# any URL (a payload of a megabyte) is scanned in linear time, not tried at every position.
+_CREDENTIALS = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://[^/\s:@]*:)(?P<secret>[^@\s/]+)@"
+)
 
 
 def mask_urls(text: str) -> str:
@@ -28,12 +32,12 @@ def masked(value: Any) -> Any:
 
 def job_view(job: dict[str, Any], show_payloads: bool) -> dict[str, Any]:
     """A job document (job.schema.json) as the web shows it: URL passwords masked
-    everywhere, payloads and metadata replaced by null unless ``show_payloads``."""
+    everywhere, and unless ``show_payloads`` the payloads withheld (null) and the metadata
+    empty, as the HTTP binding allows (spec.md#HTTP-012); the responses then carry the header
+    ``Conveyor-Withheld`` instead of a member the job schema does not define."""
     shown = masked(job)
     if not show_payloads:
         for request in shown["requests"]:
             request["payload"] = None
-            request["payload_hidden"] = True
-        shown["metadata"] = None
-        shown["payload_hidden"] = True
+        shown["metadata"] = {}
     return dict(shown)

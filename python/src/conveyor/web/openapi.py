@@ -22,8 +22,9 @@ ERROR = {
             "properties": {
                 "code": {
                     "type": "string",
-                    "description": "A spec error code (error.schema.json), or one of "
-                    "unauthorized, cross_site, read_only, store_unavailable.",
+                    "description": "A spec error code (error.schema.json, HTTP-008), or one "
+                    "of unauthorized, cross_site, read_only, host_not_allowed, "
+                    "unsupported_media_type, store_unavailable, error (HTTP-009).",
                 },
                 "message": {"type": "string", "description": "What was wrong and what to do."},
             },
@@ -34,8 +35,9 @@ COMPONENTS: dict[str, Any] = {
     "Job": {
         "type": "object",
         "description": "A job as spec/schemas/job.schema.json describes it. Unless the server "
-        "shows payloads, every request's payload and the metadata are null and "
-        "`payload_hidden` is true; passwords inside URLs are masked in every string.",
+        "shows payloads, every request's payload is null, the metadata is empty and the "
+        "response carries the header `Conveyor-Withheld: payload, metadata` (HTTP-012); "
+        "passwords inside URLs are masked in every string.",
         "required": ["id", "sequence", "queue", "priority", "state", "requests", "attempts"],
         "properties": {
             "id": {"type": "string"},
@@ -45,7 +47,6 @@ COMPONENTS: dict[str, Any] = {
             "state": {"type": "string"},
             "attempts": {"type": "integer"},
             "requests": {"type": "array", "items": {"type": "object"}},
-            "payload_hidden": {"type": "boolean"},
         },
         "additionalProperties": True,
     },
@@ -90,13 +91,20 @@ COMPONENTS: dict[str, Any] = {
     },
     "Error": ERROR,
 }
+LOCATION = {
+    "Location": {
+        "description": "The URL of the stored job (HTTP-003).",
+        "schema": {"type": "string", "format": "uri"},
+    }
+}
 DESCRIPTIONS = {
     400: "The request breaks a rule; the message names it.",
     401: "Credentials are missing or wrong.",
     403: "Read-only mode, or a cross-site request.",
-    404: "No such job or batch (OPS-002).",
+    404: "No such job or batch (OPS-002, OPS-007).",
     409: "The job's state does not allow the operation (invalid_transition).",
     413: "A payload is too large (LIMIT-006).",
+    415: "The body is not sent as application/json (HTTP-002).",
 }
 
 
@@ -108,6 +116,7 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
             str(endpoint.status): {
                 "description": "Done." if endpoint.action else "Found.",
                 "content": {"application/json": {"schema": endpoint.response}},
+                **({"headers": LOCATION} if endpoint.status == 201 else {}),
             },
             **{
                 str(status): {
@@ -152,8 +161,9 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "Conveyor web API",
             "version": __version__,
-            "description": "Publish, inspect and operate on jobs and queues. Actions need a "
-            "JSON body and a same-origin request (CSRF); authentication is a bearer token or "
+            "description": "Publish, inspect and operate on jobs and queues. The routes under "
+            "/api follow the spec's HTTP binding (spec.md#http, base URL `/api`). Actions need "
+            "a JSON body and a same-origin request (CSRF); authentication is a bearer token or "
             "HTTP basic, as configured.",
         },
         "paths": paths,

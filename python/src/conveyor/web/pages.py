@@ -120,7 +120,7 @@ class Pages:
                 partial(
                     self.service.list_jobs,
                     states=tuple(states),
-                    after=int(query.get("after") or 0),
+                    after=query.get("after") or None,
                     limit=50,
                     **{name: value or None for name, value in chosen.items()},
                 )
@@ -160,7 +160,12 @@ class Pages:
             if any(t.event == name and job["state"] in t.sources for t in machine.transitions)
         ]
         return self.render(
-            request, "job.html", job=job, operations=allowed, title=f"Job {job['id']}"
+            request,
+            "job.html",
+            job=job,
+            operations=allowed,
+            payloads_withheld=not self.service.settings.show_payloads,
+            title=f"Job {job['id']}",
         )
 
 

@@ -111,11 +111,14 @@ class SecurityMiddleware:
             await response(scope, receive, send_with_headers)
             return
         if not authorized(headers, self.settings):
-            challenge = (
-                'Basic realm="Conveyor", charset="UTF-8"'
-                if self.settings.username is not None
-                else 'Bearer realm="Conveyor"'
-            )
+            # Basic first, so that a browser asks for the password; Bearer whenever a token
+            # is configured (HTTP-010).
+            challenges = []
+            if self.settings.username is not None:
+                challenges.append('Basic realm="Conveyor", charset="UTF-8"')
+            if self.settings.token is not None:
+                challenges.append('Bearer realm="Conveyor"')
+            challenge = ", ".join(challenges)
             response = JSONResponse(
                 _error("unauthorized", "send the configured token or user name and password"),
                 status_code=401,

@@ -12,12 +12,10 @@ from datetime import timedelta
 from typing import Any
 
 from ..app import Conveyor
-from ..clock import format_timestamp, parse_timestamp
+from ..clock import format_timestamp
 from ..errors import InvalidRequest
 from ..model import Job
-from ..publishing import Call, validate_publish_request
-from ..uniqueness import Unique
-from ..uniqueness import check_request as check_unique_request
+from ..wire import publish_request
 from .masking import job_view, mask_urls
 from .settings import WebSettings
 
@@ -27,24 +25,11 @@ THROUGHPUT_MINUTES_MAX = 24 * 60
 # most this many jobs, and the cursor moves past them all (keyset pagination stays exact).
 TYPE_SCAN_LIMIT = 5000
 
-_PUBLISH_OPTIONS = {
-    "queue": "queue",
-    "priority": "priority",
-    "serial_group": "serial_group",
-    "identifier": "identifier",
-    "unique": "unique",
-    "depends_on": "depends_on",
-    "batch_id": "batch_id",
-    "retry_policy": "retry",
-    "tags": "tags",
-    "metadata": "metadata",
-}
-
 
 @dataclass(frozen=True)
 class JobPage:
     jobs: list[dict[str, Any]]
-    next_after: int | None
+    next_after: str | None
 
 
 class WebService:
@@ -79,11 +64,12 @@ class WebService:
         identifier: str | None = None,
         batch: str | None = None,
         serial_group: str | None = None,
-        after: int = 0,
+        after: str | None = None,
         limit: int = 50,
     ) -> JobPage:
-        """Jobs in publish order after sequence ``after``; ``next_after`` reads the next page
-        (None: there is none)."""
+        """Jobs in publish order after the job ``after`` (an id: a job no longer stored is
+        refused with not_found, OPS-007); ``next_after`` names the job to read the next page
+        after (None: there is none)."""
         unknown = [state for state in states if state not in self.states]
         if unknown:
             raise InvalidRequest(
@@ -91,8 +77,7 @@ class WebService:
             )
         if not 1 <= limit <= LIST_LIMIT_MAX:
             raise InvalidRequest(f"limit must be between 1 and {LIST_LIMIT_MAX}, not {limit}")
-        if after < 0:
-            raise InvalidRequest(f"after must be a sequence number (0 or more), not {after}")
+        start = self.app.get(after).sequence if after is not None else 0
         options = {
             "states": states,
             "queue": queue,
@@ -102,25 +87,25 @@ class WebService:
             "serial_group": serial_group,
         }
         if type is None:
-            found = self.app.jobs(limit=limit + 1, after_sequence=after, **options)  # type: ignore[arg-type]
+            found = self.app.jobs(limit=limit + 1, after_sequence=start, **options)  # type: ignore[arg-type]
             more = len(found) > limit
             page = found[:limit]
-            next_after = page[-1].sequence if more and page else None
+            next_after = page[-1].id if more and page else None
             return JobPage([self.view(job) for job in page], next_after)
         matched: list[Job] = []
-        cursor, scanned = after, 0
+        cursor, cursor_id, scanned = start, after, 0
         while len(matched) < limit and scanned < TYPE_SCAN_LIMIT:
             chunk = self.app.jobs(limit=500, after_sequence=cursor, **options)  # type: ignore[arg-type]
             if not chunk:
                 return JobPage([self.view(job) for job in matched], None)
             for job in chunk:
-                cursor = job.sequence
+                cursor, cursor_id = job.sequence, job.id
                 scanned += 1
                 if any(request.type == type for request in job.requests):
                     matched.append(job)
                     if len(matched) == limit:
                         break
-        return JobPage([self.view(job) for job in matched], cursor)
+        return JobPage([self.view(job) for job in matched], cursor_id)
 
     def queues(self) -> list[dict[str, Any]]:
         """Every queue with jobs or a pause: counts by state, total, whether paused."""
@@ -188,30 +173,11 @@ class WebService:
     # -- actions -----------------------------------------------------------------------------
 
     def publish(self, document: Any) -> dict[str, Any]:
-        """Publish a job from a publish request (spec/schemas/publish.schema.json)."""
+        """Publish a job from a publish request (spec/schemas/publish.schema.json), payloads
+        and metadata stored as the document wrote them (spec.md#HTTP-003)."""
         if not isinstance(document, dict):
             raise InvalidRequest("send a publish request: a JSON object with 'requests'")
-        validate_publish_request(document)
-        calls = [Call(r["type"], r.get("payload")) for r in document["requests"]]
-        options: dict[str, Any] = {
-            option: document[name] for name, option in _PUBLISH_OPTIONS.items() if name in document
-        }
-        if "delay_ms" in document:
-            options["delay"] = document["delay_ms"] / 1000
-        if document.get("recurring"):
-            options["recurring"] = document["recurring"]["interval_ms"] / 1000
-        if document.get("timeout_ms") is not None:
-            options["timeout"] = document["timeout_ms"] / 1000
-        if "available_at" in document:
-            options["available_at"] = parse_timestamp(document["available_at"])
-        check_unique_request(document)
-        if document.get("uniqueness") is not None:
-            if document.get("unique"):
-                raise InvalidRequest(
-                    "this API publishes a job with unique mode or a unique key, not both"
-                )
-            options["unique"] = Unique.from_member(document["uniqueness"])
-        return self.view(self.app.publish_job(calls, **options))
+        return self.view(publish_request(self.app, document))
 
     def operate(self, job_id: str, operation: str) -> dict[str, Any]:
         act = {"cancel": self.app.cancel, "retry": self.app.retry, "requeue": self.app.requeue}

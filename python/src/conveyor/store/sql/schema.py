@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,10 @@ class Tables:
     # Version 8: the fire times cron schedules handled, one row per (name, fire time): the
     # primary key is the rule that no two processes publish one run (CRON-003).
     schedule_runs: Table
-    # Version 11: the holder of each unique key (UKEY-003), one row per key: the primary key,
+    # Version 11: totals of events the metrics count (failed attempts, lease rescues, broker
+    # repairs), one row per (name, queue), added to by whichever process counted them.
+    counters: Table
+    # Version 12: the holder of each unique key (UKEY-003), one row per key: the primary key,
     # locked before a publish decides, is the rule that no two publishes hold one key.
     unique_claims: Table
 
@@ -170,8 +173,8 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         *(_concurrency_columns() if version >= 9 else []),
         # Version 10: rate limits (RATE-001); the claims they count are in rate_slots.
         *(_rate_columns() if version >= 10 else []),
-        # Version 11: unique keys (UKEY-001); their holders are in unique_claims.
-        *(_unique_columns() if version >= 11 else []),
+        # Version 12: unique keys (UKEY-001); their holders are in unique_claims.
+        *(_unique_columns() if version >= 12 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -275,9 +278,16 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         Column("slot", Integer, primary_key=True, autoincrement=False),
         Column("job_id", BigInteger, nullable=False),
     )
+    counters = Table(
+        f"{prefix}counters",
+        metadata if version >= 11 else MetaData(),
+        Column("name", String(64), primary_key=True),
+        Column("queue", String(64), primary_key=True),
+        Column("value", BigInteger, nullable=False),
+    )
     unique_claims = Table(
         f"{prefix}unique_claims",
-        metadata if version >= 11 else MetaData(),
+        metadata if version >= 12 else MetaData(),
         Column("unique_key", String(64), primary_key=True),
         Column("job_id", BigInteger),  # NULL: free (a row is created before the decision)
         Column("expires_at", BigInteger),  # NULL: never
@@ -298,6 +308,7 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         workers,
         rate_slots,
         schedule_runs,
+        counters,
         unique_claims,
     )
 
@@ -503,10 +514,15 @@ def _rate_limits_v10(connection: Connection, tables: Tables) -> None:
     built.rate_slots.create(connection, checkfirst=True)
 
 
-def _unique_keys_v11(connection: Connection, tables: Tables) -> None:
-    """Version 11: a job's uniqueness and unique key (UKEY-001), nullable columns added in
+def _counters_v11(connection: Connection, tables: Tables) -> None:
+    """Version 11: the table of the metrics' event totals (docs/operations/metrics.md)."""
+    build_tables(tables.prefix, version=11).counters.create(connection, checkfirst=True)
+
+
+def _unique_keys_v12(connection: Connection, tables: Tables) -> None:
+    """Version 12: a job's uniqueness and unique key (UKEY-001), nullable columns added in
     place, and the table of the holders of the keys (UKEY-003)."""
-    built = build_tables(tables.prefix, version=11)
+    built = build_tables(tables.prefix, version=12)
     _add_columns(connection, built.jobs, ("uniqueness", "unique_key"))
     built.unique_claims.create(connection, checkfirst=True)
 
@@ -524,7 +540,8 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _schedule_runs_v8,
     _concurrency_v9,
     _rate_limits_v10,
-    _unique_keys_v11,
+    _counters_v11,
+    _unique_keys_v12,
 ]
 
 

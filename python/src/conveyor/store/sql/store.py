@@ -13,7 +13,8 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
@@ -65,6 +66,7 @@ from .dialects import (
     masked,
     notify_channel,
     schema_transaction,
+    upsert_adding,
 )
 from .direct import Compiled, DirectStatements
 from .locks import acquire_named, command_lock, release_named
@@ -712,6 +714,36 @@ class SqlTransaction:
         )
         return [(int(m), state, int(count)) for m, state, count in rows]
 
+    def ended_executions(self, since: datetime, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        t = self.tables.jobs
+        rows = self.connection.execute(
+            select(t.c.queue, t.c.execution)
+            # the states first: one range of the (state, finished_at) index per state
+            .where(
+                t.c.state.in_(sorted(self.states.terminal)),
+                t.c.finished_at >= to_ms(since),
+                t.c.execution.is_not(None),
+            )
+            .order_by(t.c.finished_at.desc())
+            .limit(limit)
+        )
+        return [(queue, json.loads(execution)) for queue, execution in rows]
+
+    # -- counters of the metrics -----------------------------------------------------------
+
+    def add_to_counters(self, counts: Mapping[tuple[str, str], int]) -> None:
+        c = self.tables.counters
+        for (name, queue), count in sorted(counts.items()):  # one lock order for every writer
+            if count:
+                self.connection.execute(upsert_adding(self.dialect, c, name, queue, count))
+
+    def counters(self) -> list[tuple[str, str, int]]:
+        c = self.tables.counters
+        rows = self.connection.execute(
+            select(c.c.name, c.c.queue, c.c.value).order_by(c.c.name, c.c.queue)
+        )
+        return [(name, queue, int(value)) for name, queue, value in rows]
+
     # -- batches --------------------------------------------------------------------------
 
     def insert_batch(self, batch: Batch) -> Batch:
@@ -853,6 +885,10 @@ class SqlTransaction:
         )
 
 
+class _ThreadEnd:
+    """Lives in a thread's locals only: collected when the thread ends (see SqlStore._hold)."""
+
+
 class SqlStore:
     """Jobs in a relational database; the schema is created or upgraded on first use."""
 
@@ -958,9 +994,26 @@ class SqlStore:
                 return held
         connection = self.engine.connect()
         self._local.connection = connection
+        self._hold(connection, "connection")
+        return connection
+
+    def _hold(self, connection: Connection, name: str) -> None:
+        """Track this thread's ``connection`` and give it back to the pool when the thread
+        ends: a thread of a pool that comes and goes (a web server's, anyio's) would otherwise
+        keep it checked out for ever, and after the pool's size such threads wait for one."""
         with self._connections_lock:
             self._connections.add(connection)
-        return connection
+        ended = _ThreadEnd()
+        setattr(self._local, f"{name}_end", ended)  # dropped with the thread's locals
+        weakref.finalize(ended, self._release, connection)
+
+    def _release(self, connection: Connection) -> None:
+        with self._connections_lock:
+            if connection not in self._connections:
+                return  # forgotten or closed already
+            self._connections.discard(connection)
+        with contextlib.suppress(DBAPIError):
+            connection.close()
 
     def _forget(self, connection: Connection) -> None:
         self._local.connection = None
@@ -1003,8 +1056,7 @@ class SqlStore:
         if connection is None or connection.invalidated or connection.closed:
             connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             self._local.autocommit = connection
-            with self._connections_lock:
-                self._connections.add(connection)
+            self._hold(connection, "autocommit")
         try:
             yield self._transaction_on(connection)
         except DBAPIError as error:
