@@ -67,6 +67,13 @@ BINDING_COMMANDS = frozenset(
 DEFAULT_PAGE_SIZE = 3
 
 
+def _has_unique_key(cmd: str, args: dict[str, Any]) -> bool:
+    """A publish with a unique key (UKEY-004) goes through the protocol: the binding's answer
+    carries a job, with no mark of a conflict and nothing when the holder was pruned."""
+    job = args.get("job")
+    return cmd == "publish" and isinstance(job, dict) and job.get("uniqueness") is not None
+
+
 def free_url() -> str:
     """A base URL on a loopback port that is free now, for an adapter that serves the binding."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -235,7 +242,7 @@ class HttpClient(Client):
         super().kill()
 
     def call(self, cmd: str, **args: Any) -> Response:
-        if cmd not in BINDING_COMMANDS:
+        if cmd not in BINDING_COMMANDS or _has_unique_key(cmd, args):
             return super().call(cmd, **args)
         self.requests += 1
         translate: Callable[[dict[str, Any]], Response] = getattr(self, f"_{cmd}")
