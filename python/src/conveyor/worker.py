@@ -51,6 +51,7 @@ LONGEST_RESCUE_INTERVAL = 30.0
 # The adaptive batch (batch_size None): claim ahead about this much work, at most this many.
 PREFETCH_SECONDS = 0.1
 AUTO_BATCH_LIMIT = 100
+ISOLATIONS = ("thread", "process")
 
 
 def default_worker_id() -> str:
@@ -74,6 +75,8 @@ class WorkerOptions:
     lease: timedelta | None = None
     max_jobs: int | None = None
     max_cycles: int | None = None
+    # Bytes of resident memory: the worker stops after a job once it uses more; with
+    # isolation="process", a handler process that uses more is replaced after its job.
     memory_limit: int | None = None
     idle_delay: float = 1.0
     # Seconds between looks for expired leases; default half the lease, at most 30 s. The
@@ -91,6 +94,13 @@ class WorkerOptions:
     # Seconds between the beats of the worker's record in the store (presence.py); None: no
     # record. A draining worker (stop_when_empty, process()) writes none.
     presence_every: float | None = 10.0
+    # Where sync handlers run: "thread" (the worker's threads) or "process" (one handler
+    # process per slot, killed at a job's timeout; isolation.py). ``async def`` handlers run
+    # on the app's event loop either way.
+    isolation: str = "thread"
+    # "process": how handler processes import the app (module:attribute, as --app); None:
+    # the module and global that hold the app in this process.
+    app_spec: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "batch_size"):
@@ -104,6 +114,10 @@ class WorkerOptions:
             raise ConfigurationError("presence_every must be more than 0 seconds, or None")
         if self.rescue_interval is not None and not self.rescue_interval > 0:
             raise ConfigurationError("rescue_interval must be more than 0 seconds")
+        if self.isolation not in ISOLATIONS:
+            raise ConfigurationError(
+                f"isolation must be one of {', '.join(ISOLATIONS)}, not {self.isolation!r}"
+            )
 
 
 @dataclass
@@ -253,7 +267,10 @@ class Worker(WorkerControl):
     def run(self) -> WorkerStats:
         restore = self._install_signals()
         give_back_alarm = None
-        if self.options.concurrency == 1 and Alarm.available():
+        isolated = self.options.isolation == "process"
+        if isolated:
+            self._isolate()
+        if self.options.concurrency == 1 and Alarm.available() and not isolated:
             self._alarm = Alarm()
             give_back_alarm = self._alarm.install()
         if self.options.stop_when_empty:
@@ -292,12 +309,25 @@ class Worker(WorkerControl):
                 if give_back_alarm is not None:
                     give_back_alarm()
                     self._alarm = None
+                if self.runner.isolation is not None:
+                    self.runner.isolation.close()
+                    self.runner.isolation = None
                 # This thread's connections go back to the pool: a worker may run in a thread
                 # that ends now, and each such thread would otherwise keep one for ever.
                 self.runner.host.release_thread()
                 restore()
         self.stats.stop_reason = self._stop_reason
         return self.stats
+
+    def _isolate(self) -> None:
+        """Start the handler processes (isolation="process"): one per slot."""
+        from .isolation import HandlerProcesses, app_spec_of
+
+        options = self.options
+        spec = options.app_spec or app_spec_of(self.runner.host)
+        processes = HandlerProcesses(spec, options.concurrency, options.memory_limit)
+        processes.start()
+        self.runner.isolation = processes
 
     def _running_ids(self) -> list[str]:
         """The jobs this worker runs now (read by the presence thread)."""
@@ -508,7 +538,7 @@ class Worker(WorkerControl):
                     self.options.concurrency, "conveyor-job", on_exit=runner.host.release_thread
                 )
             future = self._threads.submit(runner.perform, job)
-            if timeout is not None:
+            if timeout is not None and runner.isolation is None:  # else the runner kills it
                 deadline = time.monotonic() + timeout
         self._running[job.id] = _Running(job, future, timeout, deadline)
         future.add_done_callback(lambda _: self._completed(job.id))
@@ -620,6 +650,8 @@ class Worker(WorkerControl):
         job's lease token is no longer current (LEASE-007)."""
         running.given_up = True
         running.future.cancel()  # an async task is cancelled; a thread runs on
+        if self.runner.isolation is not None:  # a handler process is killed
+            self.runner.isolation.kill(running.job.id)
         self.runner.heartbeat.release(running.job.id)
         self._add_pending(self.runner.abandoned(running.job, report))
 
@@ -628,7 +660,11 @@ class Worker(WorkerControl):
             self._pending_since = time.monotonic()
         self._pending.append(performed)
         options = self.options
-        if options.memory_limit is not None and resident_memory() > options.memory_limit:
+        if (
+            options.memory_limit is not None
+            and options.isolation == "thread"  # else it is each handler process's limit
+            and resident_memory() > options.memory_limit
+        ):
             self.stop(f"memory above {options.memory_limit} bytes")
 
     def _free(self) -> int:
