@@ -392,6 +392,9 @@ class HandlerProcesses:
             self._closed = True
             idle, self._idle = self._idle, []
             busy = list(self._busy.values())
+        for child in idle:  # asked together, so they exit side by side
+            with contextlib.suppress(OSError, ValueError):
+                _send(child.connection, {"stop": True})
         for child in idle:
             child.stop()
         for child in busy:
