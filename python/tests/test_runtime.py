@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import Conveyor, ManualClock, Waiting
+from conveyor import Call, Conveyor, ManualClock, SystemClock, Waiting
 
 from .conftest import TEST_PREFIX, AppFactory, backend_url, require_service, wipe
 
@@ -532,3 +532,19 @@ def test_the_coordinator_sleeps_while_a_background_claim_is_in_flight(tmp_path: 
     finally:
         app.store.drop_schema()  # type: ignore[attr-defined]
         app.close()
+
+
+def test_process_runs_the_work_its_own_outcomes_made_due(make_app: AppFactory) -> None:
+    """process() claims every job due when it starts, and again once its outcomes ended jobs:
+    a batch's completion job, published by the last part's outcome, runs in the same call."""
+    app = make_app(clock=SystemClock())  # real time: the completion is due after the start
+    completed: list[str] = []
+    app.register("part", lambda n: None)
+    app.register("complete", lambda: completed.append("done"))
+    with app.batch(Call("complete")) as batch:
+        for n in range(3):
+            app.publish("part", n, batch=batch)
+    stats = app.process()
+    assert completed == ["done"]
+    assert stats.outcomes == {"finished": 4}
+    assert {job.state for job in app.jobs()} == {"finished"}

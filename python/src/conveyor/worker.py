@@ -146,6 +146,7 @@ class WorkerControl:
         self._stop = threading.Event()
         self._hurried = threading.Event()
         self._stop_reason = ""
+        self._settled = False  # an outcome recorded since the cutoff ended its job
 
     def run(self) -> WorkerStats:
         """Work until stopped; returns the statistics."""
@@ -180,6 +181,8 @@ class WorkerControl:
     def _count(self, executed: Executed) -> None:
         options = self.options
         self.stats.jobs += 1
+        if executed.job.finished_at is not None:  # a terminal state (JOB-010)
+            self._settled = True
         state = executed.job.state
         self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
         if options.on_job is not None:
@@ -374,6 +377,8 @@ class Worker(WorkerControl):
             if self._claim():
                 return  # claimed: start them first
             if self._idle() and self.options.stop_when_empty:
+                if self._due_since_cutoff():
+                    return  # claim again, up to now
                 self.stop("no due jobs left")
                 return
         elif self._pending and self._record_due():
@@ -381,6 +386,18 @@ class Worker(WorkerControl):
         if self._check_limits():
             return
         self._wait()
+
+    def _due_since_cutoff(self) -> bool:
+        """process(): outcomes that ended jobs may have made new work due since the run's
+        cutoff (a batch's completion job, a dependant, a job a handler published): move the
+        cutoff to now and claim again. Jobs due again through their own outcomes (a retry, a
+        wait) are claimed too then; the run still ends, since each move follows a job's end."""
+        if not self._settled:
+            return False
+        self._settled = False
+        self._due_by = self.clock()
+        self._news = True
+        return True
 
     def _claim(self) -> bool:
         """Record the pending outcomes and claim into the free slots; True when the loop
