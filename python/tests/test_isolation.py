@@ -9,20 +9,22 @@ no timer but the timeouts under test.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import pytest
 
 from conveyor import ConfigurationError, Conveyor
+from conveyor.isolation import app_spec_of
 
 from . import isolated_handlers
 from .conftest import AppFactory
 
 SPEC = "tests.isolated_handlers:app"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True),
-]
+BOUND = 20.0
+pytestmark = pytest.mark.slow
+BOTH = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+SQLITE = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 
 def isolated_app(make_app: AppFactory) -> Conveyor:
@@ -35,20 +37,38 @@ def run(app: Conveyor, **options: Any) -> Any:
     return app.process(isolation="process", app_spec=SPEC, **options)
 
 
-def test_a_busy_handler_is_killed_at_its_timeout_and_the_next_job_runs(
+@BOTH
+def test_killed_and_crashed_handlers_end_their_attempts_and_the_worker_goes_on(
     make_app: AppFactory,
 ) -> None:
+    """One drained run: a busy handler killed at its timeout, one whose process exits, then
+    a result with progress, a permanent error and an exception of another class, each in
+    order through one slot (every kill or crash replaces the process)."""
     app = isolated_app(make_app)
     spinning = app.publish("spin", timeout=0.3)
-    after = app.publish("double", {"n": 2})
+    exiting = app.publish("exit")
+    doubled = app.publish("double", {"n": 2})
+    refused = app.publish("refuse", {"reason": "no such account"})
+    broken = app.publish("broken")
+    seen: list[BaseException] = []
+    app.on_error(lambda job, error: seen.append(error))
     stats = run(app)
-    assert stats.jobs == 2
+    assert stats.jobs == 5
+
     killed = app.get(spinning.id)
     assert killed.state == "temporarily_failed"
     assert killed.last_error is not None
     assert killed.last_error.kind == "timeout"
     assert "timeout of 0.3 s" in killed.last_error.message
-    done = app.get(after.id)
+
+    crashed = app.get(exiting.id)
+    assert crashed.state == "temporarily_failed"
+    error = crashed.last_error
+    assert error is not None
+    assert (error.kind, error.type) == ("temporary", "HandlerProcessDied")
+    assert "exited with code 1" in error.message
+
+    done = app.get(doubled.id)
     assert done.state == "finished"
     assert done.result is not None
     assert done.result["doubled"] == 4
@@ -56,44 +76,22 @@ def test_a_busy_handler_is_killed_at_its_timeout_and_the_next_job_runs(
     assert done.progress is not None
     assert (done.progress["percent"], done.progress["message"]) == (50, "half way")
 
-
-def test_a_handler_process_that_exits_fails_the_job_temporarily(make_app: AppFactory) -> None:
-    app = isolated_app(make_app)
-    exiting = app.publish("exit")
-    first = app.publish("pid")
-    stats = run(app)
-    assert stats.jobs == 2
-    crashed = app.get(exiting.id)
-    assert crashed.state == "temporarily_failed"
-    error = crashed.last_error
-    assert error is not None
-    assert (error.kind, error.type) == ("temporary", "HandlerProcessDied")
-    assert "exited with code 1" in error.message
-    assert app.get(first.id).state == "finished"  # the worker went on, in a new process
-
-
-def test_handler_errors_keep_their_outcome_type_and_traceback(make_app: AppFactory) -> None:
-    app = isolated_app(make_app)
-    refused = app.publish("refuse", {"reason": "no such account"})
-    broken = app.publish("broken")
-    seen: list[BaseException] = []
-    app.on_error(lambda job, error: seen.append(error))
-    run(app, concurrency=2)
     permanent = app.get(refused.id)
     assert permanent.state == "permanently_failed"
     assert permanent.last_error is not None
     assert permanent.last_error.message == "no such account"
-    temporary = app.get(broken.id).last_error
-    assert temporary is not None
-    assert temporary.kind == "temporary"
-    assert temporary.type == "KeyError"
-    assert temporary.traceback is not None
-    assert "in broken" in temporary.traceback
-    assert "isolation.py" not in temporary.traceback  # the handler down
-    assert 'raise KeyError("missing")' in temporary.traceback
-    assert sorted(type(error).__name__ for error in seen) == ["HandlerRaised", "PermanentError"]
+    other = app.get(broken.id).last_error
+    assert other is not None
+    assert (other.kind, other.type) == ("temporary", "KeyError")
+    assert other.traceback is not None
+    assert "in broken" in other.traceback
+    assert "isolation.py" not in other.traceback  # from the handler down
+    assert 'raise KeyError("missing")' in other.traceback
+    names = [type(error).__name__ for error in seen]
+    assert names == ["HandlerProcessDied", "PermanentError", "HandlerRaised"]
 
 
+@SQLITE
 def test_a_handler_process_past_the_memory_limit_is_replaced(make_app: AppFactory) -> None:
     app = isolated_app(make_app)
     jobs = [app.publish("pid") for _ in range(2)]
@@ -103,6 +101,7 @@ def test_a_handler_process_past_the_memory_limit_is_replaced(make_app: AppFactor
     assert os.getpid() not in pids
 
 
+@SQLITE
 def test_an_app_the_handler_processes_cannot_load_stops_the_worker(
     make_app: AppFactory,
 ) -> None:
@@ -111,3 +110,31 @@ def test_an_app_the_handler_processes_cannot_load_stops_the_worker(
     with pytest.raises(ConfigurationError, match="could not load the app"):
         app.process(isolation="process", app_spec="tests.isolated_handlers:nothing")
     assert app.get(job.id).state == "ready"
+
+
+@SQLITE
+def test_a_stop_kills_a_handler_still_running_after_the_grace_period(
+    make_app: AppFactory,
+) -> None:
+    """A consuming worker: the job running past the grace period is handed back and its
+    handler process killed, so the worker returns at once instead of leaving it behind."""
+    app = isolated_app(make_app)
+    job = app.publish("spin")  # no timeout: only the stop ends it
+    worker: Any = app.worker(
+        isolation="process", app_spec=SPEC, grace_period=0.2, handle_signals=False
+    )
+    started = threading.Event()
+    app.before_job(lambda _: started.set())
+    stopper = threading.Thread(target=lambda: started.wait(BOUND) and worker.stop())
+    stopper.start()
+    worker.run()
+    stopper.join(BOUND)
+    handed_back = app.get(job.id)
+    assert handed_back.state == "waiting"
+    assert handed_back.attempts == 0
+
+
+def test_handler_processes_import_the_module_global_that_holds_the_app() -> None:
+    assert app_spec_of(isolated_handlers.app) == SPEC
+    with pytest.raises(ConfigurationError, match="app_spec"):
+        app_spec_of(Conveyor("memory://"))  # held by no module
