@@ -268,11 +268,11 @@ class Worker(WorkerControl):
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> WorkerStats:
-        restore = self._install_signals()
-        give_back_alarm = None
         isolated = self.options.isolation == "process"
         if isolated:
-            self._isolate()
+            self._isolate()  # a ConfigurationError here leaves nothing to undo
+        restore = self._install_signals()
+        give_back_alarm = None
         if self.options.concurrency == 1 and Alarm.available() and not isolated:
             self._alarm = Alarm()
             give_back_alarm = self._alarm.install()
