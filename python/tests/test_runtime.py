@@ -535,8 +535,9 @@ def test_the_coordinator_sleeps_while_a_background_claim_is_in_flight(tmp_path: 
 
 
 def test_process_runs_the_work_its_own_outcomes_made_due(make_app: AppFactory) -> None:
-    """process() claims every job due when it starts, and again once its outcomes ended jobs:
-    a batch's completion job, published by the last part's outcome, runs in the same call."""
+    """process() claims every job due when it starts, and again once its outcomes made other
+    jobs due: a batch's completion job, published by the last part's outcome, runs in the same
+    call."""
     app = make_app(clock=SystemClock())  # real time: the completion is due after the start
     completed: list[str] = []
     app.register("part", lambda n: None)

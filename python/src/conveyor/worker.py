@@ -146,7 +146,6 @@ class WorkerControl:
         self._stop = threading.Event()
         self._hurried = threading.Event()
         self._stop_reason = ""
-        self._settled = False  # an outcome recorded since the cutoff ended its job
 
     def run(self) -> WorkerStats:
         """Work until stopped; returns the statistics."""
@@ -181,8 +180,6 @@ class WorkerControl:
     def _count(self, executed: Executed) -> None:
         options = self.options
         self.stats.jobs += 1
-        if executed.job.finished_at is not None:  # a terminal state (JOB-010)
-            self._settled = True
         state = executed.job.state
         self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
         if options.on_job is not None:
@@ -264,6 +261,7 @@ class Worker(WorkerControl):
         self._claimer: DaemonThreads | None = None
         self._claiming: Future[Claimed] | None = None
         self._claiming_for: tuple[list[Performed], int] = ([], 0)
+        self._made_due = False  # process(): recorded outcomes made other jobs due
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -388,13 +386,13 @@ class Worker(WorkerControl):
         self._wait()
 
     def _due_since_cutoff(self) -> bool:
-        """process(): outcomes that ended jobs may have made new work due since the run's
-        cutoff (a batch's completion job, a dependant, a job a handler published): move the
-        cutoff to now and claim again. Jobs due again through their own outcomes (a retry, a
-        wait) are claimed too then; the run still ends, since each move follows a job's end."""
-        if not self._settled:
+        """process(): outcomes recorded since the run's cutoff made other jobs due (a batch's
+        completion job, published by its last part's outcome): move the cutoff to now and
+        claim again. Jobs due again through their own outcomes alone (a retry, a wait) do not
+        move it, so the run ends once its outcomes stop making new work."""
+        if not self._made_due:
             return False
-        self._settled = False
+        self._made_due = False
         self._due_by = self.clock()
         self._news = True
         return True
@@ -470,6 +468,7 @@ class Worker(WorkerControl):
     def _took(self, claimed: Claimed, pending: list[Performed], limit: int) -> None:
         """Count the outcomes a claim recorded and buffer the jobs it claimed."""
         self.stats.cycles += 1
+        self._made_due = self._made_due or claimed.made_due > 0
         for performed, final in zip(pending, claimed.recorded, strict=True):
             self._count(self.runner.finish(performed, final))
         self._buffer.extend(claimed.jobs)
@@ -761,6 +760,7 @@ class Worker(WorkerControl):
                 raise
             self._record_each(pending)  # alone, each retried while the database is away
             return
+        self._made_due = self._made_due or claimed.made_due > 0
         for performed, final in zip(pending, claimed.recorded, strict=True):
             self._count(self.runner.finish(performed, final))
 
