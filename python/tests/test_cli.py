@@ -356,6 +356,20 @@ def test_jobs_retry_cancel_requeue(runner: CliRunner, app_module: AppModule) -> 
 # -- running jobs ---------------------------------------------------------------------------
 
 
+def test_process_with_isolation_runs_handlers_in_processes_importing_the_app(
+    runner: CliRunner, app_module: AppModule
+) -> None:
+    """--isolation process: handler processes import the module --app names."""
+    app = app_module.app
+    job = app.publish("measured")
+    result = run(runner, "--app", app_module.spec, "process", "--isolation", "process")
+    assert "process: 1 job (finished 1)" in result.output
+    done = app.get(job.id)
+    assert done.result == {"rows": 3}
+    assert done.progress is not None
+    assert done.progress["message"] == "three quarters"
+
+
 def test_process_runs_due_jobs_with_a_limit(runner: CliRunner, app_module: AppModule) -> None:
     app = app_module.app
     for n in range(3):

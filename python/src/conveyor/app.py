@@ -769,10 +769,18 @@ class Conveyor:
         self._deliver(outcome)
         claimable = self.lifecycle.states.claimable
         due_again = sum(1 for job in recorded if job.state in claimable and job.available_at <= now)
+        ids = {job.id for job in recorded}
+        made_due = len(
+            {
+                job.id
+                for job in outcome.jobs
+                if job.id not in ids and job.state in claimable and job.available_at <= now
+            }
+        )
         if claimed is None:
-            return Claimed(recorded, [], due_again)
+            return Claimed(recorded, [], due_again, made_due=made_due)
         self._deliver(claimed)
-        return Claimed(recorded, claimed.jobs, due_again)
+        return Claimed(recorded, claimed.jobs, due_again, made_due=made_due)
 
     @staticmethod
     def _claim_query(

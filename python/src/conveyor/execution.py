@@ -10,6 +10,7 @@ import os
 import resource
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,7 +72,7 @@ def _error(
     return failures.record(kind, error, traceback_of)
 
 
-def _refused_its_arguments(error: BaseException) -> bool:
+def refused_its_arguments(error: BaseException) -> bool:
     """A TypeError raised by the call of the handler itself, before any of its code ran.
 
     The arguments were bound to the signature ``inspect`` reports, so the function cannot
@@ -180,11 +181,48 @@ class _Progress:
 
 
 @dataclass(frozen=True)
-class _Call:
+class HandlerCall:
+    """One call of a request's handler, with what a handler process needs to make it itself:
+    the stored (encoded) payload and the context."""
+
     function: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     is_async: bool
+    payload: Any
+    context: JobContext
+    last: bool  # the job's last request: its value is the job's result
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A handler's value already encoded where it ran (a handler process): the stored result,
+    or why it cannot be stored."""
+
+    result: Any = None
+    problem: str | None = None
+
+
+class AttemptTimedOut(BaseException):
+    """Raised by an :data:`Invoke` at the attempt's deadline, once the handler was stopped."""
+
+
+# Runs a sync handler call elsewhere (a handler process) until the monotonic deadline.
+Invoke = Callable[[HandlerCall, float | None], Any]
+
+
+class Isolation(Protocol):
+    """Where a worker's sync handlers run when not in its own threads (isolation.py)."""
+
+    def slot(self, job_id: str) -> AbstractContextManager[Invoke]:
+        """A handler process for the attempt of ``job_id``, ready to take calls."""
+        ...
+
+    def kill(self, job_id: str) -> None:
+        """Stop the handler of ``job_id`` now (the worker gave up on it)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 SUCCEEDED = Report("succeed", {})
@@ -211,6 +249,8 @@ class JobRunner:
         self.lease_ms = lease_ms
         self.heartbeat = heartbeat
         self.loop = loop
+        # Sync handlers run in handler processes instead of the calling thread (workers only).
+        self.isolation: Isolation | None = None
 
     def run(self, job: Job) -> Executed:
         """Run the job in this thread and record its outcome (direct execution). A sync
@@ -244,10 +284,24 @@ class JobRunner:
         timeout is enforced here (its task is cancelled); a sync one's by the caller."""
         if self.is_async(job):
             return self.loop.run(self.perform_async(job, timeout_of(job)))
+        if self.isolation is None:
+            return self._perform_sync(job, None)
+        with self.isolation.slot(job.id) as invoke:
+            return self._perform_sync(job, invoke)
+
+    def _perform_sync(self, job: Job, invoke: Invoke | None) -> Performed:
+        """A sync attempt; with ``invoke`` (a handler process) its timeout is enforced here,
+        since that handler can be killed."""
         token, started, memory_before = self._start(job)
+        timeout = timeout_of(job) if invoke is not None else None
+        deadline = None if timeout is None else started + timeout
+        progress = _Progress(job)
         try:
             with around(self.host.hooks.around_attempt, Attempt(job)) as attempt:
-                report, current = self._run_requests(job, token)
+                try:
+                    report, current = self._run_requests(job, token, progress, invoke, deadline)
+                except AttemptTimedOut:
+                    report, current = timed_out(timeout or 0), progress.current
                 attempt.event, attempt.error = report.event, report.params.get("error")
         except BaseException:
             self.heartbeat.release(job.id)
@@ -373,9 +427,17 @@ class JobRunner:
             return classify(error)
         return None
 
-    def _run_requests(self, job: Job, token: int) -> tuple[Report, Job]:
+    def _run_requests(
+        self,
+        job: Job,
+        token: int,
+        progress: _Progress,
+        invoke: Invoke | None = None,
+        deadline: float | None = None,
+    ) -> tuple[Report, Job]:
         """Run requests until one does not succeed or none remain; the last report is
-        returned unrecorded, with the job as last written."""
+        returned unrecorded, with the job as last written. ``invoke`` runs each handler
+        elsewhere (a handler process), until ``deadline``."""
         failed = self._before(job)
         if failed is not None:
             return failed, job
@@ -390,7 +452,10 @@ class JobRunner:
                 report = call
             else:
                 try:
-                    value = call.function(*call.args, **call.kwargs)
+                    if invoke is not None:
+                        value = invoke(call, deadline)
+                    else:
+                        value = call.function(*call.args, **call.kwargs)
                     if inspect.isawaitable(value):  # a callable returning a coroutine
                         value = self.loop.run(_awaited(value))
                     report = succeeded(current, value)
@@ -399,6 +464,7 @@ class JobRunner:
             if report.event != "succeed" or current.requests_remaining == 1:
                 return report, current
             current = self.host.report(current.id, "succeed", {"lease_token": token}, known=current)
+            progress.current = current
 
     async def _run_requests_async(
         self, job: Job, token: int, progress: _Progress
@@ -435,7 +501,7 @@ class JobRunner:
             )
             progress.current = current
 
-    def _prepare(self, job: Job, index: int) -> _Call | Report:
+    def _prepare(self, job: Job, index: int) -> HandlerCall | Report:
         """The handler call for request ``index``, or the report of why it cannot be made."""
         request = job.requests[index]
         try:
@@ -477,7 +543,15 @@ class JobRunner:
                 "publish a payload whose keys match the handler's parameters (a dict is passed "
                 "as keyword arguments, any other value as the one positional argument)",
             )
-        return _Call(handler.function, bound.args, bound.kwargs, handler.is_async)
+        return HandlerCall(
+            handler.function,
+            bound.args,
+            bound.kwargs,
+            handler.is_async,
+            request.payload,
+            context,
+            job.requests_remaining == 1,
+        )
 
     def _reporter(self, job: Job) -> Callable[[float | None, str | None], None]:
         assert job.lease is not None
@@ -491,7 +565,7 @@ class JobRunner:
     def _failure(self, job: Job, index: int, error: Exception) -> Report:
         """The report of a handler that raised ``error``, after the on_error hooks."""
         request_type = job.requests[index].type
-        if _refused_its_arguments(error):
+        if refused_its_arguments(error) or getattr(error, "refused_arguments", False):
             return self._unfit(
                 job,
                 request_type,
@@ -547,14 +621,25 @@ def succeeded(job: Job, value: Any) -> Report:
     """The report of a request whose handler returned ``value``. The last request's value is
     the job's result (RESULT-001); one that cannot be stored makes the outcome a permanent
     error naming the limit it broke (RESULT-002). Earlier requests' values are not kept."""
+    if isinstance(value, Encoded):  # encoded in a handler process
+        if value.problem is not None:
+            return _unstorable(job, value.problem)
+        value = value.result
+        encode: Callable[[Any], Any] = lambda encoded: encoded  # noqa: E731
+    else:
+        encode = encode_result
     if value is None or job.requests_remaining != 1:
         return SUCCEEDED
     try:
-        return Report("succeed", {}, result=encode_result(value))
+        return Report("succeed", {}, result=encode(value))
     except (InvalidPayload, PayloadTooLarge) as error:
-        problem = PermanentError(f"the handler's result cannot be stored: {error.message}")
-        log.warning("job %s: %s", job.id, problem)
-        return Report("fail_permanently", {"error": _error("permanent", problem)})
+        return _unstorable(job, error.message)
+
+
+def _unstorable(job: Job, why: str) -> Report:
+    problem = PermanentError(f"the handler's result cannot be stored: {why}")
+    log.warning("job %s: %s", job.id, problem)
+    return Report("fail_permanently", {"error": _error("permanent", problem)})
 
 
 def start_delay_ms(job: Job) -> int:
