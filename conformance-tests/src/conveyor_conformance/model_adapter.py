@@ -32,6 +32,7 @@ FEATURES = [
     "cron",
     "concurrency",
     "rate_limits",
+    "cancel_running",
 ]
 CAPABILITIES = [
     "publish_bulk",

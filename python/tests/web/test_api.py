@@ -1,7 +1,7 @@
 """The JSON API on every backend: publish, get, list with filters and pages, operations,
 queue figures, pause and resume.
 
-Spec: OPS-001..006, PAUSE-001..005 through HTTP.
+Spec: OPS-008..006, PAUSE-001..005 through HTTP.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,8 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         *(_concurrency_columns() if version >= 9 else []),
         # Version 10: rate limits (RATE-001); the claims they count are in rate_slots.
         *(_rate_columns() if version >= 10 else []),
+        # Version 11: when a cancel was requested while the job ran (CANCEL-001).
+        *([Column("cancel_requested_at", BigInteger)] if version >= 11 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -483,6 +485,13 @@ def _rate_limits_v10(connection: Connection, tables: Tables) -> None:
     built.rate_slots.create(connection, checkfirst=True)
 
 
+def _cancel_requests_v11(connection: Connection, tables: Tables) -> None:
+    """Version 11: when a cancel of a running job was requested (CANCEL-001), a nullable
+    column added in place; processes of version 10 never set it and refuse no row for it."""
+    jobs = build_tables(tables.prefix, version=11).jobs
+    _add_columns(connection, jobs, ("cancel_requested_at",))
+
+
 # Each migration brings the schema from version (index) to version (index + 1). Add new
 # steps at the end; never edit a released one (a step builds the tables as of its own version).
 MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
@@ -496,6 +505,7 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _schedule_runs_v8,
     _concurrency_v9,
     _rate_limits_v10,
+    _cancel_requests_v11,
 ]
 
 
