@@ -13,7 +13,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import cancellation as cancellations
 from . import codec, failures
+from .cancellation import Cancellation, Cancellations
 from .errors import (
     ConveyorError,
     InvalidPayload,
@@ -27,7 +29,7 @@ from .handlers import HandlerRegistry, JobContext
 from .heartbeat import Heartbeat
 from .hooks import Hooks
 from .model import Job
-from .outcomes import Die, PermanentError, TemporaryError, Waiting
+from .outcomes import Die, JobCancelled, PermanentError, TemporaryError, Waiting
 from .resilience import retry_while_unavailable
 from .results import encode_result
 from .threads import DaemonThreads
@@ -182,6 +184,8 @@ class _Call:
 
 
 SUCCEEDED = Report("succeed", {})
+# CANCEL-003: the handler stopped at its job's cancel request.
+CANCELLED = Report("confirm_cancel", {})
 
 
 class JobRunner:
@@ -199,12 +203,14 @@ class JobRunner:
         lease_ms: int,
         heartbeat: Heartbeat,
         loop: LoopThread,
+        cancellations: Cancellations | None = None,
     ) -> None:
         self.host = host
         self.worker_id = worker_id
         self.lease_ms = lease_ms
         self.heartbeat = heartbeat
         self.loop = loop
+        self.cancellations = cancellations or Cancellations()
 
     def run(self, job: Job) -> Executed:
         """Run the job in this thread and record its outcome (direct execution). A sync
@@ -239,11 +245,15 @@ class JobRunner:
         if self.is_async(job):
             return self.loop.run(self.perform_async(job, timeout_of(job)))
         token, started, memory_before = self._start(job)
+        cancellation = self.cancellations.start(job.id, token)
         try:
-            report, current = self._run_requests(job, token)
+            with cancellations.running(cancellation):
+                report, current = self._run_requests(job, token, cancellation)
         except BaseException:
             self.heartbeat.release(job.id)
             raise
+        finally:
+            self.cancellations.end(cancellation)
         return self._performed(job, current, report, started, memory_before)
 
     async def perform_async(self, job: Job, timeout: float | None = None) -> Performed:
@@ -251,16 +261,20 @@ class JobRunner:
         handler is cancelled and the outcome is a temporary error of kind ``timeout``)."""
         token, started, memory_before = self._start(job)
         progress = _Progress(job)
+        cancellation = self.cancellations.start(job.id, token)
         try:
-            try:
-                report, current = await asyncio.wait_for(
-                    self._run_requests_async(job, token, progress), timeout
-                )
-            except TimeoutError:
-                report, current = timed_out(timeout or 0), progress.current
+            with cancellations.running(cancellation):
+                try:
+                    report, current = await asyncio.wait_for(
+                        self._run_requests_async(job, token, progress, cancellation), timeout
+                    )
+                except TimeoutError:
+                    report, current = timed_out(timeout or 0), progress.current
         except BaseException:
             self.heartbeat.release(job.id)
             raise
+        finally:
+            self.cancellations.end(cancellation)
         return self._performed(job, current, report, started, memory_before)
 
     def _start(self, job: Job) -> tuple[int, float, int]:
@@ -358,9 +372,10 @@ class JobRunner:
             return classify(error)
         return None
 
-    def _run_requests(self, job: Job, token: int) -> tuple[Report, Job]:
+    def _run_requests(self, job: Job, token: int, cancellation: Cancellation) -> tuple[Report, Job]:
         """Run requests until one does not succeed or none remain; the last report is
-        returned unrecorded, with the job as last written."""
+        returned unrecorded, with the job as last written. A cancel request stops it at the
+        next request (CANCEL-004: the success is recorded, the rest is cancelled)."""
         failed = self._before(job)
         if failed is not None:
             return failed, job
@@ -370,7 +385,7 @@ class JobRunner:
         while True:
             index = current.current_index
             assert index is not None
-            call = self._prepare(current, index)
+            call = self._prepare(current, index, cancellation)
             if isinstance(call, Report):
                 report = call
             else:
@@ -380,13 +395,15 @@ class JobRunner:
                         value = self.loop.run(_awaited(value))
                     report = succeeded(current, value)
                 except Exception as error:
-                    report = self._failure(current, index, error)
+                    report = self._failure(current, index, error, cancellation)
             if report.event != "succeed" or current.requests_remaining == 1:
+                return report, current
+            if cancellation.requested:
                 return report, current
             current = self.host.report(current.id, "succeed", {"lease_token": token}, known=current)
 
     async def _run_requests_async(
-        self, job: Job, token: int, progress: _Progress
+        self, job: Job, token: int, progress: _Progress, cancellation: Cancellation
     ) -> tuple[Report, Job]:
         """:meth:`_run_requests` on the event loop: async handlers are awaited, sync ones
         (and the database writes between requests) run in the loop's thread pool."""
@@ -399,28 +416,32 @@ class JobRunner:
         while True:
             index = current.current_index
             assert index is not None
-            call = self._prepare(current, index)
+            call = self._prepare(current, index, cancellation)
             if isinstance(call, Report):
                 report = call
             else:
                 try:
                     if call.is_async:
-                        value = await call.function(*call.args, **call.kwargs)
+                        value = await _cancellable(call, cancellation)
                     else:
                         value = await asyncio.to_thread(call.function, *call.args, **call.kwargs)
                         if inspect.isawaitable(value):
                             value = await value
                     report = succeeded(current, value)
+                except _Stopped:
+                    report = CANCELLED
                 except Exception as error:
-                    report = self._failure(current, index, error)
+                    report = self._failure(current, index, error, cancellation)
             if report.event != "succeed" or current.requests_remaining == 1:
+                return report, current
+            if cancellation.requested:
                 return report, current
             current = await asyncio.to_thread(
                 self.host.report, current.id, "succeed", {"lease_token": token}, None, current
             )
             progress.current = current
 
-    def _prepare(self, job: Job, index: int) -> _Call | Report:
+    def _prepare(self, job: Job, index: int, cancellation: Cancellation) -> _Call | Report:
         """The handler call for request ``index``, or the report of why it cannot be made."""
         request = job.requests[index]
         try:
@@ -440,6 +461,7 @@ class JobRunner:
             serial_group=job.serial_group,
             worker_id=self.worker_id,
             reporter=self._reporter(job),
+            cancellation=cancellation,
         )
         # OUT-003: a payload that cannot be decoded, or does not fit the handler, is a
         # programming error: permanent, never retried.
@@ -473,8 +495,12 @@ class JobRunner:
 
         return report
 
-    def _failure(self, job: Job, index: int, error: Exception) -> Report:
+    def _failure(
+        self, job: Job, index: int, error: Exception, cancellation: Cancellation
+    ) -> Report:
         """The report of a handler that raised ``error``, after the on_error hooks."""
+        if isinstance(error, JobCancelled) and cancellation.requested:
+            return CANCELLED  # CANCEL-003; raised without a request, it is temporary
         request_type = job.requests[index].type
         if _refused_its_arguments(error):
             return self._unfit(
@@ -555,3 +581,25 @@ def timed_out(seconds: float) -> Report:
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+class _Stopped(Exception):
+    """An async handler's task was cancelled by its job's cancel request (CANCEL-002)."""
+
+
+async def _cancellable(call: _Call, cancellation: Cancellation) -> Any:
+    """Await an async handler in a task of its own, which a cancel request cancels.
+
+    The handler sees ``asyncio.CancelledError`` at its next suspension point; if it lets it
+    out, the attempt ends :class:`_Stopped`. A cancellation of the caller's own task (the
+    worker stopping, a timeout) is passed on unchanged, as is a handler that swallows the
+    error and returns (its outcome then stands, CANCEL-004)."""
+    task: asyncio.Task[Any] = asyncio.ensure_future(call.function(*call.args, **call.kwargs))
+    with cancellation.cancelling(task):
+        try:
+            return await task
+        except asyncio.CancelledError:
+            outer = asyncio.current_task()
+            if task.cancelled() and cancellation.requested and not (outer and outer.cancelling()):
+                raise _Stopped from None
+            raise
