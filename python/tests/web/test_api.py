@@ -98,6 +98,20 @@ def test_cancel_retry_requeue(client: TestClient, conveyor_app: Conveyor) -> Non
     assert requeue.status_code == 409  # a ready job is due already
 
 
+def test_cancel_of_a_running_job_records_a_request(
+    client: TestClient, conveyor_app: Conveyor
+) -> None:
+    """CANCEL-001 through HTTP: 200, the job still processing with cancel_requested_at."""
+    job = publish(client, "mail.send")
+    conveyor_app.claim("w1")
+    asked = client.post(f"/api/jobs/{job['id']}/cancel", json={})
+    assert asked.status_code == 200, asked.text
+    got = asked.json()["job"]
+    assert got["state"] == "processing"
+    assert got["cancel_requested_at"] is not None
+    assert conveyor_app.get(job["id"]).cancel_requested
+
+
 def test_a_failed_job_shows_its_error(client: TestClient, conveyor_app: Conveyor) -> None:
     job = publish(client, "report.broken")
     conveyor_app.process(handle_signals=False)
