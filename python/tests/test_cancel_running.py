@@ -107,8 +107,7 @@ def test_a_sync_handler_that_polls_the_request_ends_cancelled(app: Conveyor) -> 
 
     def long_running(context: JobContext) -> None:
         started.set()
-        assert context.cancellation is not None
-        context.cancellation.wait(BOUND)  # a step of work, cut short by the request
+        assert context.wait_for_cancel(BOUND)  # a step of work, cut short by the request
         saw.append(conveyor.cancel_requested())
         conveyor.check_cancelled()
 

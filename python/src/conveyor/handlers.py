@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,13 @@ class JobContext:
         """Raise :class:`~conveyor.JobCancelled` when the job's cancel was requested."""
         if self.cancellation is not None:
             self.cancellation.check()
+
+    def wait_for_cancel(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds between steps, returning True as soon as the job's
+        cancel is requested (False when the time passed): a pause that a cancel cuts short."""
+        if self.cancellation is None:
+            return threading.Event().wait(timeout)
+        return self.cancellation.wait(timeout)
 
     def progress(self, percent: float | None = None, message: str | None = None) -> None:
         """Record how far the job got (0 to 100 percent, a short message), shown by
