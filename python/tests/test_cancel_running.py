@@ -241,6 +241,35 @@ def test_a_multi_request_job_stops_between_requests(app: Conveyor) -> None:
     assert [request.state for request in ended.requests] == ["succeeded", "cancelled"]
 
 
+def test_a_request_the_worker_has_not_seen_stops_the_next_request(app: Conveyor) -> None:
+    """CANCEL-004 with no heartbeat in time: the success between requests ends the job."""
+    started = threading.Event()
+    go_on = threading.Event()
+    ran: list[str] = []
+
+    def first() -> None:
+        started.set()
+        go_on.wait(BOUND)
+        ran.append("first")
+
+    app.register("first", first)
+    app.register("second", lambda: ran.append("second"))
+    job = app.publish_job([conveyor.Call("first"), conveyor.Call("second")])
+    worker: Any = app.worker(concurrency=2, handle_signals=False, idle_delay=0.05)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        assert started.wait(BOUND)
+        app.report(job.id, "cancel", {})  # recorded only; the lease is too long for a beat
+        go_on.set()
+        ended = _until_ended(app, job.id)
+    finally:
+        worker.stop()
+        thread.join(BOUND)
+    assert ran == ["first"]
+    assert [request.state for request in ended.requests] == ["succeeded", "cancelled"]
+
+
 def test_job_cancelled_without_a_request_is_a_temporary_error(app: Conveyor) -> None:
     def gives_up() -> None:
         raise JobCancelled("nobody asked")

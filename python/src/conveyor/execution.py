@@ -401,6 +401,8 @@ class JobRunner:
             if cancellation.requested:
                 return report, current
             current = self.host.report(current.id, "succeed", {"lease_token": token}, known=current)
+            if current.lease is None:  # a cancel request this worker had not seen: it ended
+                return _ended_meanwhile(current), current
 
     async def _run_requests_async(
         self, job: Job, token: int, progress: _Progress, cancellation: Cancellation
@@ -440,6 +442,8 @@ class JobRunner:
                 self.host.report, current.id, "succeed", {"lease_token": token}, None, current
             )
             progress.current = current
+            if current.lease is None:
+                return _ended_meanwhile(current), current
 
     def _prepare(self, job: Job, index: int, cancellation: Cancellation) -> _Call | Report:
         """The handler call for request ``index``, or the report of why it cannot be made."""
@@ -566,6 +570,15 @@ def succeeded(job: Job, value: Any) -> Report:
         problem = PermanentError(f"the handler's result cannot be stored: {error.message}")
         log.warning("job %s: %s", job.id, problem)
         return Report("fail_permanently", {"error": _error("permanent", problem)})
+
+
+def _ended_meanwhile(job: Job) -> Report:
+    """The report after a success between requests ended the job (CANCEL-004: a cancel was
+    requested): nothing is left to record, and the report is refused as stale."""
+    log.info(
+        "job %s ended %s between its requests; its next request does not run", job.id, job.state
+    )
+    return CANCELLED
 
 
 def timeout_of(job: Job) -> float | None:
