@@ -32,7 +32,7 @@ def _worker_thread(app: Conveyor, concurrency: int) -> tuple[Any, threading.Thre
 
 
 def _until_ended(app: Conveyor, job_id: str) -> Any:
-    return app.wait(job_id, timeout=BOUND)
+    return app.wait(job_id, timeout=BOUND, poll=0.02)
 
 
 def test_a_cancel_of_a_processing_job_records_a_request(app: Conveyor, clock: Any) -> None:
