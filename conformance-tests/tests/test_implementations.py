@@ -33,6 +33,11 @@ def test_reference_memory_conforms(suite) -> None:
         "JOB-009",
         "ORDER-003",
         "MACH-010",
+        # Worker mode: the library's own worker ran the handlers.
+        "OUT-003",
+        "OUT-004",
+        "OUT-006",
+        "TIMEOUT-003",
     ):
         assert requirements[req]["status"] == "pass", req
 
@@ -66,6 +71,12 @@ def test_javascript_example_conforms_for_what_it_claims(suite) -> None:
     # Features it does not claim are refused (VER-001), not silently passed.
     assert report["features"]["unique"]["status"] == "not_claimed"
     assert run.check("unclaimed-unique")["status"] == "pass"
+    # Without worker mode, the worker side of OUT-006 is not tested, whatever the reports say.
+    assert "worker" not in report["capabilities"]
+    assert run.check("worker-die-stops-claiming")["status"] == "skip"
+    assert run.check("outcome-die")["status"] == "pass"
+    for req in ("OUT-003", "OUT-004", "OUT-006"):
+        assert report["requirements"][req]["status"] == "untested", req
 
 
 def test_features_option_limits_the_run(suite) -> None:

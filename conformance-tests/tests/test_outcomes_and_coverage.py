@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from conveyor_conformance import report
-from conveyor_conformance.coverage import NOT_TESTABLE, PARTLY_TESTABLE
+from conveyor_conformance.coverage import NOT_TESTABLE, PARTLY_TESTABLE, WORKER_SIDE
 from conveyor_conformance.spec import Spec
-from conveyor_conformance.vectors import validate_file
+from conveyor_conformance.vectors import CheckResult, validate_file
 
 from .conftest import MODEL
 
@@ -119,6 +119,46 @@ def test_untestable_requirements_are_named_and_explained() -> None:
     assert built["requirements"]["MACH-010"]["status"] == "untested"
     assert built["requirements"]["MACH-010"]["note"] == PARTLY_TESTABLE["MACH-010"]
     exported = report.export(built)
-    assert exported["requirements"]["OUT-003"] == "not_testable"
-    assert exported["notes"]["OUT-003"] == NOT_TESTABLE["OUT-003"]
+    assert exported["requirements"]["CODEC-005"] == "not_testable"
+    assert exported["notes"]["CODEC-005"] == NOT_TESTABLE["CODEC-005"]
     assert "n/t" in report.summary(built)
+
+
+def _check(check_id: str, status: str, requires: list[str]) -> CheckResult:
+    check = CheckResult(check_id, "vector", status, ["OUT-006"], requires=requires)
+    if status == "fail":
+        check.failed_requirements = ["OUT-006"]
+    return check
+
+
+def _requirements(*checks: CheckResult) -> dict[str, Any]:
+    return report.build(SPEC, {"features": []}, list(checks), {}, "start", "end")
+
+
+def test_worker_side_requirements_pass_only_in_worker_mode() -> None:
+    """A check that reports outcomes in place of a worker never makes OUT-006 pass."""
+    assert set(WORKER_SIDE) <= set(SPEC.requirements)
+    assert not set(WORKER_SIDE) & set(NOT_TESTABLE)
+    store_only = _requirements(
+        _check("outcome-die", "pass", []), _check("worker-die", "skip", ["worker"])
+    )
+    entry = store_only["requirements"]["OUT-006"]
+    assert entry["status"] == "untested"
+    assert entry["passed"] == 0
+    assert "worker mode" in entry["note"]
+    assert "1 check(s) passed its store side" in entry["note"]
+    assert "OUT-006" in report.summary(store_only)
+    assert report.export(store_only)["requirements"]["OUT-006"] == "untested"
+    for req in set(WORKER_SIDE) - {"OUT-006"}:
+        if store_only["requirements"][req]["feature"] == "core":
+            assert store_only["requirements"][req]["status"] == "untested", req
+
+    worker = _requirements(
+        _check("outcome-die", "pass", []), _check("worker-die", "pass", ["worker"])
+    )
+    assert worker["requirements"]["OUT-006"]["status"] == "pass"
+    assert worker["requirements"]["OUT-006"]["passed"] == 1
+
+    # A store-side failure is still a failure.
+    broken = _requirements(_check("outcome-die", "fail", []))
+    assert broken["requirements"]["OUT-006"]["status"] == "fail"

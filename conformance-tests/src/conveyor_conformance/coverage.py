@@ -3,10 +3,16 @@
 The suite drives an implementation only through the protocol: it publishes, claims, reports
 outcomes in place of handlers and reads jobs back, one request at a time, on a clock it controls.
 Some requirements govern what never crosses the protocol: how an implementation encodes values of
-its own language, how it runs handlers, its transactions under faults, concurrent requests, the
-messages of its broker. The report shows those as ``not_testable`` with the reason, instead of
-``untested`` (no check written yet), and never as passed. Other requirements are observable only
-in part; the report keeps their status from the checks and adds what the checks leave out.
+its own language, its transactions under faults, concurrent requests, the messages of its broker.
+The report shows those as ``not_testable`` with the reason, instead of ``untested`` (no executed
+check exercises it), and never as passed. Other requirements are observable only in part; the
+report keeps their status from the checks and adds what the checks leave out.
+
+Requirements on what a worker does with its handlers (``WORKER_SIDE``) are exercised only by the
+checks of worker mode (the capability ``worker``: the adapter runs its own worker over scripted
+handlers). Checks in which the harness reports outcomes itself exercise their store side alone,
+so they never make such a requirement pass: without a passing worker-mode check it is
+``untested``.
 
 An implementation covers both kinds with its own tests; the reference library's are in
 ``python/tests``.
@@ -39,18 +45,8 @@ NOT_TESTABLE: dict[str, str] = {
         "value crosses the protocol. Malformed typed values in JSON are checked under CODEC-004."
     ),
     "CODEC-005": (
-        "payloads are decoded only for a handler and the harness runs no handler, so what a "
-        "decoder would build never crosses the protocol."
-    ),
-    "OUT-003": (
-        "the harness reports each outcome itself in place of a handler (the report command), so "
-        "how an implementation classifies a handler's exceptions, a missing handler or an "
-        "undecodable payload never crosses the protocol."
-    ),
-    "TIMEOUT-003": (
-        "it governs what a worker does with the handler of an attempt it ended at its timeout; "
-        "the harness runs no handler and reports every outcome itself. The refusal of a late "
-        "report is LEASE-007's, checked there."
+        "payloads are decoded only for a handler, into values of the implementation's own "
+        "language; even in worker mode, what a decoder builds never crosses the protocol."
     ),
     "RESULT-004": (
         "waiting blocks the caller until a job ends, and the protocol sends one request at a "
@@ -94,12 +90,7 @@ PARTLY_TESTABLE: dict[str, str] = {
     ),
     "RESULT-002": (
         "the checks see results refused at the limits; that a worker reports a permanent error "
-        "in place of a result it cannot report happens in a worker, which the harness replaces."
-    ),
-    "TIMEOUT-002": (
-        "the checks report the outcome `timeout` and observe how it is recorded; when a worker "
-        "decides that an attempt ran too long, and that it stops heart-beating, happens without "
-        "the harness (the library's own tests check it)."
+        "in place of a result it cannot report is checked in worker mode (capability `worker`)."
     ),
     "MACH-010": (
         "the checks see notifications delivered once per firing and never for a refused event; "
@@ -136,3 +127,40 @@ PARTLY_TESTABLE: dict[str, str] = {
         "blocking job ended or from the repair loop is invisible to the harness."
     ),
 }
+
+#: Requirements on what a worker does with its handlers: only a passing check of worker mode
+#: (a check that requires the capability ``worker``) makes them pass. What the other checks
+#: cover of each, and what only a worker shows.
+WORKER_SIDE: dict[str, str] = {
+    "OUT-003": (
+        "how a worker classifies its handlers' errors, a missing handler or a payload it cannot "
+        "decode shows only when it runs handlers (worker mode)."
+    ),
+    "OUT-004": (
+        "reports of `waiting` show the refunded attempt and the stored delay; that a worker "
+        "records the delay its handler gives shows only when it runs handlers (worker mode)."
+    ),
+    "OUT-006": (
+        "reports of `die` show the underlying error recorded; that the worker then claims no "
+        "other job and stops shows only when it runs handlers (worker mode)."
+    ),
+    "TIMEOUT-002": (
+        "reports of `timeout` show how it is recorded; that a worker ends an attempt at its "
+        "timeout shows only when it runs handlers (worker mode)."
+    ),
+    "TIMEOUT-003": (
+        "what a worker does with the handler of an attempt it ended at its timeout shows only "
+        "when it runs handlers (worker mode); the refusal of a late report is LEASE-007's."
+    ),
+    "MULTI-003": (
+        "claims show where a job resumes; that the handler of a succeeded request never runs "
+        "again shows only when the worker runs handlers (worker mode)."
+    ),
+    "MULTI-004": (
+        "reports show the outcome applied to the whole job; that the requests after a failed "
+        "one do not run under its claim shows only when the worker runs handlers (worker mode)."
+    ),
+}
+
+#: The capability whose checks exercise ``WORKER_SIDE``.
+WORKER = "worker"

@@ -1,7 +1,8 @@
 """The suite's own model served as an adapter: ``python -m conveyor_conformance.model_adapter``.
 
 It lets the suite's tests check the vectors against the model without any implementation, and
-shows in a few lines what an adapter does. Where the spec leaves room (jittered delays, error
+shows in a few lines what an adapter does; its worker mode runs a worker loop over the protocol's
+own commands (``model_worker``). Where the spec leaves room (jittered delays, error
 messages) it answers with the lowest or a fixed value. It claims ``broker`` too: through the
 protocol, a broker implementation claims exactly as the model does (spec.md#broker).
 """
@@ -15,6 +16,7 @@ from typing import Any
 from . import PROTOCOL_VERSION, __version__
 from .matching import is_matcher
 from .model import Model
+from .model_worker import ScriptedWorker
 from .spec import Spec
 
 FEATURES = [
@@ -41,6 +43,7 @@ CAPABILITIES = [
     "notifications",
     "priorities",
     "pause_queues",
+    "worker",
 ]
 
 
@@ -67,6 +70,7 @@ class ModelAdapter:
         self.features = features
         self.model = Model(self.spec, set(features))
         self.counter = 0
+        self.worker = ScriptedWorker(lambda cmd, args: self.handle({"cmd": cmd, **args}))
 
     def ids(self, count: int) -> list[str]:
         found = []
@@ -94,6 +98,12 @@ class ModelAdapter:
             }
         if cmd == "stop":
             return {"result": {}}
+        if cmd == "script_handlers":
+            return {"result": self.worker.script(args["scripts"])}
+        if cmd == "run_worker":
+            return {"result": self.worker.run(args)}
+        if cmd == "reset":
+            self.worker.reset(args.get("handlers", []))
         args.pop("seed", None)
         count = len(args.get("jobs", [])) if cmd == "publish_bulk" else 1
         prediction = self.model.execute(cmd, args, new_ids=self.ids(count))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import PROTOCOL_VERSION, __version__
-from .coverage import NOT_TESTABLE, PARTLY_TESTABLE
+from .coverage import NOT_TESTABLE, PARTLY_TESTABLE, WORKER, WORKER_SIDE
 from .protocol import PROTOCOL_RULES
 from .spec import Spec
 from .vectors import CheckResult
@@ -62,10 +62,13 @@ def build(
     claimed = set(handshake.get("features", []))
     selected = options.get("features")
     requirements: dict[str, Any] = {}
-    for req in [*spec.requirements.values()]:
-        requirements[req.id] = _entry(req.feature, req.level, req.summary)
+    for requirement in spec.requirements.values():
+        requirements[requirement.id] = _entry(
+            requirement.feature, requirement.level, requirement.summary
+        )
     for rule, text in PROTOCOL_RULES.items():
         requirements[rule] = _entry("protocol", "must", text)
+    store_side: dict[str, int] = {}
     for check in checks:
         cited = set(check.requirements)
         if check.status in ("fail", "error"):
@@ -74,7 +77,9 @@ def build(
             entry = requirements.setdefault(
                 req, _entry(spec.feature_of(req), "unknown", "(not in spec.md)")
             )
-            if check.status == "pass":
+            if check.status == "pass" and req in WORKER_SIDE and WORKER not in check.requires:
+                store_side[req] = store_side.get(req, 0) + 1  # its worker side not exercised
+            elif check.status == "pass":
                 entry["passed"] += 1
             elif check.status == "skip":
                 entry["skipped"] += 1
@@ -99,6 +104,10 @@ def build(
                 entry["status"] = "not_testable"
         elif req in PARTLY_TESTABLE:
             entry["note"] = PARTLY_TESTABLE[req]
+        if req in WORKER_SIDE and entry["status"] in ("skip", "untested"):
+            # Never passed by checks in which the harness stood in for the worker.
+            entry["status"] = "untested"
+            entry["note"] = _worker_note(req, store_side.get(req, 0))
     if checks and not options.get("validate_protocol"):
         requirements["PROTO-004"]["note"] = (
             "the traffic is validated against the protocol schemas only with --validate-protocol"
@@ -161,6 +170,13 @@ def build(
         "requirements": requirements,
         "checks": [_check_dict(c) for c in checks],
     }
+
+
+def _worker_note(req: str, store_checks: int) -> str:
+    note = f"not tested: no check of worker mode (capability `{WORKER}`) ran; {WORKER_SIDE[req]}"
+    if store_checks:
+        note += f" {store_checks} check(s) passed its store side, which alone is not a pass."
+    return note
 
 
 def _check_dict(check: CheckResult) -> dict[str, Any]:
@@ -242,6 +258,16 @@ def summary(report: dict[str, Any], *, verbose: bool = False) -> str:
     if untestable and not verbose:
         lines.append(
             f"  n/t (not testable through the harness; --verbose says why): {', '.join(untestable)}"
+        )
+    unexercised = [
+        r
+        for r, i in report["requirements"].items()
+        if i["status"] == "untested" and r in WORKER_SIDE
+    ]
+    if unexercised and not verbose:
+        lines.append(
+            f"    -  (not tested: no check of worker mode, capability `{WORKER}`, ran): "
+            + ", ".join(unexercised)
         )
     by_check: dict[str, list[dict[str, Any]]] = {}
     for departure in report.get("departures", []):

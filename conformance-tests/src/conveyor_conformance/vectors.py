@@ -84,6 +84,7 @@ class CheckResult:
     requirements: list[str]
     failed_requirements: list[str] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
+    requires: list[str] = field(default_factory=list)  # capabilities the check used
     message: str = ""
     file: str = ""
     duration_ms: int = 0
@@ -374,6 +375,7 @@ def run_vector(
         status="pass",
         requirements=vector.requirements,
         features=vector.features,
+        requires=vector.requires,
         file=vector.file,
     )
     reason = skip_reason(vector, claimed, selected, capabilities)

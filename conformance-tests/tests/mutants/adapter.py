@@ -50,6 +50,22 @@ MUTANTS: dict[str, tuple[str, str]] = {
     ),
     "priority-set-ignored": ("a configured priority set does not restrict publishing", "ORDER-003"),
     "pause-ignored": ("claims take jobs of paused queues", "PAUSE-001"),
+    "worker-claims-after-die": (
+        "the worker records a die's outcome but keeps claiming jobs",
+        "OUT-006",
+    ),
+    "worker-drops-waiting-delay": (
+        "the worker records waiting without the delay its handler gave",
+        "OUT-004",
+    ),
+    "worker-retries-missing-handler": (
+        "the worker retries a request type it has no handler for",
+        "OUT-003",
+    ),
+    "worker-ignores-timeout": (
+        "the worker lets a handler run past its job's timeout",
+        "TIMEOUT-002",
+    ),
 }
 
 
@@ -244,6 +260,38 @@ def apply(mutant: str) -> None:
             return patched
 
         _wrap(memory.MemoryTransaction, "candidates", candidates)
+    elif mutant in ("worker-claims-after-die", "worker-drops-waiting-delay"):
+        from conveyor import execution
+
+        def classify(original: Any) -> Any:
+            def patched(error: BaseException) -> Any:
+                report = original(error)
+                if mutant == "worker-claims-after-die":
+                    return replace(report, die=False)
+                if report.event == "wait":
+                    return replace(report, params={})
+                return report
+
+            return patched
+
+        _wrap(execution, "classify", classify)
+    elif mutant == "worker-retries-missing-handler":
+        from conveyor import execution
+
+        def prepare(original: Any) -> Any:
+            def patched(self: Any, job: Any, index: int) -> Any:
+                found = original(self, job, index)
+                if job.requests[index].type not in self.host.handlers:
+                    return execution.Report("fail_temporarily", found.params)
+                return found
+
+            return patched
+
+        _wrap(execution.JobRunner, "_prepare", prepare)
+    elif mutant == "worker-ignores-timeout":
+        from conveyor import execution, worker
+
+        worker.timeout_of = execution.timeout_of = lambda job: None
     else:
         raise SystemExit(f"unknown mutant {mutant!r}; one of {', '.join(MUTANTS)}")
 

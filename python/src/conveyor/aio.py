@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL, make_url
 
 from .app import Conveyor
 from .errors import ConfigurationError
+from .hooks import Publishing, around
 from .lifecycle import Outcome
 from .model import Job
 from .operations import Operation, job_filter, split_options, stored
@@ -232,6 +233,11 @@ class AsyncConveyor:
     ) -> list[Job]:
         if not jobs:
             return []
+        with around(self.app.hooks.around_publish, Publishing(list(jobs))) as publishing:
+            publishing.stored = await self._store_built(publishing.jobs, connection, size)
+        return publishing.stored
+
+    async def _store_built(self, jobs: Sequence[Job], connection: Any, size: int) -> list[Job]:
         now = self.app.now()
         chunks = [jobs[start : start + size] for start in range(0, len(jobs), size)]
         publishes = [self.app.operations.publish(chunk, now) for chunk in chunks]

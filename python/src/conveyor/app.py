@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .cancellation import Cancellations
 from .clock import Clock, SystemClock, duration_ms, from_ms
+from .counting import Counts, PendingCounts
 from .engine import JobEngine
 from .errors import ConfigurationError, InvalidRequest, JobNotFound, StaleLease, WaitTimeout
 from .eventloop import LoopThread
 from .handlers import Handler, HandlerRegistry
 from .heartbeat import Heartbeat
-from .hooks import Hooks
+from .hooks import AroundAttempt, AroundPublish, Hooks, Publishing, around
 from .lifecycle import Lifecycle, Outcome
 from .model import Batch, Job, WorkerRecord
 from .notify import LoggingNotifier, Notifier
@@ -137,6 +138,8 @@ class Conveyor:
         self.table_prefix = table_prefix
         self.handlers = HandlerRegistry()
         self.hooks = Hooks()
+        # Failed attempts, added to the store's totals at most once a second (counting.py).
+        self.event_counts = PendingCounts(self.add_to_counters)
         self.engine = JobEngine()
         self.lifecycle = Lifecycle(self.engine, duration_ms(waiting_delay))
         self.factory = JobFactory(
@@ -200,6 +203,8 @@ class Conveyor:
 
     def close(self) -> None:
         """Stop the app's heartbeat and event loop, and close the broker and the store."""
+        if self._store is not None:
+            self.event_counts.flush()
         self.heartbeat_thread.close()
         self.loop.close()
         if self._broker_mode is not None:
@@ -410,14 +415,16 @@ class Conveyor:
         return self._store_jobs(jobs, connection)
 
     def _store_jobs(self, jobs: Sequence[Job], connection: Any = None) -> list[Job]:
-        publish = self.operations.publish(jobs, self.now())
-        if connection is not None:
-            outcome = publish(self._joined(connection))
-        else:
-            with self.store.transaction() as tx:
-                outcome = publish(tx)
-        changed = self._deliver(outcome, caller_transaction=connection)
-        return stored(outcome, len(jobs), changed)
+        with around(self.hooks.around_publish, Publishing(list(jobs))) as publishing:
+            publish = self.operations.publish(publishing.jobs, self.now())
+            if connection is not None:
+                outcome = publish(self._joined(connection))
+            else:
+                with self.store.transaction() as tx:
+                    outcome = publish(tx)
+            changed = self._deliver(outcome, caller_transaction=connection)
+            publishing.stored = stored(outcome, len(publishing.jobs), changed)
+        return publishing.stored
 
     def _joined(self, connection: Any) -> Transaction:
         return self.store.join(connection)
@@ -585,6 +592,25 @@ class Conveyor:
         with self.store.transaction() as tx:
             rows = tx.ended_by_minute(since)
         return [(from_ms(minute * 60_000), state, count) for minute, state, count in rows]
+
+    def ended_executions(
+        self, window: timedelta, limit: int = 10_000
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(queue, execution record) of the latest ``limit`` jobs that ended within
+        ``window``: what the metrics' histograms are computed from."""
+        with self.store.transaction() as tx:
+            return tx.ended_executions(self.now() - window, limit)
+
+    def add_to_counters(self, counts: Counts) -> None:
+        """Add to the store's event totals (counting.py), by (name, queue)."""
+        with self.store.transaction() as tx:
+            tx.add_to_counters(counts)
+
+    def counters(self) -> list[tuple[str, str, int]]:
+        """(name, queue, total) of the events counted in the store: failed attempts, lease
+        rescues and broker repairs (docs/operations/metrics.md#counters)."""
+        with self.store.transaction() as tx:
+            return tx.counters()
 
     # -- state changes --------------------------------------------------------------------
 
@@ -920,6 +946,18 @@ class Conveyor:
         self, hook: Callable[[Job], dict[str, Any] | None]
     ) -> Callable[[Job], dict[str, Any] | None]:
         self.hooks.metadata.append(hook)
+        return hook
+
+    def around_publish(self, hook: AroundPublish) -> AroundPublish:
+        """Enter ``hook(publishing)``, a context manager, around each write of published jobs
+        (``conveyor.hooks.Publishing``); it may change the jobs before they are stored."""
+        self.hooks.around_publish.append(hook)
+        return hook
+
+    def around_attempt(self, hook: AroundAttempt) -> AroundAttempt:
+        """Enter ``hook(attempt)``, a context manager, around each attempt of a job, in the
+        thread (or task) that runs its handlers (``conveyor.hooks.Attempt``)."""
+        self.hooks.around_attempt.append(hook)
         return hook
 
     def _deliver(self, outcome: Outcome, caller_transaction: Any = None) -> dict[str, Job]:

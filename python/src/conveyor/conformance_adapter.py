@@ -10,6 +10,9 @@ Time comes only from a :class:`~conveyor.clock.ManualClock` the harness sets and
 Server backends (PostgreSQL, MariaDB) get tables with a prefix unique to this process, which
 ``reset`` empties and ``stop`` drops, so several runs can share one database.
 
+Every handler ``reset`` registers follows the harness's script, for worker mode: ``run_worker``
+runs the library's own worker over them (:mod:`conveyor.conformance_worker`).
+
 Broker backends (``postgresql+rabbitmq``, ``sqlite+rabbitmq``) run the app in broker mode: every
 committed change hands job ids to RabbitMQ, and ``claim`` is answered as a broker consumer
 answers a message (:class:`BrokerClaims`). Their AMQP queues carry a prefix unique to this
@@ -40,6 +43,7 @@ from .app import Conveyor
 from .broker.envelope import Envelope, InvalidEnvelope
 from .broker.settings import BrokerSettings
 from .clock import ManualClock, format_timestamp, parse_timestamp
+from .conformance_worker import Script, run_worker
 from .errors import ConfigurationError, InvalidPayload, InvalidRequest, Refused
 from .model import Batch, Job
 from .priority import PriorityRange
@@ -90,6 +94,7 @@ CAPABILITIES = [
     "notifications",
     "priorities",
     "pause_queues",
+    "worker",
 ]
 OUTCOME_EVENTS = {
     "success": "succeed",
@@ -396,6 +401,7 @@ class Session:
     table_prefix: str
     clock: ManualClock = field(default_factory=ManualClock)
     notifier: RecordingNotifier = field(default_factory=RecordingNotifier)
+    script: Script = field(default_factory=Script)
     rng: random.Random = field(default_factory=random.Random)
     app: Conveyor | None = None
     temporary: str | None = None
@@ -464,9 +470,11 @@ class Session:
         )
         for handler in handlers:
             try:
+                # Worker mode runs these; the harness's own reports never call them.
                 app.register(
                     handler["type"],
-                    _never_called,
+                    self.script.handler(),
+                    pass_context=True,
                     queue=handler["queue"],
                     priority=handler["priority"],
                     retry=resolve(handler["retry_policy"]),
@@ -567,6 +575,7 @@ class Session:
         random.seed(request.get("seed", 0))
         self.wipe()
         self.notifier.seen.clear()
+        self.script.clear()
         self.app = self.new_app(request.get("handlers", []), request.get("priorities"))
         return {}
 
@@ -766,6 +775,13 @@ class Session:
         seen, self.notifier.seen = self.notifier.seen, []
         return {"notifications": seen}
 
+    def cmd_script_handlers(self, request: Json) -> Json:
+        self.script.set(request["scripts"])
+        return {}
+
+    def cmd_run_worker(self, request: Json) -> Json:
+        return run_worker(self.conveyor, self.script, request)
+
     def cmd_batch_open(self, request: Json) -> Json:
         app = self.conveyor
         completion = request.get("completion")
@@ -792,10 +808,6 @@ def _kwargs(options: PublishOptions) -> Json:
         for name in PublishOptions.__dataclass_fields__
         if name != "metadata" and getattr(options, name) not in (None, (), False)
     }
-
-
-def _never_called(*args: Any, **kwargs: Any) -> None:
-    raise RuntimeError("the conformance adapter never runs handlers; the harness reports outcomes")
 
 
 def respond(session: Session, request: Json) -> Json:

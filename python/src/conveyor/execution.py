@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from . import cancellation as cancellations
 from . import codec, failures
 from .cancellation import Cancellation, Cancellations
+from .counting import PendingCounts
 from .errors import (
     ConveyorError,
     InvalidPayload,
@@ -27,7 +28,7 @@ from .errors import (
 from .eventloop import LoopThread
 from .handlers import HandlerRegistry, JobContext
 from .heartbeat import Heartbeat
-from .hooks import Hooks
+from .hooks import Attempt, Hooks, around
 from .model import Job
 from .outcomes import Die, JobCancelled, PermanentError, TemporaryError, Waiting
 from .resilience import retry_while_unavailable
@@ -162,6 +163,11 @@ class RunnerHost(Protocol):
         self, job_id: str, lease_token: int, percent: float | None, message: str | None
     ) -> Job: ...
 
+    @property
+    def event_counts(self) -> PendingCounts:
+        """Where failed attempts are counted for the metrics (counting.py)."""
+        ...
+
     def release_thread(self) -> None:
         """Return the calling thread's database connections (the thread is ending)."""
         ...
@@ -247,8 +253,12 @@ class JobRunner:
         token, started, memory_before = self._start(job)
         cancellation = self.cancellations.start(job.id, token)
         try:
-            with cancellations.running(cancellation):
+            with (
+                cancellations.running(cancellation),
+                around(self.host.hooks.around_attempt, Attempt(job)) as attempt,
+            ):
                 report, current = self._run_requests(job, token, cancellation)
+                attempt.event, attempt.error = report.event, report.params.get("error")
         except BaseException:
             self.heartbeat.release(job.id)
             raise
@@ -263,13 +273,17 @@ class JobRunner:
         progress = _Progress(job)
         cancellation = self.cancellations.start(job.id, token)
         try:
-            with cancellations.running(cancellation):
+            with (
+                cancellations.running(cancellation),
+                around(self.host.hooks.around_attempt, Attempt(job)) as attempt,
+            ):
                 try:
                     report, current = await asyncio.wait_for(
                         self._run_requests_async(job, token, progress, cancellation), timeout
                     )
                 except TimeoutError:
                     report, current = timed_out(timeout or 0), progress.current
+                attempt.event, attempt.error = report.event, report.params.get("error")
         except BaseException:
             self.heartbeat.release(job.id)
             raise
@@ -295,6 +309,7 @@ class JobRunner:
             "memory_after": resident_memory(),
             "memory_peak": peak_memory(),
             "duration_ms": int((time.monotonic() - started) * 1000),
+            "start_delay_ms": start_delay_ms(job),
         }
         metadata = job.metadata  # the same object when unchanged: its column is not rewritten
         if self.host.hooks.metadata:
@@ -358,7 +373,11 @@ class JobRunner:
         return self.finish(performed, final)
 
     def finish(self, performed: Performed, final: Job) -> Executed:
-        """After the outcome is recorded: the after-job hooks."""
+        """After the outcome is recorded: the metrics' count of failures, the after-job
+        hooks."""
+        self.host.event_counts.attempted(
+            performed.job, performed.event, performed.params.get("error")
+        )
         for hook in self.host.hooks.after:
             self._call_hook(hook, final)
         return Executed(final, performed.die)
@@ -579,6 +598,17 @@ def _ended_meanwhile(job: Job) -> Report:
         "job %s ended %s between its requests; its next request does not run", job.id, job.state
     )
     return CANCELLED
+
+
+def start_delay_ms(job: Job) -> int:
+    """How long the claimed ``job`` waited for its first attempt: from when it was due (its
+    publish, or the later time it was published for) to the claim, which wrote
+    ``updated_at``. Kept from the first attempt's record on later attempts."""
+    earlier = (job.execution or {}).get("start_delay_ms")
+    if job.attempts > 1 and isinstance(earlier, int):
+        return earlier
+    due = max(job.created_at, job.available_at)
+    return max(0, round((job.updated_at - due).total_seconds() * 1000))
 
 
 def timeout_of(job: Job) -> float | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from .counting import LEASE_RESCUES, by_queue
 from .engine import Fired, Firing, JobEngine
 from .errors import (
     BatchClosed,
@@ -445,11 +446,15 @@ class Lifecycle:
     def rescue(self, tx: Transaction, now: datetime, limit: int) -> Outcome:
         """Fire lease_expired on processing jobs whose lease has run out."""
         outcome = Outcome()
+        rescued: list[Job] = []
         for job in tx.expired_leases(now, limit):
             fired = self.engine.fire(job, self._firing("lease_expired", now, {}, {}))
             if tx.save_job(job, fired.job, fired.fields):
+                rescued.append(fired.job)
                 outcome.jobs.append(fired.job)
                 self._after(tx, fired, now, outcome)
+        if rescued:  # the metrics' total, in the same transaction (counting.py)
+            tx.add_to_counters(by_queue(LEASE_RESCUES, rescued))
         return outcome
 
     # -- system effects -------------------------------------------------------------------

@@ -292,6 +292,7 @@ class Worker(WorkerControl):
                 if give_back_alarm is not None:
                     give_back_alarm()
                     self._alarm = None
+                self.runner.host.event_counts.flush()  # the failures it counted
                 # This thread's connections go back to the pool: a worker may run in a thread
                 # that ends now, and each such thread would otherwise keep one for ever.
                 self.runner.host.release_thread()

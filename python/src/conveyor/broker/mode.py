@@ -14,11 +14,13 @@ import logging
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..counting import BROKER_REPAIRS
 from ..errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -317,6 +319,7 @@ class BrokerMode:
         while True:
             now = app.now()
             requeued: list[Job] = []
+            repaired: Counter[tuple[str, str]] = Counter()
             with app.store.transaction() as tx:
                 for job in tx.due_jobs(REQUEUED_STATES, now, chunk):
                     try:
@@ -324,6 +327,9 @@ class BrokerMode:
                     except (InvalidTransition, StaleLease):
                         continue
                     requeued.append(outcome.jobs[0])
+                    repaired[(f"{BROKER_REPAIRS}.{job.state}", job.queue)] += 1
+                if repaired:  # the metrics' totals, by the state each job was requeued from
+                    tx.add_to_counters(repaired)
             report.requeued += len(requeued)
             envelopes = [Envelope.of(job, now) for job in requeued]
             failures = self.hand_over(envelopes, force=True) if envelopes else []
@@ -372,6 +378,13 @@ class BrokerMode:
             return
         failures = self.hand_over(envelopes, force=True)
         report.republished += len(envelopes) - len(failures)
+        unsent = {failure.envelope.job_id for failure in failures}
+        republished = [envelope for envelope in envelopes if envelope.job_id not in unsent]
+        if republished:  # the metrics' totals (after the hand-over: no row lock held meanwhile)
+            with app.store.transaction() as tx:
+                tx.add_to_counters(
+                    Counter((f"{BROKER_REPAIRS}.republished", e.queue) for e in republished)
+                )
         report.failed += len(failures)
         if failures:
             report.problem = failures[0].reason

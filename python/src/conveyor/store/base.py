@@ -12,7 +12,7 @@ or raising :class:`~conveyor.errors.NotSupported` (``join`` on the memory store)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -222,6 +222,20 @@ class Transaction(Protocol):
     def ended_by_minute(self, since: datetime) -> list[tuple[int, str, int]]:
         """(minute, state, count) of the jobs that ended (``finished_at`` set) at or after
         ``since``; ``minute`` counts whole minutes since the epoch."""
+        ...
+
+    def ended_executions(self, since: datetime, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """(queue, execution record) of the jobs that ended at or after ``since`` with one,
+        the latest ``limit`` of them (the metrics' histograms, docs/operations/metrics.md)."""
+        ...
+
+    def add_to_counters(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Add each count to the total of its (name, queue), created at 0 when missing. The
+        rows are written in one order, so concurrent writers never deadlock on them."""
+        ...
+
+    def counters(self) -> list[tuple[str, str, int]]:
+        """Every (name, queue, total) counted so far, in that order."""
         ...
 
     def insert_batch(self, batch: Batch) -> Batch: ...

@@ -7,7 +7,7 @@ commit, so an exception leaves the store unchanged.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -42,6 +42,8 @@ class _State:
         self.schedule_runs: dict[tuple[str, datetime], str | None] = {}
         # (rate key, window start) -> claims counted (RATE-002)
         self.rate_slots: dict[tuple[str, datetime], int] = {}
+        # (counter name, queue) -> total (the metrics' counters)
+        self.counters: dict[tuple[str, str], int] = {}
 
     def copy(self) -> _State:
         clone = _State()
@@ -54,6 +56,7 @@ class _State:
         clone.workers = dict(self.workers)
         clone.schedule_runs = dict(self.schedule_runs)
         clone.rate_slots = dict(self.rate_slots)
+        clone.counters = dict(self.counters)
         return clone
 
 
@@ -395,6 +398,28 @@ class MemoryTransaction:
                 key = (to_ms(job.finished_at) // 60_000, job.state)
                 tally[key] = tally.get(key, 0) + 1
         return [(minute, state, count) for (minute, state), count in sorted(tally.items())]
+
+    def ended_executions(self, since: datetime, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        ended = sorted(
+            (
+                job
+                for job in self._data.jobs.values()
+                if job.finished_at is not None
+                and job.finished_at >= since
+                and job.execution is not None
+            ),
+            key=lambda job: (job.finished_at, job.sequence),
+            reverse=True,
+        )
+        return [(job.queue, dict(job.execution or {})) for job in ended[:limit]]
+
+    def add_to_counters(self, counts: Mapping[tuple[str, str], int]) -> None:
+        for key, count in counts.items():
+            self._data.counters[key] = self._data.counters.get(key, 0) + count
+
+    def counters(self) -> list[tuple[str, str, int]]:
+        totals = sorted(self._data.counters.items())
+        return [(name, queue, total) for (name, queue), total in totals]
 
     def insert_batch(self, batch: Batch) -> Batch:
         saved = replace(batch, id=str(self._data.next_batch))

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Connection, Engine, Table, event, text
 from sqlalchemy.engine import URL
 
 
@@ -28,6 +28,32 @@ class Dialect:
         if name in ("mysql", "mariadb"):
             return cls(name, skip_locked=True, lock_of_supported=False)
         return cls(name, skip_locked=False, lock_of_supported=False)
+
+
+def upsert_adding(dialect: Dialect, table: Table, name: str, queue: str, count: int) -> Any:
+    """INSERT the counter row (name, queue) at ``count``, or add ``count`` to its value: one
+    statement on every database, so two first counts at once cannot collide."""
+    values = {"name": name, "queue": queue, "value": count}
+    added = {"value": table.c.value + count}
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return (
+            pg_insert(table)
+            .values(values)
+            .on_conflict_do_update(index_elements=[table.c.name, table.c.queue], set_=added)
+        )
+    if dialect.name in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        return mysql_insert(table).values(values).on_duplicate_key_update(added)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return (
+        sqlite_insert(table)
+        .values(values)
+        .on_conflict_do_update(index_elements=[table.c.name, table.c.queue], set_=added)
+    )
 
 
 def _enable_wal(cursor: Any, attempts: int = 60) -> None:

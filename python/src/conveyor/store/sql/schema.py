@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,9 @@ class Tables:
     # Version 8: the fire times cron schedules handled, one row per (name, fire time): the
     # primary key is the rule that no two processes publish one run (CRON-003).
     schedule_runs: Table
+    # Version 11: totals of events the metrics count (failed attempts, lease rescues, broker
+    # repairs), one row per (name, queue), added to by whichever process counted them.
+    counters: Table
 
 
 def _results_columns() -> list[Column[Any]]:
@@ -163,8 +166,8 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         *(_concurrency_columns() if version >= 9 else []),
         # Version 10: rate limits (RATE-001); the claims they count are in rate_slots.
         *(_rate_columns() if version >= 10 else []),
-        # Version 11: when a cancel was requested while the job ran (CANCEL-001).
-        *([Column("cancel_requested_at", BigInteger)] if version >= 11 else []),
+        # Version 12: when a cancel was requested while the job ran (CANCEL-001).
+        *([Column("cancel_requested_at", BigInteger)] if version >= 12 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -268,6 +271,13 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         Column("slot", Integer, primary_key=True, autoincrement=False),
         Column("job_id", BigInteger, nullable=False),
     )
+    counters = Table(
+        f"{prefix}counters",
+        metadata if version >= 11 else MetaData(),
+        Column("name", String(64), primary_key=True),
+        Column("queue", String(64), primary_key=True),
+        Column("value", BigInteger, nullable=False),
+    )
     return Tables(
         prefix,
         metadata,
@@ -281,6 +291,7 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         workers,
         rate_slots,
         schedule_runs,
+        counters,
     )
 
 
@@ -485,10 +496,15 @@ def _rate_limits_v10(connection: Connection, tables: Tables) -> None:
     built.rate_slots.create(connection, checkfirst=True)
 
 
-def _cancel_requests_v11(connection: Connection, tables: Tables) -> None:
-    """Version 11: when a cancel of a running job was requested (CANCEL-001), a nullable
-    column added in place; processes of version 10 never set it and refuse no row for it."""
-    jobs = build_tables(tables.prefix, version=11).jobs
+def _counters_v11(connection: Connection, tables: Tables) -> None:
+    """Version 11: the table of the metrics' event totals (docs/operations/metrics.md)."""
+    build_tables(tables.prefix, version=11).counters.create(connection, checkfirst=True)
+
+
+def _cancel_requests_v12(connection: Connection, tables: Tables) -> None:
+    """Version 12: when a cancel of a running job was requested (CANCEL-001), a nullable
+    column added in place; processes of version 11 never set it and refuse no row for it."""
+    jobs = build_tables(tables.prefix, version=12).jobs
     _add_columns(connection, jobs, ("cancel_requested_at",))
 
 
@@ -505,7 +521,8 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _schedule_runs_v8,
     _concurrency_v9,
     _rate_limits_v10,
-    _cancel_requests_v11,
+    _counters_v11,
+    _cancel_requests_v12,
 ]
 
 

@@ -13,7 +13,7 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
@@ -64,6 +64,7 @@ from .dialects import (
     masked,
     notify_channel,
     schema_transaction,
+    upsert_adding,
 )
 from .direct import Compiled, DirectStatements
 from .locks import acquire_named, command_lock, release_named
@@ -710,6 +711,36 @@ class SqlTransaction:
             .order_by(minute, t.c.state)
         )
         return [(int(m), state, int(count)) for m, state, count in rows]
+
+    def ended_executions(self, since: datetime, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        t = self.tables.jobs
+        rows = self.connection.execute(
+            select(t.c.queue, t.c.execution)
+            # the states first: one range of the (state, finished_at) index per state
+            .where(
+                t.c.state.in_(sorted(self.states.terminal)),
+                t.c.finished_at >= to_ms(since),
+                t.c.execution.is_not(None),
+            )
+            .order_by(t.c.finished_at.desc())
+            .limit(limit)
+        )
+        return [(queue, json.loads(execution)) for queue, execution in rows]
+
+    # -- counters of the metrics -----------------------------------------------------------
+
+    def add_to_counters(self, counts: Mapping[tuple[str, str], int]) -> None:
+        c = self.tables.counters
+        for (name, queue), count in sorted(counts.items()):  # one lock order for every writer
+            if count:
+                self.connection.execute(upsert_adding(self.dialect, c, name, queue, count))
+
+    def counters(self) -> list[tuple[str, str, int]]:
+        c = self.tables.counters
+        rows = self.connection.execute(
+            select(c.c.name, c.c.queue, c.c.value).order_by(c.c.name, c.c.queue)
+        )
+        return [(name, queue, int(value)) for name, queue, value in rows]
 
     # -- batches --------------------------------------------------------------------------
 
