@@ -345,6 +345,11 @@ def test_jobs_retry_cancel_requeue(runner: CliRunner, app_module: AppModule) -> 
 
     result = run(runner, "--app", spec, "jobs", "requeue", postponed.id)
     assert result.output.strip() == f"job {postponed.id}: temporarily_failed -> ready"
+    (running,) = app.claim("w1", job_id=postponed.id)
+    result = run(runner, "--app", spec, "jobs", "cancel", running.id)
+    assert result.output.startswith(f"job {running.id}: processing, cancel requested;")
+    assert app.get(running.id).cancel_requested
+    assert "cancel requested" in run(runner, "--app", spec, "jobs", "show", running.id).output
     assert app.get(postponed.id).available_at <= app.now()
 
     refused = run(runner, "--app", spec, "jobs", "retry", done.id, code=1)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .cancellation import Cancellations
 from .clock import Clock, SystemClock, duration_ms, from_ms
 from .counting import Counts, PendingCounts
 from .engine import JobEngine
@@ -152,7 +153,10 @@ class Conveyor:
         self._store_lock = threading.Lock()
         self._local = threading.local()
         self._broker_mode: BrokerMode | None = None
-        self.heartbeat_thread = Heartbeat(self.heartbeat)
+        # The attempts this app's workers run, told of cancel requests by the heartbeat's
+        # answers (CANCEL-002) and by cancel() in this process.
+        self.cancellations = Cancellations()
+        self.heartbeat_thread = Heartbeat(self.heartbeat, self.cancellations.request)
         self.loop = LoopThread()
         # Cron schedules declared with cron() / schedule(), run by this app's workers.
         self.scheduler = Scheduler(self, self._deliver)
@@ -635,7 +639,13 @@ class Conveyor:
         return outcome.jobs[0]
 
     def cancel(self, job_id: str) -> Job:
-        return self.report(job_id, "cancel", {})
+        """Cancel a job: at once when it is not running (OPS-008); a ``processing`` job gets
+        a cancel request its handler sees (CANCEL-001), at once when this process runs it,
+        else at its worker's next heartbeat, and ends when the handler stops."""
+        job = self.report(job_id, "cancel", {})
+        if job.cancel_requested and job.lease is not None:
+            self.cancellations.request(job.id, job.lease.token)
+        return job
 
     def requeue(self, job_id: str) -> Job:
         return self.report(job_id, "requeue", {})
@@ -838,7 +848,9 @@ class Conveyor:
         """A runner of this app's jobs, sharing its heartbeat and event loop."""
         from .execution import JobRunner
 
-        return JobRunner(self, worker_id, lease_ms, self.heartbeat_thread, self.loop)
+        return JobRunner(
+            self, worker_id, lease_ms, self.heartbeat_thread, self.loop, self.cancellations
+        )
 
     def run_now(self, type: str, payload: Any = None, **options: Any) -> Job:
         """Publish a job and run it at once in this thread (direct execution)."""

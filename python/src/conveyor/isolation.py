@@ -35,6 +35,7 @@ from typing import Any
 
 from . import codec, failures
 from .appref import import_attribute
+from .cancellation import Cancellation
 from .errors import (
     ConfigurationError,
     ConveyorError,
@@ -53,12 +54,15 @@ from .execution import (
     resident_memory,
 )
 from .handlers import JobContext
-from .outcomes import Die, PermanentError, TemporaryError, Waiting
+from .outcomes import Die, JobCancelled, PermanentError, TemporaryError, Waiting
 from .results import encode_result
 
 log = logging.getLogger("conveyor.worker")
 
 KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL
+# How often a worker waiting on a handler process looks for a cancel request (CANCEL-002):
+# the request already waited up to a heartbeat interval, this adds little to it.
+CANCEL_CHECK = 0.1
 START_TIMEOUT = 120.0  # seconds a new handler process may take to import the app
 _ENTRY = "from conveyor.isolation import main; main()"
 
@@ -252,7 +256,7 @@ class HandlerProcess:
         context = {
             f.name: getattr(call.context, f.name)
             for f in dataclasses.fields(call.context)
-            if f.name != "reporter"
+            if f.name not in ("reporter", "cancellation")
         }
         _send(
             self.connection,
@@ -263,8 +267,9 @@ class HandlerProcess:
                 "last": call.last,
             },
         )
+        cancellation = call.context.cancellation
         while True:
-            reply = self._receive(deadline)
+            reply = self._receive(deadline, cancellation)
             if "progress" not in reply:
                 break
             try:
@@ -280,12 +285,11 @@ class HandlerProcess:
             raise _rebuilt(reply["error"])
         return Encoded(reply.get("result"), reply.get("unstorable"))
 
-    def _receive(self, deadline: float | None) -> dict[str, Any]:
-        remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
+    def _receive(
+        self, deadline: float | None, cancellation: Cancellation | None = None
+    ) -> dict[str, Any]:
         try:
-            if remaining is not None and not self.connection.poll(remaining):
-                self.kill()
-                raise AttemptTimedOut
+            self._wait_for_reply(deadline, cancellation)
             data = self.connection.recv_bytes()
         except (EOFError, OSError):
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -297,6 +301,23 @@ class HandlerProcess:
             ) from None
         message: dict[str, Any] = json.loads(data)
         return message
+
+    def _wait_for_reply(self, deadline: float | None, cancellation: Cancellation | None) -> None:
+        """Return once the child has written; kill it at ``deadline`` (AttemptTimedOut) or
+        on a cancel request (JobCancelled: a handler process is cancelled the hard way)."""
+        while True:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
+            step = remaining
+            if cancellation is not None:
+                step = CANCEL_CHECK if remaining is None else min(remaining, CANCEL_CHECK)
+            if step is None or self.connection.poll(step):
+                return
+            if cancellation is not None and cancellation.requested:
+                self.kill()
+                raise JobCancelled(f"job {cancellation.job_id} was cancelled while it ran")
+            if deadline is not None and time.monotonic() >= deadline:
+                self.kill()
+                raise AttemptTimedOut
 
     def kill(self) -> None:
         """SIGTERM, then SIGKILL after the grace; waits for the end."""

@@ -117,6 +117,12 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], Encoder]] = {
     "rate_key": (("rate_key",), lambda j, le, cl, dl, un: j.rate_key),
     "rate_limit": (("rate_limit",), lambda j, le, cl, dl, un: j.rate_limit),
     "rate_period_ms": (("rate_period_ms",), lambda j, le, cl, dl, un: j.rate_period_ms),
+    "cancel_requested_at": (
+        ("cancel_requested_at",),
+        lambda j, le, cl, dl, un: (
+            to_ms(j.cancel_requested_at) if j.cancel_requested_at is not None else None
+        ),
+    ),
     "concurrency_slot": (
         ("concurrency_slot", "state"),
         lambda j, le, cl, dl, un: j.concurrency_slot if le else None,
@@ -335,6 +341,9 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         "rate_key": row["rate_key"],
         "rate_limit": row["rate_limit"],
         "rate_period_ms": row["rate_period_ms"],
+        "cancel_requested_at": (
+            from_ms(row["cancel_requested_at"]) if row["cancel_requested_at"] is not None else None
+        ),
     }
     job: Job = object.__new__(Job)
     job.__dict__.update(values)

@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,8 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         *(_concurrency_columns() if version >= 9 else []),
         # Version 10: rate limits (RATE-001); the claims they count are in rate_slots.
         *(_rate_columns() if version >= 10 else []),
+        # Version 12: when a cancel was requested while the job ran (CANCEL-001).
+        *([Column("cancel_requested_at", BigInteger)] if version >= 12 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -499,6 +501,13 @@ def _counters_v11(connection: Connection, tables: Tables) -> None:
     build_tables(tables.prefix, version=11).counters.create(connection, checkfirst=True)
 
 
+def _cancel_requests_v12(connection: Connection, tables: Tables) -> None:
+    """Version 12: when a cancel of a running job was requested (CANCEL-001), a nullable
+    column added in place; processes of version 11 never set it and refuse no row for it."""
+    jobs = build_tables(tables.prefix, version=12).jobs
+    _add_columns(connection, jobs, ("cancel_requested_at",))
+
+
 # Each migration brings the schema from version (index) to version (index + 1). Add new
 # steps at the end; never edit a released one (a step builds the tables as of its own version).
 MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
@@ -513,6 +522,7 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _concurrency_v9,
     _rate_limits_v10,
     _counters_v11,
+    _cancel_requests_v12,
 ]
 
 
