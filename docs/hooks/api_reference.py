@@ -23,9 +23,10 @@ SECTIONS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("app",), "The app", "One per process: it publishes, runs workers and answers queries."),
     (("publishing",), "Publishing", "The pieces of a job with several requests."),
     (
-        ("handlers", "outcomes"),
+        ("handlers", "outcomes", "cancellation"),
         "Handlers and outcomes",
-        "What a handler receives, and the exceptions it raises to steer its job.",
+        "What a handler receives, the exceptions it raises to steer its job, and how it sees "
+        "a cancel request.",
     ),
     (
         ("model",),

@@ -81,6 +81,17 @@ async def test_an_invalid_item_in_a_bulk_publish_stores_none(aconveyor: AsyncCon
     assert await aconveyor.jobs() == []
 
 
+async def test_cancel_of_a_running_job_records_a_request(aconveyor: AsyncConveyor) -> None:
+    """CANCEL-001: the job keeps running; its worker is asked to stop."""
+    job = await aconveyor.publish("greet", {"name": "ada"})
+    (claimed,) = aconveyor.app.claim("w1")
+    assert claimed.lease is not None
+    attempt = aconveyor.app.cancellations.start(job.id, claimed.lease.token)
+    asked = await aconveyor.cancel(job.id)
+    assert (asked.state, asked.cancel_requested) == ("processing", True)
+    assert attempt.requested  # told at once, in the app's own process
+
+
 async def test_job_published_async_is_run_by_the_worker(aconveyor: AsyncConveyor) -> None:
     job = await aconveyor.publish("greet", {"name": "ada"})
     stats = aconveyor.app.process()

@@ -345,6 +345,11 @@ def test_jobs_retry_cancel_requeue(runner: CliRunner, app_module: AppModule) -> 
 
     result = run(runner, "--app", spec, "jobs", "requeue", postponed.id)
     assert result.output.strip() == f"job {postponed.id}: temporarily_failed -> ready"
+    (running,) = app.claim("w1", job_id=postponed.id)
+    result = run(runner, "--app", spec, "jobs", "cancel", running.id)
+    assert result.output.startswith(f"job {running.id}: processing, cancel requested;")
+    assert app.get(running.id).cancel_requested
+    assert "cancel requested" in run(runner, "--app", spec, "jobs", "show", running.id).output
     assert app.get(postponed.id).available_at <= app.now()
 
     refused = run(runner, "--app", spec, "jobs", "retry", done.id, code=1)
@@ -354,6 +359,20 @@ def test_jobs_retry_cancel_requeue(runner: CliRunner, app_module: AppModule) -> 
 
 
 # -- running jobs ---------------------------------------------------------------------------
+
+
+def test_process_with_isolation_runs_handlers_in_processes_importing_the_app(
+    runner: CliRunner, app_module: AppModule
+) -> None:
+    """--isolation process: handler processes import the module --app names."""
+    app = app_module.app
+    job = app.publish("measured")
+    result = run(runner, "--app", app_module.spec, "process", "--isolation", "process")
+    assert "process: 1 job (finished 1)" in result.output
+    done = app.get(job.id)
+    assert done.result == {"rows": 3}
+    assert done.progress is not None
+    assert done.progress["message"] == "three quarters"
 
 
 def test_process_runs_due_jobs_with_a_limit(runner: CliRunner, app_module: AppModule) -> None:

@@ -295,6 +295,56 @@ def return_to_broker_reopens_requests_and_keeps_attempts(app: Conveyor) -> None:
     assert back.requests[0].state == "pending"
 
 
+@case("J18", "J23", "R08")
+def a_running_job_s_cancel_is_a_request_its_worker_confirms(app: Conveyor) -> None:
+    claimed = claim_one(app, app.publish("task"))
+    asked = app.cancel(claimed.id)
+    assert (asked.state, asked.cancel_requested_at) == ("processing", app.now())
+    assert asked.lease == claimed.lease
+    app.clock.advance(5)  # type: ignore[attr-defined]
+    assert app.cancel(claimed.id).cancel_requested_at == asked.cancel_requested_at
+    ended = report(app, claimed, "confirm_cancel")
+    assert (ended.state, ended.lease, ended.finished_at) == ("cancelled", None, app.now())
+    assert ended.requests[0].state == "cancelled"
+
+
+@case("J19", "R02", "R06")
+def a_success_with_more_requests_after_a_cancel_request_cancels_the_rest(app: Conveyor) -> None:
+    claimed = claim_one(app, app.publish_job([Call("task", 1), Call("task", 2)]))
+    app.cancel(claimed.id)
+    ended = report(app, claimed, "succeed")
+    assert ended.state == "cancelled"
+    assert [r.state for r in ended.requests] == ["succeeded", "cancelled"]
+
+
+@case("J20", "R03", "R06")
+def a_temporary_error_after_a_cancel_request_cancels_without_retry(app: Conveyor) -> None:
+    claimed = claim_one(app, app.publish("task"))
+    app.cancel(claimed.id)
+    ended = report(app, claimed, "fail_temporarily", error=TEMPORARY)
+    assert ended.state == "cancelled"
+    assert ended.last_error is not None
+    assert ended.last_error.kind == "temporary"
+
+
+@case("J21", "R08")
+def waiting_after_a_cancel_request_cancels(app: Conveyor) -> None:
+    claimed = claim_one(app, app.publish("task"))
+    app.cancel(claimed.id)
+    assert report(app, claimed, "wait").state == "cancelled"
+
+
+@case("J22", "R05", "R06")
+def an_expired_lease_after_a_cancel_request_cancels(app: Conveyor) -> None:
+    claimed = claim_one(app, app.publish("task"), lease_ms=1000)
+    app.cancel(claimed.id)
+    app.clock.advance(2)  # type: ignore[attr-defined]
+    (rescued,) = app.rescue_expired()
+    assert rescued.state == "cancelled"
+    assert rescued.last_error is not None
+    assert rescued.last_error.kind == "lease_expired"
+
+
 @case("B02")
 def sealing_an_empty_batch_finishes_it_and_publishes_the_completion(app: Conveyor) -> None:
     batch = app.open_batch(Call("task", {"done": True}))
@@ -417,6 +467,8 @@ def good_firing(job: Job, event: str, *, with_token: bool = True) -> tuple[Job, 
     }
     if event == "discard_redundant":
         job = replace(job, unique=True, identifier="once")
+    if event == "confirm_cancel":  # CANCEL-003: only after a cancel request
+        job = replace(job, cancel_requested_at=T0)
     now = T0 + timedelta(seconds=60 if event == "lease_expired" else 1)
     return job, Firing(event, now, params, facts)
 
@@ -627,12 +679,12 @@ def test_refused_events_leave_the_stored_job_and_store_unchanged(app: Conveyor, 
     assert app.status() == counts
 
 
-def test_cancelling_a_processing_job_is_refused() -> None:
-    """OPS-001: a processing job cannot be cancelled; it stays processing with its lease."""
+def test_the_outcome_cancelled_without_a_request_is_refused() -> None:
+    """CANCEL-003: confirm_cancel needs a cancel request; the job stays processing."""
     app = memory_app()
     job = drive_to(app, "processing")
     with pytest.raises(InvalidTransition, match="processing"):
-        app.cancel(job.id)
+        report(app, job, "confirm_cancel")
     assert app.get(job.id) == job
 
 

@@ -1,6 +1,6 @@
 """Operations: cancel, requeue, retry, recurring jobs, batches, tags, pruning, listing, status.
 
-Spec: OPS-001..006, REC-001..003, BATCH-001..004, TAG-001/002, JOB-001/005.
+Spec: OPS-008..006, REC-001..003, BATCH-001..004, TAG-001/002, JOB-001/005.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ def ids(jobs: Sequence[Job]) -> list[str]:
         ("waiting", True),
         ("broker_failed", True),
         ("back_to_broker", True),
-        ("processing", False),
         ("finished", False),
         ("permanently_failed", False),
         ("cancelled", False),
@@ -53,7 +52,8 @@ def ids(jobs: Sequence[Job]) -> list[str]:
 def test_cancel_ends_active_jobs_that_are_not_running(
     app: Conveyor, state: str, allowed: bool
 ) -> None:
-    """OPS-001: cancel works in every active state but processing; elsewhere it is refused."""
+    """OPS-008: cancel works in every active state but processing (a request there, see
+    test_cancel_running.py); elsewhere it is refused."""
     job = drive_to(app, state)
     if allowed:
         cancelled = app.cancel(job.id)

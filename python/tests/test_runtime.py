@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import Conveyor, Waiting
+from conveyor import Call, Conveyor, ManualClock, SystemClock, Waiting
 
 from .conftest import TEST_PREFIX, AppFactory, backend_url, require_service, wipe
 
@@ -430,34 +430,33 @@ def test_a_job_in_the_worker_s_own_thread_is_handed_back_after_the_grace_period(
 def test_a_claimed_job_whose_lease_ran_out_in_the_buffer_is_not_started(tmp_path: Path) -> None:
     """A worker held up (here by a slow job ahead of it; in production a partition) must not
     start a claimed job whose lease ends before its first renewal: another worker may have
-    taken it. It is handed back, and runs once."""
-    app = Conveyor(backend_url("sqlite", tmp_path), table_prefix="rt_spent_")
-    starts: list[str] = []
-    both = threading.Event()
+    taken it. It is handed back, and runs once.
 
-    def work(name: str, hold: float = 0.0) -> None:
+    The first job moves the app's clock past most of the lease instead of sleeping through
+    it: on a loaded machine a real lease this short could also lapse under the running job."""
+    clock = ManualClock()
+    app = Conveyor(backend_url("sqlite", tmp_path), table_prefix="rt_spent_", clock=clock)
+    starts: list[str] = []
+
+    def work(name: str, hold_ms: int = 0) -> None:
         starts.append(name)
-        time.sleep(hold)  # the job's own work, longer than two thirds of the lease
-        if len(starts) >= 2:
-            both.set()
+        clock.advance(timedelta(milliseconds=hold_ms))  # longer than two thirds of the lease
 
     app.register("work", work)
-    first = app.publish("work", {"name": "first", "hold": 0.5})
+    first = app.publish("work", {"name": "first", "hold_ms": 500})
     second = app.publish("work", {"name": "second"})
     worker = app.worker(
-        batch_size=2, lease=timedelta(milliseconds=600), idle_delay=0.05, handle_signals=False
+        batch_size=2,
+        lease=timedelta(milliseconds=600),
+        max_jobs=2,
+        idle_delay=0.05,
+        handle_signals=False,
     )
-    thread = run_in_thread(worker)
-    try:
-        assert both.wait(BOUND), "the second job never ran"
-        deadline = time.monotonic() + BOUND
-        while app.get(second.id).state != "finished":
-            assert time.monotonic() < deadline, "the second job's outcome was never recorded"
-            time.sleep(0.01)
-    finally:
-        stopped(worker, thread)
+    stats = worker.run()  # both claimed at once; the second handed back, claimed again, run
+    assert stats.outcomes == {"finished": 2, "waiting": 1}  # one handed back
     assert starts == ["first", "second"]
     assert app.get(first.id).attempts == 1
+    assert app.get(second.id).state == "finished"
     assert app.get(second.id).attempts == 1  # handed back: the unstarted claim counts nothing
     app.close()
 
@@ -533,3 +532,20 @@ def test_the_coordinator_sleeps_while_a_background_claim_is_in_flight(tmp_path: 
     finally:
         app.store.drop_schema()  # type: ignore[attr-defined]
         app.close()
+
+
+def test_process_runs_the_work_its_own_outcomes_made_due(make_app: AppFactory) -> None:
+    """process() claims every job due when it starts, and again once its outcomes made other
+    jobs due: a batch's completion job, published by the last part's outcome, runs in the same
+    call."""
+    app = make_app(clock=SystemClock())  # real time: the completion is due after the start
+    completed: list[str] = []
+    app.register("part", lambda n: None)
+    app.register("complete", lambda: completed.append("done"))
+    with app.batch(Call("complete")) as batch:
+        for n in range(3):
+            app.publish("part", n, batch=batch)
+    stats = app.process()
+    assert completed == ["done"]
+    assert stats.outcomes == {"finished": 4}
+    assert {job.state for job in app.jobs()} == {"finished"}

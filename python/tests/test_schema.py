@@ -137,6 +137,7 @@ _LATER_COLUMNS = {
     "rate_key": "VARCHAR(255)",
     "rate_limit": "INTEGER",
     "rate_period_ms": "BIGINT",
+    "cancel_requested_at": "BIGINT",
     "uniqueness": "TEXT",
     "unique_key": "VARCHAR(64)",
 }

@@ -44,6 +44,7 @@ REPORTS = {
     "fail_temporarily": {"kind": "temporary", "error": {"kind": "temporary", "message": "boom"}},
     "fail_permanently": {"kind": "permanent", "error": {"kind": "permanent", "message": "boom"}},
     "wait": {"kind": "waiting"},
+    "confirm_cancel": {"kind": "cancelled"},
 }
 
 
@@ -70,7 +71,19 @@ VARIANT_EVENTS = {
     "lease-expired": ["lease_expired", "heartbeat", "succeed"],
     "lease-expired-last-attempt": ["lease_expired"],
     "more-requests": ["succeed"],
+    "cancel-requested": [
+        "cancel",
+        "heartbeat",
+        "succeed",
+        "fail_temporarily",
+        "fail_permanently",
+        "wait",
+        "confirm_cancel",
+    ],
+    "cancel-requested-more-requests": ["succeed"],
+    "cancel-requested-lease-expired": ["lease_expired"],
 }
+CANCEL = {"cmd": "cancel", "job": JOB}
 
 
 def setups() -> list[tuple[str, str, list[dict[str, Any]], list[str], list[str]]]:
@@ -103,6 +116,21 @@ def setups() -> list[tuple[str, str, list[dict[str, Any]], list[str], list[str]]
             "more-requests",
             [_publish(requests=[{"type": "work"}, {"type": "work"}]), _claim()],
             ["multi_request"],
+            [],
+        ),
+        ("processing", "cancel-requested", [_publish(), _claim(), CANCEL], ["cancel_running"], []),
+        (
+            "processing",
+            "cancel-requested-more-requests",
+            [_publish(requests=[{"type": "work"}, {"type": "work"}]), _claim(), CANCEL],
+            ["cancel_running", "multi_request"],
+            [],
+        ),
+        (
+            "processing",
+            "cancel-requested-lease-expired",
+            [_publish(), _claim(), CANCEL, {"cmd": "clock_advance", "ms": LEASE_MS}],
+            ["cancel_running"],
             [],
         ),
         ("temporarily_failed", "", [_publish(), _claim(), _report("temporary"), advance], [], []),
@@ -184,6 +212,8 @@ def _partial(job: dict[str, Any]) -> dict[str, Any]:
     keys = ("state", "attempts", "lease_token", "available_at", "finished_at")
     partial = {"id": JOB, **{k: job[k] for k in keys}}
     partial["lease"] = None if job["lease"] is None else {"token": job["lease"]["token"]}
+    if "cancel_requested_at" in job:
+        partial["cancel_requested_at"] = job["cancel_requested_at"]
     return partial
 
 
@@ -248,7 +278,9 @@ def build(spec: Spec) -> dict[str, Any]:
                 requirements = [transition["req"]]
                 outcome = f"fires {transition['id']}: {after['state']}"
             needed = sorted(
-                set(features) | ({EVENT_FEATURES[event]} if event in EVENT_FEATURES else set())
+                set(features)
+                | ({EVENT_FEATURES[event]} if event in EVENT_FEATURES else set())
+                | ({"cancel_running"} if (state, event) == ("processing", "cancel") else set())
             )
             name = f"transition-{state}-{event}".replace("_", "-")
             if variant:

@@ -50,6 +50,8 @@ EFFECT_FIELDS: dict[str, tuple[str, ...]] = {
     "make_due": ("available_at",),
     "stamp_finished": ("finished_at",),
     "clear_finished_stamp": ("finished_at",),
+    "request_cancel": ("cancel_requested_at",),
+    "clear_cancel_request": ("cancel_requested_at",),
 }
 FIXED_FIELDS = {
     "queue": "JOB-008",
@@ -222,6 +224,7 @@ class MJob:
     rate_key: str | None = None
     rate_limit: int | None = None
     rate_period_ms: int | None = None
+    cancel_requested_at: int | None = None  # CANCEL-001
     uniqueness: dict[str, Any] | None = None  # UKEY-001: resolved
     unique_key: str | None = None  # UKEY-002
     lease_token: int = 0
@@ -263,6 +266,9 @@ class MJob:
             "lease_token": self.lease_token,
             "lease": lease,
             "requests_remaining": sum(1 for r in self.requests if r.state != "succeeded"),
+            "cancel_requested_at": (
+                Instant(self.cancel_requested_at) if self.cancel_requested_at is not None else None
+            ),
         }
 
 
@@ -493,6 +499,8 @@ class Model:
             document["unique_key"] = job.unique_key
         if job.progress is not None:
             document["progress"] = {**job.progress, "at": fmt(job.progress["at"])}
+        if job.cancel_requested_at is not None:
+            document["cancel_requested_at"] = fmt(job.cancel_requested_at)
         return document
 
     def _result_members(self, job: MJob) -> dict[str, Any]:
@@ -762,7 +770,7 @@ class Model:
                     "results": "VER-009",
                     "concurrency": "VER-010",
                     "rate_limits": "VER-011",
-                    "unique_keys": "VER-012",
+                    "unique_keys": "VER-013",
                 }.get(feature, "VER-001")
                 raise Refusal("invalid_request", rule, f"feature {feature} is not claimed")
 
@@ -971,6 +979,8 @@ class Model:
             event = "wait"
             if outcome.get("delay_ms") is not None:
                 params["delay_ms"] = outcome["delay_ms"]
+        elif kind == "cancelled":  # CANCEL-003: the handler stopped at a cancel request
+            event = "confirm_cancel"
         elif kind == "timeout":  # TIMEOUT-002: a temporary error of its own kind
             event = "fail_temporarily"
             params["error"] = outcome.get("error") or {"kind": "timeout", "message": ANY}
@@ -1115,7 +1125,10 @@ class Model:
         return {"job": self.doc(target)}, transition.req
 
     def cmd_cancel(self, job: str) -> Any:
-        return self._operator(job, "cancel", "OPS-001")
+        target = self.job(job)
+        if target.state in self.tags["leased"] and "cancel_running" not in self.features:
+            raise Refusal("invalid_transition", "VER-012", "feature cancel_running is not claimed")
+        return self._operator(job, "cancel", "OPS-008")
 
     def cmd_requeue(self, job: str) -> Any:
         return self._operator(job, "requeue", "OPS-003")
@@ -1423,6 +1436,11 @@ class Model:
             job.finished_at = now
         elif name == "clear_finished_stamp":
             job.finished_at = None
+        elif name == "request_cancel":  # CANCEL-001: the first request's time is kept
+            if job.cancel_requested_at is None:
+                job.cancel_requested_at = now
+        elif name == "clear_cancel_request":
+            job.cancel_requested_at = None
         else:  # pragma: no cover - guarded by _check_effects
             raise RuntimeError(f"unknown effect {name}")
 

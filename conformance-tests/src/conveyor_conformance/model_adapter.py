@@ -34,6 +34,7 @@ FEATURES = [
     "cron",
     "concurrency",
     "rate_limits",
+    "cancel_running",
     "unique_keys",
 ]
 CAPABILITIES = [

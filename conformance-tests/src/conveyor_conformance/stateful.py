@@ -821,10 +821,13 @@ class ConformanceMachine(RuleBasedStateMachine):
 
     def report_outcome(self, data: st.DataObject, job_id: str) -> None:
         draw = data.draw
-        kind = draw(
-            st.sampled_from(["success", "success", "temporary", "permanent", "waiting", "die"]),
-            label="outcome",
-        )
+        kinds = ["success", "success", "temporary", "permanent", "waiting", "die"]
+        if "cancel_running" in self.features and draw(st.integers(0, 4), label="cancel?") == 4:
+            # CANCEL-001..004: an operator cancels the running job; the handler stops, or ends
+            # as it would have.
+            self.run("cancel", {"job": job_id})
+            kinds.append("cancelled")
+        kind = draw(st.sampled_from(kinds), label="outcome")
         outcome: dict[str, Any] = {"kind": kind}
         if kind in ("temporary", "permanent", "die"):
             cause = kind if kind != "die" else draw(st.sampled_from(["temporary", "permanent"]))

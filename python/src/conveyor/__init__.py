@@ -5,6 +5,7 @@ job), the handler outcomes, the clocks, retry policies and the errors.
 """
 
 from .app import Conveyor
+from .cancellation import cancel_requested, check_cancelled
 from .clock import Clock, ManualClock, SystemClock
 from .errors import (
     AlreadyRunning,
@@ -12,6 +13,7 @@ from .errors import (
     BrokerUnavailable,
     ConfigurationError,
     ConveyorError,
+    HandlerProcessDied,
     InvalidPayload,
     InvalidRequest,
     InvalidTransition,
@@ -30,7 +32,7 @@ from .errors import (
 from .handlers import JobContext
 from .model import Batch, Job, JobError, Lease, Request
 from .notify import LoggingNotifier, Notifier, SmtpNotifier
-from .outcomes import Die, PermanentError, TemporaryError, Waiting
+from .outcomes import Die, JobCancelled, PermanentError, TemporaryError, Waiting
 from .priority import PriorityRange
 from .publishing import Call
 from .retry import RetryPolicy
@@ -51,10 +53,12 @@ __all__ = [
     "Conveyor",
     "ConveyorError",
     "Die",
+    "HandlerProcessDied",
     "InvalidPayload",
     "InvalidRequest",
     "InvalidTransition",
     "Job",
+    "JobCancelled",
     "JobContext",
     "JobError",
     "JobNotFound",
@@ -84,6 +88,8 @@ __all__ = [
     "Worker",
     "WorkerOptions",
     "WorkerStats",
+    "cancel_requested",
+    "check_cancelled",
     "spec_version",
     "wire_version",
 ]

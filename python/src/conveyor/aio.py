@@ -315,7 +315,12 @@ class AsyncConveyor:
         return outcome.jobs[0]
 
     async def cancel(self, job_id: str) -> Job:
-        return await self.fire(job_id, "cancel")
+        """As :meth:`Conveyor.cancel`: a ``processing`` job gets a cancel request
+        (CANCEL-001), signalled at once to the app's own workers if they run it."""
+        job = await self.fire(job_id, "cancel")
+        if job.cancel_requested and job.lease is not None:
+            self.app.cancellations.request(job.id, job.lease.token)
+        return job
 
     async def retry(self, job_id: str) -> Job:
         return await self.fire(job_id, "retry")

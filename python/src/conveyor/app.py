@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .cancellation import Cancellations
 from .clock import Clock, SystemClock, duration_ms, from_ms
 from .counting import Counts, PendingCounts
 from .engine import JobEngine
@@ -153,7 +154,10 @@ class Conveyor:
         self._store_lock = threading.Lock()
         self._local = threading.local()
         self._broker_mode: BrokerMode | None = None
-        self.heartbeat_thread = Heartbeat(self.heartbeat)
+        # The attempts this app's workers run, told of cancel requests by the heartbeat's
+        # answers (CANCEL-002) and by cancel() in this process.
+        self.cancellations = Cancellations()
+        self.heartbeat_thread = Heartbeat(self.heartbeat, self.cancellations.request)
         self.loop = LoopThread()
         # Cron schedules declared with cron() / schedule(), run by this app's workers.
         self.scheduler = Scheduler(self, self._deliver)
@@ -647,7 +651,13 @@ class Conveyor:
         return outcome.jobs[0]
 
     def cancel(self, job_id: str) -> Job:
-        return self.report(job_id, "cancel", {})
+        """Cancel a job: at once when it is not running (OPS-008); a ``processing`` job gets
+        a cancel request its handler sees (CANCEL-001), at once when this process runs it,
+        else at its worker's next heartbeat, and ends when the handler stops."""
+        job = self.report(job_id, "cancel", {})
+        if job.cancel_requested and job.lease is not None:
+            self.cancellations.request(job.id, job.lease.token)
+        return job
 
     def requeue(self, job_id: str) -> Job:
         return self.report(job_id, "requeue", {})
@@ -781,10 +791,18 @@ class Conveyor:
         self._deliver(outcome)
         claimable = self.lifecycle.states.claimable
         due_again = sum(1 for job in recorded if job.state in claimable and job.available_at <= now)
+        ids = {job.id for job in recorded}
+        made_due = len(
+            {
+                job.id
+                for job in outcome.jobs
+                if job.id not in ids and job.state in claimable and job.available_at <= now
+            }
+        )
         if claimed is None:
-            return Claimed(recorded, [], due_again)
+            return Claimed(recorded, [], due_again, made_due=made_due)
         self._deliver(claimed)
-        return Claimed(recorded, claimed.jobs, due_again)
+        return Claimed(recorded, claimed.jobs, due_again, made_due=made_due)
 
     @staticmethod
     def _claim_query(
@@ -848,7 +866,9 @@ class Conveyor:
         """A runner of this app's jobs, sharing its heartbeat and event loop."""
         from .execution import JobRunner
 
-        return JobRunner(self, worker_id, lease_ms, self.heartbeat_thread, self.loop)
+        return JobRunner(
+            self, worker_id, lease_ms, self.heartbeat_thread, self.loop, self.cancellations
+        )
 
     def run_now(self, type: str, payload: Any = None, **options: Any) -> Job:
         """Publish a job and run it at once in this thread (direct execution)."""

@@ -85,6 +85,7 @@ FEATURES = [
     "cron",
     "concurrency",
     "rate_limits",
+    "cancel_running",
     "unique_keys",
 ]
 CAPABILITIES = [
@@ -102,6 +103,7 @@ OUTCOME_EVENTS = {
     "permanent": "fail_permanently",
     "waiting": "wait",
     "timeout": "fail_temporarily",  # TIMEOUT-002: with an error of kind timeout
+    "cancelled": "confirm_cancel",  # CANCEL-003: the handler stopped at a cancel request
 }
 
 Json = dict[str, Any]

@@ -63,6 +63,8 @@ EFFECT_FIELDS: dict[str, frozenset[str]] = {
     "make_due": frozenset({"available_at"}),
     "stamp_finished": frozenset({"finished_at"}),
     "clear_finished_stamp": frozenset({"finished_at"}),
+    "request_cancel": frozenset({"cancel_requested_at"}),
+    "clear_cancel_request": frozenset({"cancel_requested_at"}),
 }
 ALWAYS_WRITTEN = frozenset({"state", "updated_at"})
 
@@ -173,6 +175,9 @@ class JobEngine:
             "make_due": lambda j, f: {"available_at": f.now},
             "stamp_finished": lambda j, f: {"finished_at": f.now},
             "clear_finished_stamp": lambda j, f: {"finished_at": None},
+            # CANCEL-001: a further cancel keeps the first request's time.
+            "request_cancel": lambda j, f: {"cancel_requested_at": j.cancel_requested_at or f.now},
+            "clear_cancel_request": lambda j, f: {"cancel_requested_at": None},
         }
         request_effects = {
             name for name, effect in self.machine.effects.items() if effect.request_event

@@ -137,6 +137,12 @@ class JobTimeout(ConveyorError):
     """An attempt ran longer than its timeout; recorded as a temporary error (TIMEOUT-001)."""
 
 
+class HandlerProcessDied(ConveyorError):
+    """The child process running a sync handler (``isolation="process"``) ended before it
+    answered: a crash in native code, ``os._exit``, a kill from outside. Recorded as a
+    temporary error, so the retry policy runs the job again in a fresh process."""
+
+
 class WaitTimeout(ConveyorError, TimeoutError):
     """:meth:`Conveyor.wait` ran out of time before the job reached a terminal state."""
 

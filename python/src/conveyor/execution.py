@@ -10,10 +10,13 @@ import os
 import resource
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import cancellation as cancellations
 from . import codec, failures
+from .cancellation import Cancellation, Cancellations
 from .counting import PendingCounts
 from .errors import (
     ConveyorError,
@@ -28,7 +31,7 @@ from .handlers import HandlerRegistry, JobContext
 from .heartbeat import Heartbeat
 from .hooks import Attempt, Hooks, around
 from .model import Job
-from .outcomes import Die, PermanentError, TemporaryError, Waiting
+from .outcomes import Die, JobCancelled, PermanentError, TemporaryError, Waiting
 from .resilience import retry_while_unavailable
 from .results import encode_result
 from .threads import DaemonThreads
@@ -71,7 +74,7 @@ def _error(
     return failures.record(kind, error, traceback_of)
 
 
-def _refused_its_arguments(error: BaseException) -> bool:
+def refused_its_arguments(error: BaseException) -> bool:
     """A TypeError raised by the call of the handler itself, before any of its code ran.
 
     The arguments were bound to the signature ``inspect`` reports, so the function cannot
@@ -180,14 +183,53 @@ class _Progress:
 
 
 @dataclass(frozen=True)
-class _Call:
+class HandlerCall:
+    """One call of a request's handler, with what a handler process needs to make it itself:
+    the stored (encoded) payload and the context."""
+
     function: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     is_async: bool
+    payload: Any
+    context: JobContext
+    last: bool  # the job's last request: its value is the job's result
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A handler's value already encoded where it ran (a handler process): the stored result,
+    or why it cannot be stored."""
+
+    result: Any = None
+    problem: str | None = None
+
+
+class AttemptTimedOut(BaseException):
+    """Raised by an :data:`Invoke` at the attempt's deadline, once the handler was stopped."""
+
+
+# Runs a sync handler call elsewhere (a handler process) until the monotonic deadline.
+Invoke = Callable[[HandlerCall, float | None], Any]
+
+
+class Isolation(Protocol):
+    """Where a worker's sync handlers run when not in its own threads (isolation.py)."""
+
+    def slot(self, job_id: str) -> AbstractContextManager[Invoke]:
+        """A handler process for the attempt of ``job_id``, ready to take calls."""
+        ...
+
+    def kill(self, job_id: str) -> None:
+        """Stop the handler of ``job_id`` now (the worker gave up on it)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 SUCCEEDED = Report("succeed", {})
+# CANCEL-003: the handler stopped at its job's cancel request.
+CANCELLED = Report("confirm_cancel", {})
 
 
 class JobRunner:
@@ -205,12 +247,16 @@ class JobRunner:
         lease_ms: int,
         heartbeat: Heartbeat,
         loop: LoopThread,
+        cancellations: Cancellations | None = None,
     ) -> None:
         self.host = host
         self.worker_id = worker_id
         self.lease_ms = lease_ms
         self.heartbeat = heartbeat
         self.loop = loop
+        # Sync handlers run in handler processes instead of the calling thread (workers only).
+        self.isolation: Isolation | None = None
+        self.cancellations = cancellations or Cancellations()
 
     def run(self, job: Job) -> Executed:
         """Run the job in this thread and record its outcome (direct execution). A sync
@@ -244,14 +290,36 @@ class JobRunner:
         timeout is enforced here (its task is cancelled); a sync one's by the caller."""
         if self.is_async(job):
             return self.loop.run(self.perform_async(job, timeout_of(job)))
+        if self.isolation is None:
+            return self._perform_sync(job, None)
+        with self.isolation.slot(job.id) as invoke:
+            return self._perform_sync(job, invoke)
+
+    def _perform_sync(self, job: Job, invoke: Invoke | None) -> Performed:
+        """A sync attempt; with ``invoke`` (a handler process) its timeout is enforced here,
+        since that handler can be killed."""
         token, started, memory_before = self._start(job)
+        timeout = timeout_of(job) if invoke is not None else None
+        deadline = None if timeout is None else started + timeout
+        progress = _Progress(job)
+        cancellation = self.cancellations.start(job.id, token)
         try:
-            with around(self.host.hooks.around_attempt, Attempt(job)) as attempt:
-                report, current = self._run_requests(job, token)
+            with (
+                cancellations.running(cancellation),
+                around(self.host.hooks.around_attempt, Attempt(job)) as attempt,
+            ):
+                try:
+                    report, current = self._run_requests(
+                        job, token, cancellation, progress, invoke, deadline
+                    )
+                except AttemptTimedOut:
+                    report, current = timed_out(timeout or 0), progress.current
                 attempt.event, attempt.error = report.event, report.params.get("error")
         except BaseException:
             self.heartbeat.release(job.id)
             raise
+        finally:
+            self.cancellations.end(cancellation)
         return self._performed(job, current, report, started, memory_before)
 
     async def perform_async(self, job: Job, timeout: float | None = None) -> Performed:
@@ -259,11 +327,15 @@ class JobRunner:
         handler is cancelled and the outcome is a temporary error of kind ``timeout``)."""
         token, started, memory_before = self._start(job)
         progress = _Progress(job)
+        cancellation = self.cancellations.start(job.id, token)
         try:
-            with around(self.host.hooks.around_attempt, Attempt(job)) as attempt:
+            with (
+                cancellations.running(cancellation),
+                around(self.host.hooks.around_attempt, Attempt(job)) as attempt,
+            ):
                 try:
                     report, current = await asyncio.wait_for(
-                        self._run_requests_async(job, token, progress), timeout
+                        self._run_requests_async(job, token, progress, cancellation), timeout
                     )
                 except TimeoutError:
                     report, current = timed_out(timeout or 0), progress.current
@@ -271,6 +343,8 @@ class JobRunner:
         except BaseException:
             self.heartbeat.release(job.id)
             raise
+        finally:
+            self.cancellations.end(cancellation)
         return self._performed(job, current, report, started, memory_before)
 
     def _start(self, job: Job) -> tuple[int, float, int]:
@@ -373,9 +447,19 @@ class JobRunner:
             return classify(error)
         return None
 
-    def _run_requests(self, job: Job, token: int) -> tuple[Report, Job]:
+    def _run_requests(
+        self,
+        job: Job,
+        token: int,
+        cancellation: Cancellation,
+        progress: _Progress,
+        invoke: Invoke | None = None,
+        deadline: float | None = None,
+    ) -> tuple[Report, Job]:
         """Run requests until one does not succeed or none remain; the last report is
-        returned unrecorded, with the job as last written."""
+        returned unrecorded, with the job as last written. ``invoke`` runs each handler
+        elsewhere (a handler process), until ``deadline``. A cancel request stops it at the
+        next request (CANCEL-004: the success is recorded, the rest is cancelled)."""
         failed = self._before(job)
         if failed is not None:
             return failed, job
@@ -385,23 +469,31 @@ class JobRunner:
         while True:
             index = current.current_index
             assert index is not None
-            call = self._prepare(current, index)
+            call = self._prepare(current, index, cancellation)
             if isinstance(call, Report):
                 report = call
             else:
                 try:
-                    value = call.function(*call.args, **call.kwargs)
+                    if invoke is not None:
+                        value = invoke(call, deadline)
+                    else:
+                        value = call.function(*call.args, **call.kwargs)
                     if inspect.isawaitable(value):  # a callable returning a coroutine
                         value = self.loop.run(_awaited(value))
                     report = succeeded(current, value)
                 except Exception as error:
-                    report = self._failure(current, index, error)
+                    report = self._failure(current, index, error, cancellation)
             if report.event != "succeed" or current.requests_remaining == 1:
                 return report, current
+            if cancellation.requested:
+                return report, current
             current = self.host.report(current.id, "succeed", {"lease_token": token}, known=current)
+            progress.current = current
+            if current.lease is None:  # a cancel request this worker had not seen: it ended
+                return _ended_meanwhile(current), current
 
     async def _run_requests_async(
-        self, job: Job, token: int, progress: _Progress
+        self, job: Job, token: int, progress: _Progress, cancellation: Cancellation
     ) -> tuple[Report, Job]:
         """:meth:`_run_requests` on the event loop: async handlers are awaited, sync ones
         (and the database writes between requests) run in the loop's thread pool."""
@@ -414,28 +506,34 @@ class JobRunner:
         while True:
             index = current.current_index
             assert index is not None
-            call = self._prepare(current, index)
+            call = self._prepare(current, index, cancellation)
             if isinstance(call, Report):
                 report = call
             else:
                 try:
                     if call.is_async:
-                        value = await call.function(*call.args, **call.kwargs)
+                        value = await _cancellable(call, cancellation)
                     else:
                         value = await asyncio.to_thread(call.function, *call.args, **call.kwargs)
                         if inspect.isawaitable(value):
                             value = await value
                     report = succeeded(current, value)
+                except _Stopped:
+                    report = CANCELLED
                 except Exception as error:
-                    report = self._failure(current, index, error)
+                    report = self._failure(current, index, error, cancellation)
             if report.event != "succeed" or current.requests_remaining == 1:
+                return report, current
+            if cancellation.requested:
                 return report, current
             current = await asyncio.to_thread(
                 self.host.report, current.id, "succeed", {"lease_token": token}, None, current
             )
             progress.current = current
+            if current.lease is None:
+                return _ended_meanwhile(current), current
 
-    def _prepare(self, job: Job, index: int) -> _Call | Report:
+    def _prepare(self, job: Job, index: int, cancellation: Cancellation) -> HandlerCall | Report:
         """The handler call for request ``index``, or the report of why it cannot be made."""
         request = job.requests[index]
         try:
@@ -455,6 +553,7 @@ class JobRunner:
             serial_group=job.serial_group,
             worker_id=self.worker_id,
             reporter=self._reporter(job),
+            cancellation=cancellation,
         )
         # OUT-003: a payload that cannot be decoded, or does not fit the handler, is a
         # programming error: permanent, never retried.
@@ -477,7 +576,15 @@ class JobRunner:
                 "publish a payload whose keys match the handler's parameters (a dict is passed "
                 "as keyword arguments, any other value as the one positional argument)",
             )
-        return _Call(handler.function, bound.args, bound.kwargs, handler.is_async)
+        return HandlerCall(
+            handler.function,
+            bound.args,
+            bound.kwargs,
+            handler.is_async,
+            request.payload,
+            context,
+            job.requests_remaining == 1,
+        )
 
     def _reporter(self, job: Job) -> Callable[[float | None, str | None], None]:
         assert job.lease is not None
@@ -488,10 +595,14 @@ class JobRunner:
 
         return report
 
-    def _failure(self, job: Job, index: int, error: Exception) -> Report:
+    def _failure(
+        self, job: Job, index: int, error: Exception, cancellation: Cancellation
+    ) -> Report:
         """The report of a handler that raised ``error``, after the on_error hooks."""
+        if isinstance(error, JobCancelled) and cancellation.requested:
+            return CANCELLED  # CANCEL-003; raised without a request, it is temporary
         request_type = job.requests[index].type
-        if _refused_its_arguments(error):
+        if refused_its_arguments(error) or getattr(error, "refused_arguments", False):
             return self._unfit(
                 job,
                 request_type,
@@ -547,14 +658,34 @@ def succeeded(job: Job, value: Any) -> Report:
     """The report of a request whose handler returned ``value``. The last request's value is
     the job's result (RESULT-001); one that cannot be stored makes the outcome a permanent
     error naming the limit it broke (RESULT-002). Earlier requests' values are not kept."""
+    if isinstance(value, Encoded):  # encoded in a handler process
+        if value.problem is not None:
+            return _unstorable(job, value.problem)
+        value = value.result
+        encode: Callable[[Any], Any] = lambda encoded: encoded  # noqa: E731
+    else:
+        encode = encode_result
     if value is None or job.requests_remaining != 1:
         return SUCCEEDED
     try:
-        return Report("succeed", {}, result=encode_result(value))
+        return Report("succeed", {}, result=encode(value))
     except (InvalidPayload, PayloadTooLarge) as error:
-        problem = PermanentError(f"the handler's result cannot be stored: {error.message}")
-        log.warning("job %s: %s", job.id, problem)
-        return Report("fail_permanently", {"error": _error("permanent", problem)})
+        return _unstorable(job, error.message)
+
+
+def _unstorable(job: Job, why: str) -> Report:
+    problem = PermanentError(f"the handler's result cannot be stored: {why}")
+    log.warning("job %s: %s", job.id, problem)
+    return Report("fail_permanently", {"error": _error("permanent", problem)})
+
+
+def _ended_meanwhile(job: Job) -> Report:
+    """The report after a success between requests ended the job (CANCEL-004: a cancel was
+    requested): nothing is left to record, and the report is refused as stale."""
+    log.info(
+        "job %s ended %s between its requests; its next request does not run", job.id, job.state
+    )
+    return CANCELLED
 
 
 def start_delay_ms(job: Job) -> int:
@@ -581,3 +712,25 @@ def timed_out(seconds: float) -> Report:
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+class _Stopped(Exception):
+    """An async handler's task was cancelled by its job's cancel request (CANCEL-002)."""
+
+
+async def _cancellable(call: HandlerCall, cancellation: Cancellation) -> Any:
+    """Await an async handler in a task of its own, which a cancel request cancels.
+
+    The handler sees ``asyncio.CancelledError`` at its next suspension point; if it lets it
+    out, the attempt ends :class:`_Stopped`. A cancellation of the caller's own task (the
+    worker stopping, a timeout) is passed on unchanged, as is a handler that swallows the
+    error and returns (its outcome then stands, CANCEL-004)."""
+    task: asyncio.Task[Any] = asyncio.ensure_future(call.function(*call.args, **call.kwargs))
+    with cancellation.cancelling(task):
+        try:
+            return await task
+        except asyncio.CancelledError:
+            outer = asyncio.current_task()
+            if task.cancelled() and cancellation.requested and not (outer and outer.cancelling()):
+                raise _Stopped from None
+            raise

@@ -45,18 +45,30 @@ def message_of(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-_RUNNER = "conveyor.execution"  # its frames (the call of the handler) are left out
+def type_name(error: BaseException) -> str:
+    """The class name to record: an exception rebuilt from a handler process carries the
+    name of the one raised there (``carried_type``)."""
+    carried = getattr(error, "carried_type", None)
+    return carried if isinstance(carried, str) else type(error).__qualname__
+
+
+# Their frames (the call of the handler) are left out.
+_RUNNER = ("conveyor.execution", "conveyor.isolation")
 
 
 def format_traceback(error: BaseException) -> str | None:
     """The traceback of ``error`` (with its causes) from the handler down, every line
     bounded, the whole cut to the schema's length keeping the end; None for an exception
-    that was never raised."""
+    that was never raised. An exception rebuilt from a handler process carries the traceback
+    formatted there (``carried_traceback``; None: none to show)."""
+    if hasattr(error, "carried_traceback"):
+        carried = error.carried_traceback
+        return cut_start(carried, _limits()["traceback"]) if isinstance(carried, str) else None
     tb = error.__traceback__
     while (
         tb is not None
         and tb.tb_next is not None
-        and tb.tb_frame.f_globals.get("__name__") == _RUNNER
+        and tb.tb_frame.f_globals.get("__name__") in _RUNNER
     ):
         tb = tb.tb_next
     if tb is None:
@@ -79,7 +91,7 @@ def record(
     data: dict[str, Any] = {
         "kind": kind,
         "message": cut(message_of(error), limits["message"]),
-        "type": cut(type(error).__qualname__, limits["type"]),
+        "type": cut(type_name(error), limits["type"]),
     }
     trace = format_traceback(traceback_of or error)
     if trace is not None:
@@ -89,4 +101,4 @@ def record(
 
 def log_text(error: BaseException) -> str:
     """``Type: message`` for a log line, the message cut to :data:`LOG_LIMIT`."""
-    return f"{type(error).__qualname__}: {cut(message_of(error), LOG_LIMIT)}"
+    return f"{type_name(error)}: {cut(message_of(error), LOG_LIMIT)}"

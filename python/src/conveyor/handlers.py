@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .cancellation import Cancellation
 from .errors import ConfigurationError, UnknownType
 from .retry import RetryPolicy
 from .uniqueness import Unique
@@ -33,6 +35,26 @@ class JobContext:
     reporter: Callable[[float | None, str | None], None] | None = field(
         default=None, repr=False, compare=False
     )
+    # The cancel request of this attempt (CANCEL-002); None outside a worker.
+    cancellation: Cancellation | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether an operator asked to cancel the job while it runs: stop, then raise
+        :class:`~conveyor.JobCancelled` (or call :meth:`check_cancelled`)."""
+        return self.cancellation is not None and self.cancellation.requested
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`~conveyor.JobCancelled` when the job's cancel was requested."""
+        if self.cancellation is not None:
+            self.cancellation.check()
+
+    def wait_for_cancel(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds between steps, returning True as soon as the job's
+        cancel is requested (False when the time passed): a pause that a cancel cuts short."""
+        if self.cancellation is None:
+            return threading.Event().wait(timeout)
+        return self.cancellation.wait(timeout)
 
     def progress(self, percent: float | None = None, message: str | None = None) -> None:
         """Record how far the job got (0 to 100 percent, a short message), shown by

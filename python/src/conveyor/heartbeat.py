@@ -36,8 +36,14 @@ class Heartbeat:
     stopped and joined by :meth:`close`, so ``run_now()`` in a loop leaves no threads behind.
     """
 
-    def __init__(self, beat: Callable[[str, int, int], object]) -> None:
+    def __init__(
+        self,
+        beat: Callable[[str, int, int], object],
+        on_cancel: Callable[[str, int], object] | None = None,
+    ) -> None:
         self._beat = beat
+        # Told of a job whose heartbeat answer carries a cancel request (CANCEL-002).
+        self._on_cancel = on_cancel
         self._held: dict[str, _Held] = {}
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -111,7 +117,9 @@ class Heartbeat:
             if held is None or held.token != token:
                 return  # released meanwhile
         try:
-            self._beat(job_id, token, lease_ms)
+            answer = self._beat(job_id, token, lease_ms)
+            if self._on_cancel is not None and getattr(answer, "cancel_requested", False):
+                self._on_cancel(job_id, token)
         except StaleLease:
             log.warning(
                 "job %s: lease lost while its handler runs; the result will be discarded", job_id

@@ -380,8 +380,11 @@ class Lifecycle:
         job = known
         fired = None
         if job is not None:
-            fired = self._fire_one(job, event, now, params, update)
-            if not tx.save_job(job, fired.job, fired.fields):
+            try:
+                fired = self._fire_one(job, event, now, params, update)
+            except Refused:  # the copy may be stale (a cancel request since): read the row
+                fired = None
+            if fired is not None and not tx.save_job(job, fired.job, fired.fields):
                 fired = None
         if fired is None:
             job = tx.get_job(job_id)

@@ -142,6 +142,8 @@ class Job:
     rate_key: str | None = None
     rate_limit: int | None = None
     rate_period_ms: int | None = None
+    # CANCEL-001: when an operator asked to cancel the job while it was processing.
+    cancel_requested_at: datetime | None = None
     # UKEY-001/002: the resolved uniqueness ({key, fields, period_ms, states, conflict}) and
     # the digest of the key computed from it.
     uniqueness: dict[str, Any] | None = None
@@ -180,6 +182,11 @@ class Job:
             if request.state != "succeeded":
                 return request.index
         return None
+
+    @property
+    def cancel_requested(self) -> bool:
+        """A cancel was requested while the job ran (CANCEL-001): its handler should stop."""
+        return self.cancel_requested_at is not None
 
     @property
     def requests_remaining(self) -> int:
@@ -233,7 +240,7 @@ class Job:
 
     def _optional_members(self) -> dict[str, Any]:
         """Members of optional features, left out when null (TIMEOUT-001, RESULT-001..003,
-        PROGRESS-002)."""
+        PROGRESS-002, CANCEL-001)."""
         members: dict[str, Any] = {}
         if self.timeout_ms is not None:
             members["timeout_ms"] = self.timeout_ms
@@ -260,6 +267,8 @@ class Job:
                 "message": self.progress.get("message"),
                 "at": format_timestamp(self.progress["at"]),
             }
+        if self.cancel_requested_at is not None:
+            members["cancel_requested_at"] = format_timestamp(self.cancel_requested_at)
         return members
 
 

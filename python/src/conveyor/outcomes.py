@@ -42,3 +42,9 @@ class Die(Exception):
     Raise it ``from`` the error that caused it; without a cause the outcome is permanent.
     A ``TemporaryError`` cause, or any exception that is not a ``PermanentError``, is temporary.
     """
+
+
+class JobCancelled(Exception):
+    """The job's cancel was requested while it ran (spec.md#cancel-running): raised by
+    :func:`conveyor.check_cancelled`, or by a handler itself, it ends the job ``cancelled``
+    without a retry. Raised when no cancel was requested, it is a temporary error."""

@@ -36,12 +36,14 @@ class Claimed:
     """The outcomes recorded (each job as written) and the jobs claimed, in one transaction;
     ``due_again`` counts recorded jobs that are claimable at once (the claim passed them
     over, so that the jobs already waiting went first); ``backlog`` says whether more work is
-    waiting (None: the worker judges by whether the claim was full)."""
+    waiting (None: the worker judges by whether the claim was full); ``made_due`` counts other
+    jobs the outcomes made claimable at once (a batch's completion job, a released dependant)."""
 
     recorded: list[Job]
     jobs: list[Job]
     due_again: int = 0
     backlog: bool | None = None
+    made_due: int = 0
 
 
 class JobSource(Protocol):

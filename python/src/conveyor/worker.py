@@ -51,6 +51,7 @@ LONGEST_RESCUE_INTERVAL = 30.0
 # The adaptive batch (batch_size None): claim ahead about this much work, at most this many.
 PREFETCH_SECONDS = 0.1
 AUTO_BATCH_LIMIT = 100
+ISOLATIONS = ("thread", "process")
 
 
 def default_worker_id() -> str:
@@ -74,6 +75,8 @@ class WorkerOptions:
     lease: timedelta | None = None
     max_jobs: int | None = None
     max_cycles: int | None = None
+    # Bytes of resident memory: the worker stops after a job once it uses more; with
+    # isolation="process", a handler process that uses more is replaced after its job.
     memory_limit: int | None = None
     idle_delay: float = 1.0
     # Seconds between looks for expired leases; default half the lease, at most 30 s. The
@@ -91,6 +94,13 @@ class WorkerOptions:
     # Seconds between the beats of the worker's record in the store (presence.py); None: no
     # record. A draining worker (stop_when_empty, process()) writes none.
     presence_every: float | None = 10.0
+    # Where sync handlers run: "thread" (the worker's threads) or "process" (one handler
+    # process per slot, killed at a job's timeout; isolation.py). ``async def`` handlers run
+    # on the app's event loop either way.
+    isolation: str = "thread"
+    # "process": how handler processes import the app (module:attribute, as --app); None:
+    # the module and global that hold the app in this process.
+    app_spec: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "batch_size"):
@@ -104,6 +114,10 @@ class WorkerOptions:
             raise ConfigurationError("presence_every must be more than 0 seconds, or None")
         if self.rescue_interval is not None and not self.rescue_interval > 0:
             raise ConfigurationError("rescue_interval must be more than 0 seconds")
+        if self.isolation not in ISOLATIONS:
+            raise ConfigurationError(
+                f"isolation must be one of {', '.join(ISOLATIONS)}, not {self.isolation!r}"
+            )
 
 
 @dataclass
@@ -247,13 +261,17 @@ class Worker(WorkerControl):
         self._claimer: DaemonThreads | None = None
         self._claiming: Future[Claimed] | None = None
         self._claiming_for: tuple[list[Performed], int] = ([], 0)
+        self._made_due = False  # process(): recorded outcomes made other jobs due
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> WorkerStats:
+        isolated = self.options.isolation == "process"
+        if isolated:
+            self._isolate()  # a ConfigurationError here leaves nothing to undo
         restore = self._install_signals()
         give_back_alarm = None
-        if self.options.concurrency == 1 and Alarm.available():
+        if self.options.concurrency == 1 and Alarm.available() and not isolated:
             self._alarm = Alarm()
             give_back_alarm = self._alarm.install()
         if self.options.stop_when_empty:
@@ -293,12 +311,25 @@ class Worker(WorkerControl):
                     give_back_alarm()
                     self._alarm = None
                 self.runner.host.event_counts.flush()  # the failures it counted
+                if self.runner.isolation is not None:
+                    self.runner.isolation.close()
+                    self.runner.isolation = None
                 # This thread's connections go back to the pool: a worker may run in a thread
                 # that ends now, and each such thread would otherwise keep one for ever.
                 self.runner.host.release_thread()
                 restore()
         self.stats.stop_reason = self._stop_reason
         return self.stats
+
+    def _isolate(self) -> None:
+        """Start the handler processes (isolation="process"): one per slot."""
+        from .isolation import HandlerProcesses, app_spec_of
+
+        options = self.options
+        spec = options.app_spec or app_spec_of(self.runner.host)
+        processes = HandlerProcesses(spec, options.concurrency, options.memory_limit)
+        processes.start()
+        self.runner.isolation = processes
 
     def _running_ids(self) -> list[str]:
         """The jobs this worker runs now (read by the presence thread)."""
@@ -345,6 +376,8 @@ class Worker(WorkerControl):
             if self._claim():
                 return  # claimed: start them first
             if self._idle() and self.options.stop_when_empty:
+                if self._due_since_cutoff():
+                    return  # claim again, up to now
                 self.stop("no due jobs left")
                 return
         elif self._pending and self._record_due():
@@ -352,6 +385,18 @@ class Worker(WorkerControl):
         if self._check_limits():
             return
         self._wait()
+
+    def _due_since_cutoff(self) -> bool:
+        """process(): outcomes recorded since the run's cutoff made other jobs due (a batch's
+        completion job, published by its last part's outcome): move the cutoff to now and
+        claim again. Jobs due again through their own outcomes alone (a retry, a wait) do not
+        move it, so the run ends once its outcomes stop making new work."""
+        if not self._made_due:
+            return False
+        self._made_due = False
+        self._due_by = self.clock()
+        self._news = True
+        return True
 
     def _claim(self) -> bool:
         """Record the pending outcomes and claim into the free slots; True when the loop
@@ -424,6 +469,7 @@ class Worker(WorkerControl):
     def _took(self, claimed: Claimed, pending: list[Performed], limit: int) -> None:
         """Count the outcomes a claim recorded and buffer the jobs it claimed."""
         self.stats.cycles += 1
+        self._made_due = self._made_due or claimed.made_due > 0
         for performed, final in zip(pending, claimed.recorded, strict=True):
             self._count(self.runner.finish(performed, final))
         self._buffer.extend(claimed.jobs)
@@ -509,7 +555,7 @@ class Worker(WorkerControl):
                     self.options.concurrency, "conveyor-job", on_exit=runner.host.release_thread
                 )
             future = self._threads.submit(runner.perform, job)
-            if timeout is not None:
+            if timeout is not None and runner.isolation is None:  # else the runner kills it
                 deadline = time.monotonic() + timeout
         self._running[job.id] = _Running(job, future, timeout, deadline)
         future.add_done_callback(lambda _: self._completed(job.id))
@@ -621,6 +667,8 @@ class Worker(WorkerControl):
         job's lease token is no longer current (LEASE-007)."""
         running.given_up = True
         running.future.cancel()  # an async task is cancelled; a thread runs on
+        if self.runner.isolation is not None:  # a handler process is killed
+            self.runner.isolation.kill(running.job.id)
         self.runner.heartbeat.release(running.job.id)
         self._add_pending(self.runner.abandoned(running.job, report))
 
@@ -629,7 +677,11 @@ class Worker(WorkerControl):
             self._pending_since = time.monotonic()
         self._pending.append(performed)
         options = self.options
-        if options.memory_limit is not None and resident_memory() > options.memory_limit:
+        if (
+            options.memory_limit is not None
+            and options.isolation == "thread"  # else it is each handler process's limit
+            and resident_memory() > options.memory_limit
+        ):
             self.stop(f"memory above {options.memory_limit} bytes")
 
     def _free(self) -> int:
@@ -709,6 +761,7 @@ class Worker(WorkerControl):
                 raise
             self._record_each(pending)  # alone, each retried while the database is away
             return
+        self._made_due = self._made_due or claimed.made_due > 0
         for performed, final in zip(pending, claimed.recorded, strict=True):
             self._count(self.runner.finish(performed, final))
 

@@ -13,6 +13,7 @@ import inspect
 from types import ModuleType
 
 from .. import (
+    test_cancel_running,
     test_concurrency_limits,
     test_cron,
     test_ordering,
@@ -68,6 +69,12 @@ _BROKER_PATHS = {
     ),
     test_concurrency_limits: ("test_workers_never_run_more_than_the_limit",),
     test_rate_limits: ("test_workers_never_start_more_than_the_rate",),
+    test_cancel_running: (
+        "test_a_sync_handler_that_polls_the_request_ends_cancelled",
+        "test_an_async_handler_is_cancelled",
+        "test_an_async_handler_learns_of_the_request_from_the_heartbeat",
+        "test_a_handler_that_ignores_the_request_ends_as_the_spec_says",
+    ),
 }
 for _feature, _names in _BROKER_PATHS.items():
     _short = _feature.__name__.rsplit(".", 1)[-1].removeprefix("test_")

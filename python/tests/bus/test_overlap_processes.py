@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections import defaultdict
 from pathlib import Path
 from types import ModuleType
@@ -41,9 +40,27 @@ WIRING = """
         n: int
 
 
+    # A process's first run waits (at most 30 s) until the other process has started a run
+    # too: both then work, side by side, however loaded the machine is.
+    def wait_for_both(starts_path):
+        with open(starts_path, "a") as starts:
+            starts.write(f"{os.getpid()}\\n")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with open(starts_path) as starts:
+                if len(set(starts.read().split())) >= 2:
+                    return
+            time.sleep(0.01)
+
+
     def wire(app, record_path):
+        first_run = [True]
+
         def rebuild(job):
             started = time.time()
+            if first_run[0]:
+                first_run[0] = False
+                wait_for_both(record_path + ".starts")
             time.sleep(0.1)  # widen the window in which an overlap could happen
             finished = time.time()
             line = {"report": job.report, "n": job.n, "pid": os.getpid(),
@@ -112,13 +129,8 @@ def test_two_worker_processes_never_overlap_on_one_key(make_app, tmp_path: Path)
         for report in ("sales", "attendance"):  # claim order puts same-report jobs side by side
             for n in range(JOBS_PER_REPORT):
                 queue.push(wiring.RebuildReport(report, n))
-
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            states = {job.state for job in app.jobs(limit=1000)}
-            if states == {"finished"}:
-                break
-            time.sleep(0.05)
+        for job in app.jobs(limit=1000):
+            app.wait(job.id, timeout=60)
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)

@@ -1,7 +1,7 @@
 """The JSON API on every backend: publish, get, list with filters and pages, operations,
 queue figures, pause and resume.
 
-Spec: OPS-001..007, PAUSE-001..005 through the HTTP binding (HTTP-001..012). The
+Spec: OPS-002..008, CANCEL-001, PAUSE-001..005 through the HTTP binding (HTTP-001..012). The
 conformance suite runs its vectors through the same routes (`just conformance`, HTTP mode).
 """
 
@@ -136,6 +136,20 @@ def test_cancel_retry_requeue(client: TestClient, conveyor_app: Conveyor) -> Non
     assert conveyor_app.get(job["id"]).state == "ready"
     requeue = client.post(f"/api/jobs/{job['id']}/requeue", json={})
     assert requeue.status_code == 409  # a ready job is due already
+
+
+def test_cancel_of_a_running_job_records_a_request(
+    client: TestClient, conveyor_app: Conveyor
+) -> None:
+    """CANCEL-001 through HTTP: 200, the job still processing with cancel_requested_at."""
+    job = publish(client, "mail.send")
+    conveyor_app.claim("w1")
+    asked = client.post(f"/api/jobs/{job['id']}/cancel", json={})
+    assert asked.status_code == 200, asked.text
+    got = asked.json()["job"]
+    assert got["state"] == "processing"
+    assert got["cancel_requested_at"] is not None
+    assert conveyor_app.get(job["id"]).cancel_requested
 
 
 def test_a_failed_job_shows_its_error(client: TestClient, conveyor_app: Conveyor) -> None:

@@ -313,13 +313,55 @@ def _without_unreleased(spec_dir: Path, released: set[str]) -> None:
         if found not in released:
             block = rf"\*\*\[{found}\]\*\*.*?\{{: #{found} \}}\n\n?"
             text = re.sub(block, "", text, flags=re.DOTALL)
+            text = text.replace(f"[{found}](#{found})", found)  # a link from other prose
+    text = _with_replaced_since(text, released)
     (spec_dir / "spec.md").write_text(text, encoding="utf-8")
+    for machine in (spec_dir / "machines").glob("*.json"):  # they may cite unreleased rules
+        machine.write_text(_as_released(f"machines/{machine.name}"), encoding="utf-8")
     log = (spec_dir / "CHANGELOG.md").read_text(encoding="utf-8")
     start = log.index("## [Unreleased]")
     end = log.index("\n## [", start + 1)
     (spec_dir / "CHANGELOG.md").write_text(
         log[:start] + "## [Unreleased]\n" + log[end:], encoding="utf-8"
     )
+
+
+def _as_released(name: str) -> str:
+    """A file of the spec as the commit that recorded release 0.2.0 had it."""
+    try:
+        commit = subprocess.run(
+            ["git", "log", "-1", "--format=%H", "--", "releases/0.2.0.json"],
+            cwd=SPEC,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return subprocess.run(
+            ["git", "show", f"{commit}:./{name}"],
+            cwd=SPEC,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("this checkout does not hold the commit that recorded the release")
+
+
+def _with_replaced_since(text: str, released: set[str]) -> str:
+    """Put back the released requirements that an unreleased change replaced, with their text
+    as released, and drop their rows of the table of replaced requirements."""
+    present = set(re.findall(r"^\*\*\[([A-Z]+-[0-9]{3})\]\*\*", text, flags=re.MULTILINE))
+    missing = sorted(released - present)
+    if not missing:
+        return text
+    old = _as_released("spec.md")
+    blocks = []
+    for rid in missing:
+        found = re.search(rf"\*\*\[{rid}\]\*\*.*?\{{: #{rid} \}}\n", old, flags=re.DOTALL)
+        assert found, f"{rid} is not in the released spec.md"
+        blocks.append(found.group(0))
+        text = re.sub(rf"^\| <span id=\"{rid}\"></span>.*\n", "", text, flags=re.MULTILINE)
+    return text.replace("## Clock {#clock}\n", "## Clock {#clock}\n\n" + "\n".join(blocks), 1)
 
 
 def test_release_command_writes_the_digest(broken: Path) -> None:

@@ -153,6 +153,7 @@ def job_panel(job: Job) -> Panel:
         ("batch", job.batch_id or "-"),
         ("tags", ", ".join(job.tags) or "-"),
         ("lease", lease),
+        ("cancel requested", when(job.cancel_requested_at) if job.cancel_requested else "-"),
         (
             "retry policy",
             f"{policy.backoff}, first delay {policy.initial_delay_ms} ms, max delay "

@@ -101,6 +101,8 @@ class MemoryTransaction:
             or current.state != before.state
             or current.lease_token != before.lease_token
             or current.lease != before.lease
+            # CANCEL-004: a request added meanwhile may change what the event does
+            or current.cancel_requested_at != before.cancel_requested_at
         ):
             return False
         if after.progress is before.progress and current.progress is not before.progress:

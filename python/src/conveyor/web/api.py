@@ -293,7 +293,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             errors=(400, 403, 404, 409, 415),
         )
         for name, summary in (
-            ("cancel", "Cancel a job that is not running (OPS-001)."),
+            ("cancel", "Cancel a job; a running one gets a cancel request (OPS-008, CANCEL-001)."),
             ("retry", "Run a failed or cancelled job again (OPS-004)."),
             ("requeue", "Make a waiting or temporarily failed job due now (OPS-003)."),
         )

@@ -151,7 +151,7 @@ def show(state: CliState, job_id: str, as_json: bool) -> None:
 def _operate(app: Conveyor, job_id: str, event: str) -> tuple[Job, Job]:
     before = app.get(job_id)
     try:
-        after = app.report(job_id, event, {})
+        after = app.cancel(job_id) if event == "cancel" else app.report(job_id, event, {})
     except InvalidTransition:
         current = app.get(job_id)
         sources = sorted(
@@ -171,6 +171,12 @@ def _operation(event: str, summary: str) -> click.Command:
     @pass_state
     def command(state: CliState, job_id: str) -> None:
         before, after = _operate(state.app, job_id, event)
+        if after.state == "processing" and after.cancel_requested:  # CANCEL-001
+            click.echo(
+                f"job {after.id}: processing, cancel requested; its handler is asked to stop "
+                "at its worker's next heartbeat, and the job ends cancelled when it does"
+            )
+            return
         click.echo(f"job {after.id}: {before.state} -> {after.state}")
 
     return command
@@ -179,7 +185,9 @@ def _operation(event: str, summary: str) -> click.Command:
 jobs.add_command(
     _operation("retry", "Run job ID again from the start (permanently failed or cancelled).")
 )
-jobs.add_command(_operation("cancel", "Cancel job ID if it is not running."))
+jobs.add_command(
+    _operation("cancel", "Cancel job ID; a running one is asked to stop (spec.md#cancel-running).")
+)
 jobs.add_command(
     _operation("requeue", "Make job ID due now (temporarily failed, waiting or broker failed).")
 )

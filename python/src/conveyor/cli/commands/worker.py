@@ -61,6 +61,15 @@ concurrency_option = click.option(
     help="Jobs run at once: sync handlers in N threads, async handlers as tasks on one event loop.",
 )
 quiet_option = click.option("--quiet", is_flag=True, help="Do not print a line per job.")
+isolation_option = click.option(
+    "--isolation",
+    type=click.Choice(["thread", "process"]),
+    default="thread",
+    show_default=True,
+    help="Where sync handlers run: in the worker's threads, or in one handler process per "
+    "slot, killed at a job's timeout and replaced (payloads and results as JSON only; async "
+    "handlers stay on the worker's event loop).",
+)
 startup_wait_option = click.option(
     "--startup-wait",
     type=click.FloatRange(min=0),
@@ -190,10 +199,12 @@ def _stop_on_signals(worker: WorkerControl) -> Callable[[], None]:
     "--memory-limit",
     type=ByteSize(),
     metavar="BYTES",
-    help="Stop after a job when resident memory exceeds this (512M, 1G, ...).",
+    help="Stop after a job when resident memory exceeds this (512M, 1G, ...); with "
+    "--isolation process, also replace a handler process that grew past it.",
 )
 @batch_size_option
 @concurrency_option
+@isolation_option
 @click.option(
     "--grace-period",
     type=click.FloatRange(min=0),
@@ -236,6 +247,7 @@ def consume(
     memory_limit: int | None,
     batch_size: int | None,
     concurrency: int,
+    isolation: str,
     grace_period: float,
     rescue_interval: float | None,
     prefetch: int | None,
@@ -258,6 +270,8 @@ def consume(
         priorities=priorities,
         batch_size=batch_size,
         concurrency=concurrency,
+        isolation=isolation,
+        app_spec=state.app_spec,
         grace_period=grace_period,
         rescue_interval=rescue_interval,
         max_jobs=max_jobs,
@@ -310,6 +324,7 @@ def consume(
 )
 @batch_size_option
 @concurrency_option
+@isolation_option
 @single_id_option
 @startup_wait_option
 @quiet_option
@@ -321,6 +336,7 @@ def process(
     limit: int | None,
     batch_size: int | None,
     concurrency: int,
+    isolation: str,
     single_id: str,
     startup_wait: float,
     quiet: bool,
@@ -346,6 +362,8 @@ def process(
         priorities=priorities,
         batch_size=batch_size,
         concurrency=concurrency,
+        isolation=isolation,
+        app_spec=state.app_spec,
         max_jobs=limit,
         stop_when_empty=True,
         on_job=_on_job(state, quiet),

@@ -143,7 +143,8 @@ class ClaimStatements:
 
     def update_statement(self, columns: frozenset[str], unleased: bool) -> Update:
         """The conditional write of a job: only the changed columns, only if the row still
-        has the state, fencing token and lease expiry the change was computed from."""
+        has the state, fencing token and lease expiry the change was computed from, and, for
+        a leased job, the cancel request (CANCEL-004: an operator may add one meanwhile)."""
         key = (columns, unleased)
         if key not in self._updates:
             t = self.tables.jobs
@@ -157,9 +158,16 @@ class ClaimStatements:
                     # ready job to write one.
                     t.c.state.concat(literal_column("''")) == bindparam("w_state", type_=String()),
                     t.c.lease_token == bindparam("w_token", type_=Integer()),
-                    t.c.lease_expires_at.is_(None)
-                    if unleased
-                    else t.c.lease_expires_at == bindparam("w_expires", type_=BigInteger()),
+                    *(
+                        [t.c.lease_expires_at.is_(None)]
+                        if unleased
+                        else [
+                            t.c.lease_expires_at == bindparam("w_expires", type_=BigInteger()),
+                            t.c.cancel_requested_at.is_not_distinct_from(
+                                bindparam("w_cancel", type_=BigInteger())
+                            ),
+                        ]
+                    ),
                 )
                 .values({name: bindparam(f"set_{name}") for name in sorted(columns)})
             )

@@ -117,6 +117,12 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], Encoder]] = {
     "rate_key": (("rate_key",), lambda j, le, cl, dl, un: j.rate_key),
     "rate_limit": (("rate_limit",), lambda j, le, cl, dl, un: j.rate_limit),
     "rate_period_ms": (("rate_period_ms",), lambda j, le, cl, dl, un: j.rate_period_ms),
+    "cancel_requested_at": (
+        ("cancel_requested_at",),
+        lambda j, le, cl, dl, un: (
+            to_ms(j.cancel_requested_at) if j.cancel_requested_at is not None else None
+        ),
+    ),
     "uniqueness": (
         ("uniqueness",),
         lambda j, le, cl, dl, un: _dumps(j.uniqueness) if j.uniqueness is not None else None,
@@ -340,6 +346,9 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         "rate_key": row["rate_key"],
         "rate_limit": row["rate_limit"],
         "rate_period_ms": row["rate_period_ms"],
+        "cancel_requested_at": (
+            from_ms(row["cancel_requested_at"]) if row["cancel_requested_at"] is not None else None
+        ),
         "uniqueness": json.loads(row["uniqueness"]) if row["uniqueness"] else None,
         "unique_key": row["unique_key"],
         "conflict": None,

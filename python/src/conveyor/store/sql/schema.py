@@ -47,7 +47,7 @@ def _label_on_mysql(type_: Label, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Tables:
     # Version 11: totals of events the metrics count (failed attempts, lease rescues, broker
     # repairs), one row per (name, queue), added to by whichever process counted them.
     counters: Table
-    # Version 12: the holder of each unique key (UKEY-003), one row per key: the primary key,
+    # Version 13: the holder of each unique key (UKEY-003), one row per key: the primary key,
     # locked before a publish decides, is the rule that no two publishes hold one key.
     unique_claims: Table
 
@@ -173,8 +173,10 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
         *(_concurrency_columns() if version >= 9 else []),
         # Version 10: rate limits (RATE-001); the claims they count are in rate_slots.
         *(_rate_columns() if version >= 10 else []),
-        # Version 12: unique keys (UKEY-001); their holders are in unique_claims.
-        *(_unique_columns() if version >= 12 else []),
+        # Version 12: when a cancel was requested while the job ran (CANCEL-001).
+        *([Column("cancel_requested_at", BigInteger)] if version >= 12 else []),
+        # Version 13: unique keys (UKEY-001); their holders are in unique_claims.
+        *(_unique_columns() if version >= 13 else []),
         sqlite_autoincrement=True,  # ids are never reused, even after pruning (JOB-001)
     )
     c = jobs.c
@@ -287,7 +289,7 @@ def build_tables(prefix: str = "conveyor_", version: int = SCHEMA_VERSION) -> Ta
     )
     unique_claims = Table(
         f"{prefix}unique_claims",
-        metadata if version >= 12 else MetaData(),
+        metadata if version >= 13 else MetaData(),
         Column("unique_key", String(64), primary_key=True),
         Column("job_id", BigInteger),  # NULL: free (a row is created before the decision)
         Column("expires_at", BigInteger),  # NULL: never
@@ -519,10 +521,17 @@ def _counters_v11(connection: Connection, tables: Tables) -> None:
     build_tables(tables.prefix, version=11).counters.create(connection, checkfirst=True)
 
 
-def _unique_keys_v12(connection: Connection, tables: Tables) -> None:
-    """Version 12: a job's uniqueness and unique key (UKEY-001), nullable columns added in
+def _cancel_requests_v12(connection: Connection, tables: Tables) -> None:
+    """Version 12: when a cancel of a running job was requested (CANCEL-001), a nullable
+    column added in place; processes of version 11 never set it and refuse no row for it."""
+    jobs = build_tables(tables.prefix, version=12).jobs
+    _add_columns(connection, jobs, ("cancel_requested_at",))
+
+
+def _unique_keys_v13(connection: Connection, tables: Tables) -> None:
+    """Version 13: a job's uniqueness and unique key (UKEY-001), nullable columns added in
     place, and the table of the holders of the keys (UKEY-003)."""
-    built = build_tables(tables.prefix, version=12)
+    built = build_tables(tables.prefix, version=13)
     _add_columns(connection, built.jobs, ("uniqueness", "unique_key"))
     built.unique_claims.create(connection, checkfirst=True)
 
@@ -541,7 +550,8 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
     _concurrency_v9,
     _rate_limits_v10,
     _counters_v11,
-    _unique_keys_v12,
+    _cancel_requests_v12,
+    _unique_keys_v13,
 ]
 
 

@@ -8,7 +8,8 @@ library's C encoder: psycopg's array adaptation escapes each element in Python, 
 more than the statements it saved) and a single ``UPDATE ... FROM json_to_recordset(...)``
 writes every row, under exactly the conditions of the single
 write (:meth:`ClaimStatements.update_statement`): the id, the state, the fencing token and
-the lease expiry the change was computed from. The rows it changed are counted as before.
+the lease expiry (and, leased, the cancel request) the change was computed from. The rows it
+changed are counted as before.
 """
 
 from __future__ import annotations
@@ -56,7 +57,13 @@ class SetWrites:
     def _build(self, columns: frozenset[str], unleased: bool) -> tuple[str, tuple[str, ...]]:
         t, q, c = self.table_name, self.quote, self.table.c
         conditions = (
-            list(_CONDITIONS) if unleased else [*_CONDITIONS, ("w_expires", "lease_expires_at")]
+            list(_CONDITIONS)
+            if unleased
+            else [
+                *_CONDITIONS,
+                ("w_expires", "lease_expires_at"),
+                ("w_cancel", "cancel_requested_at"),
+            ]
         )
         keys = [key for key, _ in conditions] + [f"set_{name}" for name in sorted(columns)]
         types = [_sql_type(c[column]) for _, column in conditions] + [
@@ -81,6 +88,8 @@ class SetWrites:
             # would match every job of a batch (claimed at one moment, one expiry)
             else f"{t}.{q('lease_expires_at')} + 0 = v.{q('w_expires')}",
         ]
+        if not unleased:
+            where.append(f"{t}.{q('cancel_requested_at')} IS NOT DISTINCT FROM v.{q('w_cancel')}")
         sql = (
             f"UPDATE {t} SET {sets} FROM json_to_recordset(%(rows)s::json) AS v({record}) "
             f"WHERE {' AND '.join(where)}"

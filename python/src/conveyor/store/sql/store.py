@@ -229,6 +229,7 @@ class SqlTransaction:
             "w_state": before.state,
             "w_token": before.lease_token,
             "w_expires": to_ms(before.lease.expires_at) if before.lease else None,
+            "w_cancel": (to_ms(before.cancel_requested_at) if before.cancel_requested_at else None),
         }
 
     def _flags(self, job: Job) -> Flags:
