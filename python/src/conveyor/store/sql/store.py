@@ -76,7 +76,14 @@ from .rows import (
     rows_of,
     written_values,
 )
-from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
+from .schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Tables,
+    analyze_empty_tables,
+    build_tables,
+    current_version,
+)
 from .setwrites import SetWrites
 
 IDLE_PING_SECONDS = 1.0
@@ -921,6 +928,7 @@ class SqlStore:
                             for v in range(version + 1, SCHEMA_VERSION + 1)
                         ],
                     )
+                analyze_empty_tables(connection, self.tables)
                 return SCHEMA_VERSION
         except OperationalError as error:
             raise StoreUnavailable(
