@@ -500,28 +500,28 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
 ]
 
 
-def analyze_empty_tables(connection: Connection, tables: Tables) -> None:
-    """ANALYZE the store's tables that are empty and were never analyzed (PostgreSQL).
+def analyze_paused_queues(connection: Connection, tables: Tables) -> None:
+    """ANALYZE the paused queues' table while it is empty and was never analyzed (PostgreSQL).
 
-    PostgreSQL plans a table it has no figures for as ten pages of rows; autovacuum never
-    analyzes a table nobody writes, so the paused queues and dependencies of most apps stay
-    "ten pages" forever. Planned against that many phantom rows, the claim's NOT EXISTS
-    probes looked as if they removed nearly every job, and a new job table's generic claim
-    plan read and sorted every claimable job instead of walking the claim index. Analyzed
-    empty, they are planned as what they are; autovacuum keeps the figures once rows come.
-    An empty table's ANALYZE reads nothing."""
+    PostgreSQL plans a table it has no figures for as ten pages of rows, and autovacuum never
+    analyzes a table nobody writes: the paused queues of most apps stay "440 rows" forever.
+    Planned against them, the claim's NOT EXISTS over the paused queues looked as if it
+    removed nearly every job, and a new job table's generic claim plan read and sorted every
+    claimable job instead of walking the claim index. Analyzed empty, the table is planned as
+    what it is, and always stays: one row per paused queue. (The dependencies and rate slots
+    are left to autovacuum: they grow, and a plan made while they are empty would read them
+    whole until it analyzes them.) An empty table's ANALYZE reads nothing."""
     if connection.dialect.name != "postgresql":
         return
-    quote = connection.dialect.identifier_preparer.format_table
-    names = [quote(table) for table in tables.metadata.sorted_tables]
+    name = connection.dialect.identifier_preparer.format_table(tables.paused_queues)
     empty = connection.execute(
         text(
-            "SELECT n FROM unnest(CAST(:names AS text[])) AS n "
-            "JOIN pg_class c ON c.oid = to_regclass(n) WHERE c.relpages = 0 AND c.reltuples <= 0"
+            "SELECT 1 FROM pg_class WHERE oid = to_regclass(:name) "
+            "AND relpages = 0 AND reltuples <= 0"
         ),
-        {"names": names},
-    ).scalars()
-    for name in list(empty):
+        {"name": name},
+    ).first()
+    if empty is not None:
         connection.exec_driver_sql(f"ANALYZE {name}")
 
 

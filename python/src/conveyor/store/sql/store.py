@@ -80,7 +80,7 @@ from .schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     Tables,
-    analyze_empty_tables,
+    analyze_paused_queues,
     build_tables,
     current_version,
 )
@@ -928,7 +928,7 @@ class SqlStore:
                             for v in range(version + 1, SCHEMA_VERSION + 1)
                         ],
                     )
-                analyze_empty_tables(connection, self.tables)
+                analyze_paused_queues(connection, self.tables)
                 return SCHEMA_VERSION
         except OperationalError as error:
             raise StoreUnavailable(
