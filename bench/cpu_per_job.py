@@ -6,7 +6,7 @@ answers quickly. Each measurement runs in a fresh child process: it publishes ``
 no-op jobs one call each (``publish``), as many again in ``bulk()`` (``bulk``), then one worker
 at its defaults drains them (``work``: claim, run, complete, with the worker's threads).
 Reported: CPU µs per job (``time.process_time``, every thread of the process) and, for
-reference, wall µs per job; medians over ``--rounds``.
+reference, wall µs per job; medians over ``--rounds``, and their range.
 
 ``--against DIR`` runs the same measurements with another checkout's library (its
 ``python/src``), alternating rounds, so two versions compare under the same load:
@@ -223,17 +223,26 @@ def main() -> None:
         rounds: dict[str, list[dict[str, dict[str, float]]]] = {
             name: [] for name in sources
         }
-        for _ in range(args.rounds):
-            for name, source in sources.items():  # alternating: both see the same load
-                rounds[name].append(_child(source, backend, args.jobs, args.steps))
+        names = list(sources)
+        for number in range(args.rounds):
+            # alternating, and in turn first: both see the same load, neither always goes first
+            for name in names if number % 2 == 0 else names[::-1]:
+                rounds[name].append(_child(sources[name], backend, args.jobs, args.steps))
         for name, measured in rounds.items():
             for step in measured[0]:
-                cpu = statistics.median(r[step]["cpu_us"] for r in measured)
-                wall = statistics.median(r[step]["wall_us"] for r in measured)
-                results[f"{backend} {step} {name}"] = {"cpu_us": cpu, "wall_us": wall}
+                cpus = [r[step]["cpu_us"] for r in measured]
+                walls = [r[step]["wall_us"] for r in measured]
+                cpu, wall = statistics.median(cpus), statistics.median(walls)
+                results[f"{backend} {step} {name}"] = {
+                    "cpu_us": cpu,
+                    "wall_us": wall,
+                    "cpu_us_rounds": cpus,
+                    "wall_us_rounds": walls,
+                }
                 print(
-                    f"{backend:<10} {step:<8} {name:<8} CPU {cpu:7.1f} µs/job   "
-                    f"wall {wall:7.1f} µs/job",
+                    f"{backend:<10} {step:<8} {name:<8} CPU {cpu:7.1f} µs/job "
+                    f"({min(cpus):.1f}-{max(cpus):.1f})   wall {wall:7.1f} µs/job "
+                    f"({min(walls):.1f}-{max(walls):.1f})",
                     flush=True,
                 )
     out.write_text(json.dumps(results, indent=2) + "\n")

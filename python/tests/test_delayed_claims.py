@@ -4,6 +4,8 @@ claim order and ORDER-005 are unchanged, and a claim never reads jobs that are n
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +17,7 @@ from conveyor import Conveyor, ManualClock
 from conveyor.store.base import ClaimQuery
 from conveyor.store.sql import store as sql_store
 
-from .conftest import _factory, require_service
+from .conftest import SERVER_URLS, _factory, require_service
 from .core_support import TEMPORARY
 
 SQL = ("sqlite", "postgresql", "mariadb")
@@ -129,3 +131,43 @@ def test_postgresql_claim_reads_no_delayed_or_finished_row(
     finally:
         for _ in factory:
             pass
+
+
+def test_postgresql_generic_claim_plan_walks_the_claim_index_on_a_new_table() -> None:
+    """On a new job table that was never analyzed (as a new deployment's, or any table in
+    its first minutes), the generic plan Conveyor's connections use still walks the claim
+    index and stops at the LIMIT, instead of reading and sorting every claimable job."""
+    require_service("postgresql")
+    app = Conveyor(SERVER_URLS["postgresql"], table_prefix=f"newplan{uuid.uuid4().hex[:8]}_")
+    try:
+        app.register("task", lambda: None)
+        app.publish_many("task", [None] * 3000)
+        store: Any = app.store
+        query = ClaimQuery()
+        sql = store.direct.compiled(store.claims.statement(query)).sql
+        parameters = store.claims.parameters(query, int(app.now().timestamp() * 1000), 100)
+        raw = store.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("SET plan_cache_mode = force_generic_plan")
+            names: list[str] = []
+            numbered = re.sub(
+                r"%\((\w+)\)s",
+                lambda m: f"${(names.append(m.group(1)) or len(names))}",
+                sql.replace("%%", "%"),
+            )
+            cursor.execute(f"PREPARE newplan AS {numbered}")
+            values = ", ".join(str(int(parameters[name])) for name in names)
+            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE newplan({values})")
+            document = cursor.fetchone()[0]
+        finally:
+            raw.rollback()
+            raw.close()
+        plan = document[0]["Plan"]
+        scans = [n for n in _nodes(plan) if n.get("Relation Name", "").endswith("jobs")]
+        assert scans, document
+        assert scans[0].get("Index Name", "").endswith("ix_claim"), document
+        assert scans[0]["Actual Rows"] == 100
+    finally:
+        app.store.drop_schema()  # type: ignore[attr-defined]
+        app.close()

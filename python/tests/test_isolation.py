@@ -138,3 +138,25 @@ def test_handler_processes_import_the_module_global_that_holds_the_app() -> None
     assert app_spec_of(isolated_handlers.app) == SPEC
     with pytest.raises(ConfigurationError, match="app_spec"):
         app_spec_of(Conveyor("memory://"))  # held by no module
+
+
+@SQLITE
+def test_a_cancel_request_kills_the_handler_process_and_cancels_the_job(
+    make_app: AppFactory,
+) -> None:
+    """A handler process cannot see the request (CANCEL-002): the worker kills it instead,
+    the job ends cancelled (CANCEL-003) and the slot's process is replaced."""
+    app = isolated_app(make_app)
+    job = app.publish("spin")  # no timeout: only the cancel ends it
+    after = app.publish("pid")
+    started = threading.Event()
+    app.before_job(lambda claimed: claimed.id == job.id and started.set())
+    canceller = threading.Thread(target=lambda: started.wait(BOUND) and app.cancel(job.id))
+    canceller.start()
+    stats = run(app)
+    canceller.join(BOUND)
+    assert stats.jobs == 2
+    assert app.get(job.id).state == "cancelled"
+    finished = app.get(after.id)
+    assert finished.state == "finished"
+    assert finished.result != os.getpid()

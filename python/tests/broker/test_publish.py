@@ -52,7 +52,8 @@ def take_bodies(app: Conveyor, queue: str = "default", band: int = 100) -> list[
             assert properties.message_id == json.loads(body)["job_id"]
             bodies.append(body)
     finally:
-        connection.close()
+        if connection.is_open:  # the broker may have closed it
+            connection.close()
 
 
 def store_engine(app: Conveyor) -> Engine:
@@ -72,6 +73,10 @@ def bodies_when(app: Conveyor, count: int, timeout: float = 10.0) -> list[bytes]
             bodies.extend(take_bodies(app))
         except pika.exceptions.ChannelClosedByBroker as error:
             if error.reply_code != 404:  # the queue is declared with its first message
+                raise
+        except pika.exceptions.ConnectionClosedByBroker as error:
+            # 541 noproc: a quorum queue declared a moment ago whose process is not up yet
+            if error.reply_code != 541:
                 raise
         if len(bodies) < count:
             time.sleep(0.01)

@@ -36,6 +36,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -365,16 +366,39 @@ class ClaimStatements:
             else or_(j.c.claim_priority.is_not(None), j.c.delay_until.is_not(None)),
             j.c.available_at <= bindparam("now", type_=BigInteger()),
             facts["dependencies_succeeded"],
-            facts["serial_group_idle"],
-            facts["serial_group_head"],
-            ~facts["unique_sibling_processing"],
-            self._slot_free(j),
-            self._rate_free(j),
+            self._guards(j, facts),
             # PAUSE-001: a job of a paused queue is not claimable (a primary-key probe of a
             # table that is empty unless an operator paused a queue)
             ~exists(select(ONE).where(self.tables.paused_queues.c.queue == j.c.queue)),
         ]
         return facts, conditions
+
+    def _guards(self, j: Any, facts: dict[str, Any]) -> Any:
+        """The guards of the per-job features (serial groups, unique mode, concurrency and rate
+        limits) as one condition that a job using none of them passes at once.
+
+        One CASE rather than five conditions for the planner: without statistics (a new or
+        truncated table) it takes each ``column IS NULL`` to hold for 0.5 % of the rows, so
+        with every guard a condition of its own the claim looked like it would return about
+        one row, the LIMIT looked useless, and the generic plan read and sorted every
+        claimable job instead of walking the claim index (15.9 ms instead of 0.46 ms for a
+        claim of 100 at 4,000 jobs; see also ``schema.analyze_paused_queues``). A CASE counts
+        as one condition of unknown selectivity, and at execution a job using none of these
+        features passes on four column tests, no guard evaluated."""
+        plain = and_(
+            j.c.serial_group.is_(None),
+            ~j.c.is_unique,
+            j.c.concurrency_key.is_(None),
+            j.c.rate_key.is_(None),
+        )
+        guarded = and_(
+            facts["serial_group_idle"],
+            facts["serial_group_head"],
+            ~facts["unique_sibling_processing"],
+            self._slot_free(j),
+            self._rate_free(j),
+        )
+        return case((plain, true()), else_=guarded)
 
     def _rate_free(self, j: Any) -> Any:
         """RATE-002/003: a job with a rate key is fetched only while the window of ``now`` for

@@ -79,7 +79,14 @@ from .rows import (
     rows_of,
     written_values,
 )
-from .schema import MIGRATIONS, SCHEMA_VERSION, Tables, build_tables, current_version
+from .schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Tables,
+    analyze_paused_queues,
+    build_tables,
+    current_version,
+)
 from .setwrites import SetWrites
 from .uniqueclaims import forget_expired, hold_claim, lock_claim
 
@@ -969,6 +976,7 @@ class SqlStore:
                             for v in range(version + 1, SCHEMA_VERSION + 1)
                         ],
                     )
+                analyze_paused_queues(connection, self.tables)
                 return SCHEMA_VERSION
         except OperationalError as error:
             raise StoreUnavailable(
