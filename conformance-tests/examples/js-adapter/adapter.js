@@ -145,6 +145,7 @@ function view(job) {
     available_at: new Date(job.available_at),
     max_attempts: job.retry_policy.max_attempts,
     requests_remaining: job.requests.filter((r) => !REQUEST_SUCCEEDED.has(r.state)).length,
+    cancel_requested_at: null, // cancel_running is not claimed: no request is ever recorded
     lease: job.lease && { token: job.lease.token, worker_id: job.lease.worker_id, expires_at: new Date(job.lease.expires_at) },
   };
 }
@@ -197,6 +198,9 @@ const JOB_EFFECTS = {
   make_due: (j) => { j.available_at = now; },
   stamp_finished: (j) => { j.finished_at = now; },
   clear_finished_stamp: (j) => { j.finished_at = null; },
+  // VER-012: without the feature cancel_running, a running job's cancel is refused.
+  request_cancel: () => { throw new Refused("invalid_transition", "this implementation does not cancel running jobs (feature cancel_running)"); },
+  clear_cancel_request: () => {},
 };
 const SYSTEM_EFFECTS = {
   notify_threshold: (j) => { if (j.retry_policy.notify_after !== null && j.attempts === j.retry_policy.notify_after) notifications.push({ kind: "threshold", job: j.id }); },
@@ -383,7 +387,7 @@ function parseRange(text) {
 
 // -- commands ----------------------------------------------------------------------------------
 
-const OUTCOMES = { success: "succeed", temporary: "fail_temporarily", permanent: "fail_permanently", waiting: "wait" };
+const OUTCOMES = { success: "succeed", temporary: "fail_temporarily", permanent: "fail_permanently", waiting: "wait", cancelled: "confirm_cancel" };
 
 const commands = {
   start: (r) => {

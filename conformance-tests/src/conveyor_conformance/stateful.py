@@ -1204,7 +1204,11 @@ def diagnose_claim(
             return "UNIQ-002", f"a unique sibling of job {name(job_id)} finished: it is redundant"
         if position < len(expected) and expected[position] != job_id:
             passed = model.jobs.get(expected[position])
-            if passed is not None and passed.serial_group is not None:
+            if (
+                passed is not None
+                and passed.serial_group is not None
+                and (passed.serial_group == job.serial_group)
+            ):
                 return "GROUP-002", (
                     f"job {name(expected[position])} is the head of serial group "
                     f"{passed.serial_group} and comes first; got {name(job_id)}"
@@ -1218,6 +1222,13 @@ def diagnose_claim(
         model._fire(job, "claim", {"worker_id": args["worker_id"], "lease_ms": args["lease_ms"]})
     if len(got) < len(expected):
         over = ", ".join(map(name, expected[len(got) :]))
+        first = model.jobs.get(expected[len(got)])
+        if first is not None and first.serial_group is not None:
+            # a group's head left unclaimed: the implementation took another job for its head
+            return "GROUP-002", (
+                f"job {name(expected[len(got)])} is the head of serial group "
+                f"{first.serial_group} and was passed over"
+            )
         return "CLAIM-004", f"claimable jobs [{over}] were passed over"
     return "ORDER-002", "the claim differs from the order of ORDER-002"
 
