@@ -43,6 +43,9 @@ def test_consumer_processes_run_each_job_once_and_keep_groups_serial(
     try:
         consumers = [env.consumer(f"c{i}", *options) for i in range(CONSUMERS)]
         with processes(*consumers):
+            # Each consumer registers once it runs, its signal handlers set: a SIGTERM that
+            # came while one still started would kill it instead of stopping it.
+            wait_for(lambda: len(app.workers()) >= CONSUMERS, 60, "every consumer", env)
             # Interleave the groups, so that every consumer gets messages of every group.
             for index in range(PER_GROUP):
                 for group in range(GROUPS):

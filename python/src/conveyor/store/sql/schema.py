@@ -6,6 +6,7 @@ MariaDB, and cheap to compare in the claim query.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Connection,
+    Engine,
     Index,
     Integer,
     MetaData,
@@ -26,7 +28,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.mysql import LONGTEXT
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
+
+log = logging.getLogger("conveyor.store")
 
 Id = BigInteger().with_variant(Integer, "sqlite")
 # JSON documents: MySQL/MariaDB TEXT holds only 64 KiB, payloads may be 1 MiB (LIMIT-006).
@@ -556,7 +561,7 @@ MIGRATIONS: list[Callable[[Connection, Tables], None]] = [
 ]
 
 
-def analyze_paused_queues(connection: Connection, tables: Tables) -> None:
+def analyze_paused_queues(engine: Engine, tables: Tables) -> None:
     """ANALYZE the paused queues' table while it is empty and was never analyzed (PostgreSQL).
 
     PostgreSQL plans a table it has no figures for as ten pages of rows, and autovacuum never
@@ -566,19 +571,27 @@ def analyze_paused_queues(connection: Connection, tables: Tables) -> None:
     claimable job instead of walking the claim index. Analyzed empty, the table is planned as
     what it is, and always stays: one row per paused queue. (The dependencies and rate slots
     are left to autovacuum: they grow, and a plan made while they are empty would read them
-    whole until it analyzes them.) An empty table's ANALYZE reads nothing."""
-    if connection.dialect.name != "postgresql":
+    whole until it analyzes them.) An empty table's ANALYZE reads nothing.
+
+    Best effort: in its own transaction, given up after a second's wait for its lock, and
+    skipped once the table has figures (``reltuples`` is -1 only before the first ANALYZE)."""
+    if engine.dialect.name != "postgresql":
         return
-    name = connection.dialect.identifier_preparer.format_table(tables.paused_queues)
-    empty = connection.execute(
-        text(
-            "SELECT 1 FROM pg_class WHERE oid = to_regclass(:name) "
-            "AND relpages = 0 AND reltuples <= 0"
-        ),
-        {"name": name},
-    ).first()
-    if empty is not None:
-        connection.exec_driver_sql(f"ANALYZE {name}")
+    name = engine.dialect.identifier_preparer.format_table(tables.paused_queues)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
+            never_analyzed = connection.execute(
+                text(
+                    "SELECT 1 FROM pg_class WHERE oid = to_regclass(:name) "
+                    "AND relpages = 0 AND reltuples < 0"
+                ),
+                {"name": name},
+            ).first()
+            if never_analyzed is not None:
+                connection.exec_driver_sql(f"ANALYZE {name}")
+    except DBAPIError as error:
+        log.info("ANALYZE of %s skipped: %s", name, error.orig)
 
 
 def current_version(connection: Connection, tables: Tables) -> int:

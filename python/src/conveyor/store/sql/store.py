@@ -976,13 +976,15 @@ class SqlStore:
                             for v in range(version + 1, SCHEMA_VERSION + 1)
                         ],
                     )
-                analyze_paused_queues(connection, self.tables)
-                return SCHEMA_VERSION
         except OperationalError as error:
             raise StoreUnavailable(
                 f"cannot reach the database at {self.display_url}: {error.orig}; check that it "
                 "is running and that the URL (CONVEYOR_URL or --url) is right"
             ) from None
+        # Outside the schema's transaction and its lock: processes starting together must not
+        # queue behind one another's ANALYZE, and a slow one only costs a better plan.
+        analyze_paused_queues(self.engine, self.tables)
+        return SCHEMA_VERSION
 
     def schema_version(self) -> int:
         with self.engine.connect() as connection:
