@@ -268,3 +268,96 @@ def test_throughput_per_minute(
     overview = client.get("/").text
     assert "2 finished, 1 failed for good" in overview
     assert client.get("/api/throughput", params={"minutes": 0}).status_code == 400
+
+
+def test_serial_groups_in_run_order(client: TestClient, conveyor_app: Conveyor) -> None:
+    """A group lists its processing job, its head and its waiting jobs by (priority,
+    sequence), the order serial groups run them in (spec.md#serial-groups)."""
+    first = publish(client, "mail.send", serial_group="account 7", priority=5)
+    later = publish(client, "mail.send", serial_group="account 7", priority=5)
+    urgent = publish(client, "mail.send", serial_group="account 7", priority=1)
+    other = publish(client, "invoice.build", serial_group="billing", priority=0)
+    publish(client, "mail.send")  # no group
+    gone = publish(client, "mail.send", serial_group="zz-ended")
+    client.post(f"/api/jobs/{gone['id']}/cancel", json={})  # only active jobs count
+    [running] = conveyor_app.claim("w1", queues=["billing"])
+    assert running.id == other["id"]
+
+    response = client.get("/api/serial_groups")
+    assert response.status_code == 200, response.text
+    assert response.headers["conveyor-withheld"] == "payload, metadata"
+    page = response.json()
+    assert page["next_after"] is None
+    assert [(g["name"], g["active"]) for g in page["serial_groups"]] == [
+        ("account 7", 3),
+        ("billing", 1),
+    ]
+    account, billing = page["serial_groups"]
+    assert account["processing"] == []
+    assert account["head"]["id"] == urgent["id"]
+    assert [job["id"] for job in account["waiting"]] == [first["id"], later["id"]]
+    assert [job["id"] for job in billing["processing"]] == [other["id"]]
+    assert billing["head"] is None and billing["waiting"] == []
+
+    one = client.get("/api/serial_groups", params={"limit": 1}).json()
+    assert [g["name"] for g in one["serial_groups"]] == ["account 7"]
+    assert one["next_after"] == "account 7"
+    rest = client.get("/api/serial_groups", params={"after": one["next_after"]}).json()
+    assert [g["name"] for g in rest["serial_groups"]] == ["billing"]
+
+    detail = client.get("/api/serial_groups/account 7").json()["serial_group"]
+    assert detail["head"]["id"] == urgent["id"]
+    assert [job["id"] for job in detail["waiting"]] == [first["id"], later["id"]]
+    missing = client.get("/api/serial_groups/zz-ended")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    page_html = client.get("/serial_groups").text
+    assert f'href="/jobs/{urgent["id"]}"' in page_html
+    assert 'href="/serial_groups/account%207"' in page_html
+    detail_html = client.get("/serial_groups/account 7").text
+    links = [f'href="/jobs/{job["id"]}"' for job in (urgent, first, later)]
+    assert sorted(links, key=detail_html.index) == links
+    ended = client.get("/serial_groups/zz-ended")
+    assert ended.status_code == 200 and "/jobs?serial_group=zz-ended" in ended.text
+    job_html = client.get(f"/jobs/{first['id']}").text
+    assert 'href="/serial_groups/account%207"' in job_html
+
+
+def test_batches_with_counts_and_pages(client: TestClient, conveyor_app: Conveyor) -> None:
+    """BATCH-001..003 as the API shows them: state, size, jobs by state, completion."""
+    from conveyor import Call
+
+    app = conveyor_app
+    batch = app.open_batch(Call("invoice.build", {"n": 1}))
+    parts = [app.publish("mail.send", {"n": n}, batch=batch) for n in range(3)]
+    app.cancel(parts[0].id)
+    app.seal_batch(batch)
+    empty = app.open_batch()
+
+    response = client.get("/api/batches")
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert page["next_after"] is None
+    assert [b["id"] for b in page["batches"]] == [batch.id, empty.id]
+    shown = page["batches"][0]
+    assert (shown["state"], shown["total"]) == ("sealed", 3)
+    assert shown["counts"] == {"cancelled": 1, "ready": 2}
+    assert shown["completion"] == {"queue": "billing", "types": ["invoice.build"]}
+    assert page["batches"][1]["counts"] == {} and page["batches"][1]["completion"] is None
+
+    one = client.get("/api/batches", params={"limit": 1}).json()
+    assert ([b["id"] for b in one["batches"]], one["next_after"]) == ([batch.id], batch.id)
+    rest = client.get("/api/batches", params={"after": batch.id}).json()
+    assert [b["id"] for b in rest["batches"]] == [empty.id]
+    got = client.get(f"/api/batches/{batch.id}").json()["batch"]
+    assert got == shown
+    assert client.get("/api/batches/987654").status_code == 404
+    bad = client.get("/api/batches", params={"limit": 0})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_request")
+
+    listing = client.get("/batches").text
+    assert f'href="/batches/{batch.id}"' in listing
+    detail = client.get(f"/batches/{batch.id}").text
+    assert all(f'href="/jobs/{part.id}"' in detail for part in parts)
+    assert client.get("/batches/987654").status_code == 404
+    job_html = client.get(f"/jobs/{parts[1].id}").text
+    assert f'href="/batches/{batch.id}"' in job_html

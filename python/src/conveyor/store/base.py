@@ -286,6 +286,24 @@ class Transaction(Protocol):
 
     def unsettled_in_batch(self, batch_id: str) -> int: ...
 
+    def batches(self, after: str | None, limit: int) -> list[Batch]:
+        """Batches in creation (id) order after the batch ``after`` (keyset pagination)."""
+        ...
+
+    def batch_counts(self, batch_ids: Collection[str]) -> list[tuple[str, str, int]]:
+        """(batch id, state, count) of the jobs of these batches."""
+        ...
+
+    def serial_groups(self, after: str | None, limit: int) -> list[tuple[str, int]]:
+        """(name, active jobs) of the serial groups with a job in an ``active`` state, in
+        name order after the name ``after`` (keyset pagination)."""
+        ...
+
+    def serial_group_queue(self, group: str, limit: int) -> list[Job]:
+        """The group's jobs in ``active`` states in the order they run: least
+        ``(priority, sequence)`` first (spec.md#serial-groups)."""
+        ...
+
     def pause_queue(self, queue: str, now: datetime) -> bool:
         """Stop claims from ``queue`` (PAUSE-001); False when it was paused already (the first
         pause time is kept)."""

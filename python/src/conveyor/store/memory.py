@@ -463,6 +463,38 @@ class MemoryTransaction:
             if job.batch_id == batch_id and job.state not in self._states.terminal
         )
 
+    def batches(self, after: str | None, limit: int) -> list[Batch]:
+        start = int(after) if after is not None and after.isdigit() else 0
+        found = sorted(
+            (b for b in self._data.batches.values() if int(b.id) > start), key=lambda b: int(b.id)
+        )
+        return found[:limit]
+
+    def batch_counts(self, batch_ids: Collection[str]) -> list[tuple[str, str, int]]:
+        wanted = set(batch_ids)
+        tally: dict[tuple[str, str], int] = {}
+        for job in self._data.jobs.values():
+            if job.batch_id in wanted:
+                key = (job.batch_id, job.state)
+                tally[key] = tally.get(key, 0) + 1
+        return [(batch, state, count) for (batch, state), count in sorted(tally.items())]
+
+    def serial_groups(self, after: str | None, limit: int) -> list[tuple[str, int]]:
+        tally: dict[str, int] = {}
+        for job in self._data.jobs.values():
+            group = job.serial_group or ""
+            if group and job.state in self._states.active and (after is None or group > after):
+                tally[group] = tally.get(group, 0) + 1
+        return sorted(tally.items())[:limit]
+
+    def serial_group_queue(self, group: str, limit: int) -> list[Job]:
+        found = [
+            job
+            for job in self._data.jobs.values()
+            if job.serial_group == group and job.state in self._states.active
+        ]
+        return sorted(found, key=lambda job: (job.priority, job.sequence))[:limit]
+
 
 class MemoryStore:
     """Keeps everything in process memory; lost when the process ends.

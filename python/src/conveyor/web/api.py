@@ -189,6 +189,27 @@ async def get_batch(service: WebService, request: Request) -> Any:
     return {"batch": await run_in_threadpool(service.batch, request.path_params["batch_id"])}
 
 
+async def list_batches(service: WebService, request: Request) -> Any:
+    page = await run_in_threadpool(
+        partial(service.batches, after=_text(request, "after"), limit=_int(request, "limit", 50))
+    )
+    return {"batches": page.batches, "next_after": page.next_after}
+
+
+async def list_serial_groups(service: WebService, request: Request) -> Any:
+    page = await run_in_threadpool(
+        partial(
+            service.serial_groups, after=_text(request, "after"), limit=_int(request, "limit", 50)
+        )
+    )
+    return {"serial_groups": page.groups, "next_after": page.next_after}
+
+
+async def get_serial_group(service: WebService, request: Request) -> Any:
+    name = request.path_params["name"]
+    return {"serial_group": await run_in_threadpool(service.serial_group, name)}
+
+
 JOB = {"$ref": "#/components/schemas/Job"}
 JOB_RESULT = {"type": "object", "required": ["job"], "properties": {"job": JOB}}
 JOB_ID = Param("job_id", "path", {"type": "string"}, "The job's id.")
@@ -208,6 +229,75 @@ PAUSE_RESULT = {
     },
 }
 EMPTY_BODY = {"type": "object", "description": "Empty object; the body must be JSON (CSRF)."}
+
+
+BATCH = {
+    "type": "object",
+    "required": ["id", "state", "total", "counts", "completion", "created_at", "finished_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "state": {"type": "string"},
+        "total": {"type": "integer"},
+        "counts": {
+            "type": "object",
+            "additionalProperties": {"type": "integer"},
+            "description": "The batch's jobs by state.",
+        },
+        "completion": {
+            "type": ["object", "null"],
+            "description": "The completion job to publish once every job settles: its queue "
+            "and request types.",
+        },
+        "created_at": {"type": "string", "format": "date-time"},
+        "finished_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+SERIAL_GROUP = {
+    "type": "object",
+    "required": ["name", "active", "processing", "head", "waiting"],
+    "properties": {
+        "name": {"type": "string"},
+        "active": {"type": "integer", "description": "Jobs of the group in active states."},
+        "processing": {"type": "array", "items": JOB},
+        "head": {
+            "oneOf": [JOB, {"type": "null"}],
+            "description": "The job to run next: least (priority, sequence) not processing.",
+        },
+        "waiting": {
+            "type": "array",
+            "items": JOB,
+            "description": "The jobs after the head, in the order they run (the list shows "
+            "the first few).",
+        },
+    },
+}
+
+
+def _page(name: str, items: dict[str, Any], cursor: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [name, "next_after"],
+        "properties": {
+            name: {"type": "array", "items": items},
+            "next_after": {
+                "type": ["string", "null"],
+                "description": f"The page's last {cursor}: pass as `after` for the next page; "
+                "null on the last page.",
+            },
+        },
+    }
+
+
+def _keyset(cursor: str) -> tuple[Param, Param]:
+    return (
+        Param("after", "query", {"type": "string"}, f"Only after this {cursor} (`next_after`)."),
+        Param(
+            "limit",
+            "query",
+            {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": 50},
+            "At most this many.",
+        ),
+    )
 
 
 def _filter(name: str, description: str, repeat: bool = False) -> Param:
@@ -390,13 +480,50 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/api/batches/{batch_id}",
         "getBatch",
-        "One batch: state and size (BATCH-001).",
+        "One batch: state, size, its jobs counted by state, completion job (BATCH-001).",
         get_batch,
-        {"type": "object", "required": ["batch"], "properties": {"batch": {"type": "object"}}},
+        {"type": "object", "required": ["batch"], "properties": {"batch": BATCH}},
         params=(Param("batch_id", "path", {"type": "string"}, "The batch's id."),),
         errors=(404,),
     ),
+    Endpoint(
+        "GET",
+        "/api/batches",
+        "listBatches",
+        "Batches in creation order, a page at a time, with their jobs counted by state.",
+        list_batches,
+        _page("batches", BATCH, "batch's id"),
+        params=_keyset("batch (an id)"),
+    ),
+    Endpoint(
+        "GET",
+        "/api/serial_groups",
+        "listSerialGroups",
+        "Serial groups with an active job, by name, a page at a time: each with its "
+        "processing job, its head and its first waiting jobs in run order.",
+        list_serial_groups,
+        _page("serial_groups", SERIAL_GROUP, "group's name"),
+        params=_keyset("group (a name)"),
+    ),
+    Endpoint(
+        "GET",
+        "/api/serial_groups/{name}",
+        "getSerialGroup",
+        "One serial group's active jobs in run order (not_found when none is active).",
+        get_serial_group,
+        {
+            "type": "object",
+            "required": ["serial_group"],
+            "properties": {"serial_group": SERIAL_GROUP},
+        },
+        params=(Param("name", "path", {"type": "string"}, "The serial group's name."),),
+        errors=(404,),
+    ),
 )
+
+
+def _has_jobs(result: dict[str, Any]) -> bool:
+    return bool({"job", "jobs", "serial_group", "serial_groups"} & set(result))
 
 
 def _endpoint(service: WebService, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
@@ -419,7 +546,7 @@ def _endpoint(service: WebService, endpoint: Endpoint) -> Callable[[Request], Aw
         if isinstance(result, Created):
             headers["location"] = result.location
             result = result.document
-        if not service.settings.show_payloads and ("job" in result or "jobs" in result):
+        if not service.settings.show_payloads and _has_jobs(result):
             headers["conveyor-withheld"] = WITHHELD
         return JSONResponse(result, status_code=endpoint.status, headers=headers)
 

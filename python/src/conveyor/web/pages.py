@@ -67,6 +67,19 @@ def bar_chart(points: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def next_query(request: Request, next_after: str | None) -> str | None:
+    """The query string of the next page: this page's, with ``after`` moved on (keyset)."""
+    if next_after is None:
+        return None
+    pairs = [(k, v) for k, v in request.query_params.multi_items() if k != "after"]
+    pairs.append(("after", next_after))
+    return urlencode(pairs)
+
+
+def _after(request: Request) -> str | None:
+    return request.query_params.get("after") or None
+
+
 class Pages:
     def __init__(self, service: WebService) -> None:
         self.service = service
@@ -128,11 +141,6 @@ class Pages:
             found, next_after = page.jobs, page.next_after
         except (Refused, ValueError) as refused:
             found, next_after, error = [], None, str(refused)
-        next_query = None
-        if next_after is not None:
-            pairs = [(k, v) for k, v in query.multi_items() if k != "after"]
-            pairs.append(("after", str(next_after)))
-            next_query = urlencode(pairs)
         return self.render(
             request,
             "jobs.html",
@@ -140,7 +148,7 @@ class Pages:
             chosen=chosen,
             chosen_states=states,
             all_states=self.service.states,
-            next_query=next_query,
+            next_query=next_query(request, next_after),
             error=error,
             title="Jobs",
         )
@@ -168,6 +176,77 @@ class Pages:
             title=f"Job {job['id']}",
         )
 
+    async def serial_groups(self, request: Request) -> Response:
+        groups: list[dict[str, Any]] = []
+        next_after, error = None, None
+        try:
+            page = await run_in_threadpool(
+                partial(self.service.serial_groups, after=_after(request))
+            )
+            groups, next_after = page.groups, page.next_after
+        except Refused as refused:
+            error = str(refused)
+        return self.render(
+            request,
+            "serial_groups.html",
+            groups=groups,
+            next_query=next_query(request, next_after),
+            error=error,
+            title="Serial groups",
+        )
+
+    async def serial_group(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            group = await run_in_threadpool(self.service.serial_group, name)
+        except Refused:  # no job to run: the page still leads to the group's ended jobs
+            group = {"name": name, "active": 0, "processing": [], "head": None, "waiting": []}
+        return self.render(request, "serial_group.html", group=group, title=f"Serial group {name}")
+
+    async def batches(self, request: Request) -> Response:
+        batches: list[dict[str, Any]] = []
+        next_after, error = None, None
+        try:
+            page = await run_in_threadpool(partial(self.service.batches, after=_after(request)))
+            batches, next_after = page.batches, page.next_after
+        except Refused as refused:
+            error = str(refused)
+        return self.render(
+            request,
+            "batches.html",
+            batches=batches,
+            next_query=next_query(request, next_after),
+            error=error,
+            title="Batches",
+        )
+
+    async def batch(self, request: Request) -> Response:
+        batch_id = request.path_params["batch_id"]
+        try:
+            batch = await run_in_threadpool(self.service.batch, batch_id)
+        except Refused as refused:
+            return self.render(
+                request, "missing.html", status=404, message=str(refused), title="Not found"
+            )
+        jobs: list[dict[str, Any]] = []
+        next_after, error = None, None
+        try:
+            page = await run_in_threadpool(
+                partial(self.service.list_jobs, batch=batch_id, after=_after(request))
+            )
+            jobs, next_after = page.jobs, page.next_after
+        except Refused as refused:
+            error = str(refused)
+        return self.render(
+            request,
+            "batch.html",
+            batch=batch,
+            jobs=jobs,
+            next_query=next_query(request, next_after),
+            error=error,
+            title=f"Batch {batch_id}",
+        )
+
 
 def page_routes(service: WebService) -> list[Route]:
     pages = Pages(service)
@@ -175,6 +254,11 @@ def page_routes(service: WebService) -> list[Route]:
         Route("/", pages.overview, name="overview"),
         Route("/jobs", pages.jobs, name="jobs"),
         Route("/jobs/{job_id}", pages.job, name="job"),
+        Route("/serial_groups", pages.serial_groups, name="serial_groups"),
+        # :path: a group's name may hold a slash (LIMIT-002)
+        Route("/serial_groups/{name:path}", pages.serial_group, name="serial_group"),
+        Route("/batches", pages.batches, name="batches"),
+        Route("/batches/{batch_id}", pages.batch, name="batch"),
         Route("/queues", pages.queues, name="queues"),
         Route("/workers", pages.workers, name="workers"),
     ]

@@ -13,8 +13,8 @@ from typing import Any
 
 from ..app import Conveyor
 from ..clock import format_timestamp
-from ..errors import InvalidRequest
-from ..model import Job
+from ..errors import InvalidRequest, JobNotFound
+from ..model import Batch, Job
 from ..wire import publish_request
 from .masking import job_view, mask_urls
 from .settings import WebSettings
@@ -26,10 +26,52 @@ THROUGHPUT_MINUTES_MAX = 24 * 60
 TYPE_SCAN_LIMIT = 5000
 
 
+# A serial group on the groups page shows its first jobs in run order; its page, more.
+SERIAL_GROUP_SHOWN = 6
+SERIAL_GROUP_DETAIL_SHOWN = LIST_LIMIT_MAX
+
+
 @dataclass(frozen=True)
 class JobPage:
     jobs: list[dict[str, Any]]
     next_after: str | None
+
+
+@dataclass(frozen=True)
+class BatchPage:
+    batches: list[dict[str, Any]]
+    next_after: str | None
+
+
+@dataclass(frozen=True)
+class GroupPage:
+    groups: list[dict[str, Any]]
+    next_after: str | None
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= LIST_LIMIT_MAX:
+        raise InvalidRequest(f"limit must be between 1 and {LIST_LIMIT_MAX}, not {limit}")
+
+
+def batch_view(batch: Batch, counts: list[tuple[str, str, int]]) -> dict[str, Any]:
+    """A batch as the API shows it: its completion job as the types and queue it will have
+    (the published completion is a new job, found by its type)."""
+    completion = batch.completion
+    return {
+        "id": batch.id,
+        "state": batch.state,
+        "total": batch.total,
+        "counts": {state: count for _, state, count in counts},
+        "completion": None
+        if completion is None
+        else {
+            "queue": completion.get("queue"),
+            "types": [request.get("type") for request in completion.get("requests", [])],
+        },
+        "created_at": format_timestamp(batch.created_at),
+        "finished_at": format_timestamp(batch.finished_at) if batch.finished_at else None,
+    }
 
 
 class WebService:
@@ -75,8 +117,7 @@ class WebService:
             raise InvalidRequest(
                 f"unknown state {', '.join(unknown)}; states are {', '.join(self.states)}"
             )
-        if not 1 <= limit <= LIST_LIMIT_MAX:
-            raise InvalidRequest(f"limit must be between 1 and {LIST_LIMIT_MAX}, not {limit}")
+        _check_limit(limit)
         start = self.app.get(after).sequence if after is not None else 0
         options = {
             "states": states,
@@ -162,12 +203,52 @@ class WebService:
 
     def batch(self, batch_id: str) -> dict[str, Any]:
         batch = self.app.get_batch(batch_id)
+        with self.app.store.transaction() as tx:
+            counts = tx.batch_counts([batch.id])
+        return batch_view(batch, counts)
+
+    def batches(self, *, after: str | None = None, limit: int = 50) -> BatchPage:
+        """Batches in creation order after the batch ``after`` (an id), each with its jobs
+        counted by state; ``next_after`` names the batch to read the next page after."""
+        _check_limit(limit)
+        with self.app.store.transaction() as tx:
+            found = tx.batches(after, limit + 1)
+            page = found[:limit]
+            counts = tx.batch_counts([batch.id for batch in page])
+        views = [batch_view(b, [c for c in counts if c[0] == b.id]) for b in page]
+        return BatchPage(views, page[-1].id if len(found) > limit else None)
+
+    def serial_groups(
+        self, *, after: str | None = None, limit: int = 50, shown: int = SERIAL_GROUP_SHOWN
+    ) -> GroupPage:
+        """Serial groups with an active job, in name order after the group ``after``: each
+        with its running job(s), its head and its first waiting jobs in the order they run."""
+        _check_limit(limit)
+        with self.app.store.transaction() as tx:
+            found = tx.serial_groups(after, limit + 1)
+            page = found[:limit]
+            queues = {name: tx.serial_group_queue(name, shown) for name, _ in page}
+        groups = [self._group_view(name, active, queues[name]) for name, active in page]
+        return GroupPage(groups, page[-1][0] if len(found) > limit else None)
+
+    def serial_group(self, name: str, shown: int = SERIAL_GROUP_DETAIL_SHOWN) -> dict[str, Any]:
+        """One serial group's active jobs in the order they run (not_found: none is active)."""
+        with self.app.store.transaction() as tx:
+            queue = tx.serial_group_queue(name, shown + 1)
+        if not queue:
+            raise JobNotFound(f"serial group {name} has no active job")
+        return self._group_view(name, None, queue[:shown])
+
+    def _group_view(self, name: str, active: int | None, queue: list[Job]) -> dict[str, Any]:
+        leased = self.app.lifecycle.states.leased
+        processing = [job for job in queue if job.state in leased]
+        pending = [job for job in queue if job.state not in leased]
         return {
-            "id": batch.id,
-            "state": batch.state,
-            "total": batch.total,
-            "created_at": format_timestamp(batch.created_at),
-            "finished_at": format_timestamp(batch.finished_at) if batch.finished_at else None,
+            "name": name,
+            "active": len(queue) if active is None else active,
+            "processing": [self.view(job) for job in processing],
+            "head": self.view(pending[0]) if pending else None,
+            "waiting": [self.view(job) for job in pending[1:]],
         }
 
     # -- actions -----------------------------------------------------------------------------

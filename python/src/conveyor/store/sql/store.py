@@ -37,7 +37,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -776,16 +776,52 @@ class SqlTransaction:
             return None
         b = self.tables.batches
         row = self.connection.execute(select(b).where(b.c.id == key)).mappings().first()
-        if row is None:
-            return None
-        return Batch(
-            id=str(row["id"]),
-            state=row["state"],
-            total=row["total"],
-            created_at=from_ms(row["created_at"]),
-            completion=json.loads(row["completion"]) if row["completion"] else None,
-            finished_at=from_ms(row["finished_at"]) if row["finished_at"] is not None else None,
+        return None if row is None else _batch_from_row(row)
+
+    def batches(self, after: str | None, limit: int) -> list[Batch]:
+        b = self.tables.batches
+        start = (row_id(after) or 0) if after is not None else 0
+        rows = self.connection.execute(
+            select(b).where(b.c.id > start).order_by(b.c.id).limit(limit)
+        ).mappings()
+        return [_batch_from_row(row) for row in rows]
+
+    def batch_counts(self, batch_ids: Collection[str]) -> list[tuple[str, str, int]]:
+        keys = sorted({key for key in map(row_id, batch_ids) if key is not None})
+        if not keys:
+            return []
+        t = self.tables.jobs
+        rows = self.connection.execute(
+            # one range of the (batch_id, state) index per batch
+            select(t.c.batch_id, t.c.state, func.count())
+            .where(t.c.batch_id.in_(keys))
+            .group_by(t.c.batch_id, t.c.state)
+            .order_by(t.c.batch_id, t.c.state)
         )
+        return [(str(batch), state, int(count)) for batch, state, count in rows]
+
+    def serial_groups(self, after: str | None, limit: int) -> list[tuple[str, int]]:
+        t = self.tables.jobs
+        statement = select(t.c.serial_group, func.count()).where(
+            t.c.serial_group.is_not(None), t.c.state.in_(sorted(self.states.active))
+        )
+        if after is not None:
+            statement = statement.where(t.c.serial_group > after)
+        rows = self.connection.execute(
+            # the (serial_group, state) index, read in group order
+            statement.group_by(t.c.serial_group).order_by(t.c.serial_group).limit(limit)
+        )
+        return [(group, int(count)) for group, count in rows]
+
+    def serial_group_queue(self, group: str, limit: int) -> list[Job]:
+        t = self.tables.jobs
+        rows = self.connection.execute(
+            select(t)
+            .where(t.c.serial_group == group, t.c.state.in_(sorted(self.states.active)))
+            .order_by(t.c.priority, t.c.id)
+            .limit(limit)
+        )
+        return [job_from_row(row) for row in rows.mappings()]
 
     def save_batch(self, batch: Batch) -> None:
         b = self.tables.batches
@@ -891,6 +927,17 @@ class SqlTransaction:
                 )
             ).scalar_one()
         )
+
+
+def _batch_from_row(row: RowMapping) -> Batch:
+    return Batch(
+        id=str(row["id"]),
+        state=row["state"],
+        total=row["total"],
+        created_at=from_ms(row["created_at"]),
+        completion=json.loads(row["completion"]) if row["completion"] else None,
+        finished_at=from_ms(row["finished_at"]) if row["finished_at"] is not None else None,
+    )
 
 
 class _ThreadEnd:
