@@ -297,7 +297,8 @@ def test_serial_groups_in_run_order(client: TestClient, conveyor_app: Conveyor) 
     assert account["head"]["id"] == urgent["id"]
     assert [job["id"] for job in account["waiting"]] == [first["id"], later["id"]]
     assert [job["id"] for job in billing["processing"]] == [other["id"]]
-    assert billing["head"] is None and billing["waiting"] == []
+    assert billing["head"] is None
+    assert billing["waiting"] == []
 
     one = client.get("/api/serial_groups", params={"limit": 1}).json()
     assert [g["name"] for g in one["serial_groups"]] == ["account 7"]
@@ -317,7 +318,8 @@ def test_serial_groups_in_run_order(client: TestClient, conveyor_app: Conveyor) 
     links = [f'href="/jobs/{job["id"]}"' for job in (urgent, first, later)]
     assert sorted(links, key=detail_html.index) == links
     ended = client.get("/serial_groups/zz-ended")
-    assert ended.status_code == 200 and "/jobs?serial_group=zz-ended" in ended.text
+    assert ended.status_code == 200
+    assert "/jobs?serial_group=zz-ended" in ended.text
     job_html = client.get(f"/jobs/{first['id']}").text
     assert 'href="/serial_groups/account%207"' in job_html
 
@@ -342,7 +344,8 @@ def test_batches_with_counts_and_pages(client: TestClient, conveyor_app: Conveyo
     assert (shown["state"], shown["total"]) == ("sealed", 3)
     assert shown["counts"] == {"cancelled": 1, "ready": 2}
     assert shown["completion"] == {"queue": "billing", "types": ["invoice.build"]}
-    assert page["batches"][1]["counts"] == {} and page["batches"][1]["completion"] is None
+    assert page["batches"][1]["counts"] == {}
+    assert page["batches"][1]["completion"] is None
 
     one = client.get("/api/batches", params={"limit": 1}).json()
     assert ([b["id"] for b in one["batches"]], one["next_after"]) == ([batch.id], batch.id)

@@ -1,6 +1,7 @@
 """The dashboard in headless Chromium: list -> detail -> retry (the state changes), pausing a
-queue, keyboard and label basics, and no console error on any page. Screenshots of every page
-go to ``python/build/screenshots`` (or ``CONVEYOR_SCREENSHOTS``); the docs use two of them.
+queue, a serial group and a batch with their jobs, keyboard and label basics, and no console
+error on any page. Screenshots of every page go to ``python/build/screenshots`` (or
+``CONVEYOR_SCREENSHOTS``); the docs use four of them.
 
 Chromium is Debian's (``/usr/bin/chromium``, installed by ``just setup``); playwright drives it
 and downloads no browser. Without Chromium the test is skipped, except under CI=true.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import Conveyor
+from conveyor import Call, Conveyor
 from conveyor.presence import Presence
 
 CHROMIUM = os.environ.get("CONVEYOR_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -99,6 +100,19 @@ def test_list_detail_retry_and_pause(server: str, conveyor_app: Conveyor) -> Non
     for n in range(2):
         app.publish("mail.send", {"to": f"later{n}@example.com"})
     app.publish("invoice.build", {"n": 8}, delay=3600)
+    # a serial group with a running job, the next one and one after; a sealed batch
+    grouped = [
+        app.publish("invoice.build", {"n": n}, serial_group="account:42", priority=p)
+        for n, p in ((1, 0), (2, 5), (3, 1))
+    ]
+    [running] = app.claim("web-demo:4242", queues=["billing"])
+    assert running.id == grouped[0].id
+    batch = app.open_batch(Call("invoice.build", {"n": 99}))
+    parts = [
+        app.publish("mail.send", {"to": f"part{n}@example.com"}, batch=batch) for n in range(3)
+    ]
+    app.seal_batch(batch)
+    app.cancel(parts[2].id)
 
     presence = Presence(app.store, app.now, "web-demo:4242", ["mail", "billing"], 4, every=3600)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -158,11 +172,47 @@ def test_list_detail_retry_and_pause(server: str, conveyor_app: Conveyor) -> Non
             expect(row.get_by_text("active", exact=True)).to_be_visible()
             assert app.paused_queues() == {}
 
-            presence.start(lambda: [broken.id])
+            presence.start(lambda: [broken.id, running.id])
             page.get_by_role("link", name="Workers").click()
             expect(page.get_by_text("web-demo:4242")).to_be_visible()
             expect(page.get_by_role("link", name=broken.id, exact=True)).to_be_visible()
             page.screenshot(path=str(SCREENSHOTS / "workers.png"), full_page=True)
+
+            # serial groups: the running job, then the rest in (priority, sequence) order
+            page.get_by_role("link", name="Serial groups").click()
+            expect(page.get_by_role("heading", name="Serial groups")).to_be_visible()
+            expect(page.get_by_role("link", name="Serial groups")).to_have_attribute(
+                "aria-current", "page"
+            )
+            row = page.get_by_role("row").filter(has_text="account:42")
+            expect(row.get_by_role("cell").nth(1)).to_have_text(running.id)
+            expect(row.get_by_role("cell").nth(2)).to_contain_text(grouped[2].id)
+            page.screenshot(path=str(SCREENSHOTS / "serial_groups.png"), full_page=True)
+            page.get_by_role("link", name="account:42", exact=True).focus()
+            page.keyboard.press("Enter")  # links work from the keyboard
+            expect(page.get_by_role("heading", name="Serial group account:42")).to_be_visible()
+            order = page.locator("a.job-link").all_text_contents()
+            assert order == [grouped[0].id, grouped[2].id, grouped[1].id]
+            page.screenshot(path=str(SCREENSHOTS / "serial_group.png"), full_page=True)
+            page.get_by_role("link", name=grouped[1].id, exact=True).click()
+            expect(page.get_by_role("heading", name=f"Job {grouped[1].id}")).to_be_visible()
+            page.get_by_role("link", name="account:42", exact=True).click()
+            expect(page.get_by_role("heading", name="Serial group account:42")).to_be_visible()
+
+            # batches: counts by state and the completion job; the batch's jobs
+            page.get_by_role("link", name="Batches").click()
+            expect(page.get_by_role("heading", name="Batches")).to_be_visible()
+            row = page.get_by_role("row").filter(has_text="invoice.build")
+            expect(row).to_contain_text("cancelled 1")
+            expect(row).to_contain_text("ready 2")
+            page.screenshot(path=str(SCREENSHOTS / "batches.png"), full_page=True)
+            row.get_by_role("link", name=batch.id, exact=True).click()
+            expect(page.get_by_role("heading", name=f"Batch {batch.id}")).to_be_visible()
+            assert page.locator("a.job-link").all_text_contents() == [p.id for p in parts]
+            page.screenshot(path=str(SCREENSHOTS / "batch.png"), full_page=True)
+            page.get_by_role("link", name=parts[0].id, exact=True).click()
+            page.get_by_role("link", name=batch.id, exact=True).click()
+            expect(page.get_by_role("heading", name=f"Batch {batch.id}")).to_be_visible()
         finally:
             presence.stop()
             browser.close()
