@@ -6,6 +6,7 @@ calls the JSON API (so the CSRF and read-only rules of the API cover the dashboa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -80,6 +81,17 @@ def _after(request: Request) -> str | None:
     return request.query_params.get("after") or None
 
 
+async def read_page(request: Request, read: Callable[[], Any], items: str) -> dict[str, Any]:
+    """A list page's values for its template: the items (the page's attribute ``items``), the
+    query of the next page, and the refusal to show instead (a bad filter or cursor)."""
+    try:
+        page = await run_in_threadpool(read)
+    except (Refused, ValueError) as refused:
+        return {items: [], "next_query": None, "error": str(refused)}
+    found = getattr(page, items)
+    return {items: found, "next_query": next_query(request, page.next_after), "error": None}
+
+
 class Pages:
     def __init__(self, service: WebService) -> None:
         self.service = service
@@ -127,30 +139,25 @@ class Pages:
         query = request.query_params
         chosen = {name: query.get(name) or "" for name in FILTERS}
         states = [s for s in query.getlist("state") if s]
-        error = None
-        try:
-            page = await run_in_threadpool(
-                partial(
-                    self.service.list_jobs,
-                    states=tuple(states),
-                    after=query.get("after") or None,
-                    limit=50,
-                    **{name: value or None for name, value in chosen.items()},
-                )
-            )
-            found, next_after = page.jobs, page.next_after
-        except (Refused, ValueError) as refused:
-            found, next_after, error = [], None, str(refused)
+        listing = await read_page(
+            request,
+            partial(
+                self.service.list_jobs,
+                states=tuple(states),
+                after=_after(request),
+                limit=50,
+                **{name: value or None for name, value in chosen.items()},
+            ),
+            "jobs",
+        )
         return self.render(
             request,
             "jobs.html",
-            jobs=found,
             chosen=chosen,
             chosen_states=states,
             all_states=self.service.states,
-            next_query=next_query(request, next_after),
-            error=error,
             title="Jobs",
+            **listing,
         )
 
     async def job(self, request: Request) -> Response:
@@ -177,23 +184,9 @@ class Pages:
         )
 
     async def serial_groups(self, request: Request) -> Response:
-        groups: list[dict[str, Any]] = []
-        next_after, error = None, None
-        try:
-            page = await run_in_threadpool(
-                partial(self.service.serial_groups, after=_after(request))
-            )
-            groups, next_after = page.groups, page.next_after
-        except Refused as refused:
-            error = str(refused)
-        return self.render(
-            request,
-            "serial_groups.html",
-            groups=groups,
-            next_query=next_query(request, next_after),
-            error=error,
-            title="Serial groups",
-        )
+        read = partial(self.service.serial_groups, after=_after(request))
+        listing = await read_page(request, read, "groups")
+        return self.render(request, "serial_groups.html", title="Serial groups", **listing)
 
     async def serial_group(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -204,21 +197,9 @@ class Pages:
         return self.render(request, "serial_group.html", group=group, title=f"Serial group {name}")
 
     async def batches(self, request: Request) -> Response:
-        batches: list[dict[str, Any]] = []
-        next_after, error = None, None
-        try:
-            page = await run_in_threadpool(partial(self.service.batches, after=_after(request)))
-            batches, next_after = page.batches, page.next_after
-        except Refused as refused:
-            error = str(refused)
-        return self.render(
-            request,
-            "batches.html",
-            batches=batches,
-            next_query=next_query(request, next_after),
-            error=error,
-            title="Batches",
-        )
+        read = partial(self.service.batches, after=_after(request))
+        listing = await read_page(request, read, "batches")
+        return self.render(request, "batches.html", title="Batches", **listing)
 
     async def batch(self, request: Request) -> Response:
         batch_id = request.path_params["batch_id"]
@@ -228,24 +209,9 @@ class Pages:
             return self.render(
                 request, "missing.html", status=404, message=str(refused), title="Not found"
             )
-        jobs: list[dict[str, Any]] = []
-        next_after, error = None, None
-        try:
-            page = await run_in_threadpool(
-                partial(self.service.list_jobs, batch=batch_id, after=_after(request))
-            )
-            jobs, next_after = page.jobs, page.next_after
-        except Refused as refused:
-            error = str(refused)
-        return self.render(
-            request,
-            "batch.html",
-            batch=batch,
-            jobs=jobs,
-            next_query=next_query(request, next_after),
-            error=error,
-            title=f"Batch {batch_id}",
-        )
+        read = partial(self.service.list_jobs, batch=batch_id, after=_after(request))
+        listing = await read_page(request, read, "jobs")
+        return self.render(request, "batch.html", batch=batch, title=f"Batch {batch_id}", **listing)
 
 
 def page_routes(service: WebService) -> list[Route]:
