@@ -9,6 +9,8 @@ once they have waited ``record_delay``. See docs/guide/workers.md.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
 import signal
@@ -214,6 +216,7 @@ class _Running:
     deadline: float | None  # monotonic
     given_up: bool = False  # its outcome was recorded without it; its result is discarded
     started: float = field(default_factory=time.monotonic)
+    cancel: Callable[[], object] | None = None  # cancels an async job's task
 
 
 class Worker(WorkerControl):
@@ -261,6 +264,8 @@ class Worker(WorkerControl):
         self._claimer: DaemonThreads | None = None
         self._claiming: Future[Claimed] | None = None
         self._claiming_for: tuple[list[Performed], int] = ([], 0)
+        self._claim_started = 0.0
+        self._claim_seconds = 0.0  # recent average duration of a background claim
         self._made_due = False  # process(): recorded outcomes made other jobs due
 
     # -- the loop -------------------------------------------------------------------------
@@ -357,17 +362,14 @@ class Worker(WorkerControl):
         if self._stop.is_set():
             return
         if self._claimer is not None:
-            # Claim ahead while the buffer still feeds the slots.
-            if (
-                self._claiming is None
-                and self._news
-                and len(self._buffer) < self.options.concurrency
-                and (self._backlog or self._free() > len(self._buffer))
-                and self._may_claim()
-            ):
-                self._claim_in_background()
-            elif self._claiming is None and self._pending and self._record_due():
-                self._flush()
+            # Claim ahead while the buffer still feeds the slots; outcomes that waited long
+            # enough are recorded by the claiming thread too, so this one never stops
+            # starting jobs to write.
+            if self._claiming is None:
+                if self._news and self._short_of_jobs() and self._may_claim():
+                    self._claim_in_background()
+                elif self._pending and self._record_due():
+                    self._claim_in_background(record_only=True)
             if self._check_limits():
                 return
             self._wait()
@@ -427,18 +429,32 @@ class Worker(WorkerControl):
         self._took(claimed, pending, limit)
         return bool(claimed.jobs)
 
-    def _claim_in_background(self) -> None:
-        """:meth:`_claim` in the claiming thread; :meth:`_collect_claim` takes its result."""
+    def _short_of_jobs(self) -> bool:
+        """Whether to claim ahead now: the buffer would run dry before a claim returns
+        (the slots' rate times a claim's recent duration), and either a backlog waits or
+        free slots are not covered by the buffer."""
+        slots = self.options.concurrency
+        if self._backlog:
+            during_claim = slots * self._claim_seconds / max(self._job_seconds, 1e-6)
+            low_water = slots + min(int(during_claim), AUTO_BATCH_LIMIT)
+            return len(self._buffer) < low_water
+        return len(self._buffer) < slots and self._free() > len(self._buffer)
+
+    def _claim_in_background(self, record_only: bool = False) -> None:
+        """:meth:`_claim` in the claiming thread (or, ``record_only``, a write of the pending
+        outcomes alone); :meth:`_collect_claim` takes its result."""
         assert self._claimer is not None
         options = self.options
-        limit = self._batch()
+        limit = 0 if record_only else self._batch()
         if options.max_jobs is not None:
             limit = min(limit, options.max_jobs - self._claimed)
         pending, self._pending = self._pending, []
-        with self._changed:
-            self._news = False
+        if limit:
+            with self._changed:
+                self._news = False
         self.runner.release(pending)
         self._claiming_for = (pending, limit)
+        self._claim_started = time.monotonic()
         future = self._claimer.submit(self.source.claim, limit, pending, self._due_by)
         self._claiming = future
         future.add_done_callback(self._claim_done)
@@ -453,6 +469,9 @@ class Worker(WorkerControl):
             return
         pending, limit = self._claiming_for
         self._claiming, self._claiming_for = None, ([], 0)
+        if limit:
+            took = time.monotonic() - self._claim_started
+            self._claim_seconds += (took - self._claim_seconds) * 0.2
         try:
             claimed = future.result()
         except Refused:
@@ -467,11 +486,14 @@ class Worker(WorkerControl):
         self._took(claimed, pending, limit)
 
     def _took(self, claimed: Claimed, pending: list[Performed], limit: int) -> None:
-        """Count the outcomes a claim recorded and buffer the jobs it claimed."""
-        self.stats.cycles += 1
+        """Count the outcomes a claim recorded and buffer the jobs it claimed (a ``limit``
+        of 0: the outcomes were only recorded)."""
         self._made_due = self._made_due or claimed.made_due > 0
         for performed, final in zip(pending, claimed.recorded, strict=True):
             self._count(self.runner.finish(performed, final))
+        if not limit:
+            return
+        self.stats.cycles += 1
         self._buffer.extend(claimed.jobs)
         self._claimed += len(claimed.jobs)
         if claimed.jobs:
@@ -509,11 +531,14 @@ class Worker(WorkerControl):
         ):
             if (
                 self._pending
-                and self._claiming is None
+                and self._claimer is None
                 and time.monotonic() - self._pending_since >= self.options.record_delay
             ):
                 self._flush()  # a slow batch: do not hold earlier outcomes back
-            job = self._buffer.popleft()
+            try:
+                job = self._buffer.popleft()
+            except IndexError:  # a thread slot took the last one
+                break
             if self._lease_spent(job):
                 continue
             self._start(job)
@@ -524,11 +549,8 @@ class Worker(WorkerControl):
         started, since another worker may take it once the lease ends, but handed back
         (recorded with the next claim, refused by its fencing token if the lease is gone,
         and then rescued)."""
-        lease = job.lease
-        if lease is None:
-            return False
-        left = (lease.expires_at - self.clock()) / timedelta(milliseconds=1)
-        if left >= self.runner.lease_ms / 3:
+        left = self._lease_left_ms(job)
+        if left is None or left >= self.runner.lease_ms / 3:
             return False
         log.warning(
             "job %s: its lease ends in %d ms, before it could be renewed (the worker was "
@@ -540,25 +562,99 @@ class Worker(WorkerControl):
         self._add_pending(self.runner.abandoned(job, HANDED_BACK))
         return True
 
+    def _lease_left_ms(self, job: Job) -> float | None:
+        lease = job.lease
+        if lease is None:
+            return None
+        return (lease.expires_at - self.clock()) / timedelta(milliseconds=1)
+
     def _start(self, job: Job) -> None:
         runner = self.runner
         timeout = timeout_of(job)
-        deadline = None
-        if self._alarm is not None and not runner.is_async(job):
+        is_async = runner.is_async(job)
+        if self._alarm is not None and not is_async:
             self._run_inline(job, self._alarm, timeout)
             return
-        if runner.is_async(job):  # cancelled at its timeout by perform_async itself
-            future = runner.loop.submit(runner.perform_async(job, timeout))
-        else:
-            if self._threads is None:
-                self._threads = DaemonThreads(
-                    self.options.concurrency, "conveyor-job", on_exit=runner.host.release_thread
-                )
-            future = self._threads.submit(runner.perform, job)
-            if timeout is not None and runner.isolation is None:  # else the runner kills it
-                deadline = time.monotonic() + timeout
-        self._running[job.id] = _Running(job, future, timeout, deadline)
-        future.add_done_callback(lambda _: self._completed(job.id))
+        running = self._entry(job, timeout, is_async)
+        self._running[job.id] = running
+        if is_async:  # cancelled at its timeout by perform_async itself
+            runner.loop.submit(self._run_task_slot(running))
+            return
+        if self._threads is None:
+            self._threads = DaemonThreads(
+                self.options.concurrency, "conveyor-job", on_exit=runner.host.release_thread
+            )
+        self._threads.submit(self._run_thread_slot, running)
+
+    def _entry(self, job: Job, timeout: float | None, is_async: bool) -> _Running:
+        """The running entry of a job about to start in a slot."""
+        future: Future[Performed] = Future()
+        future.set_running_or_notify_cancel()  # a thread is never cancelled; a task by .cancel
+        deadline = None
+        if not is_async and timeout is not None and self.runner.isolation is None:
+            deadline = time.monotonic() + timeout  # else the runner kills its process
+        return _Running(job, future, timeout, deadline)
+
+    # A slot, once started, runs the buffered jobs of its kind one after the other: a slot
+    # that frees is filled at once by its own thread or task, not when the coordinating thread
+    # next gets its turn (with many slots busy it would wait for the interpreter lock).
+
+    def _run_thread_slot(self, running: _Running) -> None:
+        perform = self.runner.perform
+        next_up: _Running | None = running
+        while next_up is not None:
+            running = next_up
+            try:
+                running.future.set_result(perform(running.job))
+            except BaseException as error:
+                running.future.set_exception(error)
+            next_up = self._ended(running, is_async=False)
+
+    async def _run_task_slot(self, running: _Running) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        cancel = functools.partial(asyncio.get_running_loop().call_soon_threadsafe, task.cancel)
+        perform = self.runner.perform_async
+        next_up: _Running | None = running
+        while next_up is not None:
+            running = next_up
+            running.cancel = cancel
+            try:
+                running.future.set_result(await perform(running.job, running.timeout))
+            except asyncio.CancelledError as error:  # given up (a stop's grace period ended)
+                running.future.set_exception(error)
+                self._ended(running, is_async=True, go_on=False)
+                raise
+            except BaseException as error:
+                running.future.set_exception(error)
+            next_up = self._ended(running, is_async=True)
+
+    def _ended(self, running: _Running, is_async: bool, go_on: bool = True) -> _Running | None:
+        """A slot's job ended: tell the coordinating thread, and take the slot's next job."""
+        with self._changed:
+            self._done.append(running.job.id)
+            next_up = self._next_for_slot(is_async) if go_on else None
+            self._changed.notify_all()
+        return next_up
+
+    def _next_for_slot(self, is_async: bool) -> _Running | None:
+        """The buffered job a freed slot runs next (``_changed`` held): one of the slot's kind
+        that the coordinating thread would start as it is."""
+        if self._stop.is_set():
+            return None
+        try:
+            job = self._buffer.popleft()
+        except IndexError:
+            return None
+        left = self._lease_left_ms(job)
+        if self.runner.is_async(job) != is_async or (
+            left is not None and left < self.runner.lease_ms / 3
+        ):
+            self._buffer.appendleft(job)  # the coordinating thread starts or hands it back
+            return None
+        running = self._entry(job, timeout_of(job), is_async)
+        self._running[job.id] = running
+        return running
 
     def _run_inline(self, job: Job, alarm: Alarm, timeout: float | None) -> None:
         """Run a sync job in this thread; the alarm ends it at its timeout, or when a stop's
@@ -593,11 +689,6 @@ class Worker(WorkerControl):
     def _arm_grace(self, alarm: Alarm) -> None:
         grace = 0.0 if self._hurried.is_set() else self.options.grace_period
         alarm.arm(grace, HANDED_BACK)
-
-    def _completed(self, job_id: str) -> None:
-        with self._changed:
-            self._done.append(job_id)
-            self._changed.notify_all()
 
     def _wake(self) -> None:
         with self._changed:
@@ -656,7 +747,7 @@ class Worker(WorkerControl):
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
-        for running in self._running.values():
+        for running in list(self._running.values()):  # thread slots add to it
             if running.given_up or running.deadline is None or now < running.deadline:
                 continue
             self._give_up(running, timed_out(running.timeout or 0))
@@ -666,7 +757,8 @@ class Worker(WorkerControl):
         the thread ends (a thread cannot be killed), and what it returns is discarded: the
         job's lease token is no longer current (LEASE-007)."""
         running.given_up = True
-        running.future.cancel()  # an async task is cancelled; a thread runs on
+        if running.cancel is not None:  # an async task is cancelled; a thread runs on
+            running.cancel()
         if self.runner.isolation is not None:  # a handler process is killed
             self.runner.isolation.kill(running.job.id)
         self.runner.heartbeat.release(running.job.id)
@@ -721,7 +813,8 @@ class Worker(WorkerControl):
         timeout = self.options.idle_delay
         if self._pending and self._claiming is None:  # (with a claim in flight, its end)
             timeout = min(timeout, self._pending_since + self.options.record_delay - now)
-        deadlines = [r.deadline for r in self._running.values() if r.deadline and not r.given_up]
+        running = list(self._running.values())  # slots add to it
+        deadlines = [r.deadline for r in running if r.deadline and not r.given_up]
         if deadlines:
             timeout = min(timeout, min(deadlines) - now)
         if self._next_rescue is not None:
@@ -813,12 +906,13 @@ class Worker(WorkerControl):
             self._collect_claim(wait=True)  # a claim in flight: its jobs are handed back too
         except Exception:
             log.exception("the last claim failed while the worker stopped")
-        for job in self._buffer:
+        with self._changed:  # no thread slot takes one from now on: the stop is set
+            buffered, self._buffer = list(self._buffer), deque()
+        for job in buffered:
             self._add_pending(self.runner.abandoned(job, HANDED_BACK))
-        self._buffer.clear()
         deadline = time.monotonic() + self.options.grace_period
         while self._running and time.monotonic() < deadline and not self._hurried.is_set():
-            if not [r for r in self._running.values() if not r.given_up]:
+            if not [r for r in list(self._running.values()) if not r.given_up]:
                 break
             with self._changed:
                 if not self._done:
