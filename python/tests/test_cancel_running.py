@@ -258,3 +258,58 @@ def test_job_cancelled_without_a_request_is_a_temporary_error(app: Conveyor) -> 
     assert job.state == "temporarily_failed"
     assert conveyor.cancel_requested() is False
     conveyor.check_cancelled()  # outside a handler: nothing to raise
+
+
+def test_a_cancel_request_that_arrives_after_the_handler_ended_leaves_the_task_alone() -> None:
+    """The handler runs in the slot's own task, which goes on to the next job: a request
+    delivered once the handler's block ended must not cancel that task."""
+    from conveyor.cancellation import Cancellation
+
+    async def scenario() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        cancellation = Cancellation("job", 1)
+        with cancellation.cancelling(task):
+            await asyncio.sleep(0)
+            cancellation.request()  # its delivery is queued on the loop: it runs after the block
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return task.cancelling()
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_a_handler_that_swallows_the_cancel_leaves_none_for_the_next_job(app: Conveyor) -> None:
+    """The next job of the same slot (the same task) runs as if no cancel had come."""
+    started = threading.Event()
+    seen: dict[str, int] = {}
+
+    @app.handler("swallow")
+    async def swallow() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass
+        return "kept"
+
+    @app.handler("next")
+    async def next_job() -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        seen["cancelling"] = task.cancelling()
+        await asyncio.sleep(0.01)  # would raise if a cancel were still pending
+        return "ran"
+
+    first = app.publish("swallow")
+    second = app.publish("next")
+    worker = app.worker(batch_size=2, stop_when_empty=True, handle_signals=False)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert started.wait(10)
+    app.cancel(first.id)
+    thread.join(20)
+    assert not thread.is_alive()
+    assert app.get(first.id).state == "finished"  # CANCEL-004: the last request's success
+    assert (app.get(second.id).state, app.get(second.id).result) == ("finished", "ran")
+    assert seen == {"cancelling": 0}

@@ -770,3 +770,21 @@ def test_lock_message_masks_the_password(tmp_path: Path) -> None:
         assert (tmp_path / "a.db.process.nightly.lock").exists()
     finally:
         app.close()
+
+
+def test_consume_with_slots_shortens_the_switch_interval(
+    runner: CliRunner, app_module: AppModule
+) -> None:
+    app_module.app.publish("ok")
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        run(runner, "--app", app_module.spec, "consume", "--jobs", "1", "--concurrency", "2")
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        app_module.app.publish("ok")
+        run(
+            runner, "--app", app_module.spec, "consume", "--jobs", "1", "--switch-interval", "0.002"
+        )
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)

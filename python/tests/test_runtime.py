@@ -549,3 +549,22 @@ def test_process_runs_the_work_its_own_outcomes_made_due(make_app: AppFactory) -
     assert completed == ["done"]
     assert stats.outcomes == {"finished": 4}
     assert {job.state for job in app.jobs()} == {"finished"}
+
+
+def test_a_memory_reading_is_reused_within_its_age_and_read_again_after() -> None:
+    """Workers with several slots reuse a recent reading (the read releases the interpreter
+    lock); at concurrency 1 each job reads its own."""
+    from conveyor.execution import resident_memory
+
+    first = resident_memory()
+    grown = bytearray(64 * 1024 * 1024)  # touched: resident
+    grown[::4096] = b"x" * len(grown[::4096])
+    assert resident_memory(max_age=3600) == first
+    assert resident_memory() > first + 32 * 1024 * 1024
+    del grown
+
+
+def test_a_worker_with_slots_reuses_memory_readings(app: Conveyor) -> None:
+    app.register("ok", lambda: None)
+    assert app.worker(concurrency=4, handle_signals=False).runner.memory_age > 0
+    assert app.worker(handle_signals=False).runner.memory_age == 0

@@ -27,7 +27,8 @@ class Cancellation:
         self.token = token
         self._requested = threading.Event()
         self._lock = threading.Lock()
-        self._tasks: list[asyncio.Task[object]] = []
+        self._tasks: list[asyncio.Task[object]] = []  # running the handler now
+        self._delivered: list[asyncio.Task[object]] = []  # of those, cancelled by the request
 
     @property
     def requested(self) -> bool:
@@ -51,7 +52,21 @@ class Cancellation:
             self._requested.set()
             tasks = list(self._tasks)
         for task in tasks:
-            task.get_loop().call_soon_threadsafe(task.cancel)
+            task.get_loop().call_soon_threadsafe(self._deliver, task)
+
+    def _deliver(self, task: asyncio.Task[object]) -> None:
+        """Cancel ``task`` (on its loop) if it still runs the handler: the task goes on to
+        other work once the handler's block ended, and that must not be cancelled."""
+        with self._lock:
+            if task not in self._tasks or task in self._delivered:
+                return
+            self._delivered.append(task)
+        task.cancel()
+
+    def delivered(self, task: asyncio.Task[object]) -> bool:
+        """Whether the request cancelled ``task`` (within :meth:`cancelling`)."""
+        with self._lock:
+            return task in self._delivered
 
     @contextmanager
     def cancelling(self, task: asyncio.Task[object]) -> Iterator[None]:
@@ -60,12 +75,14 @@ class Cancellation:
             self._tasks.append(task)
             already = self._requested.is_set()
         if already:
-            task.cancel()
+            self._deliver(task)
         try:
             yield
         finally:
             with self._lock:
                 self._tasks.remove(task)
+                if task in self._delivered:
+                    self._delivered.remove(task)
 
 
 class Cancellations:

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import math
 import os
 import resource
 import time
@@ -116,14 +117,30 @@ def classify(error: BaseException) -> Report:
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _STATM: dict[int, int] = {}  # pid -> descriptor of that process's /proc/self/statm
+_last_reading = (-math.inf, 0)  # (monotonic time, bytes) of the latest reading
 
 
-def resident_memory() -> int:
+def resident_memory(max_age: float = 0.0) -> int:
     """Resident set size in bytes (Linux /proc; falls back to the peak elsewhere).
 
     Read twice per job, so the file stays open and is re-read in place (pread) rather than
     opened each time; a forked child opens its own, since /proc/self was resolved at open.
+    A reading at most ``max_age`` seconds old is reused: the read releases the interpreter
+    lock, and with many jobs at once each job would wait to take it back (and a reading per
+    job says little when many jobs share the process).
     """
+    global _last_reading  # noqa: PLW0603 - one tuple, replaced whole
+    now = time.monotonic()
+    if max_age > 0:
+        taken, value = _last_reading
+        if now - taken < max_age:
+            return value
+    value = _read_resident_memory()
+    _last_reading = (now, value)
+    return value
+
+
+def _read_resident_memory() -> int:
     try:
         pid = os.getpid()
         if pid not in _STATM:
@@ -257,6 +274,9 @@ class JobRunner:
         # Sync handlers run in handler processes instead of the calling thread (workers only).
         self.isolation: Isolation | None = None
         self.cancellations = cancellations or Cancellations()
+        # Seconds a memory reading of the process may be reused (see resident_memory); a
+        # worker with many slots sets it, so each job's reading costs no system call.
+        self.memory_age = 0.0
 
     def run(self, job: Job) -> Executed:
         """Run the job in this thread and record its outcome (direct execution). A sync
@@ -352,7 +372,7 @@ class JobRunner:
         # Held until its outcome is recorded (release): a worker may record it later, with
         # the rest of its batch, and the lease must not lapse meanwhile.
         self.heartbeat.hold(job.id, job.lease.token, self.lease_ms)
-        return job.lease.token, time.monotonic(), resident_memory()
+        return job.lease.token, time.monotonic(), resident_memory(self.memory_age)
 
     def _performed(
         self, job: Job, current: Job, report: Report, started: float, memory_before: int
@@ -362,7 +382,7 @@ class JobRunner:
             "pid": os.getpid(),
             "worker_id": self.worker_id,
             "memory_before": memory_before,
-            "memory_after": resident_memory(),
+            "memory_after": resident_memory(self.memory_age),
             "memory_peak": peak_memory(),
             "duration_ms": int((time.monotonic() - started) * 1000),
             "start_delay_ms": start_delay_ms(job),
@@ -719,18 +739,27 @@ class _Stopped(Exception):
 
 
 async def _cancellable(call: HandlerCall, cancellation: Cancellation) -> Any:
-    """Await an async handler in a task of its own, which a cancel request cancels.
+    """Await an async handler in the running task, which a cancel request cancels.
 
     The handler sees ``asyncio.CancelledError`` at its next suspension point; if it lets it
-    out, the attempt ends :class:`_Stopped`. A cancellation of the caller's own task (the
+    out, the attempt ends :class:`_Stopped`. A cancellation of the task by anything else (the
     worker stopping, a timeout) is passed on unchanged, as is a handler that swallows the
-    error and returns (its outcome then stands, CANCEL-004)."""
-    task: asyncio.Task[Any] = asyncio.ensure_future(call.function(*call.args, **call.kwargs))
+    error and returns (its outcome then stands, CANCEL-004). The handler runs in the caller's
+    task, not a task of its own: that would cost each job two more turns of the loop."""
+    task = asyncio.current_task()
+    assert task is not None
     with cancellation.cancelling(task):
+        taken_back = False  # the request's cancel, once delivered, is taken back exactly once
         try:
-            return await task
+            return await call.function(*call.args, **call.kwargs)
         except asyncio.CancelledError:
-            outer = asyncio.current_task()
-            if task.cancelled() and cancellation.requested and not (outer and outer.cancelling()):
-                raise _Stopped from None
+            if cancellation.delivered(task):
+                taken_back = True
+                if task.uncancel() == 0:
+                    raise _Stopped from None  # the request's cancel alone
             raise
+        finally:
+            # A handler that swallowed the request's cancel (returned, or raised something
+            # else) leaves it pending on the task, which goes on to other work.
+            if not taken_back and cancellation.delivered(task):
+                task.uncancel()

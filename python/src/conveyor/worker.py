@@ -54,6 +54,9 @@ LONGEST_RESCUE_INTERVAL = 30.0
 PREFETCH_SECONDS = 0.1
 AUTO_BATCH_LIMIT = 100
 ISOLATIONS = ("thread", "process")
+# With several slots, the process's memory is read at most this often (seconds): the jobs'
+# execution records and the memory limit reuse a reading this recent.
+SHARED_MEMORY_READING_AGE = 0.05
 
 
 def default_worker_id() -> str:
@@ -235,6 +238,8 @@ class Worker(WorkerControl):
         self.presence = presence  # the worker's record in the store (presence.py)
         self.source = source
         self.runner = runner
+        if options.concurrency > 1:
+            runner.memory_age = SHARED_MEMORY_READING_AGE
         self.clock = clock
         lease_s = runner.lease_ms / 1000
         self.rescue_interval = options.rescue_interval or min(lease_s / 2, LONGEST_RESCUE_INTERVAL)
@@ -772,7 +777,7 @@ class Worker(WorkerControl):
         if (
             options.memory_limit is not None
             and options.isolation == "thread"  # else it is each handler process's limit
-            and resident_memory() > options.memory_limit
+            and resident_memory(self.runner.memory_age) > options.memory_limit
         ):
             self.stop(f"memory above {options.memory_limit} bytes")
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
@@ -51,6 +52,10 @@ single_id_option = click.option(
     metavar="ID",
     help="Name of this instance: instances with different ids may run at the same time.",
 )
+# consume --concurrency above 1: the interpreter's switch interval (seconds). Python's own 5 ms
+# is long for slots that wait on I/O: a job whose wait ended waits up to that long for the
+# interpreter lock while the worker's claiming thread runs (docs/guide/workers.md).
+SLOTS_SWITCH_INTERVAL = 0.001
 concurrency_option = click.option(
     "-c",
     "--concurrency",
@@ -234,6 +239,14 @@ def _stop_on_signals(worker: WorkerControl) -> Callable[[], None]:
     help="Refuse to start while another consumer with this id runs on the store (default: no "
     "such lock; any number of consumers may run).",
 )
+@click.option(
+    "--switch-interval",
+    type=click.FloatRange(min=0.0001),
+    metavar="SECONDS",
+    help="The interpreter's thread switch interval in this process (sys.setswitchinterval; "
+    f"default: {SLOTS_SWITCH_INTERVAL:g} with --concurrency above 1, else Python's own 0.005). "
+    "A shorter one lets a job whose wait ended take the interpreter lock back sooner.",
+)
 @startup_wait_option
 @quiet_option
 @pass_state
@@ -252,6 +265,7 @@ def consume(
     rescue_interval: float | None,
     prefetch: int | None,
     single_id: str | None,
+    switch_interval: float | None,
     startup_wait: float,
     quiet: bool,
 ) -> None:
@@ -264,6 +278,10 @@ def consume(
     """
     app = state.worker_app("consume")
     _setup_logging()
+    if switch_interval is None and concurrency > 1:
+        switch_interval = SLOTS_SWITCH_INTERVAL
+    if switch_interval is not None:
+        sys.setswitchinterval(switch_interval)
     _open_store(app, startup_wait)
     worker = app.worker(
         queues=queues,
