@@ -25,31 +25,40 @@ class Cancellation:
     def __init__(self, job_id: str, token: int) -> None:
         self.job_id = job_id
         self.token = token
-        self._requested = threading.Event()
+        self._requested = False
+        self._event: threading.Event | None = None  # made for the first wait: most never do
         self._lock = threading.Lock()
         self._tasks: list[asyncio.Task[object]] = []  # running the handler now
         self._delivered: list[asyncio.Task[object]] = []  # of those, cancelled by the request
 
     @property
     def requested(self) -> bool:
-        return self._requested.is_set()
+        return self._requested
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until a cancel is requested or ``timeout`` seconds passed; True when it
         was: a handler that waits between steps waits here instead of sleeping."""
-        return self._requested.wait(timeout)
+        with self._lock:
+            if self._event is None:
+                self._event = threading.Event()
+                if self._requested:
+                    self._event.set()
+            event = self._event
+        return event.wait(timeout)
 
     def check(self) -> None:
         """Raise :class:`JobCancelled` when a cancel was requested."""
-        if self._requested.is_set():
+        if self._requested:
             raise JobCancelled(f"job {self.job_id} was cancelled while it ran")
 
     def request(self) -> None:
         """Mark the attempt cancelled (from any thread) and cancel its async handler's task."""
         with self._lock:
-            if self._requested.is_set():
+            if self._requested:
                 return
-            self._requested.set()
+            self._requested = True
+            if self._event is not None:
+                self._event.set()
             tasks = list(self._tasks)
         for task in tasks:
             task.get_loop().call_soon_threadsafe(self._deliver, task)
@@ -73,7 +82,7 @@ class Cancellation:
         """While the block runs, a request cancels ``task`` (called on ``task``'s loop)."""
         with self._lock:
             self._tasks.append(task)
-            already = self._requested.is_set()
+            already = self._requested
         if already:
             self._deliver(task)
         try:

@@ -118,6 +118,7 @@ def classify(error: BaseException) -> Report:
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _STATM: dict[int, int] = {}  # pid -> descriptor of that process's /proc/self/statm
 _last_reading = (-math.inf, 0)  # (monotonic time, bytes) of the latest reading
+_last_peak = (-math.inf, 0)  # the same, of peak_memory
 
 
 def resident_memory(max_age: float = 0.0) -> int:
@@ -153,8 +154,18 @@ def _read_resident_memory() -> int:
         return peak_memory()
 
 
-def peak_memory() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def peak_memory(max_age: float = 0.0) -> int:
+    """The process's peak resident set size in bytes; a reading at most ``max_age`` seconds
+    old is reused (getrusage sums over every thread of the process)."""
+    global _last_peak  # noqa: PLW0603 - one tuple, replaced whole
+    now = time.monotonic()
+    if max_age > 0:
+        taken, value = _last_peak
+        if now - taken < max_age:
+            return value
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    _last_peak = (now, value)
+    return value
 
 
 class RunnerHost(Protocol):
@@ -383,7 +394,7 @@ class JobRunner:
             "worker_id": self.worker_id,
             "memory_before": memory_before,
             "memory_after": resident_memory(self.memory_age),
-            "memory_peak": peak_memory(),
+            "memory_peak": peak_memory(self.memory_age),
             "duration_ms": int((time.monotonic() - started) * 1000),
             "start_delay_ms": start_delay_ms(job),
         }

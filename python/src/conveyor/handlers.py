@@ -119,8 +119,14 @@ class Handler:
         if isinstance(payload, dict):
             return signature.bind(*prefix, **payload)
         if payload is None:
-            return signature.bind(*prefix)
+            return self._bound_to_nothing if not prefix else signature.bind(*prefix)
         return signature.bind(*prefix, payload)
+
+    @functools.cached_property
+    def _bound_to_nothing(self) -> inspect.BoundArguments:
+        """The binding of a job without payload, made once (its ``args`` and ``kwargs`` are
+        new objects at each access); a handler that needs arguments raises each time."""
+        return self.signature.bind()
 
 
 class HandlerRegistry:

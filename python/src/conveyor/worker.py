@@ -639,7 +639,14 @@ class Worker(WorkerControl):
         with self._changed:
             self._done.append(running.job.id)
             next_up = self._next_for_slot(is_async) if go_on else None
-            self._changed.notify_all()
+            # Wake the coordinating thread when it has something to do: a free slot, a claim
+            # to start, or enough outcomes to collect; not once per job.
+            if (
+                next_up is None
+                or len(self._done) >= self.options.concurrency
+                or (self._claiming is None and self._short_of_jobs())
+            ):
+                self._changed.notify_all()
         return next_up
 
     def _next_for_slot(self, is_async: bool) -> _Running | None:
