@@ -369,6 +369,17 @@ def io_benchmark(args: argparse.Namespace, chosen: list[Any], run: Any) -> dict[
                 sized(top),
             )
         )
+        # Its default runs every fetched job at once, with no limit: the same process held
+        # to Conveyor's top concurrency, labelled, for a comparison at equal slots.
+        plans.append(
+            (
+                f"pgqueuer, async def, 1 process, --max-concurrent-tasks {top}",
+                by_key["pgqueuer"],
+                ("--max-concurrent-tasks", str(top)),
+                "asleep",
+                sized(top),
+            )
+        )
     timeout = args.timeout or 180.0
     results: dict[str, Any] = {}
     for round_number in range(1, args.rounds + 1):

@@ -9,6 +9,7 @@ request without telling this process, so only the heartbeat can carry it. No sle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from datetime import timedelta
 from typing import Any
@@ -287,10 +288,8 @@ def test_a_handler_that_swallows_the_cancel_leaves_none_for_the_next_job(app: Co
     @app.handler("swallow")
     async def swallow() -> str:
         started.set()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            pass
         return "kept"
 
     @app.handler("next")

@@ -152,18 +152,30 @@ def test_one_worker_runs_sync_and_async_jobs_at_once(app: Conveyor) -> None:
     assert peak == 8
 
 
+class _Occupancy:
+    """Counts the jobs inside it at once, and the most it saw."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self._guard = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._guard:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+
+    def __exit__(self, *_: object) -> None:
+        with self._guard:
+            self.running -= 1
+
+
 def test_concurrency_never_exceeds_its_slots(app: Conveyor) -> None:
-    running = 0
-    peak = 0
-    guard = threading.Lock()
+    slots = _Occupancy()
 
     def work() -> None:
-        nonlocal running, peak
-        with guard:
-            running += 1
-            peak = max(peak, running)
-        with guard:
-            running -= 1
+        with slots:
+            pass
 
     app.register("work", work)
     with app.bulk():
@@ -173,7 +185,34 @@ def test_concurrency_never_exceeds_its_slots(app: Conveyor) -> None:
         concurrency=3, batch_size=10, stop_when_empty=True, handle_signals=False
     ).run()
     assert stats.jobs == 60
-    assert peak <= 3
+    assert 1 <= slots.peak <= 3
+
+
+def test_slots_of_both_kinds_share_the_buffer_without_exceeding_the_concurrency(
+    app: Conveyor,
+) -> None:
+    """A freed slot runs the next buffered job of its own kind; one of the other kind is left
+    to the coordinating thread, and the two kinds together never exceed the slots."""
+    slots = _Occupancy()
+
+    def blocking() -> None:
+        with slots:
+            time.sleep(0.001)
+
+    async def awaiting() -> None:
+        with slots:
+            await asyncio.sleep(0.001)
+
+    app.register("blocking", blocking)
+    app.register("awaiting", awaiting)
+    with app.bulk():
+        for n in range(60):
+            app.publish("awaiting" if n % 3 else "blocking")
+    stats = app.worker(
+        concurrency=3, batch_size=12, stop_when_empty=True, handle_signals=False
+    ).run()
+    assert stats.outcomes == {"finished": 60}
+    assert 1 <= slots.peak <= 3
 
 
 def test_max_jobs_counts_jobs_not_claims(app: Conveyor) -> None:
