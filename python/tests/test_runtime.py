@@ -593,12 +593,18 @@ def test_process_runs_the_work_its_own_outcomes_made_due(make_app: AppFactory) -
 def test_a_memory_reading_is_reused_within_its_age_and_read_again_after() -> None:
     """Workers with several slots reuse a recent reading (the read releases the interpreter
     lock); at concurrency 1 each job reads its own."""
-    from conveyor.execution import resident_memory
+    from conveyor.execution import RecentReading, resident_memory
+
+    reads = iter(range(1, 100))
+    reading = RecentReading(lambda: next(reads))
+    assert reading() == 1
+    assert reading(max_age=3600) == 1  # reused: no read
+    assert reading() == 2  # no age accepted: read again
+    assert reading(max_age=1e-9) == 3  # older than accepted: read again
 
     first = resident_memory()
     grown = bytearray(64 * 1024 * 1024)  # touched: resident
     grown[::4096] = b"x" * len(grown[::4096])
-    assert resident_memory(max_age=3600) == first
     assert resident_memory() > first + 32 * 1024 * 1024
     del grown
 

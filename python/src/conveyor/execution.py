@@ -117,31 +117,33 @@ def classify(error: BaseException) -> Report:
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _STATM: dict[int, int] = {}  # pid -> descriptor of that process's /proc/self/statm
-_last_reading = (-math.inf, 0)  # (monotonic time, bytes) of the latest reading
-_last_peak = (-math.inf, 0)  # the same, of peak_memory
 
 
-def resident_memory(max_age: float = 0.0) -> int:
+class RecentReading:
+    """A reading of the process (a number) that callers may take from a recent one: each
+    call says how old a reading it accepts, so the same reader serves a worker with many
+    slots (which reuses readings) and one that wants each job's own."""
+
+    def __init__(self, read: Callable[[], int]) -> None:
+        self._read = read
+        self._last = (-math.inf, 0)  # (monotonic time, value): one tuple, replaced whole
+
+    def __call__(self, max_age: float = 0.0) -> int:
+        now = time.monotonic()
+        taken, value = self._last
+        if max_age > 0 and now - taken < max_age:
+            return value
+        value = self._read()
+        self._last = (now, value)
+        return value
+
+
+def _read_resident_memory() -> int:
     """Resident set size in bytes (Linux /proc; falls back to the peak elsewhere).
 
     Read twice per job, so the file stays open and is re-read in place (pread) rather than
     opened each time; a forked child opens its own, since /proc/self was resolved at open.
-    A reading at most ``max_age`` seconds old is reused: the read releases the interpreter
-    lock, and with many jobs at once each job would wait to take it back (and a reading per
-    job says little when many jobs share the process).
     """
-    global _last_reading  # noqa: PLW0603 - one tuple, replaced whole
-    now = time.monotonic()
-    if max_age > 0:
-        taken, value = _last_reading
-        if now - taken < max_age:
-            return value
-    value = _read_resident_memory()
-    _last_reading = (now, value)
-    return value
-
-
-def _read_resident_memory() -> int:
     try:
         pid = os.getpid()
         if pid not in _STATM:
@@ -151,21 +153,19 @@ def _read_resident_memory() -> int:
             _STATM[pid] = os.open("/proc/self/statm", os.O_RDONLY)
         return int(os.pread(_STATM[pid], 128, 0).split()[1]) * _PAGE_SIZE
     except OSError:
-        return peak_memory()
+        return _read_peak_memory()
 
 
-def peak_memory(max_age: float = 0.0) -> int:
-    """The process's peak resident set size in bytes; a reading at most ``max_age`` seconds
-    old is reused (getrusage sums over every thread of the process)."""
-    global _last_peak  # noqa: PLW0603 - one tuple, replaced whole
-    now = time.monotonic()
-    if max_age > 0:
-        taken, value = _last_peak
-        if now - taken < max_age:
-            return value
-    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    _last_peak = (now, value)
-    return value
+def _read_peak_memory() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# The process's resident and peak memory in bytes; ``max_age`` seconds: a reading that
+# recent is reused. Reading /proc releases the interpreter lock, and with many jobs at once
+# each job would wait to take it back; getrusage sums over every thread of the process; and a
+# reading per job says little when many jobs share the process.
+resident_memory = RecentReading(_read_resident_memory)
+peak_memory = RecentReading(_read_peak_memory)
 
 
 class RunnerHost(Protocol):
@@ -772,5 +772,5 @@ async def _cancellable(call: HandlerCall, cancellation: Cancellation) -> Any:
         finally:
             # A handler that swallowed the request's cancel (returned, or raised something
             # else) leaves it pending on the task, which goes on to other work.
-            if not taken_back and cancellation.delivered(task):
+            if not taken_back and cancellation.requested and cancellation.delivered(task):
                 task.uncancel()
