@@ -110,3 +110,80 @@ def test_a_lost_connection_is_invalidated_and_the_next_transaction_reconnects(
 
 def _range() -> PriorityRange:
     return PriorityRange.parse(None)
+
+
+def test_a_lone_outcome_that_ends_its_job_carries_its_notice_in_its_write(
+    pg_app: Conveyor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RESULT-004's notice rides on the outcome's own write: one statement, not two."""
+    import psycopg
+
+    sent: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def recording(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(" ".join(str(query).split()))
+        return execute(cursor, query, *args, **kwargs)
+
+    job = pg_app.publish("noop")
+    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+    assert pg_app.process(limit=1).jobs == 1
+    monkeypatch.undo()
+    assert pg_app.get(job.id).state == "finished"
+    writes = [s for s in sent if s.startswith("WITH written AS (UPDATE")]
+    assert len(writes) == 1
+    assert "pg_notify" in writes[0]
+    assert not [s for s in sent if s.startswith("SELECT pg_notify")], sent
+
+
+def test_a_single_publish_is_one_statement_without_begin_or_commit(
+    pg_app: Conveyor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that needs no other row is inserted in autocommit, its wake-up in the same
+    statement; a tagged one still takes a transaction, and the connection's transactions
+    still roll back afterwards."""
+    import psycopg
+
+    commits: list[bool] = []
+    commit = psycopg.Connection.commit
+
+    def counting(connection: Any) -> None:
+        commits.append(True)
+        commit(connection)
+
+    monkeypatch.setattr(psycopg.Connection, "commit", counting)
+    alone = pg_app.publish("noop")
+    assert commits == []
+    tagged = pg_app.publish("noop", tags=["mail"])
+    assert commits == [True]
+    monkeypatch.undo()
+    assert [pg_app.get(job.id).state for job in (alone, tagged)] == ["ready", "ready"]
+    store: Any = pg_app.store
+
+    def delete_then_fail() -> None:
+        with store.transaction() as tx:
+            tx.connection.execute(store.tables.jobs.delete())
+            raise RuntimeError("roll back")
+
+    with pytest.raises(RuntimeError):
+        delete_then_fail()
+    assert len(pg_app.jobs()) == 2
+
+
+def test_a_single_publish_on_a_lost_connection_raises_and_the_next_reconnects(
+    pg_app: Conveyor,
+) -> None:
+    store: Any = pg_app.store
+    pg_app.publish("noop")
+    with store.transaction() as tx:
+        pid = tx.connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    killer = create_engine(POSTGRES_URL)
+    with killer.connect() as connection:
+        connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    killer.dispose()
+    with pytest.raises(OperationalError) as raised:
+        pg_app.publish("noop")
+    assert raised.value.connection_invalidated
+    job = pg_app.publish("noop")
+    assert [found.id for found in pg_app.jobs()][-1] == job.id
+    assert len(pg_app.jobs()) == 2

@@ -429,7 +429,12 @@ class Conveyor:
     def _store_jobs(self, jobs: Sequence[Job], connection: Any = None) -> list[Job]:
         with around(self.hooks.around_publish, Publishing(list(jobs))) as publishing:
             publish = self.operations.publish(publishing.jobs, self.now())
-            if connection is not None:
+            alone = None
+            if connection is None and len(publishing.jobs) == 1:
+                alone = self.lifecycle.publish_alone(self.store, publishing.jobs[0])
+            if alone is not None:
+                outcome = alone
+            elif connection is not None:
                 outcome = publish(self._joined(connection))
             else:
                 with self.store.transaction() as tx:

@@ -33,6 +33,7 @@ from .store.base import (
     Candidate,
     ClaimQuery,
     StateSets,
+    Store,
     Transaction,
     UniqueClaim,
     claim_expiry,
@@ -168,6 +169,16 @@ class Lifecycle:
             latest.get(job.id, job) if job.conflict in _STORED else job for job in stored
         ]
         return outcome
+
+    @staticmethod
+    def publish_alone(store: Store, job: Job) -> Outcome | None:
+        """:meth:`publish` of one job that no rule reads another row for (no dependencies,
+        batch or unique key), by the store's self-committing insert where it has one; None
+        otherwise, and the caller publishes in a transaction."""
+        if job.depends_on or job.batch_id is not None or job.unique_key:
+            return None
+        stored = store.insert_alone(job)
+        return None if stored is None else Outcome(jobs=[stored])
 
     def _insert(self, tx: Transaction, jobs: Sequence[Job], now: datetime) -> list[Job]:
         """Insert jobs in order, each job with a unique key only when its key's claim is not

@@ -351,6 +351,13 @@ class Store(Protocol):
         """
         ...
 
+    def insert_alone(self, job: Job) -> Job | None:
+        """Store one new job that needs no other row (no dependencies, batch, unique key or
+        tags) by one statement that commits by itself, where the store can: a single publish
+        then saves the round trips of BEGIN and COMMIT. Returns the job as stored, or None
+        where the store cannot (the caller then publishes in a transaction)."""
+        ...
+
     def wait_for_work(self, timeout: float, ready: Callable[[], None] | None = None) -> bool:
         """Block up to ``timeout`` seconds; return True early when new work may be claimable.
 

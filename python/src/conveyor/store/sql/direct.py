@@ -12,10 +12,10 @@ connection is invalidated, exactly as when SQLAlchemy runs the statement.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Boolean, Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 
@@ -24,6 +24,8 @@ from sqlalchemy.sql.expression import Executable
 class Compiled:
     sql: str
     keys: tuple[str, ...]  # result columns, in order
+    # Values the statement carries itself (a literal SQLAlchemy made a parameter of).
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 class DirectStatements:
@@ -56,7 +58,9 @@ class DirectStatements:
             or compiled.post_compile_params
             or compiled.positional
             or any(
-                self._bind_processor(bind.type) and not self._plain_array(bind.type)
+                self._bind_processor(bind.type)
+                and not self._plain_array(bind.type)
+                and not isinstance(bind.type, Boolean)
                 for bind in compiled.binds.values()
             )
         ):
@@ -67,7 +71,15 @@ class DirectStatements:
         keys = tuple(str(column.key) for column in columns)
         if len(set(keys)) != len(keys):
             return None  # SQLAlchemy would disambiguate the names; let it
-        return Compiled(compiled.string, keys)
+        defaults = {
+            compiled.bind_names[bind]: bind.effective_value
+            for bind in compiled.binds.values()
+            if not bind.required and bind.effective_value is not None
+        }
+        return Compiled(compiled.string, keys, defaults)
+
+    # A Boolean's bind processor only refuses values that are not bools (psycopg adapts a
+    # bool as it is): the rows Conveyor builds hold bools, so its statements run directly.
 
     def _bind_processor(self, type_: Any) -> Any:
         return type_.dialect_impl(self.dialect).bind_processor(self.dialect)
@@ -108,6 +120,8 @@ class DirectStatements:
     ) -> tuple[int, list[dict[str, Any]]]:
         """(rowcount, rows as dicts) of one execution in the connection's transaction."""
         raw: Any = connection.connection.dbapi_connection
+        if compiled.defaults:
+            parameters = {**compiled.defaults, **parameters}
         try:
             with raw.cursor() as cursor:
                 cursor.execute(compiled.sql, parameters)
@@ -123,6 +137,8 @@ class DirectStatements:
     ) -> int:
         """Rows changed by one statement run once per parameter set (psycopg pipelines it)."""
         raw: Any = connection.connection.dbapi_connection
+        if compiled.defaults:
+            parameters = [{**compiled.defaults, **each} for each in parameters]
         try:
             with raw.cursor() as cursor:
                 cursor.executemany(compiled.sql, parameters)

@@ -125,7 +125,7 @@ def _announced_insert(jobs: Table, columns: tuple[str, ...]) -> Select[Any]:
     """``INSERT ... RETURNING id`` of one row with its ``pg_notify``, built once per table."""
     values = {name: bindparam(name, type_=jobs.c[name].type) for name in columns}
     inserted = insert(jobs).values(values).returning(jobs.c.id).cte("inserted")
-    return select(inserted.c.id, func.pg_notify(notify_channel(jobs.name), ""))
+    return select(inserted.c.id, func.pg_notify(notify_channel(jobs.name), "").label("notified"))
 
 
 class SqlTransaction:
@@ -197,7 +197,7 @@ class SqlTransaction:
         """One job on PostgreSQL: the insert and its wake-up in one statement, so a single
         publish costs one round trip fewer (the notification still waits for the commit)."""
         statement = _announced_insert(self.tables.jobs, tuple(row))
-        return list(self.connection.execute(statement, row).scalars())
+        return [found["id"] for found in self.direct.rows(self.connection, statement, row)]
 
     def _copy_jobs(self, rows: list[dict[str, Any]]) -> list[int]:
         """PostgreSQL bulk insert: ids drawn from the table's sequence, rows sent by COPY.
@@ -311,12 +311,14 @@ class SqlTransaction:
             (before, after, self._changes(before, after, written))
             for (before, after), written in zip(changes, known, strict=True)
         ]
-        if len(pending) == 1 or any(
+        if (len(pending) == 1 and not self._ends_alone(pending)) or any(
             self._takes_locks(changed) or self._announces(after) for _, after, changed in pending
         ):  # one at a time: savepoints for the lock columns, wake-ups for claimable jobs
             return all(self._save(before, after, changed) for before, after, changed in pending)
         # One statement per shape: on PostgreSQL a set-based UPDATE (setwrites), elsewhere an
         # executemany (psycopg would pipeline it into one round trip, still a statement each).
+        # A lone outcome that ends its job takes the set-based form too: its end notice then
+        # rides on the write, one statement instead of two.
         groups: dict[tuple[frozenset[str], bool], list[dict[str, Any]]] = {}
         for before, _, changed in pending:
             key = (frozenset(changed), before.lease is None)
@@ -325,7 +327,7 @@ class SqlTransaction:
         notices = self._end_notices(ended)
         written = 0
         for (columns, unleased), parameters in groups.items():
-            if self.set_writes is not None and len(parameters) > 1:
+            if self.set_writes is not None and (len(parameters) > 1 or len(notices) == 1):
                 rows = SetWrites.parameters(parameters)
                 if len(notices) == 1:  # the notice rides on this write: no statement of its own
                     sql = self.set_writes.statement_with_notice(columns, unleased)
@@ -346,6 +348,11 @@ class SqlTransaction:
         if notices and written == len(pending):
             self._notify_ends(notices)
         return written == len(pending)
+
+    def _ends_alone(self, pending: list[tuple[Job, Job, dict[str, Any]]]) -> bool:
+        """One outcome, ending its job, that the set-based write can carry with its notice."""
+        before, after, _ = pending[0]
+        return self.set_writes is not None and self._ends(before, after)
 
     def _ends(self, before: Job, after: Job) -> bool:
         """A job that reaches a terminal state, on PostgreSQL: callers waiting for it
@@ -1125,6 +1132,35 @@ class SqlStore:
                 with contextlib.suppress(DBAPIError):
                     connection.invalidate()
             raise
+
+    def insert_alone(self, job: Job) -> Job | None:
+        """PostgreSQL on Conveyor's own engine: the insert and its wake-up are one statement
+        (``_insert_announced``), run on this thread's connection in autocommit, so neither a
+        BEGIN nor a COMMIT costs a round trip (the statement is its own transaction). No
+        second connection: the thread's connection is idle between its transactions."""
+        if job.tags or job.depends_on or self.set_writes is None:  # PostgreSQL, own engine
+            return None
+        connection = self._connection()
+        raw: Any = connection.connection.dbapi_connection
+        row = rows_of([job], lambda each: flags_of(each, self.states))[0]
+        try:
+            raw.autocommit = True
+        except Exception:  # not idle after all: the transaction path deals with it
+            return None
+        try:
+            (job_id,) = self._transaction_on(connection)._insert_announced(row)
+        except DBAPIError as error:
+            if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
+                self._forget(connection)
+            raise
+        finally:
+            self._local.last_used = time.monotonic()
+            if not connection.closed:
+                try:
+                    raw.autocommit = False
+                except Exception:  # never leave it in autocommit for the next transaction
+                    self._forget(connection)
+        return replace(job, id=str(job_id), sequence=int(job_id))
 
     def join(self, connection: Any) -> SqlTransaction:
         """A transaction view over the caller's ``Connection`` or ``Session``.
