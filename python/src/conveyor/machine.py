@@ -86,6 +86,15 @@ def compile_guard(expr: Expr) -> Guard:
         left, right = (_compile_operand(item) for item in argument)
         if op in ("eq", "ne"):
             wanted = op == "eq"
+            constant = _constant(argument[1])
+            if constant is not None:  # ``x == null`` and the like: the constant's kind is known
+                value, value_kind = constant[0], _kind(constant[0])
+
+                def equality_to_constant(env: Environment) -> bool:
+                    a = left(env)
+                    return (a == value and _kind(a) == value_kind) is wanted
+
+                return equality_to_constant
 
             def equality(env: Environment) -> bool:
                 a, b = left(env), right(env)
@@ -123,6 +132,16 @@ def _chain(op: str, parts: list[Guard]) -> Guard:
     return lambda env: bool(first(env)) or rest(env)
 
 
+def _constant(operand: Any) -> tuple[Any] | None:
+    """``(value,)`` when the operand is a constant (``{"const": ...}`` or a non-path literal
+    such as null or a number), else None."""
+    if isinstance(operand, dict):
+        return (operand["const"],)
+    if not isinstance(operand, str):
+        return (operand,)
+    return None
+
+
 def _compile_operand(operand: Any) -> Operand:
     """The resolver of one operand: a constant, ``now``, or a dotted path from a root."""
     if isinstance(operand, dict):
@@ -138,9 +157,20 @@ def _compile_operand(operand: Any) -> Operand:
         (name,) = path
 
         def resolve_one(env: Environment) -> Any:
-            return _step(env.roots.get(root), name)
+            value = env.roots.get(root)
+            if type(value) is dict:  # ``event`` and ``ctx``: no call to _step
+                return value.get(name)
+            return _step(value, name)
 
         return resolve_one
+
+    if len(path) == 2:  # ``job.lease.token``: unrolled too
+        first, second = path
+
+        def resolve_two(env: Environment) -> Any:
+            return _step(_step(env.roots.get(root), first), second)
+
+        return resolve_two
 
     def resolve(env: Environment) -> Any:
         value = env.roots.get(root)

@@ -42,11 +42,29 @@ def node_problem() -> str | None:
     return None
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives the local end of an outgoing connection."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A free port below the ephemeral range: a node the tests stop and start again must find
+    its port free. One from the ephemeral range (bind to port 0) can be taken meanwhile as the
+    local end of any outgoing connection, and start_app then fails with eaddrinuse."""
+    high = _ephemeral_low()
+    low = max(1024, high - 12000)
+    for _ in range(200):
+        port = low + secrets.randbelow(high - low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {low} and {high} for a private RabbitMQ node")
 
 
 @dataclass
