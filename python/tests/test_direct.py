@@ -187,3 +187,31 @@ def test_a_single_publish_on_a_lost_connection_raises_and_the_next_reconnects(
     job = pg_app.publish("noop")
     assert [found.id for found in pg_app.jobs()][-1] == job.id
     assert len(pg_app.jobs()) == 2
+
+
+def test_a_busy_claim_looks_for_due_delayed_jobs_only_when_its_probe_finds_one(
+    pg_app: Conveyor, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim carries a probe of the earliest delayed job: while none is due, the claim is
+    one statement; once one is, it is promoted and claimed in its place in claim order."""
+    import psycopg
+
+    store: Any = pg_app.store
+    due_sql = store.direct.compiled(store.claims.due_statement()).sql
+    sent: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def recording(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return execute(cursor, query, *args, **kwargs)
+
+    from datetime import timedelta
+
+    later = pg_app.publish("noop", priority=1, delay=timedelta(seconds=5))
+    ready = [pg_app.publish("noop", priority=5) for _ in range(3)]
+    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+    assert [job.id for job in pg_app.claim("w", limit=1)] == [ready[0].id]
+    assert due_sql not in sent
+    clock.advance(timedelta(seconds=5))
+    assert [job.id for job in pg_app.claim("w", limit=1)] == [later.id]
+    assert sent.count(due_sql) == 1

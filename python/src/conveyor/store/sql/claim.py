@@ -32,6 +32,7 @@ from sqlalchemy import (
     bindparam,
     case,
     exists,
+    false,
     func,
     literal_column,
     or_,
@@ -52,6 +53,8 @@ FACTS = (
     "unique_sibling_processing",
     "unique_sibling_succeeded",
 )
+# The column of a claim in claim order that says whether delayed jobs are due to be promoted.
+DUE_WAITING = "due_waiting"
 # What the claim query's WHERE clause guarantees of every row it returns.
 IMPLIED_FACTS = {
     "dependencies_succeeded": True,
@@ -225,6 +228,25 @@ class ClaimStatements:
             j,
             *(facts[name].label(name) for name in FACTS if name not in IMPLIED_FACTS),
         ]
+        if not named:
+            # Whether a delayed job is due: the earliest ``delay_until``, one entry of the
+            # delayed-job index (an ordered probe: an EXISTS would let a plan made without
+            # statistics scan the table instead), evaluated once per statement. The claim
+            # promotes what is due only when it says so (or when no row came back), so a busy
+            # worker's claim is one statement, not two.
+            delayed = self.tables.jobs.alias("due")
+            earliest = (
+                select(delayed.c.delay_until)
+                .where(delayed.c.delay_until.is_not(None))
+                .order_by(delayed.c.delay_until)
+                .limit(ONE)  # written inline: the statement text carries no value of its own
+                .scalar_subquery()
+            )
+            columns.append(
+                func.coalesce(earliest <= bindparam("now", type_=BigInteger()), false()).label(
+                    DUE_WAITING
+                )
+            )
         statement: Select[Any] = select(*columns).where(*conditions)
         # Jobs by id: no order, so no plan walks the claim index (the caller orders the few
         # rows fetched).

@@ -54,7 +54,7 @@ from ..base import (
     StateSets,
     UniqueClaim,
 )
-from .claim import FACTS, IMPLIED_FACTS, ClaimStatements
+from .claim import DUE_WAITING, FACTS, IMPLIED_FACTS, ClaimStatements
 from .dialects import (
     Dialect,
     EndWatch,
@@ -421,11 +421,15 @@ class SqlTransaction:
                 return
             query = dataclasses.replace(query, job_ids=valid)
         now_ms = to_ms(now)
-        if query.job_id is None and not query.job_ids:  # by id, delayed rows are read too
-            self._promote(now_ms)
         statement = self.claims.statement(query)
         parameters = self.claims.parameters(query, now_ms, limit)
-        rows: Iterable[Any] = self.direct.rows(self.connection, statement, parameters)
+        found = self.direct.rows(self.connection, statement, parameters)
+        in_order = query.job_id is None and not query.job_ids  # by id, delayed rows count too
+        if in_order and (not found or found[0][DUE_WAITING]) and self._promote(now_ms):
+            # Delayed jobs became due: promoted, they take their places in claim order. The
+            # rows read first stay locked by this transaction, which may read them again.
+            found = self.direct.rows(self.connection, statement, parameters)
+        rows: Iterable[Any] = found
         if query.job_ids:  # fetched unordered (claim.py): a few rows, in claim order here
             # (priority, not claim_priority: a due job not yet promoted has none)
             rows = sorted(rows, key=lambda row: (row["priority"], row["id"]))
@@ -436,12 +440,13 @@ class SqlTransaction:
             }
             yield Candidate(job=job_from_row(row), **facts)
 
-    def _promote(self, now_ms: int) -> None:
+    def _promote(self, now_ms: int) -> bool:
         """Move the delayed jobs due by ``now_ms`` into the claim index, earliest due first
         (at most PROMOTE_LIMIT per claim), so the claim that follows in this transaction
-        sees them in claim order. When nothing is due this is one empty index probe."""
+        sees them in claim order; whether any moved. At most once per transaction and
+        moment: a claim's further passes do not look again."""
         if self._promoted_until is not None and now_ms <= self._promoted_until:
-            return
+            return False
         self._promoted_until = now_ms
         ids = [
             row["id"]
@@ -453,6 +458,7 @@ class SqlTransaction:
         ]
         if ids:
             self.connection.execute(self.claims.promote_statement(), {"ids": ids})
+        return bool(ids)
 
     def dependents(self, job_id: str) -> list[Job]:
         t, d = self.tables.jobs, self.tables.dependencies
