@@ -95,17 +95,22 @@ def test_a_lost_connection_is_invalidated_and_the_next_transaction_reconnects(
     pg_app: Conveyor,
 ) -> None:
     job = pg_app.publish("noop")
-    store: Any = pg_app.store
+    _terminate_this_thread_s_backend(pg_app)
+    with pytest.raises(OperationalError) as raised:
+        pg_app.claim("w")
+    assert raised.value.connection_invalidated
+    assert [claimed.id for claimed in pg_app.claim("w")] == [job.id]
+
+
+def _terminate_this_thread_s_backend(app: Conveyor) -> None:
+    """End, from another session, the server process of this thread's store connection."""
+    store: Any = app.store
     with store.transaction() as tx:
         pid = tx.connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
     killer = create_engine(POSTGRES_URL)
     with killer.connect() as connection:
         connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     killer.dispose()
-    with pytest.raises(OperationalError) as raised:
-        pg_app.claim("w")
-    assert raised.value.connection_invalidated
-    assert [claimed.id for claimed in pg_app.claim("w")] == [job.id]
 
 
 def _range() -> PriorityRange:
@@ -173,14 +178,8 @@ def test_a_single_publish_is_one_statement_without_begin_or_commit(
 def test_a_single_publish_on_a_lost_connection_raises_and_the_next_reconnects(
     pg_app: Conveyor,
 ) -> None:
-    store: Any = pg_app.store
     pg_app.publish("noop")
-    with store.transaction() as tx:
-        pid = tx.connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
-    killer = create_engine(POSTGRES_URL)
-    with killer.connect() as connection:
-        connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    killer.dispose()
+    _terminate_this_thread_s_backend(pg_app)
     with pytest.raises(OperationalError) as raised:
         pg_app.publish("noop")
     assert raised.value.connection_invalidated

@@ -1103,11 +1103,15 @@ class SqlStore:
                     local_settings(connection, self.dialect)
                 yield self._transaction_on(connection)
         except DBAPIError as error:
-            if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
-                self._forget(connection)
+            self._forget_if_broken(connection, error)
             raise
         finally:
             self._local.last_used = time.monotonic()
+
+    def _forget_if_broken(self, connection: Connection, error: DBAPIError) -> None:
+        """Drop this thread's connection when the error says it is lost."""
+        if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
+            self._forget(connection)
 
     def _transaction_on(self, connection: Connection) -> SqlTransaction:
         return SqlTransaction(
@@ -1156,8 +1160,7 @@ class SqlStore:
         try:
             (job_id,) = self._transaction_on(connection)._insert_announced(row)
         except DBAPIError as error:
-            if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
-                self._forget(connection)
+            self._forget_if_broken(connection, error)
             raise
         finally:
             self._local.last_used = time.monotonic()
