@@ -801,3 +801,83 @@ def test_guard_comparisons_with_null_follow_the_spec(expr: Any, expected: bool) 
     """MACH-004: lt/le/gt/ge with null are false; eq/ne compare equality, null equals only null."""
     env = Environment({"now": T0, "job": {"none": None}, "event": {}, "ctx": {}})
     assert evaluate(expr, env) is expected
+
+
+# -- selection, generated from the machine files ----------------------------------------------
+
+
+def _paths(expr: Any) -> set[str]:
+    """The dotted operand paths an expression reads (``now`` excluded)."""
+    if isinstance(expr, dict) and "const" not in expr:
+        ((op, argument),) = expr.items()
+        if op in ("and", "or"):
+            return set().union(*(_paths(item) for item in argument))
+        if op == "not":
+            return _paths(argument)
+        return set().union(*(_paths(item) for item in argument))
+    return {expr} if isinstance(expr, str) and expr != "now" else set()
+
+
+def _reference_selection(
+    document: dict[str, Any], state: str, event: str, values: dict[str, Any]
+) -> tuple[str, str] | None:
+    """MACH-003/MACH-005 written out: the first refusal that holds, else the first transition
+    of the file, in file order, leaving ``state`` on ``event`` whose guard holds."""
+    for refusal in document.get("refusals", []):
+        if reference(refusal["when"], values):
+            return ("refused", refusal["code"])
+    for transition in document["transitions"]:
+        if transition["event"] != event or state not in transition["from"]:
+            continue
+        guard = transition.get("guard")
+        if guard is None or reference(document["guards"][guard]["expr"], values):
+            return ("fires", transition["id"])
+    return None
+
+
+@pytest.mark.parametrize(
+    "document", [JOB_MACHINE, REQUEST_MACHINE, BATCH_MACHINE], ids=["job", "request", "batch"]
+)
+@given(data=st.data())
+@settings(max_examples=150, deadline=None)
+def test_the_generated_selection_agrees_with_the_file_read_in_order(
+    document: dict[str, Any], data: st.DataObject
+) -> None:
+    """Machine.select runs one generated function per (state, event); for any values of the
+    paths the file's guards and refusals read, it picks what reading the file in order picks."""
+    from conveyor.errors import Refused
+    from conveyor.machine import Machine
+
+    machine = Machine(document)
+    state = data.draw(st.sampled_from(sorted(document["states"])), label="state")
+    event = data.draw(st.sampled_from(sorted(document["events"])), label="event")
+    expressions = [g["expr"] for g in document["guards"].values()]
+    expressions += [r["when"] for r in document.get("refusals", [])]
+    # deepest first: a path that is also a prefix (job.lease) is then null or a record
+    paths = sorted(set().union(*(_paths(e) for e in expressions)), key=lambda p: -p.count("."))
+    roots: dict[str, Any] = {"now": T0}
+    values: dict[str, Any] = {}
+    for path in paths:
+        *parents, leaf = path.split(".")
+        node: Any = roots
+        for part in parents:
+            if node is None:
+                break
+            if part not in node:  # a path that is also a prefix: null or a record
+                node[part] = data.draw(st.sampled_from([None, {}]), label=part)
+            node = node[part]
+        if node is not None and leaf not in node:
+            node[leaf] = data.draw(SCALARS, label=path)
+    for path in paths:
+        node = roots
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        values[path] = node
+    try:
+        chosen: tuple[str, str] | None = (
+            "fires",
+            machine.select(state, event, Environment(roots)).id,
+        )
+    except Refused as error:
+        chosen = ("refused", error.code) if " refused: " in str(error) else None
+    assert chosen == _reference_selection(document, state, event, values)
