@@ -1005,6 +1005,6 @@ class Conveyor:
         if broker is None or not jobs:
             return {}
         if caller_transaction is None:
-            return broker.after_commit(jobs)
+            return broker.after_commit(jobs, outcome.dependents_read)
         broker.after_caller_commit(caller_transaction, jobs)
         return {}

@@ -68,6 +68,8 @@ class Alarm:
 
     def disarm(self) -> None:
         with self._lock:
+            if not self._armed:  # never armed, or it rang: no timer is running
+                return
             self._armed, self._deadline, self._report = False, float("inf"), None
             signal.setitimer(signal.ITIMER_REAL, 0)
 

@@ -63,6 +63,9 @@ class Outcome:
     # A claim's jobs as they were before it (by id): broker mode tells from them whether a job
     # had a message of its own (spec.md#BROKER-010).
     claimed_from: dict[str, Job] = field(default_factory=dict)
+    # (ended jobs, their dependents) where the writes read them in passing
+    # (Transaction.dependents_read): broker mode then needs no lookup of its own for them.
+    dependents_read: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
 
 def state_sets(machine: Machine) -> StateSets:
@@ -470,6 +473,7 @@ class Lifecycle:
             finals[index] = side.jobs[0]
             outcome.jobs.extend(side.jobs)
             outcome.notifications.extend(side.notifications)
+        outcome.dependents_read = tx.dependents_read()
         return finals, outcome
 
     def _fire_in_row(

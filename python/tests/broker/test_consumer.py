@@ -184,6 +184,39 @@ def test_a_job_unblocked_by_another_is_handed_over_at_once(app: Conveyor) -> Non
     assert app.get(grouped.id).state == app.get(second.id).state == "finished"
 
 
+def test_the_outcome_s_write_reads_the_dependents_it_hands_over(
+    app: Conveyor, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BROKER-009 on PostgreSQL: the write that records a job's end also reads its
+    dependents, so the hand-over needs no lookup of its own; the dependent still runs."""
+    if backend != "postgresql":
+        pytest.skip("the set-based write that reads the dependents is PostgreSQL's")
+    import re
+
+    import psycopg
+
+    sent: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def recording(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(" ".join(str(query).split()))
+        return execute(cursor, query, *args, **kwargs)
+
+    ran: list[str] = []
+    app.register("note", ran.append)
+    first = app.publish("note", "first")
+    after = app.publish("note", "after", depends_on=[first.id])
+    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+    with running(consumer(app)):
+        wait_until(lambda: app.get(after.id).state == "finished", what="the dependent")
+    monkeypatch.undo()
+    assert ran == ["first", "after"]
+    writes = [s for s in sent if s.startswith("WITH written AS (UPDATE")]
+    assert writes and all("depends_on_id" in s for s in writes)
+    lookups = [s for s in sent if re.match(r"SELECT \S*dependencies\.job_id FROM", s)]
+    assert lookups == [], "the dependents were looked up again"
+
+
 def test_lower_priority_numbers_are_consumed_first(make_app: AppFactory) -> None:
     app = make_app(priorities=[10, 20, 30])
     ran: list[int] = []
@@ -260,7 +293,7 @@ def test_a_hand_over_that_meets_a_lost_connection_logs_one_line(
 
     mode = object.__new__(BrokerMode)
 
-    def lost(jobs: object) -> dict[str, object]:
+    def lost(jobs: object, dependents_read: object) -> dict[str, object]:
         raise OperationalError("SELECT", {}, Exception("server closed the connection"))
 
     mode._after_commit = lost  # type: ignore[method-assign]

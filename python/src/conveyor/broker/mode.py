@@ -125,11 +125,19 @@ class BrokerMode:
 
     # -- handing over ---------------------------------------------------------------------
 
-    def after_commit(self, jobs: Sequence[Job]) -> dict[str, Job]:
+    def after_commit(
+        self,
+        jobs: Sequence[Job],
+        dependents_read: tuple[Collection[str], Collection[str]] = ((), ()),
+    ) -> dict[str, Job]:
         """Hand over what a committed operation made claimable; never raises. Returns the
-        jobs it changed (left ``broker_failed``) by id, so a caller returns them as stored."""
+        jobs it changed (left ``broker_failed``) by id, so a caller returns them as stored.
+
+        ``dependents_read``: (ended jobs, their dependents) as the operation's writes read
+        them (Transaction.dependents_read); those jobs' dependents are not looked up again.
+        """
         try:
-            return self._after_commit(jobs)
+            return self._after_commit(jobs, dependents_read)
         except Exception as error:
             shown = ", ".join(job.id for job in jobs[:10])
             if is_transient(error):  # the database went away after the commit: one line
@@ -145,8 +153,11 @@ class BrokerMode:
                 )
             return {}
 
-    def _after_commit(self, jobs: Sequence[Job]) -> dict[str, Job]:
+    def _after_commit(
+        self, jobs: Sequence[Job], dependents_read: tuple[Collection[str], Collection[str]]
+    ) -> dict[str, Job]:
         now = self.app.now()
+        read_for, dependents = dependents_read
         envelopes: dict[str, Envelope] = {}
         groups: set[str] = set()
         identifiers: set[str] = set()
@@ -162,12 +173,18 @@ class BrokerMode:
                     identifiers.add(job.identifier)
                 if job.concurrency_key is not None:
                     keys.add(job.concurrency_key)
-                if job.state in self._succeeded:
+                if job.state in self._succeeded and job.id not in read_for:
                     finished.append(job.id)
-        if groups or identifiers or finished or keys:
+        if groups or identifiers or finished or keys or dependents:
             with self.app.store.autocommit() as tx:
                 related = tx.related_claimable(
-                    now, groups, identifiers, finished, self.settings.publish_chunk, keys
+                    now,
+                    groups,
+                    identifiers,
+                    finished,
+                    self.settings.publish_chunk,
+                    keys,
+                    among=dependents,
                 )
             for job_id, queue, priority in related:
                 envelopes.setdefault(job_id, Envelope(job_id, queue, priority, now))

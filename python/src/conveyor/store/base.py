@@ -174,6 +174,14 @@ class Transaction(Protocol):
         written."""
         ...
 
+    def dependents_read(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(ended jobs, their dependents): jobs this transaction's writes ended whose
+        dependents (spec.md#dependencies) those writes read in passing, and the ids of those
+        dependents. A job not in the first set may have dependents nobody has looked for
+        yet. Broker mode hands a dependent over once its last dependency succeeds
+        (BROKER-009); what was read here costs it no lookup of its own."""
+        ...
+
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
         """Jobs in claimable states that are due, in (priority, sequence) order."""
         ...
@@ -204,10 +212,12 @@ class Transaction(Protocol):
         dependencies_of: Collection[str],
         limit: int,
         concurrency_keys: Collection[str] = (),
+        among: Collection[str] = (),
     ) -> list[tuple[str, str, int]]:
         """(id, queue, priority) of due jobs in claimable states that are in one of the serial
-        groups, unique with one of the identifiers, depend on one of the jobs, or have one of
-        the concurrency keys (a slot was freed); in (priority, sequence) order. Reads only."""
+        groups, unique with one of the identifiers, depend on one of the jobs, have one of
+        the concurrency keys (a slot was freed) or are among the ids ``among``; in (priority,
+        sequence) order. Reads only."""
         ...
 
     def unfinished_identifiers(self, identifiers: Collection[str]) -> set[str]: ...

@@ -94,6 +94,9 @@ class MemoryTransaction:
     ) -> bool:
         return all(self.save_job(before, after) for before, after in changes)
 
+    def dependents_read(self) -> tuple[frozenset[str], frozenset[str]]:
+        return frozenset(), frozenset()  # its writes read nothing in passing
+
     def save_job(self, before: Job, after: Job, fields: frozenset[str] = frozenset()) -> bool:
         current = self._data.jobs.get(before.id)
         if (
@@ -258,9 +261,10 @@ class MemoryTransaction:
         dependencies_of: Collection[str],
         limit: int,
         concurrency_keys: Collection[str] = (),
+        among: Collection[str] = (),
     ) -> list[tuple[str, str, int]]:
         groups, names, targets = set(serial_groups), set(identifiers), set(dependencies_of)
-        keys = set(concurrency_keys)
+        keys, ids = set(concurrency_keys), set(among)
         related = []
         for candidate in self.candidates(ClaimQuery(), now, len(self._data.claimable)):
             job = candidate.job
@@ -269,6 +273,7 @@ class MemoryTransaction:
                 or (job.unique and job.identifier in names)
                 or any(d in targets for d in job.depends_on)
                 or job.concurrency_key in keys
+                or job.id in ids
             ) and self._claimable_now(candidate):
                 related.append((job.id, job.queue, job.priority))
         return related[:limit]

@@ -41,10 +41,11 @@ def _sql_type(column: Any) -> str:
 class SetWrites:
     """The text of each write shape, built once, and its one parameter."""
 
-    def __init__(self, table: Table, quote: Any, table_name: str) -> None:
+    def __init__(self, table: Table, quote: Any, table_name: str, dependencies_name: str) -> None:
         self.table = table
         self.quote = quote  # the dialect's identifier quoting
         self.table_name = table_name  # quoted, schema-qualified when it has a schema
+        self.dependencies_name = dependencies_name  # the dependencies table, likewise
         self._statements: dict[tuple[frozenset[str], bool], tuple[str, tuple[str, ...]]] = {}
 
     def statement(self, columns: frozenset[str], unleased: bool) -> tuple[str, tuple[str, ...]]:
@@ -97,13 +98,18 @@ class SetWrites:
         return sql, tuple(keys)
 
     def statement_with_notice(self, columns: frozenset[str], unleased: bool) -> str:
-        """:meth:`statement` that also sends one NOTIFY (``%(channel)s``, ``%(notice)s``) and
-        answers the number of rows written: the notice of the jobs a batch ended costs no
-        statement of its own. Its one row is (rows written, the notify's empty result)."""
+        """:meth:`statement` for jobs it ends: it also sends one NOTIFY (``%(channel)s``,
+        ``%(notice)s``) and reads the ids of the written jobs' dependents (one probe of the
+        dependencies' index per job, empty as a rule): the notice costs no statement of its
+        own, nor does broker mode's lookup of dependents to hand over (BROKER-009). Its one
+        row is (rows written, the notify's empty result, the dependents' ids)."""
         sql, _ = self.statement(columns, unleased)
+        q, dependencies = self.quote, self.dependencies_name
         return (
-            f"WITH written AS ({sql} RETURNING 1) SELECT (SELECT count(*) FROM written), "
-            "pg_notify(%(channel)s, %(notice)s)"
+            f"WITH written AS ({sql} RETURNING {self.table_name}.{q('id')}) "
+            "SELECT (SELECT count(*) FROM written), pg_notify(%(channel)s, %(notice)s), "
+            f"ARRAY(SELECT DISTINCT d.{q('job_id')} FROM {dependencies} AS d "
+            f"WHERE d.{q('depends_on_id')} IN (SELECT {q('id')} FROM written))"
         )
 
     @staticmethod

@@ -149,6 +149,9 @@ class SqlTransaction:
         self.direct = direct
         self.announce = announce and dialect.name == "postgresql"
         self._promoted_until: int | None = None
+        # Ended jobs whose dependents an outcome's write read in passing, and those dependents.
+        self._read_for: set[str] = set()
+        self._dependents: set[str] = set()
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -335,10 +338,16 @@ class SqlTransaction:
                         "channel": ended_channel(self.tables.jobs.name),
                         "notice": notices.pop(),
                     }
-                    result = self.direct.execute(
-                        self.connection, Compiled(sql, ("written", "notified")), rows | notice
+                    _, (answer,) = self.direct.execute(
+                        self.connection,
+                        Compiled(sql, ("written", "notified", "dependents")),
+                        rows | notice,
                     )
-                    written += int(result[1][0]["written"])
+                    written += int(answer["written"])
+                    # ... and so does the lookup of the ended jobs' dependents (broker mode)
+                    written_ids = {str(p["w_id"]) for p in parameters}
+                    self._read_for.update(written_ids.intersection(ended))
+                    self._dependents.update(str(i) for i in answer["dependents"])
                     continue
                 sql, _ = self.set_writes.statement(columns, unleased)
                 written += self.direct.execute(self.connection, Compiled(sql, ()), rows)[0]
@@ -348,6 +357,9 @@ class SqlTransaction:
         if notices and written == len(pending):
             self._notify_ends(notices)
         return written == len(pending)
+
+    def dependents_read(self) -> tuple[frozenset[str], frozenset[str]]:
+        return frozenset(self._read_for), frozenset(self._dependents)
 
     def _ends_alone(self, pending: list[tuple[Job, Job, dict[str, Any]]]) -> bool:
         """One outcome, ending its job, that the set-based write can carry with its notice."""
@@ -540,12 +552,13 @@ class SqlTransaction:
         dependencies_of: Collection[str],
         limit: int,
         concurrency_keys: Collection[str] = (),
+        among: Collection[str] = (),
     ) -> list[tuple[str, str, int]]:
         # One small indexed lookup per relation, then the claim guard on those ids only: the
         # common case (no group, no dependents) costs one index probe on the dependencies.
         t, d = self.tables.jobs, self.tables.dependencies
         claimable = list(self.states.claimable)
-        ids: set[int] = set()
+        ids: set[int] = {key for key in map(row_id, among) if key is not None}
         if serial_groups:
             ids.update(
                 self.connection.execute(
@@ -986,7 +999,12 @@ class SqlStore:
         self.direct = DirectStatements(engine.dialect, enabled=own_engine)
         preparer = engine.dialect.identifier_preparer
         self.set_writes = (
-            SetWrites(self.tables.jobs, preparer.quote, preparer.format_table(self.tables.jobs))
+            SetWrites(
+                self.tables.jobs,
+                preparer.quote,
+                preparer.format_table(self.tables.jobs),
+                preparer.format_table(self.tables.dependencies),
+            )
             if self.direct.enabled and self.dialect.name == "postgresql"
             else None
         )
