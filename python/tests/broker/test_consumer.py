@@ -212,7 +212,8 @@ def test_the_outcome_s_write_reads_the_dependents_it_hands_over(
     monkeypatch.undo()
     assert ran == ["first", "after"]
     writes = [s for s in sent if s.startswith("WITH written AS (UPDATE")]
-    assert writes and all("depends_on_id" in s for s in writes)
+    assert writes
+    assert all("depends_on_id" in s for s in writes)
     lookups = [s for s in sent if re.match(r"SELECT \S*dependencies\.job_id FROM", s)]
     assert lookups == [], "the dependents were looked up again"
 
