@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,63 @@ def test_idle_worker_wakes_within_seconds_despite_a_long_poll_interval(
     finally:
         worker.stop()
         app.publish("ping")  # wakes the worker so it sees the stop at once
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+    app.close()
+
+
+def test_a_full_claim_with_nothing_behind_it_is_no_backlog(app: Conveyor, backend: str) -> None:
+    """A claim of one job that leaves nothing behind does not make the worker claim again at
+    once (to find nothing); one that leaves jobs behind does. The SQL stores read it in the
+    claim's own statement; the memory store leaves it to the worker (a full claim)."""
+    app.register("task", lambda: None)
+    app.publish("task")
+    alone = app.record_and_claim([], "w1", limit=1)
+    assert len(alone.jobs) == 1
+    assert alone.backlog is (None if backend == "memory" else False)
+    app.publish("task")
+    app.publish("task")
+    behind = app.record_and_claim([], "w1", limit=1)
+    assert len(behind.jobs) == 1
+    assert behind.backlog is (None if backend == "memory" else True)
+
+
+def test_an_idle_worker_records_a_plain_job_s_outcome_without_claiming_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Woken for one job with nothing behind it, a worker claims once: the job's outcome is
+    then written alone (it frees no other job), not with a claim that would find nothing."""
+    require_service("postgresql")
+    import psycopg
+
+    app = Conveyor(backend_url("postgresql", tmp_path), table_prefix=f"{TEST_PREFIX}alone_")
+    wipe(app)
+    claims: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def recording(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(query).lstrip().startswith("SELECT j.id"):
+            claims.append(threading.current_thread().name)
+        return execute(cursor, query, *args, **kwargs)
+
+    done = threading.Event()
+    idle = threading.Event()
+    app.register("ping", lambda: None)
+    worker = app.worker(
+        idle_delay=60, handle_signals=False, on_job=lambda job: done.set(), on_idle=idle.set
+    )
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        assert idle.wait(timeout=10), "the worker never went idle"
+        monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+        job = app.publish("ping")
+        assert app.wait(job.id, timeout=10).state == "finished"
+        assert len(claims) == 1, claims
+    finally:
+        monkeypatch.undo()
+        worker.stop()
+        app.publish("ping")
         runner.join(timeout=30)
     assert not runner.is_alive()
     app.close()

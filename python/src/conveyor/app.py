@@ -793,6 +793,7 @@ class Conveyor:
                 if limit > 0
                 else None
             )
+            more = tx.more_waiting() if claimed is not None else None
         self._deliver(outcome)
         claimable = self.lifecycle.states.claimable
         due_again = sum(1 for job in recorded if job.state in claimable and job.available_at <= now)
@@ -805,9 +806,29 @@ class Conveyor:
             }
         )
         if claimed is None:
-            return Claimed(recorded, [], due_again, made_due=made_due)
+            may_free = due_again > 0 or made_due > 0 or self._may_free(recorded, outcome)
+            return Claimed(recorded, [], due_again, made_due=made_due, may_free=may_free)
         self._deliver(claimed)
-        return Claimed(recorded, claimed.jobs, due_again, made_due=made_due)
+        # A full claim is a backlog unless the claim's read saw nothing behind it.
+        backlog = None if more is None else len(claimed.jobs) >= limit and more
+        return Claimed(recorded, claimed.jobs, due_again, backlog, made_due=made_due)
+
+    def _may_free(self, recorded: Sequence[Job], outcome: Outcome) -> bool:
+        """Whether recording these jobs may have made another job claimable: a job of a
+        serial group, unique, with a concurrency key or in a batch, or one that ended with
+        dependents (or whose dependents the write did not read)."""
+        read_for, dependents = outcome.dependents_read
+        if dependents:
+            return True
+        terminal = self.lifecycle.states.terminal
+        return any(
+            job.serial_group is not None
+            or job.unique
+            or job.concurrency_key is not None
+            or job.batch_id is not None
+            or (job.state in terminal and job.id not in read_for)
+            for job in recorded
+        )
 
     @staticmethod
     def _claim_query(

@@ -44,6 +44,9 @@ class Claimed:
     due_again: int = 0
     backlog: bool | None = None
     made_due: int = 0
+    # Whether the outcomes may have made other jobs claimable (False only when known not to:
+    # plain jobs whose dependents the store read, none of them, and nothing made due).
+    may_free: bool = True
 
 
 class JobSource(Protocol):

@@ -272,6 +272,9 @@ class Worker(WorkerControl):
         self._claim_started = 0.0
         self._claim_seconds = 0.0  # recent average duration of a background claim
         self._made_due = False  # process(): recorded outcomes made other jobs due
+        # A job ended while nothing else was known to wait (see _run_inline): its outcome is
+        # recorded alone, and a claim follows only if it may have freed another job.
+        self._record_first = False
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -379,6 +382,13 @@ class Worker(WorkerControl):
                 return
             self._wait()
             return
+        if self._record_first and not self._news and self._pending:
+            self._record_first = False
+            if self._flush():
+                with self._changed:
+                    self._news = True
+            return
+        self._record_first = False
         if self._news and self._free() > 0 and not self._buffer and self._may_claim():
             if self._claim():
                 return  # claimed: start them first
@@ -694,9 +704,19 @@ class Worker(WorkerControl):
         self._timed(time.monotonic() - started)
         self._add_pending(performed)
         with self._changed:
-            self._news = True  # a slot is free, and this outcome may free the job behind it
+            self._slot_freed()
         if performed.die:
             self.stop("a handler asked the worker to die")
+
+    def _slot_freed(self) -> None:
+        """A job ended (called holding ``_changed``): a slot is free, and its outcome may
+        free the job behind it. When nothing was waiting at the last claim, and a new job
+        would have woken this worker, only the outcome can have made a job claimable: it is
+        recorded first, alone, and the worker claims only if it may have freed one."""
+        if self._watching and not self._backlog and self._claimer is None:
+            self._record_first = True
+        else:
+            self._news = True
 
     def _arm_grace(self, alarm: Alarm) -> None:
         grace = 0.0 if self._hurried.is_set() else self.options.grace_period
@@ -719,7 +739,7 @@ class Worker(WorkerControl):
         with self._changed:
             done, self._done = self._done, deque()
             if done:
-                self._news = True
+                self._slot_freed()
         for job_id in done:
             running = self._running.pop(job_id)
             try:
@@ -853,8 +873,9 @@ class Worker(WorkerControl):
 
     # -- recording ------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        """Record the pending outcomes now, without claiming."""
+    def _flush(self) -> bool:
+        """Record the pending outcomes now, without claiming; True when they may have made
+        other jobs claimable (Claimed.may_free), or when that is not known."""
         pending, self._pending = self._pending, []
         self.runner.release(pending)
         try:
@@ -865,10 +886,11 @@ class Worker(WorkerControl):
                 self._pending = pending + self._pending
                 raise
             self._record_each(pending)  # alone, each retried while the database is away
-            return
+            return True
         self._made_due = self._made_due or claimed.made_due > 0
         for performed, final in zip(pending, claimed.recorded, strict=True):
             self._count(self.runner.finish(performed, final))
+        return claimed.may_free
 
     def _record_each(self, pending: Sequence[Performed]) -> None:
         try:

@@ -174,6 +174,13 @@ class Transaction(Protocol):
         written."""
         ...
 
+    def more_waiting(self) -> bool | None:
+        """After :meth:`candidates` in claim order: whether its read saw more claimable rows
+        (or due delayed ones) than it asked for; it may err on "more", never on "none".
+        None when not known. A worker whose full claim has nothing behind it does not claim
+        again at once."""
+        ...
+
     def dependents_read(self) -> tuple[frozenset[str], frozenset[str]]:
         """(ended jobs, their dependents): jobs this transaction's writes ended whose
         dependents (spec.md#dependencies) those writes read in passing, and the ids of those

@@ -55,6 +55,8 @@ FACTS = (
 )
 # The column of a claim in claim order that says whether delayed jobs are due to be promoted.
 DUE_WAITING = "due_waiting"
+# ... and whether more rows wait in the claim index than the claim asked for.
+MORE_WAITING = "more_waiting"
 # What the claim query's WHERE clause guarantees of every row it returns.
 IMPLIED_FACTS = {
     "dependencies_succeeded": True,
@@ -179,6 +181,8 @@ class ClaimStatements:
 
     def parameters(self, query: ClaimQuery, now_ms: int, limit: int) -> dict[str, Any]:
         values: dict[str, Any] = {"now": now_ms, "limit": limit}
+        if query.job_id is None and not query.job_ids:
+            values["ahead"] = limit + 1  # the claim index entries MORE_WAITING counts
         if query.job_id is not None:
             values["job_id"] = int(query.job_id)
         if query.job_ids:
@@ -212,16 +216,7 @@ class ClaimStatements:
             conditions.append(j.c.id == any_(ids))
         elif shape.by_ids:
             conditions.append(j.c.id.in_(bindparam("job_ids", expanding=True, type_=BigInteger())))
-        if shape.queues and self.dialect.name == "postgresql":
-            # One array parameter: the statement text stays the same for any list of queues.
-            queues = bindparam("queues", type_=postgresql.ARRAY(String()))
-            conditions.append(j.c.queue == any_(queues))
-        elif shape.queues:
-            conditions.append(j.c.queue.in_(bindparam("queues", expanding=True, type_=String())))
-        if shape.low:
-            conditions.append(priority >= bindparam("low", type_=Integer()))
-        if shape.high:
-            conditions.append(priority <= bindparam("high", type_=Integer()))
+        conditions.extend(self._scope(shape, j.c.queue, priority))
         # Every row returned meets the WHERE, so the facts it requires are known (IMPLIED_FACTS);
         # only the others are computed per row.
         columns: list[Any] = [
@@ -247,6 +242,24 @@ class ClaimStatements:
                     DUE_WAITING
                 )
             )
+            # Whether the claim index holds more rows of this scope than the claim asks for:
+            # the first ``limit + 1`` entries counted, once per statement. A full claim with
+            # nothing behind it is then no backlog, and the worker does not claim again at
+            # once only to find nothing (at one job per claim, every job did). Rows locked by
+            # other workers, passed over or in a paused queue count too: it errs on "more".
+            ahead = self.tables.jobs.alias("ahead")
+            window = (
+                select(ahead.c.id)
+                .where(
+                    ahead.c.claim_priority.is_not(None),
+                    *self._scope(shape, ahead.c.queue, ahead.c.claim_priority),
+                )
+                .order_by(ahead.c.claim_priority, ahead.c.id)
+                .limit(bindparam("ahead", type_=Integer()))  # MariaDB takes no expression
+                .subquery()
+            )
+            counted = select(func.count()).select_from(window).scalar_subquery()
+            columns.append((counted > bindparam("limit", type_=Integer())).label(MORE_WAITING))
         statement: Select[Any] = select(*columns).where(*conditions)
         # Jobs by id: no order, so no plan walks the claim index (the caller orders the few
         # rows fetched).
@@ -258,6 +271,21 @@ class ClaimStatements:
                 skip_locked=True, of=j if self.dialect.lock_of_supported else None
             )
         return statement
+
+    def _scope(self, shape: Shape, queue: Any, priority: Any) -> list[Any]:
+        """The conditions of a claim's queues and priority range on these columns."""
+        conditions: list[Any] = []
+        if shape.queues and self.dialect.name == "postgresql":
+            # One array parameter: the statement text stays the same for any list of queues.
+            queues = bindparam("queues", type_=postgresql.ARRAY(String()))
+            conditions.append(queue == any_(queues))
+        elif shape.queues:
+            conditions.append(queue.in_(bindparam("queues", expanding=True, type_=String())))
+        if shape.low:
+            conditions.append(priority >= bindparam("low", type_=Integer()))
+        if shape.high:
+            conditions.append(priority <= bindparam("high", type_=Integer()))
+        return conditions
 
     def backlog_statement(self) -> Select[Any]:
         """Claimable, due jobs per (queue, priority), counted, and how many of them may lack a

@@ -54,7 +54,7 @@ from ..base import (
     StateSets,
     UniqueClaim,
 )
-from .claim import DUE_WAITING, FACTS, IMPLIED_FACTS, ClaimStatements
+from .claim import DUE_WAITING, FACTS, IMPLIED_FACTS, MORE_WAITING, ClaimStatements
 from .dialects import (
     Dialect,
     EndWatch,
@@ -152,6 +152,7 @@ class SqlTransaction:
         # Ended jobs whose dependents an outcome's write read in passing, and those dependents.
         self._read_for: set[str] = set()
         self._dependents: set[str] = set()
+        self._more_waiting: bool | None = None  # what the last claim's read saw behind it
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -361,6 +362,9 @@ class SqlTransaction:
     def dependents_read(self) -> tuple[frozenset[str], frozenset[str]]:
         return frozenset(self._read_for), frozenset(self._dependents)
 
+    def more_waiting(self) -> bool | None:
+        return self._more_waiting
+
     def _ends_alone(self, pending: list[tuple[Job, Job, dict[str, Any]]]) -> bool:
         """One outcome, ending its job, that the set-based write can carry with its notice."""
         before, after, _ = pending[0]
@@ -441,6 +445,9 @@ class SqlTransaction:
             # Delayed jobs became due: promoted, they take their places in claim order. The
             # rows read first stay locked by this transaction, which may read them again.
             found = self.direct.rows(self.connection, statement, parameters)
+        self._more_waiting = (
+            bool(found[0][MORE_WAITING] or found[0][DUE_WAITING]) if in_order and found else None
+        )
         rows: Iterable[Any] = found
         if query.job_ids:  # fetched unordered (claim.py): a few rows, in claim order here
             # (priority, not claim_priority: a due job not yet promoted has none)
