@@ -98,3 +98,29 @@ def test_an_idle_worker_records_a_plain_job_s_outcome_without_claiming_again(
         runner.join(timeout=30)
     assert not runner.is_alive()
     app.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgresql", "mariadb"])
+def test_a_backlog_drains_without_waiting_for_the_poll_interval(
+    backend: str, tmp_path: Path
+) -> None:
+    """Jobs published up front (no notification comes while they wait): every claim that
+    leaves jobs behind says so, including claims that also record outcomes, so the worker
+    never waits for its poll interval while jobs are due."""
+    require_service(backend)
+    app = Conveyor(backend_url(backend, tmp_path), table_prefix=f"{TEST_PREFIX}drain_")
+    wipe(app)
+    app.register("task", lambda: None)
+    jobs = app.publish_many("task", [None] * 250)
+    worker = app.worker(idle_delay=600, handle_signals=False, batch_size=40)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        assert app.wait(jobs[-1].id, timeout=30).state == "finished"
+        assert all(app.get(job.id).state == "finished" for job in jobs)
+    finally:
+        worker.stop()
+        app.publish("task")
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+    app.close()

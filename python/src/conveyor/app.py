@@ -793,7 +793,7 @@ class Conveyor:
                 if limit > 0
                 else None
             )
-            more = tx.more_waiting() if claimed is not None else None
+            more = tx.more_waiting(len(claimed.jobs)) if claimed is not None else None
         self._deliver(outcome)
         claimable = self.lifecycle.states.claimable
         due_again = sum(1 for job in recorded if job.state in claimable and job.available_at <= now)

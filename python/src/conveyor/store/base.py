@@ -174,11 +174,11 @@ class Transaction(Protocol):
         written."""
         ...
 
-    def more_waiting(self) -> bool | None:
-        """After :meth:`candidates` in claim order: whether its read saw more claimable rows
-        (or due delayed ones) than it asked for; it may err on "more", never on "none".
-        None when not known. A worker whose full claim has nothing behind it does not claim
-        again at once."""
+    def more_waiting(self, taken: int) -> bool | None:
+        """After a claim (:meth:`candidates` in claim order) that took ``taken`` jobs: whether
+        its read saw more claimable rows than that (or due delayed ones); it may err on
+        "more", never on "none". None when not known. A worker whose full claim has nothing
+        behind it does not claim again at once."""
         ...
 
     def dependents_read(self) -> tuple[frozenset[str], frozenset[str]]:

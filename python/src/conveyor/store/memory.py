@@ -97,7 +97,7 @@ class MemoryTransaction:
     def dependents_read(self) -> tuple[frozenset[str], frozenset[str]]:
         return frozenset(), frozenset()  # its writes read nothing in passing
 
-    def more_waiting(self) -> bool | None:
+    def more_waiting(self, taken: int) -> bool | None:
         return None  # not known: a full claim counts as a backlog
 
     def save_job(self, before: Job, after: Job, fields: frozenset[str] = frozenset()) -> bool:

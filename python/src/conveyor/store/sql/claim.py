@@ -55,8 +55,9 @@ FACTS = (
 )
 # The column of a claim in claim order that says whether delayed jobs are due to be promoted.
 DUE_WAITING = "due_waiting"
-# ... and whether more rows wait in the claim index than the claim asked for.
-MORE_WAITING = "more_waiting"
+# ... and how many rows of its scope the claim index holds, counted up to one more than it
+# asked for.
+IN_CLAIM_INDEX = "in_claim_index"
 # What the claim query's WHERE clause guarantees of every row it returns.
 IMPLIED_FACTS = {
     "dependencies_succeeded": True,
@@ -182,7 +183,7 @@ class ClaimStatements:
     def parameters(self, query: ClaimQuery, now_ms: int, limit: int) -> dict[str, Any]:
         values: dict[str, Any] = {"now": now_ms, "limit": limit}
         if query.job_id is None and not query.job_ids:
-            values["ahead"] = limit + 1  # the claim index entries MORE_WAITING counts
+            values["ahead"] = limit + 1  # the claim index entries IN_CLAIM_INDEX counts
         if query.job_id is not None:
             values["job_id"] = int(query.job_id)
         if query.job_ids:
@@ -242,11 +243,11 @@ class ClaimStatements:
                     DUE_WAITING
                 )
             )
-            # Whether the claim index holds more rows of this scope than the claim asks for:
-            # the first ``limit + 1`` entries counted, once per statement. A full claim with
-            # nothing behind it is then no backlog, and the worker does not claim again at
-            # once only to find nothing (at one job per claim, every job did). Rows locked by
-            # other workers, passed over or in a paused queue count too: it errs on "more".
+            # The rows of this scope in the claim index, the first ``limit + 1`` entries
+            # counted, once per statement: more than the claim takes, and jobs wait behind
+            # it. A full claim with nothing behind it is then no backlog, and the worker does
+            # not claim again at once only to find nothing. Rows locked by other workers,
+            # passed over or in a paused queue count too: it errs on "more".
             ahead = self.tables.jobs.alias("ahead")
             window = (
                 select(ahead.c.id)
@@ -259,7 +260,7 @@ class ClaimStatements:
                 .subquery()
             )
             counted = select(func.count()).select_from(window).scalar_subquery()
-            columns.append((counted > bindparam("limit", type_=Integer())).label(MORE_WAITING))
+            columns.append(counted.label(IN_CLAIM_INDEX))
         statement: Select[Any] = select(*columns).where(*conditions)
         # Jobs by id: no order, so no plan walks the claim index (the caller orders the few
         # rows fetched).

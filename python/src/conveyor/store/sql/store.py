@@ -54,7 +54,7 @@ from ..base import (
     StateSets,
     UniqueClaim,
 )
-from .claim import DUE_WAITING, FACTS, IMPLIED_FACTS, MORE_WAITING, ClaimStatements
+from .claim import DUE_WAITING, FACTS, IMPLIED_FACTS, IN_CLAIM_INDEX, ClaimStatements
 from .dialects import (
     Dialect,
     EndWatch,
@@ -152,7 +152,11 @@ class SqlTransaction:
         # Ended jobs whose dependents an outcome's write read in passing, and those dependents.
         self._read_for: set[str] = set()
         self._dependents: set[str] = set()
-        self._more_waiting: bool | None = None  # what the last claim's read saw behind it
+        # What the claim reads in claim order saw: how many, and the last one's count of the
+        # claim index (None: not read in claim order) and whether a delayed job was due.
+        self._claim_reads = 0
+        self._in_claim_index: int | None = None
+        self._due_waiting = False
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -362,8 +366,10 @@ class SqlTransaction:
     def dependents_read(self) -> tuple[frozenset[str], frozenset[str]]:
         return frozenset(self._read_for), frozenset(self._dependents)
 
-    def more_waiting(self) -> bool | None:
-        return self._more_waiting
+    def more_waiting(self, taken: int) -> bool | None:
+        if self._claim_reads != 1 or self._in_claim_index is None:
+            return None  # several reads (jobs passed over): the last one's count says little
+        return self._due_waiting or self._in_claim_index > taken
 
     def _ends_alone(self, pending: list[tuple[Job, Job, dict[str, Any]]]) -> bool:
         """One outcome, ending its job, that the set-based write can carry with its notice."""
@@ -445,9 +451,9 @@ class SqlTransaction:
             # Delayed jobs became due: promoted, they take their places in claim order. The
             # rows read first stay locked by this transaction, which may read them again.
             found = self.direct.rows(self.connection, statement, parameters)
-        self._more_waiting = (
-            bool(found[0][MORE_WAITING] or found[0][DUE_WAITING]) if in_order and found else None
-        )
+        self._claim_reads += 1
+        self._in_claim_index = int(found[0][IN_CLAIM_INDEX]) if in_order and found else None
+        self._due_waiting = bool(in_order and found and found[0][DUE_WAITING])
         rows: Iterable[Any] = found
         if query.job_ids:  # fetched unordered (claim.py): a few rows, in claim order here
             # (priority, not claim_priority: a due job not yet promoted has none)
