@@ -6,14 +6,16 @@ Everything goes through the public app API (publish, claim, fire): no store is m
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor import Conveyor, Job, ManualClock
+from conveyor import Conveyor, Job, ManualClock, WorkerStats
 from conveyor.specfiles import machine_document
+from conveyor.worker import Worker
 
 TEMPORARY = {"kind": "temporary", "message": "service unavailable", "type": "OSError"}
 PERMANENT = {"kind": "permanent", "message": "bad input", "type": "ValueError"}
@@ -114,3 +116,27 @@ class RecordingNotifier:
 
 def states_by_id(app: Conveyor) -> dict[str, str]:
     return {job.id: job.state for job in app.jobs(limit=100_000)}
+
+
+@contextmanager
+def running(consumer: Worker) -> Iterator[list[WorkerStats]]:
+    """Run a worker (or broker consumer) in a thread; stop it, and wait for it, when the
+    block ends."""
+    result: list[WorkerStats] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(consumer.run())
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        consumer.stop("test over")
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the consumer did not stop"
+        assert errors == []

@@ -11,6 +11,7 @@ import pytest
 from conveyor import Conveyor
 
 from .conftest import TEST_PREFIX, backend_url, require_service, wipe
+from .core_support import running
 
 
 @pytest.mark.parametrize("backend", ["memory", "postgresql"])
@@ -77,26 +78,15 @@ def test_an_idle_worker_records_a_plain_job_s_outcome_without_claiming_again(
             claims.append(threading.current_thread().name)
         return execute(cursor, query, *args, **kwargs)
 
-    done = threading.Event()
     idle = threading.Event()
     app.register("ping", lambda: None)
-    worker = app.worker(
-        idle_delay=60, handle_signals=False, on_job=lambda job: done.set(), on_idle=idle.set
-    )
-    runner = threading.Thread(target=worker.run)
-    runner.start()
-    try:
+    with running(app.worker(idle_delay=60, handle_signals=False, on_idle=idle.set)):
         assert idle.wait(timeout=10), "the worker never went idle"
         monkeypatch.setattr(psycopg.Cursor, "execute", recording)
         job = app.publish("ping")
         assert app.wait(job.id, timeout=10).state == "finished"
-        assert len(claims) == 1, claims
-    finally:
         monkeypatch.undo()
-        worker.stop()
-        app.publish("ping")
-        runner.join(timeout=30)
-    assert not runner.is_alive()
+    assert len(claims) == 1, claims
     app.close()
 
 
@@ -112,15 +102,7 @@ def test_a_backlog_drains_without_waiting_for_the_poll_interval(
     wipe(app)
     app.register("task", lambda: None)
     jobs = app.publish_many("task", [None] * 250)
-    worker = app.worker(idle_delay=600, handle_signals=False, batch_size=40)
-    runner = threading.Thread(target=worker.run)
-    runner.start()
-    try:
+    with running(app.worker(idle_delay=600, handle_signals=False, batch_size=40)):
         assert app.wait(jobs[-1].id, timeout=30).state == "finished"
-        assert all(app.get(job.id).state == "finished" for job in jobs)
-    finally:
-        worker.stop()
-        app.publish("task")
-        runner.join(timeout=30)
-    assert not runner.is_alive()
+    assert all(app.get(job.id).state == "finished" for job in jobs)
     app.close()

@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from conveyor import Conveyor, ManualClock, WorkerStats
+from conveyor import Conveyor, ManualClock
 from conveyor.broker import Envelope
 from conveyor.broker.source import BrokerSource
 from conveyor.worker import Worker
 
 from ..conftest import AppFactory
+from ..core_support import running
 from .conftest import settings_for
 from .test_publish import depth
 
@@ -30,29 +30,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str =
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
         time.sleep(0.02)
-
-
-@contextmanager
-def running(consumer: Worker) -> Iterator[list[WorkerStats]]:
-    """Run a consumer in a thread; stop it (and wait for it) when the block ends."""
-    result: list[WorkerStats] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(consumer.run())
-        except BaseException as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        consumer.stop("test over")
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the consumer did not stop"
-        assert errors == []
 
 
 def consumer(app: Conveyor, **options: Any) -> Worker:
