@@ -64,7 +64,8 @@ class Outcome:
     # had a message of its own (spec.md#BROKER-010).
     claimed_from: dict[str, Job] = field(default_factory=dict)
     # (ended jobs, their dependents) where the writes read them in passing
-    # (Transaction.dependents_read): broker mode then needs no lookup of its own for them.
+    # (Transaction.dependents_read): broker mode then needs no lookup of its own for them, and
+    # an idle worker knows whether the outcomes freed a dependant (Claimed.may_free).
     dependents_read: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
 

@@ -186,7 +186,8 @@ class Transaction(Protocol):
         dependents (spec.md#dependencies) those writes read in passing, and the ids of those
         dependents. A job not in the first set may have dependents nobody has looked for
         yet. Broker mode hands a dependent over once its last dependency succeeds
-        (BROKER-009); what was read here costs it no lookup of its own."""
+        (BROKER-009), and an idle worker claims again only if an outcome freed a job: what
+        was read here costs neither a lookup of its own."""
         ...
 
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
