@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -770,6 +771,25 @@ def test_lock_message_masks_the_password(tmp_path: Path) -> None:
         assert (tmp_path / "a.db.process.nightly.lock").exists()
     finally:
         app.close()
+
+
+def test_consume_leaves_start_up_objects_out_of_full_collections(
+    runner: CliRunner, app_module: AppModule
+) -> None:
+    """While `conveyor consume` runs, the start-up objects are frozen (gc.freeze), so a full
+    collection does not walk them between jobs; they are given back when it returns."""
+    frozen_during_the_job: list[int] = []
+
+    def report_frozen() -> None:
+        frozen_during_the_job.append(gc.get_freeze_count())
+
+    app_module.app.register("report_frozen", report_frozen)
+    app_module.app.publish("report_frozen")
+    before = gc.get_freeze_count()
+    run(runner, "--app", app_module.spec, "consume", "--jobs", "1")
+    (frozen,) = frozen_during_the_job
+    assert frozen > before + 10_000
+    assert gc.get_freeze_count() == before
 
 
 def test_consume_with_slots_shortens_the_switch_interval(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import signal
 import subprocess
@@ -191,7 +192,9 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_at_most_its_batch(
 
 
 CONCURRENT_HANDLER_MODULE = """
+    import faulthandler
     import os
+    import signal
     import sys
     import threading
     from datetime import timedelta
@@ -200,6 +203,7 @@ CONCURRENT_HANDLER_MODULE = """
     from conveyor import Conveyor
 
     lock = threading.Lock()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's view of a hang
 
 
     def work(n: int) -> None:
@@ -229,18 +233,36 @@ CONCURRENT_HANDLER_MODULE = """
 def _in_flight(crash: Crash, jobs: int, stop: signal.Signals, grace: float) -> int:
     """Run the module's worker (concurrency ``jobs``) until ``jobs`` handlers run at once,
     send ``stop``; the exit code."""
-    with subprocess.Popen(
-        [sys.executable, str(crash.module_path), crash.url, crash.prefix, str(grace), str(jobs)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as child:
+    errors = crash.module_path.with_suffix(".stderr")
+    with (
+        errors.open("w") as stderr,
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(crash.module_path),
+                crash.url,
+                crash.prefix,
+                str(grace),
+                str(jobs),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        ) as child,
+    ):
         try:
             assert child.stdout is not None
             started = {child.stdout.readline().strip() for _ in range(jobs)}
             assert started == {f"started {n}" for n in range(jobs)}
             child.send_signal(stop)
-            return child.wait(timeout=60)
+            try:
+                return child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.send_signal(signal.SIGUSR1)  # its threads' stacks, into its stderr
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=1)  # it does not exit: the stacks are written meanwhile
+                raise AssertionError(f"the worker did not exit:\n{errors.read_text()}") from None
         finally:
             if child.poll() is None:
                 child.kill()

@@ -592,7 +592,7 @@ def test_process_runs_the_work_its_own_outcomes_made_due(make_app: AppFactory) -
 
 def test_a_memory_reading_is_reused_within_its_age_and_read_again_after() -> None:
     """Workers with several slots reuse a recent reading (the read releases the interpreter
-    lock); at concurrency 1 each job reads its own."""
+    lock); at concurrency 1 only a job shorter than a millisecond shares one."""
     from conveyor.execution import RecentReading, resident_memory
 
     reads = iter(range(1, 100))
@@ -609,7 +609,34 @@ def test_a_memory_reading_is_reused_within_its_age_and_read_again_after() -> Non
     del grown
 
 
+def test_a_job_that_grows_the_process_shows_it_in_its_execution_record(app: Conveyor) -> None:
+    """At concurrency 1 a job longer than the reading age gets readings of its own: the
+    memory it holds at its end is in memory_after, and in memory_peak."""
+    kept: list[bytearray] = []
+
+    def grow() -> None:
+        grown = bytearray(64 * 1024 * 1024)
+        grown[::4096] = b"x" * len(grown[::4096])  # touched: resident
+        kept.append(grown)
+
+    app.register("noop", lambda: None)
+    app.register("grow", grow)
+    app.publish("noop")
+    job = app.publish("grow")
+    app.worker(handle_signals=False, max_jobs=2).run()
+    execution = app.get(job.id).execution
+    kept.clear()
+    assert execution is not None
+    assert execution["memory_after"] - execution["memory_before"] > 32 * 1024 * 1024
+    assert execution["memory_peak"] - execution["memory_before"] > 32 * 1024 * 1024
+
+
 def test_a_worker_with_slots_reuses_memory_readings(app: Conveyor) -> None:
     app.register("ok", lambda: None)
-    assert app.worker(concurrency=4, handle_signals=False).runner.memory_age > 0
-    assert app.worker(handle_signals=False).runner.memory_age == 0
+    from conveyor.worker import OWN_MEMORY_READING_AGE, SHARED_MEMORY_READING_AGE
+
+    assert app.worker(concurrency=4, handle_signals=False).runner.memory_age == (
+        SHARED_MEMORY_READING_AGE
+    )
+    # at concurrency 1 a job that runs longer than a millisecond reads its own
+    assert app.worker(handle_signals=False).runner.memory_age == OWN_MEMORY_READING_AGE <= 0.001
