@@ -292,3 +292,91 @@ def test_wait_is_woken_by_a_job_that_ends_in_a_batch_of_outcomes(
         waiter.join(BOUND)
     assert stats.jobs == 40
     assert [woken[job.id].result for job in jobs[-3:]] == [37, 38, 39]
+
+
+# -- PostgreSQL: ends are announced only while somebody watches -------------------------------
+
+
+def _notices_until_sentinel(listener: Any, channel: str, url: str) -> list[str]:
+    """What ``listener`` (LISTENing on ``channel``) received before a sentinel sent now:
+    notifications arrive in commit order, so this reads everything committed before."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as other:
+        other.execute("SELECT pg_notify(%s, 'sentinel')", (channel,))
+    payloads: list[str] = []
+    for notice in listener.notifies(timeout=BOUND):
+        if notice.payload == "sentinel":
+            return payloads
+        payloads.append(notice.payload)
+    raise AssertionError("the sentinel never came")
+
+
+def test_an_end_is_announced_only_while_somebody_watches(app: Conveyor, backend: str) -> None:
+    """A NOTIFY serialises the commits of every notifying transaction (publishes too): a
+    job's end is announced only while a waiter watches the ends channel (its shared lock,
+    taken after its LISTEN), in both ways ends are written (one job alone, a batch)."""
+    if backend != "postgresql":
+        pytest.skip("the ends channel is PostgreSQL's")
+    import psycopg
+
+    from conveyor.store.sql.dialects import ended_channel
+
+    store: Any = app.store
+    channel = ended_channel(store.tables.jobs.name)
+    url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    app.register("quick", lambda n: n)
+    with psycopg.connect(url, autocommit=True) as listener:  # listens, does not watch
+        listener.execute(f'LISTEN "{channel}"')
+        unwatched = [app.publish("quick", 0), *app.publish_many("quick", [1, 2])]
+        app.process()
+        app.process()
+        assert {app.get(job.id).state for job in unwatched} == {"finished"}
+        assert _notices_until_sentinel(listener, channel, url) == []
+
+        watched = [app.publish("quick", 3), *app.publish_many("quick", [4, 5])]
+        with store.watch_end(watched[0].id):
+            app.process()
+        announced = ",".join(_notices_until_sentinel(listener, channel, url)).split(",")
+        assert sorted(announced) == sorted(job.id for job in watched)
+
+
+def test_a_watch_waits_for_an_end_written_unannounced_to_commit(
+    app: Conveyor, backend: str
+) -> None:
+    """A transaction that found nobody watching holds the watchers' lock to its commit: a
+    watch that starts meanwhile waits, so the caller's first read sees the end it wrote."""
+    if backend != "postgresql":
+        pytest.skip("the ends channel is PostgreSQL's")
+    import psycopg
+
+    from conveyor.store.sql.dialects import END_WATCH_LOCK_CLASS, ended_channel
+
+    store: Any = app.store
+    channel = ended_channel(store.tables.jobs.name)
+    url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    lock = "pg_try_advisory_xact_lock(%s, hashtext(%s))"
+    watching = threading.Event()
+    with psycopg.connect(url) as writer, psycopg.connect(url, autocommit=True) as monitor:
+        (taken,) = writer.execute(f"SELECT {lock}", (END_WATCH_LOCK_CLASS, channel)).fetchone()
+        assert taken  # nobody watches: an end written now would not be announced
+
+        def watch() -> None:
+            with store.watch_end("1"):
+                watching.set()
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        deadline = time.monotonic() + BOUND
+        while monitor.execute(waiting).fetchone() == (0,):  # until the watch waits for it
+            assert time.monotonic() < deadline, "the watch never asked for the lock"
+        assert not watching.is_set()
+        writer.commit()
+        watcher.join(BOUND)
+        assert watching.is_set()
+        # and while it watched, a writer could not take the lock: it announces
+        with store.watch_end("1"):
+            (taken,) = writer.execute(f"SELECT {lock}", (END_WATCH_LOCK_CLASS, channel)).fetchone()
+            assert not taken
+        writer.rollback()

@@ -183,19 +183,51 @@ def ended_channel(prefix_table: str) -> str:
     return notify_channel(f"{prefix_table[:50]}_ended")
 
 
+# The ends channel's watchers: each holds a shared advisory lock, (this class, hashtext of the
+# channel), while it watches. A transaction that ends jobs sends its NOTIFY only when it cannot
+# take that lock exclusively (pg_try_advisory_xact_lock, held to its commit): when somebody
+# watches, or another such transaction is committing. A NOTIFY takes a lock that serialises
+# the commits of every transaction that notifies (publishes, in the same database), so
+# announcing ends nobody waits for slowed workers and publishers alike.
+END_WATCH_LOCK_CLASS = 0x436F6E76
+
+
+def end_notice_sql(channel: str, notice: str) -> str:
+    """A SQL expression that NOTIFYs ``notice`` (an expression) on the ends channel
+    ``channel`` (an expression) unless nobody watches it (END_WATCH_LOCK_CLASS)."""
+    return (
+        f"CASE WHEN pg_try_advisory_xact_lock({END_WATCH_LOCK_CLASS}, hashtext({channel})) "
+        f"THEN NULL ELSE pg_notify({channel}, {notice}) END"
+    )
+
+
 class EndWatch:
     """LISTEN on the ends channel for one job, on a connection of its own for the watch.
 
     Listening starts before the caller first reads the job, so an end committed in between
-    is never missed: the caller reads, then waits, then reads again.
+    is never missed: the caller reads, then waits, then reads again. The watch then takes its
+    shared lock (END_WATCH_LOCK_CLASS): a transaction that ends jobs and found nobody
+    watching holds the lock exclusively until it commits, so the caller's first read, made
+    after that, sees what it wrote.
     """
+
+    LOCK_TIMEOUT = "5s"  # a watch that cannot register in time is refused: the caller polls
 
     def __init__(self, url: URL, channel: str, job_id: str) -> None:
         import psycopg
 
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._connection = psycopg.connect(conninfo, autocommit=True)
-        self._connection.execute(f'LISTEN "{channel}"')
+        try:
+            self._connection.execute(f'LISTEN "{channel}"')
+            self._connection.execute(f"SET lock_timeout = '{self.LOCK_TIMEOUT}'")
+            self._connection.execute(
+                "SELECT pg_advisory_lock_shared(%s, hashtext(%s))",
+                (END_WATCH_LOCK_CLASS, channel),
+            )
+        except BaseException:
+            self._connection.close()
+            raise
         self._job_id = job_id
 
     def wait(self, timeout: float) -> bool:
@@ -208,7 +240,7 @@ class EndWatch:
         return False
 
     def close(self) -> None:
-        self._connection.close()
+        self._connection.close()  # the session's end releases its shared lock
 
 
 def masked(url: URL) -> str:

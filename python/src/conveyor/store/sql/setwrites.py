@@ -20,6 +20,8 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Integer, String, Table
 
+from .dialects import end_notice_sql
+
 # The key of each condition's array, and the column it is compared with.
 _CONDITIONS = (("w_id", "id"), ("w_state", "state"), ("w_token", "lease_token"))
 
@@ -107,7 +109,8 @@ class SetWrites:
         q, dependencies = self.quote, self.dependencies_name
         return (
             f"WITH written AS ({sql} RETURNING {self.table_name}.{q('id')}) "
-            "SELECT (SELECT count(*) FROM written), pg_notify(%(channel)s, %(notice)s), "
+            "SELECT (SELECT count(*) FROM written), "
+            f"{end_notice_sql('%(channel)s', '%(notice)s')}, "
             f"ARRAY(SELECT DISTINCT d.{q('job_id')} FROM {dependencies} AS d "
             f"WHERE d.{q('depends_on_id')} IN (SELECT {q('id')} FROM written))"
         )

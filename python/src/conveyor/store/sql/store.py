@@ -56,6 +56,7 @@ from ..base import (
 )
 from .claim import DUE_WAITING, FACTS, IMPLIED_FACTS, IN_CLAIM_INDEX, ClaimStatements
 from .dialects import (
+    END_WATCH_LOCK_CLASS,
     Dialect,
     EndWatch,
     PostgresListener,
@@ -405,10 +406,13 @@ class SqlTransaction:
         return notices
 
     def _notify_ends(self, notices: list[str]) -> None:
+        """The notices, unless nobody watches the ends channel (END_WATCH_LOCK_CLASS)."""
         channel = ended_channel(self.tables.jobs.name)
         texts = bindparam("payloads", type_=ARRAY(String))
+        unwatched = func.pg_try_advisory_xact_lock(END_WATCH_LOCK_CLASS, func.hashtext(channel))
         self.connection.execute(
-            select(func.pg_notify(channel, func.unnest(texts))), {"payloads": notices}
+            select(func.pg_notify(channel, func.unnest(texts))).where(~unwatched),
+            {"payloads": notices},
         )
 
     def _changes(self, before: Job, after: Job, fields: frozenset[str]) -> dict[str, Any]:
