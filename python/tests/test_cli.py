@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 
 from conveyor import AlreadyRunning, Conveyor
 from conveyor.cli import cli
+from conveyor.cli.commands.worker import SLOTS_SWITCH_INTERVAL
 from conveyor.cli.context import ByteSize
 from conveyor.locks import command_lock
 
@@ -800,7 +801,7 @@ def test_consume_with_slots_shortens_the_switch_interval(
     try:
         sys.setswitchinterval(0.005)
         run(runner, "--app", app_module.spec, "consume", "--jobs", "1", "--concurrency", "2")
-        assert sys.getswitchinterval() == pytest.approx(0.001)
+        assert sys.getswitchinterval() == pytest.approx(SLOTS_SWITCH_INTERVAL)
         app_module.app.publish("ok")
         run(
             runner, "--app", app_module.spec, "consume", "--jobs", "1", "--switch-interval", "0.002"

@@ -56,7 +56,7 @@ single_id_option = click.option(
 # consume --concurrency above 1: the interpreter's switch interval (seconds). Python's own 5 ms
 # is long for slots that wait on I/O: a job whose wait ended waits up to that long for the
 # interpreter lock while the worker's claiming thread runs (docs/guide/workers.md).
-SLOTS_SWITCH_INTERVAL = 0.001
+SLOTS_SWITCH_INTERVAL = 0.0002
 concurrency_option = click.option(
     "-c",
     "--concurrency",
