@@ -35,21 +35,25 @@ def test_there_are_at_least_ten_mutants() -> None:
     assert len(MUTANTS) >= 10
 
 
+#: Each vector file (its stem) and the requirements its vectors cite, read once.
+_CITED: dict[str, frozenset[str]] = {
+    path.stem: frozenset(
+        requirement
+        for vector in json.loads(path.read_text())["vectors"]
+        for requirement in vector.get("requirements", [])
+    )
+    for path in (HERE.parent / "vectors").glob("*.json")
+    if path.name != "vector.schema.json"
+}
+
+
 def _files_citing(requirement: str) -> tuple[str, ...]:
     """``--select`` of the vector files with a vector that cites ``requirement``: a rejection
     names the requirements of the vectors that failed, so the run over these files rejects
     a mutant exactly when the run over every file does, in a fraction of the time (each
     file's vectors are independent of the others'). None cite the harness protocol's
     requirements (PROTO-), which any vector exercises: those mutants meet every file."""
-    files = sorted(
-        path.stem
-        for path in (HERE.parent / "vectors").glob("*.json")
-        if path.name != "vector.schema.json"
-        and any(
-            requirement in vector.get("requirements", [])
-            for vector in json.loads(path.read_text())["vectors"]
-        )
-    )
+    files = sorted(stem for stem, cited in _CITED.items() if requirement in cited)
     if not files:
         assert requirement.startswith("PROTO-"), f"no vector cites {requirement}"
         return ()

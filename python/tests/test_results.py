@@ -315,7 +315,8 @@ def _notices_until_sentinel(listener: Any, channel: str, url: str) -> list[str]:
 def test_an_end_is_announced_only_while_somebody_watches(app: Conveyor, backend: str) -> None:
     """A NOTIFY serialises the commits of every notifying transaction (publishes too): a
     job's end is announced only while a waiter watches the ends channel (its shared lock,
-    taken after its LISTEN), in both ways ends are written (one job alone, a batch)."""
+    taken after its LISTEN), in each way ends are written: a worker's outcome alone or in a
+    batch (the set-based write carries the notice), and a job cancelled (its own write)."""
     if backend != "postgresql":
         pytest.skip("the ends channel is PostgreSQL's")
     import psycopg
@@ -330,13 +331,15 @@ def test_an_end_is_announced_only_while_somebody_watches(app: Conveyor, backend:
         listener.execute(f'LISTEN "{channel}"')
         unwatched = [app.publish("quick", 0), *app.publish_many("quick", [1, 2])]
         app.process()
-        app.process()
+        cancelled = app.cancel(app.publish("quick", 6).id)
         assert {app.get(job.id).state for job in unwatched} == {"finished"}
+        assert cancelled.state == "cancelled"
         assert _notices_until_sentinel(listener, channel, url) == []
 
         watched = [app.publish("quick", 3), *app.publish_many("quick", [4, 5])]
         with store.watch_end(watched[0].id):
             app.process()
+            watched.append(app.cancel(app.publish("quick", 7).id))
         announced = ",".join(_notices_until_sentinel(listener, channel, url)).split(",")
         assert sorted(announced) == sorted(job.id for job in watched)
 
@@ -350,15 +353,15 @@ def test_a_watch_waits_for_an_end_written_unannounced_to_commit(
         pytest.skip("the ends channel is PostgreSQL's")
     import psycopg
 
-    from conveyor.store.sql.dialects import END_WATCH_LOCK_CLASS, ended_channel
+    from conveyor.store.sql.dialects import ended_channel, ends_unwatched_sql
 
     store: Any = app.store
     channel = ended_channel(store.tables.jobs.name)
     url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    lock = "pg_try_advisory_xact_lock(%s, hashtext(%s))"
+    unwatched = f"SELECT {ends_unwatched_sql('%s')}"  # what a write that ends jobs asks
     watching = threading.Event()
     with psycopg.connect(url) as writer, psycopg.connect(url, autocommit=True) as monitor:
-        (taken,) = writer.execute(f"SELECT {lock}", (END_WATCH_LOCK_CLASS, channel)).fetchone()
+        (taken,) = writer.execute(unwatched, (channel,)).fetchone()
         assert taken  # nobody watches: an end written now would not be announced
 
         def watch() -> None:
@@ -377,6 +380,6 @@ def test_a_watch_waits_for_an_end_written_unannounced_to_commit(
         assert watching.is_set()
         # and while it watched, a writer could not take the lock: it announces
         with store.watch_end("1"):
-            (taken,) = writer.execute(f"SELECT {lock}", (END_WATCH_LOCK_CLASS, channel)).fetchone()
+            (taken,) = writer.execute(unwatched, (channel,)).fetchone()
             assert not taken
         writer.rollback()

@@ -192,12 +192,23 @@ def ended_channel(prefix_table: str) -> str:
 END_WATCH_LOCK_CLASS = 0x436F6E76
 
 
+def end_watch_key_sql(channel: str) -> str:
+    """The advisory lock key of the ends channel ``channel`` (an SQL expression): the two
+    arguments every lock function of the watch protocol takes."""
+    return f"{END_WATCH_LOCK_CLASS}, hashtext({channel})"
+
+
+def ends_unwatched_sql(channel: str) -> str:
+    """True when nobody watches the ends channel ``channel`` (an SQL expression); the
+    transaction then holds the watchers' lock to its commit."""
+    return f"pg_try_advisory_xact_lock({end_watch_key_sql(channel)})"
+
+
 def end_notice_sql(channel: str, notice: str) -> str:
     """A SQL expression that NOTIFYs ``notice`` (an expression) on the ends channel
-    ``channel`` (an expression) unless nobody watches it (END_WATCH_LOCK_CLASS)."""
+    ``channel`` (an expression) unless nobody watches it."""
     return (
-        f"CASE WHEN pg_try_advisory_xact_lock({END_WATCH_LOCK_CLASS}, hashtext({channel})) "
-        f"THEN NULL ELSE pg_notify({channel}, {notice}) END"
+        f"CASE WHEN {ends_unwatched_sql(channel)} THEN NULL ELSE pg_notify({channel}, {notice}) END"
     )
 
 
@@ -222,8 +233,7 @@ class EndWatch:
             self._connection.execute(f'LISTEN "{channel}"')
             self._connection.execute(f"SET lock_timeout = '{self.LOCK_TIMEOUT}'")
             self._connection.execute(
-                "SELECT pg_advisory_lock_shared(%s, hashtext(%s))",
-                (END_WATCH_LOCK_CLASS, channel),
+                f"SELECT pg_advisory_lock_shared({end_watch_key_sql('%s')})", (channel,)
             )
         except BaseException:
             self._connection.close()

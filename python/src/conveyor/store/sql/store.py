@@ -36,6 +36,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -56,13 +57,13 @@ from ..base import (
 )
 from .claim import DUE_WAITING, FACTS, IMPLIED_FACTS, IN_CLAIM_INDEX, ClaimStatements
 from .dialects import (
-    END_WATCH_LOCK_CLASS,
     Dialect,
     EndWatch,
     PostgresListener,
     configure_postgresql,
     configure_sqlite,
     ended_channel,
+    ends_unwatched_sql,
     local_settings,
     masked,
     notify_channel,
@@ -406,13 +407,13 @@ class SqlTransaction:
         return notices
 
     def _notify_ends(self, notices: list[str]) -> None:
-        """The notices, unless nobody watches the ends channel (END_WATCH_LOCK_CLASS)."""
+        """The notices, unless nobody watches the ends channel."""
         channel = ended_channel(self.tables.jobs.name)
         texts = bindparam("payloads", type_=ARRAY(String))
-        unwatched = func.pg_try_advisory_xact_lock(END_WATCH_LOCK_CLASS, func.hashtext(channel))
+        unwatched = sql_text(f"NOT {ends_unwatched_sql(':channel')}")
         self.connection.execute(
-            select(func.pg_notify(channel, func.unnest(texts))).where(~unwatched),
-            {"payloads": notices},
+            select(func.pg_notify(channel, func.unnest(texts))).where(unwatched),
+            {"payloads": notices, "channel": channel},
         )
 
     def _changes(self, before: Job, after: Job, fields: frozenset[str]) -> dict[str, Any]:
