@@ -191,7 +191,8 @@ bench *args: _ensure-setup
     "{{ python }}" bench/run.py --broker {{ args }}
 
 # Claims at scale on PostgreSQL: 1,000,000 jobs (50 % ready, 40 % delayed, 10 % finished) against
-# 5,000, on the server's own settings (extra args go to bench/scale.py: --sizes, --jobs, --url)
+# 5,000, on a throwaway cluster at initdb's stock settings (extra args go to bench/scale.py:
+# --sizes, --jobs, --url to measure an existing server instead)
 [positional-arguments]
 bench-scale *args: _ensure-setup
     "{{ python }}" bench/scale.py "$@"

@@ -3,10 +3,14 @@
     python bench/scale.py                          # 5,000 then 1,000,000 rows
     python bench/scale.py --sizes 5000,100000 --jobs 5000
     python bench/scale.py --batch-size 1            # one job per claim: many more claims timed
+    python bench/scale.py --url postgresql+psycopg://postgres@127.0.0.1:5432/test  # that server
 
 Each size is a fresh job table holding 50 % ready jobs, 40 % delayed ones (due in a day,
 published before the ready ones, so they come first in id order) and 10 % finished ones,
-on the server's own settings (``jit``, autovacuum: whatever it runs with; both are printed).
+on stock server settings: by default a throwaway cluster started from ``initdb`` with every
+setting at its default (``jit`` and autovacuum on, ``shared_buffers`` 128 MB), so a test
+server's configuration (this machine's runs with autovacuum off) does not decide the figures;
+``--url`` measures an existing server instead, on whatever it runs with (both are printed).
 The rows are copied server-side (INSERT ... SELECT generate_series) from one job of each kind
 published through the library, so the table holds exactly what the library writes. Then
 ANALYZE, and one worker at Conveyor's defaults claims and completes ``--jobs`` jobs (at most
@@ -19,6 +23,7 @@ Writes bench/results/scale.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -34,9 +39,9 @@ from sqlalchemy import create_engine, text
 from conveyor import Conveyor
 from conveyor.store.sql.schema import build_tables
 
-URL = os.environ.get(
-    "CONVEYOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+sys.path.insert(0, str(Path(__file__).parent))
+from stock_postgres import stock_cluster  # noqa: E402
+
 PREFIX = "scale_"
 SHARES = {"delayed": 0.4, "finished": 0.1, "ready": 0.5}  # inserted in this order
 
@@ -118,7 +123,14 @@ class Timings:
 
 def server_settings(url: str) -> dict[str, str]:
     engine = create_engine(url)
-    names = ("server_version", "jit", "jit_above_cost", "autovacuum", "shared_buffers")
+    names = (
+        "server_version",
+        "jit",
+        "jit_above_cost",
+        "autovacuum",
+        "shared_buffers",
+        "synchronous_commit",
+    )
     with engine.connect() as connection:
         found = {name: str(connection.exec_driver_sql(f"SHOW {name}").scalar()) for name in names}
         available = connection.exec_driver_sql("SELECT pg_jit_available()").scalar()
@@ -191,7 +203,11 @@ def run(url: str, rows: int, jobs: int, batch_size: int | None) -> dict[str, Any
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", default=URL)
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="measure this server (default: a throwaway cluster on initdb's own settings)",
+    )
     parser.add_argument("--sizes", default="5000,1000000")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument(
@@ -199,11 +215,18 @@ def main() -> None:
     )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
-    settings = server_settings(args.url)
+    server = contextlib.nullcontext(args.url) if args.url else stock_cluster()
+    with server as url:
+        measure(args, url, sizes)
+
+
+def measure(args: argparse.Namespace, url: str, sizes: list[int]) -> None:
+    settings = server_settings(url)
+    settings["stock_cluster"] = str(args.url is None)
     print("server:", ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
     results = []
     for size in sizes:
-        result = run(args.url, size, args.jobs, args.batch_size)
+        result = run(url, size, args.jobs, args.batch_size)
         results.append(result)
         claim = result["claim_ms"]
         print(
