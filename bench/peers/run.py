@@ -16,7 +16,9 @@ steady rate through one worker at its defaults.
 
 I/O benchmark (``--io``): handlers that wait 10 ms (time.sleep in a sync handler, asyncio.sleep
 in an async one); jobs/s of one Conveyor process at each ``--concurrency``, of one Dramatiq
-process (8 threads) and one pgqueuer process, and the target of issue 12.
+process (8 threads) and one pgqueuer process, and the target of issue 12; and, as the ceiling
+of each kind of wait, as many threads or tasks as the top concurrency doing nothing but the
+wait (ceiling.py).
 
 Writes bench/results/peers.json (io.json) with every round, a small peers-summary.json
 (io-summary.json) and prints the tables. Every table, schema, queue and exchange of a run
@@ -32,6 +34,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -355,6 +358,8 @@ def io_benchmark(args: argparse.Namespace, chosen: list[Any], run: Any) -> dict[
                     args.jobs,
                 )
             )
+        for handler in ("def", "async def"):  # the wait alone: the ceiling of its kind
+            plans.append((f"the wait alone, {handler}, {top} at once", None, (), handler, sized(top)))
     if "dramatiq" in by_key:
         plans.append(
             ("Dramatiq, def, 1 process x 8 threads", by_key["dramatiq"], (), "sleep", sized(8))
@@ -384,11 +389,14 @@ def io_benchmark(args: argparse.Namespace, chosen: list[Any], run: Any) -> dict[
     results: dict[str, Any] = {}
     for round_number in range(1, args.rounds + 1):
         for label, system, extra, task, jobs in plans:
-            result = measure.throughput(system, run, jobs, 1, extra, task, timeout)
+            if system is None:
+                result = wait_alone(task, top, jobs)
+            else:
+                result = measure.throughput(system, run, jobs, 1, extra, task, timeout)
             entry = results.setdefault(
                 label,
                 {
-                    "system": system.key,
+                    "system": system.key if system is not None else None,
                     "options": list(extra),
                     "task": task,
                     "jobs": jobs,
@@ -407,13 +415,27 @@ def io_benchmark(args: argparse.Namespace, chosen: list[Any], run: Any) -> dict[
     return {"levels": levels, "sleep_s": SLEEP_SECONDS, "results": results}
 
 
+def wait_alone(handler: str, slots: int, waits: int) -> dict[str, Any]:
+    """``slots`` threads or tasks doing nothing but the benchmark's wait (``ceiling.py``), in
+    a process of their own: what the machine allows that kind of wait, with no queue."""
+    found = subprocess.run(
+        [sys.executable, "ceiling.py", handler, str(slots), str(waits)],
+        cwd=Path(__file__).resolve().parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(found.stdout)
+    return result
+
+
 def io_verdict(data: dict[str, Any]) -> list[str]:
     levels, sleep_s, results = data["levels"], data["sleep_s"], data["results"]
     top = max(levels)
     peers = {
         label: entry["jobs_per_s"]
         for label, entry in results.items()
-        if not label.startswith("Conveyor")
+        if not label.startswith(("Conveyor", "the wait alone"))
     }
     lines = []
     for handler in ("def", "async def"):
@@ -428,6 +450,9 @@ def io_verdict(data: dict[str, Any]) -> list[str]:
             f"{noop:,.0f}) = {bound:,.0f} (target 0.90: "
             f"{'met' if ours >= 0.9 * bound else 'NOT met'})"
         ]
+        alone = results.get(f"the wait alone, {handler}, {top} at once", {}).get("jobs_per_s")
+        if alone:
+            verdict.append(f"{ours / alone:.2f} of the wait alone ({alone:,.0f})")
         for label, rate in peers.items():
             if rate:
                 verdict.append(
