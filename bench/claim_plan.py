@@ -2,13 +2,15 @@
 
     python bench/claim_plan.py                       # 1,000,000 rows, claims of 10 jobs
     python bench/claim_plan.py --rows 100000 --limit 100 --runs 50
+    python bench/claim_plan.py --drain 300000 --limit 100 --plans   # after a long drain
 
 A fresh job table is filled as ``bench/scale.py`` fills it (50 % ready, 40 % delayed, 10 %
 finished, copied server-side from jobs the library wrote), then ANALYZEd. The claim statement
 of a worker over every queue is prepared with the generic plan Conveyor's connections use
 (``plan_cache_mode = force_generic_plan``, ``jit = off``), and run ``--runs`` times under
 ``EXPLAIN (ANALYZE, BUFFERS)``, each in a transaction rolled back (the rows stay claimable, so
-every run reads the same rows). Reported: the median and spread of the execution time the
+every run reads the same rows). ``--drain N`` first has one worker claim and complete N jobs,
+as a long drain leaves the table (dead rows and index entries until a vacuum). Reported: the median and spread of the execution time the
 server reports, the plan of the last run, and the same for the statement without the
 concurrency and rate-limit conditions (what a claim cost before them). The tables are dropped
 at the end. Writes bench/results/claim_plan.json.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -29,7 +32,7 @@ from sqlalchemy import literal_column
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from scale import URL, fill  # noqa: E402
+from scale import fill  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 
 from conveyor import Conveyor  # noqa: E402
@@ -38,6 +41,9 @@ from conveyor.store.sql.claim import ClaimStatements  # noqa: E402
 from conveyor.store.sql.schema import build_tables  # noqa: E402
 
 PREFIX = "claimplan_"
+URL = os.environ.get(
+    "CONVEYOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 def drop(url: str) -> None:
@@ -125,6 +131,9 @@ def main() -> None:
     parser.add_argument(
         "--no-analyze", action="store_true", help="leave the table without statistics (new)"
     )
+    parser.add_argument(
+        "--drain", type=int, default=0, help="jobs one worker runs before the claims are explained"
+    )
     args = parser.parse_args()
     drop(args.url)
     app = Conveyor(args.url, table_prefix=PREFIX)
@@ -138,6 +147,11 @@ def main() -> None:
             with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
                 c.exec_driver_sql(f"ANALYZE {store.tables.jobs.name}")
         print(f"{args.rows:,} rows filled in {time.perf_counter() - start:.0f} s", flush=True)
+        if args.drain:
+            start = time.perf_counter()
+            drained = app.process(limit=args.drain).jobs
+            print(f"{drained:,} jobs drained in {time.perf_counter() - start:.0f} s", flush=True)
+            results["drained"] = drained
         now_ms = int(time.time() * 1000)
         parameters = store.claims.parameters(ClaimQuery(), now_ms, args.limit)
         variants = {

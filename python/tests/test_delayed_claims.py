@@ -16,6 +16,7 @@ import pytest
 from conveyor import Conveyor, ManualClock
 from conveyor.store.base import ClaimQuery
 from conveyor.store.sql import store as sql_store
+from conveyor.store.sql.claim import COUNT_AHEAD_BELOW
 
 from .conftest import SERVER_URLS, _factory, require_service
 from .core_support import TEMPORARY
@@ -147,7 +148,10 @@ def test_postgresql_claim_reads_no_delayed_or_finished_row(
 def test_postgresql_generic_claim_plan_walks_the_claim_index_on_a_new_table() -> None:
     """On a new job table that was never analyzed (as a new deployment's, or any table in
     its first minutes), the generic plan Conveyor's connections use still walks the claim
-    index and stops at the LIMIT, instead of reading and sorting every claimable job."""
+    index and stops at the LIMIT, instead of reading and sorting every claimable job. A small
+    claim also counts the claim index up to one entry past its limit; a large one reads
+    nothing more (COUNT_AHEAD_BELOW): on a table a long drain left with dead index entries,
+    a second walk from the index's start would double the claim's cost."""
     require_service("postgresql")
     app = Conveyor(SERVER_URLS["postgresql"], table_prefix=f"newplan{uuid.uuid4().hex[:8]}_")
     try:
@@ -156,41 +160,49 @@ def test_postgresql_generic_claim_plan_walks_the_claim_index_on_a_new_table() ->
         store: Any = app.store
         query = ClaimQuery()
         sql = store.direct.compiled(store.claims.statement(query)).sql
-        parameters = store.claims.parameters(query, int(app.now().timestamp() * 1000), 100)
+        names: list[str] = []
+        numbered = re.sub(
+            r"%\((\w+)\)s",
+            lambda m: f"${(names.append(m.group(1)) or len(names))}",
+            sql.replace("%%", "%"),
+        )
         raw = store.engine.raw_connection()
         try:
             cursor = raw.cursor()
             cursor.execute("SET plan_cache_mode = force_generic_plan")
-            names: list[str] = []
-            numbered = re.sub(
-                r"%\((\w+)\)s",
-                lambda m: f"${(names.append(m.group(1)) or len(names))}",
-                sql.replace("%%", "%"),
-            )
             cursor.execute(f"PREPARE newplan AS {numbered}")
-            values = ", ".join(str(int(parameters[name])) for name in names)
-            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE newplan({values})")
-            document = cursor.fetchone()[0]
+            plans = {}
+            for limit in (1, COUNT_AHEAD_BELOW - 1, COUNT_AHEAD_BELOW, 100):
+                now_ms = int(app.now().timestamp() * 1000)
+                parameters = store.claims.parameters(query, now_ms, limit)
+                values = ", ".join(str(int(parameters[name])) for name in names)
+                cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE newplan({values})")
+                plans[limit] = cursor.fetchone()[0][0]["Plan"]
+                raw.rollback()
         finally:
             raw.rollback()
             raw.close()
-        plan = document[0]["Plan"]
-        scans = [n for n in _nodes(plan) if n.get("Relation Name", "").endswith("jobs")]
-        assert scans, document
-        assert scans[0].get("Index Name", "").endswith("ix_claim"), document
-        assert scans[0]["Actual Rows"] == 100
-        probes = [
-            n
-            for init in _init_plans(plan)
-            for n in _nodes(init)
-            if n.get("Relation Name", "").endswith("jobs")
-        ]
-        # The probe for due delayed jobs reads one entry of their index, and the one for more
-        # jobs behind the claim the first limit + 1 entries of the claim index: never the table.
-        indexes = [n.get("Index Name", "").rsplit("_", 2)[-2:] for n in probes]
-        assert indexes == [["ix", "delayed"], ["ix", "claim"]], probes
-        assert probes[0]["Actual Rows"] <= 1
-        assert probes[1]["Actual Rows"] <= 101
+        for limit, plan in plans.items():
+            scans = [n for n in _nodes(plan) if n.get("Relation Name", "").endswith("jobs")]
+            assert scans, plan
+            assert scans[0].get("Index Name", "").endswith("ix_claim"), plan
+            assert scans[0]["Actual Rows"] == limit
+            probes = [
+                n
+                for init in _init_plans(plan)
+                for n in _nodes(init)
+                if n.get("Relation Name", "").endswith("jobs")
+            ]
+            # The probe for due delayed jobs reads one entry of their index, and the one for
+            # more jobs behind a small claim the first limit + 1 entries of the claim index:
+            # never the table.
+            indexes = [n.get("Index Name", "").rsplit("_", 2)[-2:] for n in probes]
+            assert indexes == [["ix", "delayed"], ["ix", "claim"]], probes
+            assert probes[0]["Actual Rows"] <= 1
+            if limit < COUNT_AHEAD_BELOW:
+                assert probes[1]["Actual Rows"] == limit + 1, (limit, probes)
+            else:  # not counted: the scan never runs
+                assert probes[1]["Actual Loops"] == 0, (limit, probes)
     finally:
         app.store.drop_schema()  # type: ignore[attr-defined]
         app.close()

@@ -106,3 +106,22 @@ def test_a_backlog_drains_without_waiting_for_the_poll_interval(
         assert app.wait(jobs[-1].id, timeout=30).state == "finished"
     assert all(app.get(job.id).state == "finished" for job in jobs)
     app.close()
+
+
+def test_a_large_full_claim_is_taken_as_a_backlog_without_counting(
+    app: Conveyor, backend: str
+) -> None:
+    """A claim of COUNT_AHEAD_BELOW jobs or more does not count the claim index behind it
+    (that second walk of the index would double the claim's cost on a table with dead
+    entries): the store says nothing, and the worker takes a full claim as a backlog."""
+    from conveyor.store.sql.claim import COUNT_AHEAD_BELOW
+
+    app.register("task", lambda: None)
+    app.publish_many("task", [None] * COUNT_AHEAD_BELOW)
+    full = app.record_and_claim([], "w1", limit=COUNT_AHEAD_BELOW)
+    assert len(full.jobs) == COUNT_AHEAD_BELOW
+    assert full.backlog is None
+    app.publish_many("task", [None] * (COUNT_AHEAD_BELOW - 1))
+    small = app.record_and_claim([], "w1", limit=COUNT_AHEAD_BELOW - 1)
+    assert len(small.jobs) == COUNT_AHEAD_BELOW - 1
+    assert small.backlog is (None if backend == "memory" else False)

@@ -457,7 +457,8 @@ class SqlTransaction:
             # rows read first stay locked by this transaction, which may read them again.
             found = self.direct.rows(self.connection, statement, parameters)
         self._claim_reads += 1
-        self._in_claim_index = int(found[0][IN_CLAIM_INDEX]) if in_order and found else None
+        counted = in_order and found and parameters.get("ahead", 0) > 0
+        self._in_claim_index = int(found[0][IN_CLAIM_INDEX]) if counted else None
         self._due_waiting = bool(in_order and found and found[0][DUE_WAITING])
         rows: Iterable[Any] = found
         if query.job_ids:  # fetched unordered (claim.py): a few rows, in claim order here
