@@ -99,7 +99,8 @@ def as_unique(value: Any) -> Unique | None:
     if isinstance(value, Unique):
         return value
     if isinstance(value, Mapping):
-        unknown = sorted(set(value) - set(Unique.__dataclass_fields__))
+        # repr: the keys may be of any type, and mixed types do not sort
+        unknown = sorted(map(repr, set(value) - set(Unique.__dataclass_fields__)))
         if unknown:
             raise InvalidRequest(
                 f"unknown unique option(s) {unknown}; the options are key, fields, period, "
