@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def server_binaries() -> Path:
-    """The directory holding ``initdb`` and ``pg_ctl``, newest version first."""
+    """The directory holding ``initdb`` and ``pg_ctl``: on PATH, else the newest installed."""
     found = shutil.which("initdb")
     if found:
         return Path(found).parent
@@ -54,27 +54,25 @@ def stock_cluster() -> Iterator[str]:
     binaries = server_binaries()
     directory = Path(tempfile.mkdtemp(prefix="conveyor-stock-pg-"))
     data = directory / "data"
-    if os.geteuid() == 0:
-        shutil.chown(directory, "postgres", "postgres")
-    port = free_port()
-    subprocess.run(
-        _as_server_user(
-            [str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
-        ),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1"
     control = [str(binaries / "pg_ctl"), "-D", str(data), "-w", "-l", str(directory / "log")]
-    subprocess.run(
-        _as_server_user([*control, "-o", options, "start"]), check=True, stdout=subprocess.DEVNULL
-    )
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
+    try:  # a failed initdb or start leaves no directory behind, a started server no process
+        if os.geteuid() == 0:
+            shutil.chown(directory, "postgres", "postgres")
+        port = free_port()
+        initdb = [str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
+        subprocess.run(_as_server_user(initdb), check=True, stdout=subprocess.DEVNULL)
+        options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1"
         subprocess.run(
-            _as_server_user([*control, "-m", "fast", "stop"]),
-            check=False,
+            _as_server_user([*control, "-o", options, "start"]),
+            check=True,
             stdout=subprocess.DEVNULL,
         )
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run(
+                _as_server_user([*control, "-m", "fast", "stop"]),
+                check=False,
+                stdout=subprocess.DEVNULL,
+            )
         shutil.rmtree(directory, ignore_errors=True)
