@@ -80,6 +80,9 @@ spec-check:
 lint:
     "{{ bin }}/ruff" check {{ lint_paths }}
     "{{ bin }}/ruff" format --check {{ lint_paths }}
+    # the benchmark scripts run only under `just bench*`: at least they must parse and name
+    # nothing undefined
+    "{{ bin }}/ruff" check --select E9,F bench
 
 # Format the code and apply safe lint fixes
 fmt:

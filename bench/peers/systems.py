@@ -212,8 +212,10 @@ class ConveyorSystem(System):
         self.label = f"Conveyor{' broker mode' if broker else ''}, {self.setting()}"
         self.transport = "rabbitmq" if broker else "postgresql"
         self.handler = "def (thread) / async def (event loop)"
-        self.defaults = "`conveyor consume --quiet`: concurrency 1, adaptive batch (up to 100 ahead while a "
-            "backlog waits)" + (
+        self.defaults = (
+            "`conveyor consume --quiet`: concurrency 1, adaptive batch (up to 100 ahead while a "
+            "backlog waits)"
+        ) + (
             ", prefetch sized from the concurrency, quorum queue" if broker else ", LISTEN/NOTIFY"
         )
         self._app: Any = None
