@@ -17,6 +17,10 @@ adapters := "memory sqlite postgresql mariadb postgresql+rabbitmq sqlite+rabbitm
 # Backends whose vectors also run through the HTTP binding of `conveyor web` (spec.md#http);
 # about twice a direct vector run each, so one backend by default (add postgresql at will)
 http_adapters := "sqlite"
+# Test processes run at once by `just unit` and `just conformance` (pytest-xdist, and backends
+# side by side): every test process has tables and queues of its own (TEST_PREFIX holds its pid).
+# `just unit -n 0` runs the tests in one process.
+test_workers := env("CONVEYOR_TEST_WORKERS", "2")
 
 # List the recipes
 default:
@@ -96,7 +100,7 @@ typecheck:
 
 # Run the library's tests; extra arguments go to pytest, paths relative to python/
 unit *args:
-    cd python && "{{ python }}" -m pytest {{ args }}
+    cd python && "{{ python }}" -m pytest -n "{{ test_workers }}" {{ args }}
 
 # Workers killed, paused and cut off, a private RabbitMQ node stopped and killed, a proxy that
 # partitions and slows links, poison messages and fuzzing (docs/operations/reliability.md)
@@ -120,37 +124,55 @@ conformance *args:
         exit 0
     fi
     echo "== conformance: the suite's own tests"
-    (cd conformance-tests && "{{ python }}" -m pytest -q -p no:cacheprovider)
+    (cd conformance-tests && "{{ python }}" -m pytest -q -p no:cacheprovider -n "{{ test_workers }}")
     mkdir -p reports docs/conformance/reports
-    status=0
+    # One run per backend, {{ test_workers }} at a time (each adapter process has tables and AMQP
+    # queues of its own); each run's output is kept and shown whole, in order, once all ended.
+    one() {
+        local name="$1"; shift
+        local status=0
+        "{{ bin }}/conveyor-conformance" run "$@" --report "reports/conformance-${name}.json" \
+            {{ args }} || status=$?
+        if [ -f "reports/conformance-${name}.json" ]; then
+            "{{ bin }}/conveyor-conformance" export "reports/conformance-${name}.json" \
+                --out "docs/conformance/reports/${name}.json" || status=$?
+        fi
+        return "${status}"
+    }
+    names=()
+    pids=()
+    start() {
+        local name="$1"; shift
+        while [ "$(jobs -rp | wc -l)" -ge "{{ test_workers }}" ]; do wait -n || true; done
+        one "${name}" "$@" > "reports/conformance-${name}.log" 2>&1 &
+        names+=("${name}")
+        pids+=("$!")
+    }
     for backend in {{ adapters }}; do
-        echo "== conformance: ${backend}"
         # The memory run also validates every message against the protocol schemas
         # (PROTO-004); it costs about four times the run, so the others skip it.
         extra=()
         if [ "${backend}" = memory ]; then extra=(--validate-protocol); fi
-        "{{ bin }}/conveyor-conformance" run \
-            --adapter "{{ python }} -m conveyor.conformance_adapter --backend ${backend}" \
-            --report "reports/conformance-${backend}.json" ${extra[@]+"${extra[@]}"} {{ args }} || status=$?
-        if [ -f "reports/conformance-${backend}.json" ]; then
-            "{{ bin }}/conveyor-conformance" export "reports/conformance-${backend}.json" \
-                --out "docs/conformance/reports/${backend}.json"
-        fi
+        start "${backend}" --adapter "{{ python }} -m conveyor.conformance_adapter --backend ${backend}" \
+            ${extra[@]+"${extra[@]}"}
     done
     # HTTP mode: the vectors' publish, get, list and operations go through the binding, which
     # the adapter serves with conveyor web on its own app; then the binding's own checks. The
-    # stateful suite already ran above, directly, on the same backends.
-    token="$("{{ python }}" -c 'import secrets; print(secrets.token_urlsafe(24))')"
+    # stateful suite runs above, directly, on the same backends.
+    CONVEYOR_CONFORMANCE_HTTP_TOKEN="$("{{ python }}" -c 'import secrets; print(secrets.token_urlsafe(24))')"
+    export CONVEYOR_CONFORMANCE_HTTP_TOKEN
     for backend in {{ http_adapters }}; do
-        echo "== conformance: ${backend} through HTTP"
-        CONVEYOR_CONFORMANCE_HTTP_TOKEN="${token}" "{{ bin }}/conveyor-conformance" run \
+        start "${backend}+http" \
             --adapter "{{ python }} -m conveyor.conformance_adapter --backend ${backend}" \
-            --http auto --no-stateful --report "reports/conformance-${backend}+http.json" \
-            {{ args }} || status=$?
-        if [ -f "reports/conformance-${backend}+http.json" ]; then
-            "{{ bin }}/conveyor-conformance" export "reports/conformance-${backend}+http.json" \
-                --out "docs/conformance/reports/${backend}+http.json"
-        fi
+            --http auto --no-stateful
+    done
+    status=0
+    for i in "${!pids[@]}"; do
+        run_status=0
+        wait "${pids[$i]}" || run_status=$?
+        echo "== conformance: ${names[$i]}"
+        cat "reports/conformance-${names[$i]}.log"
+        if [ "${run_status}" -ne 0 ]; then status="${run_status}"; fi
     done
     exit "${status}"
 
