@@ -383,3 +383,40 @@ def test_a_watch_waits_for_an_end_written_unannounced_to_commit(
             (taken,) = writer.execute(unwatched, (channel,)).fetchone()
             assert not taken
         writer.rollback()
+
+
+def test_a_wait_blocked_by_an_open_transaction_that_ended_jobs_polls_and_names_it(
+    app: Conveyor, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A caller's transaction that ended a job and stays open holds the watchers' lock: a
+    wait may not block on it past its own timeout (before, every wait took the watch's 5 s
+    lock timeout first), and the warning names the session, so the operator can find it."""
+    if backend != "postgresql":
+        pytest.skip("the ends channel is PostgreSQL's")
+    import psycopg
+
+    from conveyor.store.sql.dialects import EndWatch, ended_channel, ends_unwatched_sql
+
+    store: Any = app.store
+    channel = ended_channel(store.tables.jobs.name)
+    url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    app.register("quick", lambda n: n)
+    job = app.publish("quick", 1)
+    app.process()
+    holder = "conveyor-test-open-transaction"
+    with psycopg.connect(url, application_name=holder) as writer:
+        (taken,) = writer.execute(f"SELECT {ends_unwatched_sql('%s')}", (channel,)).fetchone()
+        assert taken  # as a transaction that ended jobs while nobody watched
+        started = time.monotonic()
+        with caplog.at_level("WARNING", logger="conveyor.store"):
+            waited = app.wait(job.id, timeout=0.5)
+        elapsed = time.monotonic() - started
+        with pytest.raises(WaitTimeout):  # and a job still running times out on time
+            app.wait(app.publish("quick", 2).id, timeout=0.5)
+        timed_out_after = time.monotonic() - started - elapsed
+        writer.rollback()
+    assert waited.state == "finished"
+    assert elapsed < EndWatch.LOCK_TIMEOUT
+    assert timed_out_after < EndWatch.LOCK_TIMEOUT
+    warnings = [r.getMessage() for r in caplog.records if r.name == "conveyor.store"]
+    assert any(holder in message and "idle in transaction" in message for message in warnings)

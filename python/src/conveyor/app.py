@@ -526,7 +526,7 @@ class Conveyor:
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         deadline = time.monotonic() + seconds
         terminal = self.lifecycle.states.terminal
-        with self.store.watch_end(str(job_id)) as woken:
+        with self.store.watch_end(str(job_id), seconds) as woken:
             while True:
                 job = self.get(job_id)
                 if job.state in terminal:

@@ -385,13 +385,16 @@ class Store(Protocol):
         """
         ...
 
-    def watch_end(self, job_id: str) -> AbstractContextManager[Callable[[float], bool]]:
+    def watch_end(
+        self, job_id: str, timeout: float | None = None
+    ) -> AbstractContextManager[Callable[[float], bool]]:
         """Watch for the job reaching a terminal state while the block runs (RESULT-004).
 
         The callable blocks up to its timeout in seconds and returns True early when the job
         may have ended; the caller then reads it again. Watching starts on entry, before the
-        caller's first read, so an end in between is not missed. A store that cannot be told
-        simply waits, and the caller polls.
+        caller's first read, so an end in between is not missed; entry takes at most about
+        ``timeout`` seconds (the caller's whole wait). A store that cannot be told simply
+        waits, and the caller polls.
         """
         ...
 

@@ -546,7 +546,9 @@ class MemoryStore:
             return self._work.wait_for(lambda: self._generation != seen, timeout)
 
     @contextmanager
-    def watch_end(self, job_id: str) -> Iterator[Callable[[float], bool]]:
+    def watch_end(
+        self, job_id: str, timeout: float | None = None
+    ) -> Iterator[Callable[[float], bool]]:
         """Wakes at every committed change after the previous call (the store's own
         condition), after which the caller reads the job again."""
         with self._work:

@@ -212,6 +212,11 @@ def end_notice_sql(channel: str, notice: str) -> str:
     )
 
 
+class EndWatchBlocked(Exception):
+    """The watch could not take its shared lock in time: a transaction that ended jobs holds
+    the lock exclusively and has not committed. The message names the sessions holding it."""
+
+
 class EndWatch:
     """LISTEN on the ends channel for one job, on a connection of its own for the watch.
 
@@ -219,26 +224,59 @@ class EndWatch:
     is never missed: the caller reads, then waits, then reads again. The watch then takes its
     shared lock (END_WATCH_LOCK_CLASS): a transaction that ends jobs and found nobody
     watching holds the lock exclusively until it commits, so the caller's first read, made
-    after that, sees what it wrote.
+    after that, sees what it wrote. A transaction left open after it ended jobs (a caller's
+    own, idle in transaction) would hold every new watch up: the wait for the lock is bounded
+    by ``lock_timeout`` seconds (at most LOCK_TIMEOUT), then EndWatchBlocked names the holder.
     """
 
-    LOCK_TIMEOUT = "5s"  # a watch that cannot register in time is refused: the caller polls
+    LOCK_TIMEOUT = 5.0  # seconds a watch may wait to register; the caller then polls
 
-    def __init__(self, url: URL, channel: str, job_id: str) -> None:
+    def __init__(
+        self, url: URL, channel: str, job_id: str, lock_timeout: float | None = None
+    ) -> None:
         import psycopg
 
+        limit = self.LOCK_TIMEOUT if lock_timeout is None else min(lock_timeout, self.LOCK_TIMEOUT)
+        limit_ms = max(1, int(limit * 1000))
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._connection = psycopg.connect(conninfo, autocommit=True)
         try:
             self._connection.execute(f'LISTEN "{channel}"')
-            self._connection.execute(f"SET lock_timeout = '{self.LOCK_TIMEOUT}'")
-            self._connection.execute(
-                f"SELECT pg_advisory_lock_shared({end_watch_key_sql('%s')})", (channel,)
-            )
+            self._connection.execute(f"SET lock_timeout = {limit_ms}")
+            try:
+                self._connection.execute(
+                    f"SELECT pg_advisory_lock_shared({end_watch_key_sql('%s')})", (channel,)
+                )
+            except psycopg.errors.LockNotAvailable:
+                raise EndWatchBlocked(self._blocked(channel, limit_ms)) from None
         except BaseException:
             self._connection.close()
             raise
         self._job_id = job_id
+
+    def _blocked(self, channel: str, waited_ms: int) -> str:
+        """Why the lock could not be taken: the sessions holding it exclusively, as
+        pg_stat_activity shows them (no query text: it may hold payloads)."""
+        rows = self._connection.execute(
+            "SELECT a.pid, a.application_name, a.state, "
+            "extract(epoch FROM now() - a.xact_start)::float8 "
+            "FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock' "
+            "AND l.objsubid = 2 AND l.classid = %s::bigint::oid "
+            "AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid",
+            (END_WATCH_LOCK_CLASS, channel),
+        ).fetchall()
+        holders = ", ".join(
+            f"session {pid} (application {name or '-'!r}, {state or 'state unknown'}, "
+            f"its transaction open {opened or 0.0:.1f} s)"
+            for pid, name, state, opened in rows
+        )
+        return (
+            f"the ends channel's lock was held for more than {waited_ms} ms by "
+            f"{holders or 'a transaction that has committed since'}: a transaction that ends "
+            "jobs holds it until it commits; commit such transactions promptly, or end the "
+            "idle session"
+        )
 
     def wait(self, timeout: float) -> bool:
         """True as soon as the job's end is announced within ``timeout`` seconds."""

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import threading
 import time
 import weakref
@@ -59,6 +60,7 @@ from .claim import DUE_WAITING, FACTS, IMPLIED_FACTS, IN_CLAIM_INDEX, ClaimState
 from .dialects import (
     Dialect,
     EndWatch,
+    EndWatchBlocked,
     PostgresListener,
     configure_postgresql,
     configure_sqlite,
@@ -91,6 +93,8 @@ from .schema import (
 )
 from .setwrites import SetWrites
 from .uniqueclaims import forget_expired, hold_claim, lock_claim
+
+log = logging.getLogger("conveyor.store")
 
 IDLE_PING_SECONDS = 1.0
 RATE_SLOTS_KEPT_MS = 86_400_000  # windows a day older than the current one are forgotten
@@ -1284,14 +1288,22 @@ class SqlStore:
             return False
 
     @contextmanager
-    def watch_end(self, job_id: str) -> Iterator[Callable[[float], bool]]:
-        """On PostgreSQL, a LISTEN for the job's end (EndWatch); elsewhere a plain wait,
-        after which the caller reads the job again (polling)."""
+    def watch_end(
+        self, job_id: str, timeout: float | None = None
+    ) -> Iterator[Callable[[float], bool]]:
+        """On PostgreSQL, a LISTEN for the job's end (EndWatch), which waits at most
+        ``timeout`` seconds to register; elsewhere a plain wait, after which the caller reads
+        the job again (polling)."""
         if self.dialect.name != "postgresql":
             yield self._idle.wait
             return
+        channel = ended_channel(self.tables.jobs.name)
         try:
-            watch = EndWatch(self.engine.url, ended_channel(self.tables.jobs.name), job_id)
+            watch = EndWatch(self.engine.url, channel, job_id, timeout)
+        except EndWatchBlocked as blocked:
+            log.warning("waiting for job %s by reading it again at intervals: %s", job_id, blocked)
+            yield self._idle.wait
+            return
         except Exception:  # no listening connection: poll rather than fail the wait
             yield self._idle.wait
             return
