@@ -256,16 +256,22 @@ class EndWatch:
 
     def _blocked(self, channel: str, waited_ms: int) -> str:
         """Why the lock could not be taken: the sessions holding it exclusively, as
-        pg_stat_activity shows them (no query text: it may hold payloads)."""
-        rows = self._connection.execute(
-            "SELECT a.pid, a.application_name, a.state, "
-            "extract(epoch FROM now() - a.xact_start)::float8 "
-            "FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock' "
-            "AND l.objsubid = 2 AND l.classid = %s::bigint::oid "
-            "AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid",
-            (END_WATCH_LOCK_CLASS, channel),
-        ).fetchall()
+        pg_stat_activity shows them (no query text: it may hold payloads); a role that may
+        not read them gets the message without them."""
+        import psycopg
+
+        try:
+            rows = self._connection.execute(
+                "SELECT a.pid, a.application_name, a.state, "
+                "extract(epoch FROM now() - a.xact_start)::float8 "
+                "FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock' "
+                "AND l.objsubid = 2 AND l.classid = %s::bigint::oid "
+                "AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid",
+                (END_WATCH_LOCK_CLASS, channel),
+            ).fetchall()
+        except psycopg.Error:
+            rows = []
         holders = ", ".join(
             f"session {pid} (application {name or '-'!r}, {state or 'state unknown'}, "
             f"its transaction open {opened or 0.0:.1f} s)"
@@ -273,7 +279,8 @@ class EndWatch:
         )
         return (
             f"the ends channel's lock was held for more than {waited_ms} ms by "
-            f"{holders or 'a transaction that has committed since'}: a transaction that ends "
+            f"{holders or 'another session (committed since, or not visible to this role)'}: "
+            "a transaction that ends "
             "jobs holds it until it commits; commit such transactions promptly, or end the "
             "idle session"
         )
