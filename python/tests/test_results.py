@@ -297,6 +297,18 @@ def test_wait_is_woken_by_a_job_that_ends_in_a_batch_of_outcomes(
 # -- PostgreSQL: ends are announced only while somebody watches -------------------------------
 
 
+def _ends_channel(app: Conveyor, backend: str) -> tuple[str, str]:
+    """The app's ends channel and a psycopg URL of its database (PostgreSQL only: the
+    test is skipped elsewhere)."""
+    if backend != "postgresql":
+        pytest.skip("the ends channel is PostgreSQL's")
+    from conveyor.store.sql.dialects import ended_channel
+
+    store: Any = app.store
+    url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return ended_channel(store.tables.jobs.name), url
+
+
 def _notices_until_sentinel(listener: Any, channel: str, url: str) -> list[str]:
     """What ``listener`` (LISTENing on ``channel``) received before a sentinel sent now:
     notifications arrive in commit order, so this reads everything committed before."""
@@ -317,15 +329,9 @@ def test_an_end_is_announced_only_while_somebody_watches(app: Conveyor, backend:
     job's end is announced only while a waiter watches the ends channel (its shared lock,
     taken after its LISTEN), in each way ends are written: a worker's outcome alone or in a
     batch (the set-based write carries the notice), and a job cancelled (its own write)."""
-    if backend != "postgresql":
-        pytest.skip("the ends channel is PostgreSQL's")
     import psycopg
 
-    from conveyor.store.sql.dialects import ended_channel
-
-    store: Any = app.store
-    channel = ended_channel(store.tables.jobs.name)
-    url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    channel, url = _ends_channel(app, backend)
     app.register("quick", lambda n: n)
     with psycopg.connect(url, autocommit=True) as listener:  # listens, does not watch
         listener.execute(f'LISTEN "{channel}"')
@@ -337,7 +343,7 @@ def test_an_end_is_announced_only_while_somebody_watches(app: Conveyor, backend:
         assert _notices_until_sentinel(listener, channel, url) == []
 
         watched = [app.publish("quick", 3), *app.publish_many("quick", [4, 5])]
-        with store.watch_end(watched[0].id):
+        with app.store.watch_end(watched[0].id):
             app.process()
             watched.append(app.cancel(app.publish("quick", 7).id))
         announced = ",".join(_notices_until_sentinel(listener, channel, url)).split(",")
@@ -349,15 +355,12 @@ def test_a_watch_waits_for_an_end_written_unannounced_to_commit(
 ) -> None:
     """A transaction that found nobody watching holds the watchers' lock to its commit: a
     watch that starts meanwhile waits, so the caller's first read sees the end it wrote."""
-    if backend != "postgresql":
-        pytest.skip("the ends channel is PostgreSQL's")
     import psycopg
 
-    from conveyor.store.sql.dialects import ended_channel, ends_unwatched_sql
+    from conveyor.store.sql.dialects import ends_unwatched_sql
 
+    channel, url = _ends_channel(app, backend)
     store: Any = app.store
-    channel = ended_channel(store.tables.jobs.name)
-    url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     unwatched = f"SELECT {ends_unwatched_sql('%s')}"  # what a write that ends jobs asks
     watching = threading.Event()
     with psycopg.connect(url) as writer, psycopg.connect(url, autocommit=True) as monitor:
@@ -391,15 +394,11 @@ def test_a_wait_blocked_by_an_open_transaction_that_ended_jobs_polls_and_names_i
     """A caller's transaction that ended a job and stays open holds the watchers' lock: a
     wait may not block on it past its own timeout (before, every wait took the watch's 5 s
     lock timeout first), and the warning names the session, so the operator can find it."""
-    if backend != "postgresql":
-        pytest.skip("the ends channel is PostgreSQL's")
     import psycopg
 
-    from conveyor.store.sql.dialects import EndWatch, ended_channel, ends_unwatched_sql
+    from conveyor.store.sql.dialects import EndWatch, ends_unwatched_sql
 
-    store: Any = app.store
-    channel = ended_channel(store.tables.jobs.name)
-    url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    channel, url = _ends_channel(app, backend)
     app.register("quick", lambda n: n)
     job = app.publish("quick", 1)
     app.process()
