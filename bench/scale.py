@@ -109,6 +109,19 @@ class Timings:
             return found
 
         direct.rows = rows
+        # The claim in one statement (plannedclaim.py), which a worker's claim is as a rule.
+        planned = store.planned
+        run_execute = direct.execute
+
+        def execute(connection: Any, compiled: Any, parameters: Any) -> Any:
+            if planned is None or compiled not in planned._built.values():
+                return run_execute(connection, compiled, parameters)
+            start = time.perf_counter()
+            found = run_execute(connection, compiled, parameters)
+            self.claims.append((time.perf_counter() - start) * 1000)
+            return found
+
+        direct.execute = execute
         record_and_claim = app.record_and_claim
 
         def timed(*args: Any, **kwargs: Any) -> Any:

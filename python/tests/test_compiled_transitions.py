@@ -79,7 +79,8 @@ def jobs(draw: st.DrawFn) -> Job:
             "constant", 1000, 1000, max_attempts=draw(st.none() | st.integers(1, 3))
         ),
         requests=requests,
-        attempts=draw(st.integers(0, 4)),
+        # A leased job has counted the attempt it runs (a retry's delay is read from it).
+        attempts=draw(st.integers(1 if lease else 0, 4)),
         finished_at=draw(st.none() | MOMENTS),
         serial_group=draw(LABELS),
         identifier=draw(LABELS),

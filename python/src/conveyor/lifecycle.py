@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from .claimplan import claim_plan
 from .counting import LEASE_RESCUES, by_queue
 from .engine import Fired, Firing, JobEngine
 from .errors import (
@@ -118,6 +119,7 @@ class Lifecycle:
         self.engine = engine
         self.batches = BatchEngine()
         self.states = state_sets(engine.machine)
+        self.claim_plan = claim_plan(engine)
         self.failed = engine.machine.tagged("failed")
         self.waiting_delay_ms = waiting_delay_ms
         self._system = {
@@ -251,11 +253,32 @@ class Lifecycle:
         worker's jobs whose outcomes this transaction just recorded: one that became due
         again at once lets the jobs already waiting go first)."""
         outcome = Outcome()
+        params = {"worker_id": worker_id, "lease_ms": lease_ms}
+        due_by = now if query.due_by is None else min(query.due_by, now)
+        if self._claim_planned(tx, query, now, due_by, params, limit, skip, outcome):
+            return outcome
+        planned = len(outcome.jobs)
+        self._claim_fired(tx, query, params, limit, now, due_by, skip, outcome)
+        if 0 < planned < len(outcome.jobs):  # the planned claim's and the others, in order
+            outcome.jobs.sort(key=lambda job: (job.priority, job.sequence))
+        return outcome
+
+    def _claim_fired(
+        self,
+        tx: Transaction,
+        query: ClaimQuery,
+        params: Mapping[str, Any],
+        limit: int,
+        now: datetime,
+        due_by: datetime,
+        skip: Collection[str],
+        outcome: Outcome,
+    ) -> None:
+        """The claim, firing the machine on each candidate, up to ``limit`` jobs in
+        ``outcome`` (which may hold jobs claimed already)."""
         side = Outcome()  # jobs touched by system effects are not claims
         busy_groups: set[str] = set()
         busy_identifiers: set[str] = set()
-        params = {"worker_id": worker_id, "lease_ms": lease_ms}
-        due_by = now if query.due_by is None else min(query.due_by, now)
         again = True
         # Look again after a pass that discarded a redundant job (it frees nothing for the
         # limit), or that passed over jobs while claiming others: a unique sibling of a job
@@ -309,7 +332,28 @@ class Lifecycle:
             self._write_claims(tx, deferred)
             again = again or (passed_over and claimed)
         outcome.notifications.extend(side.notifications)
-        return outcome
+
+    def _claim_planned(
+        self,
+        tx: Transaction,
+        query: ClaimQuery,
+        now: datetime,
+        due_by: datetime,
+        params: Mapping[str, Any],
+        limit: int,
+        skip: Collection[str],
+        outcome: Outcome,
+    ) -> bool:
+        """Plain jobs claimed by one statement where the store has it (claimplan.py), into
+        ``outcome``; True when that was the whole claim."""
+        if self.claim_plan is None:
+            return False
+        planned = tx.claim_planned(self.claim_plan, query, now, due_by, params, limit, skip)
+        if planned is None:
+            return False
+        outcome.jobs.extend(planned.jobs)
+        outcome.claimed_from.update(planned.before)
+        return planned.complete
 
     def _plain_claim(self, fired: Fired) -> bool:
         job = fired.job

@@ -49,6 +49,51 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class RequestStep:
+    """What one request event does to a request, read from the request machine: the job
+    effect that fires it, the states it fires from, the state it leads to and its effects
+    (in the file's order)."""
+
+    via: str
+    event: str
+    sources: frozenset[str]
+    target: str
+    effects: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClaimPlan:
+    """The job machine's claim transition as data a store may compile into one statement
+    (``Transaction.claim_planned``): the states it fires from, its target, its job effects
+    in the file's order and what it does to the current request. Built from the machine
+    file (``conveyor.claimplan``), only for a claim whose guard the claim query applies in
+    full to plain jobs and that has no system effects; a store maps each named effect to
+    SQL or declines the plan."""
+
+    transition: str
+    sources: frozenset[str]
+    target: str
+    guard: str | None
+    # Job effects by name, in order; the one that fires the current request's event is
+    # named too (``request.via``), and ``request`` says what that event does.
+    effects: tuple[str, ...]
+    request: RequestStep | None
+
+
+@dataclass
+class PlannedClaim:
+    """What a claim in one statement did: the jobs it claimed (in claim order) and each as
+    it was before, by id. ``complete`` is False when its read found rows it did not claim
+    (jobs using serial groups, unique mode, concurrency or rate keys, or a request the plan
+    does not cover) or delayed jobs due to be promoted: the caller claims the rest through
+    :meth:`Transaction.candidates`."""
+
+    jobs: list[Job]
+    before: dict[str, Job]
+    complete: bool
+
+
+@dataclass(frozen=True)
 class JobFilter:
     states: tuple[str, ...] = ()
     queue: str | None = None
@@ -192,6 +237,23 @@ class Transaction(Protocol):
 
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
         """Jobs in claimable states that are due, in (priority, sequence) order."""
+        ...
+
+    def claim_planned(
+        self,
+        plan: ClaimPlan,
+        query: ClaimQuery,
+        now: datetime,
+        due_by: datetime,
+        params: Mapping[str, Any],
+        limit: int,
+        skip: Collection[str],
+    ) -> PlannedClaim | None:
+        """Claim up to ``limit`` plain jobs due by ``due_by``, in claim order and passing over
+        ``skip``, by one statement that applies ``plan`` with the firing's ``params``
+        (``worker_id``, ``lease_ms``) at ``now``: the rows it writes are the rows the machine
+        would. None when the store has no such statement (the caller fires the machine per
+        job on :meth:`candidates`); it then has changed nothing."""
         ...
 
     def dependents(self, job_id: str) -> list[Job]:

@@ -20,8 +20,10 @@ from .base import (
     SCHEDULE_RUNS_KEPT,
     Backlog,
     Candidate,
+    ClaimPlan,
     ClaimQuery,
     JobFilter,
+    PlannedClaim,
     ScheduleRun,
     StateSets,
     UniqueClaim,
@@ -165,6 +167,19 @@ class MemoryTransaction:
             unique_sibling_processing=any(s.state in states.leased for s in siblings),
             unique_sibling_succeeded=any(s.state in states.performed for s in siblings),
         )
+
+    def claim_planned(
+        self,
+        plan: ClaimPlan,
+        query: ClaimQuery,
+        now: datetime,
+        due_by: datetime,
+        params: Mapping[str, Any],
+        limit: int,
+        skip: Collection[str],
+    ) -> PlannedClaim | None:
+        """None: in memory, firing the machine per job costs no round trip to save."""
+        return None
 
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:
         jobs = self._data.jobs

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Select,
     String,
     Update,
+    all_,
     and_,
     any_,
     bindparam,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     false,
     func,
     literal_column,
+    null,
     or_,
     select,
     true,
@@ -66,6 +68,19 @@ IN_CLAIM_INDEX = "in_claim_index"
 # A full claim of many jobs is taken as a backlog, and at worst one more claim finds none.
 COUNT_AHEAD_BELOW = 10
 # What the claim query's WHERE clause guarantees of every row it returns.
+# The guard the claim query's WHERE clause applies in full to a job that uses no serial
+# group, unique mode, concurrency or rate key: a claim plan with this guard is the WHERE.
+CLAIM_GUARD = "claimable_now"
+# The columns a claim in one statement reads as they were, to give the jobs before it.
+PLANNED_OLD_COLUMNS = (
+    "state",
+    "updated_at",
+    "attempts",
+    "lease_token",
+    "lease_worker",
+    "lease_expires_at",
+    "requests",
+)
 IMPLIED_FACTS = {
     "dependencies_succeeded": True,
     "serial_group_idle": True,
@@ -234,42 +249,8 @@ class ClaimStatements:
             *(facts[name].label(name) for name in FACTS if name not in IMPLIED_FACTS),
         ]
         if not named:
-            # Whether a delayed job is due: the earliest ``delay_until``, one entry of the
-            # delayed-job index (an ordered probe: an EXISTS would let a plan made without
-            # statistics scan the table instead), evaluated once per statement. The claim
-            # promotes what is due only when it says so (or when no row came back), so a busy
-            # worker's claim is one statement, not two.
-            delayed = self.tables.jobs.alias("due")
-            earliest = (
-                select(delayed.c.delay_until)
-                .where(delayed.c.delay_until.is_not(None))
-                .order_by(delayed.c.delay_until)
-                .limit(ONE)  # written inline: the statement text carries no value of its own
-                .scalar_subquery()
-            )
-            columns.append(
-                func.coalesce(earliest <= bindparam("now", type_=BigInteger()), false()).label(
-                    DUE_WAITING
-                )
-            )
-            # The rows of this scope in the claim index, the first ``limit + 1`` entries
-            # counted, once per statement: more than the claim takes, and jobs wait behind
-            # it. A full claim with nothing behind it is then no backlog, and the worker does
-            # not claim again at once only to find nothing. Rows locked by other workers,
-            # passed over or in a paused queue count too: it errs on "more".
-            ahead = self.tables.jobs.alias("ahead")
-            window = (
-                select(ahead.c.id)
-                .where(
-                    ahead.c.claim_priority.is_not(None),
-                    *self._scope(shape, ahead.c.queue, ahead.c.claim_priority),
-                )
-                .order_by(ahead.c.claim_priority, ahead.c.id)
-                .limit(bindparam("ahead", type_=Integer()))  # MariaDB takes no expression
-                .subquery()
-            )
-            counted = select(func.count()).select_from(window).scalar_subquery()
-            columns.append(counted.label(IN_CLAIM_INDEX))
+            columns.append(self._due_waiting().label(DUE_WAITING))
+            columns.append(self._in_claim_index(shape).label(IN_CLAIM_INDEX))
         statement: Select[Any] = select(*columns).where(*conditions)
         # Jobs by id: no order, so no plan walks the claim index (the caller orders the few
         # rows fetched).
@@ -281,6 +262,96 @@ class ClaimStatements:
                 skip_locked=True, of=j if self.dialect.lock_of_supported else None
             )
         return statement
+
+    def _due_waiting(self) -> Any:
+        """Whether a delayed job is due: the earliest ``delay_until``, one entry of the
+        delayed-job index (an ordered probe: an EXISTS would let a plan made without
+        statistics scan the table instead), evaluated once per statement. The claim promotes
+        what is due only when it says so (or when no row came back), so a busy worker's claim
+        is one statement, not two."""
+        delayed = self.tables.jobs.alias("due")
+        earliest = (
+            select(delayed.c.delay_until)
+            .where(delayed.c.delay_until.is_not(None))
+            .order_by(delayed.c.delay_until)
+            .limit(ONE)  # written inline: the statement text carries no value of its own
+            .scalar_subquery()
+        )
+        return func.coalesce(earliest <= bindparam("now", type_=BigInteger()), false())
+
+    def _in_claim_index(self, shape: Shape) -> Any:
+        """The rows of this scope in the claim index, the first ``ahead`` entries counted,
+        once per statement: more than the claim takes, and jobs wait behind it. A full claim
+        with nothing behind it is then no backlog, and the worker does not claim again at
+        once only to find nothing. Rows locked by other workers, passed over or in a paused
+        queue count too: it errs on "more"."""
+        ahead = self.tables.jobs.alias("ahead")
+        window = (
+            select(ahead.c.id)
+            .where(
+                ahead.c.claim_priority.is_not(None),
+                *self._scope(shape, ahead.c.queue, ahead.c.claim_priority),
+            )
+            .order_by(ahead.c.claim_priority, ahead.c.id)
+            .limit(bindparam("ahead", type_=Integer()))  # MariaDB takes no expression
+            .subquery()
+        )
+        return select(func.count()).select_from(window).scalar_subquery()
+
+    def planned_statements(self, shape: Shape) -> tuple[Select[Any], Select[Any]]:
+        """The reads of a claim in one statement (plannedclaim.py), in claim order (by id, of
+        the named jobs): the candidates' ids (locked, skipping rows other claims hold and the
+        ids ``:skip``),
+        whether each is plain (no serial group, unique mode, concurrency or rate key: the
+        claim guard is then the WHERE clause alone), its current request's position and
+        state, and the columns a claim writes as they were; and the statement's one row of
+        :meth:`_due_waiting` and :meth:`_in_claim_index`."""
+        j = self.tables.jobs.alias("j")
+        # By id the delayed rows count too; in claim order only the claim index is read.
+        named = shape.by_id or shape.by_ids
+        _, conditions = self._claimable(j, ready_only=not named)
+        priority = j.c.priority if named else j.c.claim_priority
+        conditions.extend(self._scope(shape, j.c.queue, priority))
+        if shape.by_id:
+            conditions.append(j.c.id == bindparam("job_id", type_=BigInteger()))
+        if shape.by_ids:
+            ids = bindparam("job_ids", type_=postgresql.ARRAY(BigInteger()))
+            conditions.append(j.c.id == any_(ids))
+        conditions.append(j.c.id != all_(bindparam("skip", type_=postgresql.ARRAY(BigInteger()))))
+        plain = and_(
+            j.c.serial_group.is_(None),
+            ~j.c.is_unique,
+            j.c.concurrency_key.is_(None),
+            j.c.rate_key.is_(None),
+        )
+        current = (
+            "(SELECT e.{pick} FROM json_array_elements(j.{requests}::json) WITH ORDINALITY "
+            "AS e(value, ord) WHERE e.value->>'state' <> 'succeeded' ORDER BY e.ord LIMIT 1)"
+        )
+        column = j.c.requests.name  # a lower-case name: written as it is
+        if not _STATE_NAME.fullmatch(column):
+            raise ValueError(f"unexpected column name {column!r}")
+        pick = (
+            select(
+                j.c.id,
+                plain.label("plain"),
+                literal_column(current.format(pick="ord", requests=column)).label("cur"),
+                literal_column(current.format(pick="value->>'state'", requests=column)).label(
+                    "cur_state"
+                ),
+                *(j.c[name].label(f"old_{name}") for name in PLANNED_OLD_COLUMNS),
+            )
+            .where(*conditions)
+            .order_by(priority, j.c.id)
+            .limit(bindparam("limit", type_=Integer()))
+            .with_for_update(skip_locked=True, of=j)
+        )
+        if named:  # delayed jobs are claimed as they are, and the claim index not counted
+            counts: list[Any] = [false(), null()]
+        else:
+            counts = [self._due_waiting(), self._in_claim_index(shape)]
+        stats = select(counts[0].label(DUE_WAITING), counts[1].label(IN_CLAIM_INDEX))
+        return pick, stats
 
     def _scope(self, shape: Shape, queue: Any, priority: Any) -> list[Any]:
         """The conditions of a claim's queues and priority range on these columns."""

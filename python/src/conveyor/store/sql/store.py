@@ -50,13 +50,22 @@ from ..base import (
     SCHEDULE_RUNS_KEPT,
     Backlog,
     Candidate,
+    ClaimPlan,
     ClaimQuery,
     JobFilter,
+    PlannedClaim,
     ScheduleRun,
     StateSets,
     UniqueClaim,
 )
-from .claim import DUE_WAITING, FACTS, IMPLIED_FACTS, IN_CLAIM_INDEX, ClaimStatements
+from .claim import (
+    DUE_WAITING,
+    FACTS,
+    IMPLIED_FACTS,
+    IN_CLAIM_INDEX,
+    ClaimStatements,
+    Shape,
+)
 from .dialects import (
     Dialect,
     EndWatch,
@@ -74,10 +83,12 @@ from .dialects import (
 )
 from .direct import Compiled, DirectStatements
 from .locks import acquire_named, command_lock, release_named
+from .plannedclaim import PICKED, PlannedClaims
 from .rows import (
     Flags,
     changed_values,
     flags_of,
+    job_before,
     job_from_row,
     progress_text,
     rows_of,
@@ -145,9 +156,11 @@ class SqlTransaction:
         direct: DirectStatements,
         announce: bool = True,
         set_writes: SetWrites | None = None,
+        planned: PlannedClaims | None = None,
     ) -> None:
         self.connection = connection
         self.set_writes = set_writes
+        self.planned = planned
         self.tables = tables
         self.states = states
         self.dialect = dialect
@@ -474,6 +487,55 @@ class SqlTransaction:
                 for name in FACTS
             }
             yield Candidate(job=job_from_row(row), **facts)
+
+    def claim_planned(
+        self,
+        plan: ClaimPlan,
+        query: ClaimQuery,
+        now: datetime,
+        due_by: datetime,
+        params: Mapping[str, Any],
+        limit: int,
+        skip: Collection[str],
+    ) -> PlannedClaim | None:
+        if self.planned is None:
+            return None
+        if query.job_id is not None and row_id(query.job_id) is None:
+            return PlannedClaim([], {}, True)
+        if query.job_ids:
+            valid = tuple(job_id for job_id in query.job_ids if row_id(job_id) is not None)
+            if not valid:
+                return PlannedClaim([], {}, True)
+            query = dataclasses.replace(query, job_ids=valid)
+        compiled = self.planned.statement(plan, Shape.of(query))
+        if compiled is None:
+            return None
+        at = to_ms(now)
+        parameters = self.claims.parameters(query, to_ms(due_by), limit)
+        parameters.update(
+            limit=limit,  # of the named jobs too: the first in claim order
+            at=at,
+            worker_id=str(params["worker_id"]),
+            expires=at + int(params["lease_ms"]),
+            skip=[key for key in map(row_id, skip) if key is not None],
+        )
+        _, rows = self.direct.execute(self.connection, compiled, parameters)
+        first = rows[0]  # one row at least: the statement's counts, with no job if none
+        self._claim_reads += 1
+        self._due_waiting = bool(first[DUE_WAITING])
+        counted = parameters.get("ahead", 0) > 0
+        self._in_claim_index = int(first[IN_CLAIM_INDEX]) if counted else None
+        # in claim order (the rows an UPDATE returns come in no promised order)
+        claimed = sorted(
+            (row for row in rows if row["id"] is not None),
+            key=lambda row: (row["priority"], row["id"]),
+        )
+        jobs = [job_from_row(row) for row in claimed]
+        before = {
+            job.id: job_before(job, row, "old_") for job, row in zip(jobs, claimed, strict=True)
+        }
+        complete = not self._due_waiting and int(first[PICKED]) == len(jobs)
+        return PlannedClaim(jobs, before, complete)
 
     def _promote(self, now_ms: int) -> bool:
         """Move the delayed jobs due by ``now_ms`` into the claim index, earliest due first
@@ -1031,6 +1093,18 @@ class SqlStore:
             if self.direct.enabled and self.dialect.name == "postgresql"
             else None
         )
+        # A worker's claim of plain jobs in one statement (plannedclaim.py), likewise.
+        self.planned = (
+            PlannedClaims(
+                self.claims,
+                self.direct,
+                states,
+                preparer.format_table(self.tables.jobs),
+                preparer.quote,
+            )
+            if self.set_writes is not None
+            else None
+        )
         self._listener = (
             PostgresListener(engine.url, notify_channel(self.tables.jobs.name))
             if self.dialect.name == "postgresql"
@@ -1164,6 +1238,7 @@ class SqlStore:
             self.direct,
             self.announce,
             self.set_writes,
+            self.planned,
         )
 
     @contextmanager
