@@ -12,7 +12,9 @@ of a worker over every queue is prepared with the generic plan Conveyor's connec
 every run reads the same rows). ``--drain N`` first has one worker claim and complete N jobs,
 as a long drain leaves the table (dead rows and index entries until a vacuum). Reported: the median and spread of the execution time the
 server reports, the plan of the last run, and the same for the statement without the
-concurrency and rate-limit conditions (what a claim cost before them). The tables are dropped
+concurrency and rate-limit conditions (what a claim cost before them), and the claim in one
+statement a worker runs on PostgreSQL (store/sql/plannedclaim.py: the read and the write of
+the claimed rows; its runs are rolled back too). The tables are dropped
 at the end. Writes bench/results/claim_plan.json.
 """
 
@@ -37,7 +39,8 @@ from sqlalchemy import create_engine  # noqa: E402
 
 from conveyor import Conveyor  # noqa: E402
 from conveyor.store.base import ClaimQuery  # noqa: E402
-from conveyor.store.sql.claim import ClaimStatements  # noqa: E402
+from conveyor.store.sql.claim import ClaimStatements, Shape  # noqa: E402
+from conveyor.store.sql.direct import Compiled  # noqa: E402
 from conveyor.store.sql.schema import build_tables  # noqa: E402
 
 PREFIX = "claimplan_"
@@ -77,10 +80,12 @@ def explain(
         cursor.execute("SET plan_cache_mode = force_generic_plan")
         calls = {}
         for number, (name, statement) in enumerate(statements.items()):
-            sql, names = positional(store.direct.compiled(statement).sql.replace("%%", "%"))
+            compiled = statement if isinstance(statement, Compiled) else None
+            compiled = compiled or store.direct.compiled(statement)
+            sql, names = positional(compiled.sql.replace("%%", "%"))
             cursor.execute(f"PREPARE claim{number} AS {sql}")
-            # the moment and the limit: integers, written into EXECUTE
-            values = ", ".join(str(int(parameters[key])) for key in names)
+            # the moment, the limit, the worker's id, ids to skip: written into EXECUTE
+            values = ", ".join(_literal(parameters[key]) for key in names)
             calls[name] = f"EXECUTE claim{number}({values})"
             found[name] = {"execution": [], "round_trip": [], "plan": ""}
         raw.commit()
@@ -110,6 +115,14 @@ def explain(
                 "max": round(max(values), 3),
             }
     return found
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, list):
+        return "'{" + ",".join(str(int(item)) for item in value) + "}'"
+    return str(int(value))
 
 
 def without_limits(store: Any) -> Any:
@@ -154,10 +167,16 @@ def main() -> None:
             results["drained"] = drained
         now_ms = int(time.time() * 1000)
         parameters = store.claims.parameters(ClaimQuery(), now_ms, args.limit)
+        parameters.update(at=now_ms, worker_id="w", expires=now_ms + 30_000, skip=[])
         variants = {
             "claim": store.claims.statement(ClaimQuery()),
             "claim without the limit conditions": without_limits(store),
         }
+        if store.planned is not None and app.lifecycle.claim_plan is not None:
+            # what a worker runs: the read and the write of plain jobs in one statement
+            variants["claim in one statement (read and write)"] = store.planned.statement(
+                app.lifecycle.claim_plan, Shape.of(ClaimQuery())
+            )
         for name, found in explain(store, variants, parameters, args.runs).items():
             results[name] = found
             execution, trip = found["execution_ms"], found["round_trip_ms"]

@@ -187,3 +187,41 @@ def test_the_job_machine_claim_is_planned_and_a_store_declines_what_it_cannot_wr
     [job] = app.claim("w1")
     assert job.state == "processing"
     assert job.requests[0].state == "running"
+
+
+def test_an_idle_worker_s_claim_is_one_statement_that_commits_itself(app: Conveyor) -> None:
+    """A claim with no outcome to record (a worker woken for a new job) runs the planned
+    statement on an autocommit connection: one round trip, no BEGIN or COMMIT of its own."""
+    import psycopg
+
+    app.register("task", lambda: None)
+    assert app.record_and_claim([], "w1").jobs == []  # the connections are set up
+    job = app.publish("task")
+    seen: list[tuple[str, bool]] = []
+    execute = psycopg.Cursor.execute
+
+    def recording(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append((str(query).lstrip()[:10], cursor.connection.autocommit))
+        return execute(cursor, query, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(psycopg.Cursor, "execute", recording)
+        claimed = app.record_and_claim([], "w1", limit=5)
+    assert [j.id for j in claimed.jobs] == [job.id]
+    assert seen == [("WITH stats", True)]
+    assert app.get(job.id).state == "processing"  # committed: another session sees it
+
+
+def test_a_claim_alone_that_leaves_jobs_to_the_machine_goes_on_in_a_transaction(
+    app: Conveyor,
+) -> None:
+    """Jobs of a serial group ahead of a plain one: the statement claims the plain job, the
+    machine the group's first job, and the worker gets both, in claim order."""
+    app.register("task", lambda: None)
+    grouped = app.publish("task", serial_group="g")
+    behind = app.publish("task", serial_group="g")
+    plain = app.publish("task")
+    claimed = app.record_and_claim([], "w1", limit=3)
+    assert [j.id for j in claimed.jobs] == [grouped.id, plain.id]
+    assert app.get(behind.id).state == "ready"  # the group's next job waits its turn
+    assert {app.get(j).state for j in (grouped.id, plain.id)} == {"processing"}

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -68,6 +69,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_URL = "sqlite:///conveyor.db"
 # app.wait() reads the job at least this often, also where the store announces ends.
 WAIT_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class _ClaimedAlone:
+    """A claim made by the store's one statement in autocommit (Conveyor._claim_alone)."""
+
+    jobs: list[Job]
+    complete: bool
+    more: bool | None  # Transaction.more_waiting after it
 
 
 class BulkPublisher:
@@ -778,6 +788,12 @@ class Conveyor:
         query = self._claim_query(queues, priorities, None, due_by, job_ids)
         now = self.now()
         reports = [(p.current, p.event, p.params, p.update) for p in performed]
+        lease_ms = lease_ms or self.lease_ms
+        alone = self._claim_alone(query, worker_id, lease_ms, limit, now) if not reports else None
+        if alone is not None and alone.complete:
+            backlog = None if alone.more is None else len(alone.jobs) >= limit and alone.more
+            return Claimed([], alone.jobs, 0, backlog)
+        taken = alone.jobs if alone is not None else []
         with self.store.transaction() as tx:
             recorded, outcome = self.lifecycle.record_all(tx, reports, now)
             claimed = (
@@ -785,15 +801,17 @@ class Conveyor:
                     tx,
                     query,
                     worker_id,
-                    lease_ms or self.lease_ms,
-                    limit,
+                    lease_ms,
+                    limit - len(taken),
                     now,
                     skip={job.id for job in recorded},
                 )
-                if limit > 0
+                if limit > len(taken)
                 else None
             )
             more = tx.more_waiting(len(claimed.jobs)) if claimed is not None else None
+        if claimed is not None and taken:  # the jobs claimed alone first, all in claim order
+            claimed.jobs = sorted([*taken, *claimed.jobs], key=lambda j: (j.priority, j.sequence))
         self._deliver(outcome)
         claimable = self.lifecycle.states.claimable
         due_again = sum(1 for job in recorded if job.state in claimable and job.available_at <= now)
@@ -812,6 +830,24 @@ class Conveyor:
         # A full claim is a backlog unless the claim's read saw nothing behind it.
         backlog = None if more is None else len(claimed.jobs) >= limit and more
         return Claimed(recorded, claimed.jobs, due_again, backlog, made_due=made_due)
+
+    def _claim_alone(
+        self, query: ClaimQuery, worker_id: str, lease_ms: int, limit: int, now: datetime
+    ) -> _ClaimedAlone | None:
+        """A claim with no outcome to record, as the store's one statement alone, in
+        autocommit: the statement is its own transaction, with no ``BEGIN`` or ``COMMIT``
+        round trip of its own (an idle worker woken for a new job). None when the store has
+        no such statement; not ``complete`` when its read left jobs to the machine (the
+        claim then goes on in a transaction for the rest)."""
+        if limit <= 0 or self.lifecycle.claim_plan is None:
+            return None
+        with self.store.autocommit() as tx:
+            planned = self.lifecycle.claim_alone(tx, query, worker_id, lease_ms, limit, now)
+            if planned is None:
+                return None
+            more = tx.more_waiting(len(planned.jobs))
+        self._deliver(Outcome(jobs=planned.jobs))
+        return _ClaimedAlone(planned.jobs, planned.complete, more)
 
     def _may_free(self, recorded: Sequence[Job], outcome: Outcome) -> bool:
         """Whether recording these jobs may have made another job claimable: a job of a

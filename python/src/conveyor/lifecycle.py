@@ -33,6 +33,7 @@ from .specfiles import machine_document
 from .store.base import (
     Candidate,
     ClaimQuery,
+    PlannedClaim,
     StateSets,
     Store,
     Transaction,
@@ -255,11 +256,15 @@ class Lifecycle:
         outcome = Outcome()
         params = {"worker_id": worker_id, "lease_ms": lease_ms}
         due_by = now if query.due_by is None else min(query.due_by, now)
-        if self._claim_planned(tx, query, now, due_by, params, limit, skip, outcome):
-            return outcome
-        planned = len(outcome.jobs)
+        planned = self._claim_planned(tx, query, now, due_by, params, limit, skip)
+        if planned is not None:
+            outcome.jobs.extend(planned.jobs)
+            outcome.claimed_from.update(planned.before)
+            if planned.complete:
+                return outcome
+        taken = len(outcome.jobs)
         self._claim_fired(tx, query, params, limit, now, due_by, skip, outcome)
-        if 0 < planned < len(outcome.jobs):  # the planned claim's and the others, in order
+        if 0 < taken < len(outcome.jobs):  # the planned claim's and the others, in order
             outcome.jobs.sort(key=lambda job: (job.priority, job.sequence))
         return outcome
 
@@ -333,6 +338,22 @@ class Lifecycle:
             again = again or (passed_over and claimed)
         outcome.notifications.extend(side.notifications)
 
+    def claim_alone(
+        self,
+        tx: Transaction,
+        query: ClaimQuery,
+        worker_id: str,
+        lease_ms: int,
+        limit: int,
+        now: datetime,
+    ) -> PlannedClaim | None:
+        """:meth:`claim` by the store's one statement only (``Transaction.claim_planned``),
+        which may then run in a transaction of its own (autocommit). None when the store has
+        no such statement; a claim that is not ``complete`` left jobs to :meth:`claim`."""
+        params = {"worker_id": worker_id, "lease_ms": lease_ms}
+        due_by = now if query.due_by is None else min(query.due_by, now)
+        return self._claim_planned(tx, query, now, due_by, params, limit, ())
+
     def _claim_planned(
         self,
         tx: Transaction,
@@ -342,18 +363,11 @@ class Lifecycle:
         params: Mapping[str, Any],
         limit: int,
         skip: Collection[str],
-        outcome: Outcome,
-    ) -> bool:
-        """Plain jobs claimed by one statement where the store has it (claimplan.py), into
-        ``outcome``; True when that was the whole claim."""
+    ) -> PlannedClaim | None:
+        """Plain jobs claimed by one statement where the store has it (claimplan.py)."""
         if self.claim_plan is None:
-            return False
-        planned = tx.claim_planned(self.claim_plan, query, now, due_by, params, limit, skip)
-        if planned is None:
-            return False
-        outcome.jobs.extend(planned.jobs)
-        outcome.claimed_from.update(planned.before)
-        return planned.complete
+            return None
+        return tx.claim_planned(self.claim_plan, query, now, due_by, params, limit, skip)
 
     def _plain_claim(self, fired: Fired) -> bool:
         job = fired.job
