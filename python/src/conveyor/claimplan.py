@@ -1,5 +1,5 @@
 """The job machine's claim transition, read once from the machine file as a plan a store can
-compile into one statement (``Transaction.claim_planned``).
+compile into SQL (``Transaction.claim_planned``: one statement on PostgreSQL).
 
 A worker's claim fires the same transition on every job it takes. Fired in Python, each job
 is read into a record, run through the machine and its changed columns encoded and written

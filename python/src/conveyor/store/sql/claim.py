@@ -314,10 +314,17 @@ class ClaimStatements:
         conditions.extend(self._scope(shape, j.c.queue, priority))
         if shape.by_id:
             conditions.append(j.c.id == bindparam("job_id", type_=BigInteger()))
-        if shape.by_ids:
+        postgres = self.dialect.name == "postgresql"
+        if shape.by_ids and postgres:
             ids = bindparam("job_ids", type_=postgresql.ARRAY(BigInteger()))
             conditions.append(j.c.id == any_(ids))
-        conditions.append(j.c.id != all_(bindparam("skip", type_=postgresql.ARRAY(BigInteger()))))
+        elif shape.by_ids:
+            conditions.append(j.c.id.in_(bindparam("job_ids", expanding=True, type_=BigInteger())))
+        if postgres:
+            skip = bindparam("skip", type_=postgresql.ARRAY(BigInteger()))
+            conditions.append(j.c.id != all_(skip))
+        else:
+            conditions.append(j.c.id.not_in(bindparam("skip", expanding=True, type_=BigInteger())))
         plain = and_(
             j.c.serial_group.is_(None),
             ~j.c.is_unique,
@@ -325,8 +332,16 @@ class ClaimStatements:
             j.c.rate_key.is_(None),
         )
         current = (
-            "(SELECT e.{pick} FROM json_array_elements(j.{requests}::json) WITH ORDINALITY "
+            "(SELECT {pick} FROM json_array_elements(j.{requests}::json) WITH ORDINALITY "
             "AS e(value, ord) WHERE e.value->>'state' <> 'succeeded' ORDER BY e.ord LIMIT 1)"
+            if postgres
+            else "(SELECT {pick} FROM json_each(j.{requests}) AS e "
+            "WHERE json_extract(e.value, '$.state') <> 'succeeded' ORDER BY e.key LIMIT 1)"
+        )
+        position, state = (
+            ("e.ord", "e.value->>'state'")
+            if postgres
+            else ("e.key", "json_extract(e.value, '$.state')")
         )
         column = j.c.requests.name  # a lower-case name: written as it is
         if not _STATE_NAME.fullmatch(column):
@@ -335,10 +350,8 @@ class ClaimStatements:
             select(
                 j.c.id,
                 plain.label("plain"),
-                literal_column(current.format(pick="ord", requests=column)).label("cur"),
-                literal_column(current.format(pick="value->>'state'", requests=column)).label(
-                    "cur_state"
-                ),
+                literal_column(current.format(pick=position, requests=column)).label("cur"),
+                literal_column(current.format(pick=state, requests=column)).label("cur_state"),
                 *(j.c[name].label(f"old_{name}") for name in PLANNED_OLD_COLUMNS),
             )
             .where(*conditions)

@@ -1,29 +1,40 @@
-"""A worker's claim of plain jobs as one statement (PostgreSQL): the claim plan in SQL.
+"""A worker's claim of plain jobs without firing the machine per job: the claim plan in SQL.
 
 Fired in Python, a claim reads its candidates, runs each through the machine, encodes the
-columns each changed and writes them back: two statements and, per job, most of the Python a
-no-op job costs. The claim transition is the same for every plain job (no serial group,
-unique mode, concurrency or rate key, whose guards need more than the claim query's WHERE),
-so it is compiled here, once per plan and query shape, into one data-modifying statement:
-the candidates are read and locked in claim order (``FOR UPDATE SKIP LOCKED``), the plain
-ones are written as the plan says, and the written rows come back with the columns as they
-were. The plan comes from the machine file (``conveyor.claimplan``); what SQL each of its
-effects becomes is said here (``JOB_EFFECT_SQL``, ``REQUEST_EFFECT_SQL``), and a plan naming
-an effect this module does not know is declined: the claim then fires the machine per job.
+columns each changed and writes them back: per job, most of the Python a no-op job costs.
+The claim transition is the same for every plain job (no serial group, unique mode,
+concurrency or rate key, whose guards need more than the claim query's WHERE), so it is
+compiled here, once per plan and query shape, into SQL that writes what the machine would:
+
+- PostgreSQL: one data-modifying statement. The candidates are read and locked in claim order
+  (``FOR UPDATE SKIP LOCKED``), the plain ones written as the plan says, and the written rows
+  come back with the columns as they were.
+- SQLite (3.35 and later, for ``RETURNING``): the candidates' read, then one ``UPDATE ...
+  RETURNING`` of the plain ones, in the claim's transaction (SQLite has one writer at a time,
+  and both run in the process, so the second statement costs no round trip).
+
+The plan comes from the machine file (``conveyor.claimplan``); what SQL each of its effects
+becomes is said here (``JOB_EFFECT_SQL``, ``REQUEST_EFFECT_SQL``), and a plan naming an
+effect this module does not know is declined: the claim then fires the machine per job.
 ``tests/test_planned_claims.py`` checks, for random jobs, that both leave the same rows.
 
-The current request's change is made on the JSON text in SQL: the request's object is built
-again from its fields (the other values copied as their JSON text, never parsed into numbers,
-so a payload reads back exactly as written) and the other requests are copied as they are.
+The current request's change is made on the JSON text in SQL, copying every other value as
+its JSON text, never parsed into numbers, so a payload reads back exactly as written
+(``1.5e+300`` stays a float): PostgreSQL builds the request's object again from its fields
+(``json``, not ``jsonb``, which would print that number as an integer), SQLite's
+``json_set`` edits it in place.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Connection, text
 
 from ...model import Request
 from ..base import ClaimPlan, StateSets
@@ -37,24 +48,27 @@ from .claim import (
 )
 from .direct import Compiled, DirectStatements
 
-# What each job effect writes, by column: SQL over the row as it was (``t``) and the
-# parameters ``%(at)s`` (the claim's moment), ``%(worker_id)s`` and ``%(expires)s`` (its
-# lease's expiry). An effect the claim plan names and this table lacks declines the plan.
+# What each job effect writes, by column: SQL over the row as it was (``{row}`` prefixes
+# its columns) and the parameters ``{worker_id}`` and ``{expires}`` (the lease's holder and
+# expiry). An effect the claim plan names and this table lacks declines the plan.
 JOB_EFFECT_SQL: dict[str, Mapping[str, str]] = {
-    "count_attempt": {"attempts": "t.{attempts} + 1"},
+    "count_attempt": {"attempts": "{row}attempts + 1"},
     "grant_lease": {
-        "lease_token": "t.{lease_token} + 1",
-        "lease_worker": "%(worker_id)s",
-        "lease_expires_at": "%(expires)s",
+        "lease_token": "{row}lease_token + 1",
+        "lease_worker": "{worker_id}",
+        "lease_expires_at": "{expires}",
     },
 }
-# ... and each request effect, by field of the request's JSON object (``e.value``).
+# ... and each request effect, by field of the current request (``{attempts}`` reads the
+# field as it was, as a number).
 REQUEST_EFFECT_SQL: dict[str, Mapping[str, str]] = {
-    "count_attempt": {"attempts": "(e.value->>'attempts')::bigint + 1"},
+    "count_attempt": {"attempts": "{attempts} + 1"},
 }
 _REQUEST_FIELDS = tuple(field.name for field in dataclasses.fields(Request))
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 PICKED = "picked"  # the result column: how many candidates the statement read
+# What a claim needs of SQLite: RETURNING (3.35).
+SQLITE_RETURNING = (3, 35, 0)
 
 
 def _literal(name: str) -> str:
@@ -68,8 +82,93 @@ def _names(names: frozenset[str]) -> str:
     return ", ".join(_literal(name) for name in sorted(names))
 
 
-class PlannedClaims:
-    """The statement of each (plan, query shape), built once; None for a plan it declines."""
+@dataclass(frozen=True)
+class Writes:
+    """A plan's writes as SQL: job column -> value, and the current request's changed
+    fields -> value (state included); empty when the plan starts no request."""
+
+    columns: dict[str, str]
+    request: dict[str, str]
+
+
+def plan_writes(
+    plan: ClaimPlan,
+    states: StateSets,
+    row: str,
+    parameter: Callable[[str], str],
+    request_field: Callable[[str], str],
+) -> Writes | None:
+    """The SQL of ``plan``'s writes (``row`` prefixes the row's columns, ``parameter`` names
+    a parameter, ``request_field`` reads a field of the current request), or None when the
+    plan has an effect without SQL here, or a target this claim cannot write."""
+    if plan.guard != CLAIM_GUARD or plan.target not in states.leased:
+        return None
+    if plan.target in states.claimable:
+        return None
+    columns: dict[str, str] = {"state": _literal(plan.target), "updated_at": parameter("at")}
+    request: dict[str, str] = {}
+    values = {"row": row, "worker_id": parameter("worker_id"), "expires": parameter("expires")}
+    for name in plan.effects:
+        if plan.request is not None and name == plan.request.via:
+            step = plan.request
+            request["state"] = _literal(step.target)
+            for effect in step.effects:
+                fields = REQUEST_EFFECT_SQL.get(effect)
+                if fields is None or not set(fields).isdisjoint(request):
+                    return None
+                request.update(
+                    {
+                        field: sql.format(**{field: request_field(field)})
+                        for field, sql in fields.items()
+                    }
+                )
+            if not set(request) <= set(_REQUEST_FIELDS):
+                return None
+            written = {"requests": ""}  # the dialect writes the JSON from ``request``
+        elif name in JOB_EFFECT_SQL:
+            written = {column: sql.format(**values) for column, sql in JOB_EFFECT_SQL[name].items()}
+        else:
+            return None
+        if not set(written).isdisjoint(columns):
+            return None  # two effects on one column: each would read the row as it was
+        columns.update(written)
+    # The target is leased and not claimable: the row leaves both claim indexes, and a plain
+    # job holds no serial-group or unique lock (rows.py's lock columns).
+    for column in ("claim_priority", "delay_until", "group_lock", "unique_lock"):
+        columns[column] = "NULL"
+    return Writes(columns, request)
+
+
+@dataclass
+class PlannedRows:
+    """What a planned claim did: the claimed rows, each with the columns it wrote as they
+    were (``old_`` + name), in no particular order; how many candidates it read; and the
+    claim index's facts (a due delayed job waits, the entries counted ahead)."""
+
+    rows: list[dict[str, Any]]
+    picked: int
+    due_waiting: bool
+    in_claim_index: int | None
+
+
+class PlannedClaims(Protocol):
+    """A dialect's planned claim."""
+
+    def run(
+        self,
+        connection: Connection,
+        plan: ClaimPlan,
+        shape: Shape,
+        parameters: Mapping[str, Any],
+    ) -> PlannedRows | None:
+        """Claim as the parameters say (those of ``ClaimStatements.parameters``, and ``at``,
+        ``worker_id``, ``expires``, ``skip``); None, having done nothing, for a plan or shape
+        it declines."""
+        ...
+
+
+class PostgresPlannedClaims:
+    """The one statement of each (plan, query shape), built once."""
 
     def __init__(
         self,
@@ -93,54 +192,36 @@ class PlannedClaims:
             self._built[key] = self._build(plan, shape)
         return self._built[key]
 
-    def _sets(self, plan: ClaimPlan) -> dict[str, str] | None:
-        """Column -> SQL of the plan's writes, or None when an effect has no SQL here."""
-        q = self.quote
-        states = self.states
-        if (
-            plan.guard != CLAIM_GUARD
-            or plan.target not in states.leased
-            or plan.target in states.claimable
-        ):
+    def run(
+        self,
+        connection: Connection,
+        plan: ClaimPlan,
+        shape: Shape,
+        parameters: Mapping[str, Any],
+    ) -> PlannedRows | None:
+        compiled = self.statement(plan, shape)
+        if compiled is None:
             return None
-        sets: dict[str, str] = {"state": _literal(plan.target), "updated_at": "%(at)s"}
-        for name in plan.effects:
-            if plan.request is not None and name == plan.request.via:
-                requests = self._request_sql(plan)
-                if requests is None:
-                    return None
-                written = {"requests": requests}
-            elif name in JOB_EFFECT_SQL:
-                written = {
-                    column: sql.format(**{column: q(column) for column in self.columns})
-                    for column, sql in JOB_EFFECT_SQL[name].items()
-                }
-            else:
-                return None
-            if not set(written).isdisjoint(sets):
-                return None  # two effects on one column: each would read the row as it was
-            sets.update(written)
-        # The target is leased and not claimable: the row leaves both claim indexes, and a
-        # plain job holds no serial-group or unique lock (rows.py's lock columns).
-        for column in ("claim_priority", "delay_until", "group_lock", "unique_lock"):
-            sets[column] = "NULL"
-        return {q(column): sql for column, sql in sets.items()}
+        _, rows = self.direct.execute(connection, compiled, parameters)
+        first = rows[0]  # one row at least: the statement's counts, with no job if none
+        return PlannedRows(
+            [row for row in rows if row["id"] is not None],
+            int(first[PICKED]),
+            bool(first[DUE_WAITING]),
+            first[IN_CLAIM_INDEX],
+        )
 
-    def _request_sql(self, plan: ClaimPlan) -> str | None:
-        """The requests' JSON with the current one (position ``p.cur``) changed as the
-        request machine says; unchanged when every request succeeded (no current one)."""
-        step = plan.request
-        assert step is not None
-        fields: dict[str, str] = {"state": f"to_json({_literal(step.target)}::text)"}
-        for effect in step.effects:
-            written = REQUEST_EFFECT_SQL.get(effect)
-            if written is None or not set(written).isdisjoint(fields):
-                return None
-            fields.update(written)
-        if not set(fields) <= set(_REQUEST_FIELDS):
-            return None
+    def _requests(self, request: dict[str, str]) -> str:
+        """The requests' JSON with the current one (position ``p.cur``) changed; unchanged
+        when every request succeeded (no current one)."""
         pairs = ", ".join(
-            f"'{name}', " + fields.get(name, f"e.value->'{name}'") for name in _REQUEST_FIELDS
+            f"'{name}', "
+            + (
+                f"to_json({request[name]}::text)"
+                if name == "state"
+                else request.get(name, f"e.value->'{name}'")
+            )
+            for name in _REQUEST_FIELDS
         )
         requests = self.quote("requests")
         return (
@@ -152,9 +233,17 @@ class PlannedClaims:
         )
 
     def _build(self, plan: ClaimPlan, shape: Shape) -> Compiled | None:
-        sets = self._sets(plan)
-        if sets is None:
+        writes = plan_writes(
+            plan,
+            self.states,
+            "t.",
+            lambda name: f"%({name})s",
+            lambda field: f"(e.value->>'{field}')::bigint",
+        )
+        if writes is None:
             return None
+        if "requests" in writes.columns:
+            writes.columns["requests"] = self._requests(writes.request)
         pick, stats = self.claims.planned_statements(shape)
         picked, counted = self.direct.compiled(pick), self.direct.compiled(stats)
         if picked is None or counted is None or picked.defaults or counted.defaults:
@@ -185,7 +274,7 @@ class PlannedClaims:
             f"WITH stats AS MATERIALIZED ({counted.sql}), "
             f"{PICKED} AS ({picked.sql}), "
             f"claimed AS (UPDATE {self.table_name} AS t SET "
-            + ", ".join(f"{column} = {value}" for column, value in sets.items())
+            + ", ".join(f"{q(column)} = {value}" for column, value in writes.columns.items())
             + f" FROM {PICKED} AS p WHERE {' AND '.join(conditions)} "
             f"RETURNING {', '.join(returned)}) "
             f"SELECT s.{DUE_WAITING}, s.{IN_CLAIM_INDEX}, (SELECT count(*) FROM {PICKED}), "
@@ -194,6 +283,107 @@ class PlannedClaims:
         return Compiled(sql, keys)
 
 
-def dialect_supports(dialect_name: str, direct: DirectStatements) -> bool:
-    """Only PostgreSQL through psycopg runs the planned claim."""
-    return dialect_name == postgresql.dialect.name and direct.enabled
+class SqlitePlannedClaims:
+    """The candidates' read, then one ``UPDATE ... RETURNING`` of the plain ones."""
+
+    def __init__(
+        self,
+        claims: ClaimStatements,
+        states: StateSets,
+        table_name: str,
+        quote: Callable[[str], str],
+    ) -> None:
+        self.claims = claims
+        self.states = states
+        self.table_name = table_name
+        self.quote = quote
+        self._updates: dict[ClaimPlan, Any] = {}
+        self._reads: dict[Shape, tuple[Any, Any]] = {}
+
+    @staticmethod
+    def available() -> bool:
+        return sqlite3.sqlite_version_info >= SQLITE_RETURNING
+
+    def _update(self, plan: ClaimPlan) -> Any:
+        if plan not in self._updates:
+            self._updates[plan] = self._build(plan)
+        return self._updates[plan]
+
+    def _build(self, plan: ClaimPlan) -> Any:
+        q = self.quote
+        requests = q("requests")
+        # The current request's position: the first that has not succeeded (Job.current_index).
+        current = (
+            f"(SELECT e.key FROM json_each({requests}) AS e "
+            "WHERE json_extract(e.value, '$.state') <> 'succeeded' ORDER BY e.key LIMIT 1)"
+        )
+        path = f"'$[' || {current} || '].{{field}}'"
+        writes = plan_writes(
+            plan,
+            self.states,
+            "",
+            lambda name: f":{name}",
+            lambda field: f"json_extract({requests}, {path.format(field=field)})",
+        )
+        if writes is None:
+            return None
+        if "requests" in writes.columns:
+            edits = ", ".join(
+                f"{path.format(field=field)}, {value}" for field, value in writes.request.items()
+            )
+            writes.columns["requests"] = (
+                f"CASE WHEN {current} IS NULL THEN {requests} "
+                f"ELSE json_set({requests}, {edits}) END"
+            )
+        sets = ", ".join(f"{q(column)} = {value}" for column, value in writes.columns.items())
+        return text(
+            f"UPDATE {self.table_name} SET {sets} WHERE {q('id')} IN (SELECT value FROM "
+            f"json_each(:ids)) AND {q('state')} IN ({_names(plan.sources)}) RETURNING *"
+        )
+
+    def run(
+        self,
+        connection: Connection,
+        plan: ClaimPlan,
+        shape: Shape,
+        parameters: Mapping[str, Any],
+    ) -> PlannedRows | None:
+        update = self._update(plan)
+        if update is None or connection.get_execution_options().get("isolation_level") == (
+            "AUTOCOMMIT"
+        ):
+            return None  # two statements: only in a transaction (BEGIN IMMEDIATE) of the claim
+        if shape not in self._reads:  # built once: SQLAlchemy then finds them compiled
+            self._reads[shape] = self.claims.planned_statements(shape)
+        pick, stats = self._reads[shape]
+        [counts] = connection.execute(stats, parameters).mappings()
+        picked = [dict(row) for row in connection.execute(pick, parameters).mappings()]
+        due_waiting = bool(counts[DUE_WAITING])
+        chosen = [] if due_waiting else self._claimable(plan, picked)
+        rows: list[dict[str, Any]] = []
+        if chosen:
+            ids = "[" + ",".join(str(int(row["id"])) for row in chosen) + "]"
+            old = {row["id"]: row for row in chosen}
+            written = connection.execute(update, {**parameters, "ids": ids}).mappings()
+            for row in written:
+                before = old[row["id"]]
+                rows.append(
+                    {
+                        **row,
+                        **{f"old_{name}": before[f"old_{name}"] for name in PLANNED_OLD_COLUMNS},
+                    }
+                )
+        return PlannedRows(rows, len(picked), due_waiting, counts[IN_CLAIM_INDEX])
+
+    @staticmethod
+    def _claimable(plan: ClaimPlan, picked: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The candidates the plan claims: plain, in a source state, their current request
+        (if any) in one the request event fires from."""
+        step = plan.request
+        return [
+            row
+            for row in picked
+            if row["plain"]
+            and row["old_state"] in plan.sources
+            and (row["cur"] is None or step is None or row["cur_state"] in step.sources)
+        ]

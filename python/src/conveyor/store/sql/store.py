@@ -83,7 +83,7 @@ from .dialects import (
 )
 from .direct import Compiled, DirectStatements
 from .locks import acquire_named, command_lock, release_named
-from .plannedclaim import PICKED, PlannedClaims
+from .plannedclaim import PlannedClaims, PostgresPlannedClaims, SqlitePlannedClaims
 from .rows import (
     Flags,
     changed_values,
@@ -507,9 +507,6 @@ class SqlTransaction:
             if not valid:
                 return PlannedClaim([], {}, True)
             query = dataclasses.replace(query, job_ids=valid)
-        compiled = self.planned.statement(plan, Shape.of(query))
-        if compiled is None:
-            return None
         at = to_ms(now)
         parameters = self.claims.parameters(query, to_ms(due_by), limit)
         parameters.update(
@@ -519,22 +516,20 @@ class SqlTransaction:
             expires=at + int(params["lease_ms"]),
             skip=[key for key in map(row_id, skip) if key is not None],
         )
-        _, rows = self.direct.execute(self.connection, compiled, parameters)
-        first = rows[0]  # one row at least: the statement's counts, with no job if none
+        found = self.planned.run(self.connection, plan, Shape.of(query), parameters)
+        if found is None:
+            return None
         self._claim_reads += 1
-        self._due_waiting = bool(first[DUE_WAITING])
+        self._due_waiting = found.due_waiting
         counted = parameters.get("ahead", 0) > 0
-        self._in_claim_index = int(first[IN_CLAIM_INDEX]) if counted else None
+        self._in_claim_index = int(found.in_claim_index or 0) if counted else None
         # in claim order (the rows an UPDATE returns come in no promised order)
-        claimed = sorted(
-            (row for row in rows if row["id"] is not None),
-            key=lambda row: (row["priority"], row["id"]),
-        )
+        claimed = sorted(found.rows, key=lambda row: (row["priority"], row["id"]))
         jobs = [job_from_row(row) for row in claimed]
         before = {
             job.id: job_before(job, row, "old_") for job, row in zip(jobs, claimed, strict=True)
         }
-        complete = not self._due_waiting and int(first[PICKED]) == len(jobs)
+        complete = not found.due_waiting and found.picked == len(jobs)
         return PlannedClaim(jobs, before, complete)
 
     def _promote(self, now_ms: int) -> bool:
@@ -1093,18 +1088,21 @@ class SqlStore:
             if self.direct.enabled and self.dialect.name == "postgresql"
             else None
         )
-        # A worker's claim of plain jobs in one statement (plannedclaim.py), likewise.
-        self.planned = (
-            PlannedClaims(
+        # A worker's claim of plain jobs without firing the machine per job (plannedclaim.py):
+        # one statement on PostgreSQL (with psycopg, likewise), a read and a write on SQLite.
+        self.planned: PlannedClaims | None = None
+        if self.set_writes is not None:
+            self.planned = PostgresPlannedClaims(
                 self.claims,
                 self.direct,
                 states,
                 preparer.format_table(self.tables.jobs),
                 preparer.quote,
             )
-            if self.set_writes is not None
-            else None
-        )
+        elif self.dialect.name == "sqlite" and SqlitePlannedClaims.available():
+            self.planned = SqlitePlannedClaims(
+                self.claims, states, preparer.format_table(self.tables.jobs), preparer.quote
+            )
         self._listener = (
             PostgresListener(engine.url, notify_channel(self.tables.jobs.name))
             if self.dialect.name == "postgresql"
