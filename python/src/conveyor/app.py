@@ -793,6 +793,8 @@ class Conveyor:
         if alone is not None and alone.complete:
             backlog = None if alone.more is None else len(alone.jobs) >= limit and alone.more
             return Claimed([], alone.jobs, 0, backlog)
+        # Jobs the statement claimed are committed; should the rest of the claim fail, they
+        # are rescued once their leases expire, as a worker's lost jobs are.
         taken = alone.jobs if alone is not None else []
         with self.store.transaction() as tx:
             recorded, outcome = self.lifecycle.record_all(tx, reports, now)
