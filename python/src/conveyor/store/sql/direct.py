@@ -1,7 +1,8 @@
 """The hot statements, run straight on psycopg's cursor.
 
-A worker runs three statements per job (its claim, the claim's write, the outcome's write),
-and a single publish one (the insert with its wake-up).
+A worker runs two statements per job on PostgreSQL (its claim, which writes the plain jobs it
+claims as well, and the outcome's write), and a single publish one (the insert with its
+wake-up).
 SQLAlchemy spends about 45 µs of Python on each around psycopg's own work: finding the
 compiled form, processing parameters and building a result. These statements are built once,
 take plain values and return plain rows, so that work is done once here, at compile time; the
