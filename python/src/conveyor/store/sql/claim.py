@@ -67,7 +67,6 @@ IN_CLAIM_INDEX = "in_claim_index"
 # then knows that nothing waits behind it and does not claim again at once to find nothing.
 # A full claim of many jobs is taken as a backlog, and at worst one more claim finds none.
 COUNT_AHEAD_BELOW = 10
-# What the claim query's WHERE clause guarantees of every row it returns.
 # The guard the claim query's WHERE clause applies in full to a job that uses no serial
 # group, unique mode, concurrency or rate key: a claim plan with this guard is the WHERE.
 CLAIM_GUARD = "claimable_now"
@@ -81,6 +80,7 @@ PLANNED_OLD_COLUMNS = (
     "lease_expires_at",
     "requests",
 )
+# What the claim query's WHERE clause guarantees of every row it returns.
 IMPLIED_FACTS = {
     "dependencies_succeeded": True,
     "serial_group_idle": True,
@@ -299,13 +299,12 @@ class ClaimStatements:
         return select(func.count()).select_from(window).scalar_subquery()
 
     def planned_statements(self, shape: Shape) -> tuple[Select[Any], Select[Any]]:
-        """The reads of a claim in one statement (plannedclaim.py), in claim order (by id, of
-        the named jobs): the candidates' ids (locked, skipping rows other claims hold and the
-        ids ``:skip``),
-        whether each is plain (no serial group, unique mode, concurrency or rate key: the
-        claim guard is then the WHERE clause alone), its current request's position and
-        state, and the columns a claim writes as they were; and the statement's one row of
-        :meth:`_due_waiting` and :meth:`_in_claim_index`."""
+        """The reads of a planned claim (plannedclaim.py), in claim order (of the named jobs,
+        by id): the candidates' ids (locked, skipping rows other claims hold and the ids
+        ``:skip``), whether each is plain (no serial group, unique mode, concurrency or rate
+        key: the claim guard is then the WHERE clause alone), its current request's position
+        and state, and the columns a claim writes as they were; and one row of
+        :meth:`_due_waiting` and :meth:`_in_claim_index` (constants for named jobs)."""
         j = self.tables.jobs.alias("j")
         # By id the delayed rows count too; in claim order only the claim index is read.
         named = shape.by_id or shape.by_ids

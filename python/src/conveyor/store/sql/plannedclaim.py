@@ -356,7 +356,11 @@ class SqlitePlannedClaims:
         if shape not in self._reads:  # built once: SQLAlchemy then finds them compiled
             self._reads[shape] = self.claims.planned_statements(shape)
         pick, stats = self._reads[shape]
-        [counts] = connection.execute(stats, parameters).mappings()
+        counts: Mapping[Any, Any] = (
+            {DUE_WAITING: False, IN_CLAIM_INDEX: None}  # by id: nothing to count
+            if shape.by_id or shape.by_ids
+            else connection.execute(stats, parameters).mappings().one()
+        )
         picked = [dict(row) for row in connection.execute(pick, parameters).mappings()]
         due_waiting = bool(counts[DUE_WAITING])
         chosen = [] if due_waiting else self._claimable(plan, picked)

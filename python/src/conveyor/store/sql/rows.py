@@ -298,47 +298,6 @@ def _requests_of(text: str) -> tuple[Request, ...]:
 _SHARED_REQUESTS_TEXT = 512  # longer texts are decoded each time (the cache stays small)
 
 
-def job_before(job: Job, row: Mapping[str, Any], prefix: str) -> Job:
-    """``job`` as it was before a write that changed only the columns ``row`` holds again
-    under ``prefix`` (the planned claim's columns): those fields read from the old values,
-    every other field shared with ``job``."""
-    old = {name[len(prefix) :]: value for name, value in row.items() if name.startswith(prefix)}
-    values = dict(job.__dict__)
-    for name, value in old.items():
-        if name in _LEASE_COLUMNS:
-            continue
-        field = _FIELD_OF_COLUMN[name]
-        values[field] = _DECODE[name](value)
-    if _LEASE_COLUMNS.issubset(old):
-        worker = old["lease_worker"]
-        values["lease"] = (
-            Lease(old["lease_token"], worker, from_ms(old["lease_expires_at"]))
-            if worker is not None
-            else None
-        )
-    before: Job = object.__new__(Job)
-    before.__dict__.update(values)
-    return before
-
-
-# The columns job_before reads again, the field each one is, and how its value decodes.
-_LEASE_COLUMNS = frozenset({"lease_worker", "lease_expires_at"})
-_FIELD_OF_COLUMN = {
-    "state": "state",
-    "updated_at": "updated_at",
-    "attempts": "attempts",
-    "lease_token": "lease_token",
-    "requests": "requests",
-}
-_DECODE: dict[str, Callable[[Any], Any]] = {
-    "state": lambda value: value,
-    "updated_at": from_ms,
-    "attempts": lambda value: value,
-    "lease_token": lambda value: value,
-    "requests": _requests_of,
-}
-
-
 def job_from_row(row: Mapping[Any, Any]) -> Job:
     """The job a row holds. Built without the frozen dataclass's ``__init__`` (which sets
     its 26 fields one by one through ``object.__setattr__``): a worker builds one per claim."""

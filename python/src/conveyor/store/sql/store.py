@@ -63,6 +63,7 @@ from .claim import (
     FACTS,
     IMPLIED_FACTS,
     IN_CLAIM_INDEX,
+    PLANNED_OLD_COLUMNS,
     ClaimStatements,
     Shape,
 )
@@ -88,7 +89,6 @@ from .rows import (
     Flags,
     changed_values,
     flags_of,
-    job_before,
     job_from_row,
     progress_text,
     rows_of,
@@ -526,8 +526,12 @@ class SqlTransaction:
         # in claim order (the rows an UPDATE returns come in no promised order)
         claimed = sorted(found.rows, key=lambda row: (row["priority"], row["id"]))
         jobs = [job_from_row(row) for row in claimed]
+        # each job as it was: its row with the written columns' old values
         before = {
-            job.id: job_before(job, row, "old_") for job, row in zip(jobs, claimed, strict=True)
+            job.id: job_from_row(
+                {**row, **{name: row[f"old_{name}"] for name in PLANNED_OLD_COLUMNS}}
+            )
+            for job, row in zip(jobs, claimed, strict=True)
         }
         complete = not found.due_waiting and found.picked == len(jobs)
         return PlannedClaim(jobs, before, complete)
