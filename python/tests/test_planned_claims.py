@@ -199,6 +199,7 @@ def test_an_idle_worker_s_claim_is_one_statement_that_commits_itself(app: Convey
     of its own."""
     if app.store.display_url.startswith("sqlite"):
         pytest.skip("SQLite's planned claim is two statements: it runs in a transaction")
+    assert app.store.claims_alone
     import psycopg
 
     app.register("task", lambda: None)
@@ -217,6 +218,26 @@ def test_an_idle_worker_s_claim_is_one_statement_that_commits_itself(app: Convey
     assert [j.id for j in claimed.jobs] == [job.id]
     assert seen == [("WITH stats", True)]
     assert app.get(job.id).state == "processing"  # committed: another session sees it
+
+
+def test_sqlite_s_idle_claim_opens_no_autocommit_connection(app: Conveyor) -> None:
+    """SQLite's planned claim (a read, then the write) must not run where another writer
+    could claim between its statements: an idle worker's claim goes straight to a
+    transaction, without opening the autocommit connection it could not use."""
+    if not app.store.display_url.startswith("sqlite"):
+        pytest.skip("SQLite only")
+    assert not app.store.claims_alone
+    app.register("task", lambda: None)
+    job = app.publish("task")
+
+    def refused() -> Any:
+        raise AssertionError("the idle claim opened an autocommit connection")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(app.store, "autocommit", refused)
+        claimed = app.record_and_claim([], "w1", limit=5)
+    assert [j.id for j in claimed.jobs] == [job.id]
+    assert app.get(job.id).state == "processing"
 
 
 def test_a_claim_alone_that_leaves_jobs_to_the_machine_goes_on_in_a_transaction(

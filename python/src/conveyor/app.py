@@ -841,7 +841,7 @@ class Conveyor:
         round trip of its own (an idle worker woken for a new job). None when the store has
         no such statement; not ``complete`` when its read left jobs to the machine (the
         claim then goes on in a transaction for the rest)."""
-        if limit <= 0 or self.lifecycle.claim_plan is None:
+        if limit <= 0 or self.lifecycle.claim_plan is None or not self.store.claims_alone:
             return None
         with self.store.autocommit() as tx:
             planned = self.lifecycle.claim_alone(tx, query, worker_id, lease_ms, limit, now)

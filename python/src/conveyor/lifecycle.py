@@ -8,10 +8,11 @@ the commit.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections import ChainMap
+from collections.abc import Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from .claimplan import claim_plan
 from .counting import LEASE_RESCUES, by_queue
@@ -64,7 +65,7 @@ class Outcome:
     notifications: list[Notification] = field(default_factory=list)
     # A claim's jobs as they were before it (by id): broker mode tells from them whether a job
     # had a message of its own (spec.md#BROKER-010).
-    claimed_from: dict[str, Job] = field(default_factory=dict)
+    claimed_from: MutableMapping[str, Job] = field(default_factory=dict)
     # (ended jobs, their dependents) where the writes read them in passing
     # (Transaction.dependents_read): broker mode then needs no lookup of its own for them, and
     # an idle worker knows whether the outcomes freed a dependant (Claimed.may_free).
@@ -259,7 +260,10 @@ class Lifecycle:
         planned = self._claim_planned(tx, query, now, due_by, params, limit, skip)
         if planned is not None:
             outcome.jobs.extend(planned.jobs)
-            outcome.claimed_from.update(planned.before)
+            # each read only if asked for (broker mode asks for a few); a ChainMap writes
+            # only into its first map, so the second need not be mutable
+            before = cast("MutableMapping[str, Job]", planned.before)
+            outcome.claimed_from = ChainMap(outcome.claimed_from, before)
             if planned.complete:
                 return outcome
         taken = len(outcome.jobs)

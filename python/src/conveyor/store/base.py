@@ -89,7 +89,7 @@ class PlannedClaim:
     :meth:`Transaction.candidates`."""
 
     jobs: list[Job]
-    before: dict[str, Job]
+    before: Mapping[str, Job]  # may read each job only when asked for
     complete: bool
 
 
@@ -429,6 +429,13 @@ class Store(Protocol):
         Only for changes made by one conditional statement (a worker's report that touches
         nothing but its job): it saves the round trips of BEGIN and COMMIT.
         """
+        ...
+
+    @property
+    def claims_alone(self) -> bool:
+        """Whether :meth:`Transaction.claim_planned` may run in :meth:`autocommit`: the
+        store claims by one statement, its own transaction. An idle worker's claim then
+        costs no ``BEGIN`` or ``COMMIT`` round trip."""
         ...
 
     def insert_alone(self, job: Job) -> Job | None:

@@ -550,6 +550,10 @@ class MemoryStore:
     def autocommit(self) -> AbstractContextManager[MemoryTransaction]:
         return self.transaction()
 
+    @property
+    def claims_alone(self) -> bool:
+        return False  # a transaction costs no round trip here
+
     def insert_alone(self, job: Job) -> Job | None:
         return None  # a transaction costs no round trip here
 

@@ -154,6 +154,9 @@ class PlannedRows:
 class PlannedClaims(Protocol):
     """A dialect's planned claim."""
 
+    # Whether ``run`` works on an autocommit connection (one statement, its own transaction)
+    alone: bool
+
     def run(
         self,
         connection: Connection,
@@ -169,6 +172,8 @@ class PlannedClaims(Protocol):
 
 class PostgresPlannedClaims:
     """The one statement of each (plan, query shape), built once."""
+
+    alone = True  # one statement
 
     def __init__(
         self,
@@ -285,6 +290,8 @@ class PostgresPlannedClaims:
 
 class SqlitePlannedClaims:
     """The candidates' read, then one ``UPDATE ... RETURNING`` of the plain ones."""
+
+    alone = False  # a read, then the write: only inside the claim's transaction
 
     def __init__(
         self,

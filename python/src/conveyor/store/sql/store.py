@@ -145,6 +145,33 @@ def _announced_insert(jobs: Table, columns: tuple[str, ...]) -> Select[Any]:
     return select(inserted.c.id, func.pg_notify(notify_channel(jobs.name), "").label("notified"))
 
 
+class _JobsBefore(Mapping[str, Job]):
+    """The jobs of a planned claim as they were, each read from its returned row (with the
+    written columns' old values) only when asked for: broker mode asks for a few, a polling
+    worker for none, and reading every row into a second job cost about a tenth of a
+    worker's time per claimed job."""
+
+    def __init__(self, rows: dict[str, Mapping[str, Any]]) -> None:
+        self._rows = rows
+        self._jobs: dict[str, Job] = {}
+
+    def __getitem__(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            row = self._rows[job_id]
+            job = job_from_row(
+                {**row, **{name: row[f"old_{name}"] for name in PLANNED_OLD_COLUMNS}}
+            )
+            self._jobs[job_id] = job
+        return job
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 class SqlTransaction:
     def __init__(
         self,
@@ -526,13 +553,7 @@ class SqlTransaction:
         # in claim order (the rows an UPDATE returns come in no promised order)
         claimed = sorted(found.rows, key=lambda row: (row["priority"], row["id"]))
         jobs = [job_from_row(row) for row in claimed]
-        # each job as it was: its row with the written columns' old values
-        before = {
-            job.id: job_from_row(
-                {**row, **{name: row[f"old_{name}"] for name in PLANNED_OLD_COLUMNS}}
-            )
-            for job, row in zip(jobs, claimed, strict=True)
-        }
+        before = _JobsBefore({job.id: row for job, row in zip(jobs, claimed, strict=True)})
         complete = not found.due_waiting and found.picked == len(jobs)
         return PlannedClaim(jobs, before, complete)
 
@@ -1260,6 +1281,10 @@ class SqlStore:
                 with contextlib.suppress(DBAPIError):
                     connection.invalidate()
             raise
+
+    @property
+    def claims_alone(self) -> bool:
+        return self.planned is not None and self.planned.alone
 
     def insert_alone(self, job: Job) -> Job | None:
         """PostgreSQL on Conveyor's own engine: the insert and its wake-up are one statement
