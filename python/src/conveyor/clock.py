@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -65,7 +66,12 @@ def duration_ms(value: timedelta | float) -> int:
     return delta // timedelta(milliseconds=1)
 
 
+@functools.lru_cache(maxsize=1024)
 def from_ms(value: int) -> datetime:
+    """The moment ``value`` milliseconds after the Unix epoch. Cached: the jobs of one
+    claim or bulk publish share their moments (the claim's time, the lease's end, the
+    publish's millisecond), and a datetime is immutable; building one costs about ten
+    times a cache hit."""
     return EPOCH + timedelta(milliseconds=value)
 
 
