@@ -182,6 +182,17 @@ class WorkerControl:
     def _stopped(self) -> None:
         """Called after every stop request (from any thread, or a signal handler)."""
 
+    def wake_after_signal(self) -> None:
+        """End a signal handler that stopped this worker with this. Python runs handlers in
+        the main thread, which may be between :meth:`run`'s look at the stop flag and its
+        wait: a wake-up sent by the handler itself comes before that wait and is lost (the
+        worker would sleep until its next timer, up to the idle delay). One sent from another
+        thread takes the wait's lock only once the wait has released it."""
+        threading.Thread(target=self._end_wait, name="conveyor-stop-wake", daemon=True).start()
+
+    def _end_wait(self) -> None:
+        """End :meth:`run`'s wait, if it has one (from any thread)."""
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -205,6 +216,7 @@ class WorkerControl:
 
         def handle(signum: int, frame: FrameType | None) -> None:
             self.stop(f"received {signal.Signals(signum).name}; finishing the running jobs")
+            self.wake_after_signal()
 
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
@@ -736,6 +748,9 @@ class Worker(WorkerControl):
         alarm = self._alarm
         if alarm is not None and self._inline is not None:
             self._arm_grace(alarm)
+        self._end_wait()
+
+    def _end_wait(self) -> None:
         with self._changed:
             self._changed.notify_all()
 

@@ -182,6 +182,7 @@ def _stop_on_signals(worker: WorkerControl) -> Callable[[], None]:
             worker.hurry()
         else:
             worker.stop(f"received {signal.Signals(signum).name}; finished the running jobs")
+        worker.wake_after_signal()
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
