@@ -379,3 +379,22 @@ def test_an_envelope_of_a_later_minor_version_with_unknown_members_runs_its_job(
     with running(worker):
         wait_until(lambda: worker.stats.jobs == 1, what="the job to run")
     assert ran == [1]
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_the_default_prefetch_holds_a_whole_adaptive_batch(
+    make_app: Callable[..., Conveyor], concurrency: int
+) -> None:
+    """While a backlog waits, a claim takes up to the adaptive batch's bound: by default a
+    consumer holds that many messages beyond its slots, so a claim is not cut short by the
+    prefetch window (at 64 beyond them, a drain made three times a polling worker's claims)."""
+    from conveyor.worker import AUTO_BATCH_LIMIT
+
+    app = make_app()
+    app.register("task", lambda: None)
+    worker = app.worker(concurrency=concurrency, handle_signals=False)
+    source = worker.source  # type: ignore[attr-defined]
+    assert isinstance(source, BrokerSource)
+    assert source.settings.prefetch == concurrency + AUTO_BATCH_LIMIT
+    sized = app.worker(concurrency=concurrency, batch_size=300, handle_signals=False)
+    assert sized.source.settings.prefetch == concurrency + 300  # type: ignore[attr-defined]

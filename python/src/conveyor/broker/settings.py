@@ -11,8 +11,10 @@ from typing import Any
 # so that a supervisor can tell a requested reload from a crash (both are restarted).
 RELOAD_EXIT_CODE = 3
 
-# Messages prefetched beyond the worker's concurrency, at least (see BrokerSettings.prefetch).
-AUTO_PREFETCH = 64
+# Messages prefetched beyond the worker's concurrency, at least (see BrokerSettings.prefetch):
+# the adaptive batch's bound (worker.AUTO_BATCH_LIMIT, which broker/ does not import), so that
+# one claim can take a whole adaptive batch while a backlog waits.
+AUTO_PREFETCH = 100
 
 
 def _quorum() -> dict[str, Any]:

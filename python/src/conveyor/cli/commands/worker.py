@@ -248,7 +248,7 @@ def _stop_on_signals(worker: WorkerControl) -> Callable[[], None]:
     type=click.IntRange(min=1),
     metavar="N",
     help="Broker mode: messages held unacknowledged per queue consumed (default: the "
-    "concurrency plus the batch size, at least plus 64).",
+    "concurrency plus the batch size, at least plus 100).",
 )
 @click.option(
     "--single-id",
