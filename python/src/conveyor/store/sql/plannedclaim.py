@@ -170,7 +170,24 @@ class PlannedClaims(Protocol):
         ...
 
 
-class PostgresPlannedClaims:
+class _Compiler:
+    """What each dialect's planned claim is built from: the claim's reads, the machine's
+    state sets, and the job table's quoted name and the dialect's quoting."""
+
+    def __init__(
+        self,
+        claims: ClaimStatements,
+        states: StateSets,
+        table_name: str,
+        quote: Callable[[str], str],
+    ) -> None:
+        self.claims = claims
+        self.states = states
+        self.table_name = table_name  # quoted, schema-qualified when it has a schema
+        self.quote = quote
+
+
+class PostgresPlannedClaims(_Compiler):
     """The one statement of each (plan, query shape), built once."""
 
     alone = True  # one statement
@@ -183,11 +200,8 @@ class PostgresPlannedClaims:
         table_name: str,
         quote: Callable[[str], str],
     ) -> None:
-        self.claims = claims
+        super().__init__(claims, states, table_name, quote)
         self.direct = direct
-        self.states = states
-        self.table_name = table_name  # quoted, schema-qualified when it has a schema
-        self.quote = quote
         self.columns = tuple(column.name for column in claims.tables.jobs.columns)
         self._built: dict[tuple[ClaimPlan, Shape], Compiled | None] = {}
 
@@ -288,7 +302,7 @@ class PostgresPlannedClaims:
         return Compiled(sql, keys)
 
 
-class SqlitePlannedClaims:
+class SqlitePlannedClaims(_Compiler):
     """The candidates' read, then one ``UPDATE ... RETURNING`` of the plain ones."""
 
     alone = False  # a read, then the write: only inside the claim's transaction
@@ -300,10 +314,7 @@ class SqlitePlannedClaims:
         table_name: str,
         quote: Callable[[str], str],
     ) -> None:
-        self.claims = claims
-        self.states = states
-        self.table_name = table_name
-        self.quote = quote
+        super().__init__(claims, states, table_name, quote)
         self._updates: dict[ClaimPlan, Any] = {}
         self._reads: dict[Shape, tuple[Any, Any]] = {}
 
