@@ -42,7 +42,7 @@ def claim_plan(engine: JobEngine) -> ClaimPlan | None:
             return None
         if effect.request_event == "abandon":
             return None
-        request = _request_step(engine, name, effect.request_event)
+        request = request_step(engine, name, effect.request_event)
         if request is None:
             return None
         job_effects.append(name)
@@ -56,7 +56,9 @@ def claim_plan(engine: JobEngine) -> ClaimPlan | None:
     )
 
 
-def _request_step(engine: JobEngine, via: str, event: str) -> RequestStep | None:
+def request_step(engine: JobEngine, via: str, event: str) -> RequestStep | None:
+    """What ``event`` does to the current request, when the request machine says it in one
+    unguarded transition (and refuses nothing); else None."""
     machine = engine.requests.machine
     if machine.refusals:
         return None

@@ -191,6 +191,7 @@ class JobEngine:
         if missing:  # a programming error, caught by any test that builds an engine
             raise SpecError(f"EFFECT_FIELDS lacks the fields of job effects {sorted(missing)}")
         self._compiled = {t.id: self._compile(t) for t in self.machine.transitions}
+        self._transitions = {t.id: t for t in self.machine.transitions}
 
     def _compile(self, transition: Transition) -> _Compiled:
         steps: list[JobEffect] = []
@@ -233,6 +234,26 @@ class JobEngine:
             {"now": firing.now, "job": job, "event": firing.params, "ctx": firing.facts}
         )
         transition = self.machine.select(job.state, firing.event, env)
+        return self._apply(job, transition, firing, update)
+
+    def apply(
+        self,
+        job: Job,
+        transition_id: str,
+        firing: Firing,
+        update: Mapping[str, Any] | None = None,
+    ) -> Fired:
+        """:meth:`fire` with the transition already chosen: a store's planned write checked
+        the guard on the row (finishplan.py), and this gives the job it wrote."""
+        return self._apply(job, self._transitions[transition_id], firing, update)
+
+    def _apply(
+        self,
+        job: Job,
+        transition: Transition,
+        firing: Firing,
+        update: Mapping[str, Any] | None,
+    ) -> Fired:
         compiled = self._compiled[transition.id]
         changed = _copy(job)  # private until returned
         values = changed.__dict__

@@ -27,6 +27,7 @@ from .errors import (
     StaleLease,
     UnknownDependency,
 )
+from .finishplan import FINISH_EVENT, finish_plan
 from .machine import Environment, Machine
 from .model import Batch, Job, Request, replace
 from .results import check_result
@@ -116,12 +117,18 @@ class BatchEngine:
         return replace(changed, state=transition.target), "publish_completion" in transition.effects
 
 
+# The fields of a worker's report a planned finish writes as they are (execution.py's
+# ``Performed.update``); a report setting any other field fires the machine.
+PLANNED_FIELDS = frozenset({"execution", "metadata", "result"})
+
+
 class Lifecycle:
     def __init__(self, engine: JobEngine, waiting_delay_ms: int = 1000) -> None:
         self.engine = engine
         self.batches = BatchEngine()
         self.states = state_sets(engine.machine)
         self.claim_plan = claim_plan(engine)
+        self.finish_plan = finish_plan(engine)
         self.failed = engine.machine.tagged("failed")
         self.waiting_delay_ms = waiting_delay_ms
         self._system = {
@@ -516,7 +523,14 @@ class Lifecycle:
         outcome = Outcome()
         plain: list[tuple[int, Job, Fired]] = []
         finals: list[Job] = []
+        planned = self._finish_planned(tx, reports, now)
+        written: list[tuple[int, Job]] = []  # by the store's one statement
         for known, event, params, update in reports:
+            final = planned.get(known.id)
+            if final is not None:
+                written.append((len(finals), final))
+                finals.append(final)
+                continue
             fired = self._fire_in_row(known, event, now, params, update)
             if fired is not None:
                 plain.append((len(finals), known, fired))
@@ -530,14 +544,75 @@ class Lifecycle:
             [(known, fired.job) for _, known, fired in plain], [fired.fields for *_, fired in plain]
         ):
             raise StaleLease("a recorded job's row moved on (lease lost); nothing was recorded")
-        for index, _, fired in plain:
-            side = Outcome(jobs=[fired.job])
-            self._after(tx, fired, now, side)
+        batched = [(index, fired) for index, _, fired in plain] + written
+        for index, each in sorted(batched, key=lambda pair: pair[0]):
+            if isinstance(each, Job):  # no system effect reaches another row (planned)
+                outcome.jobs.append(each)
+                continue
+            side = Outcome(jobs=[each.job])
+            self._after(tx, each, now, side)
             finals[index] = side.jobs[0]
             outcome.jobs.extend(side.jobs)
             outcome.notifications.extend(side.notifications)
         outcome.dependents_read = tx.dependents_read()
         return finals, outcome
+
+    def _finish_planned(
+        self,
+        tx: Transaction,
+        reports: Sequence[tuple[Job, str, Mapping[str, Any], Mapping[str, Any]]],
+        now: datetime,
+    ) -> Mapping[str, Job]:
+        """The successes of plain jobs on their last request, written by one statement where
+        the store has it (finishplan.py); by id, as written. The rest fire the machine."""
+        plan = self.finish_plan
+        if plan is None:
+            return {}
+        chosen: list[tuple[Job, int, Mapping[str, Any]]] = []
+        firings: dict[str, Firing] = {}
+        for known, event, params, update in reports:
+            token = params.get("lease_token")
+            if (
+                event != FINISH_EVENT
+                or type(token) is not int
+                or known.state not in plan.sources
+                or known.serial_group is not None
+                or known.unique
+                or known.concurrency_key is not None
+                or known.rate_key is not None
+                or known.requests_remaining != 1
+                or any(self._reaches_other_rows(name, known) for name in plan.system)
+            ):
+                continue
+            # as the engine writes ``update``: a value that is the object the job holds is
+            # no change
+            fields = {
+                name: value for name, value in update.items() if getattr(known, name) is not value
+            }
+            if not fields.keys() <= PLANNED_FIELDS:
+                continue
+            if fields.get("result") is not None:
+                try:  # an invalid result is refused as the machine's path refuses it
+                    self._check_planned_result(plan.target, fields["result"])
+                except Refused:
+                    continue
+            chosen.append((known, token, fields))
+            firings[known.id] = self._firing(FINISH_EVENT, now, params, {})
+        if not chosen:
+            return {}
+        written = tx.finish_planned(plan, chosen, now) or set()
+        # the jobs as written: the plan's transition, without choosing it again (the
+        # statement checked its guard on each row)
+        return {
+            known.id: self.engine.apply(known, plan.transition, firings[known.id], fields).job
+            for known, _, fields in chosen
+            if known.id in written
+        }
+
+    def _check_planned_result(self, target: str, result: Any) -> None:
+        if target not in self.states.succeeded:
+            raise InvalidRequest("not a success that finishes the job")
+        check_result(result)
 
     def _fire_in_row(
         self,

@@ -80,6 +80,23 @@ class ClaimPlan:
     request: RequestStep | None
 
 
+@dataclass(frozen=True)
+class FinishPlan:
+    """The job machine's success on a job's last request as data a store may compile into
+    one statement (``Transaction.finish_planned``): the states it fires from, its target, its
+    job effects in the file's order, what it does to the current request, and its system
+    effects (the caller plans only jobs they leave alone: no recurrence, no batch). Built
+    from the machine file (``conveyor.finishplan``) only where, on the last request, the
+    lease holder's report can select no other transition."""
+
+    transition: str
+    sources: frozenset[str]
+    target: str
+    effects: tuple[str, ...]
+    request: RequestStep
+    system: tuple[str, ...]
+
+
 @dataclass
 class PlannedClaim:
     """What a claim in one statement did: the jobs it claimed (in claim order) and each as
@@ -254,6 +271,20 @@ class Transaction(Protocol):
         (``worker_id``, ``lease_ms``) at ``now``: the rows it writes are the rows the machine
         would. None when the store has no such statement (the caller fires the machine per
         job on :meth:`candidates`); it then has changed nothing."""
+        ...
+
+    def finish_planned(
+        self,
+        plan: FinishPlan,
+        reports: Sequence[tuple[Job, int, Mapping[str, Any]]],
+        now: datetime,
+    ) -> set[str] | None:
+        """Record the successes ``reports`` (each: the job as last written, the report's lease
+        token, the plain fields to set: ``execution``, ``metadata``, ``result``) at ``now``
+        by one statement applying ``plan`` to the rows where the machine would select its
+        transition; the ids of the jobs written. The others are left as they were, for the
+        caller to fire the machine on. None, having changed nothing, when the store has no
+        such statement."""
         ...
 
     def dependents(self, job_id: str) -> list[Job]:

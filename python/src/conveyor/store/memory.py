@@ -22,6 +22,7 @@ from .base import (
     Candidate,
     ClaimPlan,
     ClaimQuery,
+    FinishPlan,
     JobFilter,
     PlannedClaim,
     ScheduleRun,
@@ -179,6 +180,15 @@ class MemoryTransaction:
         skip: Collection[str],
     ) -> PlannedClaim | None:
         """None: in memory, firing the machine per job costs no round trip to save."""
+        return None
+
+    def finish_planned(
+        self,
+        plan: FinishPlan,
+        reports: Sequence[tuple[Job, int, Mapping[str, Any]]],
+        now: datetime,
+    ) -> set[str] | None:
+        """None: as for :meth:`claim_planned`."""
         return None
 
     def candidates(self, query: ClaimQuery, now: datetime, limit: int) -> Iterator[Candidate]:

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, text
 
 from ...model import Request
-from ..base import ClaimPlan, StateSets
+from ..base import ClaimPlan, RequestStep, StateSets
 from .claim import (
     CLAIM_GUARD,
     DUE_WAITING,
@@ -49,8 +49,8 @@ from .claim import (
 from .direct import Compiled, DirectStatements
 
 # What each job effect writes, by column: SQL over the row as it was (``{row}`` prefixes
-# its columns) and the parameters ``{worker_id}`` and ``{expires}`` (the lease's holder and
-# expiry). An effect the claim plan names and this table lacks declines the plan.
+# its columns) and the parameters ``{at}`` (the moment), ``{worker_id}`` and ``{expires}``
+# (a lease's holder and expiry). An effect a plan names and this table lacks declines it.
 JOB_EFFECT_SQL: dict[str, Mapping[str, str]] = {
     "count_attempt": {"attempts": "{row}attempts + 1"},
     "grant_lease": {
@@ -58,11 +58,14 @@ JOB_EFFECT_SQL: dict[str, Mapping[str, str]] = {
         "lease_worker": "{worker_id}",
         "lease_expires_at": "{expires}",
     },
+    "release_lease": {"lease_worker": "NULL", "lease_expires_at": "NULL"},
+    "stamp_finished": {"finished_at": "{at}"},
 }
 # ... and each request effect, by field of the current request (``{attempts}`` reads the
 # field as it was, as a number).
 REQUEST_EFFECT_SQL: dict[str, Mapping[str, str]] = {
     "count_attempt": {"attempts": "{attempts} + 1"},
+    "clear_error": {"error": "NULL"},
 }
 _REQUEST_FIELDS = tuple(field.name for field in dataclasses.fields(Request))
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -78,7 +81,7 @@ def _literal(name: str) -> str:
     return f"'{name}'"
 
 
-def _names(names: frozenset[str]) -> str:
+def state_names(names: frozenset[str]) -> str:
     return ", ".join(_literal(name) for name in sorted(names))
 
 
@@ -105,12 +108,31 @@ def plan_writes(
         return None
     if plan.target in states.claimable:
         return None
-    columns: dict[str, str] = {"state": _literal(plan.target), "updated_at": parameter("at")}
+    return effect_writes(plan.target, plan.effects, plan.request, row, parameter, request_field)
+
+
+def effect_writes(
+    target: str,
+    effects: Sequence[str],
+    step: RequestStep | None,
+    row: str,
+    parameter: Callable[[str], str],
+    request_field: Callable[[str], str],
+) -> Writes | None:
+    """The SQL of a transition to ``target`` with job ``effects`` (one of them, ``step.via``,
+    firing ``step`` on the current request) on a plain job leaving no claim index: None when
+    an effect has no SQL here. The parameters it may name: ``at`` (the moment),
+    ``worker_id`` and ``expires`` (a lease's holder and expiry)."""
+    columns: dict[str, str] = {"state": _literal(target), "updated_at": parameter("at")}
     request: dict[str, str] = {}
-    values = {"row": row, "worker_id": parameter("worker_id"), "expires": parameter("expires")}
-    for name in plan.effects:
-        if plan.request is not None and name == plan.request.via:
-            step = plan.request
+    values = {
+        "row": row,
+        "at": parameter("at"),
+        "worker_id": parameter("worker_id"),
+        "expires": parameter("expires"),
+    }
+    for name in effects:
+        if step is not None and name == step.via:
             request["state"] = _literal(step.target)
             for effect in step.effects:
                 fields = REQUEST_EFFECT_SQL.get(effect)
@@ -132,8 +154,8 @@ def plan_writes(
         if not set(written).isdisjoint(columns):
             return None  # two effects on one column: each would read the row as it was
         columns.update(written)
-    # The target is leased and not claimable: the row leaves both claim indexes, and a plain
-    # job holds no serial-group or unique lock (rows.py's lock columns).
+    # The target is in neither claim index, and a plain job holds no serial-group or unique
+    # lock (rows.py's lock columns).
     for column in ("claim_priority", "delay_until", "group_lock", "unique_lock"):
         columns[column] = "NULL"
     return Writes(columns, request)
@@ -168,6 +190,26 @@ class PlannedClaims(Protocol):
         ``worker_id``, ``expires``, ``skip``); None, having done nothing, for a plan or shape
         it declines."""
         ...
+
+
+def postgres_requests(quote: Callable[[str], str], request: dict[str, str], current: str) -> str:
+    """PostgreSQL: the requests' JSON (of the row ``t``) with the one where ``current`` holds
+    (over ``e.value`` and its position ``e.ord``) built again from its fields as ``request``
+    says, every other field and request copied as its JSON text."""
+    pairs = ", ".join(
+        f"'{name}', "
+        + (
+            f"to_json({request[name]}::text)"
+            if name == "state"
+            else request.get(name, f"e.value->'{name}'")
+        )
+        for name in _REQUEST_FIELDS
+    )
+    return (
+        f"(SELECT json_agg(CASE WHEN {current} THEN json_build_object({pairs}) "
+        "ELSE e.value END ORDER BY e.ord)::text "
+        f"FROM json_array_elements(t.{quote('requests')}::json) WITH ORDINALITY AS e(value, ord))"
+    )
 
 
 class _Compiler:
@@ -233,22 +275,8 @@ class PostgresPlannedClaims(_Compiler):
     def _requests(self, request: dict[str, str]) -> str:
         """The requests' JSON with the current one (position ``p.cur``) changed; unchanged
         when every request succeeded (no current one)."""
-        pairs = ", ".join(
-            f"'{name}', "
-            + (
-                f"to_json({request[name]}::text)"
-                if name == "state"
-                else request.get(name, f"e.value->'{name}'")
-            )
-            for name in _REQUEST_FIELDS
-        )
-        requests = self.quote("requests")
-        return (
-            f"CASE WHEN p.cur IS NULL THEN t.{requests} ELSE ("
-            f"SELECT json_agg(CASE WHEN e.ord = p.cur THEN json_build_object({pairs}) "
-            "ELSE e.value END ORDER BY e.ord)::text "
-            f"FROM json_array_elements(t.{requests}::json) WITH ORDINALITY AS e(value, ord)"
-            ") END"
+        return f"CASE WHEN p.cur IS NULL THEN t.{self.quote('requests')} ELSE " + (
+            postgres_requests(self.quote, request, "e.ord = p.cur") + " END"
         )
 
     def _build(self, plan: ClaimPlan, shape: Shape) -> Compiled | None:
@@ -271,10 +299,12 @@ class PostgresPlannedClaims(_Compiler):
         conditions = [
             f"t.{q('id')} = p.id",
             "p.plain",
-            f"p.old_state IN ({_names(plan.sources)})",
+            f"p.old_state IN ({state_names(plan.sources)})",
         ]
         if plan.request is not None:
-            conditions.append(f"(p.cur IS NULL OR p.cur_state IN ({_names(plan.request.sources)}))")
+            conditions.append(
+                f"(p.cur IS NULL OR p.cur_state IN ({state_names(plan.request.sources)}))"
+            )
         conditions.append(f"NOT (SELECT {DUE_WAITING} FROM stats)")
         returned = [f"t.{q(column)}" for column in self.columns] + [
             f"p.old_{column}" for column in PLANNED_OLD_COLUMNS
@@ -356,7 +386,7 @@ class SqlitePlannedClaims(_Compiler):
         sets = ", ".join(f"{q(column)} = {value}" for column, value in writes.columns.items())
         return text(
             f"UPDATE {self.table_name} SET {sets} WHERE {q('id')} IN (SELECT value FROM "
-            f"json_each(:ids)) AND {q('state')} IN ({_names(plan.sources)}) RETURNING *"
+            f"json_each(:ids)) AND {q('state')} IN ({state_names(plan.sources)}) RETURNING *"
         )
 
     def run(

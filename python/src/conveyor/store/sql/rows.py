@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ...clock import from_ms, to_ms
 from ...codec import dumps as _dumps
@@ -245,6 +246,32 @@ def _written_columns(fields: frozenset[str]) -> tuple[str, ...]:
         for name, (sources, _) in _COLUMNS.items()
         if name not in _STATE_COLUMNS and not fields.isdisjoint(sources)
     )
+
+
+# Fields each stored in one column of their own, computed from that field alone: a
+# report's plain fields (its execution record, metadata, result), which a planned write
+# sends as they are (plannedfinish.py).
+_FIELD_COLUMNS: dict[str, str] = {
+    sources[0]: name
+    for name, (sources, _) in _COLUMNS.items()
+    if len(sources) == 1
+    and name not in _STATE_COLUMNS
+    and sum(1 for other, _ in _COLUMNS.values() if sources[0] in other) == 1
+}
+_NO_FLAGS = (False, False, False, False)
+
+
+def field_columns(fields: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The columns of ``fields`` (field -> value), each encoded as a job's row holds it; None
+    when a field is not stored in a column of its own."""
+    if not set(fields) <= _FIELD_COLUMNS.keys():
+        return None
+    # what the encoders read of a job: these fields only
+    holder = cast(Job, types.SimpleNamespace(**fields))
+    return {
+        _FIELD_COLUMNS[field]: _COLUMNS[_FIELD_COLUMNS[field]][1](holder, *_NO_FLAGS)
+        for field in fields
+    }
 
 
 def written_values(

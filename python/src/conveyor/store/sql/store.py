@@ -52,6 +52,7 @@ from ..base import (
     Candidate,
     ClaimPlan,
     ClaimQuery,
+    FinishPlan,
     JobFilter,
     PlannedClaim,
     ScheduleRun,
@@ -85,6 +86,7 @@ from .dialects import (
 from .direct import Compiled, DirectStatements
 from .locks import acquire_named, command_lock, release_named
 from .plannedclaim import PlannedClaims, PostgresPlannedClaims, SqlitePlannedClaims
+from .plannedfinish import PostgresPlannedFinishes
 from .rows import (
     Flags,
     changed_values,
@@ -184,10 +186,12 @@ class SqlTransaction:
         announce: bool = True,
         set_writes: SetWrites | None = None,
         planned: PlannedClaims | None = None,
+        finishes: PostgresPlannedFinishes | None = None,
     ) -> None:
         self.connection = connection
         self.set_writes = set_writes
         self.planned = planned
+        self.finishes = finishes
         self.tables = tables
         self.states = states
         self.dialect = dialect
@@ -408,6 +412,23 @@ class SqlTransaction:
         if notices and written == len(pending):
             self._notify_ends(notices)
         return written == len(pending)
+
+    def finish_planned(
+        self,
+        plan: FinishPlan,
+        reports: Sequence[tuple[Job, int, Mapping[str, Any]]],
+        now: datetime,
+    ) -> set[str] | None:
+        if self.finishes is None:
+            return None
+        found = self.finishes.run(self.connection, plan, reports, to_ms(now))
+        if found is None:
+            return None
+        written, dependents = found
+        # the jobs it ended had their dependents read in passing (as statement_with_notice's)
+        self._read_for.update(written)
+        self._dependents.update(dependents)
+        return written
 
     def dependents_read(self) -> tuple[frozenset[str], frozenset[str]]:
         return frozenset(self._read_for), frozenset(self._dependents)
@@ -1128,6 +1149,21 @@ class SqlStore:
             self.planned = SqlitePlannedClaims(
                 self.claims, states, preparer.format_table(self.tables.jobs), preparer.quote
             )
+        # ... and its successes of plain jobs on their last request (plannedfinish.py)
+        self.finishes = (
+            PostgresPlannedFinishes(
+                self.tables.jobs,
+                states,
+                self.direct,
+                preparer.format_table(self.tables.jobs),
+                preparer.format_table(self.tables.dependencies),
+                preparer.quote,
+                ended_channel(self.tables.jobs.name),
+                ENDS_PAYLOAD_BYTES // 20,  # an id and its comma: at most 20 characters
+            )
+            if self.set_writes is not None
+            else None
+        )
         self._listener = (
             PostgresListener(engine.url, notify_channel(self.tables.jobs.name))
             if self.dialect.name == "postgresql"
@@ -1262,6 +1298,7 @@ class SqlStore:
             self.announce,
             self.set_writes,
             self.planned,
+            self.finishes,
         )
 
     @contextmanager
