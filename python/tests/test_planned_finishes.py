@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,9 +25,12 @@ from sqlalchemy import select
 
 from conveyor import Conveyor, ManualClock
 from conveyor.engine import JobEngine
+from conveyor.errors import PartlyRecorded, StaleLease
+from conveyor.execution import Performed
 from conveyor.finishplan import finish_plan
 from conveyor.model import Job, JobError, Lease, Request, replace
 from conveyor.retry import RetryPolicy
+from conveyor.worker import Worker
 
 from .conftest import SERVER_URLS, _factory, require_service
 
@@ -227,3 +231,69 @@ def test_the_job_machine_success_is_planned(app: Conveyor) -> None:
     assert done.requests[0].state == "succeeded"
     assert done.lease is None
     assert "processing" not in fired  # the claim is planned too: the machine fired for none
+
+
+def _success(job: Job, token: int | None = None) -> Performed:
+    """A worker's report that ``job`` succeeded (with its lease's token unless told)."""
+    assert job.lease is not None
+    return Performed(
+        job=job,
+        current=job,
+        event="succeed",
+        params={"lease_token": job.lease.token if token is None else token},
+        update={"execution": {"pid": 1, "duration_ms": 0}, "metadata": job.metadata},
+        die=False,
+    )
+
+
+def test_an_idle_worker_s_success_is_one_statement_that_commits_itself(app: Conveyor) -> None:
+    """Outcomes that are all planned successes are written on the autocommit connection:
+    one round trip, no BEGIN or COMMIT of their own."""
+    import psycopg
+
+    app.register("task", lambda: None)
+    assert app.record_and_claim([], "w1").jobs == []  # the connections are set up
+    job = app.publish("task")
+    [claimed] = app.claim("w1")
+    seen: list[tuple[str, bool]] = []
+    execute = psycopg.Cursor.execute
+
+    def recording(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append((str(query).lstrip()[:12], cursor.connection.autocommit))
+        return execute(cursor, query, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(psycopg.Cursor, "execute", recording)
+        result = app.record_and_claim([_success(claimed)], "w1", limit=0)
+    assert seen == [("WITH written", True)]
+    assert [j.state for j in result.recorded] == ["finished"]
+    assert app.get(job.id).state == "finished"  # committed: another session sees it
+
+
+def test_successes_recorded_alone_are_not_recorded_again_when_the_rest_is_refused(
+    app: Conveyor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One report of two lost its lease: the statement commits the other; the refusal of
+    the lost one comes as PartlyRecorded with the job it recorded, and a worker then records
+    only the lost one again (one warning, for it)."""
+    app.register("task", lambda: None)
+    first, second = app.publish("task"), app.publish("task")
+    claimed = app.claim("w1", limit=2)
+    assert [j.id for j in claimed] == [first.id, second.id]
+    assert claimed[1].lease is not None
+    lost = _success(claimed[1], token=claimed[1].lease.token + 1)
+    reports = [_success(claimed[0]), lost]
+    with pytest.raises(PartlyRecorded) as refused:
+        app.record_and_claim(reports, "w1", limit=0)
+    assert isinstance(refused.value.__cause__, StaleLease)
+    assert list(refused.value.recorded) == [first.id]
+    assert app.get(first.id).state == "finished"
+    assert app.get(second.id).state == "processing"
+    worker = app.worker(stop_when_empty=True)
+    assert isinstance(worker, Worker)
+    with caplog.at_level(logging.WARNING, logger="conveyor"):
+        worker._record_each(reports, refused.value)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1
+    assert second.id in warned[0]
+    assert app.get(first.id).state == "finished"

@@ -17,7 +17,14 @@ from .cancellation import Cancellations
 from .clock import Clock, SystemClock, duration_ms, from_ms
 from .counting import Counts, PendingCounts
 from .engine import JobEngine
-from .errors import ConfigurationError, InvalidRequest, JobNotFound, StaleLease, WaitTimeout
+from .errors import (
+    ConfigurationError,
+    InvalidRequest,
+    JobNotFound,
+    PartlyRecorded,
+    StaleLease,
+    WaitTimeout,
+)
 from .eventloop import LoopThread
 from .handlers import Handler, HandlerRegistry
 from .heartbeat import Heartbeat
@@ -69,6 +76,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_URL = "sqlite:///conveyor.db"
 # app.wait() reads the job at least this often, also where the store announces ends.
 WAIT_POLL_SECONDS = 0.5
+
+
+def _joined(first: Outcome, second: Outcome) -> Outcome:
+    """What two writes changed, for the caller: jobs, notifications, dependents read."""
+    return Outcome(
+        jobs=[*first.jobs, *second.jobs],
+        notifications=[*first.notifications, *second.notifications],
+        dependents_read=(
+            first.dependents_read[0] | second.dependents_read[0],
+            first.dependents_read[1] | second.dependents_read[1],
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -789,32 +808,38 @@ class Conveyor:
         now = self.now()
         reports = [(p.current, p.event, p.params, p.update) for p in performed]
         lease_ms = lease_ms or self.lease_ms
-        alone = self._claim_alone(query, worker_id, lease_ms, limit, now) if not reports else None
-        if alone is not None and alone.complete:
+        # Successes the store writes by one statement on its own (committed): the others,
+        # and the claim, go on as if these had been recorded before.
+        finished, outcome_alone = self._finish_alone(reports, now)
+        left = [report for report in reports if report[0].id not in finished]
+        alone = self._claim_alone(query, worker_id, lease_ms, limit, now) if not left else None
+        if alone is not None and alone.complete and not reports:
             backlog = None if alone.more is None else len(alone.jobs) >= limit and alone.more
             return Claimed([], alone.jobs, 0, backlog)
         # Jobs the statement claimed are committed; should the rest of the claim fail, they
         # are rescued once their leases expire, as a worker's lost jobs are.
         taken = alone.jobs if alone is not None else []
-        with self.store.transaction() as tx:
-            recorded, outcome = self.lifecycle.record_all(tx, reports, now)
-            claimed = (
-                self.lifecycle.claim(
-                    tx,
-                    query,
-                    worker_id,
-                    lease_ms,
-                    limit - len(taken),
-                    now,
-                    skip={job.id for job in recorded},
-                )
-                if limit > len(taken)
-                else None
+        claim_done = alone is not None and alone.complete
+        try:
+            recorded_left, outcome, claimed, more = self._record_and_claim_in_transaction(
+                left, query, worker_id, lease_ms, 0 if claim_done else limit - len(taken), now
             )
-            more = tx.more_waiting(len(claimed.jobs)) if claimed is not None else None
+        except Exception as error:
+            if finished:
+                raise PartlyRecorded(finished) from error
+            raise
+        if claim_done:
+            assert alone is not None
+            claimed, more = Outcome(), alone.more
         if claimed is not None and taken:  # the jobs claimed alone first, all in claim order
             claimed.jobs = sorted([*taken, *claimed.jobs], key=lambda j: (j.priority, j.sequence))
         self._deliver(outcome)
+        if finished:
+            in_order = iter(recorded_left)
+            recorded = [finished.get(known.id) or next(in_order) for known, *_ in reports]
+            outcome = _joined(outcome_alone, outcome)
+        else:
+            recorded = recorded_left
         claimable = self.lifecycle.states.claimable
         due_again = sum(1 for job in recorded if job.state in claimable and job.available_at <= now)
         ids = {job.id for job in recorded}
@@ -832,6 +857,51 @@ class Conveyor:
         # A full claim is a backlog unless the claim's read saw nothing behind it.
         backlog = None if more is None else len(claimed.jobs) >= limit and more
         return Claimed(recorded, claimed.jobs, due_again, backlog, made_due=made_due)
+
+    def _record_and_claim_in_transaction(
+        self,
+        reports: Sequence[tuple[Job, str, Mapping[str, Any], Mapping[str, Any]]],
+        query: ClaimQuery,
+        worker_id: str,
+        lease_ms: int,
+        limit: int,
+        now: datetime,
+    ) -> tuple[list[Job], Outcome, Outcome | None, bool | None]:
+        """(jobs recorded, what the records changed, the claim or None, more waiting) of one
+        transaction; none when there is nothing to record or claim."""
+        if not reports and limit <= 0:
+            return [], Outcome(), None, None
+        with self.store.transaction() as tx:
+            recorded, outcome = self.lifecycle.record_all(tx, reports, now)
+            claimed = (
+                self.lifecycle.claim(
+                    tx, query, worker_id, lease_ms, limit, now, skip={job.id for job in recorded}
+                )
+                if limit > 0
+                else None
+            )
+            more = tx.more_waiting(len(claimed.jobs)) if claimed is not None else None
+        return recorded, outcome, claimed, more
+
+    def _finish_alone(
+        self,
+        reports: Sequence[tuple[Job, str, Mapping[str, Any], Mapping[str, Any]]],
+        now: datetime,
+    ) -> tuple[dict[str, Job], Outcome]:
+        """A worker's outcomes when all are successes the store writes by one statement
+        (``Transaction.finish_planned``), run alone in autocommit: its own transaction, with
+        no ``BEGIN`` or ``COMMIT`` round trip. The jobs it wrote, by id, and what it changed
+        (delivered); nothing when the store has no such statement or some outcome needs the
+        machine (all are then recorded in one transaction, as before)."""
+        if not reports or self.lifecycle.finish_plan is None or not self.store.claims_alone:
+            return {}, Outcome()
+        with self.store.autocommit() as tx:
+            finished = self.lifecycle.finish_planned(tx, reports, now, whole=True)
+            if not finished:
+                return {}, Outcome()
+            outcome = Outcome(jobs=list(finished.values()), dependents_read=tx.dependents_read())
+        self._deliver(outcome)
+        return dict(finished), outcome
 
     def _claim_alone(
         self, query: ClaimQuery, worker_id: str, lease_ms: int, limit: int, now: datetime

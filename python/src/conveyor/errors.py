@@ -22,6 +22,7 @@ Tree::
     ├── AlreadyRunning           a command protected by a lock is already running
     ├── LockLost                 a command's lock went away while it ran (its connection was cut)
     ├── JobTimeout               an attempt ran longer than its timeout (recorded, not raised)
+    ├── PartlyRecorded           some of a worker's outcomes committed before the rest failed
     └── WaitTimeout              app.wait() gave up: the job did not end in time
 
 Handler outcomes (``PermanentError``, ``Waiting``, ``Die``, ``TemporaryError``) live in
@@ -29,6 +30,8 @@ Handler outcomes (``PermanentError``, ``Waiting``, ``Die``, ``TemporaryError``) 
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ConveyorError(Exception):
@@ -55,6 +58,19 @@ class StaleLease(Refused):
     """A report carried a lease token that is no longer current: another worker owns the job now."""
 
     code = "stale_lease"
+
+
+class PartlyRecorded(ConveyorError):
+    """Some of a worker's outcomes were recorded (committed on their own, ``recorded``: each
+    job as written, by id) before recording the others failed (the cause is chained): the
+    worker records the others one by one, and does not record these again."""
+
+    def __init__(self, recorded: dict[str, Any]) -> None:
+        super().__init__(
+            f"{len(recorded)} outcome(s) recorded; recording the others failed: record them "
+            "one by one"
+        )
+        self.recorded = recorded
 
 
 class JobNotFound(Refused):

@@ -523,7 +523,7 @@ class Lifecycle:
         outcome = Outcome()
         plain: list[tuple[int, Job, Fired]] = []
         finals: list[Job] = []
-        planned = self._finish_planned(tx, reports, now)
+        planned = self.finish_planned(tx, reports, now)
         written: list[tuple[int, Job]] = []  # by the store's one statement
         for known, event, params, update in reports:
             final = planned.get(known.id)
@@ -557,14 +557,16 @@ class Lifecycle:
         outcome.dependents_read = tx.dependents_read()
         return finals, outcome
 
-    def _finish_planned(
+    def finish_planned(
         self,
         tx: Transaction,
         reports: Sequence[tuple[Job, str, Mapping[str, Any], Mapping[str, Any]]],
         now: datetime,
+        whole: bool = False,
     ) -> Mapping[str, Job]:
         """The successes of plain jobs on their last request, written by one statement where
-        the store has it (finishplan.py); by id, as written. The rest fire the machine."""
+        the store has it (finishplan.py); by id, as written. The rest fire the machine.
+        ``whole``: only when every report is such a success (else nothing is written)."""
         plan = self.finish_plan
         if plan is None:
             return {}
@@ -583,6 +585,8 @@ class Lifecycle:
                 or known.requests_remaining != 1
                 or any(self._reaches_other_rows(name, known) for name in plan.system)
             ):
+                if whole:
+                    return {}
                 continue
             # as the engine writes ``update``: a value that is the object the job holds is
             # no change
@@ -590,11 +594,15 @@ class Lifecycle:
                 name: value for name, value in update.items() if getattr(known, name) is not value
             }
             if not fields.keys() <= PLANNED_FIELDS:
+                if whole:
+                    return {}
                 continue
             if fields.get("result") is not None:
                 try:  # an invalid result is refused as the machine's path refuses it
                     self._check_planned_result(plan.target, fields["result"])
                 except Refused:
+                    if whole:
+                        return {}
                     continue
             chosen.append((known, token, fields))
             firings[known.id] = self._firing(FINISH_EVENT, now, params, {})

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import FrameType
 
-from .errors import ConfigurationError, Refused
+from .errors import ConfigurationError, PartlyRecorded, Refused
 from .execution import (
     Executed,
     JobRunner,
@@ -447,8 +447,8 @@ class Worker(WorkerControl):
         self.runner.release(pending)
         try:
             claimed = self.source.claim(limit, pending, due_by)
-        except Refused:  # nothing was written: a lease, or a claimed row, moved on
-            self._record_each(pending)
+        except (Refused, PartlyRecorded) as error:  # a lease, or a claimed row, moved on
+            self._record_each(pending, error)
             self._wake()
             return True
         except Exception:
@@ -506,8 +506,8 @@ class Worker(WorkerControl):
             self._claim_seconds += (took - self._claim_seconds) * 0.2
         try:
             claimed = future.result()
-        except Refused:
-            self._record_each(pending)
+        except (Refused, PartlyRecorded) as error:
+            self._record_each(pending, error)
             self._wake()
             return
         except Exception:
@@ -901,20 +901,29 @@ class Worker(WorkerControl):
         try:
             claimed = self.source.claim(0, pending)
         except Exception as error:
-            if not (isinstance(error, Refused) or is_transient(error)):
+            if not isinstance(error, (Refused, PartlyRecorded)) and not is_transient(error):
                 self.runner.hold(pending)
                 self._pending = pending + self._pending
                 raise
-            self._record_each(pending)  # alone, each retried while the database is away
+            self._record_each(pending, error)  # alone, each retried while the database is away
             return True
         self._made_due = self._made_due or claimed.made_due > 0
         for performed, final in zip(pending, claimed.recorded, strict=True):
             self._count(self.runner.finish(performed, final))
         return claimed.may_free
 
-    def _record_each(self, pending: Sequence[Performed]) -> None:
+    def _record_each(
+        self, pending: Sequence[Performed], error: BaseException | None = None
+    ) -> None:
+        """Record each outcome on its own, but those a :class:`PartlyRecorded` ``error`` says
+        were recorded already."""
+        recorded = error.recorded if isinstance(error, PartlyRecorded) else {}
         try:
             for performed in pending:  # each refused only if its own lease was lost
+                final = recorded.get(performed.job.id)
+                if final is not None:
+                    self._count(self.runner.finish(performed, final))
+                    continue
                 self._count(self.runner.record(performed))
         finally:
             self.runner.release(pending)  # recorded, or given up: their leases may lapse

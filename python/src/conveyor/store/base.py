@@ -464,9 +464,10 @@ class Store(Protocol):
 
     @property
     def claims_alone(self) -> bool:
-        """Whether :meth:`Transaction.claim_planned` may run in :meth:`autocommit`: the
-        store claims by one statement, its own transaction. An idle worker's claim then
-        costs no ``BEGIN`` or ``COMMIT`` round trip."""
+        """Whether :meth:`Transaction.claim_planned` (and :meth:`Transaction.finish_planned`)
+        may run in :meth:`autocommit`: the store claims (and records successes) by one
+        statement, its own transaction. An idle worker's claim then costs no ``BEGIN`` or
+        ``COMMIT`` round trip."""
         ...
 
     def insert_alone(self, job: Job) -> Job | None:
