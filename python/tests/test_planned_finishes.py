@@ -1,4 +1,4 @@
-"""The success of plain jobs on their last request in one statement (PostgreSQL,
+"""The success of plain jobs on their last request in one statement (PostgreSQL and SQLite,
 store/sql/plannedfinish.py) leaves the rows and jobs the machine fired per job leaves
 (OUT-001, LEASE-002, JOB-010, MULTI-002, RESULT-001).
 
@@ -50,13 +50,19 @@ class RolledBack(Exception):
     """Raised to leave a transaction without committing it."""
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[Conveyor]:
-    """PostgreSQL: the store with a planned finish."""
-    if "postgresql" in SERVER_URLS:
-        require_service("postgresql")
-    for make in _factory("postgresql", tmp_path, ManualClock(T0)):
+@pytest.fixture(params=("postgresql", "sqlite"))
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conveyor]:
+    """The stores with a planned finish: one statement on PostgreSQL (alone in autocommit
+    where every outcome is planned), one in the worker's transaction on SQLite."""
+    if request.param in SERVER_URLS:
+        require_service(request.param)
+    for make in _factory(request.param, tmp_path, ManualClock(T0)):
         yield make()
+
+
+def _postgresql_only(app: Conveyor) -> None:
+    if not app.store.display_url.startswith("postgresql"):
+        pytest.skip("only PostgreSQL records planned successes alone, in autocommit")
 
 
 @st.composite
@@ -249,6 +255,7 @@ def _success(job: Job, token: int | None = None) -> Performed:
 def test_an_idle_worker_s_success_is_one_statement_that_commits_itself(app: Conveyor) -> None:
     """Outcomes that are all planned successes are written on the autocommit connection:
     one round trip, no BEGIN or COMMIT of their own."""
+    _postgresql_only(app)
     import psycopg
 
     app.register("task", lambda: None)
@@ -276,6 +283,7 @@ def test_successes_recorded_alone_are_not_recorded_again_when_the_rest_is_refuse
     """One report of two lost its lease: the statement commits the other; the refusal of
     the lost one comes as PartlyRecorded with the job it recorded, and a worker then records
     only the lost one again (one warning, for it)."""
+    _postgresql_only(app)
     app.register("task", lambda: None)
     first, second = app.publish("task"), app.publish("task")
     claimed = app.claim("w1", limit=2)

@@ -212,6 +212,35 @@ def postgres_requests(quote: Callable[[str], str], request: dict[str, str], curr
     )
 
 
+def _sqlite_current(quote: Callable[[str], str]) -> str:
+    """SQLite: the current request's position, the first that has not succeeded
+    (Job.current_index), in the row's requests."""
+    return (
+        f"(SELECT e.key FROM json_each({quote('requests')}) AS e "
+        "WHERE json_extract(e.value, '$.state') <> 'succeeded' ORDER BY e.key LIMIT 1)"
+    )
+
+
+def _sqlite_path(quote: Callable[[str], str], field: str) -> str:
+    return f"'$[' || {_sqlite_current(quote)} || '].{field}'"
+
+
+def sqlite_request_field(quote: Callable[[str], str], field: str) -> str:
+    """SQLite: a field of the row's current request, as it was."""
+    return f"json_extract({quote('requests')}, {_sqlite_path(quote, field)})"
+
+
+def sqlite_requests(quote: Callable[[str], str], request: dict[str, str]) -> str:
+    """SQLite: the row's requests with the current one's fields set as ``request`` says
+    (``json_set`` edits it in place); unchanged when every request succeeded."""
+    requests = quote("requests")
+    edits = ", ".join(f"{_sqlite_path(quote, field)}, {value}" for field, value in request.items())
+    return (
+        f"CASE WHEN {_sqlite_current(quote)} IS NULL THEN {requests} "
+        f"ELSE json_set({requests}, {edits}) END"
+    )
+
+
 class _Compiler:
     """What each dialect's planned claim is built from: the claim's reads, the machine's
     state sets, and the job table's quoted name and the dialect's quoting."""
@@ -359,30 +388,17 @@ class SqlitePlannedClaims(_Compiler):
 
     def _build(self, plan: ClaimPlan) -> Any:
         q = self.quote
-        requests = q("requests")
-        # The current request's position: the first that has not succeeded (Job.current_index).
-        current = (
-            f"(SELECT e.key FROM json_each({requests}) AS e "
-            "WHERE json_extract(e.value, '$.state') <> 'succeeded' ORDER BY e.key LIMIT 1)"
-        )
-        path = f"'$[' || {current} || '].{{field}}'"
         writes = plan_writes(
             plan,
             self.states,
             "",
             lambda name: f":{name}",
-            lambda field: f"json_extract({requests}, {path.format(field=field)})",
+            lambda field: sqlite_request_field(q, field),
         )
         if writes is None:
             return None
         if "requests" in writes.columns:
-            edits = ", ".join(
-                f"{path.format(field=field)}, {value}" for field, value in writes.request.items()
-            )
-            writes.columns["requests"] = (
-                f"CASE WHEN {current} IS NULL THEN {requests} "
-                f"ELSE json_set({requests}, {edits}) END"
-            )
+            writes.columns["requests"] = sqlite_requests(q, writes.request)
         sets = ", ".join(f"{q(column)} = {value}" for column, value in writes.columns.items())
         return text(
             f"UPDATE {self.table_name} SET {sets} WHERE {q('id')} IN (SELECT value FROM "

@@ -19,20 +19,60 @@ reports, that the rows and jobs it leaves are those the machine leaves.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table, text
 
 from ...model import Job
 from ..base import FinishPlan, StateSets
 from .dialects import end_notice_sql
 from .direct import Compiled, DirectStatements
-from .plannedclaim import effect_writes, postgres_requests, state_names
+from .plannedclaim import (
+    SQLITE_RETURNING,
+    effect_writes,
+    postgres_requests,
+    sqlite_request_field,
+    sqlite_requests,
+    state_names,
+)
 from .rows import field_columns
 from .setwrites import _sql_type
 
 NOTIFIED, DEPENDENTS = "fin_notified", "fin_dependents"
+Reports = Sequence[tuple[Job, int, Mapping[str, Any]]]
+
+
+class PlannedFinishes(Protocol):
+    """A dialect's planned finish."""
+
+    def run(
+        self, connection: Connection, plan: FinishPlan, reports: Reports, at: int
+    ) -> tuple[set[str], set[str] | None] | None:
+        """The ids of the jobs written, and of their dependents where the statement read
+        them (None: not read); None, having written nothing, when the plan has an effect
+        without SQL here. Reports whose fields have no plain column are left out (the
+        caller fires the machine on them)."""
+        ...
+
+
+def _records(reports: Reports) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """Each report as a record of the statement's document (id, token, ``set_`` + each
+    plain column), by the columns it sets (one statement each)."""
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for known, token, fields in reports:
+        values = field_columns(fields)
+        if values is None:
+            continue
+        record = {"w_id": int(known.id), "w_token": token}
+        record.update({f"set_{column}": value for column, value in values.items()})
+        shapes.setdefault(tuple(sorted(values)), []).append(record)
+    return shapes
+
+
+def _document(records: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps(records, ensure_ascii=False, separators=(",", ":"))
 
 
 class PostgresPlannedFinishes:
@@ -60,33 +100,18 @@ class PostgresPlannedFinishes:
         self._built: dict[tuple[FinishPlan, tuple[str, ...]], Compiled | None] = {}
 
     def run(
-        self,
-        connection: Any,
-        plan: FinishPlan,
-        reports: Sequence[tuple[Job, int, Mapping[str, Any]]],
-        at: int,
-    ) -> tuple[set[str], set[str]] | None:
-        """The ids of the jobs written and of their dependents; None, having written
-        nothing, when the plan has an effect without SQL here. Reports whose fields have no
-        plain column are left out (the caller fires the machine on them)."""
-        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for known, token, fields in reports:
-            values = field_columns(fields)
-            if values is None:
-                continue
-            record = {"w_id": int(known.id), "w_token": token}
-            record.update({f"set_{column}": value for column, value in values.items()})
-            shapes.setdefault(tuple(sorted(values)), []).append(record)
+        self, connection: Connection, plan: FinishPlan, reports: Reports, at: int
+    ) -> tuple[set[str], set[str] | None] | None:
         written: set[str] = set()
         dependents: set[str] = set()
-        for columns, records in shapes.items():
+        for columns, records in _records(reports).items():
             compiled = self._statement(plan, columns)
             if compiled is None:
                 return None
             for start in range(0, len(records), self.batch):
                 chunk = records[start : start + self.batch]
                 parameters = {
-                    "rows": json.dumps(chunk, ensure_ascii=False, separators=(",", ":")),
+                    "rows": _document(chunk),
                     "ids": "{" + ",".join(str(record["w_id"]) for record in chunk) + "}",
                     "at": at,
                     "channel": self.channel,
@@ -166,3 +191,82 @@ class PostgresPlannedFinishes:
 
 def _text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+class SqlitePlannedFinishes:
+    """SQLite (3.35 and later): one ``UPDATE ... FROM (the records) ... RETURNING`` per
+    batch, in the worker's transaction; the current request edited by ``json_set``. No end
+    notice (SQLite has none) and no dependents read: the caller looks them up if it needs
+    them, as after any other write here."""
+
+    def __init__(
+        self,
+        table: Table,
+        states: StateSets,
+        table_name: str,
+        quote: Callable[[str], str],
+    ) -> None:
+        self.table = table
+        self.states = states
+        self.table_name = table_name
+        self.quote = quote
+        self._built: dict[tuple[FinishPlan, tuple[str, ...]], Any] = {}
+
+    @staticmethod
+    def available() -> bool:
+        return sqlite3.sqlite_version_info >= SQLITE_RETURNING
+
+    def run(
+        self, connection: Connection, plan: FinishPlan, reports: Reports, at: int
+    ) -> tuple[set[str], set[str] | None] | None:
+        written: set[str] = set()
+        for columns, records in _records(reports).items():
+            key = (plan, columns)
+            if key not in self._built:
+                self._built[key] = self._build(plan, columns)
+            statement = self._built[key]
+            if statement is None:
+                return None
+            rows = connection.execute(statement, {"rows": _document(records), "at": at})
+            written.update(str(row[0]) for row in rows)
+        return written, None
+
+    def _build(self, plan: FinishPlan, columns: tuple[str, ...]) -> Any:
+        if plan.target in self.states.leased or plan.target in self.states.claimable:
+            return None
+        q = self.quote
+        step = plan.request
+        writes = effect_writes(
+            plan.target,
+            plan.effects,
+            step,
+            "",
+            lambda name: f":{name}",
+            lambda field: sqlite_request_field(q, field),
+        )
+        if writes is None or not set(columns).isdisjoint(writes.columns):
+            return None
+        if "requests" in writes.columns:
+            writes.columns["requests"] = sqlite_requests(q, writes.request)
+        sets = [f"{q(column)} = {value}" for column, value in writes.columns.items()]
+        sets += [f"{q(column)} = v.{q('set_' + column)}" for column in columns]
+        fields = ["w_id", "w_token", *(f"set_{column}" for column in columns)]
+        record = ", ".join(f"json_extract(e.value, '$.{name}') AS {q(name)}" for name in fields)
+        t = self.table_name
+        state = "json_extract(e.value, '$.state')"
+        last_request = (
+            f"(SELECT count(*) = 1 AND min({state} IN ({state_names(step.sources)})) "
+            f"FROM json_each({t}.{q('requests')}) AS e WHERE {state} <> 'succeeded')"
+        )
+        where = [
+            f"{t}.{q('id')} = v.{q('w_id')}",
+            f"{t}.{q('state')} IN ({state_names(plan.sources)})",
+            f"{t}.{q('lease_worker')} IS NOT NULL",
+            f"{t}.{q('lease_token')} = v.{q('w_token')}",
+            last_request,
+        ]
+        return text(
+            f"UPDATE {t} SET {', '.join(sets)} "
+            f"FROM (SELECT {record} FROM json_each(:rows) AS e) AS v "
+            f"WHERE {' AND '.join(where)} RETURNING {t}.{q('id')}"
+        )

@@ -86,7 +86,7 @@ from .dialects import (
 from .direct import Compiled, DirectStatements
 from .locks import acquire_named, command_lock, release_named
 from .plannedclaim import PlannedClaims, PostgresPlannedClaims, SqlitePlannedClaims
-from .plannedfinish import PostgresPlannedFinishes
+from .plannedfinish import PlannedFinishes, PostgresPlannedFinishes, SqlitePlannedFinishes
 from .rows import (
     Flags,
     changed_values,
@@ -186,7 +186,7 @@ class SqlTransaction:
         announce: bool = True,
         set_writes: SetWrites | None = None,
         planned: PlannedClaims | None = None,
-        finishes: PostgresPlannedFinishes | None = None,
+        finishes: PlannedFinishes | None = None,
     ) -> None:
         self.connection = connection
         self.set_writes = set_writes
@@ -425,9 +425,9 @@ class SqlTransaction:
         if found is None:
             return None
         written, dependents = found
-        # the jobs it ended had their dependents read in passing (as statement_with_notice's)
-        self._read_for.update(written)
-        self._dependents.update(dependents)
+        if dependents is not None:  # read in passing for the jobs it ended
+            self._read_for.update(written)
+            self._dependents.update(dependents)
         return written
 
     def dependents_read(self) -> tuple[frozenset[str], frozenset[str]]:
@@ -1150,8 +1150,9 @@ class SqlStore:
                 self.claims, states, preparer.format_table(self.tables.jobs), preparer.quote
             )
         # ... and its successes of plain jobs on their last request (plannedfinish.py)
-        self.finishes = (
-            PostgresPlannedFinishes(
+        self.finishes: PlannedFinishes | None = None
+        if self.set_writes is not None:
+            self.finishes = PostgresPlannedFinishes(
                 self.tables.jobs,
                 states,
                 self.direct,
@@ -1161,9 +1162,10 @@ class SqlStore:
                 ended_channel(self.tables.jobs.name),
                 ENDS_PAYLOAD_BYTES // 20,  # an id and its comma: at most 20 characters
             )
-            if self.set_writes is not None
-            else None
-        )
+        elif self.dialect.name == "sqlite" and SqlitePlannedFinishes.available():
+            self.finishes = SqlitePlannedFinishes(
+                self.tables.jobs, states, preparer.format_table(self.tables.jobs), preparer.quote
+            )
         self._listener = (
             PostgresListener(engine.url, notify_channel(self.tables.jobs.name))
             if self.dialect.name == "postgresql"
