@@ -12,6 +12,7 @@ effect becomes is the store's, and a store declines a plan naming an effect it d
 from __future__ import annotations
 
 from .engine import JobEngine
+from .machine import Transition
 from .store.base import ClaimPlan, RequestStep
 
 CLAIM_EVENT = "claim"
@@ -27,33 +28,47 @@ def claim_plan(engine: JobEngine) -> ClaimPlan | None:
     if len(claims) != 1:
         return None
     [transition] = claims
-    job_effects: list[str] = []
-    request: RequestStep | None = None
-    for name in transition.effects:
-        effect = machine.effects[name]
-        if effect.scope == "system":
-            return None
-        if effect.request_event is None:
-            job_effects.append(name)
-            continue
-        # Any other scope than all unfinished requests is the current request's (engine.py);
-        # ``abandon`` records an error of the job's own.
-        if request is not None or effect.scope == "all_unfinished":
-            return None
-        if effect.request_event == "abandon":
-            return None
-        request = request_step(engine, name, effect.request_event)
-        if request is None:
-            return None
-        job_effects.append(name)
+    split = split_effects(engine, transition)
+    if split is None or split[2]:  # system effects reach other rows
+        return None
+    job_effects, request, _ = split
     return ClaimPlan(
         transition=transition.id,
         sources=transition.sources,
         target=transition.target,
         guard=transition.guard,
-        effects=tuple(job_effects),
+        effects=job_effects,
         request=request,
     )
+
+
+def split_effects(
+    engine: JobEngine, transition: Transition
+) -> tuple[tuple[str, ...], RequestStep | None, tuple[str, ...]] | None:
+    """A transition's job effects (the one firing the current request's event included),
+    what that event does to the current request, and its system effects; None when its
+    request effects are more than one event on the current request."""
+    machine = engine.machine
+    job_effects: list[str] = []
+    system: list[str] = []
+    request: RequestStep | None = None
+    for name in transition.effects:
+        effect = machine.effects[name]
+        if effect.scope == "system":
+            system.append(name)
+            continue
+        if effect.request_event is not None:
+            # Any other scope than all unfinished requests is the current request's
+            # (engine.py); ``abandon`` records an error of the job's own.
+            if request is not None or effect.scope == "all_unfinished":
+                return None
+            if effect.request_event == "abandon":
+                return None
+            request = request_step(engine, name, effect.request_event)
+            if request is None:
+                return None
+        job_effects.append(name)
+    return tuple(job_effects), request, tuple(system)
 
 
 def request_step(engine: JobEngine, via: str, event: str) -> RequestStep | None:

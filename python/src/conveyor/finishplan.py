@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .claimplan import request_step
+from .claimplan import split_effects
 from .engine import JobEngine
-from .store.base import FinishPlan, RequestStep
+from .store.base import FinishPlan
 
 FINISH_EVENT = "succeed"
 # The guard of the finishing transition, as the file writes it: the report's token is the
@@ -49,30 +49,17 @@ def finish_plan(engine: JobEngine) -> FinishPlan | None:
         guard = machine.guards.get(other.guard) if other.guard is not None else None
         if not (isinstance(guard, dict) and MORE_REQUESTS in guard.get("and", ())):
             return None
-    job_effects: list[str] = []
-    system: list[str] = []
-    request: RequestStep | None = None
-    for name in transition.effects:
-        effect = machine.effects[name]
-        if effect.scope == "system":
-            system.append(name)
-            continue
-        if effect.request_event is not None:
-            if request is not None or effect.scope == "all_unfinished":
-                return None
-            if effect.request_event == "abandon":
-                return None
-            request = request_step(engine, name, effect.request_event)
-            if request is None:
-                return None
-        job_effects.append(name)
+    split = split_effects(engine, transition)
+    if split is None:
+        return None
+    job_effects, request, system = split
     if request is None:
         return None
     return FinishPlan(
         transition=transition.id,
         sources=transition.sources,
         target=transition.target,
-        effects=tuple(job_effects),
+        effects=job_effects,
         request=request,
-        system=tuple(system),
+        system=system,
     )

@@ -31,6 +31,7 @@ from .dialects import end_notice_sql
 from .direct import Compiled, DirectStatements
 from .plannedclaim import (
     SQLITE_RETURNING,
+    Writes,
     effect_writes,
     postgres_requests,
     sqlite_request_field,
@@ -73,6 +74,25 @@ def _records(reports: Reports) -> dict[tuple[str, ...], list[dict[str, Any]]]:
 
 def _document(records: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps(records, ensure_ascii=False, separators=(",", ":"))
+
+
+def _finish_writes(
+    plan: FinishPlan,
+    states: StateSets,
+    columns: tuple[str, ...],
+    row: str,
+    parameter: Callable[[str], str],
+    request_field: Callable[[str], str],
+) -> Writes | None:
+    """The SQL of ``plan``'s writes (as :func:`effect_writes`), or None when its target is
+    leased or claimable (this statement leaves both claim indexes alone) or an effect writes
+    one of the reports' plain ``columns``."""
+    if plan.target in states.leased or plan.target in states.claimable:
+        return None
+    writes = effect_writes(plan.target, plan.effects, plan.request, row, parameter, request_field)
+    if writes is None or not set(columns).isdisjoint(writes.columns):
+        return None
+    return writes
 
 
 class PostgresPlannedFinishes:
@@ -128,18 +148,16 @@ class PostgresPlannedFinishes:
         return self._built[key]
 
     def _build(self, plan: FinishPlan, columns: tuple[str, ...]) -> Compiled | None:
-        if plan.target in self.states.leased or plan.target in self.states.claimable:
-            return None
         step = plan.request
-        writes = effect_writes(
-            plan.target,
-            plan.effects,
-            step,
+        writes = _finish_writes(
+            plan,
+            self.states,
+            columns,
             "t.",
             lambda name: f"%({name})s",
             lambda field: f"(e.value->>'{field}')::bigint",
         )
-        if writes is None or not set(columns).isdisjoint(writes.columns):
+        if writes is None:
             return None
         q, t = self.quote, self.table_name
         state = f"e.value->>{_text('state')}"
@@ -232,19 +250,17 @@ class SqlitePlannedFinishes:
         return written, None
 
     def _build(self, plan: FinishPlan, columns: tuple[str, ...]) -> Any:
-        if plan.target in self.states.leased or plan.target in self.states.claimable:
-            return None
         q = self.quote
         step = plan.request
-        writes = effect_writes(
-            plan.target,
-            plan.effects,
-            step,
+        writes = _finish_writes(
+            plan,
+            self.states,
+            columns,
             "",
             lambda name: f":{name}",
             lambda field: sqlite_request_field(q, field),
         )
-        if writes is None or not set(columns).isdisjoint(writes.columns):
+        if writes is None:
             return None
         if "requests" in writes.columns:
             writes.columns["requests"] = sqlite_requests(q, writes.request)
